@@ -1,0 +1,123 @@
+//! The event loop: one thread, one `epoll` (through mio), nothing else.
+//!
+//! The reactor knows nothing about files, streams or the protocol. It owns
+//! the `mio::Poll`, a reused `Events` buffer and the timer heap, and hands
+//! the daemon a list of [`Ready`] records to dispatch with a
+//! `match token { ... }`. Tokens are plain numbers: fixed ones below
+//! [`slots::RESERVED`] for singletons (listener, signalfd, inotify) and
+//! generation-tagged [`slots::Key`]s for everything in a slab.
+//!
+//! ## Edge-triggered rules
+//! mio registers sources edge-triggered. Every handler therefore:
+//! 1. drains its source until `WouldBlock` (or until it deliberately stops
+//!    reading to apply back-pressure, in which case it must remember that
+//!    it stopped and resume on its own, never waiting for another edge);
+//! 2. treats every event as a hint: readiness can be spurious, so a
+//!    `WouldBlock` right away is normal;
+//! 3. never assumes one event per write: several writes may coalesce into
+//!    one event, and one event may cover data that was already read.
+//!
+//! Timers ([`timer::Timers`]) carry a token and fire by calling the same
+//! handler as an event would; owners re-check their own deadlines, so a
+//! stale or early wake-up is harmless.
+//!
+//! All raw system calls live in [`sys`], the only module allowed `unsafe`.
+
+pub mod slots;
+#[allow(unsafe_code)]
+pub mod sys;
+pub mod timer;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::{Events, Poll, Registry, Token, Waker};
+
+pub use slots::{Key, Slots};
+pub use timer::{Armed, Timers};
+
+/// One readiness notification, copied out of mio's buffer so handlers can
+/// borrow the daemon mutably while iterating.
+#[derive(Debug, Clone, Copy)]
+pub struct Ready {
+    pub token: Token,
+    pub readable: bool,
+    pub writable: bool,
+    /// The peer closed, or the descriptor is in error: handlers read to
+    /// find out which (a read returns 0 or the error).
+    pub closed: bool,
+}
+
+#[derive(Debug)]
+pub struct Reactor {
+    poll: Poll,
+    events: Events,
+    pub timers: Timers<Token>,
+}
+
+impl Reactor {
+    pub fn new(capacity: usize) -> io::Result<Self> {
+        Ok(Reactor {
+            poll: Poll::new()?,
+            events: Events::with_capacity(capacity),
+            timers: Timers::default(),
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        self.poll.registry()
+    }
+
+    /// The registry and the timers at once, for handlers that need both.
+    pub fn parts(&mut self) -> (&Registry, &mut Timers<Token>) {
+        (self.poll.registry(), &mut self.timers)
+    }
+
+    /// Sleeps until an event arrives or the earliest timer is due, then
+    /// fills `out` (cleared first; its capacity is reused). Expired timers
+    /// are not included: the caller drains them with `timers.pop_expired`.
+    pub fn wait(&mut self, out: &mut Vec<Ready>, now: Instant) -> io::Result<()> {
+        out.clear();
+        let timeout = self.timers.timeout(now);
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        out.extend(self.events.iter().map(|e| Ready {
+            token: e.token(),
+            readable: e.is_readable() || e.is_read_closed(),
+            writable: e.is_writable() || e.is_write_closed(),
+            closed: e.is_read_closed() || e.is_write_closed() || e.is_error(),
+        }));
+        Ok(())
+    }
+}
+
+/// Asks a running daemon to stop cleanly, from any thread: sets a flag and
+/// wakes the loop, which checks [`StopHandle::requested`] on its waker token.
+#[derive(Debug, Clone)]
+pub struct StopHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl StopHandle {
+    pub fn new(registry: &Registry, token: Token) -> io::Result<StopHandle> {
+        Ok(StopHandle {
+            flag: Arc::new(AtomicBool::new(false)),
+            waker: Arc::new(Waker::new(registry, token)?),
+        })
+    }
+
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+
+    pub fn requested(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,135 @@
+//! Opening output files beneath a trusted directory.
+//!
+//! The server builds output paths from what clients send. Routing already
+//! rejects `..`, absolute paths and NUL bytes; this layer makes sure that a
+//! symlink planted anywhere below the trusted base cannot redirect a write:
+//! every component below `base` is opened with `openat(..., O_NOFOLLOW)`,
+//! directories are created with `mkdirat` as needed.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path};
+
+use super::cvt;
+
+fn c_name(name: &std::ffi::OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+fn openat(
+    dir: &OwnedFd,
+    name: &CString,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is NUL-terminated and outlives the call; `dir` is open.
+    let fd = cvt(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })?;
+    // SAFETY: the descriptor was just returned by the kernel; we own it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn mkdirat(dir: &OwnedFd, name: &CString) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated and outlives the call; `dir` is open.
+    match cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) }) {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// Opens `base/relative` for appending, creating missing directories and the
+/// file. `base` itself is created with `create_dir_all` and may be reached
+/// through symlinks (it comes from the operator's config); no component of
+/// `relative` may be a symlink (`ELOOP`/`ENOTDIR` is returned instead), and
+/// `relative` must consist of normal components only.
+pub fn open_append_beneath(base: &Path, relative: &Path) -> io::Result<File> {
+    std::fs::create_dir_all(base)?;
+    let base_c = c_name(base.as_os_str())?;
+    // SAFETY: `base_c` is NUL-terminated and outlives the call.
+    let fd = cvt(unsafe {
+        libc::open(
+            base_c.as_ptr(),
+            libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: freshly returned descriptor, owned here.
+    let mut dir = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut parts = relative.components().peekable();
+    while let Some(part) = parts.next() {
+        let Component::Normal(name) = part else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "output path has a non-normal component",
+            ));
+        };
+        let name = c_name(name)?;
+        if parts.peek().is_some() {
+            mkdirat(&dir, &name)?;
+            dir = openat(
+                &dir,
+                &name,
+                libc::O_DIRECTORY | libc::O_RDONLY | libc::O_NOFOLLOW,
+                0,
+            )?;
+        } else {
+            let flags = libc::O_WRONLY
+                | libc::O_APPEND
+                | libc::O_CREAT
+                | libc::O_NOFOLLOW
+                | libc::O_NONBLOCK;
+            let fd = openat(&dir, &name, flags, 0o644)?;
+            return Ok(File::from(fd));
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "empty output path",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn creates_directories_and_appends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut f = open_append_beneath(tmp.path(), Path::new("h/var/log/x.log")).unwrap();
+        f.write_all(b"a\n").unwrap();
+        let mut f = open_append_beneath(tmp.path(), Path::new("h/var/log/x.log")).unwrap();
+        f.write_all(b"b\n").unwrap();
+        assert_eq!(
+            std::fs::read(tmp.path().join("h/var/log/x.log")).unwrap(),
+            b"a\nb\n"
+        );
+    }
+
+    #[test]
+    fn refuses_symlinked_directory_and_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("evil")).unwrap();
+        assert!(open_append_beneath(tmp.path(), Path::new("evil/x.log")).is_err());
+        std::os::unix::fs::symlink(outside.path().join("f"), tmp.path().join("f")).unwrap();
+        assert!(open_append_beneath(tmp.path(), Path::new("f")).is_err());
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn refuses_parent_components() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(open_append_beneath(tmp.path(), Path::new("../x")).is_err());
+        assert!(open_append_beneath(tmp.path(), Path::new("/etc/x")).is_err());
+    }
+}

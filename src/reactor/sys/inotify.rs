@@ -1,0 +1,127 @@
+//! inotify(7): one non-blocking descriptor, watches added by path, events
+//! decoded from the kernel's packed records without copying names.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use super::cvt;
+
+/// The event bits the tailer uses, re-exported so callers need no libc.
+pub mod mask {
+    pub const MODIFY: u32 = libc::IN_MODIFY;
+    pub const ATTRIB: u32 = libc::IN_ATTRIB;
+    pub const CLOSE_WRITE: u32 = libc::IN_CLOSE_WRITE;
+    pub const CREATE: u32 = libc::IN_CREATE;
+    pub const DELETE: u32 = libc::IN_DELETE;
+    pub const DELETE_SELF: u32 = libc::IN_DELETE_SELF;
+    pub const MOVE_SELF: u32 = libc::IN_MOVE_SELF;
+    pub const MOVED_FROM: u32 = libc::IN_MOVED_FROM;
+    pub const MOVED_TO: u32 = libc::IN_MOVED_TO;
+    pub const IGNORED: u32 = libc::IN_IGNORED;
+    pub const Q_OVERFLOW: u32 = libc::IN_Q_OVERFLOW;
+    pub const ONLYDIR: u32 = libc::IN_ONLYDIR;
+}
+
+/// A watch descriptor as returned by `inotify_add_watch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Watch(pub i32);
+
+/// One decoded event; `name` borrows from the read buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    pub watch: Watch,
+    pub mask: u32,
+    pub name: Option<&'a OsStr>,
+}
+
+/// An inotify instance (non-blocking, close-on-exec).
+#[derive(Debug)]
+pub struct Inotify {
+    fd: OwnedFd,
+}
+
+impl Inotify {
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: no pointers are passed; the result is checked before use.
+        let fd = cvt(unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) })?;
+        // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+        Ok(Inotify {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Adds (or updates) a watch on `path` for the events in `mask`.
+    pub fn add_watch(&self, path: &Path, mask: u32) -> io::Result<Watch> {
+        let c = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+        // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+        let wd = cvt(unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), mask) })?;
+        Ok(Watch(wd))
+    }
+
+    /// Removes a watch; `EINVAL` (already gone) is not an error.
+    pub fn rm_watch(&self, watch: Watch) -> io::Result<()> {
+        // SAFETY: plain integer arguments.
+        match cvt(unsafe { libc::inotify_rm_watch(self.fd.as_raw_fd(), watch.0) }) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// Reads as many events as fit into `buf` (at least 4 KiB is sensible).
+    /// Returns `WouldBlock` when the queue is empty.
+    pub fn read<'a>(&self, buf: &'a mut [u8]) -> io::Result<Events<'a>> {
+        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Events {
+            buf: &buf[..n as usize],
+        })
+    }
+}
+
+impl AsRawFd for Inotify {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Iterator over the records of one `read`.
+pub struct Events<'a> {
+    buf: &'a [u8],
+}
+
+const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
+
+impl<'a> Iterator for Events<'a> {
+    type Item = Event<'a>;
+
+    fn next(&mut self) -> Option<Event<'a>> {
+        if self.buf.len() < HEADER {
+            return None;
+        }
+        let word = |at: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&self.buf[at..at + 4]);
+            u32::from_ne_bytes(b)
+        };
+        // struct inotify_event { int wd; uint32_t mask; uint32_t cookie; uint32_t len; char name[]; }
+        let wd = word(0) as i32;
+        let mask = word(4);
+        let len = word(12) as usize;
+        let end = (HEADER + len).min(self.buf.len());
+        let raw = &self.buf[HEADER..end];
+        self.buf = &self.buf[end..];
+        let name = raw.split(|&b| b == 0).next().filter(|n| !n.is_empty());
+        Some(Event {
+            watch: Watch(wd),
+            mask,
+            name: name.map(OsStr::from_bytes),
+        })
+    }
+}
