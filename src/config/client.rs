@@ -1,0 +1,573 @@
+//! `loghamsterc` configuration: the server to send to, tuning knobs and the
+//! list of `[[stream]]`s.
+//!
+//! ```toml
+//! state_file = "/var/lib/loghamster/client.state"   # optional
+//! [server]
+//! hostname = "log.mgmt.neotel.at"
+//! port = 8901
+//! compression = "none"
+//! [[stream]]
+//! path = "/var/log/messages"
+//! [[stream]]
+//! directory = "/var/log/sipproxyd/backup"
+//! filepattern = '*.log.*.gz'
+//! meta = { env = "prod" }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    compile_glob, is_token, parse_toml, read_source, ConfigError, Doc, DurationValue, OrderedMap,
+    SizeValue,
+};
+
+/// Default server port.
+pub const DEFAULT_PORT: u16 = 8901;
+
+/// Meta keys a client may not set: used by the protocol (`id`, `offset`,
+/// `ack`) or by the server's matching and templates (`host`, `path`), or
+/// with their own config key (`svc`).
+pub const RESERVED_META_KEYS: &[&str] = &["id", "offset", "ack", "host", "path", "svc"];
+
+/// The whole client configuration. All values are validated.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Where to send streams (required `[server]` section).
+    pub server: ServerAddr,
+    /// Where read positions are persisted; default
+    /// [`default_client_state_file`].
+    pub state_file: PathBuf,
+    /// Top-level `hostname`: overrides the host name sent in INIT. When set
+    /// it is non-empty, only `[A-Za-z0-9._-]`, and not `.`/`..`.
+    pub hostname: Option<String>,
+    /// Top-level `debug`, default false.
+    pub debug: bool,
+    /// Optional `[tuning]` section.
+    pub tuning: Tuning,
+    /// The `[[stream]]`s in file order; never empty.
+    pub streams: Vec<StreamConfig>,
+}
+
+/// The `[server]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddr {
+    /// Host name or IP address of `loghamsterd`; non-empty.
+    pub hostname: String,
+    /// TCP port, default 8901; never 0.
+    pub port: u16,
+    /// Stream compression, default none.
+    pub compression: Compression,
+}
+
+/// Stream compression codec. Only `"none"` is implemented; `"gzip"`,
+/// `"lz4"` and `"zstd"` are recognised and rejected as not implemented yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// Bytes are sent as read.
+    #[default]
+    None,
+}
+
+/// The optional `[tuning]` section. Invariants: `1 <= batch_bytes <=
+/// max_batch_bytes`, `0 < reconnect_min <= reconnect_max`,
+/// `state_interval > 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// `batch = "4KiB"`: minimum bytes per send, default 4096.
+    pub batch_bytes: usize,
+    /// `max_batch = "256KiB"`: maximum bytes per send, default 256 KiB.
+    pub max_batch_bytes: usize,
+    /// `linger = "20ms"`: max time a batch smaller than `batch_bytes` waits.
+    pub linger: Duration,
+    /// `partial_line_timeout = "5s"`: a trailing line without newline is
+    /// sent after this long without growth.
+    pub partial_line_timeout: Duration,
+    /// `reconnect_min = "200ms"`: first reconnect back-off.
+    pub reconnect_min: Duration,
+    /// `reconnect_max = "30s"`: back-off cap.
+    pub reconnect_max: Duration,
+    /// `state_interval = "1s"`: how often a dirty state file is rewritten.
+    pub state_interval: Duration,
+    /// `shutdown_timeout = "5s"`: how long shutdown waits for acks.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            batch_bytes: 4096,
+            max_batch_bytes: 256 * 1024,
+            linger: Duration::from_millis(20),
+            partial_line_timeout: Duration::from_secs(5),
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(30),
+            state_interval: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One `[[stream]]`.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// What to read: one file or matching files in a directory.
+    pub source: Source,
+    /// `method`: `"watch"` (default) or `"send"`.
+    pub method: Method,
+    /// `onrotate`: `"follow"` (default) or `"stop"`.
+    pub onrotate: OnRotate,
+    /// `svc`: service name sent to the server; a valid token
+    /// (`[A-Za-z0-9_.-]+`).
+    pub svc: Option<String>,
+    /// `meta = { env = "prod" }` in file order. Keys are tokens and not in
+    /// [`RESERVED_META_KEYS`]; values are non-empty without whitespace or
+    /// control characters.
+    pub meta: Vec<(String, String)>,
+    /// `delete`: remove the file once fully sent, default false.
+    pub delete: bool,
+}
+
+/// Where a stream's data comes from. Paths are non-empty.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// `path = "/var/log/messages"`
+    Path(PathBuf),
+    /// `directory = "..."` with `filepattern` (default `"*"`) matched
+    /// against file names (the pattern contains no `/`).
+    Directory {
+        /// The directory to watch.
+        dir: PathBuf,
+        /// Compiled `pattern_text`.
+        pattern: globset::GlobMatcher,
+        /// The `filepattern` as written.
+        pattern_text: String,
+    },
+}
+
+/// How a stream is sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Follow the file and send new data as it is written.
+    #[default]
+    Watch,
+    /// Send existing files once, after they were closed/rotated.
+    Send,
+}
+
+/// What to do when a followed file is rotated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRotate {
+    /// Finish the old file, then continue with the new one at the path.
+    #[default]
+    Follow,
+    /// Finish the old file and stop.
+    Stop,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    server: Option<RawServerAddr>,
+    state_file: Option<PathBuf>,
+    hostname: Option<Spanned<String>>,
+    debug: Option<bool>,
+    tuning: Option<RawTuning>,
+    stream: Option<Vec<RawStream>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerAddr {
+    hostname: Spanned<String>,
+    port: Option<Spanned<u16>>,
+    compression: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTuning {
+    batch: Option<Spanned<SizeValue>>,
+    max_batch: Option<Spanned<SizeValue>>,
+    linger: Option<DurationValue>,
+    partial_line_timeout: Option<DurationValue>,
+    reconnect_min: Option<Spanned<DurationValue>>,
+    reconnect_max: Option<Spanned<DurationValue>>,
+    state_interval: Option<Spanned<DurationValue>>,
+    shutdown_timeout: Option<DurationValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStream {
+    path: Option<Spanned<PathBuf>>,
+    directory: Option<Spanned<PathBuf>>,
+    filepattern: Option<Spanned<String>>,
+    method: Option<Method>,
+    onrotate: Option<OnRotate>,
+    svc: Option<Spanned<String>>,
+    meta: Option<OrderedMap<Spanned<String>>>,
+    delete: Option<bool>,
+}
+
+impl ClientConfig {
+    /// Reads and validates a client configuration file.
+    pub fn load(path: impl AsRef<Path>) -> Result<ClientConfig, ConfigError> {
+        let path = path.as_ref();
+        let src = read_source(path)?;
+        ClientConfig::from_toml_str(&src, path)
+    }
+
+    /// Parses and validates configuration text; `path_for_messages` only
+    /// appears in errors.
+    pub fn from_toml_str(
+        src: &str,
+        path_for_messages: impl AsRef<Path>,
+    ) -> Result<ClientConfig, ConfigError> {
+        let path = path_for_messages.as_ref();
+        let raw: RawClient = parse_toml(src, path)?;
+        raw.validate(&Doc { src, path })
+    }
+}
+
+impl RawClient {
+    fn validate(self, doc: &Doc<'_>) -> Result<ClientConfig, ConfigError> {
+        let server = self.server.ok_or_else(|| {
+            doc.err("missing [server] section")
+                .with_hint("add [server] with at least hostname = \"...\"")
+        })?;
+        let hostname = match self.hostname {
+            Some(h) if !is_host_name(h.get_ref()) => {
+                return Err(doc.err_at(
+                    h.span(),
+                    format!(
+                        "`hostname` \"{}\": must be non-empty, only letters, digits, '.', '_', '-', and not \".\" or \"..\"",
+                        h.get_ref()
+                    ),
+                ))
+            }
+            h => h.map(Spanned::into_inner),
+        };
+        let raw_streams = self.stream.unwrap_or_default();
+        if raw_streams.is_empty() {
+            return Err(doc
+                .err("no [[stream]] configured; nothing to send")
+                .with_hint("add [[stream]] with path = \"/var/log/...\""));
+        }
+        let streams = raw_streams
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| s.validate(doc, i))
+            .collect::<Result<_, _>>()?;
+        Ok(ClientConfig {
+            server: server.validate(doc)?,
+            state_file: self.state_file.unwrap_or_else(default_client_state_file),
+            hostname,
+            debug: self.debug.unwrap_or(false),
+            tuning: self
+                .tuning
+                .map_or(Ok(Tuning::default()), |t| t.validate(doc))?,
+            streams,
+        })
+    }
+}
+
+/// Whether `s` is acceptable as a host name in INIT (and for the server's
+/// `{host}`): non-empty `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn is_host_name(s: &str) -> bool {
+    is_token(s) && s != "." && s != ".."
+}
+
+impl RawServerAddr {
+    fn validate(self, doc: &Doc<'_>) -> Result<ServerAddr, ConfigError> {
+        let hostname = self.hostname;
+        if hostname.get_ref().trim().is_empty() {
+            return Err(doc.err_at(hostname.span(), "`server.hostname` must not be empty"));
+        }
+        let port = match self.port {
+            Some(p) if *p.get_ref() == 0 => {
+                return Err(doc.err_at(p.span(), "`server.port` must not be 0"))
+            }
+            Some(p) => p.into_inner(),
+            None => DEFAULT_PORT,
+        };
+        let compression = match self.compression {
+            None => Compression::None,
+            Some(c) => match c.get_ref().as_str() {
+                "none" => Compression::None,
+                codec @ ("gzip" | "lz4" | "zstd") => {
+                    return Err(doc
+                        .err_at(
+                            c.span(),
+                            format!("`server.compression`: codec \"{codec}\" is not implemented in this version yet"),
+                        )
+                        .with_hint("use compression = \"none\""))
+                }
+                other => {
+                    return Err(doc.err_at(
+                        c.span(),
+                        format!("`server.compression`: unknown codec \"{other}\", expected \"none\""),
+                    ))
+                }
+            },
+        };
+        Ok(ServerAddr {
+            hostname: hostname.into_inner(),
+            port,
+            compression,
+        })
+    }
+}
+
+impl RawTuning {
+    fn validate(self, doc: &Doc<'_>) -> Result<Tuning, ConfigError> {
+        let d = Tuning::default();
+        let size = |v: Option<Spanned<SizeValue>>, dflt| v.map_or(dflt, |v| v.get_ref().0);
+        let dur = |v: Option<Spanned<DurationValue>>, dflt| v.map_or(dflt, |v| v.get_ref().0);
+        let t = Tuning {
+            batch_bytes: size(self.batch.clone(), d.batch_bytes),
+            max_batch_bytes: size(self.max_batch.clone(), d.max_batch_bytes),
+            linger: self.linger.map_or(d.linger, |v| v.0),
+            partial_line_timeout: self
+                .partial_line_timeout
+                .map_or(d.partial_line_timeout, |v| v.0),
+            reconnect_min: dur(self.reconnect_min.clone(), d.reconnect_min),
+            reconnect_max: dur(self.reconnect_max.clone(), d.reconnect_max),
+            state_interval: dur(self.state_interval.clone(), d.state_interval),
+            shutdown_timeout: self.shutdown_timeout.map_or(d.shutdown_timeout, |v| v.0),
+        };
+        let at = |span: Option<std::ops::Range<usize>>, msg: &str| match span {
+            Some(s) => doc.err_at(s, msg),
+            None => doc.err(msg),
+        };
+        if t.batch_bytes == 0 {
+            return Err(at(
+                self.batch.map(|s| s.span()),
+                "`tuning.batch` must be at least 1 byte",
+            ));
+        }
+        if t.max_batch_bytes < t.batch_bytes {
+            let span = self.max_batch.or(self.batch).map(|s| s.span());
+            return Err(at(
+                span,
+                "`tuning.max_batch` must not be smaller than `tuning.batch`",
+            ));
+        }
+        if t.reconnect_min.is_zero() {
+            let span = self.reconnect_min.map(|s| s.span());
+            return Err(at(span, "`tuning.reconnect_min` must be greater than 0"));
+        }
+        if t.reconnect_max < t.reconnect_min {
+            let span = self.reconnect_max.or(self.reconnect_min).map(|s| s.span());
+            return Err(at(
+                span,
+                "`tuning.reconnect_max` must not be smaller than `tuning.reconnect_min`",
+            ));
+        }
+        if t.state_interval.is_zero() {
+            let span = self.state_interval.map(|s| s.span());
+            return Err(at(span, "`tuning.state_interval` must be greater than 0"));
+        }
+        Ok(t)
+    }
+}
+
+impl RawStream {
+    /// `index` is 0-based; messages say `stream #1` for the first stream.
+    fn validate(self, doc: &Doc<'_>, index: usize) -> Result<StreamConfig, ConfigError> {
+        let name = format!("stream #{}", index + 1);
+        let source = match (self.path, self.directory) {
+            (Some(_), Some(d)) => {
+                return Err(doc.err_at(
+                    d.span(),
+                    format!("{name}: `path` and `directory` are mutually exclusive; use one [[stream]] for each"),
+                ))
+            }
+            (None, None) => {
+                return Err(doc.err_at_header(
+                    "[[stream",
+                    index,
+                    format!("{name}: needs `path` (one file) or `directory` (with optional `filepattern`)"),
+                ))
+            }
+            (Some(p), None) => {
+                if let Some(fp) = self.filepattern {
+                    return Err(doc.err_at(
+                        fp.span(),
+                        format!("{name}: `filepattern` only applies to `directory` streams"),
+                    ));
+                }
+                if p.get_ref().as_os_str().is_empty() {
+                    return Err(doc.err_at(p.span(), format!("{name}: `path` must not be empty")));
+                }
+                Source::Path(p.into_inner())
+            }
+            (None, Some(d)) => {
+                if d.get_ref().as_os_str().is_empty() {
+                    return Err(doc.err_at(
+                        d.span(),
+                        format!("{name}: `directory` must not be empty"),
+                    ));
+                }
+                let (pattern_text, span) = match self.filepattern {
+                    Some(fp) => (fp.get_ref().clone(), Some(fp.span())),
+                    None => ("*".to_string(), None),
+                };
+                let bad = |msg: String| match span.clone() {
+                    Some(s) => doc.err_at(s, msg),
+                    None => doc.err(msg),
+                };
+                if pattern_text.contains('/') {
+                    return Err(bad(format!(
+                        "{name}: `filepattern` \"{pattern_text}\" is matched against file names and must not contain '/'"
+                    )));
+                }
+                let pattern = compile_glob(&pattern_text).map_err(|e| {
+                    bad(format!("{name}: `filepattern` \"{pattern_text}\": {e}"))
+                })?;
+                Source::Directory {
+                    dir: d.into_inner(),
+                    pattern,
+                    pattern_text,
+                }
+            }
+        };
+        let svc = match self.svc {
+            Some(s) if !is_token(s.get_ref()) => {
+                return Err(doc.err_at(
+                    s.span(),
+                    format!(
+                        "{name}: `svc` \"{}\" must be non-empty and contain only letters, digits, '_', '.', '-'",
+                        s.get_ref()
+                    ),
+                ))
+            }
+            s => s.map(Spanned::into_inner),
+        };
+        let meta = validate_meta(doc, &name, self.meta.map_or_else(Vec::new, |m| m.0))?;
+        Ok(StreamConfig {
+            source,
+            method: self.method.unwrap_or_default(),
+            onrotate: self.onrotate.unwrap_or_default(),
+            svc,
+            meta,
+            delete: self.delete.unwrap_or(false),
+        })
+    }
+}
+
+fn validate_meta(
+    doc: &Doc<'_>,
+    name: &str,
+    raw: Vec<(String, Spanned<String>)>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut meta = Vec::with_capacity(raw.len());
+    for (key, value) in raw {
+        let err = |msg: String| doc.err_at(value.span(), format!("{name}: `meta.{key}`: {msg}"));
+        if key == "svc" {
+            return Err(
+                err("set the service with the stream's `svc` key, not in meta".into())
+                    .with_hint(format!("svc = \"{}\"", value.get_ref())),
+            );
+        }
+        if RESERVED_META_KEYS.contains(&key.as_str()) {
+            return Err(err(format!(
+                "key is reserved (reserved: {})",
+                RESERVED_META_KEYS.join(", ")
+            )));
+        }
+        if !is_token(&key) {
+            return Err(err(
+                "keys may contain only letters, digits, '_', '.', '-'".into()
+            ));
+        }
+        let v = value.get_ref();
+        if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(err(
+                "value must be non-empty, without whitespace or control characters".into(),
+            ));
+        }
+        meta.push((key, value.into_inner()));
+    }
+    Ok(meta)
+}
+
+/// The default state file: `/var/lib/loghamster/client.state` when running
+/// as root (effective uid 0); otherwise
+/// `$XDG_STATE_HOME/loghamster/client.state`, else
+/// `$HOME/.local/state/loghamster/client.state` (each only if the variable
+/// is an absolute path), else `./loghamsterc.state`.
+pub fn default_client_state_file() -> PathBuf {
+    state_file_for(
+        effective_uid(),
+        std::env::var_os("XDG_STATE_HOME").map(PathBuf::from),
+        std::env::var_os("HOME").map(PathBuf::from),
+    )
+}
+
+fn state_file_for(euid: Option<u32>, xdg: Option<PathBuf>, home: Option<PathBuf>) -> PathBuf {
+    if euid == Some(0) {
+        return PathBuf::from("/var/lib/loghamster/client.state");
+    }
+    if let Some(x) = xdg.filter(|p| p.is_absolute()) {
+        return x.join("loghamster/client.state");
+    }
+    if let Some(h) = home.filter(|p| p.is_absolute()) {
+        return h.join(".local/state/loghamster/client.state");
+    }
+    PathBuf::from("./loghamsterc.state")
+}
+
+/// The effective uid, from the `Uid:` line of `/proc/self/status` (real,
+/// effective, saved, fs), else the owner of `/proc/self`. `None` without
+/// procfs.
+fn effective_uid() -> Option<u32> {
+    let from_status = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1)?.parse().ok())
+        });
+    from_status.or_else(|| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_file_defaults() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        assert_eq!(
+            state_file_for(Some(0), p("/x"), p("/h")),
+            Path::new("/var/lib/loghamster/client.state")
+        );
+        assert_eq!(
+            state_file_for(Some(1000), p("/x"), p("/h")),
+            Path::new("/x/loghamster/client.state")
+        );
+        assert_eq!(
+            state_file_for(Some(1000), p("rel"), p("/h")),
+            Path::new("/h/.local/state/loghamster/client.state")
+        );
+        assert_eq!(
+            state_file_for(None, None, None),
+            Path::new("./loghamsterc.state")
+        );
+    }
+
+    #[test]
+    fn euid_is_readable() {
+        assert!(effective_uid().is_some());
+    }
+}

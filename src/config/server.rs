@@ -1,0 +1,285 @@
+//! `loghamsterd` configuration: where to listen and where streams go.
+//!
+//! ```toml
+//! debug = true
+//! listen = "127.0.0.1:8000"
+//! directory = "/tmp/out"          # default route: directory/<host>/<path>
+//! [prometheus]
+//! listen = ":8091"
+//! enabled = true
+//! [output.message]
+//!     path = "/var/log/messages"
+//! [output.nginx]
+//!     path = "/var/log/remote/{host}/{file}"
+//!     match = { svc = "nginx", host = "web*" }
+//! ```
+//!
+//! `directory` may be relative; it is then resolved against the daemon's
+//! working directory when files are opened. Output names are tokens
+//! (`[A-Za-z0-9_.-]+`) because clients select an output by naming it in
+//! `svc`. Output templates are parsed at load time (see
+//! [`super::template`]); a relative template is resolved against
+//! `directory` and is an error without one. `match` patterns are globs in
+//! which `*` does not cross `/`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{
+    compile_glob, is_token, parse_toml, read_source, ConfigError, Doc, DurationValue, OrderedMap,
+    SizeValue, Template,
+};
+
+/// Default `listen` address.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8901);
+
+/// The whole server configuration. All values are validated.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Top-level `debug`, default false.
+    pub debug: bool,
+    /// `listen = "ip:port"`, default `127.0.0.1:8901`.
+    pub listen: SocketAddr,
+    /// Root of the default route (`directory/<host>/<path>`); `None`
+    /// disables the default route. A relative directory is resolved
+    /// against the working directory.
+    pub directory: Option<PathBuf>,
+    /// Optional state file of the server.
+    pub state_file: Option<PathBuf>,
+    /// `[prometheus]` section.
+    pub prometheus: Prometheus,
+    /// `handshake_timeout = "10s"`: time a client has to complete INIT; > 0.
+    pub handshake_timeout: Duration,
+    /// `max_line = "1MiB"`: longest accepted line; >= 1.
+    pub max_line: usize,
+    /// `[output.NAME]` tables in file order; names are unique tokens.
+    pub outputs: Vec<OutputConfig>,
+}
+
+/// The `[prometheus]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prometheus {
+    /// `ip:port`, or `:port` for all interfaces; default `127.0.0.1:8091`.
+    pub listen: String,
+    /// Default false without the section; true when the section exists but
+    /// has no `enabled` key.
+    pub enabled: bool,
+}
+
+impl Default for Prometheus {
+    fn default() -> Prometheus {
+        Prometheus {
+            listen: "127.0.0.1:8091".to_string(),
+            enabled: false,
+        }
+    }
+}
+
+/// One `[output.NAME]` table.
+#[derive(Debug, Clone)]
+pub struct OutputConfig {
+    /// The table name; a token (`[A-Za-z0-9_.-]+`).
+    pub name: String,
+    /// The `path` template as written.
+    pub path: String,
+    /// `path` parsed and validated; what routing uses.
+    pub template: Template,
+    /// `match` table in file order: (key, compiled glob, glob text). Keys
+    /// `host` and `path` match the stream's host and path, any other key a
+    /// meta value (`svc` included). Empty means "no match table".
+    pub matchers: Vec<(String, globset::GlobMatcher, String)>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    debug: Option<bool>,
+    listen: Option<Spanned<String>>,
+    directory: Option<Spanned<PathBuf>>,
+    state_file: Option<PathBuf>,
+    prometheus: Option<RawPrometheus>,
+    handshake_timeout: Option<Spanned<DurationValue>>,
+    max_line: Option<Spanned<SizeValue>>,
+    output: Option<OrderedMap<RawOutput>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrometheus {
+    listen: Option<Spanned<String>>,
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    path: Spanned<String>,
+    #[serde(rename = "match")]
+    matches: Option<Spanned<OrderedMap<Spanned<String>>>>,
+}
+
+impl ServerConfig {
+    /// Reads and validates a server configuration file.
+    pub fn load(path: impl AsRef<Path>) -> Result<ServerConfig, ConfigError> {
+        let path = path.as_ref();
+        let src = read_source(path)?;
+        ServerConfig::from_toml_str(&src, path)
+    }
+
+    /// Parses and validates configuration text; `path_for_messages` only
+    /// appears in errors.
+    pub fn from_toml_str(
+        src: &str,
+        path_for_messages: impl AsRef<Path>,
+    ) -> Result<ServerConfig, ConfigError> {
+        let path = path_for_messages.as_ref();
+        let raw: RawServer = parse_toml(src, path)?;
+        raw.validate(&Doc { src, path })
+    }
+
+    /// A configuration without a file: defaults plus command-line flags,
+    /// no outputs (everything takes the default route).
+    pub fn from_flags(
+        listen: Option<SocketAddr>,
+        directory: Option<PathBuf>,
+        debug: bool,
+    ) -> ServerConfig {
+        ServerConfig {
+            debug,
+            listen: listen.unwrap_or(DEFAULT_LISTEN),
+            directory,
+            state_file: None,
+            prometheus: Prometheus::default(),
+            handshake_timeout: Duration::from_secs(10),
+            max_line: 1 << 20,
+            outputs: Vec::new(),
+        }
+    }
+}
+
+impl RawServer {
+    fn validate(self, doc: &Doc<'_>) -> Result<ServerConfig, ConfigError> {
+        let mut cfg = ServerConfig::from_flags(None, None, self.debug.unwrap_or(false));
+        if let Some(l) = self.listen {
+            cfg.listen = l.get_ref().parse().map_err(|_| {
+                let e = doc.err_at(
+                    l.span(),
+                    format!(
+                        "`listen` \"{}\": expected ip:port, e.g. \"127.0.0.1:8901\"",
+                        l.get_ref()
+                    ),
+                );
+                if l.get_ref().starts_with(':') {
+                    e.with_hint(format!(
+                        "for all interfaces write \"0.0.0.0{0}\" or \"[::]{0}\"",
+                        l.get_ref()
+                    ))
+                } else {
+                    e
+                }
+            })?;
+        }
+        if let Some(d) = &self.directory {
+            if d.get_ref().as_os_str().is_empty() {
+                return Err(doc.err_at(d.span(), "`directory` must not be empty"));
+            }
+        }
+        cfg.directory = self.directory.map(Spanned::into_inner);
+        cfg.state_file = self.state_file;
+        if let Some(p) = self.prometheus {
+            cfg.prometheus = p.validate(doc)?;
+        }
+        if let Some(t) = self.handshake_timeout {
+            if t.get_ref().0.is_zero() {
+                return Err(doc.err_at(t.span(), "`handshake_timeout` must be greater than 0"));
+            }
+            cfg.handshake_timeout = t.get_ref().0;
+        }
+        if let Some(m) = self.max_line {
+            if m.get_ref().0 == 0 {
+                return Err(doc.err_at(m.span(), "`max_line` must be at least 1 byte"));
+            }
+            cfg.max_line = m.get_ref().0;
+        }
+        for (name, raw) in self.output.map_or_else(Vec::new, |o| o.0) {
+            let out = raw.validate(doc, name, cfg.directory.as_deref())?;
+            cfg.outputs.push(out);
+        }
+        Ok(cfg)
+    }
+}
+
+impl RawPrometheus {
+    fn validate(self, doc: &Doc<'_>) -> Result<Prometheus, ConfigError> {
+        let mut p = Prometheus {
+            enabled: self.enabled.unwrap_or(true),
+            ..Prometheus::default()
+        };
+        if let Some(l) = self.listen {
+            let text = l.get_ref();
+            let ok = match text.strip_prefix(':') {
+                Some(port) => port.parse::<u16>().is_ok(),
+                None => text.parse::<SocketAddr>().is_ok(),
+            };
+            if !ok {
+                return Err(doc.err_at(
+                    l.span(),
+                    format!("`prometheus.listen` \"{text}\": expected ip:port or :port"),
+                ));
+            }
+            p.listen = l.into_inner();
+        }
+        Ok(p)
+    }
+}
+
+impl RawOutput {
+    fn validate(
+        self,
+        doc: &Doc<'_>,
+        name: String,
+        directory: Option<&Path>,
+    ) -> Result<OutputConfig, ConfigError> {
+        if !is_token(&name) {
+            return Err(doc.err_at(
+                self.path.span(),
+                format!("output name {name:?}: may contain only letters, digits, '_', '.', '-'"),
+            ));
+        }
+        let template = Template::parse(self.path.get_ref(), directory)
+            .map_err(|e| doc.err_at(self.path.span(), format!("`output.{name}.path`: {e}")))?;
+        let mut matchers = Vec::new();
+        if let Some(m) = self.matches {
+            let span = m.span();
+            let entries = m.into_inner().0;
+            if entries.is_empty() {
+                return Err(doc
+                    .err_at(span, format!("`output.{name}.match` is empty"))
+                    .with_hint("remove it to select this output by svc name"));
+            }
+            for (key, glob) in entries {
+                if !is_token(&key) {
+                    return Err(doc.err_at(
+                        glob.span(),
+                        format!("`output.{name}.match`: key {key:?} may contain only letters, digits, '_', '.', '-'"),
+                    ));
+                }
+                let matcher = compile_glob(glob.get_ref()).map_err(|e| {
+                    doc.err_at(glob.span(), format!("`output.{name}.match.{key}`: {e}"))
+                })?;
+                matchers.push((key, matcher, glob.into_inner()));
+            }
+        }
+        Ok(OutputConfig {
+            name,
+            path: self.path.into_inner(),
+            template,
+            matchers,
+        })
+    }
+}

@@ -1,0 +1,258 @@
+//! Routing: which file a stream is written to. Pure, no I/O.
+//!
+//! A stream is described by what the client sent in INIT: its host, the
+//! path of the file on the client, and meta data (`svc` included). The
+//! [`Router`] picks an output and renders its path:
+//!
+//! 1. Outputs with a `match` table, in config order: the first whose every
+//!    pattern matches wins. Keys `host` and `path` match the stream's host
+//!    and path, any other key (`svc` included) the meta value of that name;
+//!    a key the stream does not have never matches. Patterns are globs in
+//!    which `*` does not cross `/`.
+//! 2. Else the output *without* a `match` table whose name equals the
+//!    stream's `svc`. (Outputs with a `match` table are only reachable
+//!    through rule 1, so a client cannot bypass a match by naming it.)
+//! 3. Else the default route `directory/<host>/<path without leading '/'>`;
+//!    with no `directory` configured the stream is refused
+//!    ([`RouteError::NoOutput`]).
+//!
+//! Output `path` templates use `{host}`, `{svc}`, `{file}` (last component
+//! of the stream path), `{path}` (stream path without leading `/`, may span
+//! components) and `{meta.KEY}`; see [`crate::config::template`].
+//!
+//! Safety: nothing a client sends can make the server write outside
+//! `directory` or the configured outputs. The result is a trusted `base`
+//! (the template's literal directory prefix, or `directory`) and a
+//! `relative` path of only `Component::Normal`s. Values are checked before
+//! substitution:
+//! - the host must be non-empty `[A-Za-z0-9._-]`, not `.` or `..`
+//!   ([`RouteError::BadHost`]), checked for every stream;
+//! - single-component values (`{svc}`, `{file}`, `{meta.KEY}`) must be
+//!   non-empty, not `.`/`..`, without `/` or NUL ([`RouteError::BadValue`]);
+//! - the stream path (`{path}` and the default route) is split on `/`,
+//!   empty and `.` components are dropped, a `..` component or NUL is
+//!   [`RouteError::BadPath`], and something must remain.
+//!
+//! Finally the rendered relative path is checked component by component
+//! again. Symlinks below `base` are the opener's job (`O_NOFOLLOW`).
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::path::{Component, PathBuf};
+
+use crate::config::client::is_host_name;
+use crate::config::{OutputConfig, Piece, ServerConfig};
+
+/// Routes streams according to a [`ServerConfig`].
+#[derive(Debug, Clone)]
+pub struct Router {
+    directory: Option<PathBuf>,
+    outputs: Vec<OutputConfig>,
+}
+
+/// What a client said about a stream in INIT.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamInfo<'a> {
+    /// The client's host name (unvalidated).
+    pub host: &'a str,
+    /// The file path on the client (unvalidated).
+    pub path: &'a str,
+    /// Meta data, `svc` included; the first entry of a key counts.
+    pub meta: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> StreamInfo<'a> {
+    fn meta(&self, key: &str) -> Option<&'a str> {
+        self.meta.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+}
+
+/// Where a stream goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The output's name; `None` for the default directory route.
+    pub output: Option<String>,
+    /// Trusted directory from the configuration.
+    pub base: PathBuf,
+    /// Below `base`: non-empty, only `Component::Normal`, no NUL.
+    pub relative: PathBuf,
+}
+
+impl Route {
+    /// `base` joined with `relative`.
+    pub fn full_path(&self) -> PathBuf {
+        self.base.join(&self.relative)
+    }
+}
+
+/// Why a stream was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// The host name is empty, `.`/`..` or has characters outside
+    /// `[A-Za-z0-9._-]`.
+    BadHost,
+    /// A value substituted into a single path component is missing, empty,
+    /// `.`/`..` or contains `/` or NUL. `key` is `svc`, `file` or `meta.KEY`.
+    BadValue {
+        /// Which value.
+        key: String,
+    },
+    /// The stream path contains `..` or NUL, or has no components.
+    BadPath,
+    /// No output matches and there is no default `directory`.
+    NoOutput,
+}
+
+impl RouteError {
+    /// The status code of the reply to INIT.
+    pub fn reply_code(&self) -> u16 {
+        match self {
+            RouteError::BadHost | RouteError::BadValue { .. } | RouteError::BadPath => 400,
+            RouteError::NoOutput => 404,
+        }
+    }
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteError::BadHost => write!(f, "invalid host name"),
+            RouteError::BadValue { key } => write!(f, "missing or invalid value for {key}"),
+            RouteError::BadPath => write!(f, "invalid stream path"),
+            RouteError::NoOutput => write!(f, "no output configured for this stream"),
+        }
+    }
+}
+
+impl std::error::Error for RouteError {}
+
+impl Router {
+    /// Builds a router over the configuration's outputs and directory.
+    pub fn new(cfg: &ServerConfig) -> Router {
+        Router {
+            directory: cfg.directory.clone(),
+            outputs: cfg.outputs.clone(),
+        }
+    }
+
+    /// Picks the output for a stream and renders its path.
+    pub fn route(&self, s: &StreamInfo<'_>) -> Result<Route, RouteError> {
+        if !is_host_name(s.host) {
+            return Err(RouteError::BadHost);
+        }
+        let by_match = self
+            .outputs
+            .iter()
+            .filter(|o| !o.matchers.is_empty())
+            .find(|o| o.matchers.iter().all(|(k, g, _)| matches(s, k, g)));
+        let by_name = || {
+            let svc = s.meta("svc")?;
+            self.outputs
+                .iter()
+                .find(|o| o.matchers.is_empty() && o.name == svc)
+        };
+        if let Some(out) = by_match.or_else(by_name) {
+            return Ok(Route {
+                output: Some(out.name.clone()),
+                base: out.template.base().to_path_buf(),
+                relative: render(out.template.components(), s)?,
+            });
+        }
+        let dir = self.directory.as_ref().ok_or(RouteError::NoOutput)?;
+        let mut relative = PathBuf::from(s.host);
+        for c in path_components(s.path)? {
+            relative.push(c);
+        }
+        Ok(Route {
+            output: None,
+            base: dir.clone(),
+            relative: checked(relative)?,
+        })
+    }
+}
+
+fn matches(s: &StreamInfo<'_>, key: &str, glob: &globset::GlobMatcher) -> bool {
+    let value = match key {
+        "host" => Some(s.host),
+        "path" => Some(s.path),
+        _ => s.meta(key),
+    };
+    value.is_some_and(|v| glob.is_match(v))
+}
+
+/// A value for one path component.
+fn single<'a>(key: &str, v: Option<&'a str>) -> Result<&'a str, RouteError> {
+    match v {
+        Some(v) if !v.is_empty() && v != "." && v != ".." && !v.contains(['/', '\0']) => Ok(v),
+        _ => Err(RouteError::BadValue {
+            key: key.to_string(),
+        }),
+    }
+}
+
+/// The stream path's components: `.` and empty ones dropped; `..` or NUL
+/// rejected; at least one required.
+fn path_components(path: &str) -> Result<Vec<&str>, RouteError> {
+    if path.contains('\0') {
+        return Err(RouteError::BadPath);
+    }
+    let mut out = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return Err(RouteError::BadPath),
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        return Err(RouteError::BadPath);
+    }
+    Ok(out)
+}
+
+fn render(components: &[Vec<Piece>], s: &StreamInfo<'_>) -> Result<PathBuf, RouteError> {
+    let mut rel = PathBuf::new();
+    for comp in components {
+        let mut buf = String::new();
+        for piece in comp {
+            match piece {
+                Piece::Lit(l) => buf.push_str(l),
+                Piece::Host => buf.push_str(s.host),
+                Piece::File => buf.push_str(single("file", s.path.rsplit('/').next())?),
+                Piece::Meta(k) => {
+                    let key = if k == "svc" {
+                        "svc".to_string()
+                    } else {
+                        format!("meta.{k}")
+                    };
+                    buf.push_str(single(&key, s.meta(k))?);
+                }
+                Piece::Path => buf.push_str(&path_components(s.path)?.join("/")),
+            }
+        }
+        for part in buf.split('/') {
+            rel.push(part_ok(part)?);
+        }
+    }
+    checked(rel)
+}
+
+fn part_ok(part: &str) -> Result<&str, RouteError> {
+    if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
+        return Err(RouteError::BadPath);
+    }
+    Ok(part)
+}
+
+/// Final check: non-empty and only `Normal` components.
+fn checked(rel: PathBuf) -> Result<PathBuf, RouteError> {
+    let ok = rel.components().next().is_some()
+        && rel.components().all(|c| matches!(c, Component::Normal(_)))
+        && !rel.as_os_str().as_encoded_bytes().contains(&0);
+    if ok {
+        Ok(rel)
+    } else {
+        Err(RouteError::BadPath)
+    }
+}
