@@ -1,0 +1,19 @@
+//! Everything the client knows about files, independent of sockets.
+//!
+//! - [`identity`]: a file is known by device + inode + a fingerprint of its
+//!   first bytes, never by path alone, so a reused inode or a renamed file
+//!   is told apart.
+//! - [`batch`]: the pure rule that decides how much of what was read may be
+//!   sent now (whole lines, at least `batch` bytes unless `linger` expired,
+//!   a trailing partial line only after `partial_line_timeout`). Time is
+//!   passed in; tests use a fake clock.
+//! - [`state`]: the one state file for all streams, versioned and written
+//!   atomically (temp file, fsync, rename, fsync the directory). It records
+//!   *acknowledged* offsets: what the server confirmed it wrote.
+//!
+//! The client daemon ([`crate::client`]) owns the descriptors and the clock
+//! and drives these pieces from the event loop.
+
+pub mod batch;
+pub mod identity;
+pub mod state;

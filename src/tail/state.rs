@@ -1,0 +1,259 @@
+//! The client's state file: one file for all streams.
+//!
+//! Format (TOML, versioned):
+//! ```toml
+//! version = 1
+//! [[file]]
+//! id = "fd01-83a2-18b4c6d2e0f1a000"   # stream id sent to the server
+//! path = "/var/log/app.log"           # %XX-escaped where not printable ASCII
+//! dev = 64769
+//! ino = 33698
+//! fp = "af63dc4c8601ec8c"             # fingerprint of the first fp_len bytes
+//! fp_len = 1024
+//! offset = 123456                     # acknowledged by the server
+//! ```
+//! Entries are keyed by identity (`dev`, `ino`, `fp`), not by path: on
+//! start-up a path resumes from an entry only if the file there is the same
+//! file. `offset` is what the server acknowledged, never merely what was
+//! sent.
+//!
+//! Writes are atomic: a temp file beside the target, `fsync`, `rename`,
+//! `fsync` of the directory. A corrupt or unreadable state file is an error
+//! that names the file; the client refuses to start rather than silently
+//! re-sending everything from offset 0.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::identity::Identity;
+
+pub const VERSION: u32 = 1;
+
+/// One tracked file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: String,
+    pub path: PathBuf,
+    pub identity: Identity,
+    /// Offset acknowledged by the server.
+    pub offset: u64,
+}
+
+#[derive(Debug)]
+pub enum StateError {
+    Read { path: PathBuf, source: io::Error },
+    Corrupt { path: PathBuf, reason: String },
+    Write { path: PathBuf, source: io::Error },
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateError::Read { path, source } => write!(f, "cannot read state file {}: {source}", path.display()),
+            StateError::Corrupt { path, reason } => write!(
+                f,
+                "state file {} is corrupt ({reason}); refusing to start, since starting without it would re-send every file from the beginning. Repair it, or move it away to accept that",
+                path.display()
+            ),
+            StateError::Write { path, source } => write!(f, "cannot write state file {}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for StateError {}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    version: u32,
+    #[serde(default)]
+    file: Vec<RawEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    id: String,
+    path: String,
+    dev: u64,
+    ino: u64,
+    fp: String,
+    fp_len: u32,
+    offset: u64,
+}
+
+/// Loads the entries; a missing file means no entries.
+pub fn load(path: &Path) -> Result<Vec<Entry>, StateError> {
+    let text = match fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    let corrupt = |reason: String| StateError::Corrupt {
+        path: path.into(),
+        reason,
+    };
+    let text = String::from_utf8(text).map_err(|_| corrupt("not UTF-8".into()))?;
+    if text.trim().is_empty() {
+        return Err(corrupt("empty".into()));
+    }
+    let raw: Raw = toml::from_str(&text).map_err(|e| corrupt(e.message().to_string()))?;
+    if raw.version != VERSION {
+        return Err(corrupt(format!(
+            "version {} is not supported (expected {VERSION})",
+            raw.version
+        )));
+    }
+    raw.file
+        .into_iter()
+        .map(|r| {
+            let fp = u64::from_str_radix(&r.fp, 16)
+                .map_err(|_| corrupt(format!("bad fingerprint {:?}", r.fp)))?;
+            let identity = Identity {
+                dev: r.dev,
+                ino: r.ino,
+                fp,
+                fp_len: r.fp_len,
+            };
+            Ok(Entry {
+                id: r.id,
+                path: unescape_path(&r.path),
+                identity,
+                offset: r.offset,
+            })
+        })
+        .collect()
+}
+
+/// Writes the entries atomically (temp file, fsync, rename, fsync dir).
+pub fn save(path: &Path, entries: &[Entry]) -> Result<(), StateError> {
+    let err = |source| StateError::Write {
+        path: path.into(),
+        source,
+    };
+    let raw = Raw {
+        version: VERSION,
+        file: entries
+            .iter()
+            .map(|e| RawEntry {
+                id: e.id.clone(),
+                path: escape_path(&e.path),
+                dev: e.identity.dev,
+                ino: e.identity.ino,
+                fp: format!("{:016x}", e.identity.fp),
+                fp_len: e.identity.fp_len,
+                offset: e.offset,
+            })
+            .collect(),
+    };
+    let text =
+        toml::to_string(&raw).map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(dir).map_err(err)?;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    let mut f = File::create(&tmp).map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    fs::rename(&tmp, path).map_err(err)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(err)
+}
+
+fn escape_path(p: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut s = String::new();
+    for &b in p.as_os_str().as_bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+fn unescape_path(s: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn entry(path: &Path) -> Entry {
+        Entry {
+            id: "a-b-c".into(),
+            path: path.into(),
+            identity: Identity {
+                dev: 1,
+                ino: 2,
+                fp: u64::MAX,
+                fp_len: 1024,
+            },
+            offset: 77,
+        }
+    }
+
+    #[test]
+    fn round_trips_including_odd_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let sf = dir.path().join("sub/state");
+        let odd = Path::new(std::ffi::OsStr::from_bytes(b"/var/log/caf\xe9 100%.log"));
+        let entries = vec![entry(Path::new("/var/log/a.log")), entry(odd)];
+        save(&sf, &entries).unwrap();
+        assert_eq!(load(&sf).unwrap(), entries);
+        assert!(!dir.path().join("sub/state.tmp").exists());
+    }
+
+    #[test]
+    fn missing_is_empty_but_corrupt_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let sf = dir.path().join("state");
+        assert!(load(&sf).unwrap().is_empty());
+        for bad in [
+            "",
+            "version = 1\n[[file]]\nid = 3\n",
+            "version = 9\n",
+            "garbage",
+        ] {
+            fs::write(&sf, bad).unwrap();
+            let e = load(&sf).unwrap_err();
+            assert!(matches!(e, StateError::Corrupt { .. }), "{bad:?}: {e}");
+            assert!(e.to_string().contains("state"), "{e}");
+        }
+    }
+}
