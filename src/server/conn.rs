@@ -1,0 +1,420 @@
+//! One client connection on the server: handshake, streaming, closing.
+
+use std::borrow::Cow;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+
+use super::{Resume, Shared, StreamKey};
+use crate::proto::{self, Init, Status};
+use crate::reactor::{Key, Ready};
+use crate::sink::output::{LineWriter, OutputId};
+use crate::sink::route::StreamInfo;
+
+/// How long a closing connection keeps draining input so the peer reads
+/// our last line instead of a reset.
+const LINGER: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Phase {
+    Handshake { deadline: Instant },
+    Streaming,
+    Closing { deadline: Instant, eof: bool },
+}
+
+/// A stream that passed the handshake and writes to an output.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    label: String,
+    output: OutputId,
+    writer: LineWriter,
+    key: Option<StreamKey>,
+    /// The client asked for `ACK` lines.
+    ack: bool,
+    /// Highest offset announced with an `ACK` line.
+    acked: u64,
+}
+
+/// What the server must do after a connection handled an event.
+#[derive(Debug, Default)]
+pub(crate) struct Step {
+    pub wake_at: Option<Instant>,
+    pub replaced: Option<Key>,
+    pub close: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub sock: TcpStream,
+    pub peer: SocketAddr,
+    pub stream_id: String,
+    pub phase: Phase,
+    /// Set once the handshake succeeded; kept through `Closing` until the
+    /// connection is dropped, so its output and resume slot are released once.
+    stream: Option<Box<Stream>>,
+    /// Handshake bytes received so far (at most [`proto::MAX_LINE`]).
+    inbuf: Vec<u8>,
+    /// Lines for the client not yet written to the socket.
+    outbuf: Vec<u8>,
+    shut_write: bool,
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, peer: SocketAddr, stream_id: String, deadline: Instant) -> Self {
+        Conn {
+            sock,
+            peer,
+            stream_id,
+            phase: Phase::Handshake { deadline },
+            stream: None,
+            inbuf: Vec::new(),
+            outbuf: Vec::new(),
+            shut_write: false,
+        }
+    }
+
+    pub fn send_greeting(&mut self) {
+        proto::write_greeting(&mut self.outbuf, env!("CARGO_PKG_VERSION"), &self.stream_id);
+    }
+
+    /// Server shutdown: ask an acknowledging client to stop sending.
+    pub fn ask_to_finish(&mut self) {
+        if let (Phase::Streaming, Some(s)) = (self.phase, &self.stream) {
+            if s.ack {
+                proto::write_reply(&mut self.outbuf, 421, "Server shutting down", None);
+            }
+        }
+    }
+
+    pub fn on_event(&mut self, key: Key, r: Ready, now: Instant, shared: &mut Shared) -> Step {
+        let mut step = Step::default();
+        match &mut self.phase {
+            Phase::Handshake { deadline } => {
+                if now >= *deadline {
+                    crate::debug!("{}: handshake timed out", self.peer);
+                    self.fail(408, "Handshake timeout", now);
+                } else {
+                    self.handshake(key, now, shared, &mut step);
+                }
+            }
+            Phase::Streaming => self.stream(now, shared),
+            Phase::Closing { deadline, eof } => {
+                if !*eof {
+                    *eof = discard_input(&mut self.sock);
+                }
+                if now >= *deadline {
+                    step.close = true;
+                }
+            }
+        }
+        let _ = r;
+        if let Err(e) = self.flush() {
+            crate::debug!("{}: write failed: {e}", self.peer);
+            step.close = true;
+        }
+        if let Phase::Closing { deadline, eof } = self.phase {
+            if self.outbuf.is_empty() && !self.shut_write {
+                let _ = self.sock.shutdown(Shutdown::Write);
+                self.shut_write = true;
+            }
+            if eof && self.outbuf.is_empty() {
+                step.close = true;
+            }
+            step.wake_at = Some(deadline);
+        }
+        step
+    }
+
+    /// Sends an error line and moves to `Closing`.
+    fn fail(&mut self, code: u16, reason: &str, now: Instant) {
+        proto::write_reply(&mut self.outbuf, code, reason, None);
+        self.phase = Phase::Closing {
+            deadline: now + LINGER,
+            eof: false,
+        };
+    }
+
+    fn handshake(&mut self, key: Key, now: Instant, shared: &mut Shared, step: &mut Step) {
+        let mut eof = false;
+        while self.inbuf.len() < proto::MAX_LINE {
+            let start = self.inbuf.len();
+            self.inbuf.resize(proto::MAX_LINE, 0);
+            match self.sock.read(&mut self.inbuf[start..]) {
+                Ok(0) => {
+                    self.inbuf.truncate(start);
+                    eof = true;
+                    break;
+                }
+                Ok(n) => self.inbuf.truncate(start + n),
+                Err(e) => {
+                    self.inbuf.truncate(start);
+                    if e.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        eof = true;
+                    }
+                    break;
+                }
+            }
+        }
+        let inbuf = std::mem::take(&mut self.inbuf);
+        match proto::parse_init(&inbuf) {
+            Ok(Status::Complete(init, used)) => {
+                let rest = &inbuf[used..];
+                if let Some(stream) = self.start(key, &init, now, shared, step) {
+                    self.stream = Some(Box::new(stream));
+                    self.phase = Phase::Streaming;
+                    if !rest.is_empty() {
+                        self.write_data(rest, now, shared);
+                    }
+                    if matches!(self.phase, Phase::Streaming) {
+                        self.stream(now, shared);
+                    }
+                }
+            }
+            Ok(Status::Partial) if eof => {
+                crate::debug!("{}: closed during the handshake", self.peer);
+                self.phase = Phase::Closing {
+                    deadline: now,
+                    eof: true,
+                };
+            }
+            Ok(Status::Partial) => self.inbuf = inbuf,
+            Err(e) => {
+                crate::warn!("{}: bad handshake: {e}", self.peer);
+                self.fail(e.reply_code(), e.reason(), now);
+            }
+        }
+    }
+
+    /// Routes the stream, opens its output and answers `200`. On failure an
+    /// error line is queued and `None` returned.
+    fn start(
+        &mut self,
+        key: Key,
+        init: &Init<'_>,
+        now: Instant,
+        shared: &mut Shared,
+        step: &mut Step,
+    ) -> Option<Stream> {
+        let host = init.host.decode();
+        let path = init.path.decode();
+        let meta: Vec<(&str, Cow<'_, str>)> = init.meta().map(|(k, v)| (k, v.decode())).collect();
+        let meta_refs: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+        let get = |name: &str| meta_refs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+        let label = format!("{host}:{path}");
+        let offset = match get("offset").map(str::parse::<u64>) {
+            None => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => {
+                self.fail(400, "Bad request: offset must be a decimal number", now);
+                return None;
+            }
+        };
+        let ack = matches!(get("ack"), Some("1" | "yes" | "true"));
+        let info = StreamInfo {
+            host: &host,
+            path: &path,
+            meta: &meta_refs,
+        };
+        let route = match shared.router.route(&info) {
+            Ok(r) => r,
+            Err(e) => {
+                crate::warn!("{}: refused stream {label}: {e}", self.peer);
+                self.fail(e.reply_code(), &e.to_string(), now);
+                return None;
+            }
+        };
+        let output = match shared.outputs.acquire(&route) {
+            Ok(o) => o,
+            Err(e) => {
+                crate::error!(
+                    "{}: cannot open output {} for {label}: {e}",
+                    self.peer,
+                    route.full_path().display()
+                );
+                self.fail(503, "Output unavailable", now);
+                return None;
+            }
+        };
+        let stream_key = get("id").map(|id| StreamKey {
+            host: host.to_string(),
+            path: path.to_string(),
+            id: id.to_string(),
+        });
+        let mut start = offset.unwrap_or(0);
+        if let Some(k) = &stream_key {
+            let entry = shared.resume.entry(k.clone()).or_insert(Resume {
+                offset: start,
+                conn: None,
+                last_seen: now,
+            });
+            step.replaced = entry.conn.replace(key);
+            entry.last_seen = now;
+            start = entry.offset;
+        }
+        let resumable = offset.is_some() || stream_key.is_some();
+        proto::write_reply(
+            &mut self.outbuf,
+            200,
+            "OK Ready to accept data",
+            resumable.then_some(start),
+        );
+        crate::info!(
+            "{}: stream {} {label} -> {} (offset {start})",
+            self.peer,
+            self.stream_id,
+            shared.outputs.path(output).display()
+        );
+        Some(Stream {
+            label,
+            output,
+            writer: LineWriter::new(start, shared.cfg.max_line),
+            key: stream_key,
+            ack,
+            acked: start,
+        })
+    }
+
+    /// Reads everything the socket has and writes it to the output.
+    fn stream(&mut self, now: Instant, shared: &mut Shared) {
+        loop {
+            let n = match self.sock.read(&mut shared.scratch) {
+                Ok(0) => {
+                    self.end_of_stream(now, shared);
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    crate::debug!("{}: read failed: {e}", self.peer);
+                    self.phase = Phase::Closing {
+                        deadline: now,
+                        eof: true,
+                    };
+                    return;
+                }
+            };
+            let data = std::mem::take(&mut shared.scratch);
+            self.write_data(&data[..n], now, shared);
+            shared.scratch = data;
+            if !matches!(self.phase, Phase::Streaming) {
+                return;
+            }
+        }
+        self.queue_ack();
+    }
+
+    fn write_data(&mut self, data: &[u8], now: Instant, shared: &mut Shared) {
+        let Some(s) = &mut self.stream else { return };
+        let Some(file) = shared.outputs.file(s.output) else {
+            return;
+        };
+        let res = s.writer.push(file, data);
+        note_offset(shared, s, now);
+        if let Err(e) = res {
+            crate::error!(
+                "{}: writing {} to {} failed: {e}",
+                self.peer,
+                s.label,
+                shared.outputs.path(s.output).display()
+            );
+            self.fail(451, "Cannot write output", now);
+        }
+    }
+
+    fn end_of_stream(&mut self, now: Instant, shared: &mut Shared) {
+        let Some(s) = &mut self.stream else { return };
+        if let Some(file) = shared.outputs.file(s.output) {
+            if let Err(e) = s.writer.finish(file) {
+                crate::error!("{}: writing {} failed: {e}", self.peer, s.label);
+            }
+        }
+        note_offset(shared, s, now);
+        crate::debug!(
+            "{}: {} ended at offset {}",
+            self.peer,
+            s.label,
+            s.writer.written()
+        );
+        self.queue_ack();
+        self.phase = Phase::Closing {
+            deadline: now + LINGER,
+            eof: true,
+        };
+    }
+
+    /// Queues an `ACK` for what was written, unless an older line is still
+    /// waiting for the socket (then the next flush brings the newest one).
+    fn queue_ack(&mut self) {
+        let (Phase::Streaming, Some(s)) = (self.phase, &mut self.stream) else {
+            return;
+        };
+        if s.ack && s.writer.written() > s.acked && self.outbuf.is_empty() {
+            s.acked = s.writer.written();
+            proto::write_ack(&mut self.outbuf, s.acked);
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.outbuf.is_empty() {
+            match self.sock.write(&self.outbuf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.outbuf.drain(..n);
+                    if self.outbuf.is_empty() {
+                        self.queue_ack();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives up the output and the resume slot (the connection is closing).
+    pub fn release(&mut self, key: Key, shared: &mut Shared) {
+        if let Some(s) = self.stream.take() {
+            shared.outputs.release(s.output);
+            release_resume(shared, s.key.as_ref(), key);
+        }
+    }
+}
+
+/// Records how far a stream's bytes are in the output.
+fn note_offset(shared: &mut Shared, s: &Stream, now: Instant) {
+    if let Some(k) = &s.key {
+        if let Some(r) = shared.resume.get_mut(k) {
+            r.offset = s.writer.written();
+            r.last_seen = now;
+        }
+    }
+}
+
+fn release_resume(shared: &mut Shared, key: Option<&StreamKey>, conn: Key) {
+    if let Some(r) = key.and_then(|k| shared.resume.get_mut(k)) {
+        if r.conn == Some(conn) {
+            r.conn = None;
+        }
+    }
+}
+
+/// Reads and drops input; returns true at end of stream or on error.
+fn discard_input(sock: &mut TcpStream) -> bool {
+    let mut sink = [0u8; 4096];
+    loop {
+        match sock.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Open output files and line-aligned writing into them.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, IoSlice, Write};
+use std::path::PathBuf;
+
+use slab::Slab;
+
+use super::route::Route;
+use crate::reactor::sys::fs::open_append_beneath;
+
+/// Index of an open output in [`Outputs`].
+pub type OutputId = usize;
+
+#[derive(Debug)]
+struct Output {
+    route: Route,
+    file: File,
+    /// Streams currently writing here; the file is closed when it drops to 0.
+    refs: usize,
+}
+
+/// The set of open outputs, shared by all streams routed to the same path.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    open: Slab<Output>,
+    by_path: HashMap<PathBuf, OutputId>,
+}
+
+impl Outputs {
+    /// Opens (or shares) the output for `route` and takes a reference.
+    pub fn acquire(&mut self, route: &Route) -> io::Result<OutputId> {
+        let full = route.full_path();
+        if let Some(&id) = self.by_path.get(&full) {
+            self.open[id].refs += 1;
+            return Ok(id);
+        }
+        let file = open_append_beneath(&route.base, &route.relative)?;
+        let id = self.open.insert(Output {
+            route: route.clone(),
+            file,
+            refs: 1,
+        });
+        self.by_path.insert(full, id);
+        Ok(id)
+    }
+
+    /// Drops a reference; closes the file when no stream uses it.
+    pub fn release(&mut self, id: OutputId) {
+        let Some(out) = self.open.get_mut(id) else {
+            return;
+        };
+        out.refs -= 1;
+        if out.refs == 0 {
+            let out = self.open.remove(id);
+            self.by_path.remove(&out.route.full_path());
+        }
+    }
+
+    pub fn file(&mut self, id: OutputId) -> Option<&mut File> {
+        self.open.get_mut(id).map(|o| &mut o.file)
+    }
+
+    pub fn path(&self, id: OutputId) -> PathBuf {
+        self.open
+            .get(id)
+            .map(|o| o.route.full_path())
+            .unwrap_or_default()
+    }
+
+    /// Reopens every open output (after logrotate moved them away).
+    /// Returns the outputs that could not be reopened; they keep writing to
+    /// their old descriptor.
+    pub fn reopen_all(&mut self) -> Vec<(PathBuf, io::Error)> {
+        let mut failed = Vec::new();
+        for (_, out) in self.open.iter_mut() {
+            match open_append_beneath(&out.route.base, &out.route.relative) {
+                Ok(f) => out.file = f,
+                Err(e) => failed.push((out.route.full_path(), e)),
+            }
+        }
+        failed
+    }
+
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+}
+
+/// Turns one stream's byte chunks into whole-line writes.
+///
+/// Invariants: `pending` holds the bytes after the last newline written,
+/// never more than `max_line` of them; `written` is the stream offset of the
+/// first byte of `pending` (everything before it is in the output).
+#[derive(Debug)]
+pub struct LineWriter {
+    pending: Vec<u8>,
+    written: u64,
+    max_line: usize,
+    /// Lines longer than `max_line` that had to be written in pieces.
+    pub split_lines: u64,
+}
+
+impl LineWriter {
+    pub fn new(offset: u64, max_line: usize) -> Self {
+        LineWriter {
+            pending: Vec::new(),
+            written: offset,
+            max_line: max_line.max(1),
+            split_lines: 0,
+        }
+    }
+
+    /// Stream offset up to which bytes are in the output.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Stream offset of the next byte expected from the peer.
+    pub fn received(&self) -> u64 {
+        self.written + self.pending.len() as u64
+    }
+
+    /// Writes every complete line of `pending + data` with one `writev` and
+    /// keeps the unterminated tail. A tail longer than `max_line` is written
+    /// as it is (the line is split; counted in `split_lines`).
+    pub fn push<W: Write>(&mut self, out: &mut W, data: &[u8]) -> io::Result<()> {
+        let cut = match memchr::memrchr(b'\n', data) {
+            Some(i) => i + 1,
+            None if self.pending.len() + data.len() > self.max_line => {
+                self.split_lines += 1;
+                data.len()
+            }
+            None => {
+                self.pending.extend_from_slice(data);
+                return Ok(());
+            }
+        };
+        let (lines, tail) = data.split_at(cut);
+        let n = write_all_vectored(out, &self.pending, lines);
+        let total = self.pending.len() + lines.len();
+        self.advance(n.as_ref().copied().unwrap_or_else(|(done, _)| *done), total);
+        n.map_err(|(_, e)| e)?;
+        if tail.len() > self.max_line {
+            self.split_lines += 1;
+            write_all_vectored(out, &[], tail).map_err(|(done, e)| {
+                self.written += done as u64;
+                e
+            })?;
+            self.written += tail.len() as u64;
+        } else {
+            self.pending.extend_from_slice(tail);
+        }
+        Ok(())
+    }
+
+    /// Writes whatever is pending, even without a final newline (end of stream).
+    pub fn finish<W: Write>(&mut self, out: &mut W) -> io::Result<()> {
+        let total = self.pending.len();
+        let r = write_all_vectored(out, &self.pending, &[]);
+        self.advance(r.as_ref().copied().unwrap_or_else(|(done, _)| *done), total);
+        r.map(drop).map_err(|(_, e)| e)
+    }
+
+    /// Accounts for `done` bytes written out of `pending + lines` (`total`).
+    fn advance(&mut self, done: usize, total: usize) {
+        self.written += done as u64;
+        if done >= self.pending.len() {
+            self.pending.clear();
+        } else {
+            self.pending.drain(..done);
+        }
+        debug_assert!(done <= total);
+    }
+}
+
+/// Writes `a` then `b` completely; on error returns how many bytes made it.
+fn write_all_vectored<W: Write>(
+    out: &mut W,
+    a: &[u8],
+    b: &[u8],
+) -> Result<usize, (usize, io::Error)> {
+    let total = a.len() + b.len();
+    let mut done = 0;
+    while done < total {
+        let res = if done < a.len() {
+            out.write_vectored(&[IoSlice::new(&a[done..]), IoSlice::new(b)])
+        } else {
+            out.write(&b[done - a.len()..])
+        };
+        match res {
+            Ok(0) => {
+                return Err((
+                    done,
+                    io::Error::new(io::ErrorKind::WriteZero, "output accepted no bytes"),
+                ))
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((done, e)),
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Splits `input` into chunks of `size` and checks that the output only
+    /// ever grows by whole lines, ending identical after `finish`.
+    fn run(input: &[u8], size: usize, max_line: usize) -> (Vec<u8>, LineWriter) {
+        let mut out = Vec::new();
+        let mut w = LineWriter::new(0, max_line);
+        for chunk in input.chunks(size.max(1)) {
+            w.push(&mut out, chunk).unwrap();
+            assert!(out.is_empty() || out.ends_with(b"\n") || w.split_lines > 0);
+            assert_eq!(w.written(), out.len() as u64);
+        }
+        assert_eq!(w.received(), input.len() as u64);
+        w.finish(&mut out).unwrap();
+        (out, w)
+    }
+
+    #[test]
+    fn every_chunking_writes_whole_lines_and_everything() {
+        let input = b"alpha\nbe\n\ngamma delta\nno newline at end";
+        for size in [1, 2, 3, 5, 7, 64] {
+            let (out, w) = run(input, size, 1 << 20);
+            assert_eq!(out, input, "chunk size {size}");
+            assert_eq!(w.split_lines, 0);
+        }
+    }
+
+    #[test]
+    fn overlong_lines_are_split_and_counted() {
+        let input = b"0123456789abcdef\nxy\n";
+        let (out, w) = run(input, 3, 4);
+        assert_eq!(out, input);
+        assert!(w.split_lines > 0);
+    }
+
+    /// A writer that accepts a few bytes then fails, like a full disk.
+    struct Full(usize, Vec<u8>);
+    impl Write for Full {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.0 == 0 {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let n = b.len().min(self.0);
+            self.0 -= n;
+            self.1.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn failed_write_accounts_exactly_for_what_landed() {
+        let mut out = Full(5, Vec::new());
+        let mut w = LineWriter::new(100, 1024);
+        w.push(&mut out, b"abc").unwrap();
+        assert!(w.push(&mut out, b"def\nghi\n").is_err());
+        assert_eq!(w.written(), 105);
+        assert_eq!(out.1, b"abcde");
+        assert_eq!(w.received(), 105);
+    }
+}
