@@ -1,0 +1,122 @@
+//! loghamsterc: the LogHamster client. See the crate docs and README.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use argh::FromArgs;
+use loghamster::config::ClientConfig;
+use loghamster::{Client, ClientDaemon};
+
+/// Follow log files and stream what is appended to a loghamsterd server.
+#[derive(FromArgs)]
+struct Args {
+    /// TOML config file (the keys of the README's client section)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// server as host:port (without --config; with it, overrides [server])
+    #[argh(option, short = 's')]
+    server: Option<String>,
+    /// state file (overrides `state_file`)
+    #[argh(option)]
+    state_file: Option<PathBuf>,
+    /// service name sent as `svc` with every file given on the command line
+    #[argh(option)]
+    svc: Option<String>,
+    /// extra metadata `key=value` sent with every file on the command line (repeatable)
+    #[argh(option)]
+    meta: Vec<String>,
+    /// host name sent in INIT (default: this machine's)
+    #[argh(option)]
+    hostname: Option<String>,
+    /// print debug lines
+    #[argh(switch)]
+    debug: bool,
+    /// validate the config, print a summary and exit
+    #[argh(switch)]
+    check_config: bool,
+    /// files to stream (without --config)
+    #[argh(positional)]
+    files: Vec<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    let cfg = match build_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("loghamsterc: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!(
+            "config OK: server {}:{}, {} streams, state file {}",
+            cfg.server.hostname,
+            cfg.server.port,
+            cfg.streams.len(),
+            cfg.state_file.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    loghamster::log::init("loghamsterc", cfg.debug);
+    let result = ClientDaemon::new(cfg, true).and_then(ClientDaemon::run);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loghamsterc: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn build_config(args: &Args) -> Result<ClientConfig, String> {
+    let mut cfg = match (&args.config, &args.server) {
+        (Some(path), _) => {
+            if !args.files.is_empty() {
+                return Err(
+                    "give files either in the config file or on the command line, not both".into(),
+                );
+            }
+            let mut cfg = ClientConfig::load(path).map_err(|e| e.to_string())?;
+            if let Some(server) = &args.server {
+                let (host, port) = Client::split_server(server)?;
+                cfg.server.hostname = host;
+                cfg.server.port = port;
+            }
+            cfg
+        }
+        (None, Some(server)) => {
+            if args.files.is_empty() {
+                return Err(
+                    "no files to stream: name them after the options, or use --config".into(),
+                );
+            }
+            let mut meta = Vec::new();
+            for kv in &args.meta {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| format!("--meta {kv:?}: expected key=value"))?;
+                meta.push((k.to_string(), v.to_string()));
+            }
+            let mut client = Client::new(server);
+            for f in &args.files {
+                client.stream_file_with(f, args.svc.clone(), meta.clone());
+            }
+            client.into_config()?
+        }
+        (None, None) => {
+            return Err(
+                "nothing to do: give --config FILE, or --server HOST:PORT and files (see --help)"
+                    .into(),
+            )
+        }
+    };
+    if let Some(s) = &args.state_file {
+        cfg.state_file = s.clone();
+    }
+    if let Some(h) = &args.hostname {
+        cfg.hostname = Some(h.clone());
+    }
+    cfg.debug |= args.debug;
+    Ok(cfg)
+}

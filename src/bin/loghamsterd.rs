@@ -1,0 +1,79 @@
+//! loghamsterd: the LogHamster server. See the crate docs and README.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use argh::FromArgs;
+use loghamster::config::ServerConfig;
+use loghamster::Server;
+
+/// Receive log streams over the LogHamster protocol and write them to files.
+#[derive(FromArgs)]
+struct Args {
+    /// TOML config file (the keys of the README's server section)
+    #[argh(option, short = 'c')]
+    config: Option<PathBuf>,
+    /// address to listen on, e.g. 127.0.0.1:8901 (overrides `listen`)
+    #[argh(option, short = 'l')]
+    listen: Option<SocketAddr>,
+    /// root of the default route directory/<host>/<path> (overrides `directory`)
+    #[argh(option, short = 'd')]
+    directory: Option<PathBuf>,
+    /// print debug lines
+    #[argh(switch)]
+    debug: bool,
+    /// validate the config, print a summary and exit
+    #[argh(switch)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args: Args = argh::from_env();
+    let cfg = match &args.config {
+        Some(path) => match ServerConfig::load(path) {
+            Ok(mut cfg) => {
+                if let Some(l) = args.listen {
+                    cfg.listen = l;
+                }
+                if let Some(d) = &args.directory {
+                    cfg.directory = Some(d.clone());
+                }
+                cfg.debug |= args.debug;
+                cfg
+            }
+            Err(e) => {
+                eprintln!("loghamsterd: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => ServerConfig::from_flags(args.listen, args.directory.clone(), args.debug),
+    };
+    if args.check_config {
+        println!(
+            "config OK: listen {}, {} outputs, default directory {}",
+            cfg.listen,
+            cfg.outputs.len(),
+            match &cfg.directory {
+                Some(d) => d.display().to_string(),
+                None => "(none: streams that match no output are refused)".into(),
+            }
+        );
+        return ExitCode::SUCCESS;
+    }
+    loghamster::log::init("loghamsterd", cfg.debug);
+    let server = match Server::bind(cfg, true) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("loghamsterd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loghamsterd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

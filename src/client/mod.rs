@@ -1,0 +1,441 @@
+//! loghamsterc: follows files and streams what is appended to a server.
+//!
+//! One thread, one [`Reactor`]. Every configured path is a
+//! [`stream::Stream`] in a generation-tagged slab; its key is the token of
+//! its connection and of its timer. Files are not polled: one inotify watch
+//! per *directory* reports creations, renames, deletions and writes by
+//! name, and the loop hands each event to the streams with that name (and
+//! kicks streams that are draining a rotated-away file).
+//!
+//! The state file ([`crate::tail::state`]) is rewritten at most every
+//! `state_interval` when an acknowledged offset changed, and once more at a
+//! clean stop. SIGTERM/SIGINT stop cleanly: every connection is
+//! half-closed, the server writes and acknowledges what it received, then
+//! the state is saved. A second signal stops at once (state still saved).
+
+pub mod api;
+mod link;
+mod stream;
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+
+use crate::config::{ClientConfig, OnRotate, Source};
+use crate::reactor::sys::inotify::{mask, Inotify, Watch};
+use crate::reactor::sys::signal::{SignalFd, SIGINT, SIGTERM};
+use crate::reactor::{Armed, Key, Reactor, Ready, Slots, StopHandle};
+use crate::tail::batch::Rules;
+use crate::tail::state::{self, Entry, StateError};
+use stream::{Ctx, Settings, Stream};
+
+const SIGNALS: Token = Token(1);
+const INOTIFY: Token = Token(2);
+const STATE: Token = Token(3);
+const WAKER: Token = Token(4);
+
+/// Events a directory watch asks for.
+const DIR_EVENTS: u32 = mask::CREATE
+    | mask::MOVED_TO
+    | mask::MOVED_FROM
+    | mask::DELETE
+    | mask::MODIFY
+    | mask::CLOSE_WRITE
+    | mask::ATTRIB
+    | mask::ONLYDIR;
+/// How often a directory that does not exist yet is looked for again.
+const DIR_RETRY: Duration = Duration::from_secs(5);
+
+/// Why the client could not start or had to stop.
+#[derive(Debug)]
+pub enum ClientError {
+    Setup {
+        what: &'static str,
+        source: io::Error,
+    },
+    State(StateError),
+    Unsupported {
+        stream: usize,
+        what: &'static str,
+    },
+    Config(String),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Setup { what, source } => write!(f, "cannot {what}: {source}"),
+            ClientError::State(e) => e.fmt(f),
+            ClientError::Config(e) => f.write_str(e),
+            ClientError::Unsupported { stream, what } => {
+                write!(
+                    f,
+                    "stream #{stream}: {what} is not supported by this version yet"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<StateError> for ClientError {
+    fn from(e: StateError) -> Self {
+        ClientError::State(e)
+    }
+}
+
+#[derive(Debug)]
+struct DirWatch {
+    dir: PathBuf,
+    streams: Vec<Key>,
+}
+
+/// The client daemon. Build it with [`ClientDaemon::new`], run it with
+/// [`ClientDaemon::run`].
+pub struct ClientDaemon {
+    reactor: Reactor,
+    signals: Option<SignalFd>,
+    inotify: Inotify,
+    inotify_buf: Vec<u8>,
+    streams: Slots<Stream>,
+    dirs: HashMap<Watch, DirWatch>,
+    /// Directories that could not be watched yet, retried every [`DIR_RETRY`].
+    unwatched: Vec<(PathBuf, Vec<Key>)>,
+    settings: Settings,
+    state_file: PathBuf,
+    state_interval: Duration,
+    state_timer: Armed,
+    shutdown_timeout: Duration,
+    dirty: bool,
+    loaded: Vec<Entry>,
+    stop: StopHandle,
+}
+
+impl ClientDaemon {
+    /// Loads the state file and sets up watches; `signals` makes SIGTERM and
+    /// SIGINT stop the client (the binary wants that; a library user may
+    /// prefer [`StopHandle`]).
+    pub fn new(cfg: ClientConfig, signals: bool) -> Result<ClientDaemon, ClientError> {
+        let setup = |what| move |source| ClientError::Setup { what, source };
+        let signals = if signals {
+            Some(SignalFd::new(&[SIGINT, SIGTERM]).map_err(setup("set up signal handling"))?)
+        } else {
+            None
+        };
+        let reactor = Reactor::new(1024).map_err(setup("create the event loop"))?;
+        let inotify = Inotify::new().map_err(setup("create an inotify instance"))?;
+        let reg = reactor.registry();
+        reg.register(
+            &mut SourceFd(&inotify.as_raw_fd()),
+            INOTIFY,
+            Interest::READABLE,
+        )
+        .map_err(setup("register inotify"))?;
+        if let Some(s) = &signals {
+            reg.register(&mut SourceFd(&s.as_raw_fd()), SIGNALS, Interest::READABLE)
+                .map_err(setup("register signals"))?;
+        }
+        let stop = StopHandle::new(reg, WAKER).map_err(setup("create a waker"))?;
+        let loaded = state::load(&cfg.state_file)?;
+        let hostname = match &cfg.hostname {
+            Some(h) => h.clone(),
+            None => crate::reactor::sys::host::hostname().map_err(setup("read the host name"))?,
+        };
+        let t = &cfg.tuning;
+        let settings = Settings {
+            server: format!("{}:{}", cfg.server.hostname, cfg.server.port),
+            hostname,
+            rules: Rules {
+                batch: t.batch_bytes,
+                linger: t.linger,
+                partial_line_timeout: t.partial_line_timeout,
+            },
+            max_batch: t.max_batch_bytes,
+            reconnect_min: t.reconnect_min,
+            reconnect_max: t.reconnect_max,
+        };
+        let mut daemon = ClientDaemon {
+            reactor,
+            signals,
+            inotify,
+            inotify_buf: vec![0; 64 * 1024],
+            streams: Slots::default(),
+            dirs: HashMap::new(),
+            unwatched: Vec::new(),
+            settings,
+            state_file: cfg.state_file.clone(),
+            state_interval: t.state_interval,
+            state_timer: Armed::default(),
+            shutdown_timeout: t.shutdown_timeout,
+            dirty: false,
+            loaded,
+            stop,
+        };
+        for (i, s) in cfg.streams.iter().enumerate() {
+            let path = match &s.source {
+                Source::Path(p) => absolute(p),
+                Source::Directory { .. } => {
+                    return Err(ClientError::Unsupported {
+                        stream: i + 1,
+                        what: "`directory` (send after close)",
+                    })
+                }
+            };
+            if s.method != crate::config::Method::Watch {
+                return Err(ClientError::Unsupported {
+                    stream: i + 1,
+                    what: "method = \"send\"",
+                });
+            }
+            let key = daemon.streams.vacant_key();
+            let follow = s.onrotate == OnRotate::Follow;
+            daemon.streams.insert(Stream::new(
+                key,
+                path.clone(),
+                s.svc.clone(),
+                s.meta.clone(),
+                follow,
+            ));
+            let dir = path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("/"));
+            match daemon.unwatched.iter_mut().find(|(d, _)| *d == dir) {
+                Some((_, keys)) => keys.push(key),
+                None => daemon.unwatched.push((dir, vec![key])),
+            }
+        }
+        Ok(daemon)
+    }
+
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Runs until stopped by a signal or a [`StopHandle`].
+    pub fn run(mut self) -> Result<(), ClientError> {
+        let mut ready = Vec::with_capacity(1024);
+        let mut now = Instant::now();
+        self.watch_dirs(now);
+        for key in self.streams.keys() {
+            self.with_stream(key, now, |s, ctx| {
+                s.check_path(ctx);
+                s.tick(ctx);
+            });
+        }
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if let Some(d) = deadline {
+                if now >= d || self.streams.values().all(Stream::finished) {
+                    break;
+                }
+            }
+            self.reactor
+                .wait(&mut ready, now)
+                .map_err(|source| ClientError::Setup {
+                    what: "wait for events",
+                    source,
+                })?;
+            now = Instant::now();
+            for r in &ready {
+                match r.token {
+                    SIGNALS => {
+                        while let Some(sig) =
+                            self.signals.as_ref().and_then(|s| s.read().ok().flatten())
+                        {
+                            if deadline.is_some() {
+                                crate::info!("signal {sig} again: stopping now");
+                                deadline = Some(now);
+                            } else {
+                                crate::info!("signal {sig}: finishing connections, then stopping");
+                                deadline = Some(self.begin_stop(now));
+                            }
+                        }
+                    }
+                    WAKER if self.stop.requested() && deadline.is_none() => {
+                        deadline = Some(self.begin_stop(now));
+                    }
+                    INOTIFY => self.on_inotify(now),
+                    token => self.on_stream_event(token, *r, now),
+                }
+            }
+            while let Some(token) = self.reactor.timers.pop_expired(now) {
+                match token {
+                    STATE => {
+                        self.state_timer.fired(now);
+                        self.save_state_if_dirty();
+                        if !self.unwatched.is_empty() {
+                            self.watch_dirs(now);
+                        }
+                    }
+                    token => self.on_stream_event(
+                        token,
+                        Ready {
+                            token,
+                            readable: false,
+                            writable: false,
+                            closed: false,
+                        },
+                        now,
+                    ),
+                }
+            }
+            if self.dirty && self.state_timer.arm(now + self.state_interval) {
+                self.reactor
+                    .timers
+                    .schedule(now + self.state_interval, STATE);
+            }
+        }
+        self.dirty = true;
+        self.save_state_if_dirty();
+        crate::info!("stopped");
+        Ok(())
+    }
+
+    fn begin_stop(&mut self, now: Instant) -> Instant {
+        for key in self.streams.keys() {
+            self.with_stream(key, now, |s, ctx| s.stop(ctx));
+        }
+        let deadline = now + self.shutdown_timeout;
+        self.reactor.timers.schedule(deadline, STATE);
+        deadline
+    }
+
+    fn with_stream(&mut self, key: Key, now: Instant, f: impl FnOnce(&mut Stream, &mut Ctx<'_>)) {
+        let Some(stream) = self.streams.get_mut(key) else {
+            return;
+        };
+        let (registry, timers) = self.reactor.parts();
+        let mut ctx = Ctx {
+            registry,
+            timers,
+            settings: &self.settings,
+            now,
+            dirty: &mut self.dirty,
+            loaded: &mut self.loaded,
+        };
+        f(stream, &mut ctx);
+    }
+
+    fn on_stream_event(&mut self, token: Token, _r: Ready, now: Instant) {
+        let Some(key) = Key::from_token(token) else {
+            return;
+        };
+        self.with_stream(key, now, |s, ctx| s.on_socket(ctx));
+    }
+
+    fn on_inotify(&mut self, now: Instant) {
+        let mut buf = std::mem::take(&mut self.inotify_buf);
+        let mut hits: Vec<(Key, u32)> = Vec::new();
+        loop {
+            let events = match self.inotify.read(&mut buf) {
+                Ok(ev) => ev,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    crate::error!("reading inotify events failed: {e}");
+                    break;
+                }
+            };
+            for ev in events {
+                if ev.mask & mask::Q_OVERFLOW != 0 {
+                    crate::warn!("inotify queue overflowed; re-checking every file");
+                    hits.extend(
+                        self.streams
+                            .keys()
+                            .into_iter()
+                            .map(|k| (k, mask::Q_OVERFLOW)),
+                    );
+                    continue;
+                }
+                let Some(dw) = self.dirs.get(&ev.watch) else {
+                    continue;
+                };
+                for &key in &dw.streams {
+                    let Some(s) = self.streams.get(key) else {
+                        continue;
+                    };
+                    if ev.name == Some(s.name.as_os_str()) || s.is_draining() {
+                        hits.push((key, ev.mask));
+                    }
+                }
+                if ev.mask & mask::IGNORED != 0 {
+                    if let Some(dw) = self.dirs.remove(&ev.watch) {
+                        crate::warn!(
+                            "directory {} went away; watching for it to come back",
+                            dw.dir.display()
+                        );
+                        self.unwatched.push((dw.dir, dw.streams));
+                    }
+                }
+            }
+        }
+        self.inotify_buf = buf;
+        hits.dedup();
+        for (key, m) in hits {
+            self.with_stream(key, now, |s, ctx| s.on_file_event(m, ctx));
+        }
+        if !self.unwatched.is_empty() && self.state_timer.arm(now + DIR_RETRY) {
+            self.reactor.timers.schedule(now + DIR_RETRY, STATE);
+        }
+    }
+
+    /// Adds directory watches that are still missing; kicks their streams.
+    fn watch_dirs(&mut self, now: Instant) {
+        for (dir, keys) in std::mem::take(&mut self.unwatched) {
+            match self.inotify.add_watch(&dir, DIR_EVENTS) {
+                Ok(w) => {
+                    for &key in &keys {
+                        self.with_stream(key, now, |s, ctx| {
+                            s.check_path(ctx);
+                            s.tick(ctx);
+                        });
+                    }
+                    self.dirs
+                        .entry(w)
+                        .or_insert_with(|| DirWatch {
+                            dir,
+                            streams: Vec::new(),
+                        })
+                        .streams
+                        .extend(keys);
+                }
+                Err(e) => {
+                    crate::warn!(
+                        "cannot watch directory {}: {e}; retrying every {}s",
+                        dir.display(),
+                        DIR_RETRY.as_secs()
+                    );
+                    self.unwatched.push((dir, keys));
+                }
+            }
+        }
+        if !self.unwatched.is_empty() && self.state_timer.arm(now + DIR_RETRY) {
+            self.reactor.timers.schedule(now + DIR_RETRY, STATE);
+        }
+    }
+
+    fn save_state_if_dirty(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        let mut entries: Vec<Entry> = self.streams.values().filter_map(Stream::entry).collect();
+        entries.extend(self.loaded.iter().cloned());
+        match state::save(&self.state_file, &entries) {
+            Ok(()) => self.dirty = false,
+            Err(e) => crate::error!("{e}"),
+        }
+    }
+}
+
+/// Makes a configured path absolute against the working directory, so the
+/// state file and INIT carry the same path whatever the cwd later is.
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}

@@ -1,0 +1,657 @@
+//! One watched path on the client: the file behind it, the connection that
+//! carries it, and the offsets that tie them together.
+//!
+//! Offsets (all in the current file): `acked <= sent <= sent + unsent`.
+//! `acked` is what the server confirmed and what the state file records;
+//! `sent` is what went into the socket; `buf[head..end]` holds bytes read
+//! from the file at `sent` that are not sent yet. When a connection breaks,
+//! `sent` falls back to `acked` and the buffer is dropped: the file itself
+//! is the buffer, so nothing is lost and memory stays bounded.
+//!
+//! The file's life is an explicit state ([`FileState`]): `Missing` (waiting
+//! for it to appear), `Following` (the path names the open file) and
+//! `Rotated` (the path now names another file; the old one is read through
+//! its descriptor to its end, every byte acknowledged, before switching).
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mio::{Interest, Registry, Token};
+
+use super::link::{Heard, Link, Phase};
+use crate::reactor::{Armed, Key, Timers};
+use crate::tail::batch::{self, Unsent};
+use crate::tail::identity::{stream_id, unique_suffix, Identity};
+use crate::tail::state::Entry;
+
+/// How long a rotated-away file must stay quiet at its end before the
+/// client switches to the new file.
+const ROTATE_GRACE: Duration = Duration::from_millis(500);
+/// How often a rotated-away file is re-read while it drains (inotify events
+/// for it arrive under its new name, which we may not be watching).
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+/// Longest a connect + handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an unreadable (not missing) file is retried.
+const REOPEN_RETRY: Duration = Duration::from_secs(5);
+
+/// Settings shared by every stream.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub server: String,
+    pub hostname: String,
+    pub rules: batch::Rules,
+    pub max_batch: usize,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+/// What a stream handler may touch besides the stream itself.
+pub(crate) struct Ctx<'a> {
+    pub registry: &'a Registry,
+    pub timers: &'a mut Timers<Token>,
+    pub settings: &'a Settings,
+    pub now: Instant,
+    /// Set when an acknowledged offset or identity changed.
+    pub dirty: &'a mut bool,
+    /// Entries from the state file not yet claimed by an open file.
+    pub loaded: &'a mut Vec<Entry>,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    file: File,
+    identity: Identity,
+    /// Stream id sent to the server; new for every file (and after a
+    /// truncation), kept across reconnects and restarts.
+    id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileState {
+    Missing { retry_at: Option<Instant> },
+    Following,
+    Rotated { last_growth: Instant },
+}
+
+#[derive(Debug)]
+pub(crate) struct Stream {
+    key: Key,
+    pub path: PathBuf,
+    /// Last component of `path`, to match inotify events of its directory.
+    pub name: OsString,
+    svc: Option<String>,
+    meta: Vec<(String, String)>,
+    /// `onrotate = "follow"`: after a rotation, continue with the new file;
+    /// otherwise stop once the old one is done.
+    follow: bool,
+    state: FileState,
+    file: Option<Tracked>,
+    acked: u64,
+    sent: u64,
+    buf: Vec<u8>,
+    head: usize,
+    end: usize,
+    /// When the oldest unsent byte was first seen.
+    since: Option<Instant>,
+    /// When the current unterminated tail was first seen.
+    partial_since: Option<Instant>,
+    link: Option<Link>,
+    link_deadline: Option<Instant>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    timer: Armed,
+    /// Set by a clean shutdown: finish the connection, then stop.
+    stopping: bool,
+    jitter: u64,
+}
+
+impl Stream {
+    pub fn new(
+        key: Key,
+        path: PathBuf,
+        svc: Option<String>,
+        meta: Vec<(String, String)>,
+        follow: bool,
+    ) -> Stream {
+        let name = path.file_name().map(OsString::from).unwrap_or_default();
+        let seed = key.token().0 as u64 ^ unique_suffix();
+        Stream {
+            key,
+            path,
+            name,
+            svc,
+            meta,
+            follow,
+            state: FileState::Missing { retry_at: None },
+            file: None,
+            acked: 0,
+            sent: 0,
+            buf: Vec::new(),
+            head: 0,
+            end: 0,
+            since: None,
+            partial_since: None,
+            link: None,
+            link_deadline: None,
+            retry_at: None,
+            backoff: Duration::ZERO,
+            timer: Armed::default(),
+            stopping: false,
+            jitter: seed | 1,
+        }
+    }
+
+    /// True once a stopping stream has no connection left.
+    pub fn finished(&self) -> bool {
+        self.stopping && self.link.is_none()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        matches!(self.state, FileState::Rotated { .. })
+    }
+
+    /// The state-file entry for the open file, if any.
+    pub fn entry(&self) -> Option<Entry> {
+        let t = self.file.as_ref()?;
+        Some(Entry {
+            id: t.id.clone(),
+            path: self.path.clone(),
+            identity: t.identity,
+            offset: self.acked,
+        })
+    }
+
+    /// Begins a clean stop: no more data; the server writes what it got,
+    /// acknowledges and closes.
+    pub fn stop(&mut self, ctx: &mut Ctx<'_>) {
+        self.stopping = true;
+        match &mut self.link {
+            Some(link) if link.phase == Phase::Up || link.phase == Phase::Finishing => {
+                link.finish()
+            }
+            Some(_) => self.drop_link(ctx, None),
+            None => {}
+        }
+    }
+
+    /// An inotify event about this stream's name in its directory.
+    pub fn on_file_event(&mut self, mask: u32, ctx: &mut Ctx<'_>) {
+        use crate::reactor::sys::inotify::mask as m;
+        if mask & (m::CREATE | m::MOVED_TO | m::MOVED_FROM | m::DELETE | m::ATTRIB | m::Q_OVERFLOW)
+            != 0
+        {
+            self.check_path(ctx);
+        }
+        self.tick(ctx);
+    }
+
+    /// Socket readiness for this stream's connection.
+    pub fn on_socket(&mut self, ctx: &mut Ctx<'_>) {
+        let mut heard = Vec::new();
+        if let Some(link) = &mut self.link {
+            let (settings, path, svc, meta) = (ctx.settings, &self.path, &self.svc, &self.meta);
+            let (id, offset) = match &self.file {
+                Some(t) => (t.id.as_str(), self.acked),
+                None => ("", 0),
+            };
+            link.poll(
+                |out| write_init(out, settings, path, svc.as_deref(), meta, id, offset),
+                &mut heard,
+            );
+        }
+        for h in heard {
+            self.on_heard(h, ctx);
+        }
+        self.tick(ctx);
+    }
+
+    fn on_heard(&mut self, h: Heard, ctx: &mut Ctx<'_>) {
+        match h {
+            Heard::Ready(offset) => {
+                let at = offset.unwrap_or(self.acked);
+                if at != self.acked {
+                    crate::info!(
+                        "{}: server holds {} bytes, continuing from there (state had {})",
+                        self.path.display(),
+                        at,
+                        self.acked
+                    );
+                    *ctx.dirty = true;
+                }
+                self.acked = at;
+                self.sent = at;
+                self.clear_buf();
+                self.link_deadline = None;
+                self.backoff = Duration::ZERO;
+                crate::debug!("{}: streaming from offset {at}", self.path.display());
+            }
+            Heard::Ack(n) if n > self.acked && n <= self.sent => {
+                self.acked = n;
+                *ctx.dirty = true;
+            }
+            Heard::Ack(n) if n > self.sent => {
+                let why = format!(
+                    "server acknowledged {n} bytes but only {} were sent",
+                    self.sent
+                );
+                self.drop_link(ctx, Some(why));
+            }
+            Heard::Ack(_) => {}
+            Heard::Finish => {
+                crate::info!(
+                    "{}: server is shutting down; finishing the connection",
+                    self.path.display()
+                );
+                if let Some(l) = &mut self.link {
+                    l.finish();
+                }
+            }
+            Heard::Closed(why) => {
+                let quiet = self.stopping || why == "finished";
+                self.drop_link(ctx, (!quiet).then_some(why));
+            }
+        }
+    }
+
+    /// Does whatever is due: (re)open, connect, send, switch after rotation,
+    /// and arms the timer for the next thing.
+    pub fn tick(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        self.timer.fired(now);
+        if let FileState::Missing { retry_at: Some(t) } = self.state {
+            if !self.stopping && t <= now {
+                self.open(ctx);
+            }
+        }
+        if self.link_deadline.is_some_and(|t| t <= now) {
+            self.drop_link(ctx, Some("connect or handshake timed out".into()));
+        }
+        if self.link.is_none()
+            && self.file.is_some()
+            && !self.stopping
+            && self.retry_at.is_none_or(|t| t <= now)
+        {
+            self.connect(ctx);
+        }
+        let mut wake = self.pump(ctx);
+        if let FileState::Rotated { last_growth } = self.state {
+            let drained = self.file.is_some()
+                && self.unsent() == 0
+                && self.acked == self.sent
+                && self.at_eof();
+            if drained && now >= last_growth + ROTATE_GRACE {
+                self.switch_after_rotation(ctx);
+                return self.tick(ctx);
+            }
+            wake = earliest(wake, Some(now + DRAIN_POLL));
+        }
+        wake = earliest(wake, self.link_deadline);
+        if self.link.is_none() && self.file.is_some() && !self.stopping {
+            wake = earliest(wake, self.retry_at);
+        }
+        if let FileState::Missing { retry_at } = self.state {
+            wake = earliest(wake, retry_at);
+        }
+        if let Some(at) = wake {
+            if self.timer.arm(at) {
+                ctx.timers.schedule(at, self.key.token());
+            }
+        }
+    }
+
+    /// Opens the file at `path` (state `Missing` → `Following`; on
+    /// `NotFound` it stays `Missing` with no retry time: the directory watch
+    /// calls [`check_path`](Self::check_path) when the name appears), resuming
+    /// from the state file when the file there is the one it recorded.
+    fn open(&mut self, ctx: &mut Ctx<'_>) {
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) => {
+                let retry_at = if e.kind() == io::ErrorKind::NotFound {
+                    crate::debug!(
+                        "{}: not there yet; waiting for it to appear",
+                        self.path.display()
+                    );
+                    None
+                } else {
+                    crate::warn!(
+                        "cannot open {}: {e}; retrying in {}s",
+                        self.path.display(),
+                        REOPEN_RETRY.as_secs()
+                    );
+                    Some(ctx.now + REOPEN_RETRY)
+                };
+                self.state = FileState::Missing { retry_at };
+                return;
+            }
+        };
+        let identity = match Identity::of(&file) {
+            Ok(i) => i,
+            Err(e) => {
+                crate::warn!("cannot read {}: {e}; retrying", self.path.display());
+                self.state = FileState::Missing {
+                    retry_at: Some(ctx.now + REOPEN_RETRY),
+                };
+                return;
+            }
+        };
+        let claimed = ctx
+            .loaded
+            .iter()
+            .position(|e| e.path == self.path && e.identity.matches(&file).unwrap_or(false));
+        let (id, offset) = match claimed.map(|i| ctx.loaded.swap_remove(i)) {
+            Some(e) => (e.id, e.offset),
+            None => (stream_id(&file, &identity), 0),
+        };
+        crate::info!("{}: following from offset {offset}", self.path.display());
+        self.file = Some(Tracked { file, identity, id });
+        self.state = FileState::Following;
+        self.acked = offset;
+        self.sent = offset;
+        self.clear_buf();
+        *ctx.dirty = true;
+    }
+
+    /// The directory changed under our name: has the path become another file?
+    pub fn check_path(&mut self, ctx: &mut Ctx<'_>) {
+        match self.state {
+            FileState::Missing { .. } if !self.stopping => {
+                self.state = FileState::Missing {
+                    retry_at: Some(ctx.now),
+                }
+            }
+            FileState::Missing { .. } => {}
+            FileState::Following => {
+                let Some(t) = &self.file else { return };
+                let moved = match std::fs::metadata(&self.path) {
+                    Ok(m) => m.dev() != t.identity.dev || m.ino() != t.identity.ino,
+                    Err(_) => true,
+                };
+                if moved {
+                    crate::info!(
+                        "{}: rotated; reading the old file to its end",
+                        self.path.display()
+                    );
+                    self.state = FileState::Rotated {
+                        last_growth: ctx.now,
+                    };
+                }
+            }
+            FileState::Rotated { .. } => {}
+        }
+    }
+
+    fn switch_after_rotation(&mut self, ctx: &mut Ctx<'_>) {
+        crate::info!(
+            "{}: old file done at offset {}; switching to the new file",
+            self.path.display(),
+            self.acked
+        );
+        self.drop_link(ctx, None);
+        self.retry_at = None;
+        self.file = None;
+        if self.follow {
+            self.state = FileState::Missing {
+                retry_at: Some(ctx.now),
+            };
+        } else {
+            crate::info!(
+                "{}: onrotate = \"stop\": not following the new file",
+                self.path.display()
+            );
+            self.state = FileState::Missing { retry_at: None };
+            self.stopping = true;
+        }
+        *ctx.dirty = true;
+    }
+
+    fn connect(&mut self, ctx: &mut Ctx<'_>) {
+        let now = ctx.now;
+        let result = resolve(&ctx.settings.server).and_then(|addr| {
+            let mut link = Link::connect(addr)?;
+            ctx.registry.register(
+                &mut link.sock,
+                self.key.token(),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(link)
+        });
+        match result {
+            Ok(link) => {
+                self.link = Some(link);
+                self.link_deadline = Some(now + HANDSHAKE_TIMEOUT);
+            }
+            Err(e) => {
+                crate::warn!(
+                    "{}: cannot connect to {}: {e}",
+                    self.path.display(),
+                    ctx.settings.server
+                );
+                self.schedule_retry(ctx);
+            }
+        }
+    }
+
+    /// Closes the connection (logging `why` if given) and schedules a retry.
+    fn drop_link(&mut self, ctx: &mut Ctx<'_>, why: Option<String>) {
+        if let Some(mut link) = self.link.take() {
+            let _ = ctx.registry.deregister(&mut link.sock);
+        }
+        if let Some(why) = why {
+            crate::warn!(
+                "{}: {why}; {} of {} sent bytes acknowledged",
+                self.path.display(),
+                self.acked,
+                self.sent
+            );
+        }
+        self.link_deadline = None;
+        self.sent = self.acked;
+        self.clear_buf();
+        if !self.stopping {
+            self.schedule_retry(ctx);
+        }
+    }
+
+    fn schedule_retry(&mut self, ctx: &mut Ctx<'_>) {
+        let s = ctx.settings;
+        self.backoff = if self.backoff.is_zero() {
+            s.reconnect_min
+        } else {
+            (self.backoff * 2).min(s.reconnect_max)
+        };
+        // xorshift jitter: wait between 75% and 125% of the backoff.
+        self.jitter ^= self.jitter << 13;
+        self.jitter ^= self.jitter >> 7;
+        self.jitter ^= self.jitter << 17;
+        let factor = 0.75 + (self.jitter % 1000) as f64 / 2000.0;
+        self.retry_at = Some(ctx.now + self.backoff.mul_f64(factor));
+    }
+
+    fn unsent(&self) -> usize {
+        self.end - self.head
+    }
+
+    fn clear_buf(&mut self) {
+        self.head = 0;
+        self.end = 0;
+        self.since = None;
+        self.partial_since = None;
+    }
+
+    fn at_eof(&self) -> bool {
+        let Some(t) = &self.file else { return true };
+        t.file
+            .metadata()
+            .map(|m| m.len() <= self.sent)
+            .unwrap_or(true)
+    }
+
+    /// Moves file bytes into the socket under the batching rules. Returns
+    /// when it wants to be called again (linger or partial-line timeout).
+    fn pump(&mut self, ctx: &mut Ctx<'_>) -> Option<Instant> {
+        let now = ctx.now;
+        loop {
+            if !matches!(&self.link, Some(l) if l.phase == Phase::Up) || self.stopping {
+                return None;
+            }
+            match self.fill(ctx.settings.max_batch) {
+                Ok(grew) => {
+                    if grew {
+                        if let FileState::Rotated { .. } = self.state {
+                            self.state = FileState::Rotated { last_growth: now };
+                        }
+                    }
+                }
+                Err(e) => {
+                    crate::error!("reading {} failed: {e}", self.path.display());
+                    return Some(now + REOPEN_RETRY);
+                }
+            }
+            let unsent = &self.buf[self.head..self.end];
+            if unsent.is_empty() {
+                self.since = None;
+                self.partial_since = None;
+                return None;
+            }
+            let whole = memchr::memrchr(b'\n', unsent).map_or(0, |i| i + 1);
+            let since = *self.since.get_or_insert(now);
+            if whole < unsent.len() {
+                self.partial_since.get_or_insert(now);
+            } else {
+                self.partial_since = None;
+            }
+            let u = Unsent {
+                len: unsent.len(),
+                whole,
+                full: unsent.len() >= self.buf.len(),
+                since,
+                partial_since: self.partial_since,
+            };
+            let d = batch::decide(&ctx.settings.rules, &u, now);
+            if d.send == 0 {
+                return d.wake_at;
+            }
+            let link = self.link.as_mut()?;
+            match link.send(&self.buf[self.head..self.head + d.send]) {
+                Ok(0) => return None, // socket full: wait for writable
+                Ok(n) => {
+                    self.head += n;
+                    self.sent += n as u64;
+                    if self.head == self.end {
+                        self.clear_buf();
+                    } else if n >= whole {
+                        self.since = self.partial_since;
+                    }
+                }
+                Err(e) => {
+                    self.drop_link(ctx, Some(format!("send failed: {e}")));
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Reads from the file into the free part of the buffer. Returns true
+    /// if any byte was read. Detects truncation (the file shrank below what
+    /// we read) and restarts the file at 0 under a new id.
+    fn fill(&mut self, cap: usize) -> io::Result<bool> {
+        let Some(t) = &self.file else {
+            return Ok(false);
+        };
+        if self.buf.len() < cap {
+            self.buf = vec![0; cap];
+            self.head = 0;
+            self.end = 0;
+        }
+        if self.head > 0 && self.end == self.buf.len() {
+            self.buf.copy_within(self.head..self.end, 0);
+            self.end -= self.head;
+            self.head = 0;
+        }
+        let mut grew = false;
+        while self.end < self.buf.len() {
+            let pos = self.sent + self.unsent() as u64;
+            match t.file.read_at(&mut self.buf[self.end..], pos) {
+                Ok(0) => {
+                    let len = t.file.metadata()?.len();
+                    if len < pos {
+                        self.truncated(len);
+                    }
+                    break;
+                }
+                Ok(n) => {
+                    self.end += n;
+                    grew = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if grew {
+            if let Some(t) = &mut self.file {
+                t.identity.refresh(&t.file)?;
+            }
+        }
+        Ok(grew)
+    }
+
+    fn truncated(&mut self, len: u64) {
+        let Some(t) = &mut self.file else { return };
+        crate::warn!(
+            "{}: truncated (now {len} bytes, we were at {}); starting over from 0",
+            self.path.display(),
+            self.sent
+        );
+        if let Ok(identity) = Identity::of(&t.file) {
+            t.identity = identity;
+        }
+        t.id = format!("{}-t{:x}", stream_id(&t.file, &t.identity), unique_suffix());
+        self.acked = 0;
+        self.sent = 0;
+        self.clear_buf();
+        if let Some(link) = &mut self.link {
+            // The server must learn the new id: end this connection cleanly.
+            link.finish();
+        }
+    }
+}
+
+fn write_init(
+    out: &mut Vec<u8>,
+    s: &Settings,
+    path: &std::path::Path,
+    svc: Option<&str>,
+    meta: &[(String, String)],
+    id: &str,
+    offset: u64,
+) {
+    let offset = offset.to_string();
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(meta.len() + 4);
+    if let Some(svc) = svc {
+        pairs.push(("svc", svc));
+    }
+    pairs.extend(meta.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    pairs.extend([("id", id), ("offset", offset.as_str()), ("ack", "1")]);
+    crate::proto::write_init(out, &s.hostname, &path.to_string_lossy(), &pairs);
+}
+
+fn resolve(server: &str) -> io::Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    server
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address"))
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
