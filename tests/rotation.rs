@@ -1,0 +1,58 @@
+//! Files that move under the client's feet: rename rotation and truncation.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn rotation_by_rename_loses_nothing_and_keeps_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    let server = Server::with_directory(&out);
+    append_lines(&log, "rot", 0, 1000);
+    let mut client = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
+    let dest = routed(&out, "h", &log);
+    let mut n = 1000;
+    for r in 0..5 {
+        // Rotations spaced out: the client has caught up before each one.
+        // (Several rotations while the client is behind are the lifecycle
+        // capability's job: it must find the intermediate files by identity.)
+        wait_content(&dest, &expected("rot", 0, n));
+        // The writer keeps its descriptor across the rename, as an
+        // application does until logrotate's postrotate tells it to reopen.
+        let mut old = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        std::fs::rename(&log, tmp.path().join(format!("app.log.{r}"))).unwrap();
+        use std::io::Write;
+        let tail: String = (n..n + 500).map(|i| line("rot", i)).collect();
+        old.write_all(tail.as_bytes()).unwrap();
+        n += 500;
+        append_lines(&log, "rot", n, n + 1000); // the new file
+        n += 1000;
+    }
+    wait_content(&dest, &expected("rot", 0, n));
+    assert!(client.stop().success());
+}
+
+#[test]
+fn a_truncated_file_is_started_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    let server = Server::with_directory(&out);
+    append_lines(&log, "before", 0, 1000);
+    let mut client = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
+    let dest = routed(&out, "h", &log);
+    wait_content(&dest, &expected("before", 0, 1000));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append_lines(&log, "after", 0, 10);
+    let want = expected("before", 0, 1000) + &expected("after", 0, 10);
+    wait_content(&dest, &want);
+    client.wait_log("truncated");
+    assert!(client.stop().success());
+}

@@ -1,0 +1,243 @@
+//! End to end: real loghamsterd and loghamsterc on loopback, real files,
+//! every line checked.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+#[test]
+fn an_existing_file_arrives_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    append_lines(&log, "existing", 0, 20_000);
+    let server = Server::with_directory(&out);
+    let mut client = client_for(&server, &tmp.path().join("state"), "web1", &[&log]);
+    wait_content(
+        &routed(&out, "web1", &log),
+        &expected("existing", 0, 20_000),
+    );
+    assert!(client.stop().success());
+}
+
+#[test]
+fn lines_appended_while_running_arrive_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("live.log");
+    append_lines(&log, "live", 0, 10);
+    let server = Server::with_directory(&out);
+    let mut client = client_for(&server, &tmp.path().join("state"), "web1", &[&log]);
+    let dest = routed(&out, "web1", &log);
+    wait_content(&dest, &expected("live", 0, 10));
+    // Small appends one at a time: each must arrive (linger, not batch size).
+    for i in 10..30 {
+        append_lines(&log, "live", i, i + 1);
+        wait_content(&dest, &expected("live", 0, i + 1));
+    }
+    // And a burst.
+    append_lines(&log, "live", 30, 50_000);
+    wait_content(&dest, &expected("live", 0, 50_000));
+    assert!(client.stop().success());
+}
+
+#[test]
+fn a_file_created_after_start_is_picked_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("later.log");
+    let server = Server::with_directory(&out);
+    let mut client = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
+    std::thread::sleep(std::time::Duration::from_millis(200)); // let it settle on "missing"
+    append_lines(&log, "later", 0, 1000);
+    wait_content(&routed(&out, "h", &log), &expected("later", 0, 1000));
+    assert!(client.stop().success());
+}
+
+#[test]
+fn client_restart_mid_stream_loses_and_duplicates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    let state = tmp.path().join("state");
+    let server = Server::with_directory(&out);
+    let dest = routed(&out, "web1", &log);
+    let mut total = 0;
+    for round in 0..5 {
+        let mut client = client_for(&server, &state, "web1", &[&log]);
+        // A writer appends while the client runs, and while it is down.
+        append_lines(&log, "restart", total, total + 30_000);
+        total += 30_000;
+        if round % 2 == 0 {
+            // Stop part-way through: some of the file not sent yet.
+            wait_for("some data to arrive", || {
+                std::fs::metadata(&dest)
+                    .map(|m| m.len() > 0)
+                    .unwrap_or(false)
+            });
+        } else {
+            wait_content(&dest, &expected("restart", 0, total));
+        }
+        assert!(client.stop().success(), "client log:\n{}", client.log());
+        append_lines(&log, "restart", total, total + 1000);
+        total += 1000;
+    }
+    let mut client = client_for(&server, &state, "web1", &[&log]);
+    wait_content(&dest, &expected("restart", 0, total));
+    assert!(client.stop().success());
+}
+
+#[test]
+fn client_killed_mid_stream_loses_nothing_and_resumes_from_the_server_offset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    let state = tmp.path().join("state");
+    let server = Server::with_directory(&out);
+    let dest = routed(&out, "web1", &log);
+    let mut total = 0;
+    for _ in 0..3 {
+        let mut client = client_for(&server, &state, "web1", &[&log]);
+        append_lines(&log, "kill", total, total + 20_000);
+        total += 20_000;
+        wait_for("some data to arrive", || {
+            std::fs::metadata(&dest)
+                .map(|m| m.len() > 0)
+                .unwrap_or(false)
+        });
+        client.kill9();
+    }
+    // The server still knows how far this stream got: no duplicates even
+    // though the state file may be behind.
+    let mut client = client_for(&server, &state, "web1", &[&log]);
+    wait_content(&dest, &expected("kill", 0, total));
+    assert!(client.stop().success());
+}
+
+#[test]
+fn server_restart_mid_stream_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    let state = tmp.path().join("state");
+    let mut server = Server::with_directory(&out);
+    let port = server.port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let dest = routed(&out, "web1", &log);
+    let mut client = client_for(&server, &state, "web1", &[&log]);
+    let mut total = 0;
+    for _ in 0..3 {
+        append_lines(&log, "srv", total, total + 30_000);
+        total += 30_000;
+        wait_for("some data to arrive", || {
+            std::fs::metadata(&dest)
+                .map(|m| m.len() > 0)
+                .unwrap_or(false)
+        });
+        assert!(
+            server.proc.stop().success(),
+            "server log:\n{}",
+            server.proc.log()
+        );
+        // Lines written while the server is down wait in the file.
+        append_lines(&log, "srv", total, total + 5_000);
+        total += 5_000;
+        server = Server::start(&["--listen", &listen, "--directory", out.to_str().unwrap()]);
+    }
+    wait_content(&dest, &expected("srv", 0, total));
+    assert!(client.stop().success());
+    assert!(
+        client.log().contains("server is shutting down"),
+        "{}",
+        client.log()
+    );
+}
+
+#[test]
+fn two_clients_into_one_output_never_interleave_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let shared = tmp.path().join("shared.log");
+    let cfg = tmp.path().join("server.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndirectory = \"{}\"\n[output.shared]\npath = \"{}\"\n",
+            out.display(),
+            shared.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let (a, b) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+    let addr = server.addr.to_string();
+    let start = |file: &Path, host: &str, state: &str| {
+        let state = tmp.path().join(state);
+        client(&[
+            "--server",
+            &addr,
+            "--svc",
+            "shared",
+            "--hostname",
+            host,
+            "--state-file",
+            state.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ])
+    };
+    let mut ca = start(&a, "ha", "sa");
+    let mut cb = start(&b, "hb", "sb");
+    for round in 0..10 {
+        append_lines(&a, "A", round * 5_000, (round + 1) * 5_000);
+        append_lines(&b, "B", round * 5_000, (round + 1) * 5_000);
+    }
+    let want_len = expected("A", 0, 50_000).len() + expected("B", 0, 50_000).len();
+    wait_for("both files in the shared output", || {
+        std::fs::metadata(&shared)
+            .map(|m| m.len() as usize >= want_len)
+            .unwrap_or(false)
+    });
+    let got = read(&shared);
+    assert_eq!(got.len(), want_len);
+    // Every line intact; each source's lines complete and in order.
+    let (mut from_a, mut from_b) = (String::new(), String::new());
+    for l in got.split_inclusive('\n') {
+        match l.as_bytes()[0] {
+            b'A' => from_a.push_str(l),
+            b'B' => from_b.push_str(l),
+            _ => panic!("interleaved or foreign line: {l:?}"),
+        }
+    }
+    assert!(
+        from_a == expected("A", 0, 50_000),
+        "A: {}",
+        describe_difference(&from_a, &expected("A", 0, 50_000))
+    );
+    assert!(
+        from_b == expected("B", 0, 50_000),
+        "B: {}",
+        describe_difference(&from_b, &expected("B", 0, 50_000))
+    );
+    assert!(ca.stop().success());
+    assert!(cb.stop().success());
+}
+
+#[test]
+fn a_person_with_nc_can_ship_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let server = Server::with_directory(&out);
+    let mut raw = Raw::connect(server.addr);
+    raw.greeting();
+    raw.send(b"INIT STREAM laptop:/var/log/by-hand.log svc:manual\r\n");
+    assert_eq!(raw.line(), "200 OK Ready to accept data\n");
+    raw.send(b"first line\nsecond line\n");
+    raw.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(raw.closed());
+    wait_content(
+        &out.join("laptop/var/log/by-hand.log"),
+        "first line\nsecond line\n",
+    );
+}
