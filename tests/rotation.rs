@@ -56,3 +56,29 @@ fn a_truncated_file_is_started_over() {
     client.wait_log("truncated");
     assert!(client.stop().success());
 }
+
+#[test]
+fn onrotate_stop_finishes_the_old_file_and_ignores_the_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    let server = Server::with_directory(&out);
+    let cfg = tmp.path().join("client.toml");
+    let text = format!(
+        "state_file = \"{}\"\nhostname = \"h\"\n[server]\nhostname = \"127.0.0.1\"\nport = {}\n[[stream]]\npath = \"{}\"\nonrotate = \"stop\"\n",
+        tmp.path().join("state").display(),
+        server.port(),
+        log.display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    append_lines(&log, "stop", 0, 100);
+    let mut client = client(&["--config", cfg.to_str().unwrap()]);
+    let dest = routed(&out, "h", &log);
+    wait_content(&dest, &expected("stop", 0, 100));
+    std::fs::rename(&log, tmp.path().join("app.log.1")).unwrap();
+    append_lines(&tmp.path().join("app.log.1"), "stop", 100, 200);
+    append_lines(&log, "new", 0, 100);
+    client.wait_log("not following the new file");
+    assert_eq!(read(&dest), expected("stop", 0, 200));
+    assert!(client.stop().success());
+}

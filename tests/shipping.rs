@@ -241,3 +241,24 @@ fn a_person_with_nc_can_ship_lines() {
         "first line\nsecond line\n",
     );
 }
+
+#[test]
+fn sighup_makes_the_server_reopen_its_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    let server = Server::with_directory(&out);
+    append_lines(&log, "hup", 0, 100);
+    let mut client = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
+    let dest = routed(&out, "h", &log);
+    wait_content(&dest, &expected("hup", 0, 100));
+    // logrotate on the server: rename the output, then SIGHUP.
+    let rotated = dest.with_extension("log.1");
+    std::fs::rename(&dest, &rotated).unwrap();
+    server.proc.signal("HUP");
+    server.proc.wait_log("SIGHUP: reopened 1 outputs");
+    append_lines(&log, "hup", 100, 200);
+    wait_content(&dest, &expected("hup", 100, 200));
+    assert_eq!(read(&rotated), expected("hup", 0, 100));
+    assert!(client.stop().success());
+}

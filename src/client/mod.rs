@@ -114,6 +114,8 @@ pub struct ClientDaemon {
     shutdown_timeout: Duration,
     dirty: bool,
     loaded: Vec<Entry>,
+    /// Idle read buffers shared by the streams.
+    pool: Vec<Vec<u8>>,
     stop: StopHandle,
 }
 
@@ -175,6 +177,7 @@ impl ClientDaemon {
             shutdown_timeout: t.shutdown_timeout,
             dirty: false,
             loaded,
+            pool: Vec::new(),
             stop,
         };
         for (i, s) in cfg.streams.iter().enumerate() {
@@ -319,6 +322,7 @@ impl ClientDaemon {
             now,
             dirty: &mut self.dirty,
             loaded: &mut self.loaded,
+            pool: &mut self.pool,
         };
         f(stream, &mut ctx);
     }

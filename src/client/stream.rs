@@ -38,6 +38,8 @@ const DRAIN_POLL: Duration = Duration::from_millis(100);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an unreadable (not missing) file is retried.
 const REOPEN_RETRY: Duration = Duration::from_secs(5);
+/// Most idle read buffers kept for reuse.
+const POOL_MAX: usize = 64;
 
 /// Settings shared by every stream.
 #[derive(Debug, Clone)]
@@ -60,6 +62,8 @@ pub(crate) struct Ctx<'a> {
     pub dirty: &'a mut bool,
     /// Entries from the state file not yet claimed by an open file.
     pub loaded: &'a mut Vec<Entry>,
+    /// Idle read buffers of the initial size, shared by all streams.
+    pub pool: &'a mut Vec<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -93,9 +97,12 @@ pub(crate) struct Stream {
     file: Option<Tracked>,
     acked: u64,
     sent: u64,
+    /// Read buffer; empty (no allocation) while the file is idle.
     buf: Vec<u8>,
     head: usize,
     end: usize,
+    /// The last read filled the buffer: the file is behind, grow it.
+    behind: bool,
     /// When the oldest unsent byte was first seen.
     since: Option<Instant>,
     /// When the current unterminated tail was first seen.
@@ -134,6 +141,7 @@ impl Stream {
             buf: Vec::new(),
             head: 0,
             end: 0,
+            behind: false,
             since: None,
             partial_since: None,
             link: None,
@@ -500,13 +508,16 @@ impl Stream {
             if !matches!(&self.link, Some(l) if l.phase == Phase::Up) || self.stopping {
                 return None;
             }
-            match self.fill(ctx.settings.max_batch) {
-                Ok(grew) => {
-                    if grew {
-                        if let FileState::Rotated { .. } = self.state {
-                            self.state = FileState::Rotated { last_growth: now };
-                        }
+            match self.fill(ctx) {
+                Ok(Fill::Read) => {
+                    if let FileState::Rotated { .. } = self.state {
+                        self.state = FileState::Rotated { last_growth: now };
                     }
+                }
+                Ok(Fill::Eof) => {}
+                Ok(Fill::Truncated(len)) => {
+                    self.truncated(len, ctx);
+                    return Some(now);
                 }
                 Err(e) => {
                     crate::error!("reading {} failed: {e}", self.path.display());
@@ -557,69 +568,101 @@ impl Stream {
         }
     }
 
-    /// Reads from the file into the free part of the buffer. Returns true
-    /// if any byte was read. Detects truncation (the file shrank below what
-    /// we read) and restarts the file at 0 under a new id.
-    fn fill(&mut self, cap: usize) -> io::Result<bool> {
+    /// Reads from the file into the free part of the buffer.
+    ///
+    /// The buffer starts at `initial_buffer` bytes, doubles (up to
+    /// `max_batch`) while reads keep filling it (the file is behind), and
+    /// goes back to the shared pool once everything read was sent, so an
+    /// idle file holds no buffer at all.
+    fn fill(&mut self, ctx: &mut Ctx<'_>) -> io::Result<Fill> {
         let Some(t) = &self.file else {
-            return Ok(false);
+            return Ok(Fill::Eof);
         };
-        if self.buf.len() < cap {
-            self.buf = vec![0; cap];
-            self.head = 0;
-            self.end = 0;
-        }
-        if self.head > 0 && self.end == self.buf.len() {
+        let initial = initial_buffer(ctx.settings);
+        if self.buf.is_empty() {
+            self.buf = ctx.pool.pop().unwrap_or_else(|| vec![0; initial]);
+        } else if self.head > 0 && self.end == self.buf.len() {
             self.buf.copy_within(self.head..self.end, 0);
             self.end -= self.head;
             self.head = 0;
         }
-        let mut grew = false;
+        if self.behind && self.buf.len() < ctx.settings.max_batch {
+            let grown = (self.buf.len() * 2).min(ctx.settings.max_batch);
+            self.buf.resize(grown, 0);
+        }
+        let mut result = Fill::Eof;
         while self.end < self.buf.len() {
             let pos = self.sent + self.unsent() as u64;
             match t.file.read_at(&mut self.buf[self.end..], pos) {
                 Ok(0) => {
                     let len = t.file.metadata()?.len();
                     if len < pos {
-                        self.truncated(len);
+                        return Ok(Fill::Truncated(len));
                     }
                     break;
                 }
                 Ok(n) => {
                     self.end += n;
-                    grew = true;
+                    result = Fill::Read;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        if grew {
+        self.behind = self.end == self.buf.len();
+        if result == Fill::Read {
             if let Some(t) = &mut self.file {
                 t.identity.refresh(&t.file)?;
             }
+        } else if self.unsent() == 0 {
+            self.release_buffer(ctx, initial);
         }
-        Ok(grew)
+        Ok(result)
     }
 
-    fn truncated(&mut self, len: u64) {
+    /// Gives an empty buffer back to the pool (only the common size is
+    /// pooled; a grown one is freed).
+    fn release_buffer(&mut self, ctx: &mut Ctx<'_>, initial: usize) {
+        let buf = std::mem::take(&mut self.buf);
+        if buf.len() == initial && ctx.pool.len() < POOL_MAX {
+            ctx.pool.push(buf);
+        }
+        self.head = 0;
+        self.end = 0;
+    }
+
+    /// The file shrank below what we read: start it over at 0 under a new
+    /// stream id (the server must not resume the old content's offset).
+    fn truncated(&mut self, len: u64, ctx: &mut Ctx<'_>) {
         let Some(t) = &mut self.file else { return };
-        crate::warn!(
-            "{}: truncated (now {len} bytes, we were at {}); starting over from 0",
-            self.path.display(),
-            self.sent
-        );
+        crate::warn!("{}: truncated (now {len} bytes, we were at {}); starting over from 0", self.path.display(), self.sent);
         if let Ok(identity) = Identity::of(&t.file) {
             t.identity = identity;
         }
         t.id = format!("{}-t{:x}", stream_id(&t.file, &t.identity), unique_suffix());
+        self.drop_link(ctx, None);
+        self.retry_at = None;
         self.acked = 0;
         self.sent = 0;
         self.clear_buf();
-        if let Some(link) = &mut self.link {
-            // The server must learn the new id: end this connection cleanly.
-            link.finish();
-        }
+        *ctx.dirty = true;
     }
+}
+
+/// What one [`Stream::fill`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// Some bytes were read.
+    Read,
+    /// Nothing new in the file.
+    Eof,
+    /// The file is now shorter (this many bytes) than what was read.
+    Truncated(u64),
+}
+
+/// Size of a fresh read buffer: four batches, within `[batch, max_batch]`.
+fn initial_buffer(s: &Settings) -> usize {
+    (s.rules.batch.saturating_mul(4)).clamp(s.rules.batch.max(1), s.max_batch.max(1))
 }
 
 fn write_init(

@@ -85,7 +85,7 @@ pub struct Tuning {
     /// `linger = "20ms"`: max time a batch smaller than `batch_bytes` waits.
     pub linger: Duration,
     /// `partial_line_timeout = "5s"`: a trailing line without newline is
-    /// sent after this long without growth.
+    /// held back at most this long (from when it was first seen), then sent.
     pub partial_line_timeout: Duration,
     /// `reconnect_min = "200ms"`: first reconnect back-off.
     pub reconnect_min: Duration,
