@@ -73,6 +73,7 @@
 pub mod log;
 pub mod client;
 pub mod config;
+pub mod persist;
 pub mod proto;
 pub mod reactor;
 pub mod server;

@@ -103,10 +103,20 @@ fn check_config_validates_without_running() {
 #[test]
 fn the_shipped_example_configs_are_valid() {
     let root = env!("CARGO_MANIFEST_DIR");
-    for (bin, file) in [(CLIENT_BIN, "etc/client.toml"), (SERVER_BIN, "etc/server.toml")] {
+    for (bin, file) in [
+        (CLIENT_BIN, "etc/client.toml"),
+        (SERVER_BIN, "etc/server.toml"),
+    ] {
         let path = format!("{root}/{file}");
-        let out = Command::new(bin).args(["--check-config", "--config", &path]).output().unwrap();
-        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(bin)
+            .args(["--check-config", "--config", &path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -32,6 +32,9 @@ pub enum Heard {
     Ack(u64),
     /// The server asks us to finish (`421`): stop sending, half-close.
     Finish,
+    /// `250 DONE n`: after our half-close, the server holds and committed
+    /// everything up to n.
+    Done(u64),
     /// The connection is over: a refusal, an error line, EOF or an I/O error.
     Closed(String),
 }
@@ -117,6 +120,23 @@ impl Link {
                     }
                     Ok(Status::Complete(ServerLine::Reply(r), used)) if r.code == 421 => {
                         heard.push(Heard::Finish);
+                        used
+                    }
+                    Ok(Status::Complete(ServerLine::Reply(r), used)) if r.code == 250 => {
+                        // `250 DONE <n>`: everything up to n is written, synced and committed.
+                        match r
+                            .text
+                            .strip_prefix("DONE ")
+                            .and_then(|n| n.trim().parse().ok())
+                        {
+                            Some(n) => heard.push(Heard::Done(n)),
+                            None => {
+                                return heard.push(Heard::Closed(format!(
+                                    "bad line from server: 250 {}",
+                                    r.text
+                                )))
+                            }
+                        }
                         used
                     }
                     Ok(Status::Complete(ServerLine::Reply(r), _)) => {

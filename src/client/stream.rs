@@ -250,6 +250,19 @@ impl Stream {
                 self.drop_link(ctx, Some(why));
             }
             Heard::Ack(_) => {}
+            Heard::Done(n) => {
+                if n != self.sent {
+                    crate::warn!(
+                        "{}: server confirmed {n} bytes, {} were sent",
+                        self.path.display(),
+                        self.sent
+                    );
+                }
+                if n <= self.sent && n > self.acked {
+                    self.acked = n;
+                    *ctx.dirty = true;
+                }
+            }
             Heard::Finish => {
                 crate::info!(
                     "{}: server is shutting down; finishing the connection",
@@ -635,7 +648,11 @@ impl Stream {
     /// stream id (the server must not resume the old content's offset).
     fn truncated(&mut self, len: u64, ctx: &mut Ctx<'_>) {
         let Some(t) = &mut self.file else { return };
-        crate::warn!("{}: truncated (now {len} bytes, we were at {}); starting over from 0", self.path.display(), self.sent);
+        crate::warn!(
+            "{}: truncated (now {len} bytes, we were at {}); starting over from 0",
+            self.path.display(),
+            self.sent
+        );
         if let Ok(identity) = Identity::of(&t.file) {
             t.identity = identity;
         }

@@ -279,9 +279,10 @@ impl RawClient {
 }
 
 /// Whether `s` is acceptable as a host name in INIT (and for the server's
-/// `{host}`): non-empty `[A-Za-z0-9._-]`, not `.` or `..`.
+/// `{host}`): non-empty `[A-Za-z0-9._-]`, not starting with `.` (so not
+/// `.`/`..`, and no hidden directories such as the server's state file).
 pub fn is_host_name(s: &str) -> bool {
-    is_token(s) && s != "." && s != ".."
+    is_token(s) && !s.starts_with('.')
 }
 
 impl RawServerAddr {

@@ -37,7 +37,7 @@ pub use client::{
     default_client_state_file, ClientConfig, Compression, Method, OnRotate, ServerAddr, Source,
     StreamConfig, Tuning,
 };
-pub use server::{OutputConfig, Prometheus, ServerConfig};
+pub use server::{OutputConfig, Prometheus, ServerConfig, SyncPolicy};
 pub use template::{Piece, Template, TemplateError};
 
 use std::fmt;

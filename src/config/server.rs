@@ -49,7 +49,8 @@ pub struct ServerConfig {
     /// disables the default route. A relative directory is resolved
     /// against the working directory.
     pub directory: Option<PathBuf>,
-    /// Optional state file of the server.
+    /// `state_file`: where the server commits stream offsets; default
+    /// `<directory>/.loghamsterd.state` (see [`ServerConfig::state_path`]).
     pub state_file: Option<PathBuf>,
     /// `[prometheus]` section.
     pub prometheus: Prometheus,
@@ -59,6 +60,27 @@ pub struct ServerConfig {
     pub max_line: usize,
     /// `[output.NAME]` tables in file order; names are unique tokens.
     pub outputs: Vec<OutputConfig>,
+    /// `sync = "none" | "interval" | "always"`: when outputs are made
+    /// durable with `fdatasync` (default `interval`).
+    pub sync: SyncPolicy,
+    /// `sync_interval = "1s"`: how often outputs are synced (with
+    /// `interval`) and the state file is committed; > 0.
+    pub sync_interval: Duration,
+}
+
+/// When the server makes outputs durable, and so when it acknowledges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    /// Never `fdatasync`; `ACK` as soon as data is written to the output
+    /// (it survives a crash of the server, not a power loss).
+    None,
+    /// `fdatasync` every written output, then commit the state file, every
+    /// `sync_interval`; `ACK` what was committed.
+    #[default]
+    Interval,
+    /// `fdatasync` after every batch before acknowledging it.
+    Always,
 }
 
 /// The `[prometheus]` section.
@@ -105,6 +127,8 @@ struct RawServer {
     prometheus: Option<RawPrometheus>,
     handshake_timeout: Option<Spanned<DurationValue>>,
     max_line: Option<Spanned<SizeValue>>,
+    sync: Option<SyncPolicy>,
+    sync_interval: Option<Spanned<DurationValue>>,
     output: Option<OrderedMap<RawOutput>>,
 }
 
@@ -158,7 +182,22 @@ impl ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_line: 1 << 20,
             outputs: Vec::new(),
+            sync: SyncPolicy::default(),
+            sync_interval: Duration::from_secs(1),
         }
+    }
+}
+
+impl ServerConfig {
+    /// The state file to use: `state_file`, else `.loghamsterd.state` in
+    /// `directory` (host names cannot start with `.`, so no stream can be
+    /// routed onto it), else none (offsets are kept in memory only).
+    pub fn state_path(&self) -> Option<PathBuf> {
+        self.state_file.clone().or_else(|| {
+            self.directory
+                .as_ref()
+                .map(|d| d.join(".loghamsterd.state"))
+        })
     }
 }
 
@@ -205,6 +244,13 @@ impl RawServer {
                 return Err(doc.err_at(m.span(), "`max_line` must be at least 1 byte"));
             }
             cfg.max_line = m.get_ref().0;
+        }
+        cfg.sync = self.sync.unwrap_or_default();
+        if let Some(t) = self.sync_interval {
+            if t.get_ref().0.is_zero() {
+                return Err(doc.err_at(t.span(), "`sync_interval` must be greater than 0"));
+            }
+            cfg.sync_interval = t.get_ref().0;
         }
         for (name, raw) in self.output.map_or_else(Vec::new, |o| o.0) {
             let out = raw.validate(doc, name, cfg.directory.as_deref())?;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 use super::{Resume, Shared, StreamKey};
+use crate::config::SyncPolicy;
 use crate::proto::{self, Init, Status};
 use crate::reactor::{Key, Ready};
 use crate::sink::output::{LineWriter, OutputId};
@@ -19,10 +20,26 @@ const LINGER: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Phase {
-    Handshake { deadline: Instant },
+    Handshake {
+        deadline: Instant,
+    },
     Streaming,
-    Closing { deadline: Instant, eof: bool },
+    /// The client half-closed after its last byte; everything is written
+    /// and synced. Waiting for the next checkpoint to answer `250 DONE`.
+    Finishing {
+        deadline: Instant,
+    },
+    Closing {
+        deadline: Instant,
+        eof: bool,
+    },
 }
+
+/// How long a finished stream waits for a checkpoint before giving up on
+/// its `250 DONE` (the client then reconnects and asks again).
+const DONE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a write that failed (disk full) is retried.
+const STALL_RETRY: Duration = Duration::from_secs(1);
 
 /// A stream that passed the handshake and writes to an output.
 #[derive(Debug)]
@@ -35,6 +52,11 @@ pub(crate) struct Stream {
     ack: bool,
     /// Highest offset announced with an `ACK` line.
     acked: u64,
+    /// Highest offset that may be acknowledged under the sync policy.
+    ackable: u64,
+    /// A write failed (disk full, ...): the stream holds its data, stops
+    /// reading the socket (back-pressure) and retries at this time.
+    stalled: Option<Instant>,
 }
 
 /// What the server must do after a connection handled an event.
@@ -99,7 +121,22 @@ impl Conn {
                     self.handshake(key, now, shared, &mut step);
                 }
             }
-            Phase::Streaming => self.stream(now, shared),
+            Phase::Streaming => step.wake_at = self.stream(now, shared),
+            Phase::Finishing { deadline } => {
+                let deadline = *deadline;
+                if now >= deadline {
+                    crate::warn!(
+                        "{}: no checkpoint in time; closing without 250 DONE",
+                        self.peer
+                    );
+                    self.phase = Phase::Closing {
+                        deadline: now,
+                        eof: true,
+                    };
+                } else {
+                    step.wake_at = Some(deadline);
+                }
+            }
             Phase::Closing { deadline, eof } => {
                 if !*eof {
                     *eof = discard_input(&mut self.sock);
@@ -228,7 +265,7 @@ impl Conn {
                 return None;
             }
         };
-        let output = match shared.outputs.acquire(&route) {
+        let (output, shared_output) = match shared.outputs.acquire(&route) {
             Ok(o) => o,
             Err(e) => {
                 crate::error!(
@@ -246,15 +283,37 @@ impl Conn {
             id: id.to_string(),
         });
         let mut start = offset.unwrap_or(0);
+        let mut new_stream = false;
         if let Some(k) = &stream_key {
-            let entry = shared.resume.entry(k.clone()).or_insert(Resume {
-                offset: start,
-                conn: None,
-                last_seen: now,
+            let out_path = route.full_path();
+            let entry = shared.resume.entry(k.clone()).or_insert_with(|| {
+                new_stream = true;
+                Resume {
+                    offset: start,
+                    conn: None,
+                    last_seen: now,
+                    output: out_path.clone(),
+                }
             });
             step.replaced = entry.conn.replace(key);
             entry.last_seen = now;
+            if entry.output != out_path {
+                // Routed elsewhere than before (config changed): the old
+                // offset says nothing about the new output.
+                entry.output = out_path;
+                entry.offset = start;
+            }
             start = entry.offset;
+        }
+        // A checkpoint before the first byte of a new stream or of a second
+        // writer, so crash recovery never mistakes whose bytes follow it.
+        if (new_stream || shared_output) && !shared.commit() {
+            shared.outputs.release(output);
+            if let Some(k) = &stream_key {
+                release_resume(shared, Some(k), key);
+            }
+            self.fail(503, "Cannot commit server state", now);
+            return None;
         }
         let resumable = offset.is_some() || stream_key.is_some();
         proto::write_reply(
@@ -276,16 +335,29 @@ impl Conn {
             key: stream_key,
             ack,
             acked: start,
+            ackable: start,
+            stalled: None,
         })
     }
 
-    /// Reads everything the socket has and writes it to the output.
-    fn stream(&mut self, now: Instant, shared: &mut Shared) {
+    /// Reads everything the socket has and writes it to the output. While
+    /// the output is stalled (a write failed), retries the write first and
+    /// reads nothing, so TCP back-pressure holds the client. Returns when
+    /// to retry a stalled write.
+    fn stream(&mut self, now: Instant, shared: &mut Shared) -> Option<Instant> {
+        if let Some(at) = self.stream.as_ref().and_then(|s| s.stalled) {
+            if now < at {
+                return Some(at);
+            }
+            if !self.retry_stalled(now, shared) {
+                return self.stream.as_ref().and_then(|s| s.stalled);
+            }
+        }
         loop {
             let n = match self.sock.read(&mut shared.scratch) {
                 Ok(0) => {
                     self.end_of_stream(now, shared);
-                    return;
+                    return None;
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -296,17 +368,49 @@ impl Conn {
                         deadline: now,
                         eof: true,
                     };
-                    return;
+                    return None;
                 }
             };
             let data = std::mem::take(&mut shared.scratch);
             self.write_data(&data[..n], now, shared);
             shared.scratch = data;
+            if let Some(at) = self.stream.as_ref().and_then(|s| s.stalled) {
+                return Some(at);
+            }
             if !matches!(self.phase, Phase::Streaming) {
-                return;
+                return None;
             }
         }
         self.queue_ack();
+        None
+    }
+
+    /// Retries a stalled write; true when the stream flows again.
+    fn retry_stalled(&mut self, now: Instant, shared: &mut Shared) -> bool {
+        let Some(s) = &mut self.stream else {
+            return false;
+        };
+        let Some(file) = shared.outputs.file(s.output) else {
+            return false;
+        };
+        match s.writer.retry(file) {
+            Ok(()) => {
+                crate::info!(
+                    "{}: output {} is writable again; resuming {}",
+                    self.peer,
+                    shared.outputs.path(s.output).display(),
+                    s.label
+                );
+                s.stalled = None;
+                note_offset(shared, s, now);
+                true
+            }
+            Err(_) => {
+                note_offset(shared, s, now);
+                s.stalled = Some(now + STALL_RETRY);
+                false
+            }
+        }
     }
 
     fn write_data(&mut self, data: &[u8], now: Instant, shared: &mut Shared) {
@@ -316,36 +420,111 @@ impl Conn {
         };
         let res = s.writer.push(file, data);
         note_offset(shared, s, now);
-        if let Err(e) = res {
-            crate::error!(
-                "{}: writing {} to {} failed: {e}",
-                self.peer,
-                s.label,
-                shared.outputs.path(s.output).display()
-            );
-            self.fail(451, "Cannot write output", now);
+        match res {
+            Ok(()) => match shared.cfg.sync {
+                SyncPolicy::None => s.ackable = s.writer.written(),
+                SyncPolicy::Always => match shared.outputs.sync_one(s.output) {
+                    Ok(()) => s.ackable = s.writer.written(),
+                    Err(e) => crate::error!(
+                        "{}: fdatasync of {} failed: {e}",
+                        self.peer,
+                        shared.outputs.path(s.output).display()
+                    ),
+                },
+                SyncPolicy::Interval => {}
+            },
+            Err(e) => {
+                crate::error!(
+                    "{}: writing {} to {} failed: {e}; holding the stream (the client waits) and retrying every {}s",
+                    self.peer,
+                    s.label,
+                    shared.outputs.path(s.output).display(),
+                    STALL_RETRY.as_secs()
+                );
+                shared.write_errors += 1;
+                s.stalled = Some(now + STALL_RETRY);
+            }
         }
     }
 
+    /// The client half-closed: write the unterminated tail, sync the
+    /// output, and wait for the next checkpoint to answer `250 DONE`.
     fn end_of_stream(&mut self, now: Instant, shared: &mut Shared) {
         let Some(s) = &mut self.stream else { return };
-        if let Some(file) = shared.outputs.file(s.output) {
-            if let Err(e) = s.writer.finish(file) {
-                crate::error!("{}: writing {} failed: {e}", self.peer, s.label);
-            }
-        }
+        let done = shared
+            .outputs
+            .file(s.output)
+            .map(|file| s.writer.finish(file));
         note_offset(shared, s, now);
+        if let Some(Err(e)) = done {
+            crate::error!("{}: writing the end of {} failed: {e}", self.peer, s.label);
+            self.phase = Phase::Closing {
+                deadline: now,
+                eof: true,
+            };
+            return;
+        }
+        if let Err(e) = shared.outputs.sync_one(s.output) {
+            crate::error!(
+                "{}: fdatasync of {} failed: {e}",
+                self.peer,
+                shared.outputs.path(s.output).display()
+            );
+            self.phase = Phase::Closing {
+                deadline: now,
+                eof: true,
+            };
+            return;
+        }
         crate::debug!(
             "{}: {} ended at offset {}",
             self.peer,
             s.label,
             s.writer.written()
         );
-        self.queue_ack();
-        self.phase = Phase::Closing {
-            deadline: now + LINGER,
-            eof: true,
+        shared.commit_requested = true;
+        self.phase = Phase::Finishing {
+            deadline: now + DONE_TIMEOUT,
         };
+    }
+
+    /// Called after every successful checkpoint: what was written before it
+    /// may now be acknowledged, and finished streams get `250 DONE`.
+    pub fn after_commit(&mut self, now: Instant, policy: SyncPolicy) -> Step {
+        let Some(s) = &mut self.stream else {
+            return Step::default();
+        };
+        if policy == SyncPolicy::Interval || matches!(self.phase, Phase::Finishing { .. }) {
+            s.ackable = s.writer.written();
+        }
+        if let Phase::Finishing { .. } = self.phase {
+            let end = s.writer.written();
+            if s.ack {
+                s.acked = end;
+                proto::write_ack(&mut self.outbuf, end);
+                proto::write_reply(&mut self.outbuf, 250, &format!("DONE {end}"), None);
+            }
+            self.phase = Phase::Closing {
+                deadline: now + LINGER,
+                eof: true,
+            };
+        } else {
+            self.queue_ack();
+        }
+        let mut step = Step::default();
+        if let Err(e) = self.flush() {
+            crate::debug!("{}: write failed: {e}", self.peer);
+            step.close = true;
+        }
+        if let Phase::Closing { deadline, .. } = self.phase {
+            if self.outbuf.is_empty() {
+                let _ = self.sock.shutdown(Shutdown::Write);
+                self.shut_write = true;
+                step.close = true;
+            }
+            step.wake_at = Some(deadline);
+        }
+        step
     }
 
     /// Queues an `ACK` for what was written, unless an older line is still
@@ -354,8 +533,8 @@ impl Conn {
         let (Phase::Streaming, Some(s)) = (self.phase, &mut self.stream) else {
             return;
         };
-        if s.ack && s.writer.written() > s.acked && self.outbuf.is_empty() {
-            s.acked = s.writer.written();
+        if s.ack && s.ackable > s.acked && self.outbuf.is_empty() {
+            s.acked = s.ackable;
             proto::write_ack(&mut self.outbuf, s.acked);
         }
     }
@@ -389,6 +568,7 @@ impl Conn {
 
 /// Records how far a stream's bytes are in the output.
 fn note_offset(shared: &mut Shared, s: &Stream, now: Instant) {
+    shared.dirty = true;
     if let Some(k) = &s.key {
         if let Some(r) = shared.resume.get_mut(k) {
             r.offset = s.writer.written();

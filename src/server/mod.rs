@@ -32,14 +32,16 @@ mod conn;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::TcpListener;
 use mio::{Interest, Token};
 
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, SyncPolicy};
 use crate::reactor::sys::signal::{SignalFd, SIGHUP, SIGINT, SIGTERM};
-use crate::reactor::{Key, Reactor, Ready, Slots, StopHandle};
+use crate::reactor::{Armed, Key, Reactor, Ready, Slots, StopHandle};
+use crate::sink::checkpoint::{self, Checkpoint, StreamMark};
 use crate::sink::output::Outputs;
 use crate::sink::route::Router;
 use conn::{Conn, Phase};
@@ -47,6 +49,7 @@ use conn::{Conn, Phase};
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const WAKER: Token = Token(2);
+const SYNC: Token = Token(3);
 
 /// How long a server waits for clients to finish after SIGTERM.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,6 +69,10 @@ pub enum ServerError {
         what: &'static str,
         source: io::Error,
     },
+    State(checkpoint::CheckpointError),
+    Recovery {
+        source: io::Error,
+    },
 }
 
 impl std::fmt::Display for ServerError {
@@ -73,6 +80,8 @@ impl std::fmt::Display for ServerError {
         match self {
             ServerError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             ServerError::Setup { what, source } => write!(f, "cannot {what}: {source}"),
+            ServerError::State(e) => e.fmt(f),
+            ServerError::Recovery { source } => write!(f, "crash recovery failed: {source}"),
         }
     }
 }
@@ -88,13 +97,15 @@ pub(crate) struct StreamKey {
 }
 
 /// What the server knows of a resumable stream.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Resume {
     /// Stream offset up to which bytes are in the output.
     pub offset: u64,
     /// The connection currently writing it, if any.
     pub conn: Option<Key>,
     pub last_seen: Instant,
+    /// The output its bytes go to.
+    pub output: PathBuf,
 }
 
 /// The parts of the server that connection handlers borrow together.
@@ -105,6 +116,74 @@ pub(crate) struct Shared {
     pub resume: HashMap<StreamKey, Resume>,
     pub scratch: Vec<u8>,
     pub stopping: bool,
+    /// Where checkpoints go (`None`: offsets live in memory only).
+    pub checkpoint: Option<PathBuf>,
+    /// A connection asks for a checkpoint as soon as possible.
+    pub commit_requested: bool,
+    /// Some stream offset moved since the last checkpoint.
+    pub dirty: bool,
+    /// Output writes that failed (disk full, ...), since start.
+    pub write_errors: u64,
+    /// The last checkpoint attempt failed (logged once until it works).
+    commit_failing: bool,
+}
+
+impl Shared {
+    /// Makes outputs durable (per the sync policy) and writes a checkpoint
+    /// of every stream's offset and every open output's length. Returns
+    /// false (and logs) when that failed; nothing may be acknowledged then.
+    pub fn commit(&mut self) -> bool {
+        self.commit_requested = false;
+        if self.cfg.sync != SyncPolicy::None {
+            let failed = self.outputs.sync_dirty();
+            if let Some((path, e)) = failed.first() {
+                self.commit_failed(&format!("fdatasync of {} failed: {e}", path.display()));
+                return false;
+            }
+        }
+        let Some(path) = &self.checkpoint else {
+            return true;
+        };
+        let outputs = match self.outputs.marks() {
+            Ok(m) => m,
+            Err(e) => {
+                self.commit_failed(&format!("cannot stat outputs: {e}"));
+                return false;
+            }
+        };
+        let streams = self
+            .resume
+            .iter()
+            .map(|(k, r)| StreamMark {
+                host: k.host.clone(),
+                path: k.path.clone(),
+                id: k.id.clone(),
+                offset: r.offset,
+                output: r.output.clone(),
+                attached: r.conn.is_some(),
+            })
+            .collect();
+        match checkpoint::save(path, &Checkpoint { outputs, streams }) {
+            Ok(()) => {
+                if self.commit_failing {
+                    crate::info!("state file {} written again", path.display());
+                    self.commit_failing = false;
+                }
+                true
+            }
+            Err(e) => {
+                self.commit_failed(&e.to_string());
+                false
+            }
+        }
+    }
+
+    fn commit_failed(&mut self, why: &str) {
+        if !self.commit_failing {
+            crate::error!("checkpoint failed: {why}; not acknowledging until it works");
+            self.commit_failing = true;
+        }
+    }
 }
 
 pub struct Server {
@@ -118,6 +197,7 @@ pub struct Server {
     id_prefix: String,
     next_id: u64,
     deadline: Option<Instant>,
+    sync_timer: Armed,
 }
 
 impl Server {
@@ -163,13 +243,19 @@ impl Server {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
+        let (checkpoint, resume) = recover(&cfg)?;
         let shared = Shared {
             router: Router::new(&cfg),
             cfg,
             outputs: Outputs::default(),
-            resume: HashMap::new(),
+            resume,
             scratch: vec![0; READ_CHUNK],
             stopping: false,
+            checkpoint,
+            commit_requested: false,
+            dirty: false,
+            write_errors: 0,
+            commit_failing: false,
         };
         Ok(Server {
             reactor,
@@ -182,6 +268,7 @@ impl Server {
             id_prefix: format!("{started:x}"),
             next_id: 0,
             deadline: None,
+            sync_timer: Armed::default(),
         })
     }
 
@@ -202,12 +289,7 @@ impl Server {
                 "[prometheus] is enabled, but this version does not serve metrics yet; ignoring it"
             );
         }
-        if let Some(p) = &self.shared.cfg.state_file {
-            crate::warn!(
-                "state_file = {:?}: this version keeps stream offsets in memory only; ignoring it",
-                p.display()
-            );
-        }
+
         let mut ready = Vec::with_capacity(1024);
         loop {
             let now = Instant::now();
@@ -232,6 +314,13 @@ impl Server {
                 }
             }
             while let Some(token) = self.reactor.timers.pop_expired(now) {
+                if token == SYNC {
+                    self.sync_timer.fired(now);
+                    if self.shared.dirty {
+                        self.commit_and_ack(now);
+                    }
+                    continue;
+                }
                 let r = Ready {
                     token,
                     readable: false,
@@ -240,13 +329,45 @@ impl Server {
                 };
                 self.on_conn_event(token, r, now);
             }
+            if self.shared.commit_requested {
+                self.commit_and_ack(now);
+            }
+            let next = now + self.shared.cfg.sync_interval;
+            if self.shared.dirty && self.sync_timer.arm(next) {
+                self.reactor.timers.schedule(next, SYNC);
+            }
         }
         let left = self.conns.len();
         for key in self.conns.keys() {
             self.close(key);
         }
+        if self.shared.dirty || self.shared.checkpoint.is_some() {
+            self.shared.commit();
+        }
         crate::info!("stopped ({left} connections were still open at the deadline)");
         Ok(())
+    }
+
+    /// Checkpoints, then lets every connection acknowledge what the
+    /// checkpoint covers (and answer `250 DONE` to finished streams).
+    fn commit_and_ack(&mut self, now: Instant) {
+        if !self.shared.commit() {
+            return;
+        }
+        self.shared.dirty = false;
+        let policy = self.shared.cfg.sync;
+        for key in self.conns.keys() {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let step = conn.after_commit(now, policy);
+            if let Some(at) = step.wake_at {
+                self.reactor.timers.schedule(at, key.token());
+            }
+            if step.close {
+                self.close(key);
+            }
+        }
     }
 
     fn accept(&mut self, now: Instant) {
@@ -383,10 +504,59 @@ impl Server {
                     };
                     self.on_conn_event(key.token(), r, now);
                 }
+                Phase::Finishing { .. } => {}
                 Phase::Handshake { .. } | Phase::Closing { .. } => self.close(key),
             }
         }
     }
+}
+
+/// Loads the checkpoint and repairs outputs after a crash (see
+/// [`checkpoint`]); returns where to write checkpoints and the offsets of
+/// every known stream.
+fn recover(
+    cfg: &ServerConfig,
+) -> Result<(Option<PathBuf>, HashMap<StreamKey, Resume>), ServerError> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(path) = cfg.state_path() else {
+        crate::warn!("no `directory` and no `state_file`: stream offsets are kept in memory only");
+        return Ok((None, HashMap::new()));
+    };
+    let mut cp = checkpoint::load(&path).map_err(ServerError::State)?;
+    let stat = |p: &std::path::Path| {
+        std::fs::symlink_metadata(p)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| (m.dev(), m.ino(), m.len()))
+    };
+    let plan = checkpoint::plan_recovery(&cp, stat);
+    for line in checkpoint::apply_recovery(&mut cp, &plan)
+        .map_err(|source| ServerError::Recovery { source })?
+    {
+        crate::warn!("recovery: {line}");
+    }
+    let now = Instant::now();
+    let resume = cp
+        .streams
+        .into_iter()
+        .map(|s| {
+            let key = StreamKey {
+                host: s.host,
+                path: s.path,
+                id: s.id,
+            };
+            (
+                key,
+                Resume {
+                    offset: s.offset,
+                    conn: None,
+                    last_seen: now,
+                    output: s.output,
+                },
+            )
+        })
+        .collect();
+    Ok((Some(path), resume))
 }
 
 /// Bounds the memory held for disconnected streams: drops the least

@@ -13,5 +13,6 @@
 //!   write either. `SIGHUP` reopens every output, for logrotate on the
 //!   server side.
 
+pub mod checkpoint;
 pub mod output;
 pub mod route;

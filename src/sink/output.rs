@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use slab::Slab;
 
+use super::checkpoint::OutputMark;
 use super::route::Route;
 use crate::reactor::sys::fs::open_append_beneath;
 
@@ -19,6 +20,8 @@ struct Output {
     file: File,
     /// Streams currently writing here; the file is closed when it drops to 0.
     refs: usize,
+    /// Written since the last `fdatasync`.
+    dirty: bool,
 }
 
 /// The set of open outputs, shared by all streams routed to the same path.
@@ -30,20 +33,63 @@ pub struct Outputs {
 
 impl Outputs {
     /// Opens (or shares) the output for `route` and takes a reference.
-    pub fn acquire(&mut self, route: &Route) -> io::Result<OutputId> {
+    /// The flag is true when other streams already write to it.
+    pub fn acquire(&mut self, route: &Route) -> io::Result<(OutputId, bool)> {
         let full = route.full_path();
         if let Some(&id) = self.by_path.get(&full) {
             self.open[id].refs += 1;
-            return Ok(id);
+            return Ok((id, true));
         }
         let file = open_append_beneath(&route.base, &route.relative)?;
         let id = self.open.insert(Output {
             route: route.clone(),
             file,
             refs: 1,
+            dirty: false,
         });
         self.by_path.insert(full, id);
-        Ok(id)
+        Ok((id, false))
+    }
+
+    /// `fdatasync`s every output written since its last sync. Returns the
+    /// outputs that failed (they stay dirty).
+    pub fn sync_dirty(&mut self) -> Vec<(PathBuf, io::Error)> {
+        let mut failed = Vec::new();
+        for (_, out) in self.open.iter_mut().filter(|(_, o)| o.dirty) {
+            match out.file.sync_data() {
+                Ok(()) => out.dirty = false,
+                Err(e) => failed.push((out.route.full_path(), e)),
+            }
+        }
+        failed
+    }
+
+    /// `fdatasync`s one output.
+    pub fn sync_one(&mut self, id: OutputId) -> io::Result<()> {
+        let Some(out) = self.open.get_mut(id) else {
+            return Ok(());
+        };
+        out.file.sync_data()?;
+        out.dirty = false;
+        Ok(())
+    }
+
+    /// Where every open output stands now, for a checkpoint.
+    pub fn marks(&self) -> io::Result<Vec<OutputMark>> {
+        use std::os::unix::fs::MetadataExt;
+        self.open
+            .iter()
+            .map(|(_, o)| {
+                let m = o.file.metadata()?;
+                Ok(OutputMark {
+                    path: o.route.full_path(),
+                    dev: m.dev(),
+                    ino: m.ino(),
+                    len: m.len(),
+                    writers: o.refs as u32,
+                })
+            })
+            .collect()
     }
 
     /// Drops a reference; closes the file when no stream uses it.
@@ -58,8 +104,12 @@ impl Outputs {
         }
     }
 
+    /// The file to write to; marks the output dirty (needing a sync).
     pub fn file(&mut self, id: OutputId) -> Option<&mut File> {
-        self.open.get_mut(id).map(|o| &mut o.file)
+        self.open.get_mut(id).map(|o| {
+            o.dirty = true;
+            &mut o.file
+        })
     }
 
     pub fn path(&self, id: OutputId) -> PathBuf {
@@ -129,7 +179,17 @@ impl LineWriter {
     /// Writes every complete line of `pending + data` with one `writev` and
     /// keeps the unterminated tail. A tail longer than `max_line` is written
     /// as it is (the line is split; counted in `split_lines`).
+    ///
+    /// On a write error (a full disk) nothing is lost: every byte not
+    /// written stays in `pending`, and [`retry`](Self::retry) writes it
+    /// later. The caller stops reading from the peer meanwhile, so
+    /// `pending` is bounded by one read chunk plus `max_line`.
     pub fn push<W: Write>(&mut self, out: &mut W, data: &[u8]) -> io::Result<()> {
+        if self.has_complete_lines() {
+            // An earlier write failed: keep the order, write it first.
+            self.pending.extend_from_slice(data);
+            return self.retry(out);
+        }
         let cut = match memchr::memrchr(b'\n', data) {
             Some(i) => i + 1,
             None if self.pending.len() + data.len() > self.max_line => {
@@ -142,40 +202,67 @@ impl LineWriter {
             }
         };
         let (lines, tail) = data.split_at(cut);
-        let n = write_all_vectored(out, &self.pending, lines);
-        let total = self.pending.len() + lines.len();
-        self.advance(n.as_ref().copied().unwrap_or_else(|(done, _)| *done), total);
-        n.map_err(|(_, e)| e)?;
-        if tail.len() > self.max_line {
-            self.split_lines += 1;
-            write_all_vectored(out, &[], tail).map_err(|(done, e)| {
+        match write_all_vectored(out, &self.pending, lines) {
+            Ok(done) => {
                 self.written += done as u64;
-                e
-            })?;
-            self.written += tail.len() as u64;
-        } else {
-            self.pending.extend_from_slice(tail);
+                self.pending.clear();
+                self.pending.extend_from_slice(tail);
+                if tail.len() > self.max_line {
+                    self.split_lines += 1;
+                    return self.retry(out);
+                }
+                Ok(())
+            }
+            Err((done, e)) => {
+                self.written += done as u64;
+                let mut rest = Vec::with_capacity(self.pending.len() + data.len() - done);
+                let both = [self.pending.as_slice(), data];
+                let mut skip = done;
+                for part in both {
+                    let k = skip.min(part.len());
+                    rest.extend_from_slice(&part[k..]);
+                    skip -= k;
+                }
+                self.pending = rest;
+                Err(e)
+            }
         }
-        Ok(())
+    }
+
+    /// Writes the complete lines held in `pending` (after an earlier
+    /// failure), or all of it when it exceeds `max_line`.
+    pub fn retry<W: Write>(&mut self, out: &mut W) -> io::Result<()> {
+        let cut = match memchr::memrchr(b'\n', &self.pending) {
+            _ if self.pending.len() > self.max_line => self.pending.len(),
+            Some(i) => i + 1,
+            None => return Ok(()),
+        };
+        let r = write_all_vectored(out, &self.pending[..cut], &[]);
+        let done = match &r {
+            Ok(n) => *n,
+            Err((n, _)) => *n,
+        };
+        self.written += done as u64;
+        self.pending.drain(..done);
+        r.map(drop).map_err(|(_, e)| e)
+    }
+
+    /// True when `pending` holds more than an unterminated tail (a write
+    /// failed and must be retried before anything else).
+    pub fn has_complete_lines(&self) -> bool {
+        self.pending.len() > self.max_line || memchr::memchr(b'\n', &self.pending).is_some()
     }
 
     /// Writes whatever is pending, even without a final newline (end of stream).
     pub fn finish<W: Write>(&mut self, out: &mut W) -> io::Result<()> {
-        let total = self.pending.len();
         let r = write_all_vectored(out, &self.pending, &[]);
-        self.advance(r.as_ref().copied().unwrap_or_else(|(done, _)| *done), total);
-        r.map(drop).map_err(|(_, e)| e)
-    }
-
-    /// Accounts for `done` bytes written out of `pending + lines` (`total`).
-    fn advance(&mut self, done: usize, total: usize) {
+        let done = match &r {
+            Ok(n) => *n,
+            Err((n, _)) => *n,
+        };
         self.written += done as u64;
-        if done >= self.pending.len() {
-            self.pending.clear();
-        } else {
-            self.pending.drain(..done);
-        }
-        debug_assert!(done <= total);
+        self.pending.drain(..done);
+        r.map(drop).map_err(|(_, e)| e)
     }
 }
 
@@ -263,13 +350,21 @@ mod tests {
     }
 
     #[test]
-    fn failed_write_accounts_exactly_for_what_landed() {
+    fn failed_write_keeps_every_unwritten_byte_for_retry() {
         let mut out = Full(5, Vec::new());
         let mut w = LineWriter::new(100, 1024);
         w.push(&mut out, b"abc").unwrap();
-        assert!(w.push(&mut out, b"def\nghi\n").is_err());
+        assert!(w.push(&mut out, b"def\nghi\nj").is_err());
         assert_eq!(w.written(), 105);
         assert_eq!(out.1, b"abcde");
-        assert_eq!(w.received(), 105);
+        assert_eq!(w.received(), 112, "nothing dropped");
+        assert!(w.has_complete_lines());
+        assert!(w.retry(&mut out).is_err(), "still full");
+        out.0 = 1000; // space again
+        w.retry(&mut out).unwrap();
+        assert_eq!(out.1, b"abcdef\nghi\n");
+        w.push(&mut out, b"k\n").unwrap();
+        assert_eq!(out.1, b"abcdef\nghi\njk\n");
+        assert_eq!(w.written(), 100 + 14);
     }
 }

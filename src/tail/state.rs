@@ -23,13 +23,14 @@
 //! re-sending everything from offset 0.
 
 use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::identity::Identity;
+use crate::persist::{escape_path, unescape_path, write_atomic};
 
 pub const VERSION: u32 = 1;
 
@@ -157,56 +158,7 @@ pub fn save(path: &Path, entries: &[Entry]) -> Result<(), StateError> {
     };
     let text =
         toml::to_string(&raw).map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    fs::create_dir_all(dir).map_err(err)?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    let mut f = File::create(&tmp).map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    fs::rename(&tmp, path).map_err(err)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(err)
-}
-
-fn escape_path(p: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    let mut s = String::new();
-    for &b in p.as_os_str().as_bytes() {
-        if (0x20..0x7f).contains(&b) && b != b'%' {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("%{b:02X}"));
-        }
-    }
-    s
-}
-
-fn unescape_path(s: &str) -> PathBuf {
-    use std::os::unix::ffi::OsStringExt;
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b[i], hex) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    PathBuf::from(std::ffi::OsString::from_vec(out))
+    write_atomic(path, text.as_bytes()).map_err(err)
 }
 
 #[cfg(test)]
