@@ -292,6 +292,24 @@ impl Stream {
         if self.link_deadline.is_some_and(|t| t <= now) {
             self.drop_link(ctx, Some("connect or handshake timed out".into()));
         }
+        let mut wake = None;
+        if let FileState::Rotated { last_growth } = self.state {
+            // The old file is read to its end and quiet: end its stream with
+            // a half-close; the server answers `250 DONE` once it holds and
+            // committed every byte. Then switch to the new file.
+            let read_all = self.file.is_some() && self.unsent() == 0 && self.at_eof();
+            if read_all && now >= last_growth + ROTATE_GRACE {
+                match &mut self.link {
+                    None if self.acked == self.sent => {
+                        self.switch_after_rotation(ctx);
+                        return self.tick(ctx);
+                    }
+                    Some(link) if link.phase == Phase::Up => link.finish(),
+                    _ => {}
+                }
+            }
+            wake = Some(now + DRAIN_POLL);
+        }
         if self.link.is_none()
             && self.file.is_some()
             && !self.stopping
@@ -299,18 +317,7 @@ impl Stream {
         {
             self.connect(ctx);
         }
-        let mut wake = self.pump(ctx);
-        if let FileState::Rotated { last_growth } = self.state {
-            let drained = self.file.is_some()
-                && self.unsent() == 0
-                && self.acked == self.sent
-                && self.at_eof();
-            if drained && now >= last_growth + ROTATE_GRACE {
-                self.switch_after_rotation(ctx);
-                return self.tick(ctx);
-            }
-            wake = earliest(wake, Some(now + DRAIN_POLL));
-        }
+        wake = earliest(wake, self.pump(ctx));
         wake = earliest(wake, self.link_deadline);
         if self.link.is_none() && self.file.is_some() && !self.stopping {
             wake = earliest(wake, self.retry_at);

@@ -265,7 +265,7 @@ impl Conn {
                 return None;
             }
         };
-        let (output, shared_output) = match shared.outputs.acquire(&route) {
+        let output = match shared.outputs.acquire(&route) {
             Ok(o) => o,
             Err(e) => {
                 crate::error!(
@@ -305,9 +305,10 @@ impl Conn {
             }
             start = entry.offset;
         }
-        // A checkpoint before the first byte of a new stream or of a second
-        // writer, so crash recovery never mistakes whose bytes follow it.
-        if (new_stream || shared_output) && !shared.commit() {
+        // A checkpoint before the first byte of every attachment: it records
+        // this output's length and writer count, so crash recovery always
+        // knows whose bytes follow it (and forgives excess it reported).
+        if !shared.commit() {
             shared.outputs.release(output);
             if let Some(k) = &stream_key {
                 release_resume(shared, Some(k), key);

@@ -21,9 +21,10 @@
 //!
 //! The server writes outputs synchronously from one thread, so at the
 //! moment of a checkpoint every stream's offset matches the output lengths
-//! exactly. Whenever an output gains a second writer, or a stream is seen
-//! for the first time, the server checkpoints *before* the new writer's
-//! first byte, so `writers` never under-counts who wrote after it.
+//! exactly. The server checkpoints before the first byte of every new
+//! attachment (a successful INIT), so an output's `writers` never
+//! under-counts who wrote after the checkpoint, and an output is in the
+//! checkpoint whenever a stream writes to it.
 //!
 //! After a crash, [`plan_recovery`] compares each output with its
 //! checkpoint:

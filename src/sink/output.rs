@@ -33,12 +33,11 @@ pub struct Outputs {
 
 impl Outputs {
     /// Opens (or shares) the output for `route` and takes a reference.
-    /// The flag is true when other streams already write to it.
-    pub fn acquire(&mut self, route: &Route) -> io::Result<(OutputId, bool)> {
+    pub fn acquire(&mut self, route: &Route) -> io::Result<OutputId> {
         let full = route.full_path();
         if let Some(&id) = self.by_path.get(&full) {
             self.open[id].refs += 1;
-            return Ok((id, true));
+            return Ok(id);
         }
         let file = open_append_beneath(&route.base, &route.relative)?;
         let id = self.open.insert(Output {
@@ -48,7 +47,7 @@ impl Outputs {
             dirty: false,
         });
         self.by_path.insert(full, id);
-        Ok((id, false))
+        Ok(id)
     }
 
     /// `fdatasync`s every output written since its last sync. Returns the

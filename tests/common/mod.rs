@@ -32,6 +32,9 @@ pub struct Proc {
     pub child: Option<Child>,
     pub log: Arc<Mutex<String>>,
     pub name: &'static str,
+    /// The thread copying stderr into `log`; joined once the process
+    /// exited, so the log is complete.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -45,7 +48,7 @@ impl Proc {
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("stderr is piped");
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if std::env::var_os("LOGHAMSTER_TEST_ECHO").is_some() {
                     eprintln!("[{name}] {line}");
@@ -59,6 +62,7 @@ impl Proc {
             child: Some(child),
             log,
             name,
+            reader: Some(reader),
         }
     }
 
@@ -97,6 +101,13 @@ impl Proc {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.join_reader();
+    }
+
+    fn join_reader(&mut self) {
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
     }
 
     pub fn wait_exit(&mut self) -> ExitStatus {
@@ -105,6 +116,7 @@ impl Proc {
         loop {
             if let Some(st) = child.try_wait().expect("wait works") {
                 self.child = None;
+                self.join_reader();
                 return st;
             }
             assert!(
