@@ -5,7 +5,7 @@
 //! owns it decides what data to write. Phases:
 //! `Connecting` → `Greeting` (waiting for `### Welcome` + `STREAMID`) →
 //! `Replying` (INIT sent, waiting for `200`) → `Up` → `Finishing` (our side
-//! half-closed; reading the last ACKs until the server closes).
+//! half-closed; reading the last ACK and `250 DONE` until the server closes).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};

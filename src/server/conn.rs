@@ -261,7 +261,13 @@ impl Conn {
             Ok(r) => r,
             Err(e) => {
                 crate::warn!("{}: refused stream {label}: {e}", self.peer);
-                self.fail(e.reply_code(), &e.to_string(), now);
+                let code = e.reply_code();
+                let text = if code == 404 {
+                    format!("Not found: {e}")
+                } else {
+                    format!("Bad request: {e}")
+                };
+                self.fail(code, &text, now);
                 return None;
             }
         };
@@ -501,8 +507,10 @@ impl Conn {
         if let Phase::Finishing { .. } = self.phase {
             let end = s.writer.written();
             if s.ack {
-                s.acked = end;
-                proto::write_ack(&mut self.outbuf, end);
+                if end > s.acked {
+                    s.acked = end;
+                    proto::write_ack(&mut self.outbuf, end);
+                }
                 proto::write_reply(&mut self.outbuf, 250, &format!("DONE {end}"), None);
             }
             self.phase = Phase::Closing {
