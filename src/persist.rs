@@ -8,10 +8,94 @@
 //! UTF-8 and paths need not be.
 
 use std::ffi::OsString;
+use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Why a state file could not be read or written.
+#[derive(Debug)]
+pub enum StateError {
+    Read {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Unparsable, or of an unknown version. `risk` says what starting
+    /// without it would cost, for the message.
+    Corrupt {
+        path: PathBuf,
+        reason: String,
+        risk: &'static str,
+    },
+    Write {
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateError::Read { path, source } => write!(f, "cannot read state file {}: {source}", path.display()),
+            StateError::Corrupt { path, reason, risk } => write!(
+                f,
+                "state file {} is corrupt ({reason}); refusing to start, since without it {risk}. Repair it, or move it away to accept that",
+                path.display()
+            ),
+            StateError::Write { path, source } => write!(f, "cannot write state file {}: {source}", path.display()),
+        }
+    }
+}
+
+impl std::error::Error for StateError {}
+
+/// Reads a versioned TOML state file: `Ok(None)` when it does not exist,
+/// `Corrupt` when it does not parse or `version_of` is not `version`.
+pub fn load_toml<T: DeserializeOwned>(
+    path: &Path,
+    version: u32,
+    version_of: impl Fn(&T) -> u32,
+    risk: &'static str,
+) -> Result<Option<T>, StateError> {
+    let corrupt = |reason: String| StateError::Corrupt {
+        path: path.into(),
+        reason,
+        risk,
+    };
+    let text = match fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateError::Read {
+                path: path.into(),
+                source,
+            })
+        }
+    };
+    let text = String::from_utf8(text).map_err(|_| corrupt("not UTF-8".into()))?;
+    let value: T = toml::from_str(&text).map_err(|e| corrupt(e.message().to_string()))?;
+    match version_of(&value) {
+        v if v == version => Ok(Some(value)),
+        v => Err(corrupt(format!(
+            "version {v} is not supported (expected {version})"
+        ))),
+    }
+}
+
+/// Serializes `value` as TOML and writes it with [`write_atomic`].
+pub fn save_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let err = |source| StateError::Write {
+        path: path.into(),
+        source,
+    };
+    let text =
+        toml::to_string(value).map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+    write_atomic(path, text.as_bytes()).map_err(err)
+}
 
 /// Replaces `path` with `bytes` atomically and durably.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -38,14 +38,13 @@
 //!   several writers: reported as lost;
 //! - another file at the path (rotated by logrotate since): left alone.
 
-use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::persist::{escape_path, unescape_path, write_atomic};
+use crate::persist::{escape_path, load_toml, save_toml, unescape_path, StateError};
 
 pub const VERSION: u32 = 1;
 
@@ -75,28 +74,8 @@ pub struct Checkpoint {
     pub streams: Vec<StreamMark>,
 }
 
-#[derive(Debug)]
-pub enum CheckpointError {
-    Read { path: PathBuf, source: io::Error },
-    Corrupt { path: PathBuf, reason: String },
-    Write { path: PathBuf, source: io::Error },
-}
-
-impl fmt::Display for CheckpointError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CheckpointError::Read { path, source } => write!(f, "cannot read state file {}: {source}", path.display()),
-            CheckpointError::Corrupt { path, reason } => write!(
-                f,
-                "state file {} is corrupt ({reason}); refusing to start, since without it reconnecting clients could duplicate data. Repair it, or move it away to accept that",
-                path.display()
-            ),
-            CheckpointError::Write { path, source } => write!(f, "cannot write state file {}: {source}", path.display()),
-        }
-    }
-}
-
-impl std::error::Error for CheckpointError {}
+/// Errors reading or writing the checkpoint.
+pub type CheckpointError = StateError;
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -131,95 +110,69 @@ struct RawStream {
 
 /// Loads a checkpoint; a missing file is an empty checkpoint.
 pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Checkpoint::default()),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-            return Err(CheckpointError::Corrupt {
-                path: path.into(),
-                reason: "not UTF-8".into(),
-            })
-        }
-        Err(source) => {
-            return Err(CheckpointError::Read {
-                path: path.into(),
-                source,
-            })
-        }
+    const RISK: &str = "reconnecting clients could duplicate data";
+    let Some(raw) = load_toml(path, VERSION, |r: &Raw| r.version, RISK)? else {
+        return Ok(Checkpoint::default());
     };
-    let corrupt = |reason: String| CheckpointError::Corrupt {
-        path: path.into(),
-        reason,
-    };
-    let raw: Raw = toml::from_str(&text).map_err(|e| corrupt(e.message().to_string()))?;
-    if raw.version != VERSION {
-        return Err(corrupt(format!(
-            "version {} is not supported (expected {VERSION})",
-            raw.version
-        )));
-    }
-    Ok(Checkpoint {
-        outputs: raw
-            .output
-            .into_iter()
-            .map(|o| OutputMark {
-                path: unescape_path(&o.path),
-                dev: o.dev,
-                ino: o.ino,
-                len: o.len,
-                writers: o.writers,
-            })
-            .collect(),
-        streams: raw
-            .stream
-            .into_iter()
-            .map(|s| StreamMark {
-                host: s.host,
-                path: s.path,
-                id: s.id,
-                offset: s.offset,
-                output: unescape_path(&s.output),
-                attached: s.attached,
-            })
-            .collect(),
-    })
+    let outputs = raw
+        .output
+        .into_iter()
+        .map(|o| OutputMark {
+            path: unescape_path(&o.path),
+            dev: o.dev,
+            ino: o.ino,
+            len: o.len,
+            writers: o.writers,
+        })
+        .collect();
+    let streams = raw
+        .stream
+        .into_iter()
+        .map(|s| StreamMark {
+            host: s.host,
+            path: s.path,
+            id: s.id,
+            offset: s.offset,
+            output: unescape_path(&s.output),
+            attached: s.attached,
+        })
+        .collect();
+    Ok(Checkpoint { outputs, streams })
 }
 
 /// Writes a checkpoint atomically and durably.
 pub fn save(path: &Path, cp: &Checkpoint) -> Result<(), CheckpointError> {
-    let raw = Raw {
-        version: VERSION,
-        output: cp
-            .outputs
-            .iter()
-            .map(|o| RawOutput {
-                path: escape_path(&o.path),
-                dev: o.dev,
-                ino: o.ino,
-                len: o.len,
-                writers: o.writers,
-            })
-            .collect(),
-        stream: cp
-            .streams
-            .iter()
-            .map(|s| RawStream {
-                host: s.host.clone(),
-                path: s.path.clone(),
-                id: s.id.clone(),
-                offset: s.offset,
-                output: escape_path(&s.output),
-                attached: s.attached,
-            })
-            .collect(),
-    };
-    let err = |source| CheckpointError::Write {
-        path: path.into(),
-        source,
-    };
-    let text =
-        toml::to_string(&raw).map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
-    write_atomic(path, text.as_bytes()).map_err(err)
+    let output = cp
+        .outputs
+        .iter()
+        .map(|o| RawOutput {
+            path: escape_path(&o.path),
+            dev: o.dev,
+            ino: o.ino,
+            len: o.len,
+            writers: o.writers,
+        })
+        .collect();
+    let stream = cp
+        .streams
+        .iter()
+        .map(|s| RawStream {
+            host: s.host.clone(),
+            path: s.path.clone(),
+            id: s.id.clone(),
+            offset: s.offset,
+            output: escape_path(&s.output),
+            attached: s.attached,
+        })
+        .collect();
+    save_toml(
+        path,
+        &Raw {
+            version: VERSION,
+            output,
+            stream,
+        },
+    )
 }
 
 /// What recovery must do to one output.

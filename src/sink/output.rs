@@ -236,14 +236,7 @@ impl LineWriter {
             Some(i) => i + 1,
             None => return Ok(()),
         };
-        let r = write_all_vectored(out, &self.pending[..cut], &[]);
-        let done = match &r {
-            Ok(n) => *n,
-            Err((n, _)) => *n,
-        };
-        self.written += done as u64;
-        self.pending.drain(..done);
-        r.map(drop).map_err(|(_, e)| e)
+        self.write_front(out, cut)
     }
 
     /// True when `pending` holds more than an unterminated tail (a write
@@ -254,7 +247,12 @@ impl LineWriter {
 
     /// Writes whatever is pending, even without a final newline (end of stream).
     pub fn finish<W: Write>(&mut self, out: &mut W) -> io::Result<()> {
-        let r = write_all_vectored(out, &self.pending, &[]);
+        self.write_front(out, self.pending.len())
+    }
+
+    /// Writes `pending[..cut]`, accounting for whatever made it even on error.
+    fn write_front<W: Write>(&mut self, out: &mut W, cut: usize) -> io::Result<()> {
+        let r = write_all_vectored(out, &self.pending[..cut], &[]);
         let done = match &r {
             Ok(n) => *n,
             Err((n, _)) => *n,

@@ -22,15 +22,13 @@
 //! that names the file; the client refuses to start rather than silently
 //! re-sending everything from offset 0.
 
-use std::fmt;
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::identity::Identity;
-use crate::persist::{escape_path, unescape_path, write_atomic};
+pub use crate::persist::StateError;
+use crate::persist::{escape_path, load_toml, save_toml, unescape_path};
 
 pub const VERSION: u32 = 1;
 
@@ -43,29 +41,6 @@ pub struct Entry {
     /// Offset acknowledged by the server.
     pub offset: u64,
 }
-
-#[derive(Debug)]
-pub enum StateError {
-    Read { path: PathBuf, source: io::Error },
-    Corrupt { path: PathBuf, reason: String },
-    Write { path: PathBuf, source: io::Error },
-}
-
-impl fmt::Display for StateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StateError::Read { path, source } => write!(f, "cannot read state file {}: {source}", path.display()),
-            StateError::Corrupt { path, reason } => write!(
-                f,
-                "state file {} is corrupt ({reason}); refusing to start, since starting without it would re-send every file from the beginning. Repair it, or move it away to accept that",
-                path.display()
-            ),
-            StateError::Write { path, source } => write!(f, "cannot write state file {}: {source}", path.display()),
-        }
-    }
-}
-
-impl std::error::Error for StateError {}
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,36 +64,18 @@ struct RawEntry {
 
 /// Loads the entries; a missing file means no entries.
 pub fn load(path: &Path) -> Result<Vec<Entry>, StateError> {
-    let text = match fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(StateError::Read {
-                path: path.into(),
-                source,
-            })
-        }
+    const RISK: &str = "every file would be sent again from the beginning";
+    let Some(raw) = load_toml(path, VERSION, |r: &Raw| r.version, RISK)? else {
+        return Ok(Vec::new());
     };
-    let corrupt = |reason: String| StateError::Corrupt {
-        path: path.into(),
-        reason,
-    };
-    let text = String::from_utf8(text).map_err(|_| corrupt("not UTF-8".into()))?;
-    if text.trim().is_empty() {
-        return Err(corrupt("empty".into()));
-    }
-    let raw: Raw = toml::from_str(&text).map_err(|e| corrupt(e.message().to_string()))?;
-    if raw.version != VERSION {
-        return Err(corrupt(format!(
-            "version {} is not supported (expected {VERSION})",
-            raw.version
-        )));
-    }
     raw.file
         .into_iter()
         .map(|r| {
-            let fp = u64::from_str_radix(&r.fp, 16)
-                .map_err(|_| corrupt(format!("bad fingerprint {:?}", r.fp)))?;
+            let fp = u64::from_str_radix(&r.fp, 16).map_err(|_| StateError::Corrupt {
+                path: path.into(),
+                reason: format!("bad fingerprint {:?}", r.fp),
+                risk: RISK,
+            })?;
             let identity = Identity {
                 dev: r.dev,
                 ino: r.ino,
@@ -137,28 +94,25 @@ pub fn load(path: &Path) -> Result<Vec<Entry>, StateError> {
 
 /// Writes the entries atomically (temp file, fsync, rename, fsync dir).
 pub fn save(path: &Path, entries: &[Entry]) -> Result<(), StateError> {
-    let err = |source| StateError::Write {
-        path: path.into(),
-        source,
-    };
-    let raw = Raw {
-        version: VERSION,
-        file: entries
-            .iter()
-            .map(|e| RawEntry {
-                id: e.id.clone(),
-                path: escape_path(&e.path),
-                dev: e.identity.dev,
-                ino: e.identity.ino,
-                fp: format!("{:016x}", e.identity.fp),
-                fp_len: e.identity.fp_len,
-                offset: e.offset,
-            })
-            .collect(),
-    };
-    let text =
-        toml::to_string(&raw).map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
-    write_atomic(path, text.as_bytes()).map_err(err)
+    let file = entries
+        .iter()
+        .map(|e| RawEntry {
+            id: e.id.clone(),
+            path: escape_path(&e.path),
+            dev: e.identity.dev,
+            ino: e.identity.ino,
+            fp: format!("{:016x}", e.identity.fp),
+            fp_len: e.identity.fp_len,
+            offset: e.offset,
+        })
+        .collect();
+    save_toml(
+        path,
+        &Raw {
+            version: VERSION,
+            file,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -202,7 +156,7 @@ mod tests {
             "version = 9\n",
             "garbage",
         ] {
-            fs::write(&sf, bad).unwrap();
+            std::fs::write(&sf, bad).unwrap();
             let e = load(&sf).unwrap_err();
             assert!(matches!(e, StateError::Corrupt { .. }), "{bad:?}: {e}");
             assert!(e.to_string().contains("state"), "{e}");
