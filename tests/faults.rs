@@ -150,21 +150,10 @@ fn server_killed_with_a_shared_output_loses_nothing_and_reports_possible_duplica
     let (a, b) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
     let total = 40_000;
     let (wa, wb) = (writer(&a, "A", total), writer(&b, "B", total));
-    let client_of = |file: &PathBuf, host: &str| {
-        let state = tmp.path().join(format!("{host}.state"));
-        client(&[
-            "--server",
-            &addr,
-            "--svc",
-            "shared",
-            "--hostname",
-            host,
-            "--state-file",
-            state.to_str().unwrap(),
-            file.to_str().unwrap(),
-        ])
-    };
-    let (mut ca, mut cb) = (client_of(&a, "ha"), client_of(&b, "hb"));
+    let (mut ca, mut cb) = (
+        client_with_svc(&addr, "shared", "ha", &a),
+        client_with_svc(&addr, "shared", "hb", &b),
+    );
     let mut excess = 0;
     for _ in 0..20 {
         rng.pause(30, 250);

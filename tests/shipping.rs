@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 
 #[test]
@@ -173,22 +171,8 @@ fn two_clients_into_one_output_never_interleave_lines() {
     let server = Server::start(&["--config", cfg.to_str().unwrap()]);
     let (a, b) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
     let addr = server.addr.to_string();
-    let start = |file: &Path, host: &str, state: &str| {
-        let state = tmp.path().join(state);
-        client(&[
-            "--server",
-            &addr,
-            "--svc",
-            "shared",
-            "--hostname",
-            host,
-            "--state-file",
-            state.to_str().unwrap(),
-            file.to_str().unwrap(),
-        ])
-    };
-    let mut ca = start(&a, "ha", "sa");
-    let mut cb = start(&b, "hb", "sb");
+    let mut ca = client_with_svc(&addr, "shared", "ha", &a);
+    let mut cb = client_with_svc(&addr, "shared", "hb", &b);
     for round in 0..10 {
         append_lines(&a, "A", round * 5_000, (round + 1) * 5_000);
         append_lines(&b, "B", round * 5_000, (round + 1) * 5_000);

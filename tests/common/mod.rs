@@ -203,6 +203,23 @@ pub fn client_for(server: &Server, state: &Path, host: &str, files: &[&Path]) ->
     client(&args)
 }
 
+/// Starts loghamsterc streaming `file` as `svc` under host name `host`,
+/// with its state file beside `file`.
+pub fn client_with_svc(server: &str, svc: &str, host: &str, file: &Path) -> Proc {
+    let state = file.with_extension(format!("{host}.state"));
+    client(&[
+        "--server",
+        server,
+        "--svc",
+        svc,
+        "--hostname",
+        host,
+        "--state-file",
+        state.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ])
+}
+
 /// Where the default route puts `file` from `host` under `dir`.
 pub fn routed(dir: &Path, host: &str, file: &Path) -> PathBuf {
     dir.join(host)
