@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use std::io::Write;
 
 #[test]
 fn an_existing_file_arrives_exactly() {
@@ -245,4 +246,33 @@ fn sighup_makes_the_server_reopen_its_outputs() {
     wait_content(&dest, &expected("hup", 100, 200));
     assert_eq!(read(&rotated), expected("hup", 0, 100));
     assert!(client.stop().success());
+}
+
+#[test]
+fn a_quiet_files_last_line_without_newline_arrives_after_the_partial_line_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    let server = Server::with_directory(&out);
+    let cfg = tmp.path().join("client.toml");
+    let text = format!(
+        "state_file = \"{}\"\nhostname = \"h\"\n[server]\nhostname = \"127.0.0.1\"\nport = {}\n[tuning]\npartial_line_timeout = \"300ms\"\n[[stream]]\npath = \"{}\"\n",
+        tmp.path().join("state").display(),
+        server.port(),
+        log.display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::write(&log, "complete\nhalf a li").unwrap();
+    let mut c = client(&["--config", cfg.to_str().unwrap()]);
+    let dest = routed(&out, "h", &log);
+    wait_content(&dest, "complete\nhalf a li");
+    // The writer finishes the line later: it lands exactly once.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(b"ne\nnext\n")
+        .unwrap();
+    wait_content(&dest, "complete\nhalf a line\nnext\n");
+    assert!(c.stop().success());
 }

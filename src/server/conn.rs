@@ -11,8 +11,9 @@ use super::{Resume, Shared, StreamKey};
 use crate::config::SyncPolicy;
 use crate::proto::{self, Init, Status};
 use crate::reactor::{Key, Ready};
-use crate::sink::output::{LineWriter, OutputId};
+use crate::sink::output::{LineWriter, Outcome, OutputId, Owner};
 use crate::sink::route::StreamInfo;
+use crate::tail::identity::fnv1a;
 
 /// How long a closing connection keeps draining input so the peer reads
 /// our last line instead of a reset.
@@ -40,6 +41,20 @@ pub(crate) enum Phase {
 const DONE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a write that failed (disk full) is retried.
 const STALL_RETRY: Duration = Duration::from_secs(1);
+/// How often a stream waiting for another stream's open line looks again.
+const LINE_POLL: Duration = Duration::from_millis(20);
+/// How long another stream may leave a shared output's last line open
+/// before the server ends it with a newline.
+const OPEN_LINE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a stream is not reading from its socket for now.
+#[derive(Debug, Clone, Copy)]
+enum Stall {
+    /// Writing failed (disk full, ...): retry at this time.
+    Disk { retry_at: Instant },
+    /// Another stream's line is open in the shared output since `since`.
+    Line { since: Instant, retry_at: Instant },
+}
 
 /// A stream that passed the handshake and writes to an output.
 #[derive(Debug)]
@@ -54,9 +69,14 @@ pub(crate) struct Stream {
     acked: u64,
     /// Highest offset that may be acknowledged under the sync policy.
     ackable: u64,
-    /// A write failed (disk full, ...): the stream holds its data, stops
-    /// reading the socket (back-pressure) and retries at this time.
-    stalled: Option<Instant>,
+    /// Set while the stream holds data it cannot write yet; it stops
+    /// reading the socket meanwhile, so TCP back-pressure holds the client.
+    stall: Option<Stall>,
+    /// The client half-closed; the tail is written once nothing stalls.
+    eof: bool,
+    /// Owner of this stream's open line in a shared output (see
+    /// [`Owner`]): stable across reconnects for resumable streams.
+    owner: Owner,
 }
 
 /// What the server must do after a connection handled an event.
@@ -322,6 +342,10 @@ impl Conn {
             self.fail(503, "Cannot commit server state", now);
             return None;
         }
+        let owner = match &stream_key {
+            Some(k) => fnv1a(format!("{}\0{}\0{}", k.host, k.path, k.id).as_bytes()),
+            None => u64::MAX - key.token().0 as u64,
+        };
         let resumable = offset.is_some() || stream_key.is_some();
         proto::write_reply(
             &mut self.outbuf,
@@ -343,26 +367,41 @@ impl Conn {
             ack,
             acked: start,
             ackable: start,
-            stalled: None,
+            stall: None,
+            eof: false,
+            owner,
         })
     }
 
     /// Reads everything the socket has and writes it to the output. While
-    /// the output is stalled (a write failed), retries the write first and
-    /// reads nothing, so TCP back-pressure holds the client. Returns when
-    /// to retry a stalled write.
+    /// the stream is stalled (disk full, or another stream's line open in
+    /// a shared output) it retries the held data first and reads nothing,
+    /// so TCP back-pressure holds the client. Returns when to look again.
     fn stream(&mut self, now: Instant, shared: &mut Shared) -> Option<Instant> {
-        if let Some(at) = self.stream.as_ref().and_then(|s| s.stalled) {
-            if now < at {
+        if let Some(stall) = self.stream.as_ref().and_then(|s| s.stall) {
+            let retry_at = match stall {
+                Stall::Disk { retry_at } | Stall::Line { retry_at, .. } => retry_at,
+            };
+            if now < retry_at {
+                return Some(retry_at);
+            }
+            if let Some(at) = self.write_data(&[], now, shared) {
                 return Some(at);
             }
-            if !self.retry_stalled(now, shared) {
-                return self.stream.as_ref().and_then(|s| s.stalled);
-            }
+        }
+        if self.stream.as_ref().is_some_and(|s| s.eof) {
+            self.end_of_stream(now, shared);
+            return None;
         }
         loop {
             let n = match self.sock.read(&mut shared.scratch) {
                 Ok(0) => {
+                    if let Some(s) = &mut self.stream {
+                        s.eof = true;
+                    }
+                    if let Some(at) = self.write_data(&[], now, shared) {
+                        return Some(at);
+                    }
                     self.end_of_stream(now, shared);
                     return None;
                 }
@@ -379,98 +418,97 @@ impl Conn {
                 }
             };
             let data = std::mem::take(&mut shared.scratch);
-            self.write_data(&data[..n], now, shared);
+            let stalled = self.write_data(&data[..n], now, shared);
             shared.scratch = data;
-            if let Some(at) = self.stream.as_ref().and_then(|s| s.stalled) {
-                return Some(at);
-            }
-            if !matches!(self.phase, Phase::Streaming) {
-                return None;
+            if stalled.is_some() {
+                return stalled;
             }
         }
         self.queue_ack();
         None
     }
 
-    /// Retries a stalled write; true when the stream flows again.
-    fn retry_stalled(&mut self, now: Instant, shared: &mut Shared) -> bool {
-        let Some(s) = &mut self.stream else {
-            return false;
-        };
-        let Some(file) = shared.outputs.file(s.output) else {
-            return false;
-        };
-        match s.writer.retry(file) {
-            Ok(()) => {
-                crate::info!(
-                    "{}: output {} is writable again; resuming {}",
-                    self.peer,
-                    shared.outputs.path(s.output).display(),
-                    s.label
-                );
-                s.stalled = None;
-                note_offset(shared, s, now);
-                true
-            }
-            Err(_) => {
-                note_offset(shared, s, now);
-                s.stalled = Some(now + STALL_RETRY);
-                false
-            }
-        }
-    }
-
-    fn write_data(&mut self, data: &[u8], now: Instant, shared: &mut Shared) {
-        let Some(s) = &mut self.stream else { return };
-        let Some(file) = shared.outputs.file(s.output) else {
-            return;
-        };
-        let res = s.writer.push(file, data);
+    /// Writes (or holds) stream bytes; returns the retry time when the
+    /// stream is stalled afterwards.
+    fn write_data(&mut self, data: &[u8], now: Instant, shared: &mut Shared) -> Option<Instant> {
+        let s = self.stream.as_mut()?;
+        let outcome = shared
+            .outputs
+            .write(s.output, &mut s.writer, s.owner, data, s.eof);
         note_offset(shared, s, now);
-        match res {
-            Ok(()) => match shared.cfg.sync {
-                SyncPolicy::None => s.ackable = s.writer.written(),
-                SyncPolicy::Always => match shared.outputs.sync_one(s.output) {
-                    Ok(()) => s.ackable = s.writer.written(),
-                    Err(e) => crate::error!(
-                        "{}: fdatasync of {} failed: {e}",
+        match outcome {
+            Outcome::Written => {
+                if let Some(Stall::Disk { .. }) = s.stall {
+                    crate::info!(
+                        "{}: output {} is writable again; resuming {}",
                         self.peer,
-                        shared.outputs.path(s.output).display()
-                    ),
-                },
-                SyncPolicy::Interval => {}
-            },
-            Err(e) => {
-                crate::error!(
-                    "{}: writing {} to {} failed: {e}; holding the stream (the client waits) and retrying every {}s",
-                    self.peer,
-                    s.label,
-                    shared.outputs.path(s.output).display(),
-                    STALL_RETRY.as_secs()
-                );
-                shared.write_errors += 1;
-                s.stalled = Some(now + STALL_RETRY);
+                        shared.outputs.path(s.output).display(),
+                        s.label
+                    );
+                }
+                s.stall = None;
+                match shared.cfg.sync {
+                    SyncPolicy::None => s.ackable = s.writer.written(),
+                    SyncPolicy::Always => match shared.outputs.sync_one(s.output) {
+                        Ok(()) => s.ackable = s.writer.written(),
+                        Err(e) => crate::error!(
+                            "{}: fdatasync of {} failed: {e}",
+                            self.peer,
+                            shared.outputs.path(s.output).display()
+                        ),
+                    },
+                    SyncPolicy::Interval => {}
+                }
+                None
+            }
+            Outcome::Busy => {
+                let since = match s.stall {
+                    Some(Stall::Line { since, .. }) => since,
+                    _ => now,
+                };
+                if now >= since + OPEN_LINE_TIMEOUT {
+                    crate::warn!(
+                        "{}: another stream left the last line of {} unterminated for {}s; ending it with a newline",
+                        self.peer,
+                        shared.outputs.path(s.output).display(),
+                        OPEN_LINE_TIMEOUT.as_secs()
+                    );
+                    if let Err(e) = shared.outputs.close_open_line(s.output) {
+                        crate::error!(
+                            "{}: writing to {} failed: {e}",
+                            self.peer,
+                            shared.outputs.path(s.output).display()
+                        );
+                    }
+                    s.stall = None;
+                    return self.write_data(&[], now, shared);
+                }
+                let retry_at = now + LINE_POLL;
+                s.stall = Some(Stall::Line { since, retry_at });
+                Some(retry_at)
+            }
+            Outcome::Failed(e) => {
+                if !matches!(s.stall, Some(Stall::Disk { .. })) {
+                    crate::error!(
+                        "{}: writing {} to {} failed: {e}; holding the stream (the client waits) and retrying every {}s",
+                        self.peer,
+                        s.label,
+                        shared.outputs.path(s.output).display(),
+                        STALL_RETRY.as_secs()
+                    );
+                    shared.write_errors += 1;
+                }
+                let retry_at = now + STALL_RETRY;
+                s.stall = Some(Stall::Disk { retry_at });
+                Some(retry_at)
             }
         }
     }
 
-    /// The client half-closed: write the unterminated tail, sync the
-    /// output, and wait for the next checkpoint to answer `250 DONE`.
+    /// The client half-closed and every byte is written: sync the output
+    /// and wait for the next checkpoint to answer `250 DONE`.
     fn end_of_stream(&mut self, now: Instant, shared: &mut Shared) {
         let Some(s) = &mut self.stream else { return };
-        let done = shared
-            .outputs
-            .file(s.output)
-            .map(|file| s.writer.finish(file));
-        note_offset(shared, s, now);
-        if let Some(Err(e)) = done {
-            crate::error!("{}: writing the end of {} failed: {e}", self.peer, s.label);
-            self.phase = Phase::Closing {
-                deadline: now,
-                eof: true,
-            };
-            return;
-        }
         if let Err(e) = shared.outputs.sync_one(s.output) {
             crate::error!(
                 "{}: fdatasync of {} failed: {e}",

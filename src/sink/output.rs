@@ -11,6 +11,17 @@ use super::checkpoint::OutputMark;
 use super::route::Route;
 use crate::reactor::sys::fs::open_append_beneath;
 
+/// What [`Outputs::write`] did with a stream's bytes.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Everything that may be written is in the output.
+    Written,
+    /// Another stream's line is open in the output; the bytes are held.
+    Busy,
+    /// The write failed (disk full, ...); every unwritten byte is held.
+    Failed(io::Error),
+}
+
 /// Index of an open output in [`Outputs`].
 pub type OutputId = usize;
 
@@ -29,7 +40,17 @@ struct Output {
 pub struct Outputs {
     open: Slab<Output>,
     by_path: HashMap<PathBuf, OutputId>,
+    /// Outputs whose last line is unterminated, by path, with the stream
+    /// that owns that line (see [`Owner`]). Kept while the output is
+    /// closed too, so a stream that reconnects continues its own line and
+    /// nobody else writes into it.
+    open_lines: HashMap<PathBuf, Owner>,
 }
+
+/// Identifies the stream that owns an output's unterminated last line: a
+/// hash of `(host, path, id)` for resumable streams (stable across
+/// reconnects), a per-connection value otherwise.
+pub type Owner = u64;
 
 impl Outputs {
     /// Opens (or shares) the output for `route` and takes a reference.
@@ -103,6 +124,84 @@ impl Outputs {
         }
     }
 
+    /// Who owns the output's unterminated last line, if it has one.
+    pub fn open_line(&self, id: OutputId) -> Option<Owner> {
+        let out = self.open.get(id)?;
+        self.open_lines.get(&out.route.full_path()).copied()
+    }
+
+    /// Records (`Some`) or clears (`None`) the owner of the open last line.
+    pub fn set_open_line(&mut self, id: OutputId, owner: Option<Owner>) {
+        let Some(out) = self.open.get(id) else { return };
+        let path = out.route.full_path();
+        match owner {
+            Some(o) => self.open_lines.insert(path, o),
+            None => self.open_lines.remove(&path),
+        };
+    }
+
+    /// Ends an open last line that its owner left unterminated for too
+    /// long, with a newline, so other streams can write.
+    pub fn close_open_line(&mut self, id: OutputId) -> io::Result<()> {
+        let Some(out) = self.open.get_mut(id) else {
+            return Ok(());
+        };
+        out.file.write_all(b"\n")?;
+        out.dirty = true;
+        let path = out.route.full_path();
+        self.open_lines.remove(&path);
+        Ok(())
+    }
+
+    /// Writes a stream's bytes through its [`LineWriter`], keeping lines of
+    /// different streams apart:
+    /// - while another stream owns the output's unterminated last line,
+    ///   nothing is written: the data is held and [`Outcome::Busy`]
+    ///   returned (the caller stops reading, retries, and after a timeout
+    ///   ends that line with [`close_open_line`](Self::close_open_line));
+    /// - whole lines are written at once; the unterminated tail too when
+    ///   the stream is alone on the output or at its end (`eof`), and the
+    ///   stream then owns the open line until it writes the newline.
+    pub fn write(
+        &mut self,
+        id: OutputId,
+        writer: &mut LineWriter,
+        owner: Owner,
+        data: &[u8],
+        eof: bool,
+    ) -> Outcome {
+        if self.open_line(id).is_some_and(|o| o != owner) {
+            writer.hold(data);
+            return Outcome::Busy;
+        }
+        let Some(out) = self.open.get_mut(id) else {
+            return Outcome::Failed(io::Error::new(io::ErrorKind::NotFound, "output is closed"));
+        };
+        out.dirty = true;
+        let before = writer.written();
+        let mut result = writer.push(&mut out.file, data);
+        if result.is_ok() && writer.pending_len() > 0 && (out.refs == 1 || eof) {
+            result = writer.finish(&mut out.file);
+        }
+        if writer.written() != before {
+            let owned = self.open_line(id) == Some(owner);
+            if writer.line_open && !owned {
+                self.set_open_line(id, Some(owner));
+            } else if !writer.line_open && owned {
+                self.set_open_line(id, None);
+            }
+        }
+        match result {
+            Ok(()) => Outcome::Written,
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+
+    /// Streams currently attached to the output.
+    pub fn writers(&self, id: OutputId) -> usize {
+        self.open.get(id).map_or(0, |o| o.refs)
+    }
+
     /// The file to write to; marks the output dirty (needing a sync).
     pub fn file(&mut self, id: OutputId) -> Option<&mut File> {
         self.open.get_mut(id).map(|o| {
@@ -153,6 +252,8 @@ pub struct LineWriter {
     max_line: usize,
     /// Lines longer than `max_line` that had to be written in pieces.
     pub split_lines: u64,
+    /// The last byte this writer put in the output was not a newline.
+    line_open: bool,
 }
 
 impl LineWriter {
@@ -162,6 +263,7 @@ impl LineWriter {
             written: offset,
             max_line: max_line.max(1),
             split_lines: 0,
+            line_open: false,
         }
     }
 
@@ -204,6 +306,9 @@ impl LineWriter {
         match write_all_vectored(out, &self.pending, lines) {
             Ok(done) => {
                 self.written += done as u64;
+                if let Some(&last) = lines.last().or(self.pending.last()) {
+                    self.line_open = last != b'\n';
+                }
                 self.pending.clear();
                 self.pending.extend_from_slice(tail);
                 if tail.len() > self.max_line {
@@ -239,6 +344,16 @@ impl LineWriter {
         self.write_front(out, cut)
     }
 
+    /// Keeps `data` without writing anything (the output is busy).
+    pub fn hold(&mut self, data: &[u8]) {
+        self.pending.extend_from_slice(data);
+    }
+
+    /// Bytes received and not yet in the output.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
     /// True when `pending` holds more than an unterminated tail (a write
     /// failed and must be retried before anything else).
     pub fn has_complete_lines(&self) -> bool {
@@ -257,6 +372,9 @@ impl LineWriter {
             Ok(n) => *n,
             Err((n, _)) => *n,
         };
+        if done > 0 {
+            self.line_open = self.pending[done - 1] != b'\n';
+        }
         self.written += done as u64;
         self.pending.drain(..done);
         r.map(drop).map_err(|(_, e)| e)
@@ -327,6 +445,70 @@ mod tests {
         let (out, w) = run(input, 3, 4);
         assert_eq!(out, input);
         assert!(w.split_lines > 0);
+    }
+
+    fn route(dir: &std::path::Path) -> Route {
+        Route {
+            output: None,
+            base: dir.to_path_buf(),
+            relative: "out.log".into(),
+        }
+    }
+
+    #[test]
+    fn an_open_line_in_a_shared_output_is_its_owners_until_the_newline() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = route(tmp.path());
+        let mut outs = Outputs::default();
+        let id = outs.acquire(&r).unwrap();
+        let (mut a, mut b) = (LineWriter::new(0, 1024), LineWriter::new(0, 1024));
+        // Alone on the output, A's unterminated tail is written at once.
+        assert!(matches!(
+            outs.write(id, &mut a, 1, b"a1\nhalf", false),
+            Outcome::Written
+        ));
+        assert_eq!(outs.open_line(id), Some(1));
+        // B arrives: its bytes wait while A's line is open.
+        assert_eq!(outs.acquire(&r).unwrap(), id);
+        assert!(matches!(
+            outs.write(id, &mut b, 2, b"b1\nb2", false),
+            Outcome::Busy
+        ));
+        assert!(matches!(
+            outs.write(id, &mut a, 1, b"-done\na2", false),
+            Outcome::Written
+        ));
+        assert_eq!(
+            outs.open_line(id),
+            None,
+            "A's newline closed its line; its new tail is held (not alone)"
+        );
+        assert!(matches!(
+            outs.write(id, &mut b, 2, b"", false),
+            Outcome::Written
+        ));
+        // At its end, B's tail is written and B owns the open line.
+        assert!(matches!(
+            outs.write(id, &mut b, 2, b"", true),
+            Outcome::Written
+        ));
+        assert_eq!(outs.open_line(id), Some(2));
+        assert!(matches!(
+            outs.write(id, &mut a, 1, b"\n", false),
+            Outcome::Busy
+        ));
+        outs.close_open_line(id).unwrap();
+        assert!(matches!(
+            outs.write(id, &mut a, 1, b"", false),
+            Outcome::Written
+        ));
+        let got = std::fs::read_to_string(tmp.path().join("out.log")).unwrap();
+        assert_eq!(got, "a1\nhalf-done\nb1\nb2\na2\n");
+        assert_eq!(
+            a.written() + b.written(),
+            got.len() as u64 - 1,
+            "only the closing newline is not a stream byte"
+        );
     }
 
     /// A writer that accepts a few bytes then fails, like a full disk.
