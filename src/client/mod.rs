@@ -14,6 +14,7 @@
 //! the state is saved. A second signal stops at once (state still saved).
 
 pub mod api;
+mod dirsource;
 mod link;
 mod stream;
 
@@ -32,6 +33,7 @@ use crate::reactor::sys::signal::{SignalFd, SIGINT, SIGTERM};
 use crate::reactor::{Armed, Key, Reactor, Ready, Slots, StopHandle};
 use crate::tail::batch::Rules;
 use crate::tail::state::{self, Entry, StateError};
+use dirsource::DirSource;
 use stream::{Ctx, Settings, Stream};
 
 const SIGNALS: Token = Token(1);
@@ -93,7 +95,10 @@ impl From<StateError> for ClientError {
 #[derive(Debug)]
 struct DirWatch {
     dir: PathBuf,
+    /// Followed paths in this directory.
     streams: Vec<Key>,
+    /// Directory sources (indices into `sources`) for this directory.
+    sources: Vec<usize>,
 }
 
 /// The client daemon. Build it with [`ClientDaemon::new`], run it with
@@ -105,8 +110,15 @@ pub struct ClientDaemon {
     inotify_buf: Vec<u8>,
     streams: Slots<Stream>,
     dirs: HashMap<Watch, DirWatch>,
-    /// Directories that could not be watched yet, retried every [`DIR_RETRY`].
-    unwatched: Vec<(PathBuf, Vec<Key>)>,
+    /// Directories that could not be watched yet, retried every
+    /// [`DIR_RETRY`], with the followed paths and sources they serve.
+    unwatched: Vec<(PathBuf, Vec<Key>, Vec<usize>)>,
+    /// `[[stream]] directory = ...`: files sent whole after close.
+    sources: Vec<DirSource>,
+    /// Files sent whole and confirmed; kept in the state file.
+    completed: Vec<Entry>,
+    /// A clean stop began: start no new whole-file sends.
+    stopping: bool,
     settings: Settings,
     state_file: PathBuf,
     state_interval: Duration,
@@ -144,7 +156,9 @@ impl ClientDaemon {
                 .map_err(setup("register signals"))?;
         }
         let stop = StopHandle::new(reg, WAKER).map_err(setup("create a waker"))?;
-        let loaded = state::load(&cfg.state_file)?;
+        let (completed, loaded) = state::load(&cfg.state_file)?
+            .into_iter()
+            .partition(|e| e.complete);
         let hostname = match &cfg.hostname {
             Some(h) => h.clone(),
             None => crate::reactor::sys::host::hostname().map_err(setup("read the host name"))?,
@@ -177,25 +191,34 @@ impl ClientDaemon {
             shutdown_timeout: t.shutdown_timeout,
             dirty: false,
             loaded,
+            sources: Vec::new(),
+            completed,
+            stopping: false,
             pool: Vec::new(),
             stop,
         };
         for (i, s) in cfg.streams.iter().enumerate() {
-            let path = match &s.source {
-                Source::Path(p) => absolute(p),
-                Source::Directory { .. } => {
-                    return Err(ClientError::Unsupported {
-                        stream: i + 1,
-                        what: "`directory` (send after close)",
-                    })
-                }
-            };
             if s.method != crate::config::Method::Watch {
                 return Err(ClientError::Unsupported {
                     stream: i + 1,
                     what: "method = \"send\"",
                 });
             }
+            let path = match &s.source {
+                Source::Path(p) => absolute(p),
+                Source::Directory { dir, pattern, .. } => {
+                    let dir = absolute(dir);
+                    daemon.sources.push(DirSource::new(
+                        dir.clone(),
+                        pattern.clone(),
+                        s.svc.clone(),
+                        s.meta.clone(),
+                        s.delete,
+                    ));
+                    daemon.add_unwatched(dir, None, Some(daemon.sources.len() - 1));
+                    continue;
+                }
+            };
             let key = daemon.streams.vacant_key();
             let follow = s.onrotate == OnRotate::Follow;
             daemon.streams.insert(Stream::new(
@@ -209,12 +232,21 @@ impl ClientDaemon {
                 .parent()
                 .map(Path::to_path_buf)
                 .unwrap_or_else(|| PathBuf::from("/"));
-            match daemon.unwatched.iter_mut().find(|(d, _)| *d == dir) {
-                Some((_, keys)) => keys.push(key),
-                None => daemon.unwatched.push((dir, vec![key])),
-            }
+            daemon.add_unwatched(dir, Some(key), None);
         }
         Ok(daemon)
+    }
+
+    fn add_unwatched(&mut self, dir: PathBuf, key: Option<Key>, source: Option<usize>) {
+        let i = match self.unwatched.iter().position(|(d, _, _)| *d == dir) {
+            Some(i) => i,
+            None => {
+                self.unwatched.push((dir, Vec::new(), Vec::new()));
+                self.unwatched.len() - 1
+            }
+        };
+        self.unwatched[i].1.extend(key);
+        self.unwatched[i].2.extend(source);
     }
 
     pub fn stop_handle(&self) -> StopHandle {
@@ -276,6 +308,7 @@ impl ClientDaemon {
                         if !self.unwatched.is_empty() {
                             self.watch_dirs(now);
                         }
+                        self.recheck_sources(now);
                     }
                     token => self.on_stream_event(
                         token,
@@ -302,6 +335,7 @@ impl ClientDaemon {
     }
 
     fn begin_stop(&mut self, now: Instant) -> Instant {
+        self.stopping = true;
         for key in self.streams.keys() {
             self.with_stream(key, now, |s, ctx| s.stop(ctx));
         }
@@ -325,6 +359,78 @@ impl ClientDaemon {
             pool: &mut self.pool,
         };
         f(stream, &mut ctx);
+        if stream.completed {
+            self.finish_whole(key, now);
+        }
+    }
+
+    /// A whole file was confirmed by `250 DONE`: record it as complete,
+    /// delete it if configured (only if the path is still that file), and
+    /// start the next queued file.
+    fn finish_whole(&mut self, key: Key, now: Instant) {
+        let Some(stream) = self.streams.remove(key) else {
+            return;
+        };
+        let Some(src) = self
+            .sources
+            .iter_mut()
+            .find(|s| s.in_flight.get(&stream.path) == Some(&key))
+        else {
+            return;
+        };
+        src.in_flight.remove(&stream.path);
+        let len = stream.file_len().unwrap_or(0);
+        if src.delete && stream.path_is_same_file() {
+            match std::fs::remove_file(&stream.path) {
+                Ok(()) => crate::info!(
+                    "{}: sent ({len} bytes, confirmed); deleted",
+                    stream.path.display()
+                ),
+                Err(e) => crate::warn!(
+                    "{}: sent ({len} bytes, confirmed) but cannot delete it: {e}",
+                    stream.path.display()
+                ),
+            }
+        } else {
+            crate::info!("{}: sent ({len} bytes, confirmed)", stream.path.display());
+        }
+        self.completed.extend(stream.entry());
+        self.dirty = true;
+        self.start_sources(now);
+    }
+
+    /// Starts queued whole-file sends while slots are free.
+    fn start_sources(&mut self, now: Instant) {
+        if self.stopping {
+            return;
+        }
+        for i in 0..self.sources.len() {
+            while let Some(path) = self.sources[i].next_to_start() {
+                let src = &self.sources[i];
+                let key = self.streams.vacant_key();
+                let stream =
+                    Stream::new_whole(key, path.clone(), src.svc.clone(), src.meta.clone(), now);
+                self.streams.insert(stream);
+                self.sources[i].in_flight.insert(path, key);
+                self.with_stream(key, now, |s, ctx| s.tick(ctx));
+            }
+        }
+    }
+
+    /// Queues files that finished settling; arms the timer for the rest.
+    fn recheck_sources(&mut self, now: Instant) {
+        let mut next: Option<Instant> = None;
+        for src in &mut self.sources {
+            if let Some(at) = src.recheck(now, &self.completed) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        self.start_sources(now);
+        if let Some(at) = next {
+            if self.state_timer.arm(at) {
+                self.reactor.timers.schedule(at, STATE);
+            }
+        }
     }
 
     fn on_stream_event(&mut self, token: Token, _r: Ready, now: Instant) {
@@ -350,6 +456,11 @@ impl ClientDaemon {
             for ev in events {
                 if ev.mask & mask::Q_OVERFLOW != 0 {
                     crate::warn!("inotify queue overflowed; re-checking every file");
+                    for src in &mut self.sources {
+                        if let Err(e) = src.scan(now, &mut self.completed) {
+                            crate::warn!("cannot list directory {}: {e}", src.dir.display());
+                        }
+                    }
                     hits.extend(
                         self.streams
                             .keys()
@@ -361,6 +472,18 @@ impl ClientDaemon {
                 let Some(dw) = self.dirs.get(&ev.watch) else {
                     continue;
                 };
+                if let Some(name) = ev
+                    .name
+                    .filter(|_| ev.mask & (mask::CLOSE_WRITE | mask::MOVED_TO) != 0)
+                {
+                    for &i in &dw.sources {
+                        let src = &mut self.sources[i];
+                        if src.matches(name) {
+                            let path = src.dir.join(name);
+                            src.offer(path, true, now, &self.completed);
+                        }
+                    }
+                }
                 for &key in &dw.streams {
                     let Some(s) = self.streams.get(key) else {
                         continue;
@@ -375,12 +498,13 @@ impl ClientDaemon {
                             "directory {} went away; watching for it to come back",
                             dw.dir.display()
                         );
-                        self.unwatched.push((dw.dir, dw.streams));
+                        self.unwatched.push((dw.dir, dw.streams, dw.sources));
                     }
                 }
             }
         }
         self.inotify_buf = buf;
+        self.start_sources(now);
         hits.dedup();
         for (key, m) in hits {
             self.with_stream(key, now, |s, ctx| s.on_file_event(m, ctx));
@@ -392,7 +516,7 @@ impl ClientDaemon {
 
     /// Adds directory watches that are still missing; kicks their streams.
     fn watch_dirs(&mut self, now: Instant) {
-        for (dir, keys) in std::mem::take(&mut self.unwatched) {
+        for (dir, keys, sources) in std::mem::take(&mut self.unwatched) {
             match self.inotify.add_watch(&dir, DIR_EVENTS) {
                 Ok(w) => {
                     for &key in &keys {
@@ -401,14 +525,18 @@ impl ClientDaemon {
                             s.tick(ctx);
                         });
                     }
-                    self.dirs
-                        .entry(w)
-                        .or_insert_with(|| DirWatch {
-                            dir,
-                            streams: Vec::new(),
-                        })
-                        .streams
-                        .extend(keys);
+                    for &i in &sources {
+                        if let Err(e) = self.sources[i].scan(now, &mut self.completed) {
+                            crate::warn!("cannot list directory {}: {e}", dir.display());
+                        }
+                    }
+                    let dw = self.dirs.entry(w).or_insert_with(|| DirWatch {
+                        dir,
+                        streams: Vec::new(),
+                        sources: Vec::new(),
+                    });
+                    dw.streams.extend(keys);
+                    dw.sources.extend(sources);
                 }
                 Err(e) => {
                     crate::warn!(
@@ -416,10 +544,11 @@ impl ClientDaemon {
                         dir.display(),
                         DIR_RETRY.as_secs()
                     );
-                    self.unwatched.push((dir, keys));
+                    self.unwatched.push((dir, keys, sources));
                 }
             }
         }
+        self.recheck_sources(now);
         if !self.unwatched.is_empty() && self.state_timer.arm(now + DIR_RETRY) {
             self.reactor.timers.schedule(now + DIR_RETRY, STATE);
         }
@@ -431,6 +560,7 @@ impl ClientDaemon {
         }
         let mut entries: Vec<Entry> = self.streams.values().filter_map(Stream::entry).collect();
         entries.extend(self.loaded.iter().cloned());
+        entries.extend(self.completed.iter().cloned());
         match state::save(&self.state_file, &entries) {
             Ok(()) => self.dirty = false,
             Err(e) => crate::error!("{e}"),

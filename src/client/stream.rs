@@ -114,6 +114,11 @@ pub(crate) struct Stream {
     timer: Armed,
     /// Set by a clean shutdown: finish the connection, then stop.
     stopping: bool,
+    /// Sent whole after close: no batching rules, the last partial line
+    /// included, ended with a half-close.
+    whole: bool,
+    /// A whole file the server confirmed (`250 DONE`) to its last byte.
+    pub completed: bool,
     jitter: u64,
 }
 
@@ -150,6 +155,8 @@ impl Stream {
             backoff: Duration::ZERO,
             timer: Armed::default(),
             stopping: false,
+            whole: false,
+            completed: false,
             jitter: seed | 1,
         }
     }
@@ -171,7 +178,42 @@ impl Stream {
             path: self.path.clone(),
             identity: t.identity,
             offset: self.acked,
+            complete: self.completed,
         })
+    }
+
+    /// A stream for one file sent whole after close (directory sources):
+    /// it sends everything to the end, half-closes, and is
+    /// [`completed`](Self::completed) once the server answers `250 DONE`
+    /// for every byte.
+    pub fn new_whole(
+        key: Key,
+        path: PathBuf,
+        svc: Option<String>,
+        meta: Vec<(String, String)>,
+        now: Instant,
+    ) -> Stream {
+        let mut s = Stream::new(key, path, svc, meta, false);
+        s.whole = true;
+        s.state = FileState::Missing {
+            retry_at: Some(now),
+        };
+        s
+    }
+
+    /// The whole file's length, if it is open.
+    pub fn file_len(&self) -> Option<u64> {
+        self.file
+            .as_ref()
+            .and_then(|t| t.file.metadata().ok())
+            .map(|m| m.len())
+    }
+
+    /// True when the open file is still the one at `path` (for deleting it).
+    pub fn path_is_same_file(&self) -> bool {
+        let Some(t) = &self.file else { return false };
+        std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.dev() == t.identity.dev && m.ino() == t.identity.ino)
     }
 
     /// Begins a clean stop: no more data; the server writes what it got,
@@ -190,8 +232,10 @@ impl Stream {
     /// An inotify event about this stream's name in its directory.
     pub fn on_file_event(&mut self, mask: u32, ctx: &mut Ctx<'_>) {
         use crate::reactor::sys::inotify::mask as m;
-        if mask & (m::CREATE | m::MOVED_TO | m::MOVED_FROM | m::DELETE | m::ATTRIB | m::Q_OVERFLOW)
-            != 0
+        if !self.whole
+            && mask
+                & (m::CREATE | m::MOVED_TO | m::MOVED_FROM | m::DELETE | m::ATTRIB | m::Q_OVERFLOW)
+                != 0
         {
             self.check_path(ctx);
         }
@@ -293,6 +337,20 @@ impl Stream {
             self.drop_link(ctx, Some("connect or handshake timed out".into()));
         }
         let mut wake = None;
+        if self.whole && self.state == FileState::Following {
+            let read_all = self.unsent() == 0 && self.at_eof();
+            let confirmed = self.acked == self.sent && Some(self.acked) == self.file_len();
+            match &mut self.link {
+                Some(link) if read_all && link.phase == Phase::Up && !self.stopping => {
+                    link.finish()
+                }
+                None if read_all && confirmed => {
+                    self.completed = true;
+                    return;
+                }
+                _ => {}
+            }
+        }
         if let FileState::Rotated { last_growth } = self.state {
             // The old file is read to its end and quiet: end its stream with
             // a half-close; the server answers `250 DONE` once it holds and
@@ -564,7 +622,15 @@ impl Stream {
                 since,
                 partial_since: self.partial_since,
             };
-            let d = batch::decide(&ctx.settings.rules, &u, now);
+            let d = if self.whole {
+                // A closed file: every byte is final, send it all now.
+                batch::Decision {
+                    send: u.len,
+                    wake_at: None,
+                }
+            } else {
+                batch::decide(&ctx.settings.rules, &u, now)
+            };
             if d.send == 0 {
                 return d.wake_at;
             }

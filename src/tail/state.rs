@@ -11,6 +11,7 @@
 //! fp = "af63dc4c8601ec8c"             # fingerprint of the first fp_len bytes
 //! fp_len = 1024
 //! offset = 123456                     # acknowledged by the server
+//! complete = false                    # true: sent whole after close and confirmed (`250 DONE`)
 //! ```
 //! Entries are keyed by identity (`dev`, `ino`, `fp`), not by path: on
 //! start-up a path resumes from an entry only if the file there is the same
@@ -40,6 +41,8 @@ pub struct Entry {
     pub identity: Identity,
     /// Offset acknowledged by the server.
     pub offset: u64,
+    /// A file sent whole after close, confirmed by `250 DONE`: never sent again.
+    pub complete: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -60,6 +63,8 @@ struct RawEntry {
     fp: String,
     fp_len: u32,
     offset: u64,
+    #[serde(default)]
+    complete: bool,
 }
 
 /// Loads the entries; a missing file means no entries.
@@ -87,6 +92,7 @@ pub fn load(path: &Path) -> Result<Vec<Entry>, StateError> {
                 path: unescape_path(&r.path),
                 identity,
                 offset: r.offset,
+                complete: r.complete,
             })
         })
         .collect()
@@ -104,6 +110,7 @@ pub fn save(path: &Path, entries: &[Entry]) -> Result<(), StateError> {
             fp: format!("{:016x}", e.identity.fp),
             fp_len: e.identity.fp_len,
             offset: e.offset,
+            complete: e.complete,
         })
         .collect();
     save_toml(
@@ -131,6 +138,7 @@ mod tests {
                 fp_len: 1024,
             },
             offset: 77,
+            complete: false,
         }
     }
 

@@ -1,0 +1,150 @@
+//! Directory sources: files matching a pattern in a watched directory are
+//! sent whole, once each, after they are closed ("send after close").
+//!
+//! A file becomes a candidate when inotify reports `IN_CLOSE_WRITE` or
+//! `IN_MOVED_TO` for a matching name, or when it is found by the scan at
+//! start-up (or after the directory reappears). A scanned file whose
+//! modification time is younger than [`SETTLE`] may still be written; it
+//! is looked at again after [`SETTLE`] and queued once it stopped changing.
+//! Candidates wait in a queue; at most [`MAX_IN_FLIGHT`] files per source
+//! are sent at once. A file whose identity is recorded as complete in the
+//! state file (confirmed by `250 DONE`) is never sent again; with
+//! `delete = true` it is removed only after that confirmation.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::reactor::Key;
+use crate::tail::state::Entry;
+
+/// How long a file found by a scan must have been left alone before it is
+/// considered closed.
+pub const SETTLE: Duration = Duration::from_secs(1);
+/// Files of one source sent at the same time.
+pub const MAX_IN_FLIGHT: usize = 4;
+
+#[derive(Debug)]
+pub(crate) struct DirSource {
+    pub dir: PathBuf,
+    pattern: globset::GlobMatcher,
+    pub svc: Option<String>,
+    pub meta: Vec<(String, String)>,
+    pub delete: bool,
+    queue: VecDeque<PathBuf>,
+    pub in_flight: HashMap<PathBuf, Key>,
+    /// Scanned files that changed recently: (path, mtime seen, look again at).
+    settling: Vec<(PathBuf, SystemTime, Instant)>,
+}
+
+impl DirSource {
+    pub fn new(
+        dir: PathBuf,
+        pattern: globset::GlobMatcher,
+        svc: Option<String>,
+        meta: Vec<(String, String)>,
+        delete: bool,
+    ) -> Self {
+        DirSource {
+            dir,
+            pattern,
+            svc,
+            meta,
+            delete,
+            queue: VecDeque::new(),
+            in_flight: HashMap::new(),
+            settling: Vec::new(),
+        }
+    }
+
+    pub fn matches(&self, name: &OsStr) -> bool {
+        self.pattern.is_match(Path::new(name))
+    }
+
+    /// Offers every matching regular file in the directory; drops complete
+    /// entries of this directory whose file is gone.
+    pub fn scan(&mut self, now: Instant, completed: &mut Vec<Entry>) -> io::Result<()> {
+        completed.retain(|e| e.path.parent() != Some(self.dir.as_path()) || e.path.exists());
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
+            .filter_map(Result::ok)
+            .filter(|d| self.matches(&d.file_name()))
+            .map(|d| d.path())
+            .collect();
+        names.sort();
+        for path in names {
+            self.offer(path, false, now, completed);
+        }
+        Ok(())
+    }
+
+    /// A matching file may be ready. `closed`: inotify said its writer
+    /// closed it (or it was moved in), so it need not settle.
+    pub fn offer(&mut self, path: PathBuf, closed: bool, now: Instant, completed: &[Entry]) {
+        if self.in_flight.contains_key(&path) || self.queue.contains(&path) {
+            return;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            return;
+        };
+        if !meta.is_file() {
+            return;
+        }
+        if is_complete(&path, completed) {
+            crate::debug!("{}: already sent", path.display());
+            return;
+        }
+        let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        let young = SystemTime::now()
+            .duration_since(mtime)
+            .map_or(true, |age| age < SETTLE);
+        self.settling.retain(|(p, _, _)| *p != path);
+        if closed || !young {
+            self.queue.push_back(path);
+        } else {
+            self.settling.push((path, mtime, now + SETTLE));
+        }
+    }
+
+    /// Queues settling files that stopped changing; returns the next time
+    /// to look again, if any are still settling.
+    pub fn recheck(&mut self, now: Instant, completed: &[Entry]) -> Option<Instant> {
+        let due: Vec<(PathBuf, SystemTime)> = self
+            .settling
+            .iter()
+            .filter(|(_, _, at)| *at <= now)
+            .map(|(p, m, _)| (p.clone(), *m))
+            .collect();
+        self.settling.retain(|(_, _, at)| *at > now);
+        for (path, seen) in due {
+            let still = std::fs::symlink_metadata(&path)
+                .ok()
+                .and_then(|m| m.modified().ok());
+            match still {
+                Some(m) if m == seen => self.offer(path, true, now, completed),
+                Some(m) => self.settling.push((path, m, now + SETTLE)),
+                None => {}
+            }
+        }
+        self.settling.iter().map(|(_, _, at)| *at).min()
+    }
+
+    /// The next file to start sending, if a slot is free.
+    pub fn next_to_start(&mut self) -> Option<PathBuf> {
+        (self.in_flight.len() < MAX_IN_FLIGHT)
+            .then(|| self.queue.pop_front())
+            .flatten()
+    }
+}
+
+/// True when `path` holds a file recorded as completely sent.
+fn is_complete(path: &Path, completed: &[Entry]) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    completed
+        .iter()
+        .any(|e| e.path == path && e.identity.matches(&file).unwrap_or(false))
+}
