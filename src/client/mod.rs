@@ -142,6 +142,10 @@ impl ClientDaemon {
         } else {
             None
         };
+        // Many followed files and a connection per active one.
+        if let Err(e) = crate::reactor::sys::host::raise_nofile_limit() {
+            crate::warn!("cannot raise the open files limit: {e}");
+        }
         let reactor = Reactor::new(1024).map_err(setup("create the event loop"))?;
         let inotify = Inotify::new().map_err(setup("create an inotify instance"))?;
         let reg = reactor.registry();

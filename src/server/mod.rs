@@ -220,6 +220,10 @@ impl Server {
         } else {
             None
         };
+        // A connection per stream.
+        if let Err(e) = crate::reactor::sys::host::raise_nofile_limit() {
+            crate::warn!("cannot raise the open files limit: {e}");
+        }
         let reactor = Reactor::new(1024).map_err(setup("create the event loop"))?;
         let addr = cfg.listen;
         let mut listener =
