@@ -347,3 +347,84 @@ fn a_lost_client_state_file_resends_nothing_thanks_to_server_offsets() {
     assert!(c.stop().success());
     assert!(c.log().contains("server holds"), "{}", c.log());
 }
+
+#[test]
+fn a_replaced_connection_is_not_counted_as_a_second_writer_after_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut server = Server::with_directory(&out);
+    let listen = server.addr.to_string();
+    let dest = out.join("h/var/log/app.log");
+    // A half-dead connection A, then its replacement B for the same stream.
+    let mut a = Raw::connect(server.addr);
+    a.greeting();
+    a.send(b"INIT STREAM h:/var/log/app.log id:x offset:0 ack:1\n");
+    assert_eq!(a.line(), "200 OK Ready to accept data offset:0\n");
+    a.send(expected("a", 0, 100).as_bytes());
+    wait_content(&dest, &expected("a", 0, 100));
+    let mut b = Raw::connect(server.addr);
+    b.greeting();
+    b.send(b"INIT STREAM h:/var/log/app.log id:x offset:0 ack:1\n");
+    let m = expected("a", 0, 100).len();
+    assert_eq!(
+        b.line(),
+        format!("200 OK Ready to accept data offset:{m}\n")
+    );
+    b.send(expected("b", 0, 100).as_bytes());
+    wait_content(&dest, &(expected("a", 0, 100) + &expected("b", 0, 100)));
+    server.proc.kill9();
+    server = server_at(&listen, &out);
+    let log = server.proc.log();
+    assert!(
+        !log.contains("may arrive twice"),
+        "one writer after the replacement: {log}"
+    );
+    // The uncommitted tail was cut and the stream resumes where the cut is.
+    let mut c = Raw::connect(server.addr);
+    c.greeting();
+    c.send(b"INIT STREAM h:/var/log/app.log id:x offset:0 ack:1\n");
+    let reply = c.line();
+    let held: usize = reply
+        .trim()
+        .rsplit("offset:")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&dest).unwrap().len() as usize,
+        held,
+        "{reply}"
+    );
+}
+
+#[test]
+fn bytes_sent_with_init_into_a_busy_shared_output_flow_once_it_frees() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = tmp.path().join("shared.log");
+    let cfg = tmp.path().join("server.toml");
+    // A long handshake timeout: only a retry timer can make B's bytes flow
+    // in time, not the handshake deadline.
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\nhandshake_timeout = \"1h\"\n[output.s]\npath = \"{}\"\n",
+            shared.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let mut a = Raw::connect(server.addr);
+    a.greeting();
+    a.send(b"INIT STREAM ha:/a svc:s id:a offset:0\n");
+    assert!(a.line().starts_with("200 "));
+    a.send(b"A1\nA2 par"); // alone: its open line is written, A owns it
+    wait_content(&shared, "A1\nA2 par");
+    let mut b = Raw::connect(server.addr);
+    b.greeting();
+    b.send(b"INIT STREAM hb:/b svc:s id:b offset:0\nB1\n");
+    assert!(b.line().starts_with("200 "));
+    std::thread::sleep(Duration::from_millis(100));
+    a.send(b"t\n");
+    wait_content(&shared, "A1\nA2 part\nB1\n");
+}

@@ -82,3 +82,60 @@ fn onrotate_stop_finishes_the_old_file_and_ignores_the_new_one() {
     assert_eq!(read(&dest), expected("stop", 0, 200));
     assert!(client.stop().success());
 }
+
+#[test]
+fn a_file_rewritten_in_place_while_the_client_was_stopped_is_sent_from_its_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    let state = tmp.path().join("state");
+    let server = Server::with_directory(&out);
+    append_lines(&log, "old", 0, 1000);
+    let mut c = client_for(&server, &state, "h", &[&log]);
+    let dest = routed(&out, "h", &log);
+    wait_content(&dest, &expected("old", 0, 1000));
+    assert!(c.stop().success());
+    // Same inode, new content longer than the old: only the first bytes
+    // tell that it is another file.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append_lines(&log, "new", 0, 2000);
+    let mut c = client_for(&server, &state, "h", &[&log]);
+    wait_content(
+        &dest,
+        &(expected("old", 0, 1000) + &expected("new", 0, 2000)),
+    );
+    assert!(c.stop().success());
+}
+
+#[test]
+fn a_file_rewritten_in_place_while_the_server_was_down_is_sent_from_its_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    let mut server = Server::with_directory(&out);
+    let listen = server.addr.to_string();
+    append_lines(&log, "old", 0, 1000);
+    let mut c = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
+    let dest = routed(&out, "h", &log);
+    wait_content(&dest, &expected("old", 0, 1000));
+    assert!(server.proc.stop().success());
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append_lines(&log, "new", 0, 2000);
+    server = Server::start(&["--listen", &listen, "--directory", out.to_str().unwrap()]);
+    wait_content(
+        &dest,
+        &(expected("old", 0, 1000) + &expected("new", 0, 2000)),
+    );
+    assert!(c.stop().success());
+    drop(server);
+}

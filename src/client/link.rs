@@ -45,6 +45,8 @@ pub struct Link {
     pub phase: Phase,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
+    /// The server answered `250 DONE`.
+    done: bool,
 }
 
 impl Link {
@@ -55,6 +57,7 @@ impl Link {
             phase: Phase::Connecting,
             inbuf: Vec::new(),
             outbuf: Vec::new(),
+            done: false,
         })
     }
 
@@ -129,7 +132,10 @@ impl Link {
                             .strip_prefix("DONE ")
                             .and_then(|n| n.trim().parse().ok())
                         {
-                            Some(n) => heard.push(Heard::Done(n)),
+                            Some(n) => {
+                                self.done = true;
+                                heard.push(Heard::Done(n))
+                            }
                             None => {
                                 return heard.push(Heard::Closed(format!(
                                     "bad line from server: 250 {}",

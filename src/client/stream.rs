@@ -119,6 +119,8 @@ pub(crate) struct Stream {
     whole: bool,
     /// A whole file the server confirmed (`250 DONE`) to its last byte.
     pub completed: bool,
+    /// The offset the server's last `250 DONE` confirmed on this file.
+    done_at: Option<u64>,
     jitter: u64,
 }
 
@@ -157,6 +159,7 @@ impl Stream {
             stopping: false,
             whole: false,
             completed: false,
+            done_at: None,
             jitter: seed | 1,
         }
     }
@@ -266,6 +269,13 @@ impl Stream {
         match h {
             Heard::Ready(offset) => {
                 let at = offset.unwrap_or(self.acked);
+                self.done_at = None;
+                if let Some(len) = self.file_len().filter(|len| at > *len) {
+                    // The server holds more than the file has: it was
+                    // truncated. Start over under a new id.
+                    self.truncated(len, ctx);
+                    return;
+                }
                 if at != self.acked {
                     crate::info!(
                         "{}: server holds {} bytes, continuing from there (state had {})",
@@ -295,6 +305,7 @@ impl Stream {
             }
             Heard::Ack(_) => {}
             Heard::Done(n) => {
+                self.done_at = Some(n);
                 if n != self.sent {
                     crate::warn!(
                         "{}: server confirmed {n} bytes, {} were sent",
@@ -339,7 +350,7 @@ impl Stream {
         let mut wake = None;
         if self.whole && self.state == FileState::Following {
             let read_all = self.unsent() == 0 && self.at_eof();
-            let confirmed = self.acked == self.sent && Some(self.acked) == self.file_len();
+            let confirmed = self.done_at == Some(self.sent) && Some(self.sent) == self.file_len();
             match &mut self.link {
                 Some(link) if read_all && link.phase == Phase::Up && !self.stopping => {
                     link.finish()
@@ -358,7 +369,7 @@ impl Stream {
             let read_all = self.file.is_some() && self.unsent() == 0 && self.at_eof();
             if read_all && now >= last_growth + ROTATE_GRACE {
                 match &mut self.link {
-                    None if self.acked == self.sent => {
+                    None if self.done_at == Some(self.sent) && self.acked == self.sent => {
                         self.switch_after_rotation(ctx);
                         return self.tick(ctx);
                     }
@@ -381,7 +392,9 @@ impl Stream {
             wake = earliest(wake, self.retry_at);
         }
         if let FileState::Missing { retry_at } = self.state {
-            wake = earliest(wake, retry_at);
+            if !self.stopping {
+                wake = earliest(wake, retry_at);
+            }
         }
         if let Some(at) = wake {
             if self.timer.arm(at) {
@@ -430,8 +443,28 @@ impl Stream {
             .loaded
             .iter()
             .position(|e| e.path == self.path && e.identity.matches(&file).unwrap_or(false));
+        // The same inode under the same path but other first bytes: the
+        // file was truncated and rewritten while we were away. Its derived
+        // id is the old file's, whose offset the server still holds: use a
+        // fresh id so the new content starts at 0.
+        let rewritten = claimed.is_none()
+            && ctx.loaded.iter().any(|e| {
+                e.path == self.path
+                    && (e.identity.dev, e.identity.ino) == (identity.dev, identity.ino)
+            });
         let (id, offset) = match claimed.map(|i| ctx.loaded.swap_remove(i)) {
             Some(e) => (e.id, e.offset),
+            None if rewritten => {
+                crate::warn!(
+                    "{}: rewritten in place since the last run; sending it from the start",
+                    self.path.display()
+                );
+                ctx.loaded.retain(|e| e.path != self.path);
+                (
+                    format!("{}-t{:x}", stream_id(&file, &identity), unique_suffix()),
+                    0,
+                )
+            }
             None => (stream_id(&file, &identity), 0),
         };
         crate::info!("{}: following from offset {offset}", self.path.display());
@@ -497,6 +530,14 @@ impl Stream {
     }
 
     fn connect(&mut self, ctx: &mut Ctx<'_>) {
+        // Truncated (and maybe regrown past our offset) while disconnected?
+        // The first bytes tell: resuming the old id would skip new content.
+        if let Some(t) = &self.file {
+            if !t.identity.matches(&t.file).unwrap_or(true) {
+                let len = t.file.metadata().map(|m| m.len()).unwrap_or(0);
+                self.truncated(len, ctx);
+            }
+        }
         let now = ctx.now;
         let result = resolve(&ctx.settings.server).and_then(|addr| {
             let mut link = Link::connect(addr)?;

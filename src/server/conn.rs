@@ -228,7 +228,9 @@ impl Conn {
                         self.write_data(rest, now, shared);
                     }
                     if matches!(self.phase, Phase::Streaming) {
-                        self.stream(now, shared);
+                        // Also re-arms the retry when the bytes that came
+                        // with INIT are stalled.
+                        step.wake_at = self.stream(now, shared);
                     }
                 }
             }
@@ -265,9 +267,13 @@ impl Conn {
         let label = format!("{host}:{path}");
         let offset = match get("offset").map(str::parse::<u64>) {
             None => None,
-            Some(Ok(n)) => Some(n),
-            Some(Err(_)) => {
-                self.fail(400, "Bad request: offset must be a decimal number", now);
+            Some(Ok(n)) if n <= i64::MAX as u64 => Some(n),
+            Some(_) => {
+                self.fail(
+                    400,
+                    "Bad request: offset must be a decimal number below 2^63",
+                    now,
+                );
                 return None;
             }
         };
@@ -322,6 +328,15 @@ impl Conn {
                 }
             });
             step.replaced = entry.conn.replace(key);
+            if let Some(old) = step.replaced {
+                // The replaced connection writes nothing more (the server
+                // closes it next): drop its reference now, so the
+                // checkpoint below does not count it as a second writer.
+                if let Some(id) = shared.outputs.id_of(&entry.output) {
+                    shared.outputs.release(id);
+                    shared.evicted.insert(old);
+                }
+            }
             entry.last_seen = now;
             if entry.output != out_path {
                 // Routed elsewhere than before (config changed): the old
@@ -606,8 +621,11 @@ impl Conn {
 
     /// Gives up the output and the resume slot (the connection is closing).
     pub fn release(&mut self, key: Key, shared: &mut Shared) {
+        let evicted = shared.evicted.remove(&key);
         if let Some(s) = self.stream.take() {
-            shared.outputs.release(s.output);
+            if !evicted {
+                shared.outputs.release(s.output);
+            }
             release_resume(shared, s.key.as_ref(), key);
         }
     }

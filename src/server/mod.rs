@@ -124,6 +124,9 @@ pub(crate) struct Shared {
     pub dirty: bool,
     /// Output writes that failed (disk full, ...), since start.
     pub write_errors: u64,
+    /// Connections replaced by a newer one for the same stream whose output
+    /// reference was already dropped (see `Conn::release`).
+    pub evicted: std::collections::HashSet<Key>,
     /// The last checkpoint attempt failed (logged once until it works).
     commit_failing: bool,
 }
@@ -248,10 +251,12 @@ impl Server {
             .unwrap_or_default()
             .as_secs();
         let (checkpoint, resume) = recover(&cfg)?;
+        let mut outputs = Outputs::default();
+        outputs.sync_on_close = cfg.sync != SyncPolicy::None;
         let shared = Shared {
             router: Router::new(&cfg),
             cfg,
-            outputs: Outputs::default(),
+            outputs,
             resume,
             scratch: vec![0; READ_CHUNK],
             stopping: false,
@@ -259,6 +264,7 @@ impl Server {
             commit_requested: false,
             dirty: false,
             write_errors: 0,
+            evicted: Default::default(),
             commit_failing: false,
         };
         Ok(Server {

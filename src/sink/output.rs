@@ -45,6 +45,10 @@ pub struct Outputs {
     /// closed too, so a stream that reconnects continues its own line and
     /// nobody else writes into it.
     open_lines: HashMap<PathBuf, Owner>,
+    /// `fdatasync` a written output before closing or replacing its
+    /// descriptor (every `sync` policy but `none`), so a checkpoint taken
+    /// after it closed never vouches for bytes only in the page cache.
+    pub sync_on_close: bool,
 }
 
 /// Identifies the stream that owns an output's unterminated last line: a
@@ -112,7 +116,8 @@ impl Outputs {
             .collect()
     }
 
-    /// Drops a reference; closes the file when no stream uses it.
+    /// Drops a reference; closes the file when no stream uses it (synced
+    /// first when it was written and `sync_on_close` is set).
     pub fn release(&mut self, id: OutputId) {
         let Some(out) = self.open.get_mut(id) else {
             return;
@@ -120,8 +125,22 @@ impl Outputs {
         out.refs -= 1;
         if out.refs == 0 {
             let out = self.open.remove(id);
-            self.by_path.remove(&out.route.full_path());
+            let path = out.route.full_path();
+            if out.dirty && self.sync_on_close {
+                if let Err(e) = out.file.sync_data() {
+                    crate::error!(
+                        "fdatasync of {} before closing it failed: {e}",
+                        path.display()
+                    );
+                }
+            }
+            self.by_path.remove(&path);
         }
+    }
+
+    /// The open output at `path`, if any.
+    pub fn id_of(&self, path: &std::path::Path) -> Option<OutputId> {
+        self.by_path.get(path).copied()
     }
 
     /// Who owns the output's unterminated last line, if it has one.
@@ -223,6 +242,13 @@ impl Outputs {
     pub fn reopen_all(&mut self) -> Vec<(PathBuf, io::Error)> {
         let mut failed = Vec::new();
         for (_, out) in self.open.iter_mut() {
+            if out.dirty && self.sync_on_close {
+                if let Err(e) = out.file.sync_data() {
+                    failed.push((out.route.full_path(), e));
+                    continue;
+                }
+                out.dirty = false;
+            }
             match open_append_beneath(&out.route.base, &out.route.relative) {
                 Ok(f) => out.file = f,
                 Err(e) => failed.push((out.route.full_path(), e)),
