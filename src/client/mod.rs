@@ -209,6 +209,12 @@ impl ClientDaemon {
                 });
             }
             let path = match &s.source {
+                Source::Path(_) if s.delete => {
+                    return Err(ClientError::Unsupported {
+                        stream: i + 1,
+                        what: "`delete = true` on a followed `path`",
+                    });
+                }
                 Source::Path(p) => absolute(p),
                 Source::Directory { dir, pattern, .. } => {
                     let dir = absolute(dir);
