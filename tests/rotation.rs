@@ -63,14 +63,11 @@ fn onrotate_stop_finishes_the_old_file_and_ignores_the_new_one() {
     let out = tmp.path().join("out");
     let log = tmp.path().join("app.log");
     let server = Server::with_directory(&out);
-    let cfg = tmp.path().join("client.toml");
-    let text = format!(
-        "state_file = \"{}\"\nhostname = \"h\"\n[server]\nhostname = \"127.0.0.1\"\nport = {}\n[[stream]]\npath = \"{}\"\nonrotate = \"stop\"\n",
-        tmp.path().join("state").display(),
-        server.port(),
+    let body = format!(
+        "[[stream]]\npath = \"{}\"\nonrotate = \"stop\"\n",
         log.display()
     );
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = client_config(tmp.path(), &server, &body);
     append_lines(&log, "stop", 0, 100);
     let mut client = client(&["--config", cfg.to_str().unwrap()]);
     let dest = routed(&out, "h", &log);

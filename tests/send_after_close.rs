@@ -9,22 +9,18 @@ use std::path::Path;
 
 use common::*;
 
-fn client_config(
+fn dir_config(
     tmp: &Path,
     server: &Server,
     dir: &Path,
     pattern: &str,
     delete: bool,
 ) -> std::path::PathBuf {
-    let cfg = tmp.join("client.toml");
-    let text = format!(
-        "state_file = \"{}\"\nhostname = \"h\"\n[server]\nhostname = \"127.0.0.1\"\nport = {}\n[[stream]]\ndirectory = \"{}\"\nfilepattern = '{pattern}'\ndelete = {delete}\n",
-        tmp.join("state").display(),
-        server.port(),
+    let body = format!(
+        "[[stream]]\ndirectory = \"{}\"\nfilepattern = '{pattern}'\ndelete = {delete}\n",
         dir.display()
     );
-    std::fs::write(&cfg, text).unwrap();
-    cfg
+    client_config(tmp, server, &body)
 }
 
 /// Pseudo-random bytes, like a compressed file (no line structure).
@@ -58,7 +54,7 @@ fn closed_files_are_sent_whole_exactly_once_and_verbatim() {
         .set_modified(past)
         .unwrap();
     std::fs::write(dir.join("notes.txt"), "not matching\n").unwrap();
-    let cfg = client_config(tmp.path(), &server, &dir, "*.log.*.gz", false);
+    let cfg = dir_config(tmp.path(), &server, &dir, "*.log.*.gz", false);
     let mut c = client(&["--config", cfg.to_str().unwrap()]);
     wait_for("the existing file", || {
         std::fs::read(routed(&out, "h", &old)).ok() == std::fs::read(&old).ok()
@@ -117,7 +113,7 @@ fn delete_true_removes_files_only_after_the_server_confirmed_them() {
     let dir = tmp.path().join("spool");
     std::fs::create_dir_all(&dir).unwrap();
     let server = Server::with_directory(&out);
-    let cfg = client_config(tmp.path(), &server, &dir, "*.log", true);
+    let cfg = dir_config(tmp.path(), &server, &dir, "*.log", true);
     let mut c = client(&["--config", cfg.to_str().unwrap()]);
     let mut want = Vec::new();
     for i in 0..10 {

@@ -254,14 +254,11 @@ fn a_quiet_files_last_line_without_newline_arrives_after_the_partial_line_timeou
     let out = tmp.path().join("out");
     let log = tmp.path().join("app.log");
     let server = Server::with_directory(&out);
-    let cfg = tmp.path().join("client.toml");
-    let text = format!(
-        "state_file = \"{}\"\nhostname = \"h\"\n[server]\nhostname = \"127.0.0.1\"\nport = {}\n[tuning]\npartial_line_timeout = \"300ms\"\n[[stream]]\npath = \"{}\"\n",
-        tmp.path().join("state").display(),
-        server.port(),
+    let body = format!(
+        "[tuning]\npartial_line_timeout = \"300ms\"\n[[stream]]\npath = \"{}\"\n",
         log.display()
     );
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = client_config(tmp.path(), &server, &body);
     std::fs::write(&log, "complete\nhalf a li").unwrap();
     let mut c = client(&["--config", cfg.to_str().unwrap()]);
     let dest = routed(&out, "h", &log);

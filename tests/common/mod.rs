@@ -220,6 +220,20 @@ pub fn client_with_svc(server: &str, svc: &str, host: &str, file: &Path) -> Proc
     ])
 }
 
+/// Writes `dir/client.toml` for a client of `server` with host name `h`
+/// and state file `dir/state`, followed by `body` (its `[tuning]` and
+/// `[[stream]]` sections); returns its path.
+pub fn client_config(dir: &Path, server: &Server, body: &str) -> PathBuf {
+    let cfg = dir.join("client.toml");
+    let head = format!(
+        "state_file = \"{}\"\nhostname = \"h\"\n[server]\nhostname = \"127.0.0.1\"\nport = {}\n",
+        dir.join("state").display(),
+        server.port()
+    );
+    std::fs::write(&cfg, head + body).expect("write client config");
+    cfg
+}
+
 /// Where the default route puts `file` from `host` under `dir`.
 pub fn routed(dir: &Path, host: &str, file: &Path) -> PathBuf {
     dir.join(host)

@@ -13,10 +13,14 @@
 //! `Rotated` (the path now names another file; the old one is read through
 //! its descriptor to its end, every byte acknowledged, before switching).
 
+mod fill;
+
+use fill::Fill;
+
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -694,106 +698,6 @@ impl Stream {
             }
         }
     }
-
-    /// Reads from the file into the free part of the buffer.
-    ///
-    /// The buffer starts at `initial_buffer` bytes, doubles (up to
-    /// `max_batch`) while reads keep filling it (the file is behind), and
-    /// goes back to the shared pool once everything read was sent, so an
-    /// idle file holds no buffer at all.
-    fn fill(&mut self, ctx: &mut Ctx<'_>) -> io::Result<Fill> {
-        let Some(t) = &self.file else {
-            return Ok(Fill::Eof);
-        };
-        let initial = initial_buffer(ctx.settings);
-        if self.buf.is_empty() {
-            self.buf = ctx.pool.pop().unwrap_or_else(|| vec![0; initial]);
-        } else if self.head > 0 && self.end == self.buf.len() {
-            self.buf.copy_within(self.head..self.end, 0);
-            self.end -= self.head;
-            self.head = 0;
-        }
-        if self.behind && self.buf.len() < ctx.settings.max_batch {
-            let grown = (self.buf.len() * 2).min(ctx.settings.max_batch);
-            self.buf.resize(grown, 0);
-        }
-        let mut result = Fill::Eof;
-        while self.end < self.buf.len() {
-            let pos = self.sent + self.unsent() as u64;
-            match t.file.read_at(&mut self.buf[self.end..], pos) {
-                Ok(0) => {
-                    let len = t.file.metadata()?.len();
-                    if len < pos {
-                        return Ok(Fill::Truncated(len));
-                    }
-                    break;
-                }
-                Ok(n) => {
-                    self.end += n;
-                    result = Fill::Read;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.behind = self.end == self.buf.len();
-        if result == Fill::Read {
-            if let Some(t) = &mut self.file {
-                t.identity.refresh(&t.file)?;
-            }
-        } else if self.unsent() == 0 {
-            self.release_buffer(ctx, initial);
-        }
-        Ok(result)
-    }
-
-    /// Gives an empty buffer back to the pool (only the common size is
-    /// pooled; a grown one is freed).
-    fn release_buffer(&mut self, ctx: &mut Ctx<'_>, initial: usize) {
-        let buf = std::mem::take(&mut self.buf);
-        if buf.len() == initial && ctx.pool.len() < POOL_MAX {
-            ctx.pool.push(buf);
-        }
-        self.head = 0;
-        self.end = 0;
-    }
-
-    /// The file shrank below what we read: start it over at 0 under a new
-    /// stream id (the server must not resume the old content's offset).
-    fn truncated(&mut self, len: u64, ctx: &mut Ctx<'_>) {
-        let Some(t) = &mut self.file else { return };
-        crate::warn!(
-            "{}: truncated (now {len} bytes, we were at {}); starting over from 0",
-            self.path.display(),
-            self.sent
-        );
-        if let Ok(identity) = Identity::of(&t.file) {
-            t.identity = identity;
-        }
-        t.id = format!("{}-t{:x}", stream_id(&t.file, &t.identity), unique_suffix());
-        self.drop_link(ctx, None);
-        self.retry_at = None;
-        self.acked = 0;
-        self.sent = 0;
-        self.clear_buf();
-        *ctx.dirty = true;
-    }
-}
-
-/// What one [`Stream::fill`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fill {
-    /// Some bytes were read.
-    Read,
-    /// Nothing new in the file.
-    Eof,
-    /// The file is now shorter (this many bytes) than what was read.
-    Truncated(u64),
-}
-
-/// Size of a fresh read buffer: four batches, within `[batch, max_batch]`.
-fn initial_buffer(s: &Settings) -> usize {
-    (s.rules.batch.saturating_mul(4)).clamp(s.rules.batch.max(1), s.max_batch.max(1))
 }
 
 fn write_init(
