@@ -136,3 +136,36 @@ fn a_file_rewritten_in_place_while_the_server_was_down_is_sent_from_its_start() 
     assert!(c.stop().success());
     drop(server);
 }
+
+#[test]
+fn fifty_fast_rotations_while_the_client_is_behind_lose_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    let server = Server::with_directory(&out);
+    append_lines(&log, "fast", 0, 100);
+    let mut c = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
+    let dest = routed(&out, "h", &log);
+    wait_content(&dest, &expected("fast", 0, 100));
+    // The application writes on; every 2000 lines the file is renamed
+    // away (keeping numbered backups), the application writes a last few
+    // lines through its old descriptor, then reopens the path. Nobody
+    // waits for the client.
+    let mut n = 100;
+    for r in 0..50 {
+        append_lines(&log, "fast", n, n + 2000);
+        n += 2000;
+        let mut old = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        std::fs::rename(&log, tmp.path().join(format!("app.log.{r}"))).unwrap();
+        let tail: String = (n..n + 10).map(|i| line("fast", i)).collect();
+        use std::io::Write;
+        old.write_all(tail.as_bytes()).unwrap();
+        n += 10;
+        std::fs::File::create(&log).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5)); // the application's reopen
+    }
+    append_lines(&log, "fast", n, n + 100);
+    n += 100;
+    wait_content(&dest, &expected("fast", 0, n));
+    assert!(c.stop().success());
+}

@@ -35,6 +35,9 @@ use crate::tail::state::Entry;
 /// How long a rotated-away file must stay quiet at its end before the
 /// client switches to the new file.
 const ROTATE_GRACE: Duration = Duration::from_millis(500);
+/// The quiet period when the next file at the path already has data: the
+/// writer has moved on.
+const ROTATE_GRACE_MOVED_ON: Duration = Duration::from_millis(50);
 /// How often a rotated-away file is re-read while it drains (inotify events
 /// for it arrive under its new name, which we may not be watching).
 const DRAIN_POLL: Duration = Duration::from_millis(100);
@@ -99,6 +102,9 @@ pub(crate) struct Stream {
     follow: bool,
     state: FileState,
     file: Option<Tracked>,
+    /// Files that appeared at the path while the current one was being
+    /// drained after a rotation, oldest first, held open until their turn.
+    successors: std::collections::VecDeque<Tracked>,
     acked: u64,
     sent: u64,
     /// Read buffer; empty (no allocation) while the file is idle.
@@ -147,6 +153,7 @@ impl Stream {
             follow,
             state: FileState::Missing { retry_at: None },
             file: None,
+            successors: Default::default(),
             acked: 0,
             sent: 0,
             buf: Vec::new(),
@@ -371,7 +378,18 @@ impl Stream {
             // a half-close; the server answers `250 DONE` once it holds and
             // committed every byte. Then switch to the new file.
             let read_all = self.file.is_some() && self.unsent() == 0 && self.at_eof();
-            if read_all && now >= last_growth + ROTATE_GRACE {
+            // Once the writer has moved on to the next file, the old one
+            // needs only a short quiet period.
+            let moved_on = self
+                .successors
+                .front()
+                .is_some_and(|t| t.file.metadata().is_ok_and(|m| m.len() > 0));
+            let grace = if moved_on {
+                ROTATE_GRACE_MOVED_ON
+            } else {
+                ROTATE_GRACE
+            };
+            if read_all && now >= last_growth + grace {
                 match &mut self.link {
                     None if self.done_at == Some(self.sent) && self.acked == self.sent => {
                         self.switch_after_rotation(ctx);
@@ -503,10 +521,35 @@ impl Stream {
                     self.state = FileState::Rotated {
                         last_growth: ctx.now,
                     };
+                    self.adopt_successor();
                 }
             }
-            FileState::Rotated { .. } => {}
+            FileState::Rotated { .. } => self.adopt_successor(),
         }
+    }
+
+    /// Opens the file now at the path, if it is one we do not hold yet, and
+    /// queues it behind the file being drained. Holding its descriptor at
+    /// once means that if it is rotated away too before its turn, it is
+    /// still read whole: rotations faster than the client drains lose
+    /// nothing, as long as each new file is seen (inotify) before it is
+    /// itself rotated.
+    fn adopt_successor(&mut self) {
+        if !self.follow {
+            return;
+        }
+        let Ok(file) = File::open(&self.path) else {
+            return;
+        };
+        let Ok(identity) = Identity::of(&file) else {
+            return;
+        };
+        let known = |t: &Tracked| (t.identity.dev, t.identity.ino) == (identity.dev, identity.ino);
+        if self.file.as_ref().is_some_and(known) || self.successors.iter().any(known) {
+            return;
+        }
+        let id = stream_id(&file, &identity);
+        self.successors.push_back(Tracked { file, identity, id });
     }
 
     fn switch_after_rotation(&mut self, ctx: &mut Ctx<'_>) {
@@ -518,7 +561,27 @@ impl Stream {
         self.drop_link(ctx, None);
         self.retry_at = None;
         self.file = None;
-        if self.follow {
+        if let Some(next) = self.successors.pop_front().filter(|_| self.follow) {
+            // The next file, held since it appeared: it may itself have been
+            // rotated away meanwhile, then it is drained the same way.
+            let at_path = std::fs::metadata(&self.path)
+                .is_ok_and(|m| (m.dev(), m.ino()) == (next.identity.dev, next.identity.ino));
+            self.state = if at_path && self.successors.is_empty() {
+                FileState::Following
+            } else {
+                FileState::Rotated {
+                    last_growth: ctx.now,
+                }
+            };
+            self.file = Some(next);
+            self.acked = 0;
+            self.sent = 0;
+            self.done_at = None;
+            self.clear_buf();
+            if !at_path {
+                self.adopt_successor();
+            }
+        } else if self.follow {
             self.state = FileState::Missing {
                 retry_at: Some(ctx.now),
             };
