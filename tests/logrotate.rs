@@ -1,0 +1,152 @@
+//! The real logrotate (Debian's package; .ci/run installs it) rotating a
+//! file 50 times while an application writes numbered lines at full speed
+//! and reopens its log after each rotation, as its postrotate would make
+//! it. The server's output must hold every line exactly once, in order.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+fn logrotate_bin() -> PathBuf {
+    [
+        "/usr/sbin/logrotate",
+        "/sbin/logrotate",
+        "/usr/bin/logrotate",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect("logrotate is not installed (apt-get install logrotate; .ci/run does this)")
+}
+
+/// An application logging numbered lines; it reopens its log file when
+/// `reopen` is set (its postrotate signal) and stops at `stop`.
+struct App {
+    reopen: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl App {
+    fn start(path: &Path, tag: &'static str) -> App {
+        let (reopen, stop, written) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (r, s, w, path) = (
+            reopen.clone(),
+            stop.clone(),
+            written.clone(),
+            path.to_path_buf(),
+        );
+        let thread = std::thread::spawn(move || {
+            let open = || {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .expect("open log")
+            };
+            let mut f = open();
+            let mut i = 0;
+            while !s.load(Ordering::SeqCst) {
+                let batch: String = (i..i + 100).map(|k| line(tag, k)).collect();
+                f.write_all(batch.as_bytes()).expect("write log");
+                i += 100;
+                w.store(i, Ordering::SeqCst);
+                if r.swap(false, Ordering::SeqCst) {
+                    f = open();
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        App {
+            reopen,
+            stop,
+            written,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until the application reopened its log and wrote to the new
+    /// file, then stops it; returns how many lines were written.
+    fn finish(mut self) -> usize {
+        wait_for("the application to reopen its log", || {
+            !self.reopen.load(Ordering::SeqCst)
+        });
+        let after = self.written.load(Ordering::SeqCst) + 200;
+        wait_for("lines in the newest file", || {
+            self.written.load(Ordering::SeqCst) >= after
+        });
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .take()
+            .expect("running")
+            .join()
+            .expect("writer thread");
+        self.written.load(Ordering::SeqCst)
+    }
+}
+
+fn rotate_50_times(options: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    let conf = tmp.path().join("logrotate.conf");
+    std::fs::write(&conf, format!("{} {{\n{options}\n}}\n", log.display())).unwrap();
+    let server = Server::with_directory(&out);
+    let app = App::start(&log, "lr");
+    wait_for("the first lines", || log.exists());
+    let mut c = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
+    let status_file = tmp.path().join("logrotate.status");
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(20));
+        let st = std::process::Command::new(logrotate_bin())
+            .arg("-f")
+            .arg("-s")
+            .arg(&status_file)
+            .arg(&conf)
+            .output()
+            .expect("logrotate runs");
+        assert!(
+            st.status.success(),
+            "logrotate: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        app.reopen.store(true, Ordering::SeqCst);
+    }
+    let total = app.finish();
+    wait_content(&routed(&out, "h", &log), &expected("lr", 0, total));
+    assert!(c.stop().success());
+    let switches = c.log().matches("switching to the new file").count();
+    assert_eq!(
+        switches,
+        50,
+        "the client followed every rotation:\n{}",
+        c.log()
+    );
+}
+
+#[test]
+fn logrotate_create_50_times_loses_and_duplicates_nothing() {
+    rotate_50_times("    rotate 5\n    create\n    missingok");
+}
+
+#[test]
+fn logrotate_compress_delaycompress_50_times_loses_and_duplicates_nothing() {
+    rotate_50_times("    rotate 3\n    compress\n    delaycompress\n    create\n    missingok");
+}
+
+#[test]
+fn logrotate_nocreate_50_times_loses_and_duplicates_nothing() {
+    // The application creates the new file itself when it reopens.
+    rotate_50_times("    rotate 4\n    nocreate\n    missingok");
+}
