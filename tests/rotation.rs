@@ -169,3 +169,49 @@ fn fifty_fast_rotations_while_the_client_is_behind_lose_nothing() {
     wait_content(&dest, &expected("fast", 0, n));
     assert!(c.stop().success());
 }
+
+#[test]
+fn a_deleted_file_that_cannot_be_delivered_is_released_after_deleted_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("app.log");
+    append_lines(&log, "gone", 0, 1000);
+    // Nobody listens: the file cannot be delivered.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = tmp.path().join("client.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_file = \"{}\"\nhostname = \"h\"\n[server]\nhostname = \"127.0.0.1\"\nport = {port}\n[tuning]\ndeleted_hold = \"300ms\"\n[[stream]]\npath = \"{}\"\n",
+            tmp.path().join("state").display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let mut c = client(&["--config", cfg.to_str().unwrap()]);
+    c.wait_log("following from offset 0");
+    std::fs::remove_file(&log).unwrap();
+    c.wait_log(&format!(
+        "abandoning its last {} bytes",
+        expected("gone", 0, 1000).len()
+    ));
+    // Its descriptor is closed: the disk space is free again.
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", c.pid())).unwrap();
+    for fd in fds.flatten() {
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        assert!(
+            !target.to_string_lossy().contains("app.log"),
+            "still open: {}",
+            target.display()
+        );
+    }
+    assert!(c.stop().success());
+    assert!(
+        c.log().contains("bytes of deleted files were abandoned"),
+        "{}",
+        c.log()
+    );
+}

@@ -119,6 +119,8 @@ pub struct ClientDaemon {
     completed: Vec<Entry>,
     /// A clean stop began: start no new whole-file sends.
     stopping: bool,
+    /// Bytes of deleted files abandoned after `deleted_hold`, since start.
+    abandoned_bytes: u64,
     settings: Settings,
     state_file: PathBuf,
     state_interval: Duration,
@@ -179,6 +181,7 @@ impl ClientDaemon {
             max_batch: t.max_batch_bytes,
             reconnect_min: t.reconnect_min,
             reconnect_max: t.reconnect_max,
+            deleted_hold: t.deleted_hold,
         };
         let mut daemon = ClientDaemon {
             reactor,
@@ -198,6 +201,7 @@ impl ClientDaemon {
             sources: Vec::new(),
             completed,
             stopping: false,
+            abandoned_bytes: 0,
             pool: Vec::new(),
             stop,
         };
@@ -340,6 +344,12 @@ impl ClientDaemon {
         }
         self.dirty = true;
         self.save_state_if_dirty();
+        if self.abandoned_bytes > 0 {
+            crate::warn!(
+                "{} bytes of deleted files were abandoned after deleted_hold",
+                self.abandoned_bytes
+            );
+        }
         crate::info!("stopped");
         Ok(())
     }
@@ -367,6 +377,7 @@ impl ClientDaemon {
             dirty: &mut self.dirty,
             loaded: &mut self.loaded,
             pool: &mut self.pool,
+            abandoned_bytes: &mut self.abandoned_bytes,
         };
         f(stream, &mut ctx);
         if stream.completed {

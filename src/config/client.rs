@@ -95,6 +95,10 @@ pub struct Tuning {
     pub state_interval: Duration,
     /// `shutdown_timeout = "5s"`: how long shutdown waits for acks.
     pub shutdown_timeout: Duration,
+    /// `deleted_hold = "1h"`: how long a deleted file that could not be
+    /// delivered to its end is kept open (its disk space is only freed
+    /// when it is released); then its rest is abandoned and logged.
+    pub deleted_hold: Duration,
 }
 
 impl Default for Tuning {
@@ -108,6 +112,7 @@ impl Default for Tuning {
             reconnect_max: Duration::from_secs(30),
             state_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(5),
+            deleted_hold: Duration::from_secs(3600),
         }
     }
 }
@@ -201,6 +206,7 @@ struct RawTuning {
     reconnect_max: Option<Spanned<DurationValue>>,
     state_interval: Option<Spanned<DurationValue>>,
     shutdown_timeout: Option<DurationValue>,
+    deleted_hold: Option<DurationValue>,
 }
 
 #[derive(Deserialize)]
@@ -342,6 +348,7 @@ impl RawTuning {
             reconnect_max: dur(self.reconnect_max.clone(), d.reconnect_max),
             state_interval: dur(self.state_interval.clone(), d.state_interval),
             shutdown_timeout: self.shutdown_timeout.map_or(d.shutdown_timeout, |v| v.0),
+            deleted_hold: self.deleted_hold.map_or(d.deleted_hold, |v| v.0),
         };
         let at = |span: Option<std::ops::Range<usize>>, msg: &str| match span {
             Some(s) => doc.err_at(s, msg),

@@ -57,6 +57,8 @@ pub(crate) struct Settings {
     pub max_batch: usize,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// Longest a deleted, undelivered file is held open.
+    pub deleted_hold: Duration,
 }
 
 /// What a stream handler may touch besides the stream itself.
@@ -71,6 +73,8 @@ pub(crate) struct Ctx<'a> {
     pub loaded: &'a mut Vec<Entry>,
     /// Idle read buffers of the initial size, shared by all streams.
     pub pool: &'a mut Vec<Vec<u8>>,
+    /// Bytes of deleted files given up (see `deleted_hold`), since start.
+    pub abandoned_bytes: &'a mut u64,
 }
 
 #[derive(Debug)]
@@ -131,6 +135,8 @@ pub(crate) struct Stream {
     pub completed: bool,
     /// The offset the server's last `250 DONE` confirmed on this file.
     done_at: Option<u64>,
+    /// When the held file was first seen with no link left.
+    deleted_since: Option<Instant>,
     jitter: u64,
 }
 
@@ -171,6 +177,7 @@ impl Stream {
             whole: false,
             completed: false,
             done_at: None,
+            deleted_since: None,
             jitter: seed | 1,
         }
     }
@@ -373,6 +380,12 @@ impl Stream {
                 _ => {}
             }
         }
+        if let FileState::Rotated { .. } = self.state {
+            if self.deleted_too_long(now, ctx) {
+                self.abandon(ctx);
+                return self.tick(ctx);
+            }
+        }
         if let FileState::Rotated { last_growth } = self.state {
             // The old file is read to its end and quiet: end its stream with
             // a half-close; the server answers `250 DONE` once it holds and
@@ -526,6 +539,39 @@ impl Stream {
             }
             FileState::Rotated { .. } => self.adopt_successor(),
         }
+    }
+
+    /// True when the drained file was deleted (no link left) more than
+    /// `deleted_hold` ago; notes when it was first seen deleted.
+    fn deleted_too_long(&mut self, now: Instant, ctx: &Ctx<'_>) -> bool {
+        let nlink = self
+            .file
+            .as_ref()
+            .and_then(|t| t.file.metadata().ok())
+            .map_or(1, |m| m.nlink());
+        if nlink > 0 {
+            self.deleted_since = None;
+            return false;
+        }
+        let since = *self.deleted_since.get_or_insert(now);
+        now >= since + ctx.settings.deleted_hold
+    }
+
+    /// Gives up a deleted file that could not be delivered in time, so its
+    /// disk space comes back; what is lost is logged and counted.
+    fn abandon(&mut self, ctx: &mut Ctx<'_>) {
+        let len = self.file_len().unwrap_or(0);
+        let lost = len.saturating_sub(self.acked);
+        crate::error!(
+            "{}: a deleted file was held {}s without being delivered; abandoning its last {lost} bytes to free the disk space",
+            self.path.display(),
+            ctx.settings.deleted_hold.as_secs()
+        );
+        *ctx.abandoned_bytes += lost;
+        self.deleted_since = None;
+        self.acked = self.sent;
+        self.done_at = Some(self.sent);
+        self.switch_after_rotation(ctx);
     }
 
     /// Opens the file now at the path, if it is one we do not hold yet, and
