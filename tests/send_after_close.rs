@@ -129,3 +129,45 @@ fn delete_true_removes_files_only_after_the_server_confirmed_them() {
     }
     assert!(c.stop().success());
 }
+
+#[test]
+fn method_send_ships_what_exists_once_and_exits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let dir = tmp.path().join("archive");
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = Server::with_directory(&out);
+    let single = tmp.path().join("big.log");
+    std::fs::write(
+        &single,
+        expected("single", 0, 20_000) + "no newline at the end",
+    )
+    .unwrap();
+    let files: Vec<_> = (0..3).map(|i| dir.join(format!("old{i}.log"))).collect();
+    for (i, f) in files.iter().enumerate() {
+        std::fs::write(f, expected(&format!("old{i}"), 0, 3000)).unwrap();
+    }
+    std::fs::write(dir.join("skip.txt"), "not matching\n").unwrap();
+    let body = format!(
+        "[[stream]]\npath = \"{}\"\nmethod = \"send\"\n[[stream]]\ndirectory = \"{}\"\nfilepattern = '*.log'\nmethod = \"send\"\n",
+        single.display(),
+        dir.display()
+    );
+    let cfg = client_config(tmp.path(), &server, &body);
+    let mut c = client(&["--config", cfg.to_str().unwrap()]);
+    assert!(c.wait_exit().success(), "{}", c.log());
+    assert!(c.log().contains("4 files"), "{}", c.log());
+    for f in files.iter().chain([&single]) {
+        assert_eq!(
+            std::fs::read(routed(&out, "h", f)).unwrap(),
+            std::fs::read(f).unwrap(),
+            "{}",
+            f.display()
+        );
+    }
+    assert!(!routed(&out, "h", &dir.join("skip.txt")).exists());
+    // Again: everything is known complete; nothing is sent, it just exits.
+    let mut c = client(&["--config", cfg.to_str().unwrap()]);
+    assert!(c.wait_exit().success(), "{}", c.log());
+    assert!(c.log().contains("0 files"), "{}", c.log());
+}

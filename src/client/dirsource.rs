@@ -27,15 +27,29 @@ pub const SETTLE: Duration = Duration::from_secs(1);
 /// Files of one source sent at the same time.
 pub const MAX_IN_FLIGHT: usize = 4;
 
+/// Which names in the directory a source takes.
+#[derive(Debug)]
+pub(crate) enum Filter {
+    /// `filepattern`, a glob over file names.
+    Glob(globset::GlobMatcher),
+    /// One file (`path` with `method = "send"`).
+    Name(std::ffi::OsString),
+}
+
 #[derive(Debug)]
 pub(crate) struct DirSource {
     pub dir: PathBuf,
-    pattern: globset::GlobMatcher,
+    filter: Filter,
+    /// `method = "send"`: only what is there at start-up, sent at once
+    /// (a backfill); later files are ignored.
+    pub once: bool,
     pub svc: Option<String>,
     pub meta: Vec<(String, String)>,
     pub delete: bool,
     queue: VecDeque<PathBuf>,
     pub in_flight: HashMap<PathBuf, Key>,
+    /// Bytes of every file queued so far (for the progress line).
+    pub queued_bytes: u64,
     /// Scanned files that changed recently: (path, mtime seen, look again at).
     settling: Vec<(PathBuf, SystemTime, Instant)>,
 }
@@ -43,25 +57,36 @@ pub(crate) struct DirSource {
 impl DirSource {
     pub fn new(
         dir: PathBuf,
-        pattern: globset::GlobMatcher,
+        filter: Filter,
+        once: bool,
         svc: Option<String>,
         meta: Vec<(String, String)>,
         delete: bool,
     ) -> Self {
         DirSource {
             dir,
-            pattern,
+            filter,
+            once,
             svc,
             meta,
             delete,
             queue: VecDeque::new(),
             in_flight: HashMap::new(),
+            queued_bytes: 0,
             settling: Vec::new(),
         }
     }
 
     pub fn matches(&self, name: &OsStr) -> bool {
-        self.pattern.is_match(Path::new(name))
+        match &self.filter {
+            Filter::Glob(g) => g.is_match(Path::new(name)),
+            Filter::Name(n) => n == name,
+        }
+    }
+
+    /// Nothing queued, settling or being sent.
+    pub fn idle(&self) -> bool {
+        self.queue.is_empty() && self.in_flight.is_empty() && self.settling.is_empty()
     }
 
     /// Offers every matching regular file in the directory; drops complete
@@ -74,8 +99,9 @@ impl DirSource {
             .map(|d| d.path())
             .collect();
         names.sort();
+        let closed = self.once; // a backfill sends what is there now
         for path in names {
-            self.offer(path, false, now, completed);
+            self.offer(path, closed, now, completed);
         }
         Ok(())
     }
@@ -102,6 +128,7 @@ impl DirSource {
             .map_or(true, |age| age < SETTLE);
         self.settling.retain(|(p, _, _)| *p != path);
         if closed || !young {
+            self.queued_bytes += meta.len();
             self.queue.push_back(path);
         } else {
             self.settling.push((path, mtime, now + SETTLE));

@@ -27,19 +27,20 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
-use crate::config::{ClientConfig, OnRotate, Source};
+use crate::config::{ClientConfig, Method, OnRotate, Source};
 use crate::reactor::sys::inotify::{mask, Inotify, Watch};
 use crate::reactor::sys::signal::{SignalFd, SIGINT, SIGTERM};
 use crate::reactor::{Armed, Key, Reactor, Ready, Slots, StopHandle};
 use crate::tail::batch::Rules;
 use crate::tail::state::{self, Entry, StateError};
-use dirsource::DirSource;
+use dirsource::{DirSource, Filter};
 use stream::{Ctx, Settings, Stream};
 
 const SIGNALS: Token = Token(1);
 const INOTIFY: Token = Token(2);
 const STATE: Token = Token(3);
 const WAKER: Token = Token(4);
+const PROGRESS: Token = Token(5);
 
 /// Events a directory watch asks for.
 const DIR_EVENTS: u32 = mask::CREATE
@@ -121,6 +122,11 @@ pub struct ClientDaemon {
     stopping: bool,
     /// Bytes of deleted files abandoned after `deleted_hold`, since start.
     abandoned_bytes: u64,
+    /// Every stream is `method = "send"`: exit once everything was sent.
+    send_only: bool,
+    /// Files and bytes confirmed by `250 DONE` since start.
+    sent_files: u64,
+    sent_bytes: u64,
     settings: Settings,
     state_file: PathBuf,
     state_interval: Duration,
@@ -202,52 +208,65 @@ impl ClientDaemon {
             completed,
             stopping: false,
             abandoned_bytes: 0,
+            send_only: false,
+            sent_files: 0,
+            sent_bytes: 0,
             pool: Vec::new(),
             stop,
         };
         for (i, s) in cfg.streams.iter().enumerate() {
-            if s.method != crate::config::Method::Watch {
-                return Err(ClientError::Unsupported {
-                    stream: i + 1,
-                    what: "method = \"send\"",
-                });
-            }
-            let path = match &s.source {
-                Source::Path(_) if s.delete => {
+            let once = s.method == Method::Send;
+            let (dir, filter) = match &s.source {
+                Source::Path(_) if s.delete && !once => {
                     return Err(ClientError::Unsupported {
                         stream: i + 1,
                         what: "`delete = true` on a followed `path`",
                     });
                 }
-                Source::Path(p) => absolute(p),
-                Source::Directory { dir, pattern, .. } => {
-                    let dir = absolute(dir);
-                    daemon.sources.push(DirSource::new(
-                        dir.clone(),
-                        pattern.clone(),
+                Source::Path(p) if !once => {
+                    let path = absolute(p);
+                    let key = daemon.streams.vacant_key();
+                    let follow = s.onrotate == OnRotate::Follow;
+                    daemon.streams.insert(Stream::new(
+                        key,
+                        path.clone(),
                         s.svc.clone(),
                         s.meta.clone(),
-                        s.delete,
+                        follow,
                     ));
-                    daemon.add_unwatched(dir, None, Some(daemon.sources.len() - 1));
+                    let dir = path
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| PathBuf::from("/"));
+                    daemon.add_unwatched(dir, Some(key), None);
                     continue;
                 }
+                Source::Path(p) => {
+                    let path = absolute(p);
+                    let dir = path
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| PathBuf::from("/"));
+                    (
+                        dir,
+                        Filter::Name(path.file_name().unwrap_or_default().to_os_string()),
+                    )
+                }
+                Source::Directory { dir, pattern, .. } => {
+                    (absolute(dir), Filter::Glob(pattern.clone()))
+                }
             };
-            let key = daemon.streams.vacant_key();
-            let follow = s.onrotate == OnRotate::Follow;
-            daemon.streams.insert(Stream::new(
-                key,
-                path.clone(),
+            daemon.sources.push(DirSource::new(
+                dir.clone(),
+                filter,
+                once,
                 s.svc.clone(),
                 s.meta.clone(),
-                follow,
+                s.delete,
             ));
-            let dir = path
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| PathBuf::from("/"));
-            daemon.add_unwatched(dir, Some(key), None);
+            daemon.add_unwatched(dir, None, Some(daemon.sources.len() - 1));
         }
+        daemon.send_only = cfg.streams.iter().all(|s| s.method == Method::Send);
         Ok(daemon)
     }
 
@@ -279,7 +298,30 @@ impl ClientDaemon {
             });
         }
         let mut deadline: Option<Instant> = None;
+        let started = now;
+        let progress = self.send_only && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        if progress {
+            self.reactor
+                .timers
+                .schedule(now + Duration::from_secs(1), PROGRESS);
+        }
         loop {
+            if self.send_only
+                && deadline.is_none()
+                && self.streams.is_empty()
+                && self.sources.iter().all(DirSource::idle)
+            {
+                if progress {
+                    eprintln!();
+                }
+                crate::info!(
+                    "method = \"send\": {} files ({} bytes) sent and confirmed in {:.1}s; exiting",
+                    self.sent_files,
+                    self.sent_bytes,
+                    now.duration_since(started).as_secs_f64()
+                );
+                deadline = Some(self.begin_stop(now));
+            }
             if let Some(d) = deadline {
                 if now >= d || self.streams.values().all(Stream::finished) {
                     break;
@@ -316,6 +358,13 @@ impl ClientDaemon {
             }
             while let Some(token) = self.reactor.timers.pop_expired(now) {
                 match token {
+                    PROGRESS if deadline.is_none() => {
+                        self.print_progress(now.duration_since(started));
+                        self.reactor
+                            .timers
+                            .schedule(now + Duration::from_secs(1), PROGRESS);
+                    }
+                    PROGRESS => {}
                     STATE => {
                         self.state_timer.fired(now);
                         self.save_state_if_dirty();
@@ -385,6 +434,35 @@ impl ClientDaemon {
         }
     }
 
+    /// One status line for a backfill on a terminal: bytes, rate, ETA.
+    fn print_progress(&self, elapsed: Duration) {
+        use std::io::Write;
+        let in_flight: u64 = self.streams.values().map(Stream::sent).sum();
+        let done = self.sent_bytes + in_flight;
+        let total = self
+            .sources
+            .iter()
+            .map(|s| s.queued_bytes)
+            .sum::<u64>()
+            .max(done);
+        let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+        let eta = if rate > 0.0 {
+            (total - done) as f64 / rate
+        } else {
+            0.0
+        };
+        let mib = |b: f64| b / (1024.0 * 1024.0);
+        let line = format!(
+            "\rsent {:.1} of {:.1} MiB ({} files confirmed), {:.1} MiB/s, ETA {:.0}s   ",
+            mib(done as f64),
+            mib(total as f64),
+            self.sent_files,
+            mib(rate),
+            eta
+        );
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+
     /// A whole file was confirmed by `250 DONE`: record it as complete,
     /// delete it if configured (only if the path is still that file), and
     /// start the next queued file.
@@ -416,6 +494,8 @@ impl ClientDaemon {
             crate::info!("{}: sent ({len} bytes, confirmed)", stream.path.display());
         }
         self.completed.extend(stream.entry());
+        self.sent_files += 1;
+        self.sent_bytes += len;
         self.dirty = true;
         self.start_sources(now);
     }
@@ -499,7 +579,7 @@ impl ClientDaemon {
                 {
                     for &i in &dw.sources {
                         let src = &mut self.sources[i];
-                        if src.matches(name) {
+                        if !src.once && src.matches(name) {
                             let path = src.dir.join(name);
                             src.offer(path, true, now, &self.completed);
                         }

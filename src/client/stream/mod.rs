@@ -222,6 +222,11 @@ impl Stream {
         s
     }
 
+    /// Bytes of the current file handed to the connection so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
     /// The whole file's length, if it is open.
     pub fn file_len(&self) -> Option<u64> {
         self.file
