@@ -45,6 +45,8 @@ const DRAIN_POLL: Duration = Duration::from_millis(100);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an unreadable (not missing) file is retried.
 const REOPEN_RETRY: Duration = Duration::from_secs(5);
+/// Most bytes one stream sends per turn of the loop (see `pump`).
+const PUMP_QUANTUM: u64 = 1 << 20;
 /// Most idle read buffers kept for reuse.
 const POOL_MAX: usize = 64;
 
@@ -739,11 +741,20 @@ impl Stream {
 
     /// Moves file bytes into the socket under the batching rules. Returns
     /// when it wants to be called again (linger or partial-line timeout).
+    ///
+    /// Fairness: one call moves at most [`PUMP_QUANTUM`] bytes, then asks
+    /// to be called again at once (through the timer heap, after the loop
+    /// has served other ready events), so a file far behind cannot starve
+    /// the others.
     fn pump(&mut self, ctx: &mut Ctx<'_>) -> Option<Instant> {
         let now = ctx.now;
+        let start = self.sent;
         loop {
             if !matches!(&self.link, Some(l) if l.phase == Phase::Up) || self.stopping {
                 return None;
+            }
+            if self.sent.saturating_sub(start) >= PUMP_QUANTUM {
+                return Some(now);
             }
             match self.fill(ctx) {
                 Ok(Fill::Read) => {
