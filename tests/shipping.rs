@@ -273,3 +273,35 @@ fn a_quiet_files_last_line_without_newline_arrives_after_the_partial_line_timeou
     wait_content(&dest, "complete\nhalf a line\nnext\n");
     assert!(c.stop().success());
 }
+
+#[test]
+fn a_path_glob_follows_existing_and_new_matching_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let server = Server::with_directory(&out);
+    let (a, b, skip) = (logs.join("a.log"), logs.join("b.log"), logs.join("c.txt"));
+    append_lines(&a, "a", 0, 100);
+    append_lines(&b, "b", 0, 100);
+    append_lines(&skip, "c", 0, 10);
+    let body = format!("[[stream]]\npath = \"{}/*.log\"\n", logs.display());
+    let cfg = client_config(tmp.path(), &server, &body);
+    let mut c = client(&["--config", cfg.to_str().unwrap()]);
+    wait_content(&routed(&out, "h", &a), &expected("a", 0, 100));
+    wait_content(&routed(&out, "h", &b), &expected("b", 0, 100));
+    // A file created later is followed too, and appends keep flowing.
+    let d = logs.join("d.log");
+    append_lines(&d, "d", 0, 50);
+    append_lines(&a, "a", 100, 200);
+    wait_content(&routed(&out, "h", &d), &expected("d", 0, 50));
+    wait_content(&routed(&out, "h", &a), &expected("a", 0, 200));
+    append_lines(&d, "d", 50, 60);
+    wait_content(&routed(&out, "h", &d), &expected("d", 0, 60));
+    assert!(!routed(&out, "h", &skip).exists());
+    // Deleted and created again: the old one is finished, the new followed.
+    std::fs::remove_file(&b).unwrap();
+    append_lines(&b, "b2", 0, 10);
+    wait_content(&routed(&out, "h", &b), &(expected("b", 0, 100) + &expected("b2", 0, 10)));
+    assert!(c.stop().success());
+}

@@ -43,6 +43,10 @@ pub(crate) struct DirSource {
     /// `method = "send"`: only what is there at start-up, sent at once
     /// (a backfill); later files are ignored.
     pub once: bool,
+    /// A `path` glob such as `/var/log/*.log`: each matching file is
+    /// followed like a configured path (not sent whole), those there at
+    /// start-up and those created later.
+    pub follow: bool,
     pub svc: Option<String>,
     pub meta: Vec<(String, String)>,
     pub delete: bool,
@@ -67,6 +71,7 @@ impl DirSource {
             dir,
             filter,
             once,
+            follow: false,
             svc,
             meta,
             delete,
@@ -99,7 +104,8 @@ impl DirSource {
             .map(|d| d.path())
             .collect();
         names.sort();
-        let closed = self.once; // a backfill sends what is there now
+        // A backfill sends what is there now; a followed file needs no settling.
+        let closed = self.once || self.follow;
         for path in names {
             self.offer(path, closed, now, completed);
         }

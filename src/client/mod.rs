@@ -21,6 +21,7 @@ mod stream;
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -222,6 +223,42 @@ impl ClientDaemon {
                         stream: i + 1,
                         what: "`delete = true` on a followed `path`",
                     });
+                }
+                Source::Path(p) if !once && is_glob(p) => {
+                    let path = absolute(p);
+                    let dir = path
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| PathBuf::from("/"));
+                    if is_glob(&dir) {
+                        return Err(ClientError::Unsupported { stream: i + 1, what: "a glob in a directory of `path` (only the file name may be a pattern)" });
+                    }
+                    let name = path
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned();
+                    let glob = globset::GlobBuilder::new(&name)
+                        .literal_separator(true)
+                        .build()
+                        .map_err(|e| {
+                            ClientError::Config(format!(
+                                "stream #{}: `path` pattern {name:?}: {e}",
+                                i + 1
+                            ))
+                        })?;
+                    let mut src = DirSource::new(
+                        dir.clone(),
+                        Filter::Glob(glob.compile_matcher()),
+                        false,
+                        s.svc.clone(),
+                        s.meta.clone(),
+                        false,
+                    );
+                    src.follow = true;
+                    daemon.sources.push(src);
+                    daemon.add_unwatched(dir, None, Some(daemon.sources.len() - 1));
+                    continue;
                 }
                 Source::Path(p) if !once => {
                     let path = absolute(p);
@@ -431,6 +468,8 @@ impl ClientDaemon {
         f(stream, &mut ctx);
         if stream.completed {
             self.finish_whole(key, now);
+        } else if stream.gone() {
+            self.drop_gone(key);
         }
     }
 
@@ -500,6 +539,22 @@ impl ClientDaemon {
         self.start_sources(now);
     }
 
+    /// Forgets a stream started for a `path` glob match whose file is gone.
+    fn drop_gone(&mut self, key: Key) {
+        let Some(stream) = self.streams.remove(key) else {
+            return;
+        };
+        crate::debug!("{}: gone; no longer followed", stream.path.display());
+        for dw in self.dirs.values_mut() {
+            dw.streams.retain(|k| *k != key);
+        }
+        for src in &mut self.sources {
+            if src.in_flight.get(&stream.path) == Some(&key) {
+                src.in_flight.remove(&stream.path);
+            }
+        }
+    }
+
     /// Starts queued whole-file sends while slots are free.
     fn start_sources(&mut self, now: Instant) {
         if self.stopping {
@@ -509,6 +564,30 @@ impl ClientDaemon {
             while let Some(path) = self.sources[i].next_to_start() {
                 let src = &self.sources[i];
                 let key = self.streams.vacant_key();
+                if src.follow {
+                    // Not if a stream already reads this file (a configured
+                    // path, or one draining it after a rename).
+                    let meta = std::fs::metadata(&path);
+                    let held = meta
+                        .is_ok_and(|m| self.streams.values().any(|s| s.holds(m.dev(), m.ino())));
+                    if held || self.streams.values().any(|s| s.path == path) {
+                        continue;
+                    }
+                    let mut stream =
+                        Stream::new(key, path.clone(), src.svc.clone(), src.meta.clone(), true);
+                    stream.set_ephemeral();
+                    self.streams.insert(stream);
+                    let dir = &self.sources[i].dir;
+                    if let Some(dw) = self.dirs.values_mut().find(|d| d.dir == *dir) {
+                        dw.streams.push(key);
+                    }
+                    self.sources[i].in_flight.insert(path, key);
+                    self.with_stream(key, now, |s, ctx| {
+                        s.check_path(ctx);
+                        s.tick(ctx);
+                    });
+                    continue;
+                }
                 let stream =
                     Stream::new_whole(key, path.clone(), src.svc.clone(), src.meta.clone(), now);
                 self.streams.insert(stream);
@@ -573,13 +652,16 @@ impl ClientDaemon {
                 let Some(dw) = self.dirs.get(&ev.watch) else {
                     continue;
                 };
-                if let Some(name) = ev
-                    .name
-                    .filter(|_| ev.mask & (mask::CLOSE_WRITE | mask::MOVED_TO) != 0)
-                {
+                if let Some(name) = ev.name {
                     for &i in &dw.sources {
                         let src = &mut self.sources[i];
-                        if !src.once && src.matches(name) {
+                        // Whole files when closed; followed files when they appear.
+                        let wanted = if src.follow {
+                            mask::CREATE | mask::MOVED_TO
+                        } else {
+                            mask::CLOSE_WRITE | mask::MOVED_TO
+                        };
+                        if ev.mask & wanted != 0 && !src.once && src.matches(name) {
                             let path = src.dir.join(name);
                             src.offer(path, true, now, &self.completed);
                         }
@@ -667,6 +749,12 @@ impl ClientDaemon {
             Err(e) => crate::error!("{e}"),
         }
     }
+}
+
+/// True when the last component of `p` is a glob pattern.
+fn is_glob(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().contains(['*', '?', '[', '{']))
 }
 
 /// Makes a configured path absolute against the working directory, so the

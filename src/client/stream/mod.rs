@@ -139,6 +139,8 @@ pub(crate) struct Stream {
     done_at: Option<u64>,
     /// When the held file was first seen with no link left.
     deleted_since: Option<Instant>,
+    /// Started for a `path` glob match; dropped once its file is gone.
+    ephemeral: bool,
     jitter: u64,
 }
 
@@ -180,6 +182,7 @@ impl Stream {
             completed: false,
             done_at: None,
             deleted_since: None,
+            ephemeral: false,
             jitter: seed | 1,
         }
     }
@@ -222,6 +225,28 @@ impl Stream {
             retry_at: Some(now),
         };
         s
+    }
+
+    /// True when this stream reads the file with this device and inode
+    /// (its current file or one queued after a rotation).
+    pub fn holds(&self, dev: u64, ino: u64) -> bool {
+        let same = |t: &Tracked| (t.identity.dev, t.identity.ino) == (dev, ino);
+        self.file.as_ref().is_some_and(same) || self.successors.iter().any(same)
+    }
+
+    /// A stream started for a file matched by a `path` glob, whose file is
+    /// gone and fully handled: the daemon drops it.
+    pub fn gone(&self) -> bool {
+        self.ephemeral
+            && self.file.is_none()
+            && self.successors.is_empty()
+            && self.link.is_none()
+            && matches!(self.state, FileState::Missing { .. })
+    }
+
+    /// Marks a stream started for a `path` glob match (see [`gone`](Self::gone)).
+    pub fn set_ephemeral(&mut self) {
+        self.ephemeral = true;
     }
 
     /// Bytes of the current file handed to the connection so far.
