@@ -302,6 +302,9 @@ fn a_path_glob_follows_existing_and_new_matching_files() {
     // Deleted and created again: the old one is finished, the new followed.
     std::fs::remove_file(&b).unwrap();
     append_lines(&b, "b2", 0, 10);
-    wait_content(&routed(&out, "h", &b), &(expected("b", 0, 100) + &expected("b2", 0, 10)));
+    wait_content(
+        &routed(&out, "h", &b),
+        &(expected("b", 0, 100) + &expected("b2", 0, 10)),
+    );
     assert!(c.stop().success());
 }

@@ -48,6 +48,14 @@ impl Identity {
         Ok(n == self.fp_len as usize && fnv1a(&head[..n]) == self.fp)
     }
 
+    /// True when `file` starts with the bytes this identity's fingerprint
+    /// was taken over, whatever its device and inode (a copy of the file).
+    pub fn head_matches(&self, file: &File) -> io::Result<bool> {
+        let mut head = [0u8; FINGERPRINT_LEN];
+        let n = read_head(file, &mut head[..self.fp_len as usize])?;
+        Ok(n == self.fp_len as usize && fnv1a(&head[..n]) == self.fp)
+    }
+
     /// Extends a short fingerprint once the file has more bytes.
     pub fn refresh(&mut self, file: &File) -> io::Result<()> {
         if (self.fp_len as usize) < FINGERPRINT_LEN {

@@ -4,7 +4,10 @@
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use super::{Ctx, Settings, Stream, POOL_MAX};
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+
+use super::{Ctx, FileState, Settings, Stream, Tracked, POOL_MAX};
 use crate::tail::identity::{stream_id, unique_suffix, Identity};
 
 impl Stream {
@@ -30,13 +33,23 @@ impl Stream {
             let grown = (self.buf.len() * 2).min(ctx.settings.max_batch);
             self.buf.resize(grown, 0);
         }
+        // Shrunk below what we read? (Checked before reading, so a file
+        // truncated and regrown is caught unless it regrew past our
+        // position before we got here.)
+        let pos = self.sent + self.unsent() as u64;
+        let len = t.file.metadata()?.len();
+        if len < pos && self.state == FileState::Following {
+            return Ok(Fill::Truncated(len));
+        }
         let mut result = Fill::Eof;
         while self.end < self.buf.len() {
             let pos = self.sent + self.unsent() as u64;
             match t.file.read_at(&mut self.buf[self.end..], pos) {
                 Ok(0) => {
                     let len = t.file.metadata()?.len();
-                    if len < pos {
+                    // A file being drained after a rotation (or a copy
+                    // being read after a copytruncate) simply ends.
+                    if len < pos && self.state == FileState::Following {
                         return Ok(Fill::Truncated(len));
                     }
                     break;
@@ -74,6 +87,9 @@ impl Stream {
     /// The file shrank below what we read: start it over at 0 under a new
     /// stream id (the server must not resume the old content's offset).
     pub(super) fn truncated(&mut self, len: u64, ctx: &mut Ctx<'_>) {
+        if self.state == FileState::Following && self.recover_from_copy(ctx) {
+            return;
+        }
         let Some(t) = &mut self.file else { return };
         crate::warn!(
             "{}: truncated (now {len} bytes, we were at {}); starting over from 0",
@@ -90,6 +106,72 @@ impl Stream {
         self.sent = 0;
         self.clear_buf();
         *ctx.dirty = true;
+    }
+}
+
+impl Stream {
+    /// copytruncate: logrotate copied the file, then truncated it. If the
+    /// copy is in the same directory (recognised by the fingerprint of the
+    /// first bytes), the rest of the old content is read from the copy
+    /// under the old stream id, as if the file had been renamed, and the
+    /// truncated file follows under a new id. Returns false when there is
+    /// no copy to recover from.
+    fn recover_from_copy(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        let Some(t) = &self.file else { return false };
+        let Some(dir) = self.path.parent() else {
+            return false;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        let copy = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| *p != self.path)
+            .find_map(|p| {
+                let f = File::open(&p).ok()?;
+                let m = f.metadata().ok()?;
+                let other = (m.dev(), m.ino()) != (t.identity.dev, t.identity.ino);
+                (m.is_file()
+                    && other
+                    && t.identity.fp_len > 0
+                    && t.identity.head_matches(&f).ok()?)
+                .then_some((p, f))
+            });
+        let Some((copy_path, copy)) = copy else {
+            return false;
+        };
+        let Ok(copy_identity) = Identity::of(&copy) else {
+            return false;
+        };
+        let Some(mut t) = self.file.take() else {
+            return false;
+        };
+        crate::warn!(
+            "{}: truncated (copytruncate); reading the rest of the old content from its copy {}, then the file from 0",
+            self.path.display(),
+            copy_path.display()
+        );
+        let original = std::mem::replace(&mut t.file, copy);
+        t.identity = Identity {
+            fp: t.identity.fp,
+            fp_len: t.identity.fp_len,
+            ..copy_identity
+        };
+        self.file = Some(t);
+        if let Ok(identity) = Identity::of(&original) {
+            let id = format!("{}-t{:x}", stream_id(&original, &identity), unique_suffix());
+            self.successors.push_front(Tracked {
+                file: original,
+                identity,
+                id,
+            });
+        }
+        self.state = FileState::Rotated {
+            last_growth: ctx.now,
+        };
+        *ctx.dirty = true;
+        true
     }
 }
 
