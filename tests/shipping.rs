@@ -285,11 +285,19 @@ fn a_path_glob_follows_existing_and_new_matching_files() {
     append_lines(&a, "a", 0, 100);
     append_lines(&b, "b", 0, 100);
     append_lines(&skip, "c", 0, 10);
+    // More matches than whole-file sends run at once: all are followed.
+    let many: Vec<_> = (0..20).map(|i| logs.join(format!("m{i}.log"))).collect();
+    for (i, m) in many.iter().enumerate() {
+        append_lines(m, &format!("m{i}"), 0, 5);
+    }
     let body = format!("[[stream]]\npath = \"{}/*.log\"\n", logs.display());
     let cfg = client_config(tmp.path(), &server, &body);
     let mut c = client(&["--config", cfg.to_str().unwrap()]);
     wait_content(&routed(&out, "h", &a), &expected("a", 0, 100));
     wait_content(&routed(&out, "h", &b), &expected("b", 0, 100));
+    for (i, m) in many.iter().enumerate() {
+        wait_content(&routed(&out, "h", m), &expected(&format!("m{i}"), 0, 5));
+    }
     // A file created later is followed too, and appends keep flowing.
     let d = logs.join("d.log");
     append_lines(&d, "d", 0, 50);

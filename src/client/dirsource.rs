@@ -164,9 +164,10 @@ impl DirSource {
         self.settling.iter().map(|(_, _, at)| *at).min()
     }
 
-    /// The next file to start sending, if a slot is free.
+    /// The next file to start sending (or following), if a slot is free.
     pub fn next_to_start(&mut self) -> Option<PathBuf> {
-        (self.in_flight.len() < MAX_IN_FLIGHT)
+        // Followed files are not limited: each is a long-lived stream.
+        (self.follow || self.in_flight.len() < MAX_IN_FLIGHT)
             .then(|| self.queue.pop_front())
             .flatten()
     }
