@@ -24,6 +24,11 @@ pub(crate) enum Phase {
     Handshake {
         deadline: Instant,
     },
+    /// INIT accepted; waiting for the group checkpoint before answering
+    /// `200` (nothing is read or written meanwhile).
+    Attaching {
+        deadline: Instant,
+    },
     Streaming,
     /// The client half-closed after its last byte; everything is written
     /// and synced. Waiting for the next checkpoint to answer `250 DONE`.
@@ -77,6 +82,8 @@ pub(crate) struct Stream {
     /// Owner of this stream's open line in a shared output (see
     /// [`Owner`]): stable across reconnects for resumable streams.
     owner: Owner,
+    /// The offset to announce on the `200` line (resumable streams).
+    reply_offset: Option<u64>,
 }
 
 /// What the server must do after a connection handled an event.
@@ -142,6 +149,11 @@ impl Conn {
                 }
             }
             Phase::Streaming => step.wake_at = self.stream(now, shared),
+            Phase::Attaching { deadline } => {
+                if now >= *deadline {
+                    self.fail(503, "Cannot commit server state", now);
+                }
+            }
             Phase::Finishing { deadline } => {
                 let deadline = *deadline;
                 if now >= deadline {
@@ -222,16 +234,14 @@ impl Conn {
             Ok(Status::Complete(init, used)) => {
                 let rest = &inbuf[used..];
                 if let Some(stream) = self.start(key, &init, now, shared, step) {
-                    self.stream = Some(Box::new(stream));
-                    self.phase = Phase::Streaming;
-                    if !rest.is_empty() {
-                        self.write_data(rest, now, shared);
-                    }
-                    if matches!(self.phase, Phase::Streaming) {
-                        // Also re-arms the retry when the bytes that came
-                        // with INIT are stalled.
-                        step.wake_at = self.stream(now, shared);
-                    }
+                    let mut stream = Box::new(stream);
+                    // Bytes sent right behind INIT (a person with nc) wait
+                    // for the checkpoint like the rest.
+                    stream.writer.hold(rest);
+                    self.stream = Some(stream);
+                    let deadline = now + DONE_TIMEOUT;
+                    self.phase = Phase::Attaching { deadline };
+                    step.wake_at = Some(deadline);
                 }
             }
             Ok(Status::Partial) if eof => {
@@ -346,28 +356,18 @@ impl Conn {
             }
             start = entry.offset;
         }
-        // A checkpoint before the first byte of every attachment: it records
+        // A checkpoint before the first byte of every attachment records
         // this output's length and writer count, so crash recovery always
         // knows whose bytes follow it (and forgives excess it reported).
-        if !shared.commit() {
-            shared.outputs.release(output);
-            if let Some(k) = &stream_key {
-                release_resume(shared, Some(k), key);
-            }
-            self.fail(503, "Cannot commit server state", now);
-            return None;
-        }
+        // It is a group commit: the server checkpoints once after this turn
+        // of the loop for every INIT that arrived, and only then answers
+        // `200` (see `after_commit`).
+        shared.commit_requested = true;
         let owner = match &stream_key {
             Some(k) => fnv1a(format!("{}\0{}\0{}", k.host, k.path, k.id).as_bytes()),
             None => u64::MAX - key.token().0 as u64,
         };
         let resumable = offset.is_some() || stream_key.is_some();
-        proto::write_reply(
-            &mut self.outbuf,
-            200,
-            "OK Ready to accept data",
-            resumable.then_some(start),
-        );
         crate::info!(
             "{}: stream {} {label} -> {} (offset {start})",
             self.peer,
@@ -385,6 +385,7 @@ impl Conn {
             stall: None,
             eof: false,
             owner,
+            reply_offset: resumable.then_some(start),
         })
     }
 
@@ -550,7 +551,11 @@ impl Conn {
 
     /// Called after every successful checkpoint: what was written before it
     /// may now be acknowledged, and finished streams get `250 DONE`.
-    pub fn after_commit(&mut self, now: Instant, policy: SyncPolicy) -> Step {
+    pub fn after_commit(&mut self, now: Instant, shared: &mut Shared) -> Step {
+        let policy = shared.cfg.sync;
+        if let Phase::Attaching { .. } = self.phase {
+            return self.attached(now, shared);
+        }
         let Some(s) = &mut self.stream else {
             return Step::default();
         };
@@ -587,6 +592,35 @@ impl Conn {
             step.wake_at = Some(deadline);
         }
         step
+    }
+
+    /// The checkpoint covering this new stream is written: answer `200`,
+    /// write what came with INIT, and read what arrived meanwhile.
+    fn attached(&mut self, now: Instant, shared: &mut Shared) -> Step {
+        let offset = self.stream.as_ref().and_then(|s| s.reply_offset);
+        proto::write_reply(&mut self.outbuf, 200, "OK Ready to accept data", offset);
+        self.phase = Phase::Streaming;
+        let mut step = Step::default();
+        self.write_data(&[], now, shared);
+        step.wake_at = self.stream(now, shared);
+        if let Err(e) = self.flush() {
+            crate::debug!("{}: write failed: {e}", self.peer);
+            step.close = true;
+        }
+        if let Phase::Closing { deadline, .. } = self.phase {
+            step.wake_at = Some(deadline);
+        }
+        step
+    }
+
+    /// The group checkpoint failed: refuse the stream if it was still
+    /// attaching (returns true then).
+    pub fn commit_failed(&mut self, now: Instant) -> bool {
+        let attaching = matches!(self.phase, Phase::Attaching { .. });
+        if attaching {
+            self.fail(503, "Cannot commit server state", now);
+        }
+        attaching
     }
 
     /// Queues an `ACK` for what was written, unless an older line is still

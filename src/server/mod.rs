@@ -362,15 +362,29 @@ impl Server {
     /// checkpoint covers (and answer `250 DONE` to finished streams).
     fn commit_and_ack(&mut self, now: Instant) {
         if !self.shared.commit() {
+            for key in self.conns.keys() {
+                if self
+                    .conns
+                    .get_mut(key)
+                    .is_some_and(|c| c.commit_failed(now))
+                {
+                    let r = Ready {
+                        token: key.token(),
+                        readable: false,
+                        writable: true,
+                        closed: false,
+                    };
+                    self.on_conn_event(key.token(), r, now);
+                }
+            }
             return;
         }
         self.shared.dirty = false;
-        let policy = self.shared.cfg.sync;
         for key in self.conns.keys() {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            let step = conn.after_commit(now, policy);
+            let step = conn.after_commit(now, &mut self.shared);
             if let Some(at) = step.wake_at {
                 self.reactor.timers.schedule(at, key.token());
             }
@@ -514,7 +528,7 @@ impl Server {
                     };
                     self.on_conn_event(key.token(), r, now);
                 }
-                Phase::Finishing { .. } => {}
+                Phase::Finishing { .. } | Phase::Attaching { .. } => {}
                 Phase::Handshake { .. } | Phase::Closing { .. } => self.close(key),
             }
         }
