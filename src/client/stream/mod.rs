@@ -14,6 +14,7 @@
 //! its descriptor to its end, every byte acknowledged, before switching).
 
 mod fill;
+mod rotation;
 
 use fill::Fill;
 
@@ -540,137 +541,6 @@ impl Stream {
         self.acked = offset;
         self.sent = offset;
         self.clear_buf();
-        *ctx.dirty = true;
-    }
-
-    /// The directory changed under our name: has the path become another file?
-    pub fn check_path(&mut self, ctx: &mut Ctx<'_>) {
-        match self.state {
-            FileState::Missing { .. } if !self.stopping => {
-                self.state = FileState::Missing {
-                    retry_at: Some(ctx.now),
-                }
-            }
-            FileState::Missing { .. } => {}
-            FileState::Following => {
-                let Some(t) = &self.file else { return };
-                let moved = match std::fs::metadata(&self.path) {
-                    Ok(m) => m.dev() != t.identity.dev || m.ino() != t.identity.ino,
-                    Err(_) => true,
-                };
-                if moved {
-                    crate::info!(
-                        "{}: rotated; reading the old file to its end",
-                        self.path.display()
-                    );
-                    self.state = FileState::Rotated {
-                        last_growth: ctx.now,
-                    };
-                    self.adopt_successor();
-                }
-            }
-            FileState::Rotated { .. } => self.adopt_successor(),
-        }
-    }
-
-    /// True when the drained file was deleted (no link left) more than
-    /// `deleted_hold` ago; notes when it was first seen deleted.
-    fn deleted_too_long(&mut self, now: Instant, ctx: &Ctx<'_>) -> bool {
-        let nlink = self
-            .file
-            .as_ref()
-            .and_then(|t| t.file.metadata().ok())
-            .map_or(1, |m| m.nlink());
-        if nlink > 0 {
-            self.deleted_since = None;
-            return false;
-        }
-        let since = *self.deleted_since.get_or_insert(now);
-        now >= since + ctx.settings.deleted_hold
-    }
-
-    /// Gives up a deleted file that could not be delivered in time, so its
-    /// disk space comes back; what is lost is logged and counted.
-    fn abandon(&mut self, ctx: &mut Ctx<'_>) {
-        let len = self.file_len().unwrap_or(0);
-        let lost = len.saturating_sub(self.acked);
-        crate::error!(
-            "{}: a deleted file was held {}s without being delivered; abandoning its last {lost} bytes to free the disk space",
-            self.path.display(),
-            ctx.settings.deleted_hold.as_secs()
-        );
-        *ctx.abandoned_bytes += lost;
-        self.deleted_since = None;
-        self.acked = self.sent;
-        self.done_at = Some(self.sent);
-        self.switch_after_rotation(ctx);
-    }
-
-    /// Opens the file now at the path, if it is one we do not hold yet, and
-    /// queues it behind the file being drained. Holding its descriptor at
-    /// once means that if it is rotated away too before its turn, it is
-    /// still read whole: rotations faster than the client drains lose
-    /// nothing, as long as each new file is seen (inotify) before it is
-    /// itself rotated.
-    fn adopt_successor(&mut self) {
-        if !self.follow {
-            return;
-        }
-        let Ok(file) = File::open(&self.path) else {
-            return;
-        };
-        let Ok(identity) = Identity::of(&file) else {
-            return;
-        };
-        let known = |t: &Tracked| (t.identity.dev, t.identity.ino) == (identity.dev, identity.ino);
-        if self.file.as_ref().is_some_and(known) || self.successors.iter().any(known) {
-            return;
-        }
-        let id = stream_id(&file, &identity);
-        self.successors.push_back(Tracked { file, identity, id });
-    }
-
-    fn switch_after_rotation(&mut self, ctx: &mut Ctx<'_>) {
-        crate::info!(
-            "{}: old file done at offset {}; switching to the new file",
-            self.path.display(),
-            self.acked
-        );
-        self.drop_link(ctx, None);
-        self.retry_at = None;
-        self.file = None;
-        if let Some(next) = self.successors.pop_front().filter(|_| self.follow) {
-            // The next file, held since it appeared: it may itself have been
-            // rotated away meanwhile, then it is drained the same way.
-            let at_path = std::fs::metadata(&self.path)
-                .is_ok_and(|m| (m.dev(), m.ino()) == (next.identity.dev, next.identity.ino));
-            self.state = if at_path && self.successors.is_empty() {
-                FileState::Following
-            } else {
-                FileState::Rotated {
-                    last_growth: ctx.now,
-                }
-            };
-            self.file = Some(next);
-            self.acked = 0;
-            self.sent = 0;
-            self.done_at = None;
-            self.clear_buf();
-            if !at_path {
-                self.adopt_successor();
-            }
-        } else if self.follow {
-            self.state = FileState::Missing {
-                retry_at: Some(ctx.now),
-            };
-        } else {
-            crate::info!(
-                "{}: onrotate = \"stop\": not following the new file",
-                self.path.display()
-            );
-            self.state = FileState::Missing { retry_at: None };
-            self.stopping = true;
-        }
         *ctx.dirty = true;
     }
 
