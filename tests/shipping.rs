@@ -316,3 +316,33 @@ fn a_path_glob_follows_existing_and_new_matching_files() {
     );
     assert!(c.stop().success());
 }
+
+#[test]
+fn more_files_than_max_connections_all_arrive_through_idle_closes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let server = Server::with_directory(&out);
+    let files: Vec<_> = (0..6).map(|i| logs.join(format!("f{i}.log"))).collect();
+    for (i, f) in files.iter().enumerate() {
+        append_lines(f, &format!("f{i}"), 0, 100);
+    }
+    let body = format!(
+        "[tuning]\nmax_connections = 2\nidle_close = \"300ms\"\n[[stream]]\npath = \"{}/*.log\"\n",
+        logs.display()
+    );
+    let cfg = client_config(tmp.path(), &server, &body);
+    let mut c = client(&["--config", cfg.to_str().unwrap()]);
+    for (i, f) in files.iter().enumerate() {
+        wait_content(&routed(&out, "h", f), &expected(&format!("f{i}"), 0, 100));
+    }
+    // Idle connections were closed; new lines reconnect their files.
+    for (i, f) in files.iter().enumerate() {
+        append_lines(f, &format!("f{i}"), 100, 150);
+    }
+    for (i, f) in files.iter().enumerate() {
+        wait_content(&routed(&out, "h", f), &expected(&format!("f{i}"), 0, 150));
+    }
+    assert!(c.stop().success());
+}

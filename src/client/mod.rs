@@ -35,7 +35,7 @@ use crate::reactor::{Armed, Key, Reactor, Ready, Slots, StopHandle};
 use crate::tail::batch::Rules;
 use crate::tail::state::{self, Entry, StateError};
 use dirsource::{DirSource, Filter};
-use stream::{Ctx, Settings, Stream};
+use stream::{Ctx, LinkBudget, Settings, Stream};
 
 const SIGNALS: Token = Token(1);
 const INOTIFY: Token = Token(2);
@@ -123,6 +123,9 @@ pub struct ClientDaemon {
     stopping: bool,
     /// Bytes of deleted files abandoned after `deleted_hold`, since start.
     abandoned_bytes: u64,
+    /// Connection slots (`max_connections`) and the streams waiting for one.
+    links: LinkBudget,
+    granting: bool,
     /// Every stream is `method = "send"`: exit once everything was sent.
     send_only: bool,
     /// Files and bytes confirmed by `250 DONE` since start.
@@ -189,6 +192,7 @@ impl ClientDaemon {
             reconnect_min: t.reconnect_min,
             reconnect_max: t.reconnect_max,
             deleted_hold: t.deleted_hold,
+            idle_close: t.idle_close,
         };
         let mut daemon = ClientDaemon {
             reactor,
@@ -209,6 +213,12 @@ impl ClientDaemon {
             completed,
             stopping: false,
             abandoned_bytes: 0,
+            links: LinkBudget {
+                open: 0,
+                max: t.max_connections,
+                waiting: Default::default(),
+            },
+            granting: false,
             send_only: false,
             sent_files: 0,
             sent_bytes: 0,
@@ -464,6 +474,7 @@ impl ClientDaemon {
             loaded: &mut self.loaded,
             pool: &mut self.pool,
             abandoned_bytes: &mut self.abandoned_bytes,
+            links: &mut self.links,
         };
         f(stream, &mut ctx);
         if stream.completed {
@@ -471,6 +482,7 @@ impl ClientDaemon {
         } else if stream.gone() {
             self.drop_gone(key);
         }
+        self.grant_slots(now);
     }
 
     /// One status line for a backfill on a terminal: bytes, rate, ETA.
@@ -537,6 +549,21 @@ impl ClientDaemon {
         self.sent_bytes += len;
         self.dirty = true;
         self.start_sources(now);
+    }
+
+    /// Hands free connection slots to streams waiting for one, oldest first.
+    fn grant_slots(&mut self, now: Instant) {
+        if self.granting {
+            return; // called again from inside the loop below
+        }
+        self.granting = true;
+        while self.links.open < self.links.max {
+            let Some(key) = self.links.waiting.pop_front() else {
+                break;
+            };
+            self.with_stream(key, now, |s, ctx| s.on_slot_free(ctx));
+        }
+        self.granting = false;
     }
 
     /// Forgets a stream started for a `path` glob match whose file is gone.

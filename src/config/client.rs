@@ -95,6 +95,12 @@ pub struct Tuning {
     pub state_interval: Duration,
     /// `shutdown_timeout = "5s"`: how long shutdown waits for acks.
     pub shutdown_timeout: Duration,
+    /// `max_connections = 4096`: most connections open at once; further
+    /// streams with data wait for a slot (>= 1).
+    pub max_connections: usize,
+    /// `idle_close = "5m"`: a connection idle this long (everything sent
+    /// and acknowledged) is closed; when streams wait for a slot, after 1 s.
+    pub idle_close: Duration,
     /// `deleted_hold = "1h"`: how long a deleted file that could not be
     /// delivered to its end is kept open (its disk space is only freed
     /// when it is released); then its rest is abandoned and logged.
@@ -113,6 +119,8 @@ impl Default for Tuning {
             state_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(5),
             deleted_hold: Duration::from_secs(3600),
+            max_connections: 4096,
+            idle_close: Duration::from_secs(300),
         }
     }
 }
@@ -207,6 +215,8 @@ struct RawTuning {
     state_interval: Option<Spanned<DurationValue>>,
     shutdown_timeout: Option<DurationValue>,
     deleted_hold: Option<DurationValue>,
+    max_connections: Option<usize>,
+    idle_close: Option<DurationValue>,
 }
 
 #[derive(Deserialize)]
@@ -349,6 +359,8 @@ impl RawTuning {
             state_interval: dur(self.state_interval.clone(), d.state_interval),
             shutdown_timeout: self.shutdown_timeout.map_or(d.shutdown_timeout, |v| v.0),
             deleted_hold: self.deleted_hold.map_or(d.deleted_hold, |v| v.0),
+            max_connections: self.max_connections.unwrap_or(d.max_connections).max(1),
+            idle_close: self.idle_close.map_or(d.idle_close, |v| v.0),
         };
         let at = |span: Option<std::ops::Range<usize>>, msg: &str| match span {
             Some(s) => doc.err_at(s, msg),

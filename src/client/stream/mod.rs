@@ -62,6 +62,17 @@ pub(crate) struct Settings {
     pub reconnect_max: Duration,
     /// Longest a deleted, undelivered file is held open.
     pub deleted_hold: Duration,
+    /// A connection idle this long is closed.
+    pub idle_close: Duration,
+}
+
+/// The client's connection slots (`max_connections`): streams with data
+/// but no free slot wait in `waiting`, oldest first.
+#[derive(Debug)]
+pub(crate) struct LinkBudget {
+    pub open: usize,
+    pub max: usize,
+    pub waiting: std::collections::VecDeque<Key>,
 }
 
 /// What a stream handler may touch besides the stream itself.
@@ -78,6 +89,7 @@ pub(crate) struct Ctx<'a> {
     pub pool: &'a mut Vec<Vec<u8>>,
     /// Bytes of deleted files given up (see `deleted_hold`), since start.
     pub abandoned_bytes: &'a mut u64,
+    pub links: &'a mut LinkBudget,
 }
 
 #[derive(Debug)]
@@ -142,6 +154,15 @@ pub(crate) struct Stream {
     deleted_since: Option<Instant>,
     /// Started for a `path` glob match; dropped once its file is gone.
     ephemeral: bool,
+    /// Queued in [`LinkBudget::waiting`] for a connection slot.
+    waiting_link: bool,
+    /// The server's offset for this file must be (re)learned: after the
+    /// file was opened, and after a connection ended without `250 DONE`
+    /// (the server may have restarted and rolled back), even if the file
+    /// has no new data.
+    verify: bool,
+    /// Last time data moved or was acknowledged (for `idle_close`).
+    last_active: Instant,
     jitter: u64,
 }
 
@@ -184,6 +205,9 @@ impl Stream {
             done_at: None,
             deleted_since: None,
             ephemeral: false,
+            waiting_link: false,
+            verify: true,
+            last_active: Instant::now(),
             jitter: seed | 1,
         }
     }
@@ -320,6 +344,7 @@ impl Stream {
         match h {
             Heard::Ready(offset) => {
                 let at = offset.unwrap_or(self.acked);
+                self.verify = false;
                 self.done_at = None;
                 if let Some(len) = self.file_len().filter(|len| at > *len) {
                     // The server holds more than the file has: it was
@@ -345,6 +370,7 @@ impl Stream {
             }
             Heard::Ack(n) if n > self.acked && n <= self.sent => {
                 self.acked = n;
+                self.last_active = ctx.now;
                 *ctx.dirty = true;
             }
             Heard::Ack(n) if n > self.sent => {
@@ -379,8 +405,14 @@ impl Stream {
                 }
             }
             Heard::Closed(why) => {
-                let quiet = self.stopping || why == "finished";
-                self.drop_link(ctx, (!quiet).then_some(why));
+                let finished = why == "finished";
+                self.drop_link(ctx, (!(self.stopping || finished)).then_some(why));
+                if finished {
+                    // A clean end (idle close, rotation): reconnect at once
+                    // when there is something to send.
+                    self.retry_at = None;
+                    self.backoff = Duration::ZERO;
+                }
             }
         }
     }
@@ -451,13 +483,16 @@ impl Stream {
             && self.file.is_some()
             && !self.stopping
             && self.retry_at.is_none_or(|t| t <= now)
+            && self.wants_link()
         {
             self.connect(ctx);
         }
         wake = earliest(wake, self.pump(ctx));
+        wake = earliest(wake, self.close_if_idle(ctx));
         wake = earliest(wake, self.link_deadline);
-        if self.link.is_none() && self.file.is_some() && !self.stopping {
-            wake = earliest(wake, self.retry_at);
+        if self.link.is_none() && self.file.is_some() && !self.stopping && self.wants_link() {
+            // (Due retries were attempted above; only a future one is armed.)
+            wake = earliest(wake, self.retry_at.filter(|t| *t > now));
         }
         if let FileState::Missing { retry_at } = self.state {
             if !self.stopping {
@@ -539,12 +574,65 @@ impl Stream {
         self.file = Some(Tracked { file, identity, id });
         self.state = FileState::Following;
         self.acked = offset;
+        self.verify = true;
         self.sent = offset;
         self.clear_buf();
         *ctx.dirty = true;
     }
 
+    /// A connection is needed: data to send, a whole file to finish, or a
+    /// rotated file to end with `250 DONE`. An idle followed file holds no
+    /// connection.
+    fn wants_link(&self) -> bool {
+        self.verify
+            || self.whole
+            || matches!(self.state, FileState::Rotated { .. })
+            || self.file_len().is_some_and(|len| len > self.acked)
+    }
+
+    /// Ends an idle connection (all sent and acknowledged, nothing new)
+    /// after `idle_close`, or after 1 s when other streams wait for a slot.
+    /// Returns when to look again.
+    fn close_if_idle(&mut self, ctx: &mut Ctx<'_>) -> Option<Instant> {
+        let link = self.link.as_ref().filter(|l| l.phase == Phase::Up)?;
+        let _ = link;
+        if self.whole || self.state != FileState::Following || self.stopping {
+            return None;
+        }
+        let idle = if ctx.links.waiting.is_empty() {
+            ctx.settings.idle_close
+        } else {
+            ctx.settings.idle_close.min(Duration::from_secs(1))
+        };
+        let at = self.last_active + idle;
+        if ctx.now < at {
+            return Some(at);
+        }
+        if self.unsent() == 0 && self.acked == self.sent && self.at_eof() {
+            crate::debug!("{}: idle; closing its connection", self.path.display());
+            if let Some(link) = &mut self.link {
+                link.finish();
+            }
+            return None;
+        }
+        Some(ctx.now + idle)
+    }
+
+    /// A connection slot may be free: connect now if one is wanted.
+    pub fn on_slot_free(&mut self, ctx: &mut Ctx<'_>) {
+        self.waiting_link = false;
+        self.retry_at = None;
+        self.tick(ctx);
+    }
+
     fn connect(&mut self, ctx: &mut Ctx<'_>) {
+        if ctx.links.open >= ctx.links.max {
+            if !self.waiting_link {
+                self.waiting_link = true;
+                ctx.links.waiting.push_back(self.key);
+            }
+            return;
+        }
         // Truncated (and maybe regrown past our offset) while disconnected?
         // The first bytes tell: resuming the old id would skip new content.
         if let Some(t) = &self.file {
@@ -565,6 +653,7 @@ impl Stream {
         });
         match result {
             Ok(link) => {
+                ctx.links.open += 1;
                 self.link = Some(link);
                 self.link_deadline = Some(now + HANDSHAKE_TIMEOUT);
             }
@@ -583,8 +672,10 @@ impl Stream {
     fn drop_link(&mut self, ctx: &mut Ctx<'_>, why: Option<String>) {
         if let Some(mut link) = self.link.take() {
             let _ = ctx.registry.deregister(&mut link.sock);
+            ctx.links.open = ctx.links.open.saturating_sub(1);
         }
         if let Some(why) = why {
+            self.verify = true;
             crate::warn!(
                 "{}: {why}; {} of {} sent bytes acknowledged",
                 self.path.display(),
@@ -705,6 +796,7 @@ impl Stream {
                 Ok(n) => {
                     self.head += n;
                     self.sent += n as u64;
+                    self.last_active = now;
                     if self.head == self.end {
                         self.clear_buf();
                     } else if n >= whole {
