@@ -223,6 +223,24 @@ impl Link {
         }
     }
 
+    /// Sends `count` bytes of `file` from `offset` with `sendfile(2)`, no
+    /// copy through user space; returns what the socket took (0 when full).
+    pub fn send_file(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        count: usize,
+    ) -> io::Result<usize> {
+        loop {
+            match crate::reactor::sys::fs::sendfile(&self.sock, file, offset, count) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Half-closes our side: the server writes what it has, ACKs, closes.
     pub fn finish(&mut self) {
         if self.phase != Phase::Finishing {

@@ -742,6 +742,34 @@ impl Stream {
             if self.sent.saturating_sub(start) >= PUMP_QUANTUM {
                 return Some(now);
             }
+            if self.whole && self.unsent() == 0 {
+                // A closed file goes out whole: sendfile, no user-space copy.
+                let (Some(t), Some(link)) = (&self.file, &mut self.link) else {
+                    return None;
+                };
+                let left = t
+                    .file
+                    .metadata()
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+                    .saturating_sub(self.sent);
+                if left == 0 {
+                    return None;
+                }
+                let chunk = left.min(PUMP_QUANTUM) as usize;
+                match link.send_file(&t.file, self.sent, chunk) {
+                    Ok(0) => return None, // socket full (or the file ended): wait
+                    Ok(n) => {
+                        self.sent += n as u64;
+                        self.last_active = now;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.drop_link(ctx, Some(format!("sendfile failed: {e}")));
+                        return None;
+                    }
+                }
+            }
             match self.fill(ctx) {
                 Ok(Fill::Read) => {
                     if let FileState::Rotated { .. } = self.state {
