@@ -108,6 +108,23 @@ impl App {
     }
 }
 
+/// Runs `logrotate -f` once with its own state file; fails the test if
+/// logrotate fails.
+fn force_rotation(conf: &Path, status_file: &Path) {
+    let st = std::process::Command::new(logrotate_bin())
+        .arg("-f")
+        .arg("-s")
+        .arg(status_file)
+        .arg(conf)
+        .output()
+        .expect("logrotate runs");
+    assert!(
+        st.status.success(),
+        "logrotate: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
 fn rotate_50_times(options: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
@@ -121,18 +138,7 @@ fn rotate_50_times(options: &str) {
     let status_file = tmp.path().join("logrotate.status");
     for _ in 0..50 {
         std::thread::sleep(Duration::from_millis(20));
-        let st = std::process::Command::new(logrotate_bin())
-            .arg("-f")
-            .arg("-s")
-            .arg(&status_file)
-            .arg(&conf)
-            .output()
-            .expect("logrotate runs");
-        assert!(
-            st.status.success(),
-            "logrotate: {}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+        force_rotation(&conf, &status_file);
         app.reopen.store(true, Ordering::SeqCst);
     }
     let total = app.finish();
@@ -191,18 +197,7 @@ fn logrotate_copytruncate_recovers_the_unread_tail_from_the_copy() {
         // (back-to-back copytruncates while the client is behind are not
         // recovered yet: see the README).
         std::thread::sleep(Duration::from_millis(150));
-        let st = std::process::Command::new(logrotate_bin())
-            .arg("-f")
-            .arg("-s")
-            .arg(&status_file)
-            .arg(&conf)
-            .output()
-            .unwrap();
-        assert!(
-            st.status.success(),
-            "logrotate: {}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+        force_rotation(&conf, &status_file);
     }
     let total = app.finish_without_reopen();
     let dest = routed(&out, "h", &log);
