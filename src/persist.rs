@@ -86,19 +86,35 @@ pub fn load_toml<T: DeserializeOwned>(
     }
 }
 
+/// How far a write must get before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Survives a crash of the machine: `fsync` of the file and of its
+    /// directory.
+    Synced,
+    /// Survives a crash of the process only (the kernel has the data): no
+    /// `fsync`, so cheap enough to do on every identity change.
+    ProcessCrash,
+}
+
 /// Serializes `value` as TOML and writes it with [`write_atomic`].
-pub fn save_toml<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+pub fn save_toml<T: Serialize>(
+    path: &Path,
+    value: &T,
+    durability: Durability,
+) -> Result<(), StateError> {
     let err = |source| StateError::Write {
         path: path.into(),
         source,
     };
     let text =
         toml::to_string(value).map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
-    write_atomic(path, text.as_bytes()).map_err(err)
+    write_atomic(path, text.as_bytes(), durability).map_err(err)
 }
 
-/// Replaces `path` with `bytes` atomically and durably.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Replaces `path` with `bytes` atomically; [`Durability::Synced`] makes it
+/// durable too.
+pub fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -109,6 +125,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(tmp_name);
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
+    if durability == Durability::ProcessCrash {
+        drop(f);
+        return fs::rename(&tmp, path);
+    }
     f.sync_all()?;
     drop(f);
     fs::rename(&tmp, path)?;
@@ -176,8 +196,8 @@ mod tests {
     fn atomic_write_replaces_and_leaves_no_temp() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sub/state");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
+        write_atomic(&p, b"one", Durability::Synced).unwrap();
+        write_atomic(&p, b"two", Durability::ProcessCrash).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path().join("sub")).unwrap().count(), 1);
     }

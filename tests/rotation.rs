@@ -215,3 +215,54 @@ fn a_deleted_file_that_cannot_be_delivered_is_released_after_deleted_hold() {
         c.log()
     );
 }
+
+#[test]
+fn a_file_rotated_while_the_client_was_away_is_finished_first() {
+    // The client stops with 1000 lines acknowledged. While it is away the
+    // application writes 500 more to the old file, which is then renamed,
+    // and starts a new file. On restart the client finds the old file by
+    // its identity, sends the 500 lines, then the new file.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    let state = tmp.path().join("state");
+    let server = Server::with_directory(&out);
+    append_lines(&log, "away", 0, 1000);
+    let dest = routed(&out, "h", &log);
+    let mut client = client_for(&server, &state, "h", &[&log]);
+    wait_content(&dest, &expected("away", 0, 1000));
+    assert!(client.stop().success());
+    append_lines(&log, "away", 1000, 1500);
+    std::fs::rename(&log, tmp.path().join("app.log.1")).unwrap();
+    append_lines(&log, "away", 1500, 2000);
+    let mut client = client_for(&server, &state, "h", &[&log]);
+    wait_content(&dest, &expected("away", 0, 2000));
+    client.wait_log("since the last run; finishing it");
+    assert!(client.stop().success());
+}
+
+#[test]
+fn a_client_killed_while_draining_a_rotated_file_finishes_it_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    let state = tmp.path().join("state");
+    let server = Server::with_directory(&out);
+    append_lines(&log, "k", 0, 1000);
+    let dest = routed(&out, "h", &log);
+    let mut client = client_for(&server, &state, "h", &[&log]);
+    wait_content(&dest, &expected("k", 0, 1000));
+    // The old file keeps growing after the rename (the writer has not
+    // reopened yet), so the client is still draining it when killed.
+    let mut old = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::fs::rename(&log, tmp.path().join("app.log.1")).unwrap();
+    client.wait_log("rotated; reading the old file");
+    client.kill9();
+    use std::io::Write;
+    let tail: String = (1000..3000).map(|i| line("k", i)).collect();
+    old.write_all(tail.as_bytes()).unwrap();
+    append_lines(&log, "k", 3000, 3100);
+    let mut client = client_for(&server, &state, "h", &[&log]);
+    wait_content(&dest, &expected("k", 0, 3100));
+    assert!(client.stop().success());
+}

@@ -137,6 +137,8 @@ pub struct ClientDaemon {
     state_timer: Armed,
     shutdown_timeout: Duration,
     dirty: bool,
+    /// See [`Ctx::save_soon`].
+    save_soon: bool,
     loaded: Vec<Entry>,
     /// Idle read buffers shared by the streams.
     pool: Vec<Vec<u8>>,
@@ -208,6 +210,7 @@ impl ClientDaemon {
             state_timer: Armed::default(),
             shutdown_timeout: t.shutdown_timeout,
             dirty: false,
+            save_soon: false,
             loaded,
             sources: Vec::new(),
             completed,
@@ -432,6 +435,9 @@ impl ClientDaemon {
                     ),
                 }
             }
+            if std::mem::take(&mut self.save_soon) {
+                self.save_state(state::Durability::ProcessCrash);
+            }
             if self.dirty && self.state_timer.arm(now + self.state_interval) {
                 self.reactor
                     .timers
@@ -471,6 +477,7 @@ impl ClientDaemon {
             settings: &self.settings,
             now,
             dirty: &mut self.dirty,
+            save_soon: &mut self.save_soon,
             loaded: &mut self.loaded,
             pool: &mut self.pool,
             abandoned_bytes: &mut self.abandoned_bytes,
@@ -765,14 +772,20 @@ impl ClientDaemon {
     }
 
     fn save_state_if_dirty(&mut self) {
-        if !self.dirty {
-            return;
+        if self.dirty {
+            self.save_state(state::Durability::Synced);
         }
+    }
+
+    /// Writes every stream's entry. A quick ([`state::Durability::ProcessCrash`])
+    /// save leaves `dirty` set, so the next timed save makes it durable.
+    fn save_state(&mut self, durability: state::Durability) {
         let mut entries: Vec<Entry> = self.streams.values().filter_map(Stream::entry).collect();
         entries.extend(self.loaded.iter().cloned());
         entries.extend(self.completed.iter().cloned());
-        match state::save(&self.state_file, &entries) {
-            Ok(()) => self.dirty = false,
+        match state::save(&self.state_file, &entries, durability) {
+            Ok(()) if durability == state::Durability::Synced => self.dirty = false,
+            Ok(()) => self.dirty = true,
             Err(e) => crate::error!("{e}"),
         }
     }

@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::persist::{escape_path, load_toml, save_toml, unescape_path, StateError};
+use crate::persist::{escape_path, load_toml, save_toml, unescape_path, Durability, StateError};
 
 pub const VERSION: u32 = 1;
 
@@ -172,6 +172,7 @@ pub fn save(path: &Path, cp: &Checkpoint) -> Result<(), CheckpointError> {
             output,
             stream,
         },
+        Durability::Synced,
     )
 }
 

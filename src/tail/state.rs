@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::identity::Identity;
+pub use crate::persist::Durability;
 pub use crate::persist::StateError;
 use crate::persist::{escape_path, load_toml, save_toml, unescape_path};
 
@@ -98,8 +99,9 @@ pub fn load(path: &Path) -> Result<Vec<Entry>, StateError> {
         .collect()
 }
 
-/// Writes the entries atomically (temp file, fsync, rename, fsync dir).
-pub fn save(path: &Path, entries: &[Entry]) -> Result<(), StateError> {
+/// Writes the entries atomically (temp file, rename); with
+/// [`Durability::Synced`] also durably (fsync of the file and directory).
+pub fn save(path: &Path, entries: &[Entry], durability: Durability) -> Result<(), StateError> {
     let file = entries
         .iter()
         .map(|e| RawEntry {
@@ -119,6 +121,7 @@ pub fn save(path: &Path, entries: &[Entry]) -> Result<(), StateError> {
             version: VERSION,
             file,
         },
+        durability,
     )
 }
 
@@ -148,7 +151,7 @@ mod tests {
         let sf = dir.path().join("sub/state");
         let odd = Path::new(std::ffi::OsStr::from_bytes(b"/var/log/caf\xe9 100%.log"));
         let entries = vec![entry(Path::new("/var/log/a.log")), entry(odd)];
-        save(&sf, &entries).unwrap();
+        save(&sf, &entries, Durability::Synced).unwrap();
         assert_eq!(load(&sf).unwrap(), entries);
         assert!(!dir.path().join("sub/state.tmp").exists());
     }

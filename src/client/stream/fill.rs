@@ -105,7 +105,7 @@ impl Stream {
         self.acked = 0;
         self.sent = 0;
         self.clear_buf();
-        *ctx.dirty = true;
+        *ctx.save_soon = true;
     }
 }
 
@@ -170,7 +170,7 @@ impl Stream {
         self.state = FileState::Rotated {
             last_growth: ctx.now,
         };
-        *ctx.dirty = true;
+        *ctx.save_soon = true;
         true
     }
 }

@@ -81,8 +81,13 @@ pub(crate) struct Ctx<'a> {
     pub timers: &'a mut Timers<Token>,
     pub settings: &'a Settings,
     pub now: Instant,
-    /// Set when an acknowledged offset or identity changed.
+    /// Set when an acknowledged offset changed: saved within
+    /// `state_interval`.
     pub dirty: &'a mut bool,
+    /// Set when the file a path names changed (opened, rotated, truncated):
+    /// saved at the end of this turn of the loop, so a crash cannot forget
+    /// which file a stream id belongs to.
+    pub save_soon: &'a mut bool,
     /// Entries from the state file not yet claimed by an open file.
     pub loaded: &'a mut Vec<Entry>,
     /// Idle read buffers of the initial size, shared by all streams.
@@ -511,6 +516,9 @@ impl Stream {
     /// calls [`check_path`](Self::check_path) when the name appears), resuming
     /// from the state file when the file there is the one it recorded.
     fn open(&mut self, ctx: &mut Ctx<'_>) {
+        if self.resume_rotated(ctx) {
+            return;
+        }
         let file = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) => {
@@ -577,7 +585,7 @@ impl Stream {
         self.verify = true;
         self.sent = offset;
         self.clear_buf();
-        *ctx.dirty = true;
+        *ctx.save_soon = true;
     }
 
     /// A connection is needed: data to send, a whole file to finish, or a

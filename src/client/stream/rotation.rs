@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use super::{Ctx, FileState, Stream, Tracked};
@@ -38,6 +39,59 @@ impl Stream {
             }
             FileState::Rotated { .. } => self.adopt_successor(),
         }
+    }
+
+    /// At start-up: the state file records a file for this path that is no
+    /// longer the one at the path. It was rotated while the client was away
+    /// (or the client was killed while draining it). If it is still in the
+    /// same directory under another name (found by device and inode, checked
+    /// by fingerprint), its unacknowledged tail is read first, as if the
+    /// rotation had just happened; the file at the path follows. Returns
+    /// false when there is no such file to finish.
+    pub(super) fn resume_rotated(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        if self.whole || self.file.is_some() {
+            return false;
+        }
+        let Some(i) = ctx
+            .loaded
+            .iter()
+            .position(|e| e.path == self.path && !e.complete)
+        else {
+            return false;
+        };
+        let want = (ctx.loaded[i].identity.dev, ctx.loaded[i].identity.ino);
+        let at_path = std::fs::metadata(&self.path).map(|m| (m.dev(), m.ino()));
+        if at_path.as_ref().is_ok_and(|k| *k == want) {
+            return false;
+        }
+        let Some((old_path, file)) = find_in_dir(&self.path, want) else {
+            return false;
+        };
+        if !ctx.loaded[i].identity.matches(&file).unwrap_or(false) {
+            return false;
+        }
+        let e = ctx.loaded.swap_remove(i);
+        crate::info!(
+            "{}: rotated to {} since the last run; finishing it from offset {} first",
+            self.path.display(),
+            old_path.display(),
+            e.offset
+        );
+        self.file = Some(Tracked {
+            file,
+            identity: e.identity,
+            id: e.id,
+        });
+        self.state = FileState::Rotated {
+            last_growth: ctx.now,
+        };
+        self.acked = e.offset;
+        self.sent = e.offset;
+        self.verify = true;
+        self.clear_buf();
+        self.adopt_successor();
+        *ctx.save_soon = true;
+        true
     }
 
     /// True when the drained file was deleted (no link left) more than
@@ -138,6 +192,22 @@ impl Stream {
             self.state = FileState::Missing { retry_at: None };
             self.stopping = true;
         }
-        *ctx.dirty = true;
+        *ctx.save_soon = true;
     }
+}
+
+/// A regular file in `path`'s directory, other than `path`, with this
+/// device and inode.
+fn find_in_dir(path: &std::path::Path, (dev, ino): (u64, u64)) -> Option<(PathBuf, File)> {
+    let dir = path.parent()?;
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p != path)
+        .find(|p| {
+            std::fs::symlink_metadata(p)
+                .is_ok_and(|m| m.is_file() && (m.dev(), m.ino()) == (dev, ino))
+        })
+        .and_then(|p| File::open(&p).ok().map(|f| (p, f)))
 }
