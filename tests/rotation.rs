@@ -266,3 +266,31 @@ fn a_client_killed_while_draining_a_rotated_file_finishes_it_after_restart() {
     wait_content(&dest, &expected("k", 0, 3100));
     assert!(client.stop().success());
 }
+
+#[test]
+fn a_file_truncated_and_rewritten_past_the_read_position_is_started_over() {
+    // The client is frozen (SIGSTOP) while the file is truncated and
+    // rewritten with more bytes than it had: it never looks shorter. The
+    // bytes just before the client's position changed, which it checks
+    // with every read.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    let server = Server::with_directory(&out);
+    append_lines(&log, "old", 0, 100);
+    let mut client = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
+    let dest = routed(&out, "h", &log);
+    wait_content(&dest, &expected("old", 0, 100));
+    client.signal("STOP");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append_lines(&log, "new", 0, 300);
+    client.signal("CONT");
+    wait_content(&dest, &(expected("old", 0, 100) + &expected("new", 0, 300)));
+    client.wait_log("truncated and rewritten");
+    assert!(client.stop().success());
+}

@@ -10,6 +10,12 @@ use std::os::unix::fs::MetadataExt;
 use super::{Ctx, FileState, Settings, Stream, Tracked, POOL_MAX};
 use crate::tail::identity::{stream_id, unique_suffix, Identity};
 
+/// Bytes before the read position that every first read of a followed
+/// file reads again and compares: a file truncated and rewritten past our
+/// position between two looks (so it never looked shorter) has other bytes
+/// there. This costs no extra syscall: the overlap comes with the read.
+pub(super) const OVERLAP: usize = 256;
+
 impl Stream {
     /// Reads from the file into the free part of the buffer.
     ///
@@ -42,6 +48,22 @@ impl Stream {
             return Ok(Fill::Truncated(len));
         }
         let mut result = Fill::Eof;
+        match self.read_checked(pos)? {
+            Checked::Unchecked => {}
+            Checked::Read(0) => {}
+            Checked::Read(_) => result = Fill::Read,
+            Checked::Changed => {
+                let len = self.file_len().unwrap_or(0);
+                crate::warn!(
+                    "{}: the bytes before offset {pos} changed: truncated and rewritten",
+                    self.path.display()
+                );
+                return Ok(Fill::Truncated(len));
+            }
+        }
+        let Some(t) = &self.file else {
+            return Ok(Fill::Eof);
+        };
         while self.end < self.buf.len() {
             let pos = self.sent + self.unsent() as u64;
             match t.file.read_at(&mut self.buf[self.end..], pos) {
@@ -76,6 +98,7 @@ impl Stream {
     /// Gives an empty buffer back to the pool (only the common size is
     /// pooled; a grown one is freed).
     pub(super) fn release_buffer(&mut self, ctx: &mut Ctx<'_>, initial: usize) {
+        self.keep_tail();
         let buf = std::mem::take(&mut self.buf);
         if buf.len() == initial && ctx.pool.len() < POOL_MAX {
             ctx.pool.push(buf);
@@ -173,6 +196,74 @@ impl Stream {
         *ctx.save_soon = true;
         true
     }
+}
+
+impl Stream {
+    /// Saves the last [`OVERLAP`] bytes read, when everything read was sent
+    /// and the buffer is about to be emptied.
+    pub(super) fn keep_tail(&mut self) {
+        if self.end >= OVERLAP && self.unsent() == 0 {
+            let mut last = [0; OVERLAP];
+            last.copy_from_slice(&self.buf[self.end - OVERLAP..self.end]);
+            self.tail = Some((self.sent, last));
+        }
+    }
+
+    /// The first read of a fill: for a followed file whose buffer (or
+    /// saved [`tail`](Stream::tail)) holds the [`OVERLAP`] bytes before
+    /// `pos`, reads from `pos - OVERLAP` instead and checks they are the
+    /// same. The buffer keeps mirroring the file: `buf[..end]` is the file
+    /// before `pos + new bytes`.
+    fn read_checked(&mut self, pos: u64) -> io::Result<Checked> {
+        if self.state != FileState::Following || self.whole || pos < OVERLAP as u64 {
+            return Ok(Checked::Unchecked);
+        }
+        let (at, expect) = if self.end >= OVERLAP {
+            let mut e = [0; OVERLAP];
+            e.copy_from_slice(&self.buf[self.end - OVERLAP..self.end]);
+            (self.end - OVERLAP, e)
+        } else {
+            match self.tail {
+                Some((p, e)) if self.end == 0 && p == pos => (0, e),
+                _ => return Ok(Checked::Unchecked),
+            }
+        };
+        let Some(t) = &self.file else {
+            return Ok(Checked::Unchecked);
+        };
+        if at + OVERLAP >= self.buf.len() {
+            return Ok(Checked::Unchecked);
+        }
+        let n = loop {
+            match t.file.read_at(&mut self.buf[at..], pos - OVERLAP as u64) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => break r?,
+            }
+        };
+        if n < OVERLAP || self.buf[at..at + OVERLAP] != expect {
+            // Put back what was there (unsent bytes of the old content may
+            // still be read from a copytruncate copy).
+            self.buf[at..at + OVERLAP].copy_from_slice(&expect);
+            return Ok(Checked::Changed);
+        }
+        if self.end == 0 {
+            // A fresh buffer: the overlap is not data to send.
+            self.head = OVERLAP;
+        }
+        self.end = at + n;
+        self.tail = None;
+        Ok(Checked::Read(n - OVERLAP))
+    }
+}
+
+/// What [`Stream::read_checked`] did.
+enum Checked {
+    /// Nothing to check against (or not a followed file): nothing read.
+    Unchecked,
+    /// This many new bytes read after the overlap, which matched.
+    Read(usize),
+    /// The overlap differs: the file was rewritten under us.
+    Changed,
 }
 
 /// What one [`Stream::fill`] found.

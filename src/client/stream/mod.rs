@@ -169,6 +169,9 @@ pub(crate) struct Stream {
     /// Last time data moved or was acknowledged (for `idle_close`).
     last_active: Instant,
     jitter: u64,
+    /// The [`fill::OVERLAP`] bytes before file offset `.0`, kept when the
+    /// read buffer goes back to the pool, so the next read can check them.
+    tail: Option<(u64, [u8; fill::OVERLAP])>,
 }
 
 impl Stream {
@@ -214,6 +217,7 @@ impl Stream {
             verify: true,
             last_active: Instant::now(),
             jitter: seed | 1,
+            tail: None,
         }
     }
 
@@ -719,10 +723,20 @@ impl Stream {
     }
 
     fn clear_buf(&mut self) {
+        self.tail = None;
         self.head = 0;
         self.end = 0;
         self.since = None;
         self.partial_since = None;
+    }
+
+    /// Everything read was sent: the buffer starts over empty at the same
+    /// position, keeping its last bytes for the next read's overlap check.
+    fn all_sent(&mut self) {
+        self.keep_tail();
+        let tail = self.tail.take();
+        self.clear_buf();
+        self.tail = tail;
     }
 
     fn at_eof(&self) -> bool {
@@ -834,7 +848,7 @@ impl Stream {
                     self.sent += n as u64;
                     self.last_active = now;
                     if self.head == self.end {
-                        self.clear_buf();
+                        self.all_sent();
                     } else if n >= whole {
                         self.since = self.partial_since;
                     }
