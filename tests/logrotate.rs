@@ -118,14 +118,28 @@ fn force_rotation(conf: &Path, status_file: &Path) {
         .arg(conf)
         .output()
         .expect("logrotate runs");
+    let listing = || {
+        let dir = conf.parent().expect("in a directory");
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
     assert!(
         st.status.success(),
-        "logrotate: {}",
-        String::from_utf8_lossy(&st.stderr)
+        "logrotate: {}\nfiles now: {:?}",
+        String::from_utf8_lossy(&st.stderr),
+        listing()
     );
 }
 
 fn rotate_50_times(options: &str) {
+    rotate_50_times_paced(options, || std::thread::sleep(Duration::from_millis(20)));
+}
+
+/// Like [`rotate_50_times`], calling `pace` before each rotation.
+fn rotate_50_times_paced(options: &str, pace: impl Fn()) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let log = tmp.path().join("app.log");
@@ -137,7 +151,7 @@ fn rotate_50_times(options: &str) {
     let mut c = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
     let status_file = tmp.path().join("logrotate.status");
     for _ in 0..50 {
-        std::thread::sleep(Duration::from_millis(20));
+        pace();
         force_rotation(&conf, &status_file);
         app.reopen.store(true, Ordering::SeqCst);
     }
@@ -161,6 +175,39 @@ fn logrotate_create_50_times_loses_and_duplicates_nothing() {
 #[test]
 fn logrotate_compress_delaycompress_50_times_loses_and_duplicates_nothing() {
     rotate_50_times("    rotate 3\n    compress\n    delaycompress\n    create\n    missingok");
+}
+
+#[test]
+fn logrotate_rotate_0_deletes_each_file_at_once_and_loses_nothing() {
+    // `rotate 0`: the rotated file is removed right away, usually before
+    // the client has read its end. The client drains it through its open
+    // descriptor.
+    rotate_50_times("    rotate 0\n    create\n    missingok");
+}
+
+#[test]
+fn logrotate_dateext_50_times_loses_and_duplicates_nothing() {
+    // dateext names have a one-second resolution: one rotation per
+    // second, so this scenario takes about 50 s. `rotate 2` makes
+    // logrotate delete the older dated files as it goes.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+    };
+    rotate_50_times_paced(
+        "    rotate 2\n    create\n    missingok\n    dateext\n    dateformat -%Y%m%d-%H%M%S",
+        || {
+            // Rotate 20 ms into the next second (logrotate's time(2) reads
+            // a coarse clock that may lag a few ms); it is done long before
+            // the second after.
+            let was = now().as_secs();
+            wait_for("the next second", || {
+                let t = now();
+                t.as_secs() > was && t.subsec_millis() >= 20
+            });
+        },
+    );
 }
 
 #[test]

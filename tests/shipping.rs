@@ -346,3 +346,54 @@ fn more_files_than_max_connections_all_arrive_through_idle_closes() {
     }
     assert!(c.stop().success());
 }
+
+#[test]
+fn a_hot_file_written_at_full_speed_does_not_starve_a_quiet_one() {
+    // A writer appends to the hot file as fast as the page cache takes it
+    // (faster than loopback shipping, so that stream is always behind)
+    // while lines are appended to a quiet file one at a time, each waited
+    // for. The client serves every stream at most 1 MiB per turn of its
+    // loop, so each quiet line arrives while the hot backlog is still
+    // being shipped. Then everything must have arrived exactly.
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const CAP: u64 = 512 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let hot = tmp.path().join("hot.log");
+    let quiet = tmp.path().join("quiet.log");
+    std::fs::File::create(&hot).unwrap();
+    append_lines(&quiet, "q", 0, 1);
+    let server = Server::with_directory(&out);
+    let (hot_dest, quiet_dest) = (routed(&out, "h", &hot), routed(&out, "h", &quiet));
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut client = client_for(&server, &tmp.path().join("state"), "h", &[&hot, &quiet]);
+    wait_content(&quiet_dest, &expected("q", 0, 1));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, hot) = (stop.clone(), hot.clone());
+        std::thread::spawn(move || {
+            let chunk = expected("hot", 0, 3_000); // about 256 KiB
+            let mut f = std::fs::OpenOptions::new().append(true).open(hot).unwrap();
+            let mut written = 0;
+            while written < CAP && !stop.load(Ordering::SeqCst) {
+                f.write_all(chunk.as_bytes()).unwrap();
+                written += chunk.len() as u64;
+            }
+        })
+    };
+    let mut lags = Vec::new();
+    for k in 1..6 {
+        append_lines(&quiet, "q", k, k + 1);
+        wait_for("the quiet file's new line", || {
+            read(&quiet_dest) == expected("q", 0, k + 1)
+        });
+        lags.push(size(&hot).saturating_sub(size(&hot_dest)) >> 20);
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    eprintln!("hot backlog (MiB) when each quiet line arrived: {lags:?}");
+    let total = size(&hot);
+    wait_for("the whole hot file", || size(&hot_dest) == total);
+    assert!(std::fs::read(&hot).unwrap() == std::fs::read(&hot_dest).unwrap());
+    assert!(client.stop().success());
+}

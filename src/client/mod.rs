@@ -347,6 +347,13 @@ impl ClientDaemon {
                 s.tick(ctx);
             });
         }
+        crate::info!(
+            "started: {} streams and {} directory sources, server {}, state file {}",
+            self.streams.len(),
+            self.sources.len(),
+            self.settings.server,
+            self.state_file.display()
+        );
         let mut deadline: Option<Instant> = None;
         let started = now;
         let progress = self.send_only && std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -199,29 +199,31 @@ impl Stream {
 }
 
 impl Stream {
-    /// Saves the last [`OVERLAP`] bytes read, when everything read was sent
-    /// and the buffer is about to be emptied.
+    /// Saves the last bytes read (up to [`OVERLAP`]), when everything read
+    /// was sent and the buffer is about to be emptied.
     pub(super) fn keep_tail(&mut self) {
-        if self.end >= OVERLAP && self.unsent() == 0 {
+        let l = overlap(self.sent);
+        if l > 0 && self.end >= l && self.unsent() == 0 {
             let mut last = [0; OVERLAP];
-            last.copy_from_slice(&self.buf[self.end - OVERLAP..self.end]);
+            last[..l].copy_from_slice(&self.buf[self.end - l..self.end]);
             self.tail = Some((self.sent, last));
         }
     }
 
     /// The first read of a fill: for a followed file whose buffer (or
-    /// saved [`tail`](Stream::tail)) holds the [`OVERLAP`] bytes before
-    /// `pos`, reads from `pos - OVERLAP` instead and checks they are the
-    /// same. The buffer keeps mirroring the file: `buf[..end]` is the file
-    /// before `pos + new bytes`.
+    /// saved [`tail`](Stream::tail)) holds the bytes just before `pos` (up
+    /// to [`OVERLAP`] of them), reads from that far back instead and checks
+    /// they are the same. The buffer keeps mirroring the file: `buf[..end]`
+    /// is the file just before `pos` plus the new bytes.
     fn read_checked(&mut self, pos: u64) -> io::Result<Checked> {
-        if self.state != FileState::Following || self.whole || pos < OVERLAP as u64 {
+        let l = overlap(pos);
+        if self.state != FileState::Following || self.whole || l == 0 {
             return Ok(Checked::Unchecked);
         }
-        let (at, expect) = if self.end >= OVERLAP {
+        let (at, expect) = if self.end >= l {
             let mut e = [0; OVERLAP];
-            e.copy_from_slice(&self.buf[self.end - OVERLAP..self.end]);
-            (self.end - OVERLAP, e)
+            e[..l].copy_from_slice(&self.buf[self.end - l..self.end]);
+            (self.end - l, e)
         } else {
             match self.tail {
                 Some((p, e)) if self.end == 0 && p == pos => (0, e),
@@ -231,29 +233,34 @@ impl Stream {
         let Some(t) = &self.file else {
             return Ok(Checked::Unchecked);
         };
-        if at + OVERLAP >= self.buf.len() {
+        if at + l >= self.buf.len() {
             return Ok(Checked::Unchecked);
         }
         let n = loop {
-            match t.file.read_at(&mut self.buf[at..], pos - OVERLAP as u64) {
+            match t.file.read_at(&mut self.buf[at..], pos - l as u64) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 r => break r?,
             }
         };
-        if n < OVERLAP || self.buf[at..at + OVERLAP] != expect {
+        if n < l || self.buf[at..at + l] != expect[..l] {
             // Put back what was there (unsent bytes of the old content may
             // still be read from a copytruncate copy).
-            self.buf[at..at + OVERLAP].copy_from_slice(&expect);
+            self.buf[at..at + l].copy_from_slice(&expect[..l]);
             return Ok(Checked::Changed);
         }
         if self.end == 0 {
             // A fresh buffer: the overlap is not data to send.
-            self.head = OVERLAP;
+            self.head = l;
         }
         self.end = at + n;
         self.tail = None;
-        Ok(Checked::Read(n - OVERLAP))
+        Ok(Checked::Read(n - l))
     }
+}
+
+/// How many bytes before `pos` a read re-checks.
+fn overlap(pos: u64) -> usize {
+    pos.min(OVERLAP as u64) as usize
 }
 
 /// What [`Stream::read_checked`] did.

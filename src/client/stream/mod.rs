@@ -361,6 +361,19 @@ impl Stream {
                     self.truncated(len, ctx);
                     return;
                 }
+                let rewritten = self.state == FileState::Following
+                    && !self.whole
+                    && at > 0
+                    && self
+                        .file
+                        .as_ref()
+                        .is_some_and(|t| !t.identity.matches(&t.file).unwrap_or(true));
+                if rewritten {
+                    // Same inode, other first bytes: truncated and rewritten
+                    // while the connection was down.
+                    self.truncated(self.file_len().unwrap_or(0), ctx);
+                    return;
+                }
                 if at != self.acked {
                     crate::info!(
                         "{}: server holds {} bytes, continuing from there (state had {})",
