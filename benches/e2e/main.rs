@@ -1,0 +1,460 @@
+//! End-to-end benchmark: the real `loghamsterc` and `loghamsterd` on
+//! loopback, against socat moving the same bytes.
+//!
+//! ```sh
+//! cargo bench --bench e2e                       # 1 GiB: socat, a, b, c
+//! cargo bench --bench e2e -- --size 256MiB --repeat 3
+//! cargo bench --bench e2e -- --only b,c --rate 0
+//! cargo bench --bench e2e -- --scale --size 64MiB
+//! ```
+//!
+//! What it does, in a fresh temp dir (`--dir`, default /tmp; deleted at
+//! the end unless `--keep`):
+//!
+//! 1. Generates the data set (`--size`, default 1 GiB): deterministic
+//!    syslog / nginx / application lines of 80–300 bytes, each ending in
+//!    ` seq=N` (see `data.rs`).
+//! 2. `socat`: the baseline, `socat -b 262144 -u FILE:data TCP:...` into
+//!    `socat -b 262144 -u TCP-LISTEN:... OPEN:out,creat`; timed from the
+//!    sender's start until the receiver exited.
+//! 3. Three scenarios with both daemons on 127.0.0.1 (default configs;
+//!    the server's `sync = "interval"` fdatasyncs its outputs every second
+//!    and before every `250 DONE`):
+//!    - `a`, whole file, send after close: a `[[stream]] directory = ...
+//!      method = "send"` client; timed until it exited (every byte
+//!      confirmed by `250 DONE`) and the output is complete. The data
+//!      file's mtime is set a minute back, as a closed log's would be: the
+//!      client waits until a file found at start-up has been unchanged for
+//!      1 s, which is policy, not throughput;
+//!    - `b`, catch-up: `loghamsterc FILE` on the complete file; timed until
+//!      the server's output has every byte;
+//!    - `c`, live tail: the client follows an empty file that a writer
+//!      thread fills at `--rate` MiB/s for `--live-secs` seconds (at most
+//!      the data set); per-line write → server output latency, p50 / p99 /
+//!      p99.9 (see `live.rs`).
+//! 4. `--scale` instead: `files` (the data set cut into `--files` files on
+//!    one client's command line, catch-up) and `idle` (`--idle-files`
+//!    one-line files followed by a glob, then `--idle-secs` of idleness),
+//!    see `scale.rs`.
+//!
+//! Every output is compared byte for byte with its source; any difference,
+//! timeout or unclean daemon exit fails the scenario and the bench exits
+//! non-zero after printing the table. CPU seconds and peak RSS come from
+//! `wait4(2)` when each process is reaped (after SIGTERM for the daemons),
+//! so they cover the process's whole life: start-up, the transfer, and the
+//! clean stop. MiB/s is the data set's size over the timed interval; with
+//! `--repeat N` every column is the median of the N runs.
+//!
+//! Fairness between runs: before the first run as many bytes as the data
+//! set are written to a scratch file and deleted (on the development VM
+//! the first write into never-used page-cache memory costs several times
+//! the CPU of later ones, which made whichever scenario ran first, socat,
+//! look 5x slower), and before every run the work dir's file system is
+//! synced (`syncfs`), so no run pays for the write-back of the one before.
+//! The receivers still write into the page cache of a shared disk, and that
+//! cost varies from run to run: use `--repeat`.
+
+mod data;
+mod live;
+mod proc;
+mod report;
+mod scale;
+mod scenarios;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use argh::FromArgs;
+
+use data::{parse_size, MIB};
+use proc::Usage;
+
+#[derive(FromArgs)]
+/// End-to-end benchmark of loghamsterc + loghamsterd against socat.
+struct Args {
+    /// data set size, e.g. 256MiB or 1GiB (B, KiB, MiB, GiB; default 1GiB)
+    #[argh(option, default = "1 << 30", from_str_fn(parse_size))]
+    size: u64,
+    /// where to create the temporary work dir (default /tmp)
+    #[argh(option)]
+    dir: Option<PathBuf>,
+    /// write rate of the live-tail scenario c in MiB/s; 0 = full speed
+    /// (default 50)
+    #[argh(option, default = "50.0")]
+    rate: f64,
+    /// seconds of writing at --rate in scenario c, at most the data set
+    /// (default 10)
+    #[argh(option, default = "10")]
+    live_secs: u64,
+    /// the server's `sync` policy: none, interval or always (default: the
+    /// daemon's default, interval)
+    #[argh(option)]
+    sync: Option<String>,
+    /// comma-separated scenarios out of socat,a,b,c,files,idle (default
+    /// socat,a,b,c; with --scale files,idle)
+    #[argh(option)]
+    only: Option<String>,
+    /// run the scale scenarios (files, idle) instead of socat,a,b,c
+    #[argh(switch)]
+    scale: bool,
+    /// run each scenario N times and report the median (default 1)
+    #[argh(option, default = "1")]
+    repeat: usize,
+    /// number of files in the scale scenario `files` (default 1000)
+    #[argh(option, default = "1000")]
+    files: usize,
+    /// number of one-line files in the scale scenario `idle` (default 10000)
+    #[argh(option, default = "10000")]
+    idle_files: usize,
+    /// idle window of the scale scenario `idle`, seconds (default 10)
+    #[argh(option, default = "10")]
+    idle_secs: u64,
+    /// keep the work dir (data, outputs, daemon logs)
+    #[argh(switch)]
+    keep: bool,
+    /// ignored (cargo bench passes it)
+    #[argh(switch, hidden_help)]
+    #[allow(dead_code)]
+    bench: bool,
+}
+
+/// What can stop a scenario.
+#[derive(Debug)]
+pub enum Error {
+    /// An I/O call failed on our side (not the daemons').
+    Io { what: String, source: io::Error },
+    /// The scenario's result is wrong, incomplete or late.
+    Failed(String),
+}
+
+impl Error {
+    /// `map_err(Error::io(path.display()))`.
+    pub fn io(what: impl fmt::Display) -> impl Fn(io::Error) -> Error {
+        let what = what.to_string();
+        move |source| Error::Io {
+            what: what.clone(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { what, source } => write!(f, "{what}: {source}"),
+            Error::Failed(msg) => f.write_str(msg),
+        }
+    }
+}
+
+/// What every scenario knows.
+pub struct Ctx {
+    /// The data set file (canonical path: the server's output path is
+    /// derived from it).
+    pub data: PathBuf,
+    pub data_bytes: u64,
+    /// `--rate`, MiB/s.
+    pub rate_mib: f64,
+    pub live_secs: u64,
+    pub idle_files: usize,
+    pub idle_secs: u64,
+    /// `--sync`: the server's `sync` key, if set.
+    pub sync: Option<String>,
+}
+
+impl Ctx {
+    /// Scenario c's write rate in bytes/s, 0 for full speed.
+    pub fn rate_bytes(&self) -> u64 {
+        (self.rate_mib * MIB) as u64
+    }
+
+    /// How much of the data set scenario c writes.
+    pub fn live_bytes(&self) -> u64 {
+        match self.rate_bytes() {
+            0 => self.data_bytes,
+            r => self.data_bytes.min(r * self.live_secs),
+        }
+    }
+}
+
+/// One run of one scenario.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub bytes: u64,
+    pub secs: f64,
+    /// The sending process (loghamsterc, or the sending socat).
+    pub client: Usage,
+    /// The receiving process (loghamsterd, or the receiving socat).
+    pub server: Usage,
+    /// Scenario c: p50, p99, p99.9 in ms.
+    pub latency_ms: Option<[f64; 3]>,
+    pub notes: Vec<String>,
+}
+
+impl Run {
+    pub fn new(bytes: u64, secs: f64, client: Usage, server: Usage) -> Run {
+        Run {
+            bytes,
+            secs,
+            client,
+            server,
+            latency_ms: None,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn mib_s(&self) -> f64 {
+        self.bytes as f64 / MIB / self.secs
+    }
+}
+
+/// The scenarios, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    Socat,
+    A,
+    B,
+    C,
+    Files,
+    Idle,
+}
+
+impl Scenario {
+    const ALL: [(Scenario, &'static str); 6] = [
+        (Scenario::Socat, "socat"),
+        (Scenario::A, "a"),
+        (Scenario::B, "b"),
+        (Scenario::C, "c"),
+        (Scenario::Files, "files"),
+        (Scenario::Idle, "idle"),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Scenario::ALL
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map_or("?", |(_, n)| n)
+    }
+
+    fn parse_list(list: &str) -> Result<Vec<Scenario>, String> {
+        let mut out = Vec::new();
+        for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match Scenario::ALL.iter().find(|(_, n)| *n == word) {
+                Some((s, _)) => out.push(*s),
+                None => {
+                    return Err(format!(
+                        "--only: unknown scenario `{word}` (socat,a,b,c,files,idle)"
+                    ))
+                }
+            }
+        }
+        // Run in the canonical order (socat first: the others' ratio needs it).
+        out.sort_by_key(|s| Scenario::ALL.iter().position(|(x, _)| x == s));
+        out.dedup();
+        Ok(out)
+    }
+}
+
+fn main() {
+    let args: Args = argh::from_env();
+    let code = match run(&args) {
+        Ok(true) => 0,
+        Ok(false) => 1,
+        Err(e) => {
+            eprintln!("e2e: {e}");
+            1
+        }
+    };
+    // Everything (children, the temp dir) was dropped inside `run`.
+    std::process::exit(code);
+}
+
+/// Runs the selected scenarios; `Ok(false)` when one of them failed.
+fn run(args: &Args) -> Result<bool, Error> {
+    let mut scenarios = select(args)?;
+    let socat = std::process::Command::new("socat")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !socat && scenarios.contains(&Scenario::Socat) {
+        println!("**socat not found: no baseline, the ratio column stays empty (apt-get install socat)**\n");
+        scenarios.retain(|s| *s != Scenario::Socat);
+    }
+    let nofile = proc::raise_nofile().map_err(Error::io("RLIMIT_NOFILE"))?;
+
+    let base = args.dir.clone().unwrap_or_else(|| PathBuf::from("/tmp"));
+    let tmp = tempfile::Builder::new()
+        .prefix("loghamster-e2e.")
+        .tempdir_in(&base)
+        .map_err(Error::io(format!("temp dir in {}", base.display())))?;
+    let work = tmp
+        .path()
+        .canonicalize()
+        .map_err(Error::io(tmp.path().display()))?;
+    report::machine_info(&work, nofile, socat, args.sync.as_deref());
+    let ctx = prepare(args, &work)?;
+
+    let mut rows = Vec::new();
+    let mut idle = None;
+    for &scenario in &scenarios {
+        let row = run_scenario(scenario, &ctx, args, &work, &mut idle)?;
+        if scenario != Scenario::Idle || row.failure.is_some() {
+            rows.push(row);
+        }
+    }
+    let all_ok = rows.iter().all(|r| r.failure.is_none());
+    if !rows.is_empty() {
+        report::table(&rows, &ctx, args);
+    }
+    if let Some(idle) = &idle {
+        report::idle_table(idle, args.idle_secs);
+    }
+    if args.keep {
+        let kept = tmp.keep();
+        println!("\nkept: {}", kept.display());
+    }
+    Ok(all_ok)
+}
+
+/// The scenarios to run, after checking the other flags.
+fn select(args: &Args) -> Result<Vec<Scenario>, Error> {
+    if let Some(sync) = args.sync.as_deref() {
+        if !["none", "interval", "always"].contains(&sync) {
+            return Err(Error::Failed(format!(
+                "--sync {sync}: expected none, interval or always"
+            )));
+        }
+    }
+    if !(args.rate >= 0.0 && args.rate.is_finite()) {
+        return Err(Error::Failed(format!(
+            "--rate {}: expected MiB/s >= 0",
+            args.rate
+        )));
+    }
+    if args.repeat == 0 || args.files == 0 {
+        return Err(Error::Failed(
+            "--repeat and --files must be at least 1".into(),
+        ));
+    }
+    Ok(match (&args.only, args.scale) {
+        (Some(list), _) => Scenario::parse_list(list).map_err(Error::Failed)?,
+        (None, false) => vec![Scenario::Socat, Scenario::A, Scenario::B, Scenario::C],
+        (None, true) => vec![Scenario::Files, Scenario::Idle],
+    })
+}
+
+/// Generates the data set in `work/data/data.log` and warms the page cache.
+fn prepare(args: &Args, work: &Path) -> Result<Ctx, Error> {
+    let data_dir = work.join("data");
+    std::fs::create_dir(&data_dir).map_err(Error::io(data_dir.display()))?;
+    let data = data_dir.join("data.log");
+    let t = Instant::now();
+    let (data_bytes, lines) =
+        data::generate(&data, args.size).map_err(Error::io(data.display()))?;
+    // Scenario a's client sends a file found at start-up once it has not
+    // changed for 1 s; a data set made a moment ago would add that wait.
+    let age = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&data)
+        .and_then(|f| f.set_modified(age))
+        .map_err(Error::io(data.display()))?;
+    println!(
+        "data set: {data_bytes} bytes ({:.1} MiB), {lines} lines, generated in {:.1} s: {}",
+        data_bytes as f64 / MIB,
+        t.elapsed().as_secs_f64(),
+        data.display()
+    );
+    let t = Instant::now();
+    let scratch = work.join("warm-up");
+    data::warm_up(&scratch, data_bytes).map_err(Error::io(scratch.display()))?;
+    println!(
+        "warm-up: wrote and deleted {:.0} MiB in {:.1} s (the first run must not be the one \
+         that pays for page cache memory touched for the first time)",
+        data_bytes as f64 / MIB,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(Ctx {
+        data,
+        data_bytes,
+        rate_mib: args.rate,
+        live_secs: args.live_secs,
+        idle_files: args.idle_files,
+        idle_secs: args.idle_secs,
+        sync: args.sync.clone(),
+    })
+}
+
+/// Runs one scenario `--repeat` times (`idle` once, its result in `idle`);
+/// stops at the first failed run. `Err` only for our own I/O failures.
+fn run_scenario(
+    scenario: Scenario,
+    ctx: &Ctx,
+    args: &Args,
+    work: &Path,
+    idle: &mut Option<scale::Idle>,
+) -> Result<report::Row, Error> {
+    let split_files = if scenario == Scenario::Files {
+        let dir = work.join("files");
+        std::fs::create_dir_all(&dir).map_err(Error::io(dir.display()))?;
+        data::split(&ctx.data, &dir, args.files).map_err(Error::io(dir.display()))?
+    } else {
+        Vec::new()
+    };
+    let repeat = match scenario {
+        Scenario::Idle => 1,
+        _ => args.repeat,
+    };
+    let mut row = report::Row {
+        scenario,
+        runs: Vec::new(),
+        failure: None,
+    };
+    for rep in 0..repeat {
+        let run_dir = work.join(format!("run-{}-{rep}", scenario.name()));
+        std::fs::create_dir(&run_dir).map_err(Error::io(run_dir.display()))?;
+        eprintln!(
+            "e2e: running {} ({}/{repeat}) ...",
+            scenario.name(),
+            rep + 1
+        );
+        proc::sync_fs(work).map_err(Error::io(format!("syncfs {}", work.display())))?;
+        let result = match scenario {
+            Scenario::Socat => scenarios::socat(ctx, &run_dir),
+            Scenario::A => scenarios::send_whole(ctx, &run_dir),
+            Scenario::B => scenarios::catch_up(ctx, &run_dir),
+            Scenario::C => live::live_tail(ctx, &run_dir),
+            Scenario::Files => scale::many_files(ctx, &split_files, &run_dir),
+            Scenario::Idle => scale::idle(ctx, &run_dir).map(|i| {
+                *idle = Some(i);
+                Run::new(0, 0.0, Usage::default(), Usage::default())
+            }),
+        };
+        match result {
+            Ok(run) => row.runs.push(run),
+            Err(e) => {
+                report::failure(scenario, &e, &run_dir);
+                row.failure = Some(e.to_string());
+                break;
+            }
+        }
+        if !args.keep {
+            remove_outputs(&run_dir);
+        }
+    }
+    Ok(row)
+}
+
+/// The output trees and copies are as large as the data set: gone once
+/// verified (the daemons' logs stay until the work dir goes).
+fn remove_outputs(run_dir: &Path) {
+    for sub in ["out", "idle", "live.log"] {
+        let path = run_dir.join(sub);
+        let _ = match path.is_dir() {
+            true => std::fs::remove_dir_all(&path),
+            false => std::fs::remove_file(&path),
+        };
+    }
+}

@@ -1,0 +1,233 @@
+//! The socat baseline and the two catch-up scenarios (a: send after close,
+//! b: follow a file that is already complete). Each run gets its own
+//! directory (`run_dir`) with the output tree, the daemons' logs, state
+//! and config files.
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::data::compare;
+use crate::proc::{free_port, is_listening, wait_until, Exit, Proc, Server, Usage};
+use crate::{Ctx, Error, Run};
+
+/// How long a clean stop (SIGTERM) may take: the server waits at most 5 s
+/// for its clients, the client at most `shutdown_timeout` (5 s).
+pub const STOP: Duration = Duration::from_secs(15);
+
+/// Generous: 60 s plus 5 MiB/s for the bytes (far below anything sane).
+pub fn timeout_for(bytes: u64) -> Duration {
+    Duration::from_secs(60) + Duration::from_secs_f64(bytes as f64 / (5.0 * 1024.0 * 1024.0))
+}
+
+/// socat file → TCP → socat → file, the same bytes over the same loopback.
+pub fn socat(ctx: &Ctx, run_dir: &Path) -> Result<Run, Error> {
+    let out = run_dir.join("out");
+    let port = free_port()?;
+    let mut recv = Proc::spawn(
+        "socat (receiver)",
+        Command::new("socat")
+            .args(["-b", "262144", "-u"])
+            .arg(format!("TCP-LISTEN:{port},reuseaddr,bind=127.0.0.1"))
+            .arg(format!("OPEN:{},creat", out.display())),
+        Some(&run_dir.join("socat-recv.log")),
+    )?;
+    wait_until(Duration::from_secs(10), "socat to listen", || {
+        recv.check_alive()?;
+        is_listening(port)
+    })?;
+
+    let t0 = Instant::now();
+    let mut send = Proc::spawn(
+        "socat (sender)",
+        Command::new("socat")
+            .args(["-b", "262144", "-u"])
+            .arg(format!("FILE:{}", ctx.data.display()))
+            .arg(format!("TCP:127.0.0.1:{port}")),
+        Some(&run_dir.join("socat-send.log")),
+    )?;
+    wait_until(
+        timeout_for(ctx.data_bytes),
+        "the receiving socat to exit",
+        || {
+            if let Some(exit) = send.try_reap()? {
+                clean(&send, exit)?;
+            }
+            Ok(recv.try_reap()?.is_some())
+        },
+    )?;
+    let secs = t0.elapsed().as_secs_f64();
+    let recv_exit = recv.wait(STOP)?;
+    let send_exit = send.wait(STOP)?;
+    let (client, server) = (clean(&send, send_exit)?, clean(&recv, recv_exit)?);
+    verify(&ctx.data, &out)?;
+    Ok(Run::new(ctx.data_bytes, secs, client, server))
+}
+
+/// (a) `[[stream]] directory = ... method = "send"`: the client sends the
+/// file whole and exits once the server confirmed every byte.
+pub fn send_whole(ctx: &Ctx, run_dir: &Path) -> Result<Run, Error> {
+    let outdir = run_dir.join("out");
+    let mut server = Server::start(ctx, run_dir)?;
+    let dir = ctx.data.parent().expect("the data file is in a directory");
+    let stream = format!(
+        "directory = {}\nfilepattern = \"*.log\"\nmethod = \"send\"\n",
+        toml_str(dir)
+    );
+    let config = client_config(run_dir, &server, "a", &stream)?;
+
+    let t0 = Instant::now();
+    let mut client = spawn_client(run_dir, [OsStr::new("--config"), config.as_os_str()])?;
+    wait_until(
+        timeout_for(ctx.data_bytes),
+        "loghamsterc to send and exit",
+        || {
+            server.proc.check_alive()?;
+            Ok(client.try_reap()?.is_some())
+        },
+    )?;
+    let out = output_path(&outdir, "a", &ctx.data);
+    wait_for_len(
+        &out,
+        ctx.data_bytes,
+        Duration::from_secs(10),
+        &mut [&mut server.proc],
+    )?;
+    let secs = t0.elapsed().as_secs_f64();
+    let client_exit = client.wait(STOP)?;
+    let client_usage = clean(&client, client_exit)?;
+    let server_exit = server.proc.terminate(STOP)?;
+    let server_usage = clean(&server.proc, server_exit)?;
+    verify(&ctx.data, &out)?;
+    Ok(Run::new(ctx.data_bytes, secs, client_usage, server_usage))
+}
+
+/// (b) `loghamsterc FILE` on a file that is already complete: catch-up
+/// streaming until the server's output has every byte.
+pub fn catch_up(ctx: &Ctx, run_dir: &Path) -> Result<Run, Error> {
+    let outdir = run_dir.join("out");
+    let mut server = Server::start(ctx, run_dir)?;
+    let t0 = Instant::now();
+    let mut args = cli_args(run_dir, &server, "b");
+    args.push(ctx.data.clone().into());
+    let mut client = spawn_client(run_dir, args)?;
+    let out = output_path(&outdir, "b", &ctx.data);
+    wait_for_len(
+        &out,
+        ctx.data_bytes,
+        timeout_for(ctx.data_bytes),
+        &mut [&mut server.proc, &mut client],
+    )?;
+    let secs = t0.elapsed().as_secs_f64();
+    let (client_usage, server_usage) = stop(&mut client, &mut server)?;
+    verify(&ctx.data, &out)?;
+    Ok(Run::new(ctx.data_bytes, secs, client_usage, server_usage))
+}
+
+/// `-s ADDR --hostname HOST --state-file RUN_DIR/client.state`: the
+/// client's flags before the files.
+pub fn cli_args(run_dir: &Path, server: &Server, host: &str) -> Vec<OsString> {
+    let mut args: Vec<OsString> = [
+        "-s",
+        server.addr.as_str(),
+        "--hostname",
+        host,
+        "--state-file",
+    ]
+    .map(OsString::from)
+    .into();
+    args.push(run_dir.join("client.state").into());
+    args
+}
+
+/// Writes `RUN_DIR/client.toml`: state file in the run dir, host name
+/// `host`, the server, and one `[[stream]]` with the keys in `stream`.
+pub fn client_config(
+    run_dir: &Path,
+    server: &Server,
+    host: &str,
+    stream: &str,
+) -> Result<PathBuf, Error> {
+    let (ip, port) = server
+        .addr
+        .rsplit_once(':')
+        .ok_or_else(|| Error::Failed(format!("odd server address {}", server.addr)))?;
+    let config = format!(
+        "state_file = {}\nhostname = \"{host}\"\n\n[server]\nhostname = \"{ip}\"\nport = {port}\n\n\
+         [[stream]]\n{stream}",
+        toml_str(&run_dir.join("client.state")),
+    );
+    let path = run_dir.join("client.toml");
+    std::fs::write(&path, config).map_err(Error::io(path.display()))?;
+    Ok(path)
+}
+
+/// `loghamsterc ARGS`, standard error to `RUN_DIR/client.log`.
+pub fn spawn_client(
+    run_dir: &Path,
+    args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+) -> Result<Proc, Error> {
+    Proc::spawn(
+        "loghamsterc",
+        Command::new(env!("CARGO_BIN_EXE_loghamsterc")).args(args),
+        Some(&run_dir.join("client.log")),
+    )
+}
+
+/// Stops the client, then the server (SIGTERM, both must exit 0).
+pub fn stop(client: &mut Proc, server: &mut Server) -> Result<(Usage, Usage), Error> {
+    let c = client.terminate(STOP)?;
+    let s = server.proc.terminate(STOP)?;
+    Ok((clean(client, c)?, clean(&server.proc, s)?))
+}
+
+/// The usage of a process that exited with status 0; an error otherwise.
+pub fn clean(proc: &Proc, exit: Exit) -> Result<Usage, Error> {
+    if exit.code == Some(0) {
+        return Ok(exit.usage);
+    }
+    Err(Error::Failed(format!("{}: {}", proc.name, exit.describe())))
+}
+
+/// Where the server's default route puts `src` of `host`.
+pub fn output_path(outdir: &Path, host: &str, src: &Path) -> PathBuf {
+    outdir.join(host).join(src.strip_prefix("/").unwrap_or(src))
+}
+
+/// Waits until `path` has `len` bytes; fails at once if it gets longer or
+/// one of `alive` ends.
+pub fn wait_for_len(
+    path: &Path,
+    len: u64,
+    timeout: Duration,
+    alive: &mut [&mut Proc],
+) -> Result<(), Error> {
+    let what = format!("{} to reach {len} bytes", path.display());
+    wait_until(timeout, &what, || {
+        for p in alive.iter_mut() {
+            p.check_alive()?;
+        }
+        let have = std::fs::metadata(path).map_or(0, |m| m.len());
+        if have > len {
+            return Err(Error::Failed(format!(
+                "{} has {have} bytes, more than the {len} sent",
+                path.display()
+            )));
+        }
+        Ok(have == len)
+    })
+}
+
+/// Byte-for-byte comparison; a difference is a failure.
+pub fn verify(expected: &Path, actual: &Path) -> Result<(), Error> {
+    match compare(expected, actual).map_err(Error::io(format!("compare {}", actual.display())))? {
+        None => Ok(()),
+        Some(diff) => Err(Error::Failed(format!("output differs: {diff}"))),
+    }
+}
+
+/// A TOML basic string for a path.
+pub fn toml_str(p: &Path) -> String {
+    toml::Value::String(p.to_string_lossy().into_owned()).to_string()
+}
