@@ -54,6 +54,9 @@ const SYNC: Token = Token(3);
 /// How long a server waits for clients to finish after SIGTERM.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Size of the one read buffer shared by all connections.
+/// Accept queue length asked for (the kernel caps it at somaxconn): a
+/// client with thousands of files reconnects them all at once.
+const LISTEN_BACKLOG: i32 = 4096;
 const READ_CHUNK: usize = 256 * 1024;
 /// Most resume entries kept for streams that are not connected.
 const MAX_IDLE_RESUME: usize = 65_536;
@@ -231,6 +234,9 @@ impl Server {
         let addr = cfg.listen;
         let mut listener =
             TcpListener::bind(addr).map_err(|source| ServerError::Bind { addr, source })?;
+        if let Err(e) = crate::reactor::sys::net::set_listen_backlog(&listener, LISTEN_BACKLOG) {
+            crate::warn!("cannot raise the listen backlog: {e}");
+        }
         let local_addr = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;

@@ -11,10 +11,12 @@
 //! - [`fs`]: opening output files beneath a trusted directory without ever
 //!   following a symlink, and small metadata helpers.
 //! - [`host`]: the host name and process limits.
+//! - [`net`]: socket settings `mio` does not expose (the listen backlog).
 
 pub mod fs;
 pub mod host;
 pub mod inotify;
+pub mod net;
 pub mod signal;
 
 use std::io;
