@@ -789,7 +789,10 @@ impl Stream {
                     .unwrap_or(0)
                     .saturating_sub(self.sent);
                 if left == 0 {
-                    return None;
+                    // All handed over: come back at once to half-close
+                    // (nothing else would wake this stream before the
+                    // server's next ACK).
+                    return (self.sent > start).then_some(now);
                 }
                 let chunk = left.min(PUMP_QUANTUM) as usize;
                 match link.send_file(&t.file, self.sent, chunk) {
