@@ -56,11 +56,15 @@ impl Identity {
         Ok(n == self.fp_len as usize && fnv1a(&head[..n]) == self.fp)
     }
 
-    /// Extends a short fingerprint once the file has more bytes.
-    pub fn refresh(&mut self, file: &File) -> io::Result<()> {
-        if (self.fp_len as usize) < FINGERPRINT_LEN {
+    /// Extends a short fingerprint once the file has more bytes, and takes
+    /// it again whenever the reader has just read within the fingerprinted
+    /// head (`read_from` below `FINGERPRINT_LEN`): a file truncated and
+    /// rewritten before the reader got to it must be known by the bytes it
+    /// actually read, or a later run would take it for another file.
+    pub fn refresh(&mut self, file: &File, read_from: u64) -> io::Result<()> {
+        if (self.fp_len as usize) < FINGERPRINT_LEN || read_from < FINGERPRINT_LEN as u64 {
             let now = Identity::of(file)?;
-            if now.dev == self.dev && now.ino == self.ino && now.fp_len > self.fp_len {
+            if now.dev == self.dev && now.ino == self.ino && now.fp_len >= self.fp_len {
                 *self = now;
             }
         }
@@ -159,7 +163,7 @@ mod tests {
         let mut id = Identity::of(&f).unwrap();
         assert_eq!(id.fp_len, 0);
         std::fs::write(&p, vec![b'x'; 3000]).unwrap();
-        id.refresh(&f).unwrap();
+        id.refresh(&f, 0).unwrap();
         assert_eq!(id.fp_len as usize, FINGERPRINT_LEN);
         assert!(id.matches(&f).unwrap());
     }

@@ -39,9 +39,8 @@ impl Stream {
             let grown = (self.buf.len() * 2).min(ctx.settings.max_batch);
             self.buf.resize(grown, 0);
         }
-        // Shrunk below what we read? (Checked before reading, so a file
-        // truncated and regrown is caught unless it regrew past our
-        // position before we got here.)
+        // Shrunk below what we read? (A file that was truncated and regrew
+        // past our position is caught by the overlap check below.)
         let pos = self.sent + self.unsent() as u64;
         let len = t.file.metadata()?.len();
         if len < pos && self.state == FileState::Following {
@@ -87,7 +86,7 @@ impl Stream {
         self.behind = self.end == self.buf.len();
         if result == Fill::Read {
             if let Some(t) = &mut self.file {
-                t.identity.refresh(&t.file)?;
+                t.identity.refresh(&t.file, pos)?;
             }
         } else if self.unsent() == 0 {
             self.release_buffer(ctx, initial);

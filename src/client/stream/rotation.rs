@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use super::{Ctx, FileState, Stream, Tracked};
-use crate::tail::identity::{stream_id, Identity};
+use crate::tail::identity::{stream_id, unique_suffix, Identity};
 
 impl Stream {
     /// The directory changed under our name: has the path become another file?
@@ -67,16 +67,36 @@ impl Stream {
         let Some((old_path, file)) = find_in_dir(&self.path, want) else {
             return false;
         };
-        if !ctx.loaded[i].identity.matches(&file).unwrap_or(false) {
+        let Ok(now_identity) = Identity::of(&file) else {
             return false;
+        };
+        let mut e = ctx.loaded.swap_remove(i);
+        if !e.identity.matches(&file).unwrap_or(false) {
+            // Other first bytes. The same file (same birth time, which the
+            // id was derived from) truncated and rewritten before it was
+            // rotated: its new content is sent from 0 under a new id. An
+            // inode reused by some other file is left alone.
+            let born = stream_id(&file, &now_identity);
+            if born.contains("-t") || !e.id.starts_with(&born) {
+                ctx.loaded.push(e);
+                return false;
+            }
+            crate::warn!(
+                "{}: rewritten and rotated to {} since the last run; sending it from the start",
+                self.path.display(),
+                old_path.display()
+            );
+            e.id = format!("{born}-t{:x}", unique_suffix());
+            e.offset = 0;
+            e.identity = now_identity;
+        } else {
+            crate::info!(
+                "{}: rotated to {} since the last run; finishing it from offset {} first",
+                self.path.display(),
+                old_path.display(),
+                e.offset
+            );
         }
-        let e = ctx.loaded.swap_remove(i);
-        crate::info!(
-            "{}: rotated to {} since the last run; finishing it from offset {} first",
-            self.path.display(),
-            old_path.display(),
-            e.offset
-        );
         self.file = Some(Tracked {
             file,
             identity: e.identity,
