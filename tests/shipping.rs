@@ -397,3 +397,49 @@ fn a_hot_file_written_at_full_speed_does_not_starve_a_quiet_one() {
     assert!(std::fs::read(&hot).unwrap() == std::fs::read(&hot_dest).unwrap());
     assert!(client.stop().success());
 }
+
+/// Peak resident memory of a running process, from /proc.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
+#[test]
+fn a_100_mib_line_arrives_whole_with_bounded_memory() {
+    // Neither daemon holds a line in memory: the client sends a buffer
+    // with no newline as it is, the server writes a single writer's bytes
+    // as they come (and splits lines longer than max_line in shared
+    // outputs). Memory stays far below the line's size.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    append_lines(&log, "before", 0, 10);
+    {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        let chunk = vec![b'y'; 1 << 20];
+        for _ in 0..100 {
+            f.write_all(&chunk).unwrap();
+        }
+        f.write_all(b"\n").unwrap();
+    }
+    append_lines(&log, "after", 0, 10);
+    let server = Server::with_directory(&out);
+    let mut client = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
+    let dest = routed(&out, "h", &log);
+    let total = std::fs::metadata(&log).unwrap().len();
+    wait_for("the whole file", || {
+        std::fs::metadata(&dest).is_ok_and(|m| m.len() == total)
+    });
+    assert!(std::fs::read(&log).unwrap() == std::fs::read(&dest).unwrap());
+    let (c, s) = (peak_rss_kib(client.pid()), peak_rss_kib(server.proc.pid()));
+    eprintln!("peak RSS: client {c} KiB, server {s} KiB");
+    assert!(
+        c < 32 << 10 && s < 32 << 10,
+        "client {c} KiB, server {s} KiB"
+    );
+    assert!(client.stop().success());
+}

@@ -840,7 +840,9 @@ impl Stream {
             let u = Unsent {
                 len: unsent.len(),
                 whole,
-                full: unsent.len() >= self.buf.len(),
+                // No room left to read into (the first bytes may be the
+                // overlap check's, not data): send even without a newline.
+                full: self.end >= self.buf.len(),
                 since,
                 partial_since: self.partial_since,
             };
