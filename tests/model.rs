@@ -332,6 +332,18 @@ fn truncated_then_killed_then_written_and_rotated_while_away() {
     ]);
 }
 
+#[test]
+fn truncated_and_rewritten_before_the_client_read_it_then_killed() {
+    run(&[
+        Op::Write(145),
+        Op::Write(237),
+        Op::Write(267),
+        Op::Truncate,
+        Op::Write(73),
+        Op::Stop(true),
+    ]);
+}
+
 proptest! {
     #![proptest_config(config())]
 

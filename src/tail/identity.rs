@@ -61,14 +61,27 @@ impl Identity {
     /// head (`read_from` below `FINGERPRINT_LEN`): a file truncated and
     /// rewritten before the reader got to it must be known by the bytes it
     /// actually read, or a later run would take it for another file.
-    pub fn refresh(&mut self, file: &File, read_from: u64) -> io::Result<()> {
-        if (self.fp_len as usize) < FINGERPRINT_LEN || read_from < FINGERPRINT_LEN as u64 {
-            let now = Identity::of(file)?;
-            if now.dev == self.dev && now.ino == self.ino && now.fp_len >= self.fp_len {
-                *self = now;
-            }
+    ///
+    /// Returns true when the recorded fingerprint no longer matched (the
+    /// head was rewritten), so the caller records the new one promptly;
+    /// merely extending it returns false.
+    pub fn refresh(&mut self, file: &File, read_from: u64) -> io::Result<bool> {
+        if (self.fp_len as usize) >= FINGERPRINT_LEN && read_from >= FINGERPRINT_LEN as u64 {
+            return Ok(false);
         }
-        Ok(())
+        let meta = file.metadata()?;
+        if (meta.dev(), meta.ino()) != (self.dev, self.ino) {
+            return Ok(false);
+        }
+        let mut head = [0u8; FINGERPRINT_LEN];
+        let n = read_head(file, &mut head)?;
+        let had = self.fp_len as usize;
+        let rewritten = n < had || fnv1a(&head[..had]) != self.fp;
+        if rewritten || n > had {
+            self.fp = fnv1a(&head[..n]);
+            self.fp_len = n as u32;
+        }
+        Ok(rewritten)
     }
 }
 
@@ -163,9 +176,33 @@ mod tests {
         let mut id = Identity::of(&f).unwrap();
         assert_eq!(id.fp_len, 0);
         std::fs::write(&p, vec![b'x'; 3000]).unwrap();
-        id.refresh(&f, 0).unwrap();
+        assert!(!id.refresh(&f, 0).unwrap(), "extended, not rewritten");
         assert_eq!(id.fp_len as usize, FINGERPRINT_LEN);
         assert!(id.matches(&f).unwrap());
+    }
+
+    #[test]
+    fn refresh_reports_a_head_rewritten_before_it_was_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        std::fs::write(&p, vec![b'o'; 2000]).unwrap();
+        let f = File::open(&p).unwrap();
+        let mut id = Identity::of(&f).unwrap();
+        // Truncated and rewritten in place (same inode).
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap()
+            .write_all(&[b'n'; 1500])
+            .unwrap();
+        assert!(
+            !id.refresh(&f, 4000).unwrap(),
+            "beyond the head: not checked"
+        );
+        assert!(id.refresh(&f, 0).unwrap(), "reading the head notices");
+        assert!(id.matches(&f).unwrap());
+        assert!(!id.refresh(&f, 0).unwrap(), "now it is up to date");
     }
 
     #[test]

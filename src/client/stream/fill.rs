@@ -86,7 +86,10 @@ impl Stream {
         self.behind = self.end == self.buf.len();
         if result == Fill::Read {
             if let Some(t) = &mut self.file {
-                t.identity.refresh(&t.file, pos)?;
+                if t.identity.refresh(&t.file, pos)? {
+                    // Rewritten before we read it: record what we read.
+                    *ctx.save_soon = true;
+                }
             }
         } else if self.unsent() == 0 {
             self.release_buffer(ctx, initial);
