@@ -19,6 +19,7 @@ mod link;
 mod stream;
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
@@ -97,8 +98,9 @@ impl From<StateError> for ClientError {
 #[derive(Debug)]
 struct DirWatch {
     dir: PathBuf,
-    /// Followed paths in this directory.
-    streams: Vec<Key>,
+    /// Followed paths in this directory, by file name: an event costs one
+    /// lookup, whatever the number of files in the directory.
+    streams: HashMap<OsString, Vec<Key>>,
     /// Directory sources (indices into `sources`) for this directory.
     sources: Vec<usize>,
 }
@@ -139,6 +141,8 @@ pub struct ClientDaemon {
     dirty: bool,
     /// See [`Ctx::save_soon`].
     save_soon: bool,
+    /// Streams reading a file rotated away from their path.
+    draining: std::collections::HashSet<Key>,
     loaded: Vec<Entry>,
     /// Idle read buffers shared by the streams.
     pool: Vec<Vec<u8>>,
@@ -211,6 +215,7 @@ impl ClientDaemon {
             shutdown_timeout: t.shutdown_timeout,
             dirty: false,
             save_soon: false,
+            draining: Default::default(),
             loaded,
             sources: Vec::new(),
             completed,
@@ -491,6 +496,11 @@ impl ClientDaemon {
             links: &mut self.links,
         };
         f(stream, &mut ctx);
+        if stream.is_draining() {
+            self.draining.insert(key);
+        } else {
+            self.draining.remove(&key);
+        }
         if stream.completed {
             self.finish_whole(key, now);
         } else if stream.gone() {
@@ -586,8 +596,14 @@ impl ClientDaemon {
             return;
         };
         crate::debug!("{}: gone; no longer followed", stream.path.display());
+        self.draining.remove(&key);
         for dw in self.dirs.values_mut() {
-            dw.streams.retain(|k| *k != key);
+            if let Some(keys) = dw.streams.get_mut(&stream.name) {
+                keys.retain(|k| *k != key);
+                if keys.is_empty() {
+                    dw.streams.remove(&stream.name);
+                }
+            }
         }
         for src in &mut self.sources {
             if src.in_flight.get(&stream.path) == Some(&key) {
@@ -617,10 +633,11 @@ impl ClientDaemon {
                     let mut stream =
                         Stream::new(key, path.clone(), src.svc.clone(), src.meta.clone(), true);
                     stream.set_ephemeral();
+                    let name = stream.name.clone();
                     self.streams.insert(stream);
                     let dir = &self.sources[i].dir;
                     if let Some(dw) = self.dirs.values_mut().find(|d| d.dir == *dir) {
-                        dw.streams.push(key);
+                        dw.streams.entry(name).or_default().push(key);
                     }
                     self.sources[i].in_flight.insert(path, key);
                     self.with_stream(key, now, |s, ctx| {
@@ -708,21 +725,20 @@ impl ClientDaemon {
                         }
                     }
                 }
-                for &key in &dw.streams {
-                    let Some(s) = self.streams.get(key) else {
-                        continue;
-                    };
-                    if ev.name == Some(s.name.as_os_str()) || s.is_draining() {
-                        hits.push((key, ev.mask));
-                    }
+                if let Some(keys) = ev.name.and_then(|n| dw.streams.get(n)) {
+                    hits.extend(keys.iter().map(|&k| (k, ev.mask)));
                 }
+                // A file being drained after a rotation has events under
+                // its new name: let draining streams look at every event.
+                hits.extend(self.draining.iter().map(|&k| (k, ev.mask)));
                 if ev.mask & mask::IGNORED != 0 {
                     if let Some(dw) = self.dirs.remove(&ev.watch) {
                         crate::warn!(
                             "directory {} went away; watching for it to come back",
                             dw.dir.display()
                         );
-                        self.unwatched.push((dw.dir, dw.streams, dw.sources));
+                        let keys = dw.streams.into_values().flatten().collect();
+                        self.unwatched.push((dw.dir, keys, dw.sources));
                     }
                 }
             }
@@ -756,10 +772,14 @@ impl ClientDaemon {
                     }
                     let dw = self.dirs.entry(w).or_insert_with(|| DirWatch {
                         dir,
-                        streams: Vec::new(),
+                        streams: HashMap::new(),
                         sources: Vec::new(),
                     });
-                    dw.streams.extend(keys);
+                    for key in keys {
+                        if let Some(s) = self.streams.get(key) {
+                            dw.streams.entry(s.name.clone()).or_default().push(key);
+                        }
+                    }
                     dw.sources.extend(sources);
                 }
                 Err(e) => {
