@@ -258,10 +258,23 @@ impl Model {
     fn check(mut self) {
         self.start();
         let must = self.must();
-        wait_for("every line that must arrive", || {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
             let got: BTreeSet<u64> = self.arrived().into_iter().collect();
-            must.iter().all(|n| got.contains(n))
-        });
+            let missing: Vec<u64> = must.iter().filter(|n| !got.contains(n)).copied().collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {} lines that must arrive, first {:?}; arrived {} lines, may-be-lost {:?}",
+                missing.len(),
+                &missing[..missing.len().min(10)],
+                got.len(),
+                self.may
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let mut c = self.client.take().expect("running");
         assert!(c.stop().success(), "client stopped cleanly");
         let bytes = std::fs::read(&self.out).unwrap_or_default();
@@ -341,6 +354,39 @@ fn truncated_and_rewritten_before_the_client_read_it_then_killed() {
         Op::Truncate,
         Op::Write(73),
         Op::Stop(true),
+    ]);
+}
+
+#[test]
+fn rotated_then_written_many_times_while_running() {
+    run(&[
+        Op::Write(15),
+        Op::Rotate(13),
+        Op::Truncate,
+        Op::Write(29),
+        Op::Rotate(35),
+        Op::Rotate(10),
+        Op::Write(161),
+        Op::Write(165),
+        Op::Rotate(30),
+    ]);
+}
+
+#[test]
+fn killed_restarted_then_truncated_written_and_rotated() {
+    run(&[
+        Op::Stop(true),
+        Op::Start,
+        Op::Write(41),
+        Op::Truncate,
+        Op::Write(149),
+        Op::Write(43),
+        Op::Write(68),
+        Op::Write(229),
+        Op::Write(5),
+        Op::Write(247),
+        Op::Write(212),
+        Op::Rotate(48),
     ]);
 }
 

@@ -237,7 +237,7 @@ fn a_file_rotated_while_the_client_was_away_is_finished_first() {
     append_lines(&log, "away", 1500, 2000);
     let mut client = client_for(&server, &state, "h", &[&log]);
     wait_content(&dest, &expected("away", 0, 2000));
-    client.wait_log("since the last run; finishing it");
+    client.wait_log("while not held open (client restart or parked file); finishing it");
     assert!(client.stop().success());
 }
 

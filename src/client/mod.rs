@@ -36,13 +36,18 @@ use crate::reactor::{Armed, Key, Reactor, Ready, Slots, StopHandle};
 use crate::tail::batch::Rules;
 use crate::tail::state::{self, Entry, StateError};
 use dirsource::{DirSource, Filter};
-use stream::{Ctx, LinkBudget, Settings, Stream};
+use stream::{Ctx, LinkBudget, OpenFiles, Settings, Stream};
 
 const SIGNALS: Token = Token(1);
 const INOTIFY: Token = Token(2);
 const STATE: Token = Token(3);
 const WAKER: Token = Token(4);
 const PROGRESS: Token = Token(5);
+/// The next parking round while more files are open than `max_open_files`.
+const PARK: Token = Token(6);
+/// Least time between two parking rounds (connections being ended for
+/// parking need a moment).
+const PARK_ROUND: Duration = Duration::from_millis(500);
 
 /// Events a directory watch asks for.
 const DIR_EVENTS: u32 = mask::CREATE
@@ -141,6 +146,13 @@ pub struct ClientDaemon {
     dirty: bool,
     /// See [`Ctx::save_soon`].
     save_soon: bool,
+    /// Followed files held open, and how many may be (`max_open_files`).
+    open_files: OpenFiles,
+    max_open_files: usize,
+    /// See [`Ctx::fd_pressure`].
+    fd_pressure: bool,
+    /// Earliest time for the next parking round while over the cap.
+    park_round: Instant,
     /// Streams reading a file rotated away from their path.
     draining: std::collections::HashSet<Key>,
     loaded: Vec<Entry>,
@@ -161,9 +173,13 @@ impl ClientDaemon {
             None
         };
         // Many followed files and a connection per active one.
-        if let Err(e) = crate::reactor::sys::host::raise_nofile_limit() {
-            crate::warn!("cannot raise the open files limit: {e}");
-        }
+        let nofile = match crate::reactor::sys::host::raise_nofile_limit() {
+            Ok(n) => n,
+            Err(e) => {
+                crate::warn!("cannot raise the open files limit: {e}");
+                1024
+            }
+        };
         let reactor = Reactor::new(1024).map_err(setup("create the event loop"))?;
         let inotify = Inotify::new().map_err(setup("create an inotify instance"))?;
         let reg = reactor.registry();
@@ -231,6 +247,10 @@ impl ClientDaemon {
             sent_files: 0,
             sent_bytes: 0,
             pool: Vec::new(),
+            open_files: OpenFiles::default(),
+            max_open_files: max_open_files(t.max_open_files, t.max_connections, nofile),
+            fd_pressure: false,
+            park_round: Instant::now(),
             stop,
         };
         for (i, s) in cfg.streams.iter().enumerate() {
@@ -427,6 +447,7 @@ impl ClientDaemon {
                             .schedule(now + Duration::from_secs(1), PROGRESS);
                     }
                     PROGRESS => {}
+                    PARK => {}
                     STATE => {
                         self.state_timer.fired(now);
                         self.save_state_if_dirty();
@@ -445,6 +466,14 @@ impl ClientDaemon {
                         },
                         now,
                     ),
+                }
+            }
+            let over = self.open_files.count() > self.max_open_files;
+            if self.fd_pressure || (over && self.park_round <= now) {
+                self.park_round = now + PARK_ROUND;
+                self.park_idle_files(now);
+                if self.open_files.count() > self.max_open_files {
+                    self.reactor.timers.schedule(self.park_round, PARK);
                 }
             }
             if std::mem::take(&mut self.save_soon) {
@@ -494,6 +523,8 @@ impl ClientDaemon {
             pool: &mut self.pool,
             abandoned_bytes: &mut self.abandoned_bytes,
             links: &mut self.links,
+            open_files: &self.open_files,
+            fd_pressure: &mut self.fd_pressure,
         };
         f(stream, &mut ctx);
         if stream.is_draining() {
@@ -798,6 +829,45 @@ impl ClientDaemon {
         }
     }
 
+    /// Closes idle followed files, least recently active first, until 90%
+    /// of `max_open_files` (or, after EMFILE, 90% of what is open) remain.
+    fn park_idle_files(&mut self, now: Instant) {
+        let open = self.open_files.count();
+        let cap = if std::mem::take(&mut self.fd_pressure) {
+            open.min(self.max_open_files)
+        } else {
+            self.max_open_files
+        };
+        let target = cap - cap / 10;
+        if open <= target {
+            return;
+        }
+        let mut idle: Vec<(Instant, Key)> = self
+            .streams
+            .keys()
+            .into_iter()
+            .filter_map(|k| Some((self.streams.get(k)?.last_active(), k)))
+            .collect();
+        idle.sort_unstable_by_key(|(at, _)| *at);
+        let mut parked = 0;
+        for (_, key) in idle {
+            if self.open_files.count() <= target {
+                break;
+            }
+            let mut done = false;
+            self.with_stream(key, now, |s, ctx| done = s.release_idle(ctx));
+            parked += usize::from(done);
+        }
+        if parked > 0 {
+            crate::info!(
+                "{parked} idle files parked; {} of at most {} followed files open",
+                self.open_files.count(),
+                self.max_open_files
+            );
+            self.save_soon = true;
+        }
+    }
+
     fn save_state_if_dirty(&mut self) {
         if self.dirty {
             self.save_state(state::Durability::Synced);
@@ -816,6 +886,19 @@ impl ClientDaemon {
             Err(e) => crate::error!("{e}"),
         }
     }
+}
+
+/// `max_open_files`: as configured, or (0) the open-files limit minus
+/// what connections and the daemon itself need.
+fn max_open_files(configured: usize, max_connections: usize, nofile: u64) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let limit = usize::try_from(nofile).unwrap_or(usize::MAX);
+    limit
+        .saturating_sub(max_connections)
+        .saturating_sub(64)
+        .max(64)
 }
 
 /// True when the last component of `p` is a glob pattern.

@@ -98,6 +98,11 @@ pub struct Tuning {
     /// `max_connections = 4096`: most connections open at once; further
     /// streams with data wait for a slot (>= 1).
     pub max_connections: usize,
+    /// `max_open_files = 0`: most followed files held open at once; above
+    /// it, files with everything read and acknowledged are closed ("parked")
+    /// and reopened (checked by identity) when their directory reports a
+    /// change. 0: the open-files limit minus `max_connections` and a reserve.
+    pub max_open_files: usize,
     /// `idle_close = "5m"`: a connection idle this long (everything sent
     /// and acknowledged) is closed; when streams wait for a slot, after 1 s.
     pub idle_close: Duration,
@@ -120,6 +125,7 @@ impl Default for Tuning {
             shutdown_timeout: Duration::from_secs(5),
             deleted_hold: Duration::from_secs(3600),
             max_connections: 4096,
+            max_open_files: 0,
             idle_close: Duration::from_secs(300),
         }
     }
@@ -216,6 +222,7 @@ struct RawTuning {
     shutdown_timeout: Option<DurationValue>,
     deleted_hold: Option<DurationValue>,
     max_connections: Option<usize>,
+    max_open_files: Option<usize>,
     idle_close: Option<DurationValue>,
 }
 
@@ -360,6 +367,7 @@ impl RawTuning {
             shutdown_timeout: self.shutdown_timeout.map_or(d.shutdown_timeout, |v| v.0),
             deleted_hold: self.deleted_hold.map_or(d.deleted_hold, |v| v.0),
             max_connections: self.max_connections.unwrap_or(d.max_connections).max(1),
+            max_open_files: self.max_open_files.unwrap_or(d.max_open_files),
             idle_close: self.idle_close.map_or(d.idle_close, |v| v.0),
         };
         let at = |span: Option<std::ops::Range<usize>>, msg: &str| match span {

@@ -43,7 +43,7 @@ impl Stream {
         // past our position is caught by the overlap check below.)
         let pos = self.sent + self.unsent() as u64;
         let len = t.file.metadata()?.len();
-        if len < pos && self.state == FileState::Following {
+        if len < pos && self.may_be_truncated() {
             return Ok(Fill::Truncated(len));
         }
         let mut result = Fill::Eof;
@@ -70,7 +70,7 @@ impl Stream {
                     let len = t.file.metadata()?.len();
                     // A file being drained after a rotation (or a copy
                     // being read after a copytruncate) simply ends.
-                    if len < pos && self.state == FileState::Following {
+                    if len < pos && self.may_be_truncated() {
                         return Ok(Fill::Truncated(len));
                     }
                     break;
@@ -190,17 +190,29 @@ impl Stream {
                 file: original,
                 identity,
                 id,
+                _slot: ctx.open_files.slot(),
             });
         }
         self.state = FileState::Rotated {
             last_growth: ctx.now,
         };
+        self.reading_copy = true;
         *ctx.save_soon = true;
         true
     }
 }
 
 impl Stream {
+    /// True when the open file can have been truncated under us: a
+    /// followed file, or one rotated away by rename. Not a whole file, and
+    /// not logrotate's copy being read after a copytruncate (it is a
+    /// snapshot that may simply end before our position).
+    fn may_be_truncated(&self) -> bool {
+        !self.whole
+            && !self.reading_copy
+            && matches!(self.state, FileState::Following | FileState::Rotated { .. })
+    }
+
     /// Saves the last bytes read (up to [`OVERLAP`]), when everything read
     /// was sent and the buffer is about to be emptied.
     pub(super) fn keep_tail(&mut self) {
@@ -212,14 +224,16 @@ impl Stream {
         }
     }
 
-    /// The first read of a fill: for a followed file whose buffer (or
+    /// The first read of a fill: for a followed (or rotated) file whose buffer (or
     /// saved [`tail`](Stream::tail)) holds the bytes just before `pos` (up
     /// to [`OVERLAP`] of them), reads from that far back instead and checks
     /// they are the same. The buffer keeps mirroring the file: `buf[..end]`
     /// is the file just before `pos` plus the new bytes.
     fn read_checked(&mut self, pos: u64) -> io::Result<Checked> {
         let l = overlap(pos);
-        if self.state != FileState::Following || self.whole || l == 0 {
+        // Also while draining a rotated file: it may have been truncated
+        // and rewritten before it was renamed.
+        if !self.may_be_truncated() || l == 0 {
             return Ok(Checked::Unchecked);
         }
         let (at, expect) = if self.end >= l {
@@ -287,6 +301,6 @@ pub(super) enum Fill {
 }
 
 /// Size of a fresh read buffer: four batches, within `[batch, max_batch]`.
-fn initial_buffer(s: &Settings) -> usize {
+pub(super) fn initial_buffer(s: &Settings) -> usize {
     (s.rules.batch.saturating_mul(4)).clamp(s.rules.batch.max(1), s.max_batch.max(1))
 }

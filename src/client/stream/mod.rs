@@ -14,15 +14,18 @@
 //! its descriptor to its end, every byte acknowledged, before switching).
 
 mod fill;
+mod park;
 mod rotation;
 
 use fill::Fill;
 
+use std::cell::Cell;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use mio::{Interest, Registry, Token};
@@ -44,6 +47,8 @@ const ROTATE_GRACE_MOVED_ON: Duration = Duration::from_millis(50);
 const DRAIN_POLL: Duration = Duration::from_millis(100);
 /// Longest a connect + handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How soon an open that failed for lack of descriptors is retried.
+const FD_PRESSURE_RETRY: Duration = Duration::from_millis(100);
 /// How often an unreadable (not missing) file is retried.
 const REOPEN_RETRY: Duration = Duration::from_secs(5);
 /// Most bytes one stream sends per turn of the loop (see `pump`).
@@ -95,12 +100,45 @@ pub(crate) struct Ctx<'a> {
     /// Bytes of deleted files given up (see `deleted_hold`), since start.
     pub abandoned_bytes: &'a mut u64,
     pub links: &'a mut LinkBudget,
+    /// Descriptors of followed files held by all streams.
+    pub open_files: &'a OpenFiles,
+    /// Set when opening failed for lack of descriptors (EMFILE/ENFILE):
+    /// the daemon parks idle files.
+    pub fd_pressure: &'a mut bool,
+}
+
+/// Counts the followed files held open by all streams: every [`Tracked`]
+/// holds a [`FileSlot`], which counts itself out when dropped, so the
+/// count cannot drift whatever path a file leaves by.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OpenFiles(Rc<Cell<usize>>);
+
+impl OpenFiles {
+    pub fn count(&self) -> usize {
+        self.0.get()
+    }
+
+    fn slot(&self) -> FileSlot {
+        self.0.set(self.0.get() + 1);
+        FileSlot(self.0.clone())
+    }
+}
+
+#[derive(Debug)]
+struct FileSlot(Rc<Cell<usize>>);
+
+impl Drop for FileSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 #[derive(Debug)]
 struct Tracked {
     file: File,
     identity: Identity,
+    /// Counts this descriptor in [`OpenFiles`].
+    _slot: FileSlot,
     /// Stream id sent to the server; new for every file (and after a
     /// truncation), kept across reconnects and restarts.
     id: String,
@@ -169,6 +207,11 @@ pub(crate) struct Stream {
     /// Last time data moved or was acknowledged (for `idle_close`).
     last_active: Instant,
     jitter: u64,
+    /// The open file is logrotate's copy, read after a copytruncate.
+    reading_copy: bool,
+    /// The file was closed while idle (see [`park`](Self::park)); its
+    /// position waits in the daemon's loaded entries until it is reopened.
+    parked: bool,
     /// The [`fill::OVERLAP`] bytes before file offset `.0`, kept when the
     /// read buffer goes back to the pool, so the next read can check them.
     tail: Option<(u64, [u8; fill::OVERLAP])>,
@@ -218,6 +261,8 @@ impl Stream {
             last_active: Instant::now(),
             jitter: seed | 1,
             tail: None,
+            reading_copy: false,
+            parked: false,
         }
     }
 
@@ -272,6 +317,7 @@ impl Stream {
     /// gone and fully handled: the daemon drops it.
     pub fn gone(&self) -> bool {
         self.ephemeral
+            && !self.parked
             && self.file.is_none()
             && self.successors.is_empty()
             && self.link.is_none()
@@ -286,6 +332,11 @@ impl Stream {
     /// Bytes of the current file handed to the connection so far.
     pub fn sent(&self) -> u64 {
         self.sent
+    }
+
+    /// When data last moved or was acknowledged.
+    pub fn last_active(&self) -> Instant {
+        self.last_active
     }
 
     /// The whole file's length, if it is open.
@@ -326,6 +377,7 @@ impl Stream {
         {
             self.check_path(ctx);
         }
+        self.unpark_on_event(ctx);
         if mask & !m::MODIFY == 0 && self.waiting_for_linger(ctx) {
             // A slow writer's append while a small batch waits for
             // `linger`: the timer reads everything at once, instead of one
@@ -379,7 +431,10 @@ impl Stream {
                 let at = offset.unwrap_or(self.acked);
                 self.verify = false;
                 self.done_at = None;
-                if let Some(len) = self.file_len().filter(|len| at > *len) {
+                if let Some(len) = self
+                    .file_len()
+                    .filter(|len| at > *len && !self.reading_copy)
+                {
                     // The server holds more than the file has: it was
                     // truncated. Start over under a new id.
                     self.truncated(len, ctx);
@@ -562,6 +617,14 @@ impl Stream {
         }
         let file = match File::open(&self.path) {
             Ok(f) => f,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                // Out of descriptors: the daemon parks idle files; retry soon.
+                *ctx.fd_pressure = true;
+                self.state = FileState::Missing {
+                    retry_at: Some(ctx.now + FD_PRESSURE_RETRY),
+                };
+                return;
+            }
             Err(e) => {
                 let retry_at = if e.kind() == io::ErrorKind::NotFound {
                     crate::debug!(
@@ -604,6 +667,8 @@ impl Stream {
                 e.path == self.path
                     && (e.identity.dev, e.identity.ino) == (identity.dev, identity.ino)
             });
+        let was_parked = std::mem::take(&mut self.parked);
+        let resumed = claimed.is_some();
         let (id, offset) = match claimed.map(|i| ctx.loaded.swap_remove(i)) {
             Some(e) => (e.id, e.offset),
             None if rewritten => {
@@ -619,11 +684,22 @@ impl Stream {
             }
             None => (stream_id(&file, &identity), 0),
         };
-        crate::info!("{}: following from offset {offset}", self.path.display());
-        self.file = Some(Tracked { file, identity, id });
+        if was_parked && resumed {
+            crate::debug!("{}: reopened at offset {offset}", self.path.display());
+        } else {
+            crate::info!("{}: following from offset {offset}", self.path.display());
+        }
+        self.file = Some(Tracked {
+            file,
+            identity,
+            id,
+            _slot: ctx.open_files.slot(),
+        });
         self.state = FileState::Following;
         self.acked = offset;
-        self.verify = true;
+        // A parked file reopened as itself: its offset is the server's
+        // (nothing was lost in between), no need to ask again.
+        self.verify = !(was_parked && resumed);
         self.sent = offset;
         self.clear_buf();
         *ctx.save_soon = true;

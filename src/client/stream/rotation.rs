@@ -34,10 +34,10 @@ impl Stream {
                     self.state = FileState::Rotated {
                         last_growth: ctx.now,
                     };
-                    self.adopt_successor();
+                    self.adopt_successor(ctx);
                 }
             }
-            FileState::Rotated { .. } => self.adopt_successor(),
+            FileState::Rotated { .. } => self.adopt_successor(ctx),
         }
     }
 
@@ -82,7 +82,7 @@ impl Stream {
                 return false;
             }
             crate::warn!(
-                "{}: rewritten and rotated to {} since the last run; sending it from the start",
+                "{}: rewritten and rotated to {} while not held open; sending it from the start",
                 self.path.display(),
                 old_path.display()
             );
@@ -91,7 +91,7 @@ impl Stream {
             e.identity = now_identity;
         } else {
             crate::info!(
-                "{}: rotated to {} since the last run; finishing it from offset {} first",
+                "{}: rotated to {} while not held open (client restart or parked file); finishing it from offset {} first",
                 self.path.display(),
                 old_path.display(),
                 e.offset
@@ -101,7 +101,9 @@ impl Stream {
             file,
             identity: e.identity,
             id: e.id,
+            _slot: ctx.open_files.slot(),
         });
+        self.parked = false;
         self.state = FileState::Rotated {
             last_growth: ctx.now,
         };
@@ -109,7 +111,7 @@ impl Stream {
         self.sent = e.offset;
         self.verify = true;
         self.clear_buf();
-        self.adopt_successor();
+        self.adopt_successor(ctx);
         *ctx.save_soon = true;
         true
     }
@@ -153,7 +155,7 @@ impl Stream {
     /// still read whole: rotations faster than the client drains lose
     /// nothing, as long as each new file is seen (inotify) before it is
     /// itself rotated.
-    pub(super) fn adopt_successor(&mut self) {
+    pub(super) fn adopt_successor(&mut self, ctx: &Ctx<'_>) {
         if !self.follow {
             return;
         }
@@ -168,7 +170,12 @@ impl Stream {
             return;
         }
         let id = stream_id(&file, &identity);
-        self.successors.push_back(Tracked { file, identity, id });
+        self.successors.push_back(Tracked {
+            file,
+            identity,
+            id,
+            _slot: ctx.open_files.slot(),
+        });
     }
 
     pub(super) fn switch_after_rotation(&mut self, ctx: &mut Ctx<'_>) {
@@ -180,6 +187,7 @@ impl Stream {
         self.drop_link(ctx, None);
         self.retry_at = None;
         self.file = None;
+        self.reading_copy = false;
         if let Some(next) = self.successors.pop_front().filter(|_| self.follow) {
             // The next file, held since it appeared: it may itself have been
             // rotated away meanwhile, then it is drained the same way.
@@ -198,7 +206,7 @@ impl Stream {
             self.done_at = None;
             self.clear_buf();
             if !at_path {
-                self.adopt_successor();
+                self.adopt_successor(ctx);
             }
         } else if self.follow {
             self.state = FileState::Missing {
