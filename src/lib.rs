@@ -73,6 +73,7 @@
 pub mod log;
 pub mod client;
 pub mod config;
+pub mod metrics;
 pub mod persist;
 pub mod proto;
 pub mod reactor;

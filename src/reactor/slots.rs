@@ -5,6 +5,11 @@
 //! occupant gets a fresh generation, so a late event or timer addressed to
 //! the old occupant (a closed connection, a rotated file) finds no match and
 //! is dropped instead of reaching the wrong owner.
+//!
+//! Generation 0 is never handed out, so no key is below `1 << 32`: tokens
+//! in `RESERVED..1 << 32` are free for an owner with its own table, which
+//! the loop routes by range before looking up a key (the metrics endpoint
+//! does this, with `crate::metrics::http::TOKENS`).
 
 use slab::Slab;
 
@@ -120,6 +125,18 @@ mod tests {
         assert_eq!(s.get(a), None);
         assert_eq!(s.remove(a), None);
         assert_eq!(s.get(b), Some(&"b"));
+    }
+
+    #[test]
+    fn generation_zero_is_never_issued() {
+        let mut s = Slots {
+            slab: Slab::new(),
+            next_gen: u32::MAX,
+        };
+        assert_eq!(s.insert(1).generation(), u32::MAX);
+        let wrapped = s.insert(2);
+        assert_eq!(wrapped.generation(), 1);
+        assert!(wrapped.token().0 >= 1 << 32);
     }
 
     #[test]

@@ -12,12 +12,14 @@
 //!   following a symlink, and small metadata helpers.
 //! - [`host`]: the host name and process limits.
 //! - [`net`]: socket settings `mio` does not expose (the listen backlog).
+//! - [`uring`]: an io_uring for `fdatasync` without blocking the loop.
 
 pub mod fs;
 pub mod host;
 pub mod inotify;
 pub mod net;
 pub mod signal;
+pub mod uring;
 
 use std::io;
 

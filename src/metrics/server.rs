@@ -1,0 +1,356 @@
+//! What `loghamsterd` counts.
+//!
+//! Every family is named `loghamster_server_*`. Labels are bounded by the
+//! configuration: `output` is the name of an `[output.NAME]` table, or
+//! [`DEFAULT_OUTPUT`] for every stream that took the default
+//! `directory/<host>/<path>` route (one value however many hosts and paths
+//! there are); `reason` is a [`HandshakeFailure`]. Nothing a client sends
+//! becomes a label value.
+//!
+//! | metric | type | meaning |
+//! | --- | --- | --- |
+//! | `loghamster_server_connections_open` | gauge | connections now open |
+//! | `loghamster_server_connections_accepted_total` | counter | connections accepted |
+//! | `loghamster_server_connections_refused_total` | counter | connections closed at once (shutting down, too many open) |
+//! | `loghamster_server_handshake_errors_total{reason}` | counter | connections that ended before streaming |
+//! | `loghamster_server_received_bytes_total{output}` | counter | stream bytes received |
+//! | `loghamster_server_received_lines_total{output}` | counter | lines written |
+//! | `loghamster_server_write_errors_total{output}` | counter | failed writes to an output |
+//! | `loghamster_server_fsync_duration_seconds` | histogram | time per `fdatasync` of an output |
+//! | `loghamster_server_unacknowledged_bytes` | gauge | bytes received but not yet acknowledged |
+//! | `loghamster_server_streams_active` | gauge | streams past the handshake |
+
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::config::ServerConfig;
+use crate::proto::ParseError;
+use crate::sink::route::RouteError;
+
+/// The `output` label value of the default directory route. Output names
+/// are tokens (`[A-Za-z0-9_.-]+`), so this value, with its parentheses,
+/// cannot collide with a configured `[output.default]`.
+pub const DEFAULT_OUTPUT: &str = "(default)";
+
+/// Upper bounds of the fsync histogram, in seconds: 100 µs to 1 s in
+/// roughly 1-2.5-5 steps (an SSD syncs in well under a millisecond, a busy
+/// spinning disk in tens of milliseconds; above 1 s lands in `+Inf`).
+pub const FSYNC_BUCKETS: [f64; 13] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// Labels of the per-output families.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct OutputLabels {
+    /// A configured output name, or [`DEFAULT_OUTPUT`].
+    pub output: String,
+}
+
+impl OutputLabels {
+    /// The label of a route's output (`Route::output`): its name, or
+    /// [`DEFAULT_OUTPUT`] for the default route.
+    pub fn for_route(output: Option<&str>) -> OutputLabels {
+        OutputLabels {
+            output: output.unwrap_or(DEFAULT_OUTPUT).to_string(),
+        }
+    }
+}
+
+/// Why a connection ended before it streamed: the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HandshakeFailure {
+    /// No INIT within `handshake_timeout` (`408`).
+    Timeout,
+    /// INIT longer than the line limit or with too many meta pairs.
+    TooLarge,
+    /// INIT that does not parse, or a bad `offset:` (`400`).
+    Malformed,
+    /// Routing refused the host, a value or the path (`400`).
+    BadRoute,
+    /// No output matches and there is no default directory (`404`).
+    NoOutput,
+    /// The output could not be opened (`503`).
+    OutputUnavailable,
+    /// The server state could not be committed in time (`503`).
+    StateUnavailable,
+    /// The peer closed before sending a whole INIT.
+    ClosedEarly,
+}
+
+impl HandshakeFailure {
+    /// Every value, for pre-creating the series.
+    pub const ALL: [HandshakeFailure; 8] = [
+        HandshakeFailure::Timeout,
+        HandshakeFailure::TooLarge,
+        HandshakeFailure::Malformed,
+        HandshakeFailure::BadRoute,
+        HandshakeFailure::NoOutput,
+        HandshakeFailure::OutputUnavailable,
+        HandshakeFailure::StateUnavailable,
+        HandshakeFailure::ClosedEarly,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::TooLarge => "too_large",
+            HandshakeFailure::Malformed => "malformed",
+            HandshakeFailure::BadRoute => "bad_route",
+            HandshakeFailure::NoOutput => "no_output",
+            HandshakeFailure::OutputUnavailable => "output_unavailable",
+            HandshakeFailure::StateUnavailable => "state_unavailable",
+            HandshakeFailure::ClosedEarly => "closed_early",
+        }
+    }
+
+    /// The failure for a rejected INIT line.
+    pub fn from_parse(e: ParseError) -> HandshakeFailure {
+        match e {
+            ParseError::LineTooLong | ParseError::TooManyMeta => HandshakeFailure::TooLarge,
+            _ => HandshakeFailure::Malformed,
+        }
+    }
+
+    /// The failure for a refused route.
+    pub fn from_route(e: &RouteError) -> HandshakeFailure {
+        match e {
+            RouteError::NoOutput => HandshakeFailure::NoOutput,
+            RouteError::BadHost | RouteError::BadValue { .. } | RouteError::BadPath => {
+                HandshakeFailure::BadRoute
+            }
+        }
+    }
+}
+
+impl EncodeLabelValue for HandshakeFailure {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Labels of the handshake error family.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    pub reason: HandshakeFailure,
+}
+
+/// The metrics of `loghamsterd`: handles to update, and the registry that
+/// holds them (read by [`super::Scrape`]).
+#[derive(Debug)]
+pub struct ServerMetrics {
+    registry: Registry,
+    /// Connections now open (inc on accept, dec on close).
+    pub connections_open: Gauge,
+    /// Connections accepted since start.
+    pub connections_accepted: Counter,
+    /// Connections closed right after `accept` (shutting down, limits).
+    pub connections_refused: Counter,
+    /// Connections that ended before streaming, by reason.
+    pub handshake_errors: Family<HandshakeLabels, Counter>,
+    /// Stream bytes received, by output.
+    pub received_bytes: Family<OutputLabels, Counter>,
+    /// Lines written to outputs, by output.
+    pub received_lines: Family<OutputLabels, Counter>,
+    /// Failed writes to an output, by output.
+    pub write_errors: Family<OutputLabels, Counter>,
+    /// Seconds per `fdatasync` of an output; see [`FSYNC_BUCKETS`].
+    pub fsync_duration: Histogram,
+    /// Bytes received but not yet acknowledged to their clients, over all
+    /// streams (inc on receive, dec on `ACK`, dec the rest on close).
+    pub unacknowledged_bytes: Gauge,
+    /// Streams past the handshake.
+    pub streams_active: Gauge,
+}
+
+impl ServerMetrics {
+    /// Registers every family and creates the series of every configured
+    /// output, [`DEFAULT_OUTPUT`] (when `directory` is set) and every
+    /// handshake failure, so they show as 0 before the first event.
+    pub fn new(cfg: &ServerConfig) -> ServerMetrics {
+        let mut outputs: Vec<Option<&str>> =
+            cfg.outputs.iter().map(|o| Some(o.name.as_str())).collect();
+        if cfg.directory.is_some() {
+            outputs.push(None);
+        }
+        ServerMetrics::with_outputs(outputs)
+    }
+
+    /// Like [`ServerMetrics::new`], with the outputs given directly
+    /// (`None` is the default route).
+    pub fn with_outputs<'a>(outputs: impl IntoIterator<Item = Option<&'a str>>) -> ServerMetrics {
+        let mut registry = Registry::with_prefix("loghamster_server");
+        let m = ServerMetrics {
+            connections_open: Gauge::default(),
+            connections_accepted: Counter::default(),
+            connections_refused: Counter::default(),
+            handshake_errors: Family::default(),
+            received_bytes: Family::default(),
+            received_lines: Family::default(),
+            write_errors: Family::default(),
+            fsync_duration: Histogram::new(FSYNC_BUCKETS),
+            unacknowledged_bytes: Gauge::default(),
+            streams_active: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "connections_open",
+            "Connections now open",
+            m.connections_open.clone(),
+        );
+        r.register(
+            "connections_accepted",
+            "Connections accepted",
+            m.connections_accepted.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections closed right after accept (shutting down or at a limit)",
+            m.connections_refused.clone(),
+        );
+        r.register(
+            "handshake_errors",
+            "Connections that ended before streaming, by reason",
+            m.handshake_errors.clone(),
+        );
+        r.register_with_unit(
+            "received",
+            "Stream bytes received, by output",
+            Unit::Bytes,
+            m.received_bytes.clone(),
+        );
+        r.register(
+            "received_lines",
+            "Lines written to outputs, by output",
+            m.received_lines.clone(),
+        );
+        r.register(
+            "write_errors",
+            "Failed writes to an output, by output",
+            m.write_errors.clone(),
+        );
+        r.register_with_unit(
+            "fsync_duration",
+            "Time per fdatasync of an output",
+            Unit::Seconds,
+            m.fsync_duration.clone(),
+        );
+        r.register_with_unit(
+            "unacknowledged",
+            "Bytes received but not yet acknowledged to clients",
+            Unit::Bytes,
+            m.unacknowledged_bytes.clone(),
+        );
+        r.register(
+            "streams_active",
+            "Streams past the handshake",
+            m.streams_active.clone(),
+        );
+        for reason in HandshakeFailure::ALL {
+            drop(
+                m.handshake_errors
+                    .get_or_create(&HandshakeLabels { reason }),
+            );
+        }
+        for output in outputs {
+            let l = OutputLabels::for_route(output);
+            // Dropping the guard at once: holding it blocks the next insert.
+            drop(m.received_bytes.get_or_create(&l));
+            drop(m.received_lines.get_or_create(&l));
+            drop(m.write_errors.get_or_create(&l));
+        }
+        ServerMetrics { registry, ..m }
+    }
+
+    /// Counts a connection that ended before streaming.
+    pub fn handshake_failed(&self, reason: HandshakeFailure) {
+        self.handshake_errors
+            .get_or_create(&HandshakeLabels { reason })
+            .inc();
+    }
+
+    /// Records one `fdatasync` that took `took`.
+    pub fn observe_fsync(&self, took: Duration) {
+        self.fsync_duration.observe(took.as_secs_f64());
+    }
+
+    /// The registry, e.g. to add families from elsewhere.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// The exposition in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        super::encode(&self.registry)
+    }
+}
+
+impl super::Scrape for ServerMetrics {
+    fn scrape(&mut self, _now: Instant, out: &mut String) {
+        super::encode_into(&self.registry, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_units_and_labels_follow_conventions() {
+        let m = ServerMetrics::with_outputs([Some("nginx"), None]);
+        m.connections_accepted.inc();
+        m.received_bytes
+            .get_or_create(&OutputLabels::for_route(Some("nginx")))
+            .inc_by(42);
+        m.received_bytes
+            .get_or_create(&OutputLabels::for_route(None))
+            .inc_by(7);
+        m.handshake_failed(HandshakeFailure::from_parse(ParseError::LineTooLong));
+        m.observe_fsync(Duration::from_micros(300));
+        let text = m.encode();
+        for want in [
+            "loghamster_server_connections_accepted_total 1\n",
+            "loghamster_server_received_bytes_total{output=\"nginx\"} 42\n",
+            "loghamster_server_received_bytes_total{output=\"(default)\"} 7\n",
+            "loghamster_server_received_lines_total{output=\"nginx\"} 0\n",
+            "loghamster_server_handshake_errors_total{reason=\"too_large\"} 1\n",
+            "loghamster_server_handshake_errors_total{reason=\"closed_early\"} 0\n",
+            "# TYPE loghamster_server_fsync_duration_seconds histogram\n",
+            "loghamster_server_fsync_duration_seconds_bucket{le=\"0.0005\"} 1\n",
+            "loghamster_server_fsync_duration_seconds_count 1\n",
+            "loghamster_server_unacknowledged_bytes 0\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn default_route_is_one_label_value() {
+        assert_eq!(OutputLabels::for_route(None).output, DEFAULT_OUTPUT);
+        assert!(!crate::config::is_token(DEFAULT_OUTPUT));
+        assert_eq!(OutputLabels::for_route(Some("default")).output, "default");
+    }
+
+    #[test]
+    fn route_errors_map_to_reasons() {
+        assert_eq!(
+            HandshakeFailure::from_route(&RouteError::NoOutput),
+            HandshakeFailure::NoOutput
+        );
+        assert_eq!(
+            HandshakeFailure::from_route(&RouteError::BadPath),
+            HandshakeFailure::BadRoute
+        );
+        assert_eq!(
+            HandshakeFailure::from_parse(ParseError::NotUtf8),
+            HandshakeFailure::Malformed
+        );
+    }
+}
