@@ -372,6 +372,11 @@ fn promtool_accepts_both_daemons_expositions() {
     ];
     for (who, text) in texts {
         let Some((ok, said)) = promtool_check(&text) else {
+            // CI installs promtool (.ci/run): there, its absence fails.
+            assert!(
+                std::env::var_os("LOGHAMSTER_REQUIRE_PROMTOOL").is_none(),
+                "promtool is required (LOGHAMSTER_REQUIRE_PROMTOOL) but not in PATH"
+            );
             // Past the harness's output capture (which also takes
             // `io::stderr()`), so the skip shows in a plain `cargo test`.
             let msg = "SKIPPED promtool_accepts_both_daemons_expositions: promtool not found \
