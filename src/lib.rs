@@ -22,6 +22,8 @@
 //! - [`tail`]: files on the client: identity, batching rule, state file.
 //! - [`sink`]: outputs on the server: routing and line-aligned writing.
 //! - [`config`]: the TOML files of both daemons.
+//! - [`metrics`]: what each daemon counts, and the `/metrics` endpoint it
+//!   serves from its own loop (`[prometheus]`).
 //! - [`client`] and [`server`]: the two daemons, wiring the layers into one
 //!   loop each. `src/bin/` holds thin `main`s over them.
 //!

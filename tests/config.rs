@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use loghamster::config::{
     parse_duration, parse_size, ClientConfig, Compression, ConfigError, Method, OnRotate,
-    ServerConfig, Source, ValueError,
+    Prometheus, ServerConfig, Source, ValueError,
 };
 
 const CLIENT_PATH: &str = "/etc/loghamster/client.toml";
@@ -353,6 +353,74 @@ fn server_validation_errors() {
         let e = server_err(src);
         assert!(e.message.contains(want), "{src:?}: {e}");
         assert_eq!(e.line, Some(*line), "{src:?}: {e}");
+    }
+}
+
+/// A minimal valid client config followed by `tail` (4 lines before it).
+fn client_then(tail: &str) -> String {
+    format!("[server]\nhostname = \"h\"\n[[stream]]\npath = \"/a\"\n{tail}")
+}
+
+#[test]
+fn client_prometheus_section_is_the_servers_with_its_own_default() {
+    let off = ClientConfig::from_toml_str(&client_then(""), CLIENT_PATH).unwrap();
+    assert_eq!(off.prometheus, Prometheus::disabled("127.0.0.1:9101"));
+    let server = ServerConfig::from_toml_str("", "s.toml").unwrap();
+    assert_eq!(server.prometheus, Prometheus::disabled("127.0.0.1:8091"));
+
+    // The section alone turns it on, as on the server.
+    let on = ClientConfig::from_toml_str(&client_then("[prometheus]\n"), CLIENT_PATH).unwrap();
+    assert!(on.prometheus.enabled);
+    assert_eq!(
+        on.prometheus.addr(),
+        Some("127.0.0.1:9101".parse().unwrap())
+    );
+
+    let cases: &[(&str, bool, &str)] = &[
+        ("listen = \":9101\"", true, "0.0.0.0:9101"),
+        (
+            "listen = \"[::1]:9101\"\nenabled = true",
+            true,
+            "[::1]:9101",
+        ),
+        ("listen = \"127.0.0.1:0\"", true, "127.0.0.1:0"),
+        (
+            "enabled = false\nlisten = \"10.0.0.1:9\"",
+            false,
+            "10.0.0.1:9",
+        ),
+    ];
+    for (body, enabled, addr) in cases {
+        let src = client_then(&format!("[prometheus]\n{body}\n"));
+        let c = ClientConfig::from_toml_str(&src, CLIENT_PATH).unwrap();
+        assert_eq!(c.prometheus.enabled, *enabled, "{body}");
+        assert_eq!(c.prometheus.addr(), Some(addr.parse().unwrap()), "{body}");
+    }
+}
+
+#[test]
+fn client_prometheus_errors_name_key_and_line() {
+    let cases: &[(&str, &str, usize)] = &[
+        (
+            "listen = \"nope\"",
+            "`prometheus.listen` \"nope\": expected ip:port or :port",
+            6,
+        ),
+        ("listen = \"localhost:9101\"", "`prometheus.listen`", 6),
+        ("listen = \"9101\"", "`prometheus.listen`", 6),
+        ("listen = \":70000\"", "`prometheus.listen`", 6),
+        (
+            "enabled = true\nlisten = 9101",
+            "`prometheus.listen`: invalid type",
+            7,
+        ),
+        ("enabled = \"yes\"", "`prometheus.enabled`: invalid type", 6),
+        ("lisen = \":9101\"", "unknown field `lisen`", 6),
+    ];
+    for (body, want, line) in cases {
+        let e = client_err(&client_then(&format!("[prometheus]\n{body}\n")));
+        assert!(e.message.contains(want), "{body:?}: {e}");
+        assert_eq!(e.line, Some(*line), "{body:?}: {e}");
     }
 }
 

@@ -49,8 +49,12 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
+        let metrics = match cfg.prometheus.enabled {
+            true => format!(", metrics on {}", cfg.prometheus.listen),
+            false => String::new(),
+        };
         println!(
-            "config OK: server {}:{}, {} streams, state file {}",
+            "config OK: server {}:{}, {} streams, state file {}{metrics}",
             cfg.server.hostname,
             cfg.server.port,
             cfg.streams.len(),

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use super::{ClientDaemon, ClientError};
 use crate::config::client::{
     default_client_state_file, is_host_name, Compression, ServerAddr, Tuning,
+    DEFAULT_PROMETHEUS_LISTEN,
 };
-use crate::config::{ClientConfig, Method, OnRotate, Source, StreamConfig};
+use crate::config::{ClientConfig, Method, OnRotate, Prometheus, Source, StreamConfig};
 
 /// A client under construction: a server address and the files to stream.
 ///
@@ -120,6 +121,7 @@ impl Client {
             hostname: self.hostname.clone(),
             debug: false,
             tuning: self.tuning,
+            prometheus: Prometheus::disabled(DEFAULT_PROMETHEUS_LISTEN),
             streams: self.streams.clone(),
         })
     }

@@ -50,7 +50,10 @@ pub(crate) struct DirSource {
     pub svc: Option<String>,
     pub meta: Vec<(String, String)>,
     pub delete: bool,
-    queue: VecDeque<PathBuf>,
+    /// Index of the configured stream's meter (`ClientDaemon::meters`).
+    pub meter: usize,
+    /// Files to start, with their size when queued.
+    queue: VecDeque<(PathBuf, u64)>,
     pub in_flight: HashMap<PathBuf, Key>,
     /// Bytes of every file queued so far (for the progress line).
     pub queued_bytes: u64,
@@ -66,6 +69,7 @@ impl DirSource {
         svc: Option<String>,
         meta: Vec<(String, String)>,
         delete: bool,
+        meter: usize,
     ) -> Self {
         DirSource {
             dir,
@@ -75,6 +79,7 @@ impl DirSource {
             svc,
             meta,
             delete,
+            meter,
             queue: VecDeque::new(),
             in_flight: HashMap::new(),
             queued_bytes: 0,
@@ -92,6 +97,14 @@ impl DirSource {
     /// Nothing queued, settling or being sent.
     pub fn idle(&self) -> bool {
         self.queue.is_empty() && self.in_flight.is_empty() && self.settling.is_empty()
+    }
+
+    /// Files queued but not started yet, and their bytes when queued.
+    pub fn waiting(&self) -> (usize, u64) {
+        (
+            self.queue.len(),
+            self.queue.iter().map(|(_, len)| len).sum(),
+        )
     }
 
     /// Offers every matching regular file in the directory; drops complete
@@ -115,7 +128,7 @@ impl DirSource {
     /// A matching file may be ready. `closed`: inotify said its writer
     /// closed it (or it was moved in), so it need not settle.
     pub fn offer(&mut self, path: PathBuf, closed: bool, now: Instant, completed: &[Entry]) {
-        if self.in_flight.contains_key(&path) || self.queue.contains(&path) {
+        if self.in_flight.contains_key(&path) || self.queue.iter().any(|(p, _)| *p == path) {
             return;
         }
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
@@ -135,7 +148,7 @@ impl DirSource {
         self.settling.retain(|(p, _, _)| *p != path);
         if closed || !young {
             self.queued_bytes += meta.len();
-            self.queue.push_back(path);
+            self.queue.push_back((path, meta.len()));
         } else {
             self.settling.push((path, mtime, now + SETTLE));
         }
@@ -170,6 +183,7 @@ impl DirSource {
         (self.follow || self.in_flight.len() < MAX_IN_FLIGHT)
             .then(|| self.queue.pop_front())
             .flatten()
+            .map(|(path, _)| path)
     }
 }
 

@@ -12,10 +12,16 @@
 //! clean stop. SIGTERM/SIGINT stop cleanly: every connection is
 //! half-closed, the server writes and acknowledges what it received, then
 //! the state is saved. A second signal stops at once (state still saved).
+//!
+//! With `[prometheus]` enabled, the metrics endpoint
+//! ([`crate::metrics::MetricsServer`]) is one more event source in the same
+//! loop: its tokens are routed by range before the streams' catch-all, and
+//! what it serves is counted and derived as `meter.rs` describes.
 
 pub mod api;
 mod dirsource;
 mod link;
+mod meter;
 mod stream;
 
 use std::collections::HashMap;
@@ -30,12 +36,16 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
 use crate::config::{ClientConfig, Method, OnRotate, Source};
+use crate::metrics::client::StreamLabels;
+use crate::metrics::http::HttpError;
+use crate::metrics::{ClientMetrics, MetricsServer};
 use crate::reactor::sys::inotify::{mask, Inotify, Watch};
 use crate::reactor::sys::signal::{SignalFd, SIGINT, SIGTERM};
 use crate::reactor::{Armed, Key, Reactor, Ready, Slots, StopHandle};
 use crate::tail::batch::Rules;
 use crate::tail::state::{self, Entry, StateError};
 use dirsource::{DirSource, Filter};
+use meter::{Meter, View};
 use stream::{Ctx, LinkBudget, OpenFiles, Settings, Stream};
 
 const SIGNALS: Token = Token(1);
@@ -74,12 +84,15 @@ pub enum ClientError {
         what: &'static str,
     },
     Config(String),
+    /// The metrics endpoint could not start (names the address).
+    Metrics(HttpError),
 }
 
 impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ClientError::Setup { what, source } => write!(f, "cannot {what}: {source}"),
+            ClientError::Metrics(e) => e.fmt(f),
             ClientError::State(e) => e.fmt(f),
             ClientError::Config(e) => f.write_str(e),
             ClientError::Unsupported { stream, what } => {
@@ -158,6 +171,14 @@ pub struct ClientDaemon {
     loaded: Vec<Entry>,
     /// Idle read buffers shared by the streams.
     pool: Vec<Vec<u8>>,
+    /// What the client counts; served by `http` when `[prometheus]` is
+    /// enabled, updated either way (an atomic add per event).
+    metrics: ClientMetrics,
+    /// One per distinct configured stream; [`Stream`]s and [`DirSource`]s
+    /// hold an index into it.
+    meters: Vec<Meter>,
+    /// The `/metrics` endpoint, when enabled.
+    http: Option<MetricsServer>,
     stop: StopHandle,
 }
 
@@ -251,10 +272,26 @@ impl ClientDaemon {
             max_open_files: max_open_files(t.max_open_files, t.max_connections, nofile),
             fd_pressure: false,
             park_round: Instant::now(),
+            metrics: ClientMetrics::new(&cfg.streams, Instant::now()),
+            meters: Vec::new(),
+            http: None,
             stop,
         };
+        if cfg.prometheus.enabled {
+            let addr = cfg.prometheus.addr().ok_or_else(|| {
+                ClientError::Config(format!(
+                    "`prometheus.listen` \"{}\": expected ip:port or :port",
+                    cfg.prometheus.listen
+                ))
+            })?;
+            let http = MetricsServer::bind(addr, daemon.reactor.registry())
+                .map_err(ClientError::Metrics)?;
+            daemon.http = Some(http);
+        }
         for (i, s) in cfg.streams.iter().enumerate() {
             let once = s.method == Method::Send;
+            let label = StreamLabels::for_config(s);
+            let meter = meter::meter_for(&mut daemon.meters, &daemon.metrics, label);
             let (dir, filter) = match &s.source {
                 Source::Path(_) if s.delete && !once => {
                     return Err(ClientError::Unsupported {
@@ -292,6 +329,7 @@ impl ClientDaemon {
                         s.svc.clone(),
                         s.meta.clone(),
                         false,
+                        meter,
                     );
                     src.follow = true;
                     daemon.sources.push(src);
@@ -304,6 +342,7 @@ impl ClientDaemon {
                     let follow = s.onrotate == OnRotate::Follow;
                     daemon.streams.insert(Stream::new(
                         key,
+                        meter,
                         path.clone(),
                         s.svc.clone(),
                         s.meta.clone(),
@@ -338,6 +377,7 @@ impl ClientDaemon {
                 s.svc.clone(),
                 s.meta.clone(),
                 s.delete,
+                meter,
             ));
             daemon.add_unwatched(dir, None, Some(daemon.sources.len() - 1));
         }
@@ -379,6 +419,9 @@ impl ClientDaemon {
             self.settings.server,
             self.state_file.display()
         );
+        if let Some(http) = &self.http {
+            crate::info!("serving metrics on http://{}/metrics", http.local_addr());
+        }
         let mut deadline: Option<Instant> = None;
         let started = now;
         let progress = self.send_only && std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -435,6 +478,7 @@ impl ClientDaemon {
                         deadline = Some(self.begin_stop(now));
                     }
                     INOTIFY => self.on_inotify(now),
+                    t if MetricsServer::owns(t) => self.on_metrics_event(t, now),
                     token => self.on_stream_event(token, *r, now),
                 }
             }
@@ -448,6 +492,12 @@ impl ClientDaemon {
                     }
                     PROGRESS => {}
                     PARK => {}
+                    t if MetricsServer::owns(t) => {
+                        if let Some(http) = &mut self.http {
+                            let (registry, timers) = self.reactor.parts();
+                            http.tick(registry, timers, now);
+                        }
+                    }
                     STATE => {
                         self.state_timer.fired(now);
                         self.save_state_if_dirty();
@@ -507,10 +557,29 @@ impl ClientDaemon {
         deadline
     }
 
+    /// An event for the metrics endpoint; a `/metrics` request reads the
+    /// daemon through a [`View`].
+    fn on_metrics_event(&mut self, token: Token, now: Instant) {
+        let Some(http) = &mut self.http else {
+            return;
+        };
+        let (registry, timers) = self.reactor.parts();
+        let mut view = View {
+            metrics: &mut self.metrics,
+            meters: &self.meters,
+            streams: &self.streams,
+            sources: &self.sources,
+            open_files: self.open_files.count(),
+        };
+        http.on_event(registry, timers, token, now, &mut view);
+    }
+
     fn with_stream(&mut self, key: Key, now: Instant, f: impl FnOnce(&mut Stream, &mut Ctx<'_>)) {
         let Some(stream) = self.streams.get_mut(key) else {
             return;
         };
+        // In range: a stream's meter index comes from `meters`.
+        let meter = &mut self.meters[stream.meter()];
         let (registry, timers) = self.reactor.parts();
         let mut ctx = Ctx {
             registry,
@@ -525,6 +594,7 @@ impl ClientDaemon {
             links: &mut self.links,
             open_files: &self.open_files,
             fd_pressure: &mut self.fd_pressure,
+            meter,
         };
         f(stream, &mut ctx);
         if stream.is_draining() {
@@ -661,8 +731,14 @@ impl ClientDaemon {
                     if held || self.streams.values().any(|s| s.path == path) {
                         continue;
                     }
-                    let mut stream =
-                        Stream::new(key, path.clone(), src.svc.clone(), src.meta.clone(), true);
+                    let mut stream = Stream::new(
+                        key,
+                        src.meter,
+                        path.clone(),
+                        src.svc.clone(),
+                        src.meta.clone(),
+                        true,
+                    );
                     stream.set_ephemeral();
                     let name = stream.name.clone();
                     self.streams.insert(stream);
@@ -677,8 +753,14 @@ impl ClientDaemon {
                     });
                     continue;
                 }
-                let stream =
-                    Stream::new_whole(key, path.clone(), src.svc.clone(), src.meta.clone(), now);
+                let stream = Stream::new_whole(
+                    key,
+                    src.meter,
+                    path.clone(),
+                    src.svc.clone(),
+                    src.meta.clone(),
+                    now,
+                );
                 self.streams.insert(stream);
                 self.sources[i].in_flight.insert(path, key);
                 self.with_stream(key, now, |s, ctx| s.tick(ctx));

@@ -13,7 +13,12 @@
 //! directory = "/var/log/sipproxyd/backup"
 //! filepattern = '*.log.*.gz'
 //! meta = { env = "prod" }
+//! [prometheus]                # optional: serve /metrics and /health
+//! listen = "127.0.0.1:9101"
 //! ```
+//!
+//! `[prometheus]` is the server's section (see [`super::Prometheus`]) with
+//! another default address, [`DEFAULT_PROMETHEUS_LISTEN`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,11 +28,14 @@ use toml::Spanned;
 
 use super::{
     compile_glob, is_token, parse_toml, read_source, ConfigError, Doc, DurationValue, OrderedMap,
-    SizeValue,
+    Prometheus, RawPrometheus, SizeValue,
 };
 
 /// Default server port.
 pub const DEFAULT_PORT: u16 = 8901;
+/// Default `[prometheus] listen` address of `loghamsterc` (the server's is
+/// 8091, so both can run on one host with their defaults).
+pub const DEFAULT_PROMETHEUS_LISTEN: &str = "127.0.0.1:9101";
 
 /// Meta keys a client may not set: used by the protocol (`id`, `offset`,
 /// `ack`) or by the server's matching and templates (`host`, `path`), or
@@ -49,6 +57,9 @@ pub struct ClientConfig {
     pub debug: bool,
     /// Optional `[tuning]` section.
     pub tuning: Tuning,
+    /// Optional `[prometheus]` section: the metrics endpoint; default
+    /// disabled, listen address [`DEFAULT_PROMETHEUS_LISTEN`].
+    pub prometheus: Prometheus,
     /// The `[[stream]]`s in file order; never empty.
     pub streams: Vec<StreamConfig>,
 }
@@ -198,6 +209,7 @@ struct RawClient {
     hostname: Option<Spanned<String>>,
     debug: Option<bool>,
     tuning: Option<RawTuning>,
+    prometheus: Option<RawPrometheus>,
     stream: Option<Vec<RawStream>>,
 }
 
@@ -296,6 +308,10 @@ impl RawClient {
             tuning: self
                 .tuning
                 .map_or(Ok(Tuning::default()), |t| t.validate(doc))?,
+            prometheus: match self.prometheus {
+                Some(p) => p.validate(doc, DEFAULT_PROMETHEUS_LISTEN)?,
+                None => Prometheus::disabled(DEFAULT_PROMETHEUS_LISTEN),
+            },
             streams,
         })
     }

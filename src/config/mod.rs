@@ -23,9 +23,11 @@
 //! (`[[stream]`).
 //!
 //! Shared value syntaxes live here: durations ([`parse_duration`]: `"50ms"`,
-//! `"5s"`, `"2m"`, `"1h"`) and sizes ([`parse_size`]: `4096`, `"4k"`,
+//! `"5s"`, `"2m"`, `"1h"`), sizes ([`parse_size`]: `4096`, `"4k"`,
 //! `"4KiB"`, `"1MiB"`, `"2GiB"`; all units are binary, `k`/`KB`/`KiB` all
-//! mean 1024).
+//! mean 1024) and listen addresses ([`parse_listen`]: `"ip:port"` or
+//! `":port"`). So does the one section both files share, `[prometheus]`
+//! ([`Prometheus`]); each daemon only brings its default address.
 
 #![forbid(unsafe_code)]
 
@@ -37,16 +39,18 @@ pub use client::{
     default_client_state_file, ClientConfig, Compression, Method, OnRotate, ServerAddr, Source,
     StreamConfig, Tuning,
 };
-pub use server::{OutputConfig, Prometheus, ServerConfig, SyncPolicy};
+pub use server::{OutputConfig, ServerConfig, SyncPolicy};
 pub use template::{Piece, Template, TemplateError};
 
 use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use toml::Spanned;
 
 /// A configuration file could not be loaded.
 ///
@@ -437,6 +441,84 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
             }
         }
         d.deserialize_map(Vis(std::marker::PhantomData))
+    }
+}
+
+/// Parses a metrics `listen` address: `ip:port`, or `:port` for every IPv4
+/// interface. `None` if it is neither. Port 0 is accepted (the daemon
+/// binds a free port and logs it).
+pub fn parse_listen(text: &str) -> Option<SocketAddr> {
+    match text.strip_prefix(':') {
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .map(|p| SocketAddr::from((Ipv4Addr::UNSPECIFIED, p))),
+        None => text.parse().ok(),
+    }
+}
+
+/// The `[prometheus]` section of either daemon: whether and where it
+/// serves `/metrics` and `/health` (see [`crate::metrics`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prometheus {
+    /// `listen`: `ip:port`, or `:port` for every IPv4 interface, as
+    /// written; [`parse_listen`] accepts it. The default depends on the
+    /// daemon (`127.0.0.1:8091` for `loghamsterd`, `127.0.0.1:9101` for
+    /// `loghamsterc`).
+    pub listen: String,
+    /// `enabled`: false without the section; true when the section exists
+    /// but has no `enabled` key.
+    pub enabled: bool,
+}
+
+impl Prometheus {
+    /// The section when it is absent: disabled, with `listen` ready for
+    /// when it is enabled.
+    pub fn disabled(listen: &str) -> Prometheus {
+        Prometheus {
+            listen: listen.to_string(),
+            enabled: false,
+        }
+    }
+
+    /// The address to bind: `listen` parsed. `None` only for a value built
+    /// by hand that a config file would have rejected.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        parse_listen(&self.listen)
+    }
+}
+
+/// `[prometheus]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPrometheus {
+    listen: Option<Spanned<String>>,
+    enabled: Option<bool>,
+}
+
+impl RawPrometheus {
+    /// Checks `listen` (an error names its line); `default_listen` is the
+    /// daemon's address when the key is absent.
+    pub(crate) fn validate(
+        self,
+        doc: &Doc<'_>,
+        default_listen: &str,
+    ) -> Result<Prometheus, ConfigError> {
+        let mut p = Prometheus {
+            enabled: self.enabled.unwrap_or(true),
+            ..Prometheus::disabled(default_listen)
+        };
+        if let Some(l) = self.listen {
+            let text = l.get_ref();
+            if parse_listen(text).is_none() {
+                return Err(doc.err_at(
+                    l.span(),
+                    format!("`prometheus.listen` \"{text}\": expected ip:port or :port"),
+                ));
+            }
+            p.listen = l.into_inner();
+        }
+        Ok(p)
     }
 }
 

@@ -31,12 +31,14 @@ use toml::Spanned;
 
 use super::{
     compile_glob, is_token, parse_toml, read_source, ConfigError, Doc, DurationValue, OrderedMap,
-    SizeValue, Template,
+    Prometheus, RawPrometheus, SizeValue, Template,
 };
 
 /// Default `listen` address.
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8901);
+/// Default `[prometheus] listen` address of `loghamsterd`.
+pub const DEFAULT_PROMETHEUS_LISTEN: &str = "127.0.0.1:8091";
 
 /// The whole server configuration. All values are validated.
 #[derive(Debug, Clone)]
@@ -52,7 +54,8 @@ pub struct ServerConfig {
     /// `state_file`: where the server commits stream offsets; default
     /// `<directory>/.loghamsterd.state` (see [`ServerConfig::state_path`]).
     pub state_file: Option<PathBuf>,
-    /// `[prometheus]` section.
+    /// `[prometheus]` section (shared with the client, see
+    /// [`Prometheus`]); default listen address [`DEFAULT_PROMETHEUS_LISTEN`].
     pub prometheus: Prometheus,
     /// `handshake_timeout = "10s"`: time a client has to complete INIT; > 0.
     pub handshake_timeout: Duration,
@@ -83,25 +86,6 @@ pub enum SyncPolicy {
     Always,
 }
 
-/// The `[prometheus]` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Prometheus {
-    /// `ip:port`, or `:port` for all interfaces; default `127.0.0.1:8091`.
-    pub listen: String,
-    /// Default false without the section; true when the section exists but
-    /// has no `enabled` key.
-    pub enabled: bool,
-}
-
-impl Default for Prometheus {
-    fn default() -> Prometheus {
-        Prometheus {
-            listen: "127.0.0.1:8091".to_string(),
-            enabled: false,
-        }
-    }
-}
-
 /// One `[output.NAME]` table.
 #[derive(Debug, Clone)]
 pub struct OutputConfig {
@@ -130,13 +114,6 @@ struct RawServer {
     sync: Option<SyncPolicy>,
     sync_interval: Option<Spanned<DurationValue>>,
     output: Option<OrderedMap<RawOutput>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPrometheus {
-    listen: Option<Spanned<String>>,
-    enabled: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -178,7 +155,7 @@ impl ServerConfig {
             listen: listen.unwrap_or(DEFAULT_LISTEN),
             directory,
             state_file: None,
-            prometheus: Prometheus::default(),
+            prometheus: Prometheus::disabled(DEFAULT_PROMETHEUS_LISTEN),
             handshake_timeout: Duration::from_secs(10),
             max_line: 1 << 20,
             outputs: Vec::new(),
@@ -231,7 +208,7 @@ impl RawServer {
         cfg.directory = self.directory.map(Spanned::into_inner);
         cfg.state_file = self.state_file;
         if let Some(p) = self.prometheus {
-            cfg.prometheus = p.validate(doc)?;
+            cfg.prometheus = p.validate(doc, DEFAULT_PROMETHEUS_LISTEN)?;
         }
         if let Some(t) = self.handshake_timeout {
             if t.get_ref().0.is_zero() {
@@ -257,30 +234,6 @@ impl RawServer {
             cfg.outputs.push(out);
         }
         Ok(cfg)
-    }
-}
-
-impl RawPrometheus {
-    fn validate(self, doc: &Doc<'_>) -> Result<Prometheus, ConfigError> {
-        let mut p = Prometheus {
-            enabled: self.enabled.unwrap_or(true),
-            ..Prometheus::default()
-        };
-        if let Some(l) = self.listen {
-            let text = l.get_ref();
-            let ok = match text.strip_prefix(':') {
-                Some(port) => port.parse::<u16>().is_ok(),
-                None => text.parse::<SocketAddr>().is_ok(),
-            };
-            if !ok {
-                return Err(doc.err_at(
-                    l.span(),
-                    format!("`prometheus.listen` \"{text}\": expected ip:port or :port"),
-                ));
-            }
-            p.listen = l.into_inner();
-        }
-        Ok(p)
     }
 }
 

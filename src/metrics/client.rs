@@ -9,16 +9,16 @@
 //!
 //! | metric | type | meaning |
 //! | --- | --- | --- |
-//! | `loghamster_client_files_watched` | gauge | files the streams currently follow or wait for |
+//! | `loghamster_client_files_watched` | gauge | paths followed (configured, parked or not there yet, glob matches), whole files being sent or queued |
 //! | `loghamster_client_files_open` | gauge | file descriptors open on followed files |
 //! | `loghamster_client_read_bytes_total{stream}` | counter | bytes read from files |
 //! | `loghamster_client_sent_bytes_total{stream}` | counter | bytes written to the server |
 //! | `loghamster_client_acknowledged_bytes_total{stream}` | counter | bytes the server acknowledged |
 //! | `loghamster_client_behind_bytes{stream}` | gauge | file size − acknowledged offset |
-//! | `loghamster_client_rotations_total{stream}` | counter | rotations (rename or new file) seen |
-//! | `loghamster_client_truncations_total{stream}` | counter | truncations seen |
-//! | `loghamster_client_reconnects_total{stream}` | counter | connections opened after the first |
-//! | `loghamster_client_last_ack_age_seconds{stream}` | gauge | seconds since the last acknowledgement (since start before the first) |
+//! | `loghamster_client_rotations_total{stream}` | counter | files rotated away (renamed, deleted, copytruncate) while read |
+//! | `loghamster_client_truncations_total{stream}` | counter | files truncated or rewritten in place, sent again from 0 |
+//! | `loghamster_client_reconnects_total{stream}` | counter | connections opened after one failed or broke |
+//! | `loghamster_client_last_ack_age_seconds{stream}` | gauge | seconds since the server last acknowledged new bytes (since start before the first) |
 //! | `loghamster_client_rate_limit_delay_seconds_total` | counter | time sending was held back by a rate limit |
 
 use std::collections::HashMap;
@@ -89,10 +89,11 @@ pub struct ClientMetrics {
     pub rotations: Family<StreamLabels, Counter>,
     /// Truncations seen, by stream.
     pub truncations: Family<StreamLabels, Counter>,
-    /// Connections opened after a stream's first, by stream.
+    /// Connections opened after a connection failed or broke, by stream.
     pub reconnects: Family<StreamLabels, Counter>,
     /// Seconds since the last acknowledgement, by stream; computed at
-    /// scrape time from [`ClientMetrics::acknowledged`] calls.
+    /// scrape time from [`ClientMetrics::acknowledged`] and
+    /// [`ClientMetrics::acknowledged_at`] calls.
     pub last_ack_age: Family<StreamLabels, SecondsGauge>,
     /// Seconds sending was held back by a rate limit (for the rate limiter).
     pub rate_limit_delay: Counter<f64, AtomicU64>,
@@ -167,7 +168,7 @@ impl ClientMetrics {
             ("truncations", "Truncations seen", &self.truncations),
             (
                 "reconnects",
-                "Connections opened after a stream's first",
+                "Connections opened after a connection failed or broke",
                 &self.reconnects,
             ),
         ];
@@ -211,6 +212,20 @@ impl ClientMetrics {
             Some(at) => *at = now,
             None => {
                 self.last_ack.insert(l.clone(), now);
+            }
+        }
+    }
+
+    /// Records that the server last acknowledged bytes of stream `l` at
+    /// `at`, without counting them: for a daemon that counts through a
+    /// handle of its own (`acknowledged_bytes.get_or_create_owned`, one
+    /// atomic add per ACK, no lookup) and reports the time at scrape time.
+    /// An `at` earlier than the one recorded is ignored.
+    pub fn acknowledged_at(&mut self, l: &StreamLabels, at: Instant) {
+        match self.last_ack.get_mut(l) {
+            Some(t) => *t = (*t).max(at),
+            None => {
+                self.last_ack.insert(l.clone(), at);
             }
         }
     }

@@ -73,7 +73,6 @@ pub mod client;
 pub mod http;
 pub mod server;
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use prometheus_client::registry::Registry;
@@ -114,17 +113,10 @@ pub fn encode_into(registry: &Registry, out: &mut String) {
     }
 }
 
-/// Parses `[prometheus] listen`: `ip:port`, or `:port` for every IPv4
-/// interface (the config accepts both). `None` if it is neither.
-pub fn parse_listen(text: &str) -> Option<SocketAddr> {
-    match text.strip_prefix(':') {
-        Some(port) => port
-            .parse::<u16>()
-            .ok()
-            .map(|p| SocketAddr::from((Ipv4Addr::UNSPECIFIED, p))),
-        None => text.parse().ok(),
-    }
-}
+/// Parses `[prometheus] listen` (`ip:port`, or `:port` for every IPv4
+/// interface): the config's own parser, so what the config accepts is what
+/// the endpoint binds.
+pub use crate::config::parse_listen;
 
 #[cfg(test)]
 mod tests {

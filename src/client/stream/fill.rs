@@ -50,7 +50,10 @@ impl Stream {
         match self.read_checked(pos)? {
             Checked::Unchecked => {}
             Checked::Read(0) => {}
-            Checked::Read(_) => result = Fill::Read,
+            Checked::Read(n) => {
+                ctx.meter.read.inc_by(n as u64);
+                result = Fill::Read;
+            }
             Checked::Changed => {
                 let len = self.file_len().unwrap_or(0);
                 crate::warn!(
@@ -76,6 +79,7 @@ impl Stream {
                     break;
                 }
                 Ok(n) => {
+                    ctx.meter.read.inc_by(n as u64);
                     self.end += n;
                     result = Fill::Read;
                 }
@@ -116,6 +120,7 @@ impl Stream {
             return;
         }
         let Some(t) = &mut self.file else { return };
+        ctx.meter.truncations.inc();
         crate::warn!(
             "{}: truncated (now {len} bytes, we were at {}); starting over from 0",
             self.path.display(),
@@ -172,6 +177,8 @@ impl Stream {
         let Some(mut t) = self.file.take() else {
             return false;
         };
+        // Read on as if the file had been renamed: a rotation.
+        ctx.meter.rotations.inc();
         crate::warn!(
             "{}: truncated (copytruncate); reading the rest of the old content from its copy {}, then the file from 0",
             self.path.display(),

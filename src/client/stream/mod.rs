@@ -19,18 +19,19 @@ mod rotation;
 
 use fill::Fill;
 
-use std::cell::Cell;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Interest, Registry, Token};
 
 use super::link::{Heard, Link, Phase};
+use super::meter::Meter;
 use crate::reactor::{Armed, Key, Timers};
 use crate::tail::batch::{self, Unsent};
 use crate::tail::identity::{stream_id, unique_suffix, Identity};
@@ -105,31 +106,34 @@ pub(crate) struct Ctx<'a> {
     /// Set when opening failed for lack of descriptors (EMFILE/ENFILE):
     /// the daemon parks idle files.
     pub fd_pressure: &'a mut bool,
+    /// The metric handles of this stream's configured `[[stream]]`.
+    pub meter: &'a mut Meter,
 }
 
 /// Counts the followed files held open by all streams: every [`Tracked`]
 /// holds a [`FileSlot`], which counts itself out when dropped, so the
-/// count cannot drift whatever path a file leaves by.
+/// count cannot drift whatever path a file leaves by. (Atomic only so the
+/// daemon can be moved to another thread; it is used from one.)
 #[derive(Debug, Clone, Default)]
-pub(crate) struct OpenFiles(Rc<Cell<usize>>);
+pub(crate) struct OpenFiles(Arc<AtomicUsize>);
 
 impl OpenFiles {
     pub fn count(&self) -> usize {
-        self.0.get()
+        self.0.load(Ordering::Relaxed)
     }
 
     fn slot(&self) -> FileSlot {
-        self.0.set(self.0.get() + 1);
+        self.0.fetch_add(1, Ordering::Relaxed);
         FileSlot(self.0.clone())
     }
 }
 
 #[derive(Debug)]
-struct FileSlot(Rc<Cell<usize>>);
+struct FileSlot(Arc<AtomicUsize>);
 
 impl Drop for FileSlot {
     fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -154,6 +158,9 @@ enum FileState {
 #[derive(Debug)]
 pub(crate) struct Stream {
     key: Key,
+    /// Index of the configured stream's [`Meter`] in the daemon's meters;
+    /// always valid.
+    meter: usize,
     pub path: PathBuf,
     /// Last component of `path`, to match inotify events of its directory.
     pub name: OsString,
@@ -199,6 +206,9 @@ pub(crate) struct Stream {
     ephemeral: bool,
     /// Queued in [`LinkBudget::waiting`] for a connection slot.
     waiting_link: bool,
+    /// The last connection failed or broke and no handshake succeeded
+    /// since: a connection opened now is a reconnect.
+    reconnecting: bool,
     /// The server's offset for this file must be (re)learned: after the
     /// file was opened, and after a connection ended without `250 DONE`
     /// (the server may have restarted and rolled back), even if the file
@@ -218,8 +228,10 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
+    /// A stream of `path`, counting into the meter with index `meter`.
     pub fn new(
         key: Key,
+        meter: usize,
         path: PathBuf,
         svc: Option<String>,
         meta: Vec<(String, String)>,
@@ -229,6 +241,7 @@ impl Stream {
         let seed = key.token().0 as u64 ^ unique_suffix();
         Stream {
             key,
+            meter,
             path,
             name,
             svc,
@@ -257,6 +270,7 @@ impl Stream {
             deleted_since: None,
             ephemeral: false,
             waiting_link: false,
+            reconnecting: false,
             verify: true,
             last_active: Instant::now(),
             jitter: seed | 1,
@@ -293,12 +307,13 @@ impl Stream {
     /// for every byte.
     pub fn new_whole(
         key: Key,
+        meter: usize,
         path: PathBuf,
         svc: Option<String>,
         meta: Vec<(String, String)>,
         now: Instant,
     ) -> Stream {
-        let mut s = Stream::new(key, path, svc, meta, false);
+        let mut s = Stream::new(key, meter, path, svc, meta, false);
         s.whole = true;
         s.state = FileState::Missing {
             retry_at: Some(now),
@@ -337,6 +352,24 @@ impl Stream {
     /// When data last moved or was acknowledged.
     pub fn last_active(&self) -> Instant {
         self.last_active
+    }
+
+    /// Index of the configured stream's meter.
+    pub fn meter(&self) -> usize {
+        self.meter
+    }
+
+    /// Bytes of this stream's files the server has not acknowledged: the
+    /// file being read past the acknowledged offset, and every file queued
+    /// after a rotation whole. One `fstat` per file (for a scrape, not for
+    /// the event path).
+    pub fn behind(&self) -> u64 {
+        let len = |t: &Tracked| t.file.metadata().map_or(0, |m| m.len());
+        let current = self
+            .file
+            .as_ref()
+            .map_or(0, |t| len(t).saturating_sub(self.acked));
+        current + self.successors.iter().map(len).sum::<u64>()
     }
 
     /// The whole file's length, if it is open.
@@ -430,6 +463,7 @@ impl Stream {
             Heard::Ready(offset) => {
                 let at = offset.unwrap_or(self.acked);
                 self.verify = false;
+                self.reconnecting = false;
                 self.done_at = None;
                 if let Some(len) = self
                     .file_len()
@@ -462,6 +496,10 @@ impl Stream {
                     );
                     *ctx.dirty = true;
                 }
+                // The server holds more than we knew: bytes whose ACK was
+                // lost with a broken connection (or with the last run).
+                ctx.meter
+                    .acknowledged(at.saturating_sub(self.acked), ctx.now);
                 self.acked = at;
                 self.sent = at;
                 self.clear_buf();
@@ -470,6 +508,7 @@ impl Stream {
                 crate::debug!("{}: streaming from offset {at}", self.path.display());
             }
             Heard::Ack(n) if n > self.acked && n <= self.sent => {
+                ctx.meter.acknowledged(n - self.acked, ctx.now);
                 self.acked = n;
                 self.last_active = ctx.now;
                 *ctx.dirty = true;
@@ -492,6 +531,7 @@ impl Stream {
                     );
                 }
                 if n <= self.sent && n > self.acked {
+                    ctx.meter.acknowledged(n - self.acked, ctx.now);
                     self.acked = n;
                     *ctx.dirty = true;
                 }
@@ -672,6 +712,7 @@ impl Stream {
         let (id, offset) = match claimed.map(|i| ctx.loaded.swap_remove(i)) {
             Some(e) => (e.id, e.offset),
             None if rewritten => {
+                ctx.meter.truncations.inc();
                 crate::warn!(
                     "{}: rewritten in place since the last run; sending it from the start",
                     self.path.display()
@@ -778,11 +819,15 @@ impl Stream {
         });
         match result {
             Ok(link) => {
+                if self.reconnecting {
+                    ctx.meter.reconnects.inc();
+                }
                 ctx.links.open += 1;
                 self.link = Some(link);
                 self.link_deadline = Some(now + HANDSHAKE_TIMEOUT);
             }
             Err(e) => {
+                self.reconnecting = true;
                 crate::warn!(
                     "{}: cannot connect to {}: {e}",
                     self.path.display(),
@@ -801,6 +846,7 @@ impl Stream {
         }
         if let Some(why) = why {
             self.verify = true;
+            self.reconnecting = true;
             crate::warn!(
                 "{}: {why}; {} of {} sent bytes acknowledged",
                 self.path.display(),
@@ -898,6 +944,9 @@ impl Stream {
                 match link.send_file(&t.file, self.sent, chunk) {
                     Ok(0) => return None, // socket full (or the file ended): wait
                     Ok(n) => {
+                        // The kernel read the file for us: read and sent.
+                        ctx.meter.read.inc_by(n as u64);
+                        ctx.meter.sent.inc_by(n as u64);
                         self.sent += n as u64;
                         self.last_active = now;
                         continue;
@@ -962,6 +1011,7 @@ impl Stream {
             match link.send(&self.buf[self.head..self.head + d.send]) {
                 Ok(0) => return None, // socket full: wait for writable
                 Ok(n) => {
+                    ctx.meter.sent.inc_by(n as u64);
                     self.head += n;
                     self.sent += n as u64;
                     self.last_active = now;

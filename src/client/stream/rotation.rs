@@ -27,6 +27,7 @@ impl Stream {
                     Err(_) => true,
                 };
                 if moved {
+                    ctx.meter.rotations.inc();
                     crate::info!(
                         "{}: rotated; reading the old file to its end",
                         self.path.display()
@@ -71,6 +72,7 @@ impl Stream {
             return false;
         };
         let mut e = ctx.loaded.swap_remove(i);
+        ctx.meter.rotations.inc();
         if !e.identity.matches(&file).unwrap_or(false) {
             // Other first bytes. The same file (same birth time, which the
             // id was derived from) truncated and rewritten before it was
@@ -86,6 +88,7 @@ impl Stream {
                 self.path.display(),
                 old_path.display()
             );
+            ctx.meter.truncations.inc();
             e.id = format!("{born}-t{:x}", unique_suffix());
             e.offset = 0;
             e.identity = now_identity;
@@ -193,6 +196,10 @@ impl Stream {
             // rotated away meanwhile, then it is drained the same way.
             let at_path = std::fs::metadata(&self.path)
                 .is_ok_and(|m| (m.dev(), m.ino()) == (next.identity.dev, next.identity.ino));
+            if !at_path {
+                // Rotated away too while it waited for its turn.
+                ctx.meter.rotations.inc();
+            }
             self.state = if at_path && self.successors.is_empty() {
                 FileState::Following
             } else {

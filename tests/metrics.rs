@@ -1,0 +1,289 @@
+//! The client's `[prometheus]` endpoint end to end: the real binaries on
+//! loopback, the endpoint on a port the client picks itself (`:0`, read
+//! back from its log line, so no port can be taken in between), real
+//! HTTP over `std::net::TcpStream`, and `promtool check metrics` on what
+//! it serves.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+
+use common::*;
+
+/// Where the client says it serves metrics (`serving metrics on
+/// http://ADDR/metrics`).
+fn metrics_addr(client: &Proc) -> SocketAddr {
+    const SAYS: &str = "serving metrics on http://";
+    client.wait_log(SAYS);
+    let log = client.log();
+    let at = log.find(SAYS).expect("logged") + SAYS.len();
+    let rest = &log[at..];
+    let end = rest.find("/metrics").expect("a URL");
+    rest[..end].parse().expect("a socket address")
+}
+
+/// `GET path` over HTTP/1.1; returns the head (status line and headers)
+/// and the body, after checking `Content-Length` against the body.
+fn get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    s.set_read_timeout(Some(PATIENCE)).expect("set a timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("send the request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read the answer");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head and a body");
+    let length = format!("\r\nContent-Length: {}\r\n", body.len());
+    assert!(head.contains(&length), "{head}");
+    (head.to_string(), body.to_string())
+}
+
+/// The body of `/metrics` once `done` holds for it.
+fn scrape_until(addr: SocketAddr, what: &str, mut done: impl FnMut(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (head, body) = get(addr, "/metrics");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nContent-Type: text/plain; version=0.0.4"),
+            "{head}"
+        );
+        if done(&body) {
+            return body;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!("timed out waiting for {what}; last scrape:\n{body}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The value of the sample `series` (name and labels, exactly as
+/// exposed), if the body has it.
+fn value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A per-stream series name: `loghamster_client_NAME{stream="LABEL"}`.
+fn series(name: &str, label: &str) -> String {
+    format!("loghamster_client_{name}{{stream=\"{label}\"}}")
+}
+
+fn size(path: &Path) -> f64 {
+    std::fs::metadata(path).expect("stat").len() as f64
+}
+
+/// Runs `promtool check metrics` on `body`: it must accept it without a
+/// lint. Skips (saying so) only when promtool is not installed and CI's
+/// `LOGHAMSTER_REQUIRE_PROMTOOL` is unset.
+fn promtool_accepts(body: &str, test: &str) {
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("LOGHAMSTER_REQUIRE_PROMTOOL").is_none(),
+                "promtool is required (LOGHAMSTER_REQUIRE_PROMTOOL) but not in PATH"
+            );
+            // Past the harness's output capture, so a plain `cargo test`
+            // shows the skip.
+            let msg = format!(
+                "SKIPPED the promtool check of {test}: promtool not found in PATH \
+                 (Debian: apt-get install -y prometheus)"
+            );
+            use std::os::fd::AsFd;
+            match std::io::stderr().as_fd().try_clone_to_owned() {
+                Ok(fd) => {
+                    let _ = writeln!(std::fs::File::from(fd), "{msg}");
+                }
+                Err(_) => eprintln!("{msg}"),
+            }
+            return;
+        }
+        Err(e) => panic!("cannot run promtool: {e}"),
+    };
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin.write_all(body.as_bytes()).expect("feed promtool");
+    drop(stdin);
+    let out = child.wait_with_output().expect("promtool runs");
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "promtool rejected:\n{said}\n{body}");
+    assert!(said.trim().is_empty(), "promtool lint:\n{said}\n{body}");
+}
+
+#[test]
+fn client_metrics_match_what_was_shipped_across_a_rotation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = dir.join("out");
+    let server = Server::with_directory(&out);
+    let log = dir.join("app.log");
+    append_lines(&log, "m", 0, 50);
+    let label = log.to_str().expect("utf-8 temp dir");
+    let body = format!(
+        "[prometheus]\nenabled = true\nlisten = \"127.0.0.1:0\"\n[[stream]]\npath = \"{label}\"\n"
+    );
+    let cfg = client_config(dir, &server, &body);
+    let mut client = client(&["--config", cfg.to_str().unwrap()]);
+    let addr = metrics_addr(&client);
+
+    let (head, body) = get(addr, "/health");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, "ok\n");
+
+    append_lines(&log, "m", 50, 200);
+    let shipped = routed(&out, "h", &log);
+    wait_content(&shipped, &expected("m", 0, 200));
+    let rotated = dir.join("app.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    append_lines(&log, "m", 200, 300);
+    wait_content(&shipped, &expected("m", 0, 300));
+
+    let total = size(&rotated) + size(&log);
+    let acked = series("acknowledged_bytes_total", label);
+    let body = scrape_until(addr, "every byte acknowledged, the old file closed", |b| {
+        value(b, &acked) == Some(total) && value(b, "loghamster_client_files_open") == Some(1.0)
+    });
+    for (name, want) in [
+        ("read_bytes_total", total),
+        ("sent_bytes_total", total),
+        ("behind_bytes", 0.0),
+        ("rotations_total", 1.0),
+        ("truncations_total", 0.0),
+        ("reconnects_total", 0.0),
+    ] {
+        assert_eq!(
+            value(&body, &series(name, label)),
+            Some(want),
+            "{name}\n{body}"
+        );
+    }
+    assert_eq!(value(&body, "loghamster_client_files_watched"), Some(1.0));
+    let age = value(&body, &series("last_ack_age_seconds", label)).expect("ack age");
+    assert!((0.0..PATIENCE.as_secs_f64()).contains(&age), "{age}");
+    assert_eq!(
+        value(&body, "loghamster_client_rate_limit_delay_seconds_total"),
+        Some(0.0)
+    );
+    // One series per configured stream, whatever files it read.
+    let series_count = body
+        .lines()
+        .filter(|l| l.starts_with("loghamster_client_acknowledged_bytes_total{"))
+        .count();
+    assert_eq!(series_count, 1, "{body}");
+    promtool_accepts(
+        &body,
+        "client_metrics_match_what_was_shipped_across_a_rotation",
+    );
+
+    assert!(client.stop().success());
+}
+
+#[test]
+fn a_glob_stream_is_one_series_whatever_files_match() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = dir.join("out");
+    let server = Server::with_directory(&out);
+    let logs = dir.join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let (a, b) = (logs.join("a.log"), logs.join("b.log"));
+    append_lines(&a, "a", 0, 40);
+    let pattern = format!("{}/*.log", logs.to_str().expect("utf-8 temp dir"));
+    let body =
+        format!("[prometheus]\nlisten = \"127.0.0.1:0\"\n[[stream]]\npath = \"{pattern}\"\n");
+    let cfg = client_config(dir, &server, &body);
+    let mut client = client(&["--config", cfg.to_str().unwrap()]);
+    let addr = metrics_addr(&client);
+
+    append_lines(&b, "b", 0, 60);
+    append_lines(&a, "a", 40, 80);
+    wait_content(&routed(&out, "h", &a), &expected("a", 0, 80));
+    wait_content(&routed(&out, "h", &b), &expected("b", 0, 60));
+
+    let total = size(&a) + size(&b);
+    let acked = series("acknowledged_bytes_total", &pattern);
+    let body = scrape_until(addr, "both files acknowledged", |body| {
+        value(body, &acked) == Some(total)
+    });
+    assert_eq!(
+        value(&body, &series("sent_bytes_total", &pattern)),
+        Some(total)
+    );
+    assert_eq!(value(&body, &series("behind_bytes", &pattern)), Some(0.0));
+    assert_eq!(value(&body, "loghamster_client_files_watched"), Some(2.0));
+    assert_eq!(value(&body, "loghamster_client_files_open"), Some(2.0));
+    assert!(!body.contains("a.log\""), "a file became a label:\n{body}");
+    promtool_accepts(&body, "a_glob_stream_is_one_series_whatever_files_match");
+
+    assert!(client.stop().success());
+}
+
+#[test]
+fn a_server_restart_counts_as_a_reconnect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = dir.join("out");
+    let mut server = Server::with_directory(&out);
+    let listen = server.addr.to_string();
+    let log = dir.join("app.log");
+    let label = log.to_str().expect("utf-8 temp dir");
+    let body = format!("[prometheus]\nlisten = \"127.0.0.1:0\"\n[[stream]]\npath = \"{label}\"\n");
+    let cfg = client_config(dir, &server, &body);
+    let mut client = client(&["--config", cfg.to_str().unwrap()]);
+    let addr = metrics_addr(&client);
+    append_lines(&log, "r", 0, 100);
+    let shipped = routed(&out, "h", &log);
+    wait_content(&shipped, &expected("r", 0, 100));
+
+    server.proc.kill9();
+    let _server = Server::start(&["--listen", &listen, "--directory", out.to_str().unwrap()]);
+    append_lines(&log, "r", 100, 200);
+    wait_content(&shipped, &expected("r", 0, 200));
+
+    let reconnects = series("reconnects_total", label);
+    let behind = series("behind_bytes", label);
+    let body = scrape_until(addr, "a reconnect, nothing behind", |b| {
+        value(b, &reconnects).is_some_and(|n| n >= 1.0) && value(b, &behind) == Some(0.0)
+    });
+    // A server killed before it committed may take bytes again: at least
+    // the file, never less.
+    let total = size(&log);
+    for name in [
+        "read_bytes_total",
+        "sent_bytes_total",
+        "acknowledged_bytes_total",
+    ] {
+        let got = value(&body, &series(name, label)).expect(name);
+        assert!(got >= total, "{name} {got} < {total}\n{body}");
+    }
+    assert!(client.stop().success());
+}
+
+#[test]
+fn a_taken_metrics_port_stops_the_client_naming_the_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let cfg = tmp.path().join("client.toml");
+    let text = format!(
+        "state_file = \"{}\"\n[server]\nhostname = \"127.0.0.1\"\n\
+         [prometheus]\nlisten = \"{addr}\"\n[[stream]]\npath = \"{}\"\n",
+        tmp.path().join("state").display(),
+        tmp.path().join("app.log").display()
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut client = client(&["--config", cfg.to_str().unwrap()]);
+    let status = client.wait_exit();
+    assert_eq!(status.code(), Some(1), "{}", client.log());
+    let want = format!("loghamsterc: cannot listen for metrics on {addr}: ");
+    assert!(client.log().contains(&want), "{}", client.log());
+}
