@@ -180,6 +180,9 @@ fn client_validation_errors() {
         (&client_with("meta = { offset = \"1\" }"), "reserved"),
         (&client_with("meta = { \"a b\" = \"1\" }"), "`meta.a b`"),
         (&client_with("meta = { env = \"a b\" }"), "`meta.env`"),
+        (&client_with("rate_limit = \"5MiB\""), "ends in \"/s\""),
+        (&client_with("rate_limit = 0"), "more than 0"),
+        (&client_with("burst = \"1MiB\""), "`burst` needs a `rate_limit`"),
         (
             "[server]\nhostname = \"h\"\ncompression = \"lz4\"\n[[stream]]\npath = \"/a\"\n",
             "not implemented in this version yet",
@@ -493,4 +496,24 @@ fn sizes() {
         parse_size("18446744073709551615G"),
         Err(ValueError::Overflow)
     );
+}
+
+#[test]
+fn rate_limits_per_stream_and_per_client() {
+    let c = ClientConfig::from_toml_str(
+        "[server]\nhostname = \"h\"\n[tuning]\nrate_limit = \"100MiB/s\"\n\
+         [[stream]]\npath = \"/a\"\nrate_limit = \"20MiB/s\"\nburst = \"4MiB\"\n\
+         [[stream]]\npath = \"/b\"\nrate_limit = 1000\n",
+        std::path::Path::new("c.toml"),
+    )
+    .unwrap();
+    let limit = |bytes_per_sec, burst| {
+        Some(loghamster::tail::rate::Limit {
+            bytes_per_sec,
+            burst,
+        })
+    };
+    assert_eq!(c.tuning.rate_limit, limit(100 << 20, 100 << 20));
+    assert_eq!(c.streams[0].rate_limit, limit(20 << 20, 4 << 20));
+    assert_eq!(c.streams[1].rate_limit, limit(1000, 1000));
 }

@@ -58,6 +58,7 @@ impl Client {
             svc,
             meta,
             delete: false,
+            rate_limit: None,
         });
         self
     }

@@ -43,6 +43,7 @@ use crate::reactor::sys::inotify::{mask, Inotify, Watch};
 use crate::reactor::sys::signal::{SignalFd, SIGINT, SIGTERM};
 use crate::reactor::{Armed, Key, Reactor, Ready, Slots, StopHandle};
 use crate::tail::batch::Rules;
+use crate::tail::rate::Bucket;
 use crate::tail::state::{self, Entry, StateError};
 use dirsource::{DirSource, Filter};
 use meter::{Meter, View};
@@ -177,6 +178,12 @@ pub struct ClientDaemon {
     /// One per distinct configured stream; [`Stream`]s and [`DirSource`]s
     /// hold an index into it.
     meters: Vec<Meter>,
+    /// `rate_limit` buckets by configured stream (same index as `meters`).
+    limits: Vec<Option<Bucket>>,
+    /// `[tuning] rate_limit`: one bucket for the whole client.
+    client_limit: Option<Bucket>,
+    /// Time streams waited for rate-limit credit, not yet counted.
+    throttled: Duration,
     /// The `/metrics` endpoint, when enabled.
     http: Option<MetricsServer>,
     stop: StopHandle,
@@ -274,6 +281,9 @@ impl ClientDaemon {
             park_round: Instant::now(),
             metrics: ClientMetrics::new(&cfg.streams, Instant::now()),
             meters: Vec::new(),
+            limits: Vec::new(),
+            client_limit: t.rate_limit.map(|l| Bucket::new(l, Instant::now())),
+            throttled: Duration::ZERO,
             http: None,
             stop,
         };
@@ -292,6 +302,12 @@ impl ClientDaemon {
             let once = s.method == Method::Send;
             let label = StreamLabels::for_config(s);
             let meter = meter::meter_for(&mut daemon.meters, &daemon.metrics, label);
+            if daemon.limits.len() < daemon.meters.len() {
+                daemon.limits.resize(daemon.meters.len(), None);
+            }
+            if let Some(l) = s.rate_limit {
+                daemon.limits[meter] = Some(Bucket::new(l, Instant::now()));
+            }
             let (dir, filter) = match &s.source {
                 Source::Path(_) if s.delete && !once => {
                     return Err(ClientError::Unsupported {
@@ -580,6 +596,7 @@ impl ClientDaemon {
         };
         // In range: a stream's meter index comes from `meters`.
         let meter = &mut self.meters[stream.meter()];
+        let stream_limit = self.limits.get_mut(stream.meter()).and_then(Option::as_mut);
         let (registry, timers) = self.reactor.parts();
         let mut ctx = Ctx {
             registry,
@@ -595,8 +612,15 @@ impl ClientDaemon {
             open_files: &self.open_files,
             fd_pressure: &mut self.fd_pressure,
             meter,
+            stream_limit,
+            client_limit: self.client_limit.as_mut(),
+            throttled: &mut self.throttled,
         };
         f(stream, &mut ctx);
+        if !self.throttled.is_zero() {
+            self.metrics
+                .rate_limited(std::mem::take(&mut self.throttled));
+        }
         if stream.is_draining() {
             self.draining.insert(key);
         } else {

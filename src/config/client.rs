@@ -28,8 +28,9 @@ use toml::Spanned;
 
 use super::{
     compile_glob, is_token, parse_toml, read_source, ConfigError, Doc, DurationValue, OrderedMap,
-    Prometheus, RawPrometheus, SizeValue,
+    Prometheus, RateValue, RawPrometheus, SizeValue,
 };
+pub use crate::tail::rate::Limit;
 
 /// Default server port.
 pub const DEFAULT_PORT: u16 = 8901;
@@ -109,6 +110,9 @@ pub struct Tuning {
     /// `max_connections = 4096`: most connections open at once; further
     /// streams with data wait for a slot (>= 1).
     pub max_connections: usize,
+    /// `rate_limit = "100MiB/s"` (with `burst`): most bytes per second for
+    /// the whole client, on top of any per-stream limit.
+    pub rate_limit: Option<Limit>,
     /// `max_open_files = 0`: most followed files held open at once; above
     /// it, files with everything read and acknowledged are closed ("parked")
     /// and reopened (checked by identity) when their directory reports a
@@ -137,6 +141,7 @@ impl Default for Tuning {
             deleted_hold: Duration::from_secs(3600),
             max_connections: 4096,
             max_open_files: 0,
+            rate_limit: None,
             idle_close: Duration::from_secs(300),
         }
     }
@@ -160,6 +165,9 @@ pub struct StreamConfig {
     pub meta: Vec<(String, String)>,
     /// `delete`: remove the file once fully sent, default false.
     pub delete: bool,
+    /// `rate_limit = "20MiB/s"` (with `burst`, default one second's
+    /// worth): most bytes per second for all files of this stream together.
+    pub rate_limit: Option<Limit>,
 }
 
 /// Where a stream's data comes from. Paths are non-empty.
@@ -235,6 +243,8 @@ struct RawTuning {
     deleted_hold: Option<DurationValue>,
     max_connections: Option<usize>,
     max_open_files: Option<usize>,
+    rate_limit: Option<RateValue>,
+    burst: Option<Spanned<SizeValue>>,
     idle_close: Option<DurationValue>,
 }
 
@@ -249,6 +259,8 @@ struct RawStream {
     svc: Option<Spanned<String>>,
     meta: Option<OrderedMap<Spanned<String>>>,
     delete: Option<bool>,
+    rate_limit: Option<RateValue>,
+    burst: Option<Spanned<SizeValue>>,
 }
 
 impl ClientConfig {
@@ -384,6 +396,7 @@ impl RawTuning {
             deleted_hold: self.deleted_hold.map_or(d.deleted_hold, |v| v.0),
             max_connections: self.max_connections.unwrap_or(d.max_connections).max(1),
             max_open_files: self.max_open_files.unwrap_or(d.max_open_files),
+            rate_limit: limit(doc, "[tuning]", self.rate_limit, self.burst.clone())?,
             idle_close: self.idle_close.map_or(d.idle_close, |v| v.0),
         };
         let at = |span: Option<std::ops::Range<usize>>, msg: &str| match span {
@@ -502,7 +515,28 @@ impl RawStream {
             svc,
             meta,
             delete: self.delete.unwrap_or(false),
+            rate_limit: limit(doc, &name, self.rate_limit, self.burst)?,
         })
+    }
+}
+
+/// `rate_limit` with its `burst` (default: one second's worth); a `burst`
+/// without a `rate_limit` is an error.
+fn limit(
+    doc: &Doc<'_>,
+    name: &str,
+    rate: Option<RateValue>,
+    burst: Option<Spanned<SizeValue>>,
+) -> Result<Option<Limit>, ConfigError> {
+    match (rate, burst) {
+        (None, None) => Ok(None),
+        (None, Some(b)) => {
+            Err(doc.err_at(b.span(), format!("{name}: `burst` needs a `rate_limit`")))
+        }
+        (Some(r), b) => Ok(Some(Limit {
+            bytes_per_sec: r.0,
+            burst: b.map_or(r.0, |b| b.into_inner().0.max(1) as u64),
+        })),
     }
 }
 

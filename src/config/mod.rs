@@ -420,6 +420,52 @@ impl<'de> Deserialize<'de> for SizeValue {
     }
 }
 
+/// A rate in a config file: bytes per second as an integer, or a string
+/// like `"20MiB/s"` (a size followed by `/s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateValue(pub u64);
+
+/// Parses `"20MiB/s"`-style rates into bytes per second (> 0).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let size = s
+        .trim()
+        .strip_suffix("/s")
+        .ok_or_else(|| "a rate ends in \"/s\", like \"20MiB/s\"".to_string())?;
+    match parse_size(size) {
+        Ok(0) => Err("a rate must be more than 0".into()),
+        Ok(n) => Ok(n as u64),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl<'de> Deserialize<'de> for RateValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RateValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a rate: bytes per second, or a string like \"20MiB/s\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RateValue, E> {
+                if v == 0 {
+                    return Err(E::custom("a rate must be more than 0"));
+                }
+                Ok(RateValue(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RateValue, E> {
+                let v = u64::try_from(v).map_err(|_| E::custom("a rate must not be negative"))?;
+                self.visit_u64(v)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RateValue, E> {
+                parse_rate(v)
+                    .map(RateValue)
+                    .map_err(|e| E::custom(format!("invalid rate \"{v}\": {e}")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A TOML table deserialized as key/value pairs in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct OrderedMap<V>(pub Vec<(String, V)>);

@@ -35,6 +35,7 @@ use super::meter::Meter;
 use crate::reactor::{Armed, Key, Timers};
 use crate::tail::batch::{self, Unsent};
 use crate::tail::identity::{stream_id, unique_suffix, Identity};
+use crate::tail::rate::Bucket;
 use crate::tail::state::Entry;
 
 /// How long a rotated-away file must stay quiet at its end before the
@@ -108,6 +109,11 @@ pub(crate) struct Ctx<'a> {
     pub fd_pressure: &'a mut bool,
     /// The metric handles of this stream's configured `[[stream]]`.
     pub meter: &'a mut Meter,
+    /// This stream's `rate_limit` bucket, and the client's.
+    pub stream_limit: Option<&'a mut Bucket>,
+    pub client_limit: Option<&'a mut Bucket>,
+    /// Time spent waiting for rate-limit credit (the daemon counts it).
+    pub throttled: &'a mut Duration,
 }
 
 /// Counts the followed files held open by all streams: every [`Tracked`]
@@ -217,6 +223,8 @@ pub(crate) struct Stream {
     /// Last time data moved or was acknowledged (for `idle_close`).
     last_active: Instant,
     jitter: u64,
+    /// Since when a rate limit holds this stream back.
+    throttled_since: Option<Instant>,
     /// The open file is logrotate's copy, read after a copytruncate.
     reading_copy: bool,
     /// The file was closed while idle (see [`park`](Self::park)); its
@@ -276,6 +284,7 @@ impl Stream {
             jitter: seed | 1,
             tail: None,
             reading_copy: false,
+            throttled_since: None,
             parked: false,
         }
     }
@@ -925,7 +934,7 @@ impl Stream {
             }
             if self.whole && self.unsent() == 0 {
                 // A closed file goes out whole: sendfile, no user-space copy.
-                let (Some(t), Some(link)) = (&self.file, &mut self.link) else {
+                let Some(t) = &self.file else {
                     return None;
                 };
                 let left = t
@@ -940,10 +949,17 @@ impl Stream {
                     // server's next ACK).
                     return (self.sent > start).then_some(now);
                 }
-                let chunk = left.min(PUMP_QUANTUM) as usize;
+                let chunk = match self.throttle(ctx, left.min(PUMP_QUANTUM) as usize) {
+                    Ok(n) => n,
+                    Err(at) => return Some(at),
+                };
+                let (Some(t), Some(link)) = (&self.file, &mut self.link) else {
+                    return None;
+                };
                 match link.send_file(&t.file, self.sent, chunk) {
                     Ok(0) => return None, // socket full (or the file ended): wait
                     Ok(n) => {
+                        charge(ctx, n);
                         // The kernel read the file for us: read and sent.
                         ctx.meter.read.inc_by(n as u64);
                         ctx.meter.sent.inc_by(n as u64);
@@ -1007,10 +1023,15 @@ impl Stream {
             if d.send == 0 {
                 return d.wake_at;
             }
+            let send = match self.throttle(ctx, d.send) {
+                Ok(n) => n,
+                Err(at) => return Some(at),
+            };
             let link = self.link.as_mut()?;
-            match link.send(&self.buf[self.head..self.head + d.send]) {
+            match link.send(&self.buf[self.head..self.head + send]) {
                 Ok(0) => return None, // socket full: wait for writable
                 Ok(n) => {
+                    charge(ctx, n);
                     ctx.meter.sent.inc_by(n as u64);
                     self.head += n;
                     self.sent += n as u64;
@@ -1027,6 +1048,61 @@ impl Stream {
                 }
             }
         }
+    }
+}
+
+/// Least credit a throttled stream waits for before sending again, so a
+/// limited stream sends in chunks, not a byte at a time.
+const THROTTLE_CHUNK: usize = 16 * 1024;
+
+impl Stream {
+    /// How many of `want` bytes the rate limits let go now; or, with none,
+    /// when to try again (and the wait starts counting as throttled).
+    fn throttle(&mut self, ctx: &mut Ctx<'_>, want: usize) -> Result<usize, Instant> {
+        let now = ctx.now;
+        let mut n = want;
+        for b in [
+            ctx.stream_limit.as_deref_mut(),
+            ctx.client_limit.as_deref_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            n = n.min(b.available(now, n));
+        }
+        if n > 0 {
+            if let Some(since) = self.throttled_since.take() {
+                *ctx.throttled += now.saturating_duration_since(since);
+            }
+            return Ok(n);
+        }
+        let wake = want.min(THROTTLE_CHUNK);
+        let at = [
+            ctx.stream_limit.as_deref_mut(),
+            ctx.client_limit.as_deref_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|b| b.ready_at(now, wake))
+        .max()
+        .unwrap_or(now);
+        self.throttled_since.get_or_insert(now);
+        Err(at)
+    }
+}
+
+/// Takes credit for `n` bytes sent from the stream's and the client's
+/// buckets.
+fn charge(ctx: &mut Ctx<'_>, n: usize) {
+    let now = ctx.now;
+    for b in [
+        ctx.stream_limit.as_deref_mut(),
+        ctx.client_limit.as_deref_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        b.take(now, n);
     }
 }
 
