@@ -1,4 +1,13 @@
 //! One client connection on the server: handshake, streaming, closing.
+//!
+//! While streaming, each turn either reads the socket into the shared
+//! buffer and writes whole lines ([`Outputs::write`](crate::sink::output::Outputs::write)),
+//! or, for a stream alone on its output, splices the socket into the file
+//! without a user-space copy ([`splice`]). Both paths keep the same
+//! accounting: [`LineWriter::written`] is the stream offset of what is in
+//! the output, every other received byte is pending in user space.
+
+mod splice;
 
 use std::borrow::Cow;
 use std::io::{self, Read, Write};
@@ -14,6 +23,8 @@ use crate::reactor::{Key, Ready};
 use crate::sink::output::{LineWriter, Outcome, OutputId, Owner};
 use crate::sink::route::StreamInfo;
 use crate::tail::identity::fnv1a;
+pub(crate) use splice::Splicer;
+use splice::Turn;
 
 /// How long a closing connection keeps draining input so the peer reads
 /// our last line instead of a reset.
@@ -84,12 +95,20 @@ pub(crate) struct Stream {
     owner: Owner,
     /// The offset to announce on the `200` line (resumable streams).
     reply_offset: Option<u64>,
+    /// Bytes this connection moved with splice (zero-copy), for the log.
+    spliced: u64,
+    /// The last streaming turn took the zero-copy path (to log switches).
+    splicing: bool,
 }
 
 /// What the server must do after a connection handled an event.
 #[derive(Debug, Default)]
 pub(crate) struct Step {
     pub wake_at: Option<Instant>,
+    /// Serve this connection again right after the next poll: it stopped
+    /// at its per-turn quantum with input possibly left in the socket
+    /// (edge-triggered: no new event would come for it).
+    pub again: bool,
     pub replaced: Option<Key>,
     pub close: bool,
 }
@@ -148,7 +167,7 @@ impl Conn {
                     self.handshake(key, now, shared, &mut step);
                 }
             }
-            Phase::Streaming => step.wake_at = self.stream(now, shared),
+            Phase::Streaming => self.stream(now, shared, &mut step),
             Phase::Attaching { deadline } => {
                 if now >= *deadline {
                     self.fail(503, "Cannot commit server state", now);
@@ -386,41 +405,86 @@ impl Conn {
             eof: false,
             owner,
             reply_offset: resumable.then_some(start),
+            spliced: 0,
+            splicing: false,
         })
     }
 
-    /// Reads everything the socket has and writes it to the output. While
-    /// the stream is stalled (disk full, or another stream's line open in
-    /// a shared output) it retries the held data first and reads nothing,
-    /// so TCP back-pressure holds the client. Returns when to look again.
-    fn stream(&mut self, now: Instant, shared: &mut Shared) -> Option<Instant> {
+    /// One streaming turn: moves what the socket has into the output and
+    /// says in `step` when to look again. While the stream is stalled
+    /// (disk full, or another stream's line open in a shared output) it
+    /// retries the held data first and reads nothing, so TCP back-pressure
+    /// holds the client. A stream alone on its output takes the zero-copy
+    /// path (at most a quantum per turn); otherwise, or when that path
+    /// falls back, the socket is read until it is empty.
+    fn stream(&mut self, now: Instant, shared: &mut Shared, step: &mut Step) {
         if let Some(stall) = self.stream.as_ref().and_then(|s| s.stall) {
             let retry_at = match stall {
                 Stall::Disk { retry_at } | Stall::Line { retry_at, .. } => retry_at,
             };
             if now < retry_at {
-                return Some(retry_at);
+                step.wake_at = Some(retry_at);
+                return;
             }
             if let Some(at) = self.write_data(&[], now, shared) {
-                return Some(at);
+                step.wake_at = Some(at);
+                return;
             }
         }
         if self.stream.as_ref().is_some_and(|s| s.eof) {
             self.end_of_stream(now, shared);
-            return None;
+            return;
         }
+        if self.splice_ready(shared) {
+            match self.splice_turn(now, shared) {
+                Turn::Drained => {}
+                Turn::Quantum => step.again = true,
+                Turn::Eof => {
+                    step.wake_at = self.at_eof(now, shared);
+                    return;
+                }
+                Turn::Stalled(at) => {
+                    step.wake_at = Some(at);
+                    return;
+                }
+                Turn::Closed => return,
+                Turn::Fallback => {
+                    // What splice could not write is pending: write it
+                    // first, then read the line-aligned way.
+                    if let Some(at) = self.write_data(&[], now, shared) {
+                        step.wake_at = Some(at);
+                        return;
+                    }
+                    step.wake_at = self.read_and_write(now, shared);
+                    return;
+                }
+            }
+            self.queue_ack();
+            return;
+        }
+        step.wake_at = self.read_and_write(now, shared);
+    }
+
+    /// The client half-closed: writes the tail, then finishes the stream
+    /// (or returns the retry time of a stall).
+    fn at_eof(&mut self, now: Instant, shared: &mut Shared) -> Option<Instant> {
+        if let Some(s) = &mut self.stream {
+            s.eof = true;
+        }
+        if let Some(at) = self.write_data(&[], now, shared) {
+            return Some(at);
+        }
+        self.end_of_stream(now, shared);
+        None
+    }
+
+    /// The line-aligned path: reads everything the socket has into the
+    /// shared buffer and writes it to the output. Returns when to look
+    /// again.
+    fn read_and_write(&mut self, now: Instant, shared: &mut Shared) -> Option<Instant> {
         loop {
             let n = match self.sock.read(&mut shared.scratch) {
-                Ok(0) => {
-                    if let Some(s) = &mut self.stream {
-                        s.eof = true;
-                    }
-                    if let Some(at) = self.write_data(&[], now, shared) {
-                        return Some(at);
-                    }
-                    self.end_of_stream(now, shared);
-                    return None;
-                }
+                Ok(0) => return self.at_eof(now, shared),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -451,6 +515,15 @@ impl Conn {
         let outcome = shared
             .outputs
             .write(s.output, &mut s.writer, s.owner, data, s.eof);
+        self.settle(outcome, now, shared)
+    }
+
+    /// Records where the stream stands after a write (or splice) and acts
+    /// on its outcome: clears a stall, makes the bytes acknowledgeable
+    /// under the sync policy, or stalls. Returns the retry time when the
+    /// stream is stalled afterwards.
+    fn settle(&mut self, outcome: Outcome, now: Instant, shared: &mut Shared) -> Option<Instant> {
+        let s = self.stream.as_mut()?;
         note_offset(shared, s, now);
         match outcome {
             Outcome::Written => {
@@ -538,10 +611,11 @@ impl Conn {
             return;
         }
         crate::debug!(
-            "{}: {} ended at offset {}",
+            "{}: {} ended at offset {} ({} bytes by splice)",
             self.peer,
             s.label,
-            s.writer.written()
+            s.writer.written(),
+            s.spliced
         );
         shared.commit_requested = true;
         self.phase = Phase::Finishing {
@@ -602,7 +676,7 @@ impl Conn {
         self.phase = Phase::Streaming;
         let mut step = Step::default();
         self.write_data(&[], now, shared);
-        step.wake_at = self.stream(now, shared);
+        self.stream(now, shared, &mut step);
         if let Err(e) = self.flush() {
             crate::debug!("{}: write failed: {e}", self.peer);
             step.close = true;

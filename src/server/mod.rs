@@ -13,6 +13,16 @@
 //! the final ACK was sent; the rest of the input is read and discarded for a
 //! short while so the peer sees the line instead of a reset).
 //!
+//! ## Zero-copy
+//! A stream that has its output to itself is moved from the socket into
+//! the file with `splice(2)` through one pipe the whole server shares,
+//! without a user-space copy (`conn::splice`); it goes back to line-aligned
+//! writes as soon as a second stream joins the output. The pipe is empty
+//! between turns, so offsets, `ACK`s, checkpoints and `250 DONE` count
+//! exactly the bytes in the output on both paths. A splicing connection
+//! moves at most a quantum per turn and is then served again after the
+//! next poll (`Step::again`), behind whatever else became ready.
+//!
 //! ## Resume
 //! A stream that names its file identity (`id:`) and first offset
 //! (`offset:`) is tracked in memory by `(host, path, id)`. A reconnecting
@@ -44,7 +54,7 @@ use crate::reactor::{Armed, Key, Reactor, Ready, Slots, StopHandle};
 use crate::sink::checkpoint::{self, Checkpoint, StreamMark};
 use crate::sink::output::Outputs;
 use crate::sink::route::Router;
-use conn::{Conn, Phase};
+use conn::{Conn, Phase, Splicer};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -118,6 +128,8 @@ pub(crate) struct Shared {
     pub outputs: Outputs,
     pub resume: HashMap<StreamKey, Resume>,
     pub scratch: Vec<u8>,
+    /// The zero-copy path's pipe and state (see `conn::splice`).
+    pub splice: Splicer,
     pub stopping: bool,
     /// Where checkpoints go (`None`: offsets live in memory only).
     pub checkpoint: Option<PathBuf>,
@@ -204,6 +216,9 @@ pub struct Server {
     next_id: u64,
     deadline: Option<Instant>,
     sync_timer: Armed,
+    /// Connections to serve again right after the next poll (they stopped
+    /// at their quantum; see `conn::Step::again`).
+    again: Vec<Token>,
 }
 
 impl Server {
@@ -265,6 +280,7 @@ impl Server {
             outputs,
             resume,
             scratch: vec![0; READ_CHUNK],
+            splice: Splicer::new(),
             stopping: false,
             checkpoint,
             commit_requested: false,
@@ -285,6 +301,7 @@ impl Server {
             next_id: 0,
             deadline: None,
             sync_timer: Armed::default(),
+            again: Vec::new(),
         })
     }
 
@@ -352,6 +369,11 @@ impl Server {
             if self.shared.dirty && self.sync_timer.arm(next) {
                 self.reactor.timers.schedule(next, SYNC);
             }
+            // Due now: the next poll does not sleep, serves whatever else is
+            // ready first, then these connections through the timer loop.
+            for token in self.again.drain(..) {
+                self.reactor.timers.schedule(now, token);
+            }
         }
         let left = self.conns.len();
         for key in self.conns.keys() {
@@ -393,6 +415,9 @@ impl Server {
             let step = conn.after_commit(now, &mut self.shared);
             if let Some(at) = step.wake_at {
                 self.reactor.timers.schedule(at, key.token());
+            }
+            if step.again {
+                self.again.push(key.token());
             }
             if step.close {
                 self.close(key);
@@ -459,6 +484,9 @@ impl Server {
         let step = conn.on_event(key, r, now, &mut self.shared);
         if let Some(at) = step.wake_at {
             self.reactor.timers.schedule(at, token);
+        }
+        if step.again {
+            self.again.push(token);
         }
         if let Some(old) = step.replaced {
             self.close(old);

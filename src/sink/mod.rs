@@ -11,7 +11,9 @@
 //!   beneath the base with `O_NOFOLLOW` on every component
 //!   ([`crate::reactor::sys::fs`]), so a planted symlink cannot redirect a
 //!   write either. `SIGHUP` reopens every output, for logrotate on the
-//!   server side.
+//!   server side. A stream alone on its output may instead hand over bytes
+//!   that sit in a pipe ([`output::Outputs::splice`]): the server's
+//!   zero-copy path, which writes them at the end of the same file.
 
 pub mod checkpoint;
 pub mod output;

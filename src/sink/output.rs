@@ -1,4 +1,15 @@
 //! Open output files and line-aligned writing into them.
+//!
+//! Every output has one `O_APPEND` descriptor, through which the
+//! line-aligned path ([`Outputs::write`]) writes. An output with a single
+//! writer may also take bytes from a pipe with [`Outputs::splice`] (the
+//! server's zero-copy path): the kernel refuses to splice into an
+//! `O_APPEND` descriptor, so those go through a second, positional
+//! descriptor of the same inode, at the offset `fstat` reports as the end.
+//! Both descriptors always name the same file (the second is reopened from
+//! the first, and dropped whenever the first is replaced), so checkpoints,
+//! `fdatasync` and crash recovery, which work on the file, see every byte
+//! whichever way it came.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -10,6 +21,9 @@ use slab::Slab;
 use super::checkpoint::OutputMark;
 use super::route::Route;
 use crate::reactor::sys::fs::open_append_beneath;
+use splice::Positional;
+
+mod splice;
 
 /// What [`Outputs::write`] did with a stream's bytes.
 #[derive(Debug)]
@@ -33,6 +47,8 @@ struct Output {
     refs: usize,
     /// Written since the last `fdatasync`.
     dirty: bool,
+    /// The descriptor [`Outputs::splice`] writes through.
+    positional: Positional,
 }
 
 /// The set of open outputs, shared by all streams routed to the same path.
@@ -70,6 +86,7 @@ impl Outputs {
             file,
             refs: 1,
             dirty: false,
+            positional: Positional::Untried,
         });
         self.by_path.insert(full, id);
         Ok(id)
@@ -203,16 +220,21 @@ impl Outputs {
             result = writer.finish(&mut out.file);
         }
         if writer.written() != before {
-            let owned = self.open_line(id) == Some(owner);
-            if writer.line_open && !owned {
-                self.set_open_line(id, Some(owner));
-            } else if !writer.line_open && owned {
-                self.set_open_line(id, None);
-            }
+            self.note_line(id, writer, owner);
         }
         match result {
             Ok(()) => Outcome::Written,
             Err(e) => Outcome::Failed(e),
+        }
+    }
+
+    /// Records whether `owner` left the output's last line open.
+    fn note_line(&mut self, id: OutputId, writer: &LineWriter, owner: Owner) {
+        let owned = self.open_line(id) == Some(owner);
+        if writer.line_open && !owned {
+            self.set_open_line(id, Some(owner));
+        } else if !writer.line_open && owned {
+            self.set_open_line(id, None);
         }
     }
 
@@ -250,7 +272,10 @@ impl Outputs {
                 out.dirty = false;
             }
             match open_append_beneath(&out.route.base, &out.route.relative) {
-                Ok(f) => out.file = f,
+                Ok(f) => {
+                    out.file = f;
+                    out.positional = Positional::Untried;
+                }
                 Err(e) => failed.push((out.route.full_path(), e)),
             }
         }
@@ -296,6 +321,16 @@ impl LineWriter {
     /// Stream offset up to which bytes are in the output.
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    /// Accounts for `n` bytes of the stream that reached the output without
+    /// passing through this writer ([`Outputs::splice`]); `line_open`: the
+    /// last of them was not a newline. Only while nothing is pending, so
+    /// the order of the stream's bytes is kept.
+    pub fn spliced(&mut self, n: u64, line_open: bool) {
+        debug_assert!(self.pending.is_empty());
+        self.written += n;
+        self.line_open = line_open;
     }
 
     /// Stream offset of the next byte expected from the peer.

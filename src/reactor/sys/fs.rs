@@ -97,6 +97,19 @@ pub fn open_append_beneath(base: &Path, relative: &Path) -> io::Result<File> {
     ))
 }
 
+/// A second descriptor for the file open as `file`, for writing at
+/// explicit offsets: the same inode (reopened through `/proc/self/fd`, so a
+/// rename of the path in between cannot hand out another file), opened
+/// read-write and without `O_APPEND`, which `splice(2)` refuses. Fails
+/// when `/proc` is not mounted or the file is not readable by us.
+pub fn reopen_positional(file: &File) -> io::Result<File> {
+    let link = format!("/proc/self/fd/{}", file.as_raw_fd());
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(link)
+}
+
 /// `sendfile(2)`: copies up to `count` bytes of `input` starting at
 /// `offset` to the socket `out` inside the kernel. Returns the bytes sent
 /// (`WouldBlock` when the socket is full).
@@ -155,6 +168,23 @@ mod tests {
         let mut got = Vec::new();
         peer.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"3456");
+    }
+
+    #[test]
+    fn reopen_positional_names_the_same_file_even_after_a_rename() {
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        let tmp = tempfile::tempdir().unwrap();
+        let mut f = open_append_beneath(tmp.path(), Path::new("o.log")).unwrap();
+        f.write_all(b"abc").unwrap();
+        std::fs::rename(tmp.path().join("o.log"), tmp.path().join("o.log.1")).unwrap();
+        std::fs::write(tmp.path().join("o.log"), b"other").unwrap();
+        let g = reopen_positional(&f).unwrap();
+        assert_eq!(g.metadata().unwrap().ino(), f.metadata().unwrap().ino());
+        g.write_at(b"d", 3).unwrap();
+        let mut last = [0u8];
+        g.read_at(&mut last, 3).unwrap();
+        assert_eq!(&last, b"d");
+        assert_eq!(std::fs::read(tmp.path().join("o.log.1")).unwrap(), b"abcd");
     }
 
     #[test]

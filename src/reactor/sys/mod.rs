@@ -13,11 +13,14 @@
 //! - [`host`]: the host name and process limits.
 //! - [`net`]: socket settings `mio` does not expose (the listen backlog).
 //! - [`uring`]: an io_uring for `fdatasync` without blocking the loop.
+//! - [`pipe`]: pipes and `splice(2)`, the server's zero-copy path from a
+//!   socket into an output file.
 
 pub mod fs;
 pub mod host;
 pub mod inotify;
 pub mod net;
+pub mod pipe;
 pub mod signal;
 pub mod uring;
 
