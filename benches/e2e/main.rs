@@ -92,6 +92,10 @@ struct Args {
     /// daemon's default, interval)
     #[argh(option)]
     sync: Option<String>,
+    /// the server's `engine`: auto, epoll or io_uring (default: the
+    /// daemon's default, auto)
+    #[argh(option)]
+    engine: Option<String>,
     /// comma-separated scenarios out of socat,a,b,c,files,idle (default
     /// socat,a,b,c; with --scale files,idle)
     #[argh(option)]
@@ -162,6 +166,8 @@ pub struct Ctx {
     pub idle_secs: u64,
     /// `--sync`: the server's `sync` key, if set.
     pub sync: Option<String>,
+    /// `--engine`: the server's `engine` key, if set.
+    pub engine: Option<String>,
 }
 
 impl Ctx {
@@ -384,6 +390,7 @@ fn prepare(args: &Args, work: &Path) -> Result<Ctx, Error> {
         idle_files: args.idle_files,
         idle_secs: args.idle_secs,
         sync: args.sync.clone(),
+        engine: args.engine.clone(),
     })
 }
 

@@ -180,10 +180,16 @@ impl Server {
             .arg("127.0.0.1:0")
             .arg("-d")
             .arg(run_dir.join("out"));
-        if let Some(sync) = &ctx.sync {
+        if ctx.sync.is_some() || ctx.engine.is_some() {
+            let mut text = String::new();
+            if let Some(sync) = &ctx.sync {
+                text += &format!("sync = \"{sync}\"\n");
+            }
+            if let Some(engine) = &ctx.engine {
+                text += &format!("engine = \"{engine}\"\n");
+            }
             let config = run_dir.join("server.toml");
-            std::fs::write(&config, format!("sync = \"{sync}\"\n"))
-                .map_err(Error::io(config.display()))?;
+            std::fs::write(&config, text).map_err(Error::io(config.display()))?;
             cmd.arg("--config").arg(config);
         }
         let log = log.as_path();

@@ -127,6 +127,19 @@ pub(crate) struct Conn {
     /// Lines for the client not yet written to the socket.
     outbuf: Vec<u8>,
     shut_write: bool,
+    /// Where this connection stood when the checkpoint round in progress
+    /// began (see [`mark_round`](Self::mark_round)).
+    round: Option<RoundMark>,
+}
+
+/// A connection's state as a checkpoint round began: only what the round
+/// covers may be acknowledged when it completes.
+#[derive(Debug, Clone, Copy)]
+struct RoundMark {
+    /// Stream bytes in the output.
+    written: u64,
+    attaching: bool,
+    finishing: bool,
 }
 
 impl Conn {
@@ -140,6 +153,7 @@ impl Conn {
             inbuf: Vec::new(),
             outbuf: Vec::new(),
             shut_write: false,
+            round: None,
         }
     }
 
@@ -623,20 +637,38 @@ impl Conn {
         };
     }
 
-    /// Called after every successful checkpoint: what was written before it
-    /// may now be acknowledged, and finished streams get `250 DONE`.
+    /// A checkpoint round begins: remembers what it will cover.
+    pub fn mark_round(&mut self) {
+        self.round = Some(RoundMark {
+            written: self.stream.as_ref().map_or(0, |s| s.writer.written()),
+            attaching: matches!(self.phase, Phase::Attaching { .. }),
+            finishing: matches!(self.phase, Phase::Finishing { .. }),
+        });
+    }
+
+    /// Called after every successful checkpoint round: what was written
+    /// when it began may now be acknowledged, and streams that had finished
+    /// by then get `250 DONE`. Connections that began (or finished) later
+    /// wait for the next round.
     pub fn after_commit(&mut self, now: Instant, shared: &mut Shared) -> Step {
         let policy = shared.cfg.sync;
+        let Some(mark) = self.round.take() else {
+            return Step::default();
+        };
         if let Phase::Attaching { .. } = self.phase {
+            if !mark.attaching {
+                return Step::default();
+            }
             return self.attached(now, shared);
         }
         let Some(s) = &mut self.stream else {
             return Step::default();
         };
-        if policy == SyncPolicy::Interval || matches!(self.phase, Phase::Finishing { .. }) {
-            s.ackable = s.writer.written();
+        let finishing = mark.finishing && matches!(self.phase, Phase::Finishing { .. });
+        if policy == SyncPolicy::Interval || finishing {
+            s.ackable = s.ackable.max(mark.written);
         }
-        if let Phase::Finishing { .. } = self.phase {
+        if finishing {
             let end = s.writer.written();
             if s.ack {
                 if end > s.acked {
@@ -690,7 +722,8 @@ impl Conn {
     /// The group checkpoint failed: refuse the stream if it was still
     /// attaching (returns true then).
     pub fn commit_failed(&mut self, now: Instant) -> bool {
-        let attaching = matches!(self.phase, Phase::Attaching { .. });
+        let marked = self.round.take().is_some_and(|m| m.attaching);
+        let attaching = marked && matches!(self.phase, Phase::Attaching { .. });
         if attaching {
             self.fail(503, "Cannot commit server state", now);
         }

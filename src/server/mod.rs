@@ -48,8 +48,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mio::net::TcpListener;
 use mio::{Interest, Token};
 
+use crate::config::server::Engine;
 use crate::config::{ServerConfig, SyncPolicy};
 use crate::reactor::sys::signal::{SignalFd, SIGHUP, SIGINT, SIGTERM};
+use crate::reactor::sys::uring::Ring;
 use crate::reactor::{Armed, Key, Reactor, Ready, Slots, StopHandle};
 use crate::sink::checkpoint::{self, Checkpoint, StreamMark};
 use crate::sink::output::Outputs;
@@ -60,6 +62,8 @@ const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const WAKER: Token = Token(2);
 const SYNC: Token = Token(3);
+/// The io_uring's descriptor: output syncs completed.
+const RING: Token = Token(4);
 
 /// How long a server waits for clients to finish after SIGTERM.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -144,6 +148,20 @@ pub(crate) struct Shared {
     pub evicted: std::collections::HashSet<Key>,
     /// The last checkpoint attempt failed (logged once until it works).
     commit_failing: bool,
+    /// `engine`: the ring that syncs outputs without stalling the loop
+    /// (`None`: blocking `fdatasync`).
+    ring: Option<Ring>,
+    /// The checkpoint round waiting for its syncs, if any.
+    round: Option<Round>,
+}
+
+/// A checkpoint round whose output syncs run on the ring: the checkpoint
+/// was taken when it began, and is written (and acknowledged) once every
+/// sync completed.
+struct Round {
+    pending: usize,
+    failed: Option<String>,
+    checkpoint: Option<Checkpoint>,
 }
 
 impl Shared {
@@ -159,16 +177,25 @@ impl Shared {
                 return false;
             }
         }
-        let Some(path) = &self.checkpoint else {
-            return true;
-        };
-        let outputs = match self.outputs.marks() {
-            Ok(m) => m,
-            Err(e) => {
-                self.commit_failed(&format!("cannot stat outputs: {e}"));
-                return false;
+        match self.take_checkpoint() {
+            Ok(cp) => self.write_checkpoint(cp),
+            Err(why) => {
+                self.commit_failed(&why);
+                false
             }
-        };
+        }
+    }
+
+    /// Every stream's offset and every open output's length, now (`None`
+    /// without a state file).
+    fn take_checkpoint(&self) -> Result<Option<Checkpoint>, String> {
+        if self.checkpoint.is_none() {
+            return Ok(None);
+        }
+        let outputs = self
+            .outputs
+            .marks()
+            .map_err(|e| format!("cannot stat outputs: {e}"))?;
         let streams = self
             .resume
             .iter()
@@ -181,7 +208,15 @@ impl Shared {
                 attached: r.conn.is_some(),
             })
             .collect();
-        match checkpoint::save(path, &Checkpoint { outputs, streams }) {
+        Ok(Some(Checkpoint { outputs, streams }))
+    }
+
+    /// Writes a checkpoint taken earlier; false (and logged) on failure.
+    fn write_checkpoint(&mut self, cp: Option<Checkpoint>) -> bool {
+        let (Some(path), Some(cp)) = (&self.checkpoint, cp) else {
+            return true;
+        };
+        match checkpoint::save(path, &cp) {
             Ok(()) => {
                 if self.commit_failing {
                     crate::info!("state file {} written again", path.display());
@@ -271,6 +306,33 @@ impl Server {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
+        let ring = match (cfg.engine, cfg.sync) {
+            (_, SyncPolicy::None) | (Engine::Epoll, _) => None,
+            (engine, _) => {
+                match Ring::new(64) {
+                    Ok(ring) => {
+                        reg.register(
+                            &mut mio::unix::SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&ring)),
+                            RING,
+                            Interest::READABLE,
+                        )
+                        .map_err(setup("register the io_uring"))?;
+                        crate::info!("outputs are synced with io_uring (engine = {engine:?})");
+                        Some(ring)
+                    }
+                    Err(e) if engine == Engine::IoUring => {
+                        return Err(ServerError::Setup {
+                            what: "set up io_uring (engine = \"io_uring\")",
+                            source: e,
+                        })
+                    }
+                    Err(e) => {
+                        crate::info!("io_uring unavailable ({e}); outputs are synced with blocking fdatasync");
+                        None
+                    }
+                }
+            }
+        };
         let (checkpoint, resume) = recover(&cfg)?;
         let mut outputs = Outputs::default();
         outputs.sync_on_close = cfg.sync != SyncPolicy::None;
@@ -288,6 +350,8 @@ impl Server {
             write_errors: 0,
             evicted: Default::default(),
             commit_failing: false,
+            ring,
+            round: None,
         };
         Ok(Server {
             reactor,
@@ -343,6 +407,7 @@ impl Server {
                     LISTENER => self.accept(now),
                     SIGNALS => self.on_signals(now),
                     WAKER if self.stop.requested() => self.begin_stop("stop requested", now),
+                    RING => self.on_ring(now),
                     token => self.on_conn_event(token, *r, now),
                 }
             }
@@ -389,7 +454,109 @@ impl Server {
     /// Checkpoints, then lets every connection acknowledge what the
     /// checkpoint covers (and answer `250 DONE` to finished streams).
     fn commit_and_ack(&mut self, now: Instant) {
-        if !self.shared.commit() {
+        if self.shared.round.is_some() {
+            // One round at a time: this request waits for the next.
+            self.shared.commit_requested = true;
+            return;
+        }
+        for conn in self.conns.values_mut() {
+            conn.mark_round();
+        }
+        if self.shared.ring.is_some() && self.shared.cfg.sync != SyncPolicy::None {
+            self.begin_round(now);
+            return;
+        }
+        let ok = self.shared.commit();
+        if ok {
+            self.shared.dirty = false;
+        }
+        self.finish_commit(ok, now);
+    }
+
+    /// Starts a round on the ring: takes the checkpoint now, submits an
+    /// `fdatasync` of every dirty output, and returns to the loop;
+    /// [`on_ring`](Self::on_ring) finishes it.
+    fn begin_round(&mut self, now: Instant) {
+        let sh = &mut self.shared;
+        sh.commit_requested = false;
+        let checkpoint = match sh.take_checkpoint() {
+            Ok(cp) => cp,
+            Err(why) => {
+                sh.commit_failed(&why);
+                return self.finish_commit(false, now);
+            }
+        };
+        // What is written from now on belongs to the next round.
+        sh.dirty = false;
+        let Some(ring) = sh.ring.as_mut() else {
+            return;
+        };
+        let failed = match sh.outputs.submit_syncs(ring) {
+            Ok(_) => None,
+            Err(e) => Some(format!("cannot submit fdatasync: {e}")),
+        };
+        let pending = ring.in_flight();
+        sh.round = Some(Round {
+            pending,
+            failed,
+            checkpoint,
+        });
+        if pending == 0 {
+            self.end_round(now);
+        }
+    }
+
+    /// Output syncs completed: when the round has none left, write its
+    /// checkpoint and acknowledge what it covers.
+    fn on_ring(&mut self, now: Instant) {
+        let mut done = Vec::new();
+        if let Some(ring) = self.shared.ring.as_mut() {
+            ring.reap(&mut done);
+        }
+        for (token, result) in done {
+            if let Err(e) = result {
+                let id = token as usize;
+                self.shared.outputs.mark_dirty(id);
+                let path = self.shared.outputs.path_of(id).unwrap_or_default();
+                if let Some(r) = self.shared.round.as_mut() {
+                    r.failed.get_or_insert_with(|| {
+                        format!("fdatasync of {} failed: {e}", path.display())
+                    });
+                }
+            }
+            if let Some(r) = self.shared.round.as_mut() {
+                r.pending = r.pending.saturating_sub(1);
+            }
+        }
+        if self.shared.round.as_ref().is_some_and(|r| r.pending == 0) {
+            self.end_round(now);
+        }
+    }
+
+    fn end_round(&mut self, now: Instant) {
+        let Some(round) = self.shared.round.take() else {
+            return;
+        };
+        let ok = match round.failed {
+            Some(why) => {
+                self.shared.commit_failed(&why);
+                false
+            }
+            None => self.shared.write_checkpoint(round.checkpoint),
+        };
+        if !ok {
+            self.shared.dirty = true;
+        }
+        self.finish_commit(ok, now);
+        if self.shared.commit_requested {
+            self.commit_and_ack(now);
+        }
+    }
+
+    /// After a checkpoint (`ok`) or a failed one: acknowledge, or refuse
+    /// the streams that were waiting to attach.
+    fn finish_commit(&mut self, ok: bool, now: Instant) {
+        if !ok {
             for key in self.conns.keys() {
                 if self
                     .conns
@@ -407,7 +574,6 @@ impl Server {
             }
             return;
         }
-        self.shared.dirty = false;
         for key in self.conns.keys() {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;

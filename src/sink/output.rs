@@ -21,6 +21,7 @@ use slab::Slab;
 use super::checkpoint::OutputMark;
 use super::route::Route;
 use crate::reactor::sys::fs::open_append_beneath;
+use crate::reactor::sys::uring::Ring;
 use splice::Positional;
 
 mod splice;
@@ -103,6 +104,33 @@ impl Outputs {
             }
         }
         failed
+    }
+
+    /// Starts an `fdatasync` of every output written since its last sync
+    /// on `ring` (token: the output id) and counts it clean; returns how
+    /// many were started. A failed submission leaves the rest dirty.
+    pub fn submit_syncs(&mut self, ring: &mut Ring) -> io::Result<usize> {
+        use std::os::fd::AsFd;
+        let mut started = 0;
+        for (id, out) in self.open.iter_mut().filter(|(_, o)| o.dirty) {
+            ring.fdatasync(out.file.as_fd(), id as u64)?;
+            out.dirty = false;
+            started += 1;
+        }
+        Ok(started)
+    }
+
+    /// An `fdatasync` started by [`submit_syncs`](Self::submit_syncs)
+    /// failed: the output needs syncing again.
+    pub fn mark_dirty(&mut self, id: OutputId) {
+        if let Some(out) = self.open.get_mut(id) {
+            out.dirty = true;
+        }
+    }
+
+    /// The path of output `id`, if it is open (for messages).
+    pub fn path_of(&self, id: OutputId) -> Option<PathBuf> {
+        self.open.get(id).map(|o| o.route.full_path())
     }
 
     /// `fdatasync`s one output.

@@ -1,0 +1,62 @@
+//! `engine`: outputs synced with io_uring (the default where available)
+//! or with blocking `fdatasync` deliver the same bytes; `engine =
+//! "io_uring"` refuses to start where io_uring is missing.
+
+mod common;
+
+use common::*;
+
+fn ship_with(engine: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    let cfg = tmp.path().join("server.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndirectory = \"{}\"\nengine = \"{engine}\"\nsync_interval = \"20ms\"\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", cfg.to_str().unwrap()]);
+    append_lines(&log, engine, 0, 20_000);
+    let mut client = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
+    let dest = routed(&out, "h", &log);
+    for k in 1..5 {
+        append_lines(&log, engine, k * 20_000, (k + 1) * 20_000);
+    }
+    wait_content(&dest, &expected(engine, 0, 100_000));
+    // Everything acknowledged: a clean stop needs the server's ACKs.
+    assert!(client.stop().success());
+    server.proc.log()
+}
+
+#[test]
+fn blocking_fdatasync_delivers_every_line() {
+    let log = ship_with("epoll");
+    assert!(!log.contains("io_uring"), "{log}");
+}
+
+#[test]
+fn io_uring_syncs_deliver_every_line_or_it_refuses_to_start() {
+    if loghamster::reactor::sys::uring::Ring::new(8).is_err() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = tmp.path().join("server.toml");
+        std::fs::write(
+            &cfg,
+            "listen = \"127.0.0.1:0\"\ndirectory = \"/tmp\"\nengine = \"io_uring\"\n",
+        )
+        .unwrap();
+        let out = std::process::Command::new(SERVER_BIN)
+            .args(["--config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("io_uring"), "{err}");
+        return;
+    }
+    let log = ship_with("io_uring");
+    assert!(log.contains("outputs are synced with io_uring"), "{log}");
+}
