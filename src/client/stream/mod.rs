@@ -420,31 +420,7 @@ impl Stream {
             self.check_path(ctx);
         }
         self.unpark_on_event(ctx);
-        if mask & !m::MODIFY == 0 && self.waiting_for_linger(ctx) {
-            // A slow writer's append while a small batch waits for
-            // `linger`: the timer reads everything at once, instead of one
-            // read per write.
-            return;
-        }
         self.tick(ctx);
-    }
-
-    /// True while a batch smaller than `batch` waits for its `linger`
-    /// timer on an open connection of a followed file.
-    fn waiting_for_linger(&self, ctx: &Ctx<'_>) -> bool {
-        let Some(since) = self.since else {
-            return false;
-        };
-        self.state == FileState::Following
-            && !self.whole
-            && self.unsent() > 0
-            && self.unsent() < ctx.settings.rules.batch
-            && self.partial_since.is_none()
-            && self.link.as_ref().is_some_and(|l| l.phase == Phase::Up)
-            && self
-                .timer
-                .at()
-                .is_some_and(|t| t <= since + ctx.settings.rules.linger && t > ctx.now)
     }
 
     /// Socket readiness for this stream's connection.
