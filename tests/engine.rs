@@ -60,3 +60,45 @@ fn io_uring_syncs_deliver_every_line_or_it_refuses_to_start() {
     let log = ship_with("io_uring");
     assert!(log.contains("outputs are synced with io_uring"), "{log}");
 }
+
+#[test]
+fn a_round_syncing_hundreds_of_outputs_completes() {
+    // More outputs to sync than the ring's completion queue holds: syncs
+    // are fed to the ring a few dozen at a time.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let cfg = tmp.path().join("server.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndirectory = \"{}\"\nsync_interval = \"50ms\"\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let path = |i: usize| logs.join(format!("f{i}.log"));
+    for i in 0..300 {
+        append_lines(&path(i), "r", 0, 20);
+    }
+    let ccfg = client_config(
+        tmp.path(),
+        &server,
+        &format!("[[stream]]\npath = \"{}/*.log\"\n", logs.display()),
+    );
+    let mut client = client(&["--config", ccfg.to_str().unwrap()]);
+    for i in 0..300 {
+        wait_content(&routed(&out, "h", &path(i)), &expected("r", 0, 20));
+    }
+    for i in 0..300 {
+        append_lines(&path(i), "r", 20, 40);
+    }
+    for i in 0..300 {
+        wait_content(&routed(&out, "h", &path(i)), &expected("r", 0, 40));
+    }
+    // A clean stop waits for every file's last ACK, which needs the rounds.
+    assert!(client.stop().success());
+    assert!(!client.log().contains("server refused"), "{}", client.log());
+}

@@ -159,10 +159,15 @@ pub(crate) struct Shared {
 /// was taken when it began, and is written (and acknowledged) once every
 /// sync completed.
 struct Round {
-    pending: usize,
+    /// Outputs whose sync has not been submitted yet.
+    queue: Vec<usize>,
     failed: Option<String>,
     checkpoint: Option<Checkpoint>,
 }
+
+/// Most syncs in flight on the ring at once: well inside its completion
+/// queue (twice its 64 entries), so no completion ever overflows.
+const RING_DEPTH: usize = 32;
 
 impl Shared {
     /// Makes outputs durable (per the sync policy) and writes a checkpoint
@@ -473,9 +478,9 @@ impl Server {
         self.finish_commit(ok, now);
     }
 
-    /// Starts a round on the ring: takes the checkpoint now, submits an
-    /// `fdatasync` of every dirty output, and returns to the loop;
-    /// [`on_ring`](Self::on_ring) finishes it.
+    /// Starts a round on the ring: takes the checkpoint now, queues an
+    /// `fdatasync` of every dirty output (at most [`RING_DEPTH`] in flight),
+    /// and returns to the loop; [`on_ring`](Self::on_ring) finishes it.
     fn begin_round(&mut self, now: Instant) {
         let sh = &mut self.shared;
         sh.commit_requested = false;
@@ -488,20 +493,31 @@ impl Server {
         };
         // What is written from now on belongs to the next round.
         sh.dirty = false;
-        let Some(ring) = sh.ring.as_mut() else {
-            return;
-        };
-        let failed = match sh.outputs.submit_syncs(ring) {
-            Ok(_) => None,
-            Err(e) => Some(format!("cannot submit fdatasync: {e}")),
-        };
-        let pending = ring.in_flight();
         sh.round = Some(Round {
-            pending,
-            failed,
+            queue: sh.outputs.take_dirty(),
+            failed: None,
             checkpoint,
         });
-        if pending == 0 {
+        self.feed_ring(now);
+    }
+
+    /// Submits queued syncs while fewer than [`RING_DEPTH`] are in flight;
+    /// ends the round when nothing is queued or in flight.
+    fn feed_ring(&mut self, now: Instant) {
+        let sh = &mut self.shared;
+        let (Some(ring), Some(round)) = (sh.ring.as_mut(), sh.round.as_mut()) else {
+            return;
+        };
+        while ring.in_flight() < RING_DEPTH {
+            let Some(id) = round.queue.pop() else { break };
+            if let Err(e) = sh.outputs.submit_sync(ring, id) {
+                sh.outputs.mark_dirty(id);
+                round
+                    .failed
+                    .get_or_insert_with(|| format!("cannot submit fdatasync: {e}"));
+            }
+        }
+        if round.queue.is_empty() && ring.in_flight() == 0 {
             self.end_round(now);
         }
     }
@@ -524,13 +540,8 @@ impl Server {
                     });
                 }
             }
-            if let Some(r) = self.shared.round.as_mut() {
-                r.pending = r.pending.saturating_sub(1);
-            }
         }
-        if self.shared.round.as_ref().is_some_and(|r| r.pending == 0) {
-            self.end_round(now);
-        }
+        self.feed_ring(now);
     }
 
     fn end_round(&mut self, now: Instant) {

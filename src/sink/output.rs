@@ -106,21 +106,29 @@ impl Outputs {
         failed
     }
 
-    /// Starts an `fdatasync` of every output written since its last sync
-    /// on `ring` (token: the output id) and counts it clean; returns how
-    /// many were started. A failed submission leaves the rest dirty.
-    pub fn submit_syncs(&mut self, ring: &mut Ring) -> io::Result<usize> {
-        use std::os::fd::AsFd;
-        let mut started = 0;
+    /// The outputs written since their last sync, counted clean from now
+    /// on (a sync of each is about to start; a failure marks it dirty
+    /// again with [`mark_dirty`](Self::mark_dirty)).
+    pub fn take_dirty(&mut self) -> Vec<OutputId> {
+        let mut ids = Vec::new();
         for (id, out) in self.open.iter_mut().filter(|(_, o)| o.dirty) {
-            ring.fdatasync(out.file.as_fd(), id as u64)?;
             out.dirty = false;
-            started += 1;
+            ids.push(id);
         }
-        Ok(started)
+        ids
     }
 
-    /// An `fdatasync` started by [`submit_syncs`](Self::submit_syncs)
+    /// Starts an `fdatasync` of output `id` on `ring` (token: the id). An
+    /// output closed meanwhile was synced when it closed: nothing to do.
+    pub fn submit_sync(&mut self, ring: &mut Ring, id: OutputId) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        match self.open.get(id) {
+            Some(out) => ring.fdatasync(out.file.as_fd(), id as u64),
+            None => Ok(()),
+        }
+    }
+
+    /// An `fdatasync` started by [`submit_sync`](Self::submit_sync)
     /// failed: the output needs syncing again.
     pub fn mark_dirty(&mut self, id: OutputId) {
         if let Some(out) = self.open.get_mut(id) {
