@@ -28,12 +28,16 @@
 //!   loop each. `src/bin/` holds thin `main`s over them.
 //!
 //! ## Invariants that hold across layers
-//! - One thread per daemon; nothing blocks the loop except regular-file I/O.
+//! - One thread per daemon; nothing blocks the loop except regular-file I/O
+//!   (and with `engine = "auto"` the server's `fdatasync`s run on an
+//!   io_uring instead of blocking it).
 //! - The client's state file records what the server *acknowledged*, never
 //!   merely what was sent; the source file is the only buffer that matters,
 //!   so a broken connection loses nothing and memory stays bounded.
-//! - The server writes whole lines per `write(2)` on `O_APPEND` outputs, so
-//!   streams that share an output never interleave inside a line.
+//! - Streams that share an output are written as whole lines (`writev`
+//!   on `O_APPEND`), so they never interleave inside a line; a stream alone
+//!   on its output is spliced from the socket as it comes, and a second
+//!   writer only joins at the end of the first one's line.
 //! - Nothing a client sends can make the server write outside its output
 //!   directory or configured outputs.
 //!
