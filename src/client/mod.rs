@@ -160,6 +160,8 @@ pub struct ClientDaemon {
     dirty: bool,
     /// See [`Ctx::save_soon`].
     save_soon: bool,
+    /// Streams an inotify read concerns (kept to reuse its allocation).
+    inotify_hits: Vec<(Key, u32)>,
     /// Followed files held open, and how many may be (`max_open_files`).
     open_files: OpenFiles,
     max_open_files: usize,
@@ -259,6 +261,7 @@ impl ClientDaemon {
             shutdown_timeout: t.shutdown_timeout,
             dirty: false,
             save_soon: false,
+            inotify_hits: Vec::new(),
             draining: Default::default(),
             loaded,
             sources: Vec::new(),
@@ -817,7 +820,9 @@ impl ClientDaemon {
 
     fn on_inotify(&mut self, now: Instant) {
         let mut buf = std::mem::take(&mut self.inotify_buf);
-        let mut hits: Vec<(Key, u32)> = Vec::new();
+        // Reused across calls: no allocation per event in steady state.
+        let mut hits = std::mem::take(&mut self.inotify_hits);
+        hits.clear();
         loop {
             let events = match self.inotify.read(&mut buf) {
                 Ok(ev) => ev,
@@ -883,9 +888,10 @@ impl ClientDaemon {
         self.inotify_buf = buf;
         self.start_sources(now);
         hits.dedup();
-        for (key, m) in hits {
+        for &(key, m) in &hits {
             self.with_stream(key, now, |s, ctx| s.on_file_event(m, ctx));
         }
+        self.inotify_hits = hits;
         if !self.unwatched.is_empty() && self.state_timer.arm(now + DIR_RETRY) {
             self.reactor.timers.schedule(now + DIR_RETRY, STATE);
         }

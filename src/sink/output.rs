@@ -43,6 +43,9 @@ pub type OutputId = usize;
 #[derive(Debug)]
 struct Output {
     route: Route,
+    /// `route.full_path()`, kept so the per-turn open-line lookup does not
+    /// build a path.
+    full: PathBuf,
     file: File,
     /// Streams currently writing here; the file is closed when it drops to 0.
     refs: usize,
@@ -84,6 +87,7 @@ impl Outputs {
         let file = open_append_beneath(&route.base, &route.relative)?;
         let id = self.open.insert(Output {
             route: route.clone(),
+            full: full.clone(),
             file,
             refs: 1,
             dirty: false,
@@ -199,16 +203,16 @@ impl Outputs {
     /// Who owns the output's unterminated last line, if it has one.
     pub fn open_line(&self, id: OutputId) -> Option<Owner> {
         let out = self.open.get(id)?;
-        self.open_lines.get(&out.route.full_path()).copied()
+        self.open_lines.get(&out.full).copied()
     }
 
     /// Records (`Some`) or clears (`None`) the owner of the open last line.
     pub fn set_open_line(&mut self, id: OutputId, owner: Option<Owner>) {
         let Some(out) = self.open.get(id) else { return };
-        let path = out.route.full_path();
         match owner {
-            Some(o) => self.open_lines.insert(path, o),
-            None => self.open_lines.remove(&path),
+            Some(o) if self.open_lines.get(&out.full) == Some(&o) => None,
+            Some(o) => self.open_lines.insert(out.full.clone(), o),
+            None => self.open_lines.remove(&out.full),
         };
     }
 
