@@ -390,6 +390,41 @@ fn killed_restarted_then_truncated_written_and_rotated() {
     ]);
 }
 
+#[test]
+fn truncated_after_restarts_and_rotations_with_a_shorter_rewrite() {
+    use Op::*;
+    run(&[
+        Truncate,
+        Stop(true),
+        DeleteRotated,
+        Write(35),
+        Write(122),
+        Write(10),
+        Start,
+        Write(94),
+        Delete,
+        Rotate(46),
+        Start,
+        Write(272),
+        Rotate(33),
+        Truncate,
+        Write(159),
+        Start,
+        Stop(false),
+        Rotate(46),
+        Rotate(29),
+        Write(247),
+        Start,
+        Stop(false),
+        Start,
+        Write(132),
+        Write(96),
+        Truncate,
+        Write(149),
+        Write(160),
+    ]);
+}
+
 proptest! {
     #![proptest_config(config())]
 

@@ -250,7 +250,21 @@ impl Stream {
         } else {
             match self.tail {
                 Some((p, e)) if self.end == 0 && p == pos => (0, e),
-                _ => return Ok(Checked::Unchecked),
+                _ => {
+                    // Nothing read yet at this position (just opened, or
+                    // a connection just came up): check the first bytes
+                    // instead, once, so a file rewritten since is caught.
+                    let rewritten = self.end == 0
+                        && self
+                            .file
+                            .as_ref()
+                            .is_some_and(|t| !t.identity.matches(&t.file).unwrap_or(true));
+                    return Ok(if rewritten {
+                        Checked::Changed
+                    } else {
+                        Checked::Unchecked
+                    });
+                }
             }
         };
         let Some(t) = &self.file else {
