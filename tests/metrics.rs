@@ -287,3 +287,49 @@ fn a_taken_metrics_port_stops_the_client_naming_the_address() {
     let want = format!("loghamsterc: cannot listen for metrics on {addr}: ");
     assert!(client.log().contains(&want), "{}", client.log());
 }
+
+#[test]
+fn server_metrics_count_connections_and_received_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = dir.join("out");
+    let cfg = dir.join("server.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndirectory = \"{}\"\n[prometheus]\nlisten = \"127.0.0.1:0\"\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let addr = metrics_addr(&server.proc);
+    let (head, body) = get(addr, "/health");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(body, "ok\n");
+    let log = dir.join("app.log");
+    append_lines(&log, "s", 0, 500);
+    let mut client = client_for(&server, &dir.join("state"), "h", &[&log]);
+    wait_content(&routed(&out, "h", &log), &expected("s", 0, 500));
+    let total = size(&log);
+    let received = "loghamster_server_received_bytes_total{output=\"(default)\"}";
+    let body = scrape_until(addr, "every byte counted and synced", |b| {
+        value(b, received) == Some(total)
+            && value(b, "loghamster_server_fsync_duration_seconds_count").is_some_and(|n| n >= 1.0)
+    });
+    assert_eq!(
+        value(&body, "loghamster_server_connections_accepted_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&body, "loghamster_server_connections_open"),
+        Some(1.0)
+    );
+    assert_eq!(value(&body, "loghamster_server_streams_active"), Some(1.0));
+    promtool_accepts(&body, "server_metrics_count_connections_and_received_bytes");
+    assert!(client.stop().success());
+    scrape_until(addr, "the connection closed", |b| {
+        value(b, "loghamster_server_connections_open") == Some(0.0)
+            && value(b, "loghamster_server_streams_active") == Some(0.0)
+    });
+}

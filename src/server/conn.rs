@@ -18,11 +18,13 @@ use mio::net::TcpStream;
 
 use super::{Resume, Shared, StreamKey};
 use crate::config::SyncPolicy;
+use crate::metrics::server::OutputLabels;
 use crate::proto::{self, Init, Status};
 use crate::reactor::{Key, Ready};
 use crate::sink::output::{LineWriter, Outcome, OutputId, Owner};
 use crate::sink::route::StreamInfo;
 use crate::tail::identity::fnv1a;
+use prometheus_client::metrics::counter::Counter;
 pub(crate) use splice::Splicer;
 use splice::Turn;
 
@@ -76,6 +78,12 @@ enum Stall {
 #[derive(Debug)]
 pub(crate) struct Stream {
     label: String,
+    /// `loghamster_server_received_bytes_total` for this stream's output,
+    /// and the offset counted into it so far.
+    received: Counter,
+    counted: u64,
+    /// `loghamster_server_write_errors_total` for this stream's output.
+    write_errors: Counter,
     output: OutputId,
     writer: LineWriter,
     key: Option<StreamKey>,
@@ -407,9 +415,14 @@ impl Conn {
             self.stream_id,
             shared.outputs.path(output).display()
         );
+        let labels = OutputLabels::for_route(route.output.as_deref());
+        shared.metrics.streams_active.inc();
         Some(Stream {
             label,
             output,
+            received: shared.metrics.received_bytes.get_or_create_owned(&labels),
+            write_errors: shared.metrics.write_errors.get_or_create_owned(&labels),
+            counted: start,
             writer: LineWriter::new(start, shared.cfg.max_line),
             key: stream_key,
             ack,
@@ -600,6 +613,7 @@ impl Conn {
                         STALL_RETRY.as_secs()
                     );
                     shared.write_errors += 1;
+                    s.write_errors.inc();
                 }
                 let retry_at = now + STALL_RETRY;
                 s.stall = Some(Stall::Disk { retry_at });
@@ -764,6 +778,7 @@ impl Conn {
     pub fn release(&mut self, key: Key, shared: &mut Shared) {
         let evicted = shared.evicted.remove(&key);
         if let Some(s) = self.stream.take() {
+            shared.metrics.streams_active.dec();
             if !evicted {
                 shared.outputs.release(s.output);
             }
@@ -773,8 +788,13 @@ impl Conn {
 }
 
 /// Records how far a stream's bytes are in the output.
-fn note_offset(shared: &mut Shared, s: &Stream, now: Instant) {
+fn note_offset(shared: &mut Shared, s: &mut Stream, now: Instant) {
     shared.dirty = true;
+    let written = s.writer.written();
+    if written > s.counted {
+        s.received.inc_by(written - s.counted);
+        s.counted = written;
+    }
     if let Some(k) = &s.key {
         if let Some(r) = shared.resume.get_mut(k) {
             r.offset = s.writer.written();

@@ -50,6 +50,7 @@ use mio::{Interest, Token};
 
 use crate::config::server::Engine;
 use crate::config::{ServerConfig, SyncPolicy};
+use crate::metrics::{MetricsServer, ServerMetrics};
 use crate::reactor::sys::signal::{SignalFd, SIGHUP, SIGINT, SIGTERM};
 use crate::reactor::sys::uring::Ring;
 use crate::reactor::{Armed, Key, Reactor, Ready, Slots, StopHandle};
@@ -153,12 +154,15 @@ pub(crate) struct Shared {
     ring: Option<Ring>,
     /// The checkpoint round waiting for its syncs, if any.
     round: Option<Round>,
+    /// What the server counts (served when `[prometheus]` is enabled).
+    pub metrics: ServerMetrics,
 }
 
 /// A checkpoint round whose output syncs run on the ring: the checkpoint
 /// was taken when it began, and is written (and acknowledged) once every
 /// sync completed.
 struct Round {
+    started: Instant,
     /// Outputs whose sync has not been submitted yet.
     queue: Vec<usize>,
     failed: Option<String>,
@@ -176,7 +180,9 @@ impl Shared {
     pub fn commit(&mut self) -> bool {
         self.commit_requested = false;
         if self.cfg.sync != SyncPolicy::None {
+            let t0 = Instant::now();
             let failed = self.outputs.sync_dirty();
+            self.metrics.observe_fsync(t0.elapsed());
             if let Some((path, e)) = failed.first() {
                 self.commit_failed(&format!("fdatasync of {} failed: {e}", path.display()));
                 return false;
@@ -259,6 +265,8 @@ pub struct Server {
     /// Connections to serve again right after the next poll (they stopped
     /// at their quantum; see `conn::Step::again`).
     again: Vec<Token>,
+    /// The `/metrics` endpoint (`[prometheus]`).
+    http: Option<MetricsServer>,
 }
 
 impl Server {
@@ -338,6 +346,27 @@ impl Server {
                 }
             }
         };
+        let metrics = ServerMetrics::new(&cfg);
+        let http = if cfg.prometheus.enabled {
+            let listen = &cfg.prometheus.listen;
+            let addr = cfg.prometheus.addr().ok_or_else(|| ServerError::Setup {
+                what: "parse prometheus.listen",
+                source: io::Error::new(io::ErrorKind::InvalidInput, listen.clone()),
+            })?;
+            Some(
+                MetricsServer::bind(addr, reactor.registry()).map_err(|e| match e {
+                    crate::metrics::http::HttpError::Bind { addr, source } => {
+                        ServerError::Bind { addr, source }
+                    }
+                    crate::metrics::http::HttpError::Register { source } => ServerError::Setup {
+                        what: "register the metrics listener",
+                        source,
+                    },
+                })?,
+            )
+        } else {
+            None
+        };
         let (checkpoint, resume) = recover(&cfg)?;
         let mut outputs = Outputs::default();
         outputs.sync_on_close = cfg.sync != SyncPolicy::None;
@@ -357,6 +386,7 @@ impl Server {
             commit_failing: false,
             ring,
             round: None,
+            metrics,
         };
         Ok(Server {
             reactor,
@@ -370,6 +400,7 @@ impl Server {
             next_id: 0,
             deadline: None,
             sync_timer: Armed::default(),
+            http,
             again: Vec::new(),
         })
     }
@@ -386,10 +417,8 @@ impl Server {
     /// Runs until SIGTERM/SIGINT and the following drain are done.
     pub fn run(mut self) -> Result<(), ServerError> {
         crate::info!("listening on {}", self.local_addr);
-        if self.shared.cfg.prometheus.enabled {
-            crate::warn!(
-                "[prometheus] is enabled, but this version does not serve metrics yet; ignoring it"
-            );
+        if let Some(http) = &self.http {
+            crate::info!("serving metrics on http://{}/metrics", http.local_addr());
         }
 
         let mut ready = Vec::with_capacity(1024);
@@ -413,10 +442,23 @@ impl Server {
                     SIGNALS => self.on_signals(now),
                     WAKER if self.stop.requested() => self.begin_stop("stop requested", now),
                     RING => self.on_ring(now),
+                    t if MetricsServer::owns(t) => {
+                        if let Some(http) = &mut self.http {
+                            let (registry, timers) = self.reactor.parts();
+                            http.on_event(registry, timers, t, now, &mut self.shared.metrics);
+                        }
+                    }
                     token => self.on_conn_event(token, *r, now),
                 }
             }
             while let Some(token) = self.reactor.timers.pop_expired(now) {
+                if MetricsServer::owns(token) {
+                    if let Some(http) = &mut self.http {
+                        let (registry, timers) = self.reactor.parts();
+                        http.tick(registry, timers, now);
+                    }
+                    continue;
+                }
                 if token == SYNC {
                     self.sync_timer.fired(now);
                     if self.shared.dirty {
@@ -494,6 +536,7 @@ impl Server {
         // What is written from now on belongs to the next round.
         sh.dirty = false;
         sh.round = Some(Round {
+            started: Instant::now(),
             queue: sh.outputs.take_dirty(),
             failed: None,
             checkpoint,
@@ -548,6 +591,7 @@ impl Server {
         let Some(round) = self.shared.round.take() else {
             return;
         };
+        self.shared.metrics.observe_fsync(round.started.elapsed());
         let ok = match round.failed {
             Some(why) => {
                 self.shared.commit_failed(&why);
@@ -630,8 +674,11 @@ impl Server {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             crate::warn!("cannot register connection from {peer}: {e}");
+            self.shared.metrics.connections_refused.inc();
             return;
         }
+        self.shared.metrics.connections_accepted.inc();
+        self.shared.metrics.connections_open.inc();
         let deadline = now + self.shared.cfg.handshake_timeout;
         let mut conn = Conn::new(sock, peer, stream_id, deadline);
         crate::debug!("{peer}: connected, stream id {}", conn.stream_id);
@@ -677,6 +724,7 @@ impl Server {
         let Some(mut conn) = self.conns.remove(key) else {
             return;
         };
+        self.shared.metrics.connections_open.dec();
         let _ = self.reactor.registry().deregister(&mut conn.sock);
         conn.release(key, &mut self.shared);
         crate::debug!("{}: closed", conn.peer);
