@@ -307,6 +307,12 @@ fn server_metrics_count_connections_and_received_bytes() {
     let (head, body) = get(addr, "/health");
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert_eq!(body, "ok\n");
+    // A client that sends garbage for INIT is counted by reason.
+    let mut raw = Raw::connect(server.addr);
+    raw.greeting();
+    raw.send(b"HELLO there\n");
+    assert!(raw.line().starts_with("400"), "a bad INIT gets 400");
+    drop(raw);
     let log = dir.join("app.log");
     append_lines(&log, "s", 0, 500);
     let mut client = client_for(&server, &dir.join("state"), "h", &[&log]);
@@ -315,10 +321,18 @@ fn server_metrics_count_connections_and_received_bytes() {
     let received = "loghamster_server_received_bytes_total{output=\"(default)\"}";
     let body = scrape_until(addr, "every byte counted and synced", |b| {
         value(b, received) == Some(total)
+            && value(b, "loghamster_server_connections_open") == Some(1.0)
             && value(b, "loghamster_server_fsync_duration_seconds_count").is_some_and(|n| n >= 1.0)
     });
     assert_eq!(
         value(&body, "loghamster_server_connections_accepted_total"),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &body,
+            "loghamster_server_handshake_errors_total{reason=\"malformed\"}"
+        ),
         Some(1.0)
     );
     assert_eq!(

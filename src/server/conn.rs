@@ -18,7 +18,7 @@ use mio::net::TcpStream;
 
 use super::{Resume, Shared, StreamKey};
 use crate::config::SyncPolicy;
-use crate::metrics::server::OutputLabels;
+use crate::metrics::server::{HandshakeFailure, OutputLabels};
 use crate::proto::{self, Init, Status};
 use crate::reactor::{Key, Ready};
 use crate::sink::output::{LineWriter, Outcome, OutputId, Owner};
@@ -184,6 +184,7 @@ impl Conn {
             Phase::Handshake { deadline } => {
                 if now >= *deadline {
                     crate::debug!("{}: handshake timed out", self.peer);
+                    shared.metrics.handshake_failed(HandshakeFailure::Timeout);
                     self.fail(408, "Handshake timeout", now);
                 } else {
                     self.handshake(key, now, shared, &mut step);
@@ -192,6 +193,9 @@ impl Conn {
             Phase::Streaming => self.stream(now, shared, &mut step),
             Phase::Attaching { deadline } => {
                 if now >= *deadline {
+                    shared
+                        .metrics
+                        .handshake_failed(HandshakeFailure::StateUnavailable);
                     self.fail(503, "Cannot commit server state", now);
                 }
             }
@@ -295,6 +299,9 @@ impl Conn {
             Ok(Status::Partial) => self.inbuf = inbuf,
             Err(e) => {
                 crate::warn!("{}: bad handshake: {e}", self.peer);
+                shared
+                    .metrics
+                    .handshake_failed(HandshakeFailure::from_parse(e.clone()));
                 self.fail(e.reply_code(), e.reason(), now);
             }
         }
@@ -320,6 +327,7 @@ impl Conn {
             None => None,
             Some(Ok(n)) if n <= i64::MAX as u64 => Some(n),
             Some(_) => {
+                shared.metrics.handshake_failed(HandshakeFailure::Malformed);
                 self.fail(
                     400,
                     "Bad request: offset must be a decimal number below 2^63",
@@ -338,6 +346,9 @@ impl Conn {
             Ok(r) => r,
             Err(e) => {
                 crate::warn!("{}: refused stream {label}: {e}", self.peer);
+                shared
+                    .metrics
+                    .handshake_failed(HandshakeFailure::from_route(&e));
                 let code = e.reply_code();
                 let text = if code == 404 {
                     format!("Not found: {e}")
@@ -356,6 +367,9 @@ impl Conn {
                     self.peer,
                     route.full_path().display()
                 );
+                shared
+                    .metrics
+                    .handshake_failed(HandshakeFailure::OutputUnavailable);
                 self.fail(503, "Output unavailable", now);
                 return None;
             }

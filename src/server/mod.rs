@@ -618,6 +618,9 @@ impl Server {
                     .get_mut(key)
                     .is_some_and(|c| c.commit_failed(now))
                 {
+                    self.shared.metrics.handshake_failed(
+                        crate::metrics::server::HandshakeFailure::StateUnavailable,
+                    );
                     let r = Ready {
                         token: key.token(),
                         readable: false,
