@@ -301,7 +301,7 @@ impl Conn {
                 crate::warn!("{}: bad handshake: {e}", self.peer);
                 shared
                     .metrics
-                    .handshake_failed(HandshakeFailure::from_parse(e.clone()));
+                    .handshake_failed(HandshakeFailure::from_parse(e));
                 self.fail(e.reply_code(), e.reason(), now);
             }
         }
