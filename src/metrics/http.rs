@@ -472,7 +472,7 @@ impl MetricsServer {
                 }
             }
         }
-        match discard_input(&mut conn.sock) {
+        match crate::reactor::discard_input(&mut conn.sock) {
             true => Next::Close,
             false => Next::Wait,
         }
@@ -616,20 +616,6 @@ fn request_line_text(request: &[u8]) -> String {
     String::from_utf8_lossy(&request[..end])
         .trim_end()
         .to_string()
-}
-
-/// Reads and drops input; true once the peer closed or the socket failed.
-fn discard_input(sock: &mut TcpStream) -> bool {
-    let mut sink = [0u8; 4096];
-    loop {
-        match sock.read(&mut sink) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return true,
-        }
-    }
 }
 
 #[cfg(test)]

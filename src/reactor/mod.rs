@@ -121,3 +121,19 @@ impl StopHandle {
         self.flag.load(Ordering::SeqCst)
     }
 }
+
+/// Reads and drops whatever a non-blocking socket has; true once the peer
+/// closed it or it failed, false when it would block. For connections the
+/// daemon has finished answering and only waits to see closed.
+pub fn discard_input(sock: &mut impl io::Read) -> bool {
+    let mut sink = [0u8; 4096];
+    loop {
+        match sock.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+}

@@ -70,11 +70,6 @@ impl Armed {
     }
 
     /// Called when a wake-up for this owner fires at `now`.
-    /// When the armed timer fires, if one is armed.
-    pub fn at(&self) -> Option<Instant> {
-        self.0
-    }
-
     pub fn fired(&mut self, now: Instant) {
         if matches!(self.0, Some(at) if at <= now) {
             self.0 = None;

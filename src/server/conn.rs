@@ -216,7 +216,7 @@ impl Conn {
             }
             Phase::Closing { deadline, eof } => {
                 if !*eof {
-                    *eof = discard_input(&mut self.sock);
+                    *eof = crate::reactor::discard_input(&mut self.sock);
                 }
                 if now >= *deadline {
                     step.close = true;
@@ -821,20 +821,6 @@ fn release_resume(shared: &mut Shared, key: Option<&StreamKey>, conn: Key) {
     if let Some(r) = key.and_then(|k| shared.resume.get_mut(k)) {
         if r.conn == Some(conn) {
             r.conn = None;
-        }
-    }
-}
-
-/// Reads and drops input; returns true at end of stream or on error.
-fn discard_input(sock: &mut TcpStream) -> bool {
-    let mut sink = [0u8; 4096];
-    loop {
-        match sock.read(&mut sink) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return true,
         }
     }
 }
