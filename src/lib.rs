@@ -19,6 +19,8 @@
 //!   tokens, and every raw syscall in `reactor::sys` (the only `unsafe`).
 //! - [`proto`]: bytes on the wire. A pure, incremental handshake parser and
 //!   the emitters for every line.
+//! - [`codec`]: wire compression (gzip, LZ4, zstd) as push-style
+//!   encoders and decoders, so both loops feed them bytes as they come.
 //! - [`tail`]: files on the client: identity, batching rule, state file.
 //! - [`sink`]: outputs on the server: routing and line-aligned writing.
 //! - [`config`]: the TOML files of both daemons.
@@ -78,6 +80,7 @@
 #[macro_use]
 pub mod log;
 pub mod client;
+pub mod codec;
 pub mod config;
 pub mod metrics;
 pub mod persist;
