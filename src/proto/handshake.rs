@@ -216,10 +216,14 @@ pub struct Reply<'a> {
     /// 100..=599.
     pub code: u16,
     /// Everything after the code, trimmed of spaces and tabs, minus the
-    /// trailing `offset:<u64>` word. Holds no control character but tab.
+    /// trailing `offset:` and `compression:` words. Holds no control
+    /// character but tab.
     pub text: &'a str,
     /// The trailing `offset:<u64>` word, if the line ended with one.
     pub offset: Option<u64>,
+    /// The trailing `compression:<codec>` word (`[A-Za-z0-9_.-]{1,64}`):
+    /// on `200`, the server confirms it decodes that codec.
+    pub compression: Option<&'a str>,
 }
 
 /// A line the server may send while the client streams.
@@ -544,7 +548,7 @@ fn parse_reply_line(line: &str) -> Result<Reply<'_>, ParseError> {
         return Err(ParseError::BadCode);
     }
     let mut text = line.get(3..).unwrap_or_default().trim_matches([' ', '\t']);
-    let mut offset = None;
+    let (mut offset, mut compression) = (None, None);
     loop {
         let (head, last) = match text.rfind([' ', '\t']) {
             Some(i) => (
@@ -553,16 +557,28 @@ fn parse_reply_line(line: &str) -> Result<Reply<'_>, ParseError> {
             ),
             None => ("", text),
         };
-        let Some(v) = last.strip_prefix("offset:") else {
+        if let Some(v) = last.strip_prefix("offset:") {
+            if offset.replace(parse_u64(v)?).is_some() {
+                return Err(ParseError::DuplicateKey);
+            }
+        } else if let Some(v) = last.strip_prefix("compression:") {
+            if v.is_empty() || v.len() > MAX_KEY || !v.bytes().all(is_key_byte) {
+                return Err(ParseError::BadValue);
+            }
+            if compression.replace(v).is_some() {
+                return Err(ParseError::DuplicateKey);
+            }
+        } else {
             break;
-        };
-        if offset.is_some() {
-            return Err(ParseError::DuplicateKey);
         }
-        offset = Some(parse_u64(v)?);
         text = head.trim_end_matches([' ', '\t']);
     }
-    Ok(Reply { code, text, offset })
+    Ok(Reply {
+        code,
+        text,
+        offset,
+        compression,
+    })
 }
 
 /// Parses one status line, e.g. `200 OK Ready to accept data offset:1234`.
@@ -690,15 +706,38 @@ pub fn write_init(out: &mut Vec<u8>, host: &str, path: &str, meta: &[(&str, &str
 /// `code` is written as is and
 /// must be 100..=599 for the peer to accept the line.
 pub fn write_reply(out: &mut Vec<u8>, code: u16, text: &str, offset: Option<u64>) {
-    push_u64(out, u64::from(code));
-    let text = text.trim_matches(|c: char| c == ' ' || c.is_ascii_control());
+    write_reply_line(
+        out,
+        &Reply {
+            code,
+            text,
+            offset,
+            compression: None,
+        },
+    );
+}
+
+/// Writes a status line with all its trailing words:
+/// `code text[ offset:N][ compression:C]`. A `compression` that is not a
+/// valid key is left out.
+pub fn write_reply_line(out: &mut Vec<u8>, r: &Reply<'_>) {
+    push_u64(out, u64::from(r.code));
+    let text = r
+        .text
+        .trim_matches(|c: char| c == ' ' || c.is_ascii_control());
     if !text.is_empty() {
         out.push(b' ');
         push_text(out, text);
     }
-    if let Some(offset) = offset {
+    if let Some(offset) = r.offset {
         out.extend_from_slice(b" offset:");
         push_u64(out, offset);
+    }
+    if let Some(c) = r.compression {
+        if !c.is_empty() && c.len() <= MAX_KEY && c.bytes().all(is_key_byte) {
+            out.extend_from_slice(b" compression:");
+            out.extend_from_slice(c.as_bytes());
+        }
     }
     out.push(b'\n');
 }
@@ -754,7 +793,7 @@ pub fn check_invariants(data: &[u8]) {
     }
     if let Ok(Status::Complete(r, _)) = parse_reply(data) {
         let mut out = Vec::new();
-        write_reply(&mut out, r.code, r.text, r.offset);
+        write_reply_line(&mut out, &r);
         assert_eq!(parse_reply(&out), Ok(Status::Complete(r, out.len())));
     }
     if let Ok(Status::Complete(ServerLine::Ack(n), _)) = parse_server_line(data) {

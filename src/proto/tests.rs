@@ -272,7 +272,22 @@ fn greeting_parses_both_lines() {
 
 #[test]
 fn reply_table() {
-    let r = |code, text, offset| Ok(Reply { code, text, offset });
+    let r = |code, text, offset| {
+        Ok(Reply {
+            code,
+            text,
+            offset,
+            compression: None,
+        })
+    };
+    let rc = |code, text, offset, c| {
+        Ok(Reply {
+            code,
+            text,
+            offset,
+            compression: Some(c),
+        })
+    };
     let cases: &[(&str, Result<Reply<'_>, ParseError>)] = &[
         (
             "200 OK Ready to accept data\n",
@@ -296,6 +311,18 @@ fn reply_table() {
         ("200 offset:0\n", r(200, "", Some(0))),
         ("599 \t x \t\n", r(599, "x", None)),
         ("200 OK offset:1 offset:2\n", Err(DuplicateKey)),
+        (
+            "200 OK Ready offset:5 compression:zstd\n",
+            rc(200, "OK Ready", Some(5), "zstd"),
+        ),
+        (
+            "200 OK compression:gzip offset:5\n",
+            rc(200, "OK", Some(5), "gzip"),
+        ),
+        ("200 OK compression:lz4\n", rc(200, "OK", None, "lz4")),
+        ("200 OK compression:a compression:b\n", Err(DuplicateKey)),
+        ("200 OK compression:\n", Err(BadValue)),
+        ("200 OK compression:a/b\n", Err(BadValue)),
         ("200 OK offset:x\n", Err(BadNumber)),
         ("200 OK offset:\n", Err(BadNumber)),
         ("200 OK offset:18446744073709551616\n", Err(BadNumber)),
@@ -343,6 +370,7 @@ fn server_line_table() {
         code: 421,
         text: "Server shutting down",
         offset: None,
+        compression: None,
     };
     assert_eq!(
         parse_server_line(b"421 Server shutting down\n"),
@@ -444,11 +472,22 @@ fn reply_round_trips() {
     for text in texts {
         for offset in [None, Some(0), Some(1234), Some(u64::MAX)] {
             for code in [100, 200, 250, 421, 599] {
-                let mut out = Vec::new();
-                write_reply(&mut out, code, text, offset);
-                let want = Reply { code, text, offset };
-                assert_eq!(parse_reply(&out), Ok(Status::Complete(want, out.len())));
-                check_invariants(&out);
+                for compression in [None, Some("zstd")] {
+                    let mut out = Vec::new();
+                    let want = Reply {
+                        code,
+                        text,
+                        offset,
+                        compression,
+                    };
+                    if compression.is_none() {
+                        write_reply(&mut out, code, text, offset);
+                    } else {
+                        write_reply_line(&mut out, &want);
+                    }
+                    assert_eq!(parse_reply(&out), Ok(Status::Complete(want, out.len())));
+                    check_invariants(&out);
+                }
             }
         }
     }
