@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use loghamster::config::{
-    parse_duration, parse_size, ClientConfig, Compression, ConfigError, Method, OnRotate,
+    parse_duration, parse_size, ClientConfig, Codec, Compression, ConfigError, Method, OnRotate,
     Prometheus, ServerConfig, Source, ValueError,
 };
 
@@ -83,7 +83,7 @@ fn seed_client_example_parses_once_quoted() {
     let c = ClientConfig::from_toml_str(SEED_CLIENT_FIXED, CLIENT_PATH).unwrap();
     assert_eq!(c.server.hostname, "log.mgmt.neotel.at");
     assert_eq!(c.server.port, 8901);
-    assert_eq!(c.server.compression, Compression::None);
+    assert_eq!(c.server.compression, Compression::default());
     assert_eq!(c.state_file, Path::new("/var/lib/loghamster/client.state"));
     assert!(!c.debug);
     assert_eq!(c.hostname, None);
@@ -184,8 +184,16 @@ fn client_validation_errors() {
         (&client_with("rate_limit = 0"), "more than 0"),
         (&client_with("burst = \"1MiB\""), "`burst` needs a `rate_limit`"),
         (
-            "[server]\nhostname = \"h\"\ncompression = \"lz4\"\n[[stream]]\npath = \"/a\"\n",
-            "not implemented in this version yet",
+            "[server]\nhostname = \"h\"\ncompression = \"lz4\"\ncompression_level = 3\n[[stream]]\npath = \"/a\"\n",
+            "lz4 has no levels",
+        ),
+        (
+            "[server]\nhostname = \"h\"\ncompression = \"zstd\"\ncompression_level = 22\n[[stream]]\npath = \"/a\"\n",
+            "zstd levels are 1 to 19, not 22",
+        ),
+        (
+            "[server]\nhostname = \"h\"\ncompression_level = 3\n[[stream]]\npath = \"/a\"\n",
+            "needs a `compression` codec",
         ),
         (
             "[server]\nhostname = \"h\"\ncompression = \"brotli\"\n[[stream]]\npath = \"/a\"\n",
@@ -229,6 +237,8 @@ hostname = "web-1"
 debug = true
 [server]
 hostname = "10.0.0.1"
+compression = "zstd"
+compression_level = 9
 [tuning]
 batch = "8KiB"
 max_batch = "1MiB"
@@ -250,6 +260,11 @@ delete = true
     assert_eq!(c.hostname.as_deref(), Some("web-1"));
     assert!(c.debug);
     assert_eq!(c.server.port, 8901);
+    let zstd9 = Compression {
+        codec: Some(Codec::Zstd),
+        level: Some(9),
+    };
+    assert_eq!(c.server.compression, zstd9);
     assert_eq!(c.tuning.batch_bytes, 8192);
     assert_eq!(c.tuning.max_batch_bytes, 1 << 20);
     assert_eq!(c.tuning.linger, Duration::from_millis(5));
@@ -314,6 +329,11 @@ directory = "/srv/logs"
     assert_eq!(c.outputs[1].template.base(), Path::new("/srv/logs/apps"));
     let f = ServerConfig::from_flags(None, Some("/o".into()), true);
     assert!(f.debug && f.outputs.is_empty());
+    assert_eq!(f.accept_compression, Codec::ALL);
+    let only = ServerConfig::from_toml_str("accept_compression = [\"lz4\", \"lz4\"]\n", "s.toml");
+    assert_eq!(only.unwrap().accept_compression, [Codec::Lz4]);
+    let none = ServerConfig::from_toml_str("accept_compression = []\n", "s.toml");
+    assert!(none.unwrap().accept_compression.is_empty());
 }
 
 #[test]
@@ -321,6 +341,11 @@ fn server_validation_errors() {
     let cases: &[(&str, &str, usize)] = &[
         ("listen = \"localhost\"\n", "`listen`", 1),
         ("debug = true\nlisten = \":8901\"\n", "`listen`", 2),
+        (
+            "debug = true\naccept_compression = [\"zstd\", \"xz\"]\n",
+            "`accept_compression`: unknown codec \"xz\"",
+            2,
+        ),
         (
             "[prometheus]\nlisten = \"nope\"\n",
             "`prometheus.listen`",

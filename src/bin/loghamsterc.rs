@@ -28,6 +28,10 @@ struct Args {
     /// host name sent in INIT (default: this machine's)
     #[argh(option)]
     hostname: Option<String>,
+    /// wire compression: none, gzip, lz4 or zstd, optionally with a
+    /// level as zstd:9 (overrides [server] compression)
+    #[argh(option)]
+    compression: Option<String>,
     /// print debug lines
     #[argh(switch)]
     debug: bool,
@@ -54,9 +58,10 @@ fn main() -> ExitCode {
             false => String::new(),
         };
         println!(
-            "config OK: server {}:{}, {} streams, state file {}{metrics}",
+            "config OK: server {}:{} (compression {}), {} streams, state file {}{metrics}",
             cfg.server.hostname,
             cfg.server.port,
+            cfg.server.compression,
             cfg.streams.len(),
             cfg.state_file.display()
         );
@@ -119,7 +124,16 @@ fn build_config(args: &Args) -> Result<ClientConfig, String> {
         cfg.state_file = s.clone();
     }
     if let Some(h) = &args.hostname {
+        if !loghamster::config::is_host_name(h) {
+            return Err(format!(
+                "--hostname {h:?}: use only letters, digits, '.', '_' and '-' (not \".\" or \"..\")"
+            ));
+        }
         cfg.hostname = Some(h.clone());
+    }
+    if let Some(c) = &args.compression {
+        cfg.server.compression =
+            loghamster::config::Compression::parse(c).map_err(|e| format!("--compression: {e}"))?;
     }
     cfg.debug |= args.debug;
     Ok(cfg)

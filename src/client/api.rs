@@ -113,7 +113,7 @@ impl Client {
             server: ServerAddr {
                 hostname,
                 port,
-                compression: Compression::None,
+                compression: Compression::default(),
             },
             state_file: self
                 .state_file

@@ -34,8 +34,11 @@ pub(crate) struct Meter {
     /// Bytes read from files (whole files sent with `sendfile` count here
     /// when they are sent), re-reads after a broken connection included.
     pub read: Counter,
-    /// Bytes handed to the server's socket, re-sends included.
+    /// Bytes handed to the server's socket, re-sends included, counted
+    /// before compression.
     pub sent: Counter,
+    /// The same bytes as they went on the wire (after compression).
+    pub wire: Counter,
     /// Forward moves of the acknowledged offset, in bytes; through
     /// [`Meter::acknowledged`] only.
     acked: Counter,
@@ -60,6 +63,7 @@ impl Meter {
         Meter {
             read: metrics.read_bytes.get_or_create_owned(&label),
             sent: metrics.sent_bytes.get_or_create_owned(&label),
+            wire: metrics.wire_bytes.get_or_create_owned(&label),
             acked: metrics.acknowledged_bytes.get_or_create_owned(&label),
             rotations: metrics.rotations.get_or_create_owned(&label),
             truncations: metrics.truncations.get_or_create_owned(&label),

@@ -245,6 +245,7 @@ impl ClientDaemon {
             reconnect_max: t.reconnect_max,
             deleted_hold: t.deleted_hold,
             idle_close: t.idle_close,
+            compression: cfg.server.compression,
         };
         let mut daemon = ClientDaemon {
             reactor,
@@ -272,6 +273,7 @@ impl ClientDaemon {
                 open: 0,
                 max: t.max_connections,
                 waiting: Default::default(),
+                plain_until: None,
             },
             granting: false,
             send_only: false,

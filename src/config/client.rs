@@ -6,7 +6,8 @@
 //! [server]
 //! hostname = "log.mgmt.neotel.at"
 //! port = 8901
-//! compression = "none"
+//! compression = "zstd"        # or "none" (default), "gzip", "lz4"
+//! compression_level = 3       # optional: gzip 1-9 (6), zstd 1-19 (3)
 //! [[stream]]
 //! path = "/var/log/messages"
 //! [[stream]]
@@ -30,6 +31,7 @@ use super::{
     compile_glob, is_token, parse_toml, read_source, ConfigError, Doc, DurationValue, OrderedMap,
     Prometheus, RateValue, RawPrometheus, SizeValue,
 };
+pub use crate::codec::Codec;
 pub use crate::tail::rate::Limit;
 
 /// Default server port.
@@ -41,7 +43,8 @@ pub const DEFAULT_PROMETHEUS_LISTEN: &str = "127.0.0.1:9101";
 /// Meta keys a client may not set: used by the protocol (`id`, `offset`,
 /// `ack`) or by the server's matching and templates (`host`, `path`), or
 /// with their own config key (`svc`).
-pub const RESERVED_META_KEYS: &[&str] = &["id", "offset", "ack", "host", "path", "svc"];
+pub const RESERVED_META_KEYS: &[&str] =
+    &["id", "offset", "ack", "compression", "host", "path", "svc"];
 
 /// The whole client configuration. All values are validated.
 #[derive(Debug, Clone)]
@@ -76,13 +79,62 @@ pub struct ServerAddr {
     pub compression: Compression,
 }
 
-/// Stream compression codec. Only `"none"` is implemented; `"gzip"`,
-/// `"lz4"` and `"zstd"` are recognised and rejected as not implemented yet.
+/// Wire compression: `compression` and `compression_level` in `[server]`.
+/// Invariant: `level` is set only for a codec with levels, and within
+/// [`Codec::levels`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Compression {
-    /// Bytes are sent as read.
-    #[default]
-    None,
+pub struct Compression {
+    /// `None` (the default, `"none"`): bytes are sent as read.
+    pub codec: Option<Codec>,
+    /// The codec's default level when `None`.
+    pub level: Option<i32>,
+}
+
+impl Compression {
+    /// Parses the command line's form: `none`, `<codec>` or
+    /// `<codec>:<level>` (e.g. `zstd:9`).
+    pub fn parse(text: &str) -> Result<Compression, String> {
+        let (name, level) = match text.split_once(':') {
+            Some((n, l)) => (n, Some(l)),
+            None => (text, None),
+        };
+        if name == "none" && level.is_none() {
+            return Ok(Compression::default());
+        }
+        let codec = Codec::from_name(name)
+            .ok_or_else(|| format!("unknown codec \"{name}\", expected none, gzip, lz4 or zstd"))?;
+        let level = match (level, codec.levels()) {
+            (None, _) => None,
+            (Some(_), None) => return Err(format!("{codec} has no levels")),
+            (Some(l), Some(range)) => match l.parse::<i32>() {
+                Ok(n) if range.contains(&n) => Some(n),
+                _ => {
+                    return Err(format!(
+                        "{codec} levels are {} to {}, not \"{l}\"",
+                        range.start(),
+                        range.end()
+                    ))
+                }
+            },
+        };
+        Ok(Compression {
+            codec: Some(codec),
+            level,
+        })
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (
+            self.codec,
+            self.level.or(self.codec.and_then(Codec::default_level)),
+        ) {
+            (None, _) => f.write_str("none"),
+            (Some(c), Some(l)) => write!(f, "{c} level {l}"),
+            (Some(c), None) => write!(f, "{c}"),
+        }
+    }
 }
 
 /// The optional `[tuning]` section. Invariants: `1 <= batch_bytes <=
@@ -227,6 +279,7 @@ struct RawServerAddr {
     hostname: Spanned<String>,
     port: Option<Spanned<u16>>,
     compression: Option<Spanned<String>>,
+    compression_level: Option<Spanned<i32>>,
 }
 
 #[derive(Deserialize)]
@@ -349,26 +402,57 @@ impl RawServerAddr {
             Some(p) => p.into_inner(),
             None => DEFAULT_PORT,
         };
-        let compression = match self.compression {
-            None => Compression::None,
-            Some(c) => match c.get_ref().as_str() {
-                "none" => Compression::None,
-                codec @ ("gzip" | "lz4" | "zstd") => {
-                    return Err(doc
-                        .err_at(
-                            c.span(),
-                            format!("`server.compression`: codec \"{codec}\" is not implemented in this version yet"),
-                        )
-                        .with_hint("use compression = \"none\""))
-                }
-                other => {
+        let names = || {
+            let all: Vec<&str> = Codec::ALL.iter().map(|c| c.name()).collect();
+            format!("\"none\", \"{}\"", all.join("\", \""))
+        };
+        let codec = match &self.compression {
+            None => None,
+            Some(c) if c.get_ref() == "none" => None,
+            Some(c) => match Codec::from_name(c.get_ref()) {
+                Some(codec) => Some(codec),
+                None => {
                     return Err(doc.err_at(
                         c.span(),
-                        format!("`server.compression`: unknown codec \"{other}\", expected \"none\""),
+                        format!(
+                            "`server.compression`: unknown codec \"{}\", expected one of {}",
+                            c.get_ref(),
+                            names()
+                        ),
                     ))
                 }
             },
         };
+        let level = match (self.compression_level, codec) {
+            (None, _) => None,
+            (Some(l), None) => {
+                return Err(doc.err_at(
+                    l.span(),
+                    "`server.compression_level` needs a `compression` codec",
+                ))
+            }
+            (Some(l), Some(codec)) => match codec.levels() {
+                Some(range) if range.contains(l.get_ref()) => Some(l.into_inner()),
+                Some(range) => {
+                    return Err(doc.err_at(
+                        l.span(),
+                        format!(
+                            "`server.compression_level`: {codec} levels are {} to {}, not {}",
+                            range.start(),
+                            range.end(),
+                            l.get_ref()
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(doc.err_at(
+                        l.span(),
+                        format!("`server.compression_level`: {codec} has no levels"),
+                    ))
+                }
+            },
+        };
+        let compression = Compression { codec, level };
         Ok(ServerAddr {
             hostname: hostname.into_inner(),
             port,

@@ -36,8 +36,8 @@ pub mod server;
 pub mod template;
 
 pub use client::{
-    default_client_state_file, ClientConfig, Compression, Method, OnRotate, ServerAddr, Source,
-    StreamConfig, Tuning,
+    default_client_state_file, is_host_name, ClientConfig, Codec, Compression, Method, OnRotate,
+    ServerAddr, Source, StreamConfig, Tuning,
 };
 pub use server::{OutputConfig, ServerConfig, SyncPolicy};
 pub use template::{Piece, Template, TemplateError};

@@ -4,6 +4,7 @@
 //! debug = true
 //! listen = "127.0.0.1:8000"
 //! directory = "/tmp/out"          # default route: directory/<host>/<path>
+//! accept_compression = ["gzip", "lz4", "zstd"]   # the default
 //! [prometheus]
 //! listen = ":8091"
 //! enabled = true
@@ -28,6 +29,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
+
+use crate::codec::Codec;
 
 use super::{
     compile_glob, is_token, parse_toml, read_source, ConfigError, Doc, DurationValue, OrderedMap,
@@ -71,6 +74,10 @@ pub struct ServerConfig {
     pub sync_interval: Duration,
     /// `engine = "auto" | "epoll" | "io_uring"`: how outputs are synced.
     pub engine: Engine,
+    /// `accept_compression = ["gzip", "lz4", "zstd"]`: the codecs clients
+    /// may compress streams with (default all; `[]` accepts plain streams
+    /// only). A stream asking for another one is refused with `415`.
+    pub accept_compression: Vec<Codec>,
 }
 
 /// Which kernel interface makes outputs durable. Sockets and files are
@@ -132,6 +139,7 @@ struct RawServer {
     sync: Option<SyncPolicy>,
     sync_interval: Option<Spanned<DurationValue>>,
     engine: Option<Engine>,
+    accept_compression: Option<Spanned<Vec<Spanned<String>>>>,
     output: Option<OrderedMap<RawOutput>>,
 }
 
@@ -181,6 +189,7 @@ impl ServerConfig {
             sync: SyncPolicy::default(),
             sync_interval: Duration::from_secs(1),
             engine: Engine::default(),
+            accept_compression: Codec::ALL.to_vec(),
         }
     }
 }
@@ -249,6 +258,25 @@ impl RawServer {
                 return Err(doc.err_at(t.span(), "`sync_interval` must be greater than 0"));
             }
             cfg.sync_interval = t.get_ref().0;
+        }
+        if let Some(list) = self.accept_compression {
+            cfg.accept_compression.clear();
+            for name in list.into_inner() {
+                let Some(codec) = Codec::from_name(name.get_ref()) else {
+                    let all: Vec<&str> = Codec::ALL.iter().map(|c| c.name()).collect();
+                    return Err(doc.err_at(
+                        name.span(),
+                        format!(
+                            "`accept_compression`: unknown codec \"{}\", expected some of \"{}\"",
+                            name.get_ref(),
+                            all.join("\", \"")
+                        ),
+                    ));
+                };
+                if !cfg.accept_compression.contains(&codec) {
+                    cfg.accept_compression.push(codec);
+                }
+            }
         }
         for (name, raw) in self.output.map_or_else(Vec::new, |o| o.0) {
             let out = raw.validate(doc, name, cfg.directory.as_deref())?;

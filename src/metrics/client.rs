@@ -12,7 +12,8 @@
 //! | `loghamster_client_files_watched` | gauge | paths followed (configured, parked or not there yet, glob matches), whole files being sent or queued |
 //! | `loghamster_client_files_open` | gauge | file descriptors open on followed files |
 //! | `loghamster_client_read_bytes_total{stream}` | counter | bytes read from files |
-//! | `loghamster_client_sent_bytes_total{stream}` | counter | bytes written to the server |
+//! | `loghamster_client_sent_bytes_total{stream}` | counter | bytes written to the server (before compression) |
+//! | `loghamster_client_wire_bytes_total{stream}` | counter | stream bytes on the wire (after compression) |
 //! | `loghamster_client_acknowledged_bytes_total{stream}` | counter | bytes the server acknowledged |
 //! | `loghamster_client_behind_bytes{stream}` | gauge | file size − acknowledged offset |
 //! | `loghamster_client_rotations_total{stream}` | counter | files rotated away (renamed, deleted, copytruncate) while read |
@@ -77,8 +78,11 @@ pub struct ClientMetrics {
     pub files_open: Gauge,
     /// Bytes read from files, by stream.
     pub read_bytes: Family<StreamLabels, Counter>,
-    /// Bytes written to the server, by stream.
+    /// Bytes written to the server, by stream, counted before compression.
     pub sent_bytes: Family<StreamLabels, Counter>,
+    /// Stream bytes written to sockets, by stream, after compression
+    /// (equal to `sent_bytes` for uncompressed streams).
+    pub wire_bytes: Family<StreamLabels, Counter>,
     /// Bytes the server acknowledged, by stream. Prefer
     /// [`ClientMetrics::acknowledged`], which also resets the ack age.
     pub acknowledged_bytes: Family<StreamLabels, Counter>,
@@ -118,6 +122,7 @@ impl ClientMetrics {
             files_open: Gauge::default(),
             read_bytes: Family::default(),
             sent_bytes: Family::default(),
+            wire_bytes: Family::default(),
             acknowledged_bytes: Family::default(),
             behind_bytes: Family::default(),
             rotations: Family::default(),
@@ -147,7 +152,16 @@ impl ClientMetrics {
         );
         let bytes = [
             ("read", "Bytes read from files", &self.read_bytes),
-            ("sent", "Bytes written to the server", &self.sent_bytes),
+            (
+                "sent",
+                "Bytes written to the server, before compression",
+                &self.sent_bytes,
+            ),
+            (
+                "wire",
+                "Stream bytes on the wire, after compression",
+                &self.wire_bytes,
+            ),
             (
                 "acknowledged",
                 "Bytes the server acknowledged",
@@ -196,6 +210,7 @@ impl ClientMetrics {
         // once (holding it would block the family's next insert).
         drop(self.read_bytes.get_or_create(&l));
         drop(self.sent_bytes.get_or_create(&l));
+        drop(self.wire_bytes.get_or_create(&l));
         drop(self.acknowledged_bytes.get_or_create(&l));
         drop(self.behind_bytes.get_or_create(&l));
         drop(self.rotations.get_or_create(&l));

@@ -4,7 +4,8 @@
 //! configuration: `output` is the name of an `[output.NAME]` table, or
 //! [`DEFAULT_OUTPUT`] for every stream that took the default
 //! `directory/<host>/<path>` route (one value however many hosts and paths
-//! there are); `reason` is a [`HandshakeFailure`]. Nothing a client sends
+//! there are); `reason` is a [`HandshakeFailure`]; `codec` is one of
+//! [`Codec::ALL`](crate::codec::Codec::ALL). Nothing a client sends
 //! becomes a label value.
 //!
 //! | metric | type | meaning |
@@ -19,6 +20,9 @@
 //! | `loghamster_server_fsync_duration_seconds` | histogram | time per `fdatasync` of an output |
 //! | `loghamster_server_unacknowledged_bytes` | gauge | bytes received but not yet acknowledged |
 //! | `loghamster_server_streams_active` | gauge | streams past the handshake |
+//! | `loghamster_server_compressed_received_bytes_total{codec}` | counter | compressed bytes received, before decoding |
+//! | `loghamster_server_decompressed_bytes_total{codec}` | counter | plain bytes those decoded to |
+//! | `loghamster_server_decode_errors_total{codec}` | counter | compressed streams closed because they did not decode |
 
 use std::time::{Duration, Instant};
 
@@ -29,6 +33,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::codec::Codec;
 use crate::config::ServerConfig;
 use crate::proto::ParseError;
 use crate::sink::route::RouteError;
@@ -62,6 +67,21 @@ impl OutputLabels {
     }
 }
 
+/// Labels of the per-codec families.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CodecLabels {
+    /// A [`Codec`] name.
+    pub codec: String,
+}
+
+impl CodecLabels {
+    pub fn of(codec: Codec) -> CodecLabels {
+        CodecLabels {
+            codec: codec.name().to_string(),
+        }
+    }
+}
+
 /// Why a connection ended before it streamed: the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HandshakeFailure {
@@ -81,11 +101,13 @@ pub enum HandshakeFailure {
     StateUnavailable,
     /// The peer closed before sending a whole INIT.
     ClosedEarly,
+    /// INIT asked for a codec this server does not accept (`415`).
+    Compression,
 }
 
 impl HandshakeFailure {
     /// Every value, for pre-creating the series.
-    pub const ALL: [HandshakeFailure; 8] = [
+    pub const ALL: [HandshakeFailure; 9] = [
         HandshakeFailure::Timeout,
         HandshakeFailure::TooLarge,
         HandshakeFailure::Malformed,
@@ -94,6 +116,7 @@ impl HandshakeFailure {
         HandshakeFailure::OutputUnavailable,
         HandshakeFailure::StateUnavailable,
         HandshakeFailure::ClosedEarly,
+        HandshakeFailure::Compression,
     ];
 
     /// The label value.
@@ -107,6 +130,7 @@ impl HandshakeFailure {
             HandshakeFailure::OutputUnavailable => "output_unavailable",
             HandshakeFailure::StateUnavailable => "state_unavailable",
             HandshakeFailure::ClosedEarly => "closed_early",
+            HandshakeFailure::Compression => "unsupported_compression",
         }
     }
 
@@ -167,6 +191,12 @@ pub struct ServerMetrics {
     pub unacknowledged_bytes: Gauge,
     /// Streams past the handshake.
     pub streams_active: Gauge,
+    /// Compressed bytes received, by codec.
+    pub compressed_received: Family<CodecLabels, Counter>,
+    /// Plain bytes decoded from them, by codec.
+    pub decompressed: Family<CodecLabels, Counter>,
+    /// Compressed streams that failed to decode, by codec.
+    pub decode_errors: Family<CodecLabels, Counter>,
 }
 
 impl ServerMetrics {
@@ -197,6 +227,9 @@ impl ServerMetrics {
             fsync_duration: Histogram::new(FSYNC_BUCKETS),
             unacknowledged_bytes: Gauge::default(),
             streams_active: Gauge::default(),
+            compressed_received: Family::default(),
+            decompressed: Family::default(),
+            decode_errors: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -253,6 +286,29 @@ impl ServerMetrics {
             "Streams past the handshake",
             m.streams_active.clone(),
         );
+        r.register_with_unit(
+            "compressed_received",
+            "Compressed bytes received, before decoding, by codec",
+            Unit::Bytes,
+            m.compressed_received.clone(),
+        );
+        r.register_with_unit(
+            "decompressed",
+            "Plain bytes decoded from compressed streams, by codec",
+            Unit::Bytes,
+            m.decompressed.clone(),
+        );
+        r.register(
+            "decode_errors",
+            "Compressed streams closed because they did not decode, by codec",
+            m.decode_errors.clone(),
+        );
+        for codec in Codec::ALL {
+            let l = CodecLabels::of(codec);
+            drop(m.compressed_received.get_or_create(&l));
+            drop(m.decompressed.get_or_create(&l));
+            drop(m.decode_errors.get_or_create(&l));
+        }
         for reason in HandshakeFailure::ALL {
             drop(
                 m.handshake_errors

@@ -7,6 +7,7 @@
 //! accounting: [`LineWriter::written`] is the stream offset of what is in
 //! the output, every other received byte is pending in user space.
 
+mod inflate;
 mod splice;
 
 use std::borrow::Cow;
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 use super::{Resume, Shared, StreamKey};
+use crate::codec::Codec;
 use crate::config::SyncPolicy;
 use crate::metrics::server::{HandshakeFailure, OutputLabels};
 use crate::proto::{self, Init, Status};
@@ -24,6 +26,7 @@ use crate::reactor::{Key, Ready};
 use crate::sink::output::{LineWriter, Outcome, OutputId, Owner};
 use crate::sink::route::StreamInfo;
 use crate::tail::identity::fnv1a;
+use inflate::Inflow;
 use prometheus_client::metrics::counter::Counter;
 pub(crate) use splice::Splicer;
 use splice::Turn;
@@ -107,6 +110,9 @@ pub(crate) struct Stream {
     spliced: u64,
     /// The last streaming turn took the zero-copy path (to log switches).
     splicing: bool,
+    /// Set for a compressed stream (`compression:<codec>` in INIT): its
+    /// socket bytes are decoded before they are written.
+    inflow: Option<Inflow>,
 }
 
 /// What the server must do after a connection handled an event.
@@ -282,7 +288,10 @@ impl Conn {
                     let mut stream = Box::new(stream);
                     // Bytes sent right behind INIT (a person with nc) wait
                     // for the checkpoint like the rest.
-                    stream.writer.hold(rest);
+                    match &mut stream.inflow {
+                        Some(f) => f.hold(rest),
+                        None => stream.writer.hold(rest),
+                    }
                     self.stream = Some(stream);
                     let deadline = now + DONE_TIMEOUT;
                     self.phase = Phase::Attaching { deadline };
@@ -337,6 +346,36 @@ impl Conn {
             }
         };
         let ack = matches!(get("ack"), Some("1" | "yes" | "true"));
+        let codec = match get("compression") {
+            None | Some("none") => None,
+            Some(name) => match Codec::from_name(name) {
+                Some(c) if shared.cfg.accept_compression.contains(&c) => Some(c),
+                _ => {
+                    crate::warn!(
+                        "{}: refused stream {label}: it asks for compression \"{name}\", this server accepts {}",
+                        self.peer,
+                        accepted(&shared.cfg.accept_compression)
+                    );
+                    shared
+                        .metrics
+                        .handshake_failed(HandshakeFailure::Compression);
+                    let text = format!(
+                        "Unsupported compression: {name} (this server accepts {})",
+                        accepted(&shared.cfg.accept_compression)
+                    );
+                    self.fail(415, &text, now);
+                    return None;
+                }
+            },
+        };
+        let inflow = match codec.map(|c| Inflow::new(c, shared)).transpose() {
+            Ok(f) => f,
+            Err(e) => {
+                crate::error!("{}: cannot start a decoder for {label}: {e}", self.peer);
+                self.fail(503, "Decoder unavailable", now);
+                return None;
+            }
+        };
         let info = StreamInfo {
             host: &host,
             path: &path,
@@ -423,8 +462,11 @@ impl Conn {
             None => u64::MAX - key.token().0 as u64,
         };
         let resumable = offset.is_some() || stream_key.is_some();
+        let codec = inflow
+            .as_ref()
+            .map_or(String::new(), |f| format!(", {}", f.codec()));
         crate::info!(
-            "{}: stream {} {label} -> {} (offset {start})",
+            "{}: stream {} {label} -> {} (offset {start}{codec})",
             self.peer,
             self.stream_id,
             shared.outputs.path(output).display()
@@ -448,6 +490,7 @@ impl Conn {
             reply_offset: resumable.then_some(start),
             spliced: 0,
             splicing: false,
+            inflow,
         })
     }
 
@@ -509,6 +552,25 @@ impl Conn {
     /// The client half-closed: writes the tail, then finishes the stream
     /// (or returns the retry time of a stall).
     fn at_eof(&mut self, now: Instant, shared: &mut Shared) -> Option<Instant> {
+        if self.holds_input() {
+            if let Some(at) = self.write_input(&[], now, shared) {
+                return Some(at);
+            }
+        }
+        if !matches!(self.phase, Phase::Streaming) {
+            return None;
+        }
+        if let Some(codec) = self.cut_short() {
+            crate::warn!(
+                "{}: the {codec} stream ended in the middle of a frame; closing without 250 DONE",
+                self.peer
+            );
+            self.phase = Phase::Closing {
+                deadline: now,
+                eof: true,
+            };
+            return None;
+        }
         if let Some(s) = &mut self.stream {
             s.eof = true;
         }
@@ -523,7 +585,16 @@ impl Conn {
     /// shared buffer and writes it to the output. Returns when to look
     /// again.
     fn read_and_write(&mut self, now: Instant, shared: &mut Shared) -> Option<Instant> {
+        if self.holds_input() {
+            // Compressed input held while the writer stalled goes first.
+            if let Some(at) = self.write_input(&[], now, shared) {
+                return Some(at);
+            }
+        }
         loop {
+            if !matches!(self.phase, Phase::Streaming) {
+                return None;
+            }
             let n = match self.sock.read(&mut shared.scratch) {
                 Ok(0) => return self.at_eof(now, shared),
                 Ok(n) => n,
@@ -539,7 +610,7 @@ impl Conn {
                 }
             };
             let data = std::mem::take(&mut shared.scratch);
-            let stalled = self.write_data(&data[..n], now, shared);
+            let stalled = self.write_input(&data[..n], now, shared);
             shared.scratch = data;
             if stalled.is_some() {
                 return stalled;
@@ -731,8 +802,14 @@ impl Conn {
     /// The checkpoint covering this new stream is written: answer `200`,
     /// write what came with INIT, and read what arrived meanwhile.
     fn attached(&mut self, now: Instant, shared: &mut Shared) -> Step {
-        let offset = self.stream.as_ref().and_then(|s| s.reply_offset);
-        proto::write_reply(&mut self.outbuf, 200, "OK Ready to accept data", offset);
+        let s = self.stream.as_ref();
+        let ready = proto::Reply {
+            code: 200,
+            text: "OK Ready to accept data",
+            offset: s.and_then(|s| s.reply_offset),
+            compression: s.and_then(|s| s.inflow.as_ref()).map(|f| f.codec().name()),
+        };
+        proto::write_reply_line(&mut self.outbuf, &ready);
         self.phase = Phase::Streaming;
         let mut step = Step::default();
         self.write_data(&[], now, shared);
@@ -815,6 +892,15 @@ fn note_offset(shared: &mut Shared, s: &mut Stream, now: Instant) {
             r.last_seen = now;
         }
     }
+}
+
+/// The accepted codecs for a refusal line: `gzip, zstd`, or `none`.
+fn accepted(codecs: &[Codec]) -> String {
+    if codecs.is_empty() {
+        return "none".into();
+    }
+    let names: Vec<&str> = codecs.iter().map(|c| c.name()).collect();
+    names.join(", ")
 }
 
 fn release_resume(shared: &mut Shared, key: Option<&StreamKey>, conn: Key) {

@@ -32,6 +32,8 @@ use mio::{Interest, Registry, Token};
 
 use super::link::{Heard, Link, Phase};
 use super::meter::Meter;
+use crate::codec::Codec;
+use crate::config::Compression;
 use crate::reactor::{Armed, Key, Timers};
 use crate::tail::batch::{self, Unsent};
 use crate::tail::identity::{stream_id, unique_suffix, Identity};
@@ -71,6 +73,8 @@ pub(crate) struct Settings {
     pub deleted_hold: Duration,
     /// A connection idle this long is closed.
     pub idle_close: Duration,
+    /// `[server] compression`: what connections ask for.
+    pub compression: Compression,
 }
 
 /// The client's connection slots (`max_connections`): streams with data
@@ -80,6 +84,35 @@ pub(crate) struct LinkBudget {
     pub open: usize,
     pub max: usize,
     pub waiting: std::collections::VecDeque<Key>,
+    /// The server refused or ignored the configured codec: connections
+    /// send plain bytes until then, and then ask again.
+    pub plain_until: Option<Instant>,
+}
+
+/// How long a client sends uncompressed after the server refused or
+/// ignored its codec, before it asks again (the server may have been
+/// upgraded or reconfigured meanwhile).
+const CODEC_RETRY: Duration = Duration::from_secs(600);
+
+impl LinkBudget {
+    /// What a new connection should ask for: the configured compression,
+    /// unless the server turned it down recently.
+    fn compression(&self, configured: Compression, now: Instant) -> Compression {
+        match self.plain_until {
+            Some(t) if now < t => Compression::default(),
+            _ => configured,
+        }
+    }
+
+    /// The server turned the codec down: send plain for a while. True
+    /// when this starts a new such period (the caller logs it, once).
+    fn fall_back(&mut self, now: Instant) -> bool {
+        let new = self.plain_until.is_none_or(|t| now >= t);
+        if new {
+            self.plain_until = Some(now + CODEC_RETRY);
+        }
+        new
+    }
 }
 
 /// What a stream handler may touch besides the stream itself.
@@ -432,8 +465,13 @@ impl Stream {
                 Some(t) => (t.id.as_str(), self.acked),
                 None => ("", 0),
             };
+            let init = Init {
+                id,
+                offset,
+                codec: link.asks_for(),
+            };
             link.poll(
-                |out| write_init(out, settings, path, svc.as_deref(), meta, id, offset),
+                |out| write_init(out, settings, path, svc.as_deref(), meta, &init),
                 &mut heard,
             );
         }
@@ -519,6 +557,27 @@ impl Stream {
                     ctx.meter.acknowledged(n - self.acked, ctx.now);
                     self.acked = n;
                     *ctx.dirty = true;
+                }
+            }
+            Heard::CodecRefused(line) => {
+                let codec = self.link.as_ref().and_then(|l| l.asks_for());
+                if ctx.links.fall_back(ctx.now) {
+                    crate::warn!(
+                        "server {} refused compression {} ({line}); sending uncompressed, asking again in {} min",
+                        ctx.settings.server,
+                        codec.map_or("?", |c| c.name()),
+                        CODEC_RETRY.as_secs() / 60
+                    );
+                }
+                self.drop_link(ctx, None);
+            }
+            Heard::CodecIgnored(codec) => {
+                if ctx.links.fall_back(ctx.now) {
+                    crate::warn!(
+                        "server {} did not confirm compression {codec} (it predates compression); sending uncompressed, asking again in {} min",
+                        ctx.settings.server,
+                        CODEC_RETRY.as_secs() / 60
+                    );
                 }
             }
             Heard::Finish => {
@@ -614,6 +673,9 @@ impl Stream {
             self.connect(ctx);
         }
         wake = earliest(wake, self.pump(ctx));
+        if let Some(link) = &mut self.link {
+            ctx.meter.wire.inc_by(link.take_wire_bytes());
+        }
         wake = earliest(wake, self.close_if_idle(ctx));
         wake = earliest(wake, self.link_deadline);
         if self.link.is_none() && self.file.is_some() && !self.stopping && self.wants_link() {
@@ -793,8 +855,13 @@ impl Stream {
             }
         }
         let now = ctx.now;
+        let compression = if self.precompressed() {
+            Compression::default()
+        } else {
+            ctx.links.compression(ctx.settings.compression, now)
+        };
         let result = resolve(&ctx.settings.server).and_then(|addr| {
-            let mut link = Link::connect(addr)?;
+            let mut link = Link::connect(addr, compression)?;
             ctx.registry.register(
                 &mut link.sock,
                 self.key.token(),
@@ -826,6 +893,7 @@ impl Stream {
     /// Closes the connection (logging `why` if given) and schedules a retry.
     fn drop_link(&mut self, ctx: &mut Ctx<'_>, why: Option<String>) {
         if let Some(mut link) = self.link.take() {
+            ctx.meter.wire.inc_by(link.take_wire_bytes());
             let _ = ctx.registry.deregister(&mut link.sock);
             ctx.links.open = ctx.links.open.saturating_sub(1);
         }
@@ -908,7 +976,8 @@ impl Stream {
             if self.sent.saturating_sub(start) >= PUMP_QUANTUM {
                 return Some(now);
             }
-            if self.whole && self.unsent() == 0 {
+            let compresses = self.link.as_ref().is_some_and(Link::compresses);
+            if self.whole && self.unsent() == 0 && !compresses {
                 // A closed file goes out whole: sendfile, no user-space copy.
                 let Some(t) = &self.file else {
                     return None;
@@ -1082,23 +1151,47 @@ fn charge(ctx: &mut Ctx<'_>, n: usize) {
     }
 }
 
+/// The per-connection words of an INIT line.
+struct Init<'a> {
+    id: &'a str,
+    offset: u64,
+    codec: Option<Codec>,
+}
+
 fn write_init(
     out: &mut Vec<u8>,
     s: &Settings,
     path: &std::path::Path,
     svc: Option<&str>,
     meta: &[(String, String)],
-    id: &str,
-    offset: u64,
+    init: &Init<'_>,
 ) {
-    let offset = offset.to_string();
-    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(meta.len() + 4);
+    let offset = init.offset.to_string();
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(meta.len() + 5);
     if let Some(svc) = svc {
         pairs.push(("svc", svc));
     }
     pairs.extend(meta.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    pairs.extend([("id", id), ("offset", offset.as_str()), ("ack", "1")]);
+    pairs.extend([("id", init.id), ("offset", offset.as_str()), ("ack", "1")]);
+    if let Some(codec) = init.codec {
+        pairs.push(("compression", codec.name()));
+    }
     crate::proto::write_init(out, &s.hostname, &path.to_string_lossy(), &pairs);
+}
+
+/// File name endings of data that is compressed already: such files go
+/// out as they are, never compressed a second time.
+const COMPRESSED_SUFFIXES: &[&str] = &[
+    ".gz", ".tgz", ".zst", ".lz4", ".xz", ".bz2", ".br", ".zip", ".7z", ".lzma",
+];
+
+impl Stream {
+    /// True when the file is compressed already (by its name, e.g. a
+    /// rotated `app.log.2.gz`).
+    fn precompressed(&self) -> bool {
+        let name = self.name.to_string_lossy();
+        COMPRESSED_SUFFIXES.iter().any(|s| name.ends_with(s))
+    }
 }
 
 fn resolve(server: &str) -> io::Result<std::net::SocketAddr> {

@@ -133,6 +133,8 @@ impl Conn {
         let writers = shared.outputs.writers(s.output);
         let blocker = if shared.splice.off {
             Some("splice unavailable")
+        } else if s.inflow.is_some() {
+            Some("compressed stream")
         } else if s.writer.pending_len() > 0 {
             Some("bytes held in memory")
         } else if writers != 1 {
