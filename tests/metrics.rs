@@ -155,6 +155,7 @@ fn client_metrics_match_what_was_shipped_across_a_rotation() {
     for (name, want) in [
         ("read_bytes_total", total),
         ("sent_bytes_total", total),
+        ("wire_bytes_total", total),
         ("behind_bytes", 0.0),
         ("rotations_total", 1.0),
         ("truncations_total", 0.0),
@@ -315,15 +316,37 @@ fn server_metrics_count_connections_and_received_bytes() {
     drop(raw);
     let log = dir.join("app.log");
     append_lines(&log, "s", 0, 500);
-    let mut client = client_for(&server, &dir.join("state"), "h", &[&log]);
+    // Compressed, so the bytes pass through user space and lines count
+    // (a spliced stream's lines are not scanned).
+    let mut client = client(&[
+        "--server",
+        &server.addr.to_string(),
+        "--state-file",
+        dir.join("state").to_str().unwrap(),
+        "--hostname",
+        "h",
+        "--compression",
+        "lz4",
+        log.to_str().unwrap(),
+    ]);
     wait_content(&routed(&out, "h", &log), &expected("s", 0, 500));
     let total = size(&log);
     let received = "loghamster_server_received_bytes_total{output=\"(default)\"}";
-    let body = scrape_until(addr, "every byte counted and synced", |b| {
+    let lines = "loghamster_server_received_lines_total{output=\"(default)\"}";
+    let decoded = "loghamster_server_decompressed_bytes_total{codec=\"lz4\"}";
+    let wire = "loghamster_server_compressed_received_bytes_total{codec=\"lz4\"}";
+    let body = scrape_until(addr, "every byte counted, synced and acknowledged", |b| {
         value(b, received) == Some(total)
             && value(b, "loghamster_server_connections_open") == Some(1.0)
             && value(b, "loghamster_server_fsync_duration_seconds_count").is_some_and(|n| n >= 1.0)
+            && value(b, "loghamster_server_unacknowledged_bytes") == Some(0.0)
     });
+    assert_eq!(value(&body, lines), Some(500.0));
+    assert_eq!(value(&body, decoded), Some(total));
+    assert!(
+        value(&body, wire).is_some_and(|w| w > 0.0 && w < total),
+        "{body}"
+    );
     assert_eq!(
         value(&body, "loghamster_server_connections_accepted_total"),
         Some(2.0)

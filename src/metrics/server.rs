@@ -15,10 +15,10 @@
 //! | `loghamster_server_connections_refused_total` | counter | connections closed at once (shutting down, too many open) |
 //! | `loghamster_server_handshake_errors_total{reason}` | counter | connections that ended before streaming |
 //! | `loghamster_server_received_bytes_total{output}` | counter | stream bytes received |
-//! | `loghamster_server_received_lines_total{output}` | counter | lines written |
+//! | `loghamster_server_received_lines_total{output}` | counter | lines received through user space (not counted for bytes spliced zero-copy) |
 //! | `loghamster_server_write_errors_total{output}` | counter | failed writes to an output |
 //! | `loghamster_server_fsync_duration_seconds` | histogram | time per `fdatasync` of an output |
-//! | `loghamster_server_unacknowledged_bytes` | gauge | bytes received but not yet acknowledged |
+//! | `loghamster_server_unacknowledged_bytes` | gauge | bytes in outputs not yet acknowledged to their (`ack:1`) clients |
 //! | `loghamster_server_streams_active` | gauge | streams past the handshake |
 //! | `loghamster_server_compressed_received_bytes_total{codec}` | counter | compressed bytes received, before decoding |
 //! | `loghamster_server_decompressed_bytes_total{codec}` | counter | plain bytes those decoded to |
@@ -180,14 +180,18 @@ pub struct ServerMetrics {
     pub handshake_errors: Family<HandshakeLabels, Counter>,
     /// Stream bytes received, by output.
     pub received_bytes: Family<OutputLabels, Counter>,
-    /// Lines written to outputs, by output.
+    /// Newlines in the stream bytes that went through user space, by
+    /// output. A stream alone on its output is spliced socket → file
+    /// without the server looking at its bytes: those lines are not
+    /// counted (its bytes are).
     pub received_lines: Family<OutputLabels, Counter>,
     /// Failed writes to an output, by output.
     pub write_errors: Family<OutputLabels, Counter>,
     /// Seconds per `fdatasync` of an output; see [`FSYNC_BUCKETS`].
     pub fsync_duration: Histogram,
-    /// Bytes received but not yet acknowledged to their clients, over all
-    /// streams (inc on receive, dec on `ACK`, dec the rest on close).
+    /// Bytes written to outputs but not yet acknowledged to their clients,
+    /// over all streams that asked for ACKs (inc on write, dec on `ACK`,
+    /// dec the rest on close): the acknowledgement lag.
     pub unacknowledged_bytes: Gauge,
     /// Streams past the handshake.
     pub streams_active: Gauge,
@@ -261,7 +265,7 @@ impl ServerMetrics {
         );
         r.register(
             "received_lines",
-            "Lines written to outputs, by output",
+            "Lines received through user space, by output (bytes spliced zero-copy are not scanned)",
             m.received_lines.clone(),
         );
         r.register(
@@ -277,7 +281,7 @@ impl ServerMetrics {
         );
         r.register_with_unit(
             "unacknowledged",
-            "Bytes received but not yet acknowledged to clients",
+            "Bytes written to outputs but not yet acknowledged to their clients",
             Unit::Bytes,
             m.unacknowledged_bytes.clone(),
         );

@@ -28,6 +28,7 @@ use crate::sink::route::StreamInfo;
 use crate::tail::identity::fnv1a;
 use inflate::Inflow;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 pub(crate) use splice::Splicer;
 use splice::Turn;
 
@@ -85,6 +86,14 @@ pub(crate) struct Stream {
     /// and the offset counted into it so far.
     received: Counter,
     counted: u64,
+    /// `loghamster_server_received_lines_total` for this stream's output:
+    /// newlines in the bytes that pass through user space (the splice
+    /// path does not look at them).
+    lines: Counter,
+    /// `loghamster_server_unacknowledged_bytes`, shared by all streams;
+    /// this stream counts `counted - acked` into it while it asks for ACKs
+    /// (a detached gauge otherwise).
+    unacked: Gauge,
     /// `loghamster_server_write_errors_total` for this stream's output.
     write_errors: Counter,
     output: OutputId,
@@ -477,6 +486,11 @@ impl Conn {
             label,
             output,
             received: shared.metrics.received_bytes.get_or_create_owned(&labels),
+            lines: shared.metrics.received_lines.get_or_create_owned(&labels),
+            unacked: match ack {
+                true => shared.metrics.unacknowledged_bytes.clone(),
+                false => Gauge::default(),
+            },
             write_errors: shared.metrics.write_errors.get_or_create_owned(&labels),
             counted: start,
             writer: LineWriter::new(start, shared.cfg.max_line),
@@ -624,6 +638,10 @@ impl Conn {
     /// stream is stalled afterwards.
     fn write_data(&mut self, data: &[u8], now: Instant, shared: &mut Shared) -> Option<Instant> {
         let s = self.stream.as_mut()?;
+        if !data.is_empty() {
+            s.lines
+                .inc_by(memchr::memchr_iter(b'\n', data).count() as u64);
+        }
         let outcome = shared
             .outputs
             .write(s.output, &mut s.writer, s.owner, data, s.eof);
@@ -771,7 +789,7 @@ impl Conn {
             let end = s.writer.written();
             if s.ack {
                 if end > s.acked {
-                    s.acked = end;
+                    s.acknowledge(end);
                     proto::write_ack(&mut self.outbuf, end);
                 }
                 proto::write_reply(&mut self.outbuf, 250, &format!("DONE {end}"), None);
@@ -842,7 +860,7 @@ impl Conn {
             return;
         };
         if s.ack && s.ackable > s.acked && self.outbuf.is_empty() {
-            s.acked = s.ackable;
+            s.acknowledge(s.ackable);
             proto::write_ack(&mut self.outbuf, s.acked);
         }
     }
@@ -870,6 +888,8 @@ impl Conn {
         let evicted = shared.evicted.remove(&key);
         if let Some(s) = self.stream.take() {
             shared.metrics.streams_active.dec();
+            // What was never acknowledged leaves the gauge with it.
+            s.unacked.dec_by(s.counted.saturating_sub(s.acked) as i64);
             if !evicted {
                 shared.outputs.release(s.output);
             }
@@ -878,12 +898,24 @@ impl Conn {
     }
 }
 
+impl Stream {
+    /// An `ACK` for `offset` goes out: moves `acked` and the
+    /// `unacknowledged_bytes` gauge.
+    fn acknowledge(&mut self, offset: u64) {
+        let newly = offset.min(self.counted).saturating_sub(self.acked);
+        self.unacked.dec_by(newly as i64);
+        self.acked = offset;
+    }
+}
+
 /// Records how far a stream's bytes are in the output.
 fn note_offset(shared: &mut Shared, s: &mut Stream, now: Instant) {
     shared.dirty = true;
     let written = s.writer.written();
     if written > s.counted {
-        s.received.inc_by(written - s.counted);
+        let new = written - s.counted;
+        s.received.inc_by(new);
+        s.unacked.inc_by(new as i64);
         s.counted = written;
     }
     if let Some(k) = &s.key {
