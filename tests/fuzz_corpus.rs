@@ -1,21 +1,32 @@
-//! Replays every seed of the fuzz corpus through the same invariant checks
-//! the fuzz target runs, so stable `cargo test` covers what fuzzing found.
+//! Replays every seed of the fuzz corpora through the same invariant
+//! checks the fuzz targets run, so stable `cargo test` covers what fuzzing
+//! found.
 
 use std::fs;
 use std::path::Path;
 
-use loghamster::proto::check_invariants;
-
-#[test]
-fn fuzz_corpus_holds_invariants() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/handshake");
+/// Runs `check` on every file of `fuzz/corpus/<target>`; at least `min`.
+fn replay(target: &str, min: usize, check: fn(&[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
     let mut seen = 0;
     for entry in fs::read_dir(&dir).expect("fuzz corpus directory") {
         let path = entry.expect("corpus entry").path();
         let data = fs::read(&path).expect("corpus file");
-        let result = std::panic::catch_unwind(|| check_invariants(&data));
+        let result = std::panic::catch_unwind(|| check(&data));
         assert!(result.is_ok(), "invariant broken by {}", path.display());
         seen += 1;
     }
-    assert!(seen >= 10, "only {seen} corpus files in {}", dir.display());
+    assert!(seen >= min, "only {seen} corpus files in {}", dir.display());
+}
+
+#[test]
+fn fuzz_corpus_holds_invariants() {
+    replay("handshake", 10, loghamster::proto::check_invariants);
+}
+
+#[test]
+fn decode_corpus_holds_invariants() {
+    replay("decode", 10, loghamster::codec::check_invariants);
 }

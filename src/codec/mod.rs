@@ -249,5 +249,85 @@ impl fmt::Debug for Decoder {
     }
 }
 
+/// Checks the codecs against `data` and panics if an invariant breaks.
+/// The first byte picks the codec and a split size; the rest is both
+/// decoded as a (most likely broken) compressed stream and compressed.
+///
+/// - Decoding never panics, and gives the same bytes and the same
+///   verdict whether the input comes in one piece or in small pieces,
+///   with a tiny output buffer or a big one (before an error, one may
+///   have decoded further than the other).
+/// - Compressing the rest in two sends, then finishing, decodes back to
+///   it, and the decoder is at the stream's end.
+///
+/// Used by the fuzz target (`fuzz/fuzz_targets/decode.rs`) and by
+/// `tests/fuzz_corpus.rs`.
+pub fn check_invariants(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let codec = Codec::ALL[usize::from(first) % Codec::ALL.len()];
+    let piece = 1 + usize::from(first >> 2);
+    let (a, whole) = decode_pieces(codec, rest, rest.len().max(1), DECODE_CHUNK);
+    let (b, split) = decode_pieces(codec, rest, piece, 7);
+    match (&whole, &split) {
+        (Ok(x), Ok(y)) => {
+            assert_eq!(x, y, "{codec}: split at {piece} ends differently");
+            assert!(a == b, "{codec}: split at {piece} decodes differently");
+        }
+        (Err(_), Err(_)) => {
+            // How much output precedes an error may depend on the split.
+            let n = a.len().min(b.len());
+            assert!(
+                a[..n] == b[..n],
+                "{codec}: split at {piece} decodes differently"
+            );
+        }
+        _ => panic!("{codec}: split at {piece}: {whole:?} in one piece, {split:?} split"),
+    }
+
+    let mut enc = Encoder::new(codec, None).expect("encoder");
+    let mut wire = Vec::new();
+    let (a, b) = rest.split_at(rest.len() / 2);
+    enc.compress(a, &mut wire).expect("compress");
+    enc.compress(b, &mut wire).expect("compress");
+    enc.finish(&mut wire).expect("finish");
+    let (plain, verdict) = decode_pieces(codec, &wire, piece, 7);
+    assert_eq!(
+        verdict,
+        Ok(true),
+        "{codec}: own stream did not decode to its end"
+    );
+    assert!(plain == rest, "{codec}: round trip changed the bytes");
+}
+
+/// Decodes `wire` in pieces of `piece` bytes with `room` bytes of output
+/// buffer: the plain bytes, and the error or whether it ended cleanly.
+fn decode_pieces(
+    codec: Codec,
+    wire: &[u8],
+    piece: usize,
+    room: usize,
+) -> (Vec<u8>, Result<bool, String>) {
+    let mut d = Decoder::new(codec).expect("decoder");
+    let mut plain = Vec::new();
+    let mut out = Vec::with_capacity(room);
+    for chunk in wire.chunks(piece) {
+        let mut rest = chunk;
+        loop {
+            out.clear();
+            match d.decode(rest, &mut out) {
+                Ok(used) => rest = &rest[used..],
+                Err(e) => return (plain, Err(e.to_string())),
+            }
+            plain.extend_from_slice(&out);
+            if out.is_empty() {
+                break;
+            }
+        }
+    }
+    (plain, Ok(d.at_end()))
+}
+
 #[cfg(test)]
 mod tests;

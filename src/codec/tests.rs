@@ -239,3 +239,43 @@ fn levels_and_names() {
     }
     assert_eq!(Codec::from_name("brotli"), None);
 }
+
+mod fuzzish {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// 200 cases, or `CODEC_CASES` (for a longer hunt).
+    fn cases() -> u32 {
+        std::env::var("CODEC_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+        #[test]
+        fn random_bytes_hold_the_invariants(data in proptest::collection::vec(any::<u8>(), 0..3000)) {
+            check_invariants(&data);
+        }
+
+        /// Valid streams with a few bytes flipped: deep inside the
+        /// decoders, where random bytes rarely get.
+        #[test]
+        fn flipped_streams_hold_the_invariants(
+            pick in any::<u8>(),
+            flips in proptest::collection::vec((any::<usize>(), 1u8..), 1..4),
+        ) {
+            let codec = Codec::ALL[usize::from(pick) % Codec::ALL.len()];
+            let mut wire = encode(codec, &[&sample(4000)]);
+            for (at, x) in flips {
+                let i = at % wire.len();
+                wire[i] ^= x;
+            }
+            let mut data = vec![pick];
+            data.extend_from_slice(&wire);
+            check_invariants(&data);
+        }
+    }
+}
