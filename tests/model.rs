@@ -17,6 +17,9 @@
 //! guarantee is for files the client has seen, not for ones created and
 //! rotated away within microseconds.
 //!
+//! Each random sequence also picks the client's wire compression (none,
+//! lz4, zstd or gzip): offsets count plain bytes, so the model is the same.
+//!
 //! What is checked at the end: the output holds only lines that were
 //! written, in strictly increasing order (so none twice, and per-file
 //! order kept), and every **must** line is there.
@@ -75,6 +78,8 @@ struct Tracked {
 }
 
 struct Model {
+    /// The client's `--compression` (`none` or a codec).
+    compression: &'static str,
     dir: PathBuf,
     log: PathBuf,
     out: PathBuf,
@@ -95,10 +100,11 @@ fn text(n: u64) -> String {
 }
 
 impl Model {
-    fn new(dir: &Path) -> Model {
+    fn new(dir: &Path, compression: &'static str) -> Model {
         let out = dir.join("out");
         let log = dir.join("app.log");
         Model {
+            compression,
             dir: dir.to_path_buf(),
             out: routed(&out, "h", &log),
             server: Server::with_directory(&out),
@@ -242,7 +248,17 @@ impl Model {
                 self.unarrived_may_be_lost(i);
             }
         }
-        let c = client_for(&self.server, &self.state, "h", &[&self.log]);
+        let c = client(&[
+            "--server",
+            &self.server.addr.to_string(),
+            "--state-file",
+            self.state.to_str().unwrap(),
+            "--hostname",
+            "h",
+            "--compression",
+            self.compression,
+            self.log.to_str().unwrap(),
+        ]);
         // (A signal before the client has set up its signal handling
         // would simply kill it.)
         c.wait_log("started:");
@@ -324,8 +340,13 @@ fn config() -> ProptestConfig {
 
 /// Runs one sequence of operations and checks the outcome.
 fn run(ops: &[Op]) {
+    run_with(ops, "none");
+}
+
+/// Runs one sequence with the client's `--compression` set to `codec`.
+fn run_with(ops: &[Op], codec: &'static str) {
     let tmp = tempfile::tempdir().unwrap();
-    let mut m = Model::new(tmp.path());
+    let mut m = Model::new(tmp.path(), codec);
     m.start();
     for op in ops {
         m.apply(op);
@@ -430,8 +451,9 @@ proptest! {
 
     #[test]
     fn every_line_the_model_requires_arrives_once_and_in_order(
+        codec in prop_oneof![Just("none"), Just("lz4"), Just("zstd"), Just("gzip")],
         ops in proptest::collection::vec(op(), 1..30)
     ) {
-        run(&ops);
+        run_with(&ops, codec);
     }
 }
