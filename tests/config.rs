@@ -342,6 +342,11 @@ fn server_validation_errors() {
         ("listen = \"localhost\"\n", "`listen`", 1),
         ("debug = true\nlisten = \":8901\"\n", "`listen`", 2),
         (
+            "debug = true\nconnection_burst = \"1MiB\"\n",
+            "`connection_burst` needs a `connection_rate_limit`",
+            2,
+        ),
+        (
             "debug = true\naccept_compression = [\"zstd\", \"xz\"]\n",
             "`accept_compression`: unknown codec \"xz\"",
             2,

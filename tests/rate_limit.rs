@@ -1,5 +1,6 @@
 //! `rate_limit`: a limited stream is held to its rate (delayed, never
-//! dropped) while an unlimited one beside it runs at full speed.
+//! dropped) while an unlimited one beside it runs at full speed; and the
+//! server's `connection_rate_limit` holds each connection to its cap.
 
 mod common;
 
@@ -23,6 +24,26 @@ fn fill(path: &Path, tag: &str, bytes: u64) -> u64 {
 
 fn size(p: &Path) -> u64 {
     std::fs::metadata(p).map_or(0, |m| m.len())
+}
+
+/// Watches `out` grow to `len` bytes and returns its rate once the burst
+/// is spent: from the first sample past 512 KiB to the last byte.
+fn rate_after_burst(out: &Path, len: u64) -> f64 {
+    let mut start = None;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (now, got) = (Instant::now(), size(out));
+        if start.is_none() && got >= 512 << 10 {
+            start = Some((now, got));
+        }
+        if got == len {
+            break;
+        }
+        assert!(now < deadline, "{} did not arrive", out.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (t0, b0) = start.expect("sampled past 512 KiB");
+    (len - b0) as f64 / t0.elapsed().as_secs_f64()
 }
 
 #[test]
@@ -54,27 +75,44 @@ fn a_limited_stream_keeps_its_rate_while_an_unlimited_one_runs_free() {
         slow_then < slow_len / 2,
         "the unlimited stream waited for the limited one ({slow_then} of {slow_len})"
     );
-    // Measure the limited stream's rate once the burst is spent: from the
-    // first sample past 512 KiB to the last byte.
-    let mut start = None;
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let (now, got) = (Instant::now(), size(&slow_out));
-        if start.is_none() && got >= 512 << 10 {
-            start = Some((now, got));
-        }
-        if got == slow_len {
-            break;
-        }
-        assert!(now < deadline, "the limited file did not arrive");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let (t0, b0) = start.expect("sampled past 512 KiB");
-    let rate = (slow_len - b0) as f64 / t0.elapsed().as_secs_f64();
+    let rate = rate_after_burst(&slow_out, slow_len);
     eprintln!("limited stream: {:.3} MiB/s (limit 1 MiB/s)", rate / RATE);
     assert!(rate <= RATE * 1.03, "faster than its limit: {rate:.0} B/s");
     assert!(rate >= RATE * 0.9, "far below its limit: {rate:.0} B/s");
     assert!(std::fs::read(&slow).unwrap() == std::fs::read(&slow_out).unwrap());
     assert!(std::fs::read(&fast).unwrap() == std::fs::read(&fast_out).unwrap());
+    assert!(client.stop().success());
+}
+
+#[test]
+fn the_server_caps_each_connection_to_its_connection_rate_limit() {
+    const RATE: f64 = (1 << 20) as f64; // 1 MiB/s per connection
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let scfg = tmp.path().join("server.toml");
+    std::fs::write(
+        &scfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndirectory = \"{}\"\nconnection_rate_limit = \"1MiB/s\"\nconnection_burst = \"256KiB\"\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", scfg.to_str().unwrap()]);
+    // A plain stream alone on its output: the spliced path is capped too.
+    let plain = tmp.path().join("plain.log");
+    let plain_len = fill(&plain, "p", 3 << 20);
+    let cfg = client_config(
+        tmp.path(),
+        &server,
+        &format!("[[stream]]\npath = \"{}\"\n", plain.display()),
+    );
+    let mut client = client(&["--config", cfg.to_str().unwrap()]);
+    let plain_out = routed(&out, "h", &plain);
+    let rate = rate_after_burst(&plain_out, plain_len);
+    eprintln!("capped connection: {:.3} MiB/s (cap 1 MiB/s)", rate / RATE);
+    assert!(rate <= RATE * 1.03, "faster than the cap: {rate:.0} B/s");
+    assert!(rate >= RATE * 0.9, "far below the cap: {rate:.0} B/s");
+    assert!(std::fs::read(&plain).unwrap() == std::fs::read(&plain_out).unwrap());
     assert!(client.stop().success());
 }

@@ -34,8 +34,9 @@ use crate::codec::Codec;
 
 use super::{
     compile_glob, is_token, parse_toml, read_source, ConfigError, Doc, DurationValue, OrderedMap,
-    Prometheus, RawPrometheus, SizeValue, Template,
+    Prometheus, RateValue, RawPrometheus, SizeValue, Template,
 };
+use crate::tail::rate::Limit;
 
 /// Default `listen` address.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -78,6 +79,12 @@ pub struct ServerConfig {
     /// may compress streams with (default all; `[]` accepts plain streams
     /// only). A stream asking for another one is refused with `415`.
     pub accept_compression: Vec<Codec>,
+    /// `connection_rate_limit = "50MiB/s"` (with `connection_burst`,
+    /// default one second's worth): most bytes per second the server
+    /// reads from each connection (compressed bytes for a compressed
+    /// stream); `None`, the default, is unlimited. Excess waits in the
+    /// client's file, held back by TCP.
+    pub connection_rate_limit: Option<Limit>,
 }
 
 /// Which kernel interface makes outputs durable. Sockets and files are
@@ -140,6 +147,8 @@ struct RawServer {
     sync_interval: Option<Spanned<DurationValue>>,
     engine: Option<Engine>,
     accept_compression: Option<Spanned<Vec<Spanned<String>>>>,
+    connection_rate_limit: Option<RateValue>,
+    connection_burst: Option<Spanned<SizeValue>>,
     output: Option<OrderedMap<RawOutput>>,
 }
 
@@ -190,6 +199,7 @@ impl ServerConfig {
             sync_interval: Duration::from_secs(1),
             engine: Engine::default(),
             accept_compression: Codec::ALL.to_vec(),
+            connection_rate_limit: None,
         }
     }
 }
@@ -278,6 +288,19 @@ impl RawServer {
                 }
             }
         }
+        cfg.connection_rate_limit = match (self.connection_rate_limit, self.connection_burst) {
+            (None, None) => None,
+            (None, Some(b)) => {
+                return Err(doc.err_at(
+                    b.span(),
+                    "`connection_burst` needs a `connection_rate_limit`",
+                ))
+            }
+            (Some(r), b) => Some(Limit {
+                bytes_per_sec: r.0,
+                burst: b.map_or(r.0, |b| b.into_inner().0.max(1) as u64),
+            }),
+        };
         for (name, raw) in self.output.map_or_else(Vec::new, |o| o.0) {
             let out = raw.validate(doc, name, cfg.directory.as_deref())?;
             cfg.outputs.push(out);

@@ -9,6 +9,7 @@
 
 mod inflate;
 mod splice;
+mod throttle;
 
 use std::borrow::Cow;
 use std::io::{self, Read, Write};
@@ -26,6 +27,7 @@ use crate::reactor::{Key, Ready};
 use crate::sink::output::{LineWriter, Outcome, OutputId, Owner};
 use crate::sink::route::StreamInfo;
 use crate::tail::identity::fnv1a;
+use crate::tail::rate::Bucket;
 use inflate::Inflow;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -122,6 +124,8 @@ pub(crate) struct Stream {
     /// Set for a compressed stream (`compression:<codec>` in INIT): its
     /// socket bytes are decoded before they are written.
     inflow: Option<Inflow>,
+    /// `connection_rate_limit`, when configured (see [`throttle`]).
+    rate: Option<Bucket>,
 }
 
 /// What the server must do after a connection handled an event.
@@ -505,6 +509,10 @@ impl Conn {
             spliced: 0,
             splicing: false,
             inflow,
+            rate: shared
+                .cfg
+                .connection_rate_limit
+                .map(|l| Bucket::new(l, now)),
         })
     }
 
@@ -533,6 +541,10 @@ impl Conn {
             self.end_of_stream(now, shared);
             return;
         }
+        if let Some(at) = self.rate_wait(now) {
+            step.wake_at = Some(at);
+            return;
+        }
         if self.splice_ready(shared) {
             match self.splice_turn(now, shared) {
                 Turn::Drained => {}
@@ -545,6 +557,7 @@ impl Conn {
                     step.wake_at = Some(at);
                     return;
                 }
+                Turn::Throttled(at) => step.wake_at = Some(at),
                 Turn::Closed => return,
                 Turn::Fallback => {
                     // What splice could not write is pending: write it
@@ -609,7 +622,12 @@ impl Conn {
             if !matches!(self.phase, Phase::Streaming) {
                 return None;
             }
-            let n = match self.sock.read(&mut shared.scratch) {
+            if let Some(at) = self.rate_wait(now) {
+                self.queue_ack();
+                return Some(at);
+            }
+            let allowed = self.allowance(now, shared.scratch.len());
+            let n = match self.sock.read(&mut shared.scratch[..allowed]) {
                 Ok(0) => return self.at_eof(now, shared),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -623,6 +641,7 @@ impl Conn {
                     return None;
                 }
             };
+            self.charge(now, n);
             let data = std::mem::take(&mut shared.scratch);
             let stalled = self.write_input(&data[..n], now, shared);
             shared.scratch = data;

@@ -121,6 +121,9 @@ pub(super) enum Turn {
     /// Splice does not apply after all: bytes taken from the socket are
     /// pending; continue line-aligned.
     Fallback,
+    /// The connection's rate limit is spent until this time; everything
+    /// taken from the socket is written.
+    Throttled(Instant),
 }
 
 impl Conn {
@@ -187,6 +190,10 @@ impl Conn {
                 shared.splice.give_back(pipe);
                 return Turn::Quantum;
             }
+            if let Some(at) = self.rate_wait(now) {
+                shared.splice.give_back(pipe);
+                return Turn::Throttled(at);
+            }
             let n = match self.fill(&pipe, now, shared) {
                 Ok(n) => n,
                 Err(end) => {
@@ -238,10 +245,14 @@ impl Conn {
     /// Fills the empty `pipe` from the socket: how many bytes it took, or
     /// how the turn ends (the pipe is still empty then).
     fn fill(&mut self, pipe: &Pipe, now: Instant, shared: &mut Shared) -> Result<usize, Turn> {
+        let allowed = self.allowance(now, pipe.capacity());
         loop {
-            return match pipe.fill_from(&self.sock, pipe.capacity()) {
+            return match pipe.fill_from(&self.sock, allowed) {
                 Ok(0) => Err(Turn::Eof),
-                Ok(n) => Ok(n),
+                Ok(n) => {
+                    self.charge(now, n);
+                    Ok(n)
+                }
                 // The pipe is empty, so it is the socket that is.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Turn::Drained),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
