@@ -97,7 +97,7 @@ fn cuts_in_the_middle_of_compressed_streams_lose_and_duplicate_nothing() {
     }
     wait_content(&routed(&out, "h", &log), &expected("cut", 0, total));
     assert!(c.stop().success());
-    assert!(net.accepted() > 5, "the client reconnected after cuts");
+    assert!(net.accepted() > 1, "the client reconnected after cuts");
 }
 
 #[test]
@@ -188,7 +188,7 @@ fn a_server_that_refuses_the_codec_gets_plain_bytes_after_one_log_line() {
         "{clog}"
     );
     // Each stream asked once at most: no hot loop.
-    let refusals = server.proc.log().matches("asks for compression").count();
+    let refusals = server.proc.log().matches("Unsupported compression").count();
     assert!((1..=3).contains(&refusals), "{refusals} refusals");
 }
 

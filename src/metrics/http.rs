@@ -481,7 +481,11 @@ impl MetricsServer {
     fn close(&mut self, registry: &Registry, index: usize, why: &str) {
         if let Some(mut conn) = self.conns.try_remove(index) {
             let _ = registry.deregister(&mut conn.sock);
-            crate::debug!("metrics: {}: closed ({why})", conn.peer);
+            // A request answered is one line (above); only say why
+            // when a connection ends otherwise.
+            if why != "done" {
+                crate::debug!("metrics: {}: closed ({why})", conn.peer);
+            }
         }
     }
 }

@@ -6,28 +6,33 @@
 //! without a user-space copy ([`splice`]). Both paths keep the same
 //! accounting: [`LineWriter::written`] is the stream offset of what is in
 //! the output, every other received byte is pending in user space.
+//!
+//! The parts: `attach` (INIT to a stream bound to an output, or a
+//! refusal), this file (streaming turns, stalls, the end of a stream),
+//! [`splice`] (the zero-copy path), `inflate` (compressed streams),
+//! `throttle` (`connection_rate_limit`) and `commit` (what a completed
+//! checkpoint round lets each connection acknowledge).
 
+mod attach;
+mod commit;
 mod inflate;
 mod splice;
 mod throttle;
 
-use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use super::{Resume, Shared, StreamKey};
-use crate::codec::Codec;
+use super::{Shared, StreamKey};
 use crate::config::SyncPolicy;
-use crate::metrics::server::{HandshakeFailure, OutputLabels};
-use crate::proto::{self, Init, Status};
+use crate::metrics::server::HandshakeFailure;
+use crate::proto;
 use crate::reactor::{Key, Ready};
 use crate::sink::output::{LineWriter, Outcome, OutputId, Owner};
-use crate::sink::route::StreamInfo;
-use crate::tail::identity::fnv1a;
 use crate::tail::rate::Bucket;
+use commit::RoundMark;
 use inflate::Inflow;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -159,16 +164,6 @@ pub(crate) struct Conn {
     round: Option<RoundMark>,
 }
 
-/// A connection's state as a checkpoint round began: only what the round
-/// covers may be acknowledged when it completes.
-#[derive(Debug, Clone, Copy)]
-struct RoundMark {
-    /// Stream bytes in the output.
-    written: u64,
-    attaching: bool,
-    finishing: bool,
-}
-
 impl Conn {
     pub fn new(sock: TcpStream, peer: SocketAddr, stream_id: String, deadline: Instant) -> Self {
         Conn {
@@ -267,253 +262,6 @@ impl Conn {
             deadline: now + LINGER,
             eof: false,
         };
-    }
-
-    fn handshake(&mut self, key: Key, now: Instant, shared: &mut Shared, step: &mut Step) {
-        let mut eof = false;
-        while self.inbuf.len() < proto::MAX_LINE {
-            let start = self.inbuf.len();
-            self.inbuf.resize(proto::MAX_LINE, 0);
-            match self.sock.read(&mut self.inbuf[start..]) {
-                Ok(0) => {
-                    self.inbuf.truncate(start);
-                    eof = true;
-                    break;
-                }
-                Ok(n) => self.inbuf.truncate(start + n),
-                Err(e) => {
-                    self.inbuf.truncate(start);
-                    if e.kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        eof = true;
-                    }
-                    break;
-                }
-            }
-        }
-        let inbuf = std::mem::take(&mut self.inbuf);
-        match proto::parse_init(&inbuf) {
-            Ok(Status::Complete(init, used)) => {
-                let rest = &inbuf[used..];
-                if let Some(stream) = self.start(key, &init, now, shared, step) {
-                    let mut stream = Box::new(stream);
-                    // Bytes sent right behind INIT (a person with nc) wait
-                    // for the checkpoint like the rest.
-                    match &mut stream.inflow {
-                        Some(f) => f.hold(rest),
-                        None => stream.writer.hold(rest),
-                    }
-                    self.stream = Some(stream);
-                    let deadline = now + DONE_TIMEOUT;
-                    self.phase = Phase::Attaching { deadline };
-                    step.wake_at = Some(deadline);
-                }
-            }
-            Ok(Status::Partial) if eof => {
-                crate::debug!("{}: closed during the handshake", self.peer);
-                self.phase = Phase::Closing {
-                    deadline: now,
-                    eof: true,
-                };
-            }
-            Ok(Status::Partial) => self.inbuf = inbuf,
-            Err(e) => {
-                crate::warn!("{}: bad handshake: {e}", self.peer);
-                shared
-                    .metrics
-                    .handshake_failed(HandshakeFailure::from_parse(e));
-                self.fail(e.reply_code(), e.reason(), now);
-            }
-        }
-    }
-
-    /// Routes the stream, opens its output and answers `200`. On failure an
-    /// error line is queued and `None` returned.
-    fn start(
-        &mut self,
-        key: Key,
-        init: &Init<'_>,
-        now: Instant,
-        shared: &mut Shared,
-        step: &mut Step,
-    ) -> Option<Stream> {
-        let host = init.host.decode();
-        let path = init.path.decode();
-        let meta: Vec<(&str, Cow<'_, str>)> = init.meta().map(|(k, v)| (k, v.decode())).collect();
-        let meta_refs: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_ref())).collect();
-        let get = |name: &str| meta_refs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
-        let label = format!("{host}:{path}");
-        let offset = match get("offset").map(str::parse::<u64>) {
-            None => None,
-            Some(Ok(n)) if n <= i64::MAX as u64 => Some(n),
-            Some(_) => {
-                shared.metrics.handshake_failed(HandshakeFailure::Malformed);
-                self.fail(
-                    400,
-                    "Bad request: offset must be a decimal number below 2^63",
-                    now,
-                );
-                return None;
-            }
-        };
-        let ack = matches!(get("ack"), Some("1" | "yes" | "true"));
-        let codec = match get("compression") {
-            None | Some("none") => None,
-            Some(name) => match Codec::from_name(name) {
-                Some(c) if shared.cfg.accept_compression.contains(&c) => Some(c),
-                _ => {
-                    crate::warn!(
-                        "{}: refused stream {label}: it asks for compression \"{name}\", this server accepts {}",
-                        self.peer,
-                        accepted(&shared.cfg.accept_compression)
-                    );
-                    shared
-                        .metrics
-                        .handshake_failed(HandshakeFailure::Compression);
-                    let text = format!(
-                        "Unsupported compression: {name} (this server accepts {})",
-                        accepted(&shared.cfg.accept_compression)
-                    );
-                    self.fail(415, &text, now);
-                    return None;
-                }
-            },
-        };
-        let inflow = match codec.map(|c| Inflow::new(c, shared)).transpose() {
-            Ok(f) => f,
-            Err(e) => {
-                crate::error!("{}: cannot start a decoder for {label}: {e}", self.peer);
-                self.fail(503, "Decoder unavailable", now);
-                return None;
-            }
-        };
-        let info = StreamInfo {
-            host: &host,
-            path: &path,
-            meta: &meta_refs,
-        };
-        let route = match shared.router.route(&info) {
-            Ok(r) => r,
-            Err(e) => {
-                crate::warn!("{}: refused stream {label}: {e}", self.peer);
-                shared
-                    .metrics
-                    .handshake_failed(HandshakeFailure::from_route(&e));
-                let code = e.reply_code();
-                let text = if code == 404 {
-                    format!("Not found: {e}")
-                } else {
-                    format!("Bad request: {e}")
-                };
-                self.fail(code, &text, now);
-                return None;
-            }
-        };
-        let output = match shared.outputs.acquire(&route) {
-            Ok(o) => o,
-            Err(e) => {
-                crate::error!(
-                    "{}: cannot open output {} for {label}: {e}",
-                    self.peer,
-                    route.full_path().display()
-                );
-                shared
-                    .metrics
-                    .handshake_failed(HandshakeFailure::OutputUnavailable);
-                self.fail(503, "Output unavailable", now);
-                return None;
-            }
-        };
-        let stream_key = get("id").map(|id| StreamKey {
-            host: host.to_string(),
-            path: path.to_string(),
-            id: id.to_string(),
-        });
-        let mut start = offset.unwrap_or(0);
-        let mut new_stream = false;
-        if let Some(k) = &stream_key {
-            let out_path = route.full_path();
-            let entry = shared.resume.entry(k.clone()).or_insert_with(|| {
-                new_stream = true;
-                Resume {
-                    offset: start,
-                    conn: None,
-                    last_seen: now,
-                    output: out_path.clone(),
-                }
-            });
-            step.replaced = entry.conn.replace(key);
-            if let Some(old) = step.replaced {
-                // The replaced connection writes nothing more (the server
-                // closes it next): drop its reference now, so the
-                // checkpoint below does not count it as a second writer.
-                if let Some(id) = shared.outputs.id_of(&entry.output) {
-                    shared.outputs.release(id);
-                    shared.evicted.insert(old);
-                }
-            }
-            entry.last_seen = now;
-            if entry.output != out_path {
-                // Routed elsewhere than before (config changed): the old
-                // offset says nothing about the new output.
-                entry.output = out_path;
-                entry.offset = start;
-            }
-            start = entry.offset;
-        }
-        // A checkpoint before the first byte of every attachment records
-        // this output's length and writer count, so crash recovery always
-        // knows whose bytes follow it (and forgives excess it reported).
-        // It is a group commit: the server checkpoints once after this turn
-        // of the loop for every INIT that arrived, and only then answers
-        // `200` (see `after_commit`).
-        shared.commit_requested = true;
-        let owner = match &stream_key {
-            Some(k) => fnv1a(format!("{}\0{}\0{}", k.host, k.path, k.id).as_bytes()),
-            None => u64::MAX - key.token().0 as u64,
-        };
-        let resumable = offset.is_some() || stream_key.is_some();
-        let codec = inflow
-            .as_ref()
-            .map_or(String::new(), |f| format!(", {}", f.codec()));
-        crate::info!(
-            "{}: stream {} {label} -> {} (offset {start}{codec})",
-            self.peer,
-            self.stream_id,
-            shared.outputs.path(output).display()
-        );
-        let labels = OutputLabels::for_route(route.output.as_deref());
-        shared.metrics.streams_active.inc();
-        Some(Stream {
-            label,
-            output,
-            received: shared.metrics.received_bytes.get_or_create_owned(&labels),
-            lines: shared.metrics.received_lines.get_or_create_owned(&labels),
-            unacked: match ack {
-                true => shared.metrics.unacknowledged_bytes.clone(),
-                false => Gauge::default(),
-            },
-            write_errors: shared.metrics.write_errors.get_or_create_owned(&labels),
-            counted: start,
-            writer: LineWriter::new(start, shared.cfg.max_line),
-            key: stream_key,
-            ack,
-            acked: start,
-            ackable: start,
-            stall: None,
-            eof: false,
-            owner,
-            reply_offset: resumable.then_some(start),
-            spliced: 0,
-            splicing: false,
-            inflow,
-            rate: shared
-                .cfg
-                .connection_rate_limit
-                .map(|l| Bucket::new(l, now)),
-        })
     }
 
     /// One streaming turn: moves what the socket has into the output and
@@ -773,105 +521,6 @@ impl Conn {
         };
     }
 
-    /// A checkpoint round begins: remembers what it will cover.
-    pub fn mark_round(&mut self) {
-        self.round = Some(RoundMark {
-            written: self.stream.as_ref().map_or(0, |s| s.writer.written()),
-            attaching: matches!(self.phase, Phase::Attaching { .. }),
-            finishing: matches!(self.phase, Phase::Finishing { .. }),
-        });
-    }
-
-    /// Called after every successful checkpoint round: what was written
-    /// when it began may now be acknowledged, and streams that had finished
-    /// by then get `250 DONE`. Connections that began (or finished) later
-    /// wait for the next round.
-    pub fn after_commit(&mut self, now: Instant, shared: &mut Shared) -> Step {
-        let policy = shared.cfg.sync;
-        let Some(mark) = self.round.take() else {
-            return Step::default();
-        };
-        if let Phase::Attaching { .. } = self.phase {
-            if !mark.attaching {
-                return Step::default();
-            }
-            return self.attached(now, shared);
-        }
-        let Some(s) = &mut self.stream else {
-            return Step::default();
-        };
-        let finishing = mark.finishing && matches!(self.phase, Phase::Finishing { .. });
-        if policy == SyncPolicy::Interval || finishing {
-            s.ackable = s.ackable.max(mark.written);
-        }
-        if finishing {
-            let end = s.writer.written();
-            if s.ack {
-                if end > s.acked {
-                    s.acknowledge(end);
-                    proto::write_ack(&mut self.outbuf, end);
-                }
-                proto::write_reply(&mut self.outbuf, 250, &format!("DONE {end}"), None);
-            }
-            self.phase = Phase::Closing {
-                deadline: now + LINGER,
-                eof: true,
-            };
-        } else {
-            self.queue_ack();
-        }
-        let mut step = Step::default();
-        if let Err(e) = self.flush() {
-            crate::debug!("{}: write failed: {e}", self.peer);
-            step.close = true;
-        }
-        if let Phase::Closing { deadline, .. } = self.phase {
-            if self.outbuf.is_empty() {
-                let _ = self.sock.shutdown(Shutdown::Write);
-                self.shut_write = true;
-                step.close = true;
-            }
-            step.wake_at = Some(deadline);
-        }
-        step
-    }
-
-    /// The checkpoint covering this new stream is written: answer `200`,
-    /// write what came with INIT, and read what arrived meanwhile.
-    fn attached(&mut self, now: Instant, shared: &mut Shared) -> Step {
-        let s = self.stream.as_ref();
-        let ready = proto::Reply {
-            code: 200,
-            text: "OK Ready to accept data",
-            offset: s.and_then(|s| s.reply_offset),
-            compression: s.and_then(|s| s.inflow.as_ref()).map(|f| f.codec().name()),
-        };
-        proto::write_reply_line(&mut self.outbuf, &ready);
-        self.phase = Phase::Streaming;
-        let mut step = Step::default();
-        self.write_data(&[], now, shared);
-        self.stream(now, shared, &mut step);
-        if let Err(e) = self.flush() {
-            crate::debug!("{}: write failed: {e}", self.peer);
-            step.close = true;
-        }
-        if let Phase::Closing { deadline, .. } = self.phase {
-            step.wake_at = Some(deadline);
-        }
-        step
-    }
-
-    /// The group checkpoint failed: refuse the stream if it was still
-    /// attaching (returns true then).
-    pub fn commit_failed(&mut self, now: Instant) -> bool {
-        let marked = self.round.take().is_some_and(|m| m.attaching);
-        let attaching = marked && matches!(self.phase, Phase::Attaching { .. });
-        if attaching {
-            self.fail(503, "Cannot commit server state", now);
-        }
-        attaching
-    }
-
     /// Queues an `ACK` for what was written, unless an older line is still
     /// waiting for the socket (then the next flush brings the newest one).
     fn queue_ack(&mut self) {
@@ -943,15 +592,6 @@ fn note_offset(shared: &mut Shared, s: &mut Stream, now: Instant) {
             r.last_seen = now;
         }
     }
-}
-
-/// The accepted codecs for a refusal line: `gzip, zstd`, or `none`.
-fn accepted(codecs: &[Codec]) -> String {
-    if codecs.is_empty() {
-        return "none".into();
-    }
-    let names: Vec<&str> = codecs.iter().map(|c| c.name()).collect();
-    names.join(", ")
 }
 
 fn release_resume(shared: &mut Shared, key: Option<&StreamKey>, conn: Key) {

@@ -494,7 +494,10 @@ impl Server {
         if self.shared.dirty || self.shared.checkpoint.is_some() {
             self.shared.commit();
         }
-        crate::info!("stopped ({left} connections were still open at the deadline)");
+        match left {
+            0 => crate::info!("stopped"),
+            n => crate::warn!("stopped; {n} connections were cut off at the deadline"),
+        }
         Ok(())
     }
 
@@ -764,10 +767,10 @@ impl Server {
         if self.deadline.is_some() {
             return;
         }
-        crate::info!(
-            "{why}: stopping; letting {} connections finish",
-            self.conns.len()
-        );
+        match self.conns.len() {
+            0 => crate::info!("{why}: stopping"),
+            n => crate::info!("{why}: stopping; letting {n} connections finish"),
+        }
         if let Some(mut l) = self.listener.take() {
             let _ = self.reactor.registry().deregister(&mut l);
         }

@@ -1,0 +1,403 @@
+//! Attaching a stream: from the INIT line to a [`Stream`] bound to an
+//! output, or to a refusal line.
+//!
+//! The steps, each of which may refuse: read INIT (incrementally, at most
+//! one line), parse what it asks for ([`Request`]: pure), route it and
+//! open the output, take over its resume slot (a newer connection for the
+//! same `(host, path, id)` replaces an older one), then wait for the group
+//! checkpoint before answering `200` (see `commit.rs`).
+
+use std::borrow::Cow;
+use std::io::{self, Read};
+use std::time::Instant;
+
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::inflate::Inflow;
+use super::{Conn, Phase, Shared, Step, Stream, DONE_TIMEOUT};
+use crate::codec::Codec;
+use crate::metrics::server::{HandshakeFailure, OutputLabels};
+use crate::proto::{self, Init, Status};
+use crate::reactor::Key;
+use crate::server::{Resume, StreamKey};
+use crate::sink::output::{LineWriter, OutputId};
+use crate::sink::route::{Route, StreamInfo};
+use crate::tail::identity::fnv1a;
+use crate::tail::rate::Bucket;
+
+/// What an INIT asks for beyond routing, from its reserved meta keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Request {
+    /// `offset:` the client's first byte (resume), below 2^63.
+    offset: Option<u64>,
+    /// `ack:1`.
+    ack: bool,
+    /// `compression:` a codec this server accepts.
+    codec: Option<Codec>,
+}
+
+/// Why a stream is refused: the reply line and the metric's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Refusal {
+    code: u16,
+    text: String,
+    reason: HandshakeFailure,
+}
+
+/// Reads the reserved meta keys (`get` looks one up) under the server's
+/// accepted codecs.
+fn request<'a>(
+    get: impl Fn(&str) -> Option<&'a str>,
+    accept: &[Codec],
+) -> Result<Request, Refusal> {
+    let offset = match get("offset").map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(n)) if n <= i64::MAX as u64 => Some(n),
+        Some(_) => {
+            return Err(Refusal {
+                code: 400,
+                text: "Bad request: offset must be a decimal number below 2^63".into(),
+                reason: HandshakeFailure::Malformed,
+            })
+        }
+    };
+    let codec = match get("compression") {
+        None | Some("none") => None,
+        Some(name) => match Codec::from_name(name) {
+            Some(c) if accept.contains(&c) => Some(c),
+            _ => {
+                return Err(Refusal {
+                    code: 415,
+                    text: format!(
+                        "Unsupported compression: {name} (this server accepts {})",
+                        accepted(accept)
+                    ),
+                    reason: HandshakeFailure::Compression,
+                })
+            }
+        },
+    };
+    Ok(Request {
+        offset,
+        ack: matches!(get("ack"), Some("1" | "yes" | "true")),
+        codec,
+    })
+}
+
+/// The accepted codecs for a refusal line: `gzip, zstd`, or `none`.
+fn accepted(codecs: &[Codec]) -> String {
+    if codecs.is_empty() {
+        return "none".into();
+    }
+    let names: Vec<&str> = codecs.iter().map(|c| c.name()).collect();
+    names.join(", ")
+}
+
+impl Conn {
+    /// Reads and parses INIT; once complete, starts the stream and waits
+    /// for the checkpoint (`Attaching`), or refuses it.
+    pub(super) fn handshake(
+        &mut self,
+        key: Key,
+        now: Instant,
+        shared: &mut Shared,
+        step: &mut Step,
+    ) {
+        let eof = self.read_handshake();
+        let inbuf = std::mem::take(&mut self.inbuf);
+        match proto::parse_init(&inbuf) {
+            Ok(Status::Complete(init, used)) => {
+                let rest = &inbuf[used..];
+                if let Some(stream) = self.start(key, &init, now, shared, step) {
+                    let mut stream = Box::new(stream);
+                    // Bytes sent right behind INIT (a person with nc) wait
+                    // for the checkpoint like the rest.
+                    match &mut stream.inflow {
+                        Some(f) => f.hold(rest),
+                        None => stream.writer.hold(rest),
+                    }
+                    self.stream = Some(stream);
+                    let deadline = now + DONE_TIMEOUT;
+                    self.phase = Phase::Attaching { deadline };
+                    step.wake_at = Some(deadline);
+                }
+            }
+            Ok(Status::Partial) if eof => {
+                crate::debug!("{}: closed during the handshake", self.peer);
+                self.phase = Phase::Closing {
+                    deadline: now,
+                    eof: true,
+                };
+            }
+            Ok(Status::Partial) => self.inbuf = inbuf,
+            Err(e) => {
+                crate::warn!("{}: bad handshake: {e}", self.peer);
+                shared
+                    .metrics
+                    .handshake_failed(HandshakeFailure::from_parse(e));
+                self.fail(e.reply_code(), e.reason(), now);
+            }
+        }
+    }
+
+    /// Reads into `inbuf` up to one line's limit; true at end of input.
+    fn read_handshake(&mut self) -> bool {
+        while self.inbuf.len() < proto::MAX_LINE {
+            let start = self.inbuf.len();
+            self.inbuf.resize(proto::MAX_LINE, 0);
+            match self.sock.read(&mut self.inbuf[start..]) {
+                Ok(0) => {
+                    self.inbuf.truncate(start);
+                    return true;
+                }
+                Ok(n) => self.inbuf.truncate(start + n),
+                Err(e) => {
+                    self.inbuf.truncate(start);
+                    match e.kind() {
+                        io::ErrorKind::Interrupted => continue,
+                        io::ErrorKind::WouldBlock => return false,
+                        _ => return true,
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// Queues a refusal line, counts it, and moves to `Closing`.
+    fn refuse(&mut self, r: Refusal, now: Instant, shared: &mut Shared) {
+        shared.metrics.handshake_failed(r.reason);
+        self.fail(r.code, &r.text, now);
+    }
+
+    /// Routes the stream, opens its output and takes its resume slot. On
+    /// failure an error line is queued and `None` returned.
+    fn start(
+        &mut self,
+        key: Key,
+        init: &Init<'_>,
+        now: Instant,
+        shared: &mut Shared,
+        step: &mut Step,
+    ) -> Option<Stream> {
+        let host = init.host.decode();
+        let path = init.path.decode();
+        let meta: Vec<(&str, Cow<'_, str>)> = init.meta().map(|(k, v)| (k, v.decode())).collect();
+        let meta_refs: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+        let get = |name: &str| meta_refs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+        let label = format!("{host}:{path}");
+        let req = match request(get, &shared.cfg.accept_compression) {
+            Ok(r) => r,
+            Err(r) => {
+                crate::warn!("{}: refused stream {label}: {}", self.peer, r.text);
+                self.refuse(r, now, shared);
+                return None;
+            }
+        };
+        let inflow = match req.codec.map(|c| Inflow::new(c, shared)).transpose() {
+            Ok(f) => f,
+            Err(e) => {
+                crate::error!("{}: cannot start a decoder for {label}: {e}", self.peer);
+                self.fail(503, "Decoder unavailable", now);
+                return None;
+            }
+        };
+        let info = StreamInfo {
+            host: &host,
+            path: &path,
+            meta: &meta_refs,
+        };
+        let (route, output) = self.open_output(&info, &label, now, shared)?;
+        let stream_key = get("id").map(|id| StreamKey {
+            host: host.to_string(),
+            path: path.to_string(),
+            id: id.to_string(),
+        });
+        let start = match &stream_key {
+            Some(k) => take_resume_slot(shared, k, key, &route, req.offset.unwrap_or(0), now, step),
+            None => req.offset.unwrap_or(0),
+        };
+        // A checkpoint before the first byte of every attachment records
+        // this output's length and writer count, so crash recovery always
+        // knows whose bytes follow it (and forgives excess it reported).
+        // It is a group commit: the server checkpoints once after this turn
+        // of the loop for every INIT that arrived, and only then answers
+        // `200` (see `after_commit`).
+        shared.commit_requested = true;
+        let owner = match &stream_key {
+            Some(k) => fnv1a(format!("{}\0{}\0{}", k.host, k.path, k.id).as_bytes()),
+            None => u64::MAX - key.token().0 as u64,
+        };
+        let codec = inflow
+            .as_ref()
+            .map_or(String::new(), |f| format!(", {}", f.codec()));
+        crate::info!(
+            "{}: stream {} {label} -> {} (offset {start}{codec})",
+            self.peer,
+            self.stream_id,
+            shared.outputs.path(output).display()
+        );
+        let resumable = req.offset.is_some() || stream_key.is_some();
+        let labels = OutputLabels::for_route(route.output.as_deref());
+        shared.metrics.streams_active.inc();
+        let m = &shared.metrics;
+        Some(Stream {
+            label,
+            output,
+            received: m.received_bytes.get_or_create_owned(&labels),
+            lines: m.received_lines.get_or_create_owned(&labels),
+            unacked: match req.ack {
+                true => m.unacknowledged_bytes.clone(),
+                false => Gauge::default(),
+            },
+            write_errors: m.write_errors.get_or_create_owned(&labels),
+            counted: start,
+            writer: LineWriter::new(start, shared.cfg.max_line),
+            key: stream_key,
+            ack: req.ack,
+            acked: start,
+            ackable: start,
+            stall: None,
+            eof: false,
+            owner,
+            reply_offset: resumable.then_some(start),
+            spliced: 0,
+            splicing: false,
+            inflow,
+            rate: shared
+                .cfg
+                .connection_rate_limit
+                .map(|l| Bucket::new(l, now)),
+        })
+    }
+
+    /// Routes the stream and opens (or shares) its output.
+    fn open_output(
+        &mut self,
+        info: &StreamInfo<'_>,
+        label: &str,
+        now: Instant,
+        shared: &mut Shared,
+    ) -> Option<(Route, OutputId)> {
+        let route = match shared.router.route(info) {
+            Ok(r) => r,
+            Err(e) => {
+                crate::warn!("{}: refused stream {label}: {e}", self.peer);
+                let code = e.reply_code();
+                let text = match code {
+                    404 => format!("Not found: {e}"),
+                    _ => format!("Bad request: {e}"),
+                };
+                let reason = HandshakeFailure::from_route(&e);
+                self.refuse(Refusal { code, text, reason }, now, shared);
+                return None;
+            }
+        };
+        match shared.outputs.acquire(&route) {
+            Ok(output) => Some((route, output)),
+            Err(e) => {
+                crate::error!(
+                    "{}: cannot open output {} for {label}: {e}",
+                    self.peer,
+                    route.full_path().display()
+                );
+                let refusal = Refusal {
+                    code: 503,
+                    text: "Output unavailable".into(),
+                    reason: HandshakeFailure::OutputUnavailable,
+                };
+                self.refuse(refusal, now, shared);
+                None
+            }
+        }
+    }
+}
+
+/// Makes connection `conn` the writer of resumable stream `k` (replacing
+/// an older connection, which `step.replaced` names) and returns the
+/// offset to continue from: what the server holds, or `offset` for a
+/// stream it does not know (or one now routed to another output).
+fn take_resume_slot(
+    shared: &mut Shared,
+    k: &StreamKey,
+    conn: Key,
+    route: &Route,
+    offset: u64,
+    now: Instant,
+    step: &mut Step,
+) -> u64 {
+    let out_path = route.full_path();
+    let entry = shared.resume.entry(k.clone()).or_insert_with(|| Resume {
+        offset,
+        conn: None,
+        last_seen: now,
+        output: out_path.clone(),
+    });
+    step.replaced = entry.conn.replace(conn);
+    if let Some(old) = step.replaced {
+        crate::info!(
+            "{}:{} (id {}): a new connection takes the stream over; closing the older one",
+            k.host,
+            k.path,
+            k.id
+        );
+        // The replaced connection writes nothing more (the server closes
+        // it next): drop its reference now, so the checkpoint does not
+        // count it as a second writer.
+        if let Some(id) = shared.outputs.id_of(&entry.output) {
+            shared.outputs.release(id);
+            shared.evicted.insert(old);
+        }
+    }
+    entry.last_seen = now;
+    if entry.output != out_path {
+        // Routed elsewhere than before (config changed): the old offset
+        // says nothing about the new output.
+        entry.output = out_path;
+        entry.offset = offset;
+    }
+    entry.offset
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(pairs: &[(&'static str, &'static str)], accept: &[Codec]) -> Result<Request, Refusal> {
+        request(
+            |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| *v),
+            accept,
+        )
+    }
+
+    #[test]
+    fn reserved_keys_are_read_and_checked() {
+        let all = Codec::ALL;
+        let want = Request {
+            offset: Some(5),
+            ack: true,
+            codec: Some(Codec::Zstd),
+        };
+        let got = req(
+            &[("offset", "5"), ("ack", "1"), ("compression", "zstd")],
+            &all,
+        );
+        assert_eq!(got, Ok(want));
+        let plain = req(&[("compression", "none")], &[]).unwrap();
+        assert_eq!((plain.offset, plain.ack, plain.codec), (None, false, None));
+        let big = req(&[("offset", "9223372036854775808")], &all).unwrap_err();
+        assert_eq!((big.code, big.reason), (400, HandshakeFailure::Malformed));
+        let refused = req(&[("compression", "zstd")], &[Codec::Gzip]).unwrap_err();
+        assert_eq!(refused.code, 415);
+        assert_eq!(
+            refused.text,
+            "Unsupported compression: zstd (this server accepts gzip)"
+        );
+        let none = req(&[("compression", "gzip")], &[]).unwrap_err();
+        assert!(
+            none.text.ends_with("(this server accepts none)"),
+            "{}",
+            none.text
+        );
+    }
+}
