@@ -17,37 +17,44 @@
 //! ([`crate::metrics::MetricsServer`]) is one more event source in the same
 //! loop: its tokens are routed by range before the streams' catch-all, and
 //! what it serves is counted and derived as `meter.rs` describes.
+//!
+//! This file holds the daemon's fields and its loop (`run`): routing each
+//! event to one handler, handing a stream its `Ctx` (`with_stream`),
+//! connection slots, parking and state saving. Around it, one concern per
+//! file: `setup.rs` builds the daemon from the configuration, `watch.rs`
+//! keeps the directory watches and turns inotify events into stream and
+//! source events, `sources.rs` starts and retires the streams of directory
+//! sources (`dirsource.rs` is one source's queue of files), `stream/` is one
+//! followed file and its connection, `link.rs` the wire side of that
+//! connection, `meter.rs` the metrics, and `api.rs` the library face.
 
 pub mod api;
 mod dirsource;
 mod link;
 mod meter;
+mod setup;
+mod sources;
 mod stream;
+mod watch;
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
-use mio::{Interest, Token};
+use mio::Token;
 
-use crate::config::{ClientConfig, Method, OnRotate, Source};
-use crate::metrics::client::StreamLabels;
 use crate::metrics::http::HttpError;
 use crate::metrics::{ClientMetrics, MetricsServer};
-use crate::reactor::sys::inotify::{mask, Inotify, Watch};
-use crate::reactor::sys::signal::{SignalFd, SIGINT, SIGTERM};
+use crate::reactor::sys::inotify::{Inotify, Watch};
+use crate::reactor::sys::signal::SignalFd;
 use crate::reactor::{Armed, Key, Reactor, Ready, Slots, StopHandle};
-use crate::tail::batch::Rules;
 use crate::tail::rate::Bucket;
 use crate::tail::state::{self, Entry, StateError};
-use dirsource::{DirSource, Filter};
+use dirsource::DirSource;
 use meter::{Meter, View};
 use stream::{Ctx, LinkBudget, OpenFiles, Settings, Stream};
+use watch::DirWatch;
 
 const SIGNALS: Token = Token(1);
 const INOTIFY: Token = Token(2);
@@ -59,18 +66,6 @@ const PARK: Token = Token(6);
 /// Least time between two parking rounds (connections being ended for
 /// parking need a moment).
 const PARK_ROUND: Duration = Duration::from_millis(500);
-
-/// Events a directory watch asks for.
-const DIR_EVENTS: u32 = mask::CREATE
-    | mask::MOVED_TO
-    | mask::MOVED_FROM
-    | mask::DELETE
-    | mask::MODIFY
-    | mask::CLOSE_WRITE
-    | mask::ATTRIB
-    | mask::ONLYDIR;
-/// How often a directory that does not exist yet is looked for again.
-const DIR_RETRY: Duration = Duration::from_secs(5);
 
 /// Why the client could not start or had to stop.
 #[derive(Debug)]
@@ -114,16 +109,6 @@ impl From<StateError> for ClientError {
     }
 }
 
-#[derive(Debug)]
-struct DirWatch {
-    dir: PathBuf,
-    /// Followed paths in this directory, by file name: an event costs one
-    /// lookup, whatever the number of files in the directory.
-    streams: HashMap<OsString, Vec<Key>>,
-    /// Directory sources (indices into `sources`) for this directory.
-    sources: Vec<usize>,
-}
-
 /// The client daemon. Build it with [`ClientDaemon::new`], run it with
 /// [`ClientDaemon::run`].
 pub struct ClientDaemon {
@@ -134,7 +119,8 @@ pub struct ClientDaemon {
     streams: Slots<Stream>,
     dirs: HashMap<Watch, DirWatch>,
     /// Directories that could not be watched yet, retried every
-    /// [`DIR_RETRY`], with the followed paths and sources they serve.
+    /// [`DIR_RETRY`](watch::DIR_RETRY), with the followed paths and
+    /// sources they serve.
     unwatched: Vec<(PathBuf, Vec<Key>, Vec<usize>)>,
     /// `[[stream]] directory = ...`: files sent whole after close.
     sources: Vec<DirSource>,
@@ -192,232 +178,6 @@ pub struct ClientDaemon {
 }
 
 impl ClientDaemon {
-    /// Loads the state file and sets up watches; `signals` makes SIGTERM and
-    /// SIGINT stop the client (the binary wants that; a library user may
-    /// prefer [`StopHandle`]).
-    pub fn new(cfg: ClientConfig, signals: bool) -> Result<ClientDaemon, ClientError> {
-        let setup = |what| move |source| ClientError::Setup { what, source };
-        let signals = if signals {
-            Some(SignalFd::new(&[SIGINT, SIGTERM]).map_err(setup("set up signal handling"))?)
-        } else {
-            None
-        };
-        // Many followed files and a connection per active one.
-        let nofile = match crate::reactor::sys::host::raise_nofile_limit() {
-            Ok(n) => n,
-            Err(e) => {
-                crate::warn!("cannot raise the open files limit: {e}");
-                1024
-            }
-        };
-        let reactor = Reactor::new(1024).map_err(setup("create the event loop"))?;
-        let inotify = Inotify::new().map_err(setup("create an inotify instance"))?;
-        let reg = reactor.registry();
-        reg.register(
-            &mut SourceFd(&inotify.as_raw_fd()),
-            INOTIFY,
-            Interest::READABLE,
-        )
-        .map_err(setup("register inotify"))?;
-        if let Some(s) = &signals {
-            reg.register(&mut SourceFd(&s.as_raw_fd()), SIGNALS, Interest::READABLE)
-                .map_err(setup("register signals"))?;
-        }
-        let stop = StopHandle::new(reg, WAKER).map_err(setup("create a waker"))?;
-        let (completed, loaded) = state::load(&cfg.state_file)?
-            .into_iter()
-            .partition(|e| e.complete);
-        let hostname = match &cfg.hostname {
-            Some(h) => h.clone(),
-            None => crate::reactor::sys::host::hostname().map_err(setup("read the host name"))?,
-        };
-        let t = &cfg.tuning;
-        let settings = Settings {
-            server: format!("{}:{}", cfg.server.hostname, cfg.server.port),
-            hostname,
-            rules: Rules {
-                batch: t.batch_bytes,
-                linger: t.linger,
-                partial_line_timeout: t.partial_line_timeout,
-            },
-            max_batch: t.max_batch_bytes,
-            reconnect_min: t.reconnect_min,
-            reconnect_max: t.reconnect_max,
-            deleted_hold: t.deleted_hold,
-            idle_close: t.idle_close,
-            compression: cfg.server.compression,
-        };
-        let mut daemon = ClientDaemon {
-            reactor,
-            signals,
-            inotify,
-            inotify_buf: vec![0; 64 * 1024],
-            streams: Slots::default(),
-            dirs: HashMap::new(),
-            unwatched: Vec::new(),
-            settings,
-            state_file: cfg.state_file.clone(),
-            state_interval: t.state_interval,
-            state_timer: Armed::default(),
-            shutdown_timeout: t.shutdown_timeout,
-            dirty: false,
-            save_soon: false,
-            inotify_hits: Vec::new(),
-            draining: Default::default(),
-            loaded,
-            sources: Vec::new(),
-            completed,
-            stopping: false,
-            abandoned_bytes: 0,
-            links: LinkBudget {
-                open: 0,
-                max: t.max_connections,
-                waiting: Default::default(),
-                plain_until: None,
-            },
-            granting: false,
-            send_only: false,
-            sent_files: 0,
-            sent_bytes: 0,
-            pool: Vec::new(),
-            open_files: OpenFiles::default(),
-            max_open_files: max_open_files(t.max_open_files, t.max_connections, nofile),
-            fd_pressure: false,
-            park_round: Instant::now(),
-            metrics: ClientMetrics::new(&cfg.streams, Instant::now()),
-            meters: Vec::new(),
-            limits: Vec::new(),
-            client_limit: t.rate_limit.map(|l| Bucket::new(l, Instant::now())),
-            throttled: Duration::ZERO,
-            http: None,
-            stop,
-        };
-        if cfg.prometheus.enabled {
-            let addr = cfg.prometheus.addr().ok_or_else(|| {
-                ClientError::Config(format!(
-                    "`prometheus.listen` \"{}\": expected ip:port or :port",
-                    cfg.prometheus.listen
-                ))
-            })?;
-            let http = MetricsServer::bind(addr, daemon.reactor.registry())
-                .map_err(ClientError::Metrics)?;
-            daemon.http = Some(http);
-        }
-        for (i, s) in cfg.streams.iter().enumerate() {
-            let once = s.method == Method::Send;
-            let label = StreamLabels::for_config(s);
-            let meter = meter::meter_for(&mut daemon.meters, &daemon.metrics, label);
-            if daemon.limits.len() < daemon.meters.len() {
-                daemon.limits.resize(daemon.meters.len(), None);
-            }
-            if let Some(l) = s.rate_limit {
-                daemon.limits[meter] = Some(Bucket::new(l, Instant::now()));
-            }
-            let (dir, filter) = match &s.source {
-                Source::Path(_) if s.delete && !once => {
-                    return Err(ClientError::Unsupported {
-                        stream: i + 1,
-                        what: "`delete = true` on a followed `path`",
-                    });
-                }
-                Source::Path(p) if !once && is_glob(p) => {
-                    let path = absolute(p);
-                    let dir = path
-                        .parent()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_else(|| PathBuf::from("/"));
-                    if is_glob(&dir) {
-                        return Err(ClientError::Unsupported { stream: i + 1, what: "a glob in a directory of `path` (only the file name may be a pattern)" });
-                    }
-                    let name = path
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned();
-                    let glob = globset::GlobBuilder::new(&name)
-                        .literal_separator(true)
-                        .build()
-                        .map_err(|e| {
-                            ClientError::Config(format!(
-                                "stream #{}: `path` pattern {name:?}: {e}",
-                                i + 1
-                            ))
-                        })?;
-                    let mut src = DirSource::new(
-                        dir.clone(),
-                        Filter::Glob(glob.compile_matcher()),
-                        false,
-                        s.svc.clone(),
-                        s.meta.clone(),
-                        false,
-                        meter,
-                    );
-                    src.follow = true;
-                    daemon.sources.push(src);
-                    daemon.add_unwatched(dir, None, Some(daemon.sources.len() - 1));
-                    continue;
-                }
-                Source::Path(p) if !once => {
-                    let path = absolute(p);
-                    let key = daemon.streams.vacant_key();
-                    let follow = s.onrotate == OnRotate::Follow;
-                    daemon.streams.insert(Stream::new(
-                        key,
-                        meter,
-                        path.clone(),
-                        s.svc.clone(),
-                        s.meta.clone(),
-                        follow,
-                    ));
-                    let dir = path
-                        .parent()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_else(|| PathBuf::from("/"));
-                    daemon.add_unwatched(dir, Some(key), None);
-                    continue;
-                }
-                Source::Path(p) => {
-                    let path = absolute(p);
-                    let dir = path
-                        .parent()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_else(|| PathBuf::from("/"));
-                    (
-                        dir,
-                        Filter::Name(path.file_name().unwrap_or_default().to_os_string()),
-                    )
-                }
-                Source::Directory { dir, pattern, .. } => {
-                    (absolute(dir), Filter::Glob(pattern.clone()))
-                }
-            };
-            daemon.sources.push(DirSource::new(
-                dir.clone(),
-                filter,
-                once,
-                s.svc.clone(),
-                s.meta.clone(),
-                s.delete,
-                meter,
-            ));
-            daemon.add_unwatched(dir, None, Some(daemon.sources.len() - 1));
-        }
-        daemon.send_only = cfg.streams.iter().all(|s| s.method == Method::Send);
-        Ok(daemon)
-    }
-
-    fn add_unwatched(&mut self, dir: PathBuf, key: Option<Key>, source: Option<usize>) {
-        let i = match self.unwatched.iter().position(|(d, _, _)| *d == dir) {
-            Some(i) => i,
-            None => {
-                self.unwatched.push((dir, Vec::new(), Vec::new()));
-                self.unwatched.len() - 1
-            }
-        };
-        self.unwatched[i].1.extend(key);
-        self.unwatched[i].2.extend(source);
-    }
-
     pub fn stop_handle(&self) -> StopHandle {
         self.stop.clone()
     }
@@ -639,72 +399,6 @@ impl ClientDaemon {
         self.grant_slots(now);
     }
 
-    /// One status line for a backfill on a terminal: bytes, rate, ETA.
-    fn print_progress(&self, elapsed: Duration) {
-        use std::io::Write;
-        let in_flight: u64 = self.streams.values().map(Stream::sent).sum();
-        let done = self.sent_bytes + in_flight;
-        let total = self
-            .sources
-            .iter()
-            .map(|s| s.queued_bytes)
-            .sum::<u64>()
-            .max(done);
-        let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
-        let eta = if rate > 0.0 {
-            (total - done) as f64 / rate
-        } else {
-            0.0
-        };
-        let mib = |b: f64| b / (1024.0 * 1024.0);
-        let line = format!(
-            "\rsent {:.1} of {:.1} MiB ({} files confirmed), {:.1} MiB/s, ETA {:.0}s   ",
-            mib(done as f64),
-            mib(total as f64),
-            self.sent_files,
-            mib(rate),
-            eta
-        );
-        let _ = std::io::stderr().write_all(line.as_bytes());
-    }
-
-    /// A whole file was confirmed by `250 DONE`: record it as complete,
-    /// delete it if configured (only if the path is still that file), and
-    /// start the next queued file.
-    fn finish_whole(&mut self, key: Key, now: Instant) {
-        let Some(stream) = self.streams.remove(key) else {
-            return;
-        };
-        let Some(src) = self
-            .sources
-            .iter_mut()
-            .find(|s| s.in_flight.get(&stream.path) == Some(&key))
-        else {
-            return;
-        };
-        src.in_flight.remove(&stream.path);
-        let len = stream.file_len().unwrap_or(0);
-        if src.delete && stream.path_is_same_file() {
-            match std::fs::remove_file(&stream.path) {
-                Ok(()) => crate::info!(
-                    "{}: sent ({len} bytes, confirmed); deleted",
-                    stream.path.display()
-                ),
-                Err(e) => crate::warn!(
-                    "{}: sent ({len} bytes, confirmed) but cannot delete it: {e}",
-                    stream.path.display()
-                ),
-            }
-        } else {
-            crate::info!("{}: sent ({len} bytes, confirmed)", stream.path.display());
-        }
-        self.completed.extend(stream.entry());
-        self.sent_files += 1;
-        self.sent_bytes += len;
-        self.dirty = true;
-        self.start_sources(now);
-    }
-
     /// Hands free connection slots to streams waiting for one, oldest first.
     fn grant_slots(&mut self, now: Instant) {
         if self.granting {
@@ -720,227 +414,11 @@ impl ClientDaemon {
         self.granting = false;
     }
 
-    /// Forgets a stream started for a `path` glob match whose file is gone.
-    fn drop_gone(&mut self, key: Key) {
-        let Some(stream) = self.streams.remove(key) else {
-            return;
-        };
-        crate::debug!("{}: gone; no longer followed", stream.path.display());
-        self.draining.remove(&key);
-        for dw in self.dirs.values_mut() {
-            if let Some(keys) = dw.streams.get_mut(&stream.name) {
-                keys.retain(|k| *k != key);
-                if keys.is_empty() {
-                    dw.streams.remove(&stream.name);
-                }
-            }
-        }
-        for src in &mut self.sources {
-            if src.in_flight.get(&stream.path) == Some(&key) {
-                src.in_flight.remove(&stream.path);
-            }
-        }
-    }
-
-    /// Starts queued whole-file sends while slots are free.
-    fn start_sources(&mut self, now: Instant) {
-        if self.stopping {
-            return;
-        }
-        for i in 0..self.sources.len() {
-            while let Some(path) = self.sources[i].next_to_start() {
-                let src = &self.sources[i];
-                let key = self.streams.vacant_key();
-                if src.follow {
-                    // Not if a stream already reads this file (a configured
-                    // path, or one draining it after a rename).
-                    let meta = std::fs::metadata(&path);
-                    let held = meta
-                        .is_ok_and(|m| self.streams.values().any(|s| s.holds(m.dev(), m.ino())));
-                    if held || self.streams.values().any(|s| s.path == path) {
-                        continue;
-                    }
-                    let mut stream = Stream::new(
-                        key,
-                        src.meter,
-                        path.clone(),
-                        src.svc.clone(),
-                        src.meta.clone(),
-                        true,
-                    );
-                    stream.set_ephemeral();
-                    let name = stream.name.clone();
-                    self.streams.insert(stream);
-                    let dir = &self.sources[i].dir;
-                    if let Some(dw) = self.dirs.values_mut().find(|d| d.dir == *dir) {
-                        dw.streams.entry(name).or_default().push(key);
-                    }
-                    self.sources[i].in_flight.insert(path, key);
-                    self.with_stream(key, now, |s, ctx| {
-                        s.check_path(ctx);
-                        s.tick(ctx);
-                    });
-                    continue;
-                }
-                let stream = Stream::new_whole(
-                    key,
-                    src.meter,
-                    path.clone(),
-                    src.svc.clone(),
-                    src.meta.clone(),
-                    now,
-                );
-                self.streams.insert(stream);
-                self.sources[i].in_flight.insert(path, key);
-                self.with_stream(key, now, |s, ctx| s.tick(ctx));
-            }
-        }
-    }
-
-    /// Queues files that finished settling; arms the timer for the rest.
-    fn recheck_sources(&mut self, now: Instant) {
-        let mut next: Option<Instant> = None;
-        for src in &mut self.sources {
-            if let Some(at) = src.recheck(now, &self.completed) {
-                next = Some(next.map_or(at, |n| n.min(at)));
-            }
-        }
-        self.start_sources(now);
-        if let Some(at) = next {
-            if self.state_timer.arm(at) {
-                self.reactor.timers.schedule(at, STATE);
-            }
-        }
-    }
-
     fn on_stream_event(&mut self, token: Token, _r: Ready, now: Instant) {
         let Some(key) = Key::from_token(token) else {
             return;
         };
         self.with_stream(key, now, |s, ctx| s.on_socket(ctx));
-    }
-
-    fn on_inotify(&mut self, now: Instant) {
-        let mut buf = std::mem::take(&mut self.inotify_buf);
-        // Reused across calls: no allocation per event in steady state.
-        let mut hits = std::mem::take(&mut self.inotify_hits);
-        hits.clear();
-        loop {
-            let events = match self.inotify.read(&mut buf) {
-                Ok(ev) => ev,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    crate::error!("reading inotify events failed: {e}");
-                    break;
-                }
-            };
-            for ev in events {
-                if ev.mask & mask::Q_OVERFLOW != 0 {
-                    crate::warn!("inotify queue overflowed; re-checking every file");
-                    for src in &mut self.sources {
-                        if let Err(e) = src.scan(now, &mut self.completed) {
-                            crate::warn!("cannot list directory {}: {e}", src.dir.display());
-                        }
-                    }
-                    hits.extend(
-                        self.streams
-                            .keys()
-                            .into_iter()
-                            .map(|k| (k, mask::Q_OVERFLOW)),
-                    );
-                    continue;
-                }
-                let Some(dw) = self.dirs.get(&ev.watch) else {
-                    continue;
-                };
-                if let Some(name) = ev.name {
-                    for &i in &dw.sources {
-                        let src = &mut self.sources[i];
-                        // Whole files when closed; followed files when they appear.
-                        let wanted = if src.follow {
-                            mask::CREATE | mask::MOVED_TO
-                        } else {
-                            mask::CLOSE_WRITE | mask::MOVED_TO
-                        };
-                        if ev.mask & wanted != 0 && !src.once && src.matches(name) {
-                            let path = src.dir.join(name);
-                            src.offer(path, true, now, &self.completed);
-                        }
-                    }
-                }
-                if let Some(keys) = ev.name.and_then(|n| dw.streams.get(n)) {
-                    hits.extend(keys.iter().map(|&k| (k, ev.mask)));
-                }
-                // A file being drained after a rotation has events under
-                // its new name: let draining streams look at every event.
-                hits.extend(self.draining.iter().map(|&k| (k, ev.mask)));
-                if ev.mask & mask::IGNORED != 0 {
-                    if let Some(dw) = self.dirs.remove(&ev.watch) {
-                        crate::warn!(
-                            "directory {} went away; watching for it to come back",
-                            dw.dir.display()
-                        );
-                        let keys = dw.streams.into_values().flatten().collect();
-                        self.unwatched.push((dw.dir, keys, dw.sources));
-                    }
-                }
-            }
-        }
-        self.inotify_buf = buf;
-        self.start_sources(now);
-        hits.dedup();
-        for &(key, m) in &hits {
-            self.with_stream(key, now, |s, ctx| s.on_file_event(m, ctx));
-        }
-        self.inotify_hits = hits;
-        if !self.unwatched.is_empty() && self.state_timer.arm(now + DIR_RETRY) {
-            self.reactor.timers.schedule(now + DIR_RETRY, STATE);
-        }
-    }
-
-    /// Adds directory watches that are still missing; kicks their streams.
-    fn watch_dirs(&mut self, now: Instant) {
-        for (dir, keys, sources) in std::mem::take(&mut self.unwatched) {
-            match self.inotify.add_watch(&dir, DIR_EVENTS) {
-                Ok(w) => {
-                    for &key in &keys {
-                        self.with_stream(key, now, |s, ctx| {
-                            s.check_path(ctx);
-                            s.tick(ctx);
-                        });
-                    }
-                    for &i in &sources {
-                        if let Err(e) = self.sources[i].scan(now, &mut self.completed) {
-                            crate::warn!("cannot list directory {}: {e}", dir.display());
-                        }
-                    }
-                    let dw = self.dirs.entry(w).or_insert_with(|| DirWatch {
-                        dir,
-                        streams: HashMap::new(),
-                        sources: Vec::new(),
-                    });
-                    for key in keys {
-                        if let Some(s) = self.streams.get(key) {
-                            dw.streams.entry(s.name.clone()).or_default().push(key);
-                        }
-                    }
-                    dw.sources.extend(sources);
-                }
-                Err(e) => {
-                    crate::warn!(
-                        "cannot watch directory {}: {e}; retrying every {}s",
-                        dir.display(),
-                        DIR_RETRY.as_secs()
-                    );
-                    self.unwatched.push((dir, keys, sources));
-                }
-            }
-        }
-        self.recheck_sources(now);
-        if !self.unwatched.is_empty() && self.state_timer.arm(now + DIR_RETRY) {
-            self.reactor.timers.schedule(now + DIR_RETRY, STATE);
-        }
     }
 
     /// Closes idle followed files, least recently active first, until 90%
@@ -1000,29 +478,4 @@ impl ClientDaemon {
             Err(e) => crate::error!("{e}"),
         }
     }
-}
-
-/// `max_open_files`: as configured, or (0) the open-files limit minus
-/// what connections and the daemon itself need.
-fn max_open_files(configured: usize, max_connections: usize, nofile: u64) -> usize {
-    if configured > 0 {
-        return configured;
-    }
-    let limit = usize::try_from(nofile).unwrap_or(usize::MAX);
-    limit
-        .saturating_sub(max_connections)
-        .saturating_sub(64)
-        .max(64)
-}
-
-/// True when the last component of `p` is a glob pattern.
-fn is_glob(p: &Path) -> bool {
-    p.file_name()
-        .is_some_and(|n| n.to_string_lossy().contains(['*', '?', '[', '{']))
-}
-
-/// Makes a configured path absolute against the working directory, so the
-/// state file and INIT carry the same path whatever the cwd later is.
-fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }

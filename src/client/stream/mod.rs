@@ -12,31 +12,41 @@
 //! for it to appear), `Following` (the path names the open file) and
 //! `Rotated` (the path now names another file; the old one is read through
 //! its descriptor to its end, every byte acknowledged, before switching).
+//!
+//! This file holds the types, the daemon-facing accessors and `tick`, which
+//! decides what is due on every turn. The rest is one concern per file:
+//! `open.rs` opens the file and claims its state entry, `fill.rs` reads it
+//! into the buffer, `send.rs` moves the buffer (or the file, by `sendfile`)
+//! into the connection under the batching rules and rate limits,
+//! `connection.rs` connects, handles what the server says and reconnects,
+//! `rotation.rs` handles the path moving to another file, and `park.rs`
+//! closes idle files under descriptor pressure.
 
+mod connection;
 mod fill;
+mod open;
 mod park;
 mod rotation;
+mod send;
 
-use fill::Fill;
+pub(crate) use connection::LinkBudget;
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::{Interest, Registry, Token};
+use mio::{Registry, Token};
 
-use super::link::{Heard, Link, Phase};
+use super::link::{Link, Phase};
 use super::meter::Meter;
-use crate::codec::Codec;
 use crate::config::Compression;
 use crate::reactor::{Armed, Key, Timers};
-use crate::tail::batch::{self, Unsent};
-use crate::tail::identity::{stream_id, unique_suffix, Identity};
+use crate::tail::batch;
+use crate::tail::identity::{unique_suffix, Identity};
 use crate::tail::rate::Bucket;
 use crate::tail::state::Entry;
 
@@ -49,14 +59,8 @@ const ROTATE_GRACE_MOVED_ON: Duration = Duration::from_millis(50);
 /// How often a rotated-away file is re-read while it drains (inotify events
 /// for it arrive under its new name, which we may not be watching).
 const DRAIN_POLL: Duration = Duration::from_millis(100);
-/// Longest a connect + handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How soon an open that failed for lack of descriptors is retried.
-const FD_PRESSURE_RETRY: Duration = Duration::from_millis(100);
 /// How often an unreadable (not missing) file is retried.
 const REOPEN_RETRY: Duration = Duration::from_secs(5);
-/// Most bytes one stream sends per turn of the loop (see `pump`).
-const PUMP_QUANTUM: u64 = 1 << 20;
 /// Most idle read buffers kept for reuse.
 const POOL_MAX: usize = 64;
 
@@ -75,44 +79,6 @@ pub(crate) struct Settings {
     pub idle_close: Duration,
     /// `[server] compression`: what connections ask for.
     pub compression: Compression,
-}
-
-/// The client's connection slots (`max_connections`): streams with data
-/// but no free slot wait in `waiting`, oldest first.
-#[derive(Debug)]
-pub(crate) struct LinkBudget {
-    pub open: usize,
-    pub max: usize,
-    pub waiting: std::collections::VecDeque<Key>,
-    /// The server refused or ignored the configured codec: connections
-    /// send plain bytes until then, and then ask again.
-    pub plain_until: Option<Instant>,
-}
-
-/// How long a client sends uncompressed after the server refused or
-/// ignored its codec, before it asks again (the server may have been
-/// upgraded or reconfigured meanwhile).
-const CODEC_RETRY: Duration = Duration::from_secs(600);
-
-impl LinkBudget {
-    /// What a new connection should ask for: the configured compression,
-    /// unless the server turned it down recently.
-    fn compression(&self, configured: Compression, now: Instant) -> Compression {
-        match self.plain_until {
-            Some(t) if now < t => Compression::default(),
-            _ => configured,
-        }
-    }
-
-    /// The server turned the codec down: send plain for a while. True
-    /// when this starts a new such period (the caller logs it, once).
-    fn fall_back(&mut self, now: Instant) -> bool {
-        let new = self.plain_until.is_none_or(|t| now >= t);
-        if new {
-            self.plain_until = Some(now + CODEC_RETRY);
-        }
-        new
-    }
 }
 
 /// What a stream handler may touch besides the stream itself.
@@ -456,152 +422,6 @@ impl Stream {
         self.tick(ctx);
     }
 
-    /// Socket readiness for this stream's connection.
-    pub fn on_socket(&mut self, ctx: &mut Ctx<'_>) {
-        let mut heard = Vec::new();
-        if let Some(link) = &mut self.link {
-            let (settings, path, svc, meta) = (ctx.settings, &self.path, &self.svc, &self.meta);
-            let (id, offset) = match &self.file {
-                Some(t) => (t.id.as_str(), self.acked),
-                None => ("", 0),
-            };
-            let init = Init {
-                id,
-                offset,
-                codec: link.asks_for(),
-            };
-            link.poll(
-                |out| write_init(out, settings, path, svc.as_deref(), meta, &init),
-                &mut heard,
-            );
-        }
-        for h in heard {
-            self.on_heard(h, ctx);
-        }
-        self.tick(ctx);
-    }
-
-    fn on_heard(&mut self, h: Heard, ctx: &mut Ctx<'_>) {
-        match h {
-            Heard::Ready(offset) => {
-                let at = offset.unwrap_or(self.acked);
-                self.verify = false;
-                self.reconnecting = false;
-                self.done_at = None;
-                if let Some(len) = self
-                    .file_len()
-                    .filter(|len| at > *len && !self.reading_copy)
-                {
-                    // The server holds more than the file has: it was
-                    // truncated. Start over under a new id.
-                    self.truncated(len, ctx);
-                    return;
-                }
-                let rewritten = self.state == FileState::Following
-                    && !self.whole
-                    && at > 0
-                    && self
-                        .file
-                        .as_ref()
-                        .is_some_and(|t| !t.identity.matches(&t.file).unwrap_or(true));
-                if rewritten {
-                    // Same inode, other first bytes: truncated and rewritten
-                    // while the connection was down.
-                    self.truncated(self.file_len().unwrap_or(0), ctx);
-                    return;
-                }
-                if at != self.acked {
-                    crate::info!(
-                        "{}: server holds {} bytes, continuing from there (state had {})",
-                        self.path.display(),
-                        at,
-                        self.acked
-                    );
-                    *ctx.dirty = true;
-                }
-                // The server holds more than we knew: bytes whose ACK was
-                // lost with a broken connection (or with the last run).
-                ctx.meter
-                    .acknowledged(at.saturating_sub(self.acked), ctx.now);
-                self.acked = at;
-                self.sent = at;
-                self.clear_buf();
-                self.link_deadline = None;
-                self.backoff = Duration::ZERO;
-                crate::debug!("{}: streaming from offset {at}", self.path.display());
-            }
-            Heard::Ack(n) if n > self.acked && n <= self.sent => {
-                ctx.meter.acknowledged(n - self.acked, ctx.now);
-                self.acked = n;
-                self.last_active = ctx.now;
-                *ctx.dirty = true;
-            }
-            Heard::Ack(n) if n > self.sent => {
-                let why = format!(
-                    "server acknowledged {n} bytes but only {} were sent",
-                    self.sent
-                );
-                self.drop_link(ctx, Some(why));
-            }
-            Heard::Ack(_) => {}
-            Heard::Done(n) => {
-                self.done_at = Some(n);
-                if n != self.sent {
-                    crate::warn!(
-                        "{}: server confirmed {n} bytes, {} were sent",
-                        self.path.display(),
-                        self.sent
-                    );
-                }
-                if n <= self.sent && n > self.acked {
-                    ctx.meter.acknowledged(n - self.acked, ctx.now);
-                    self.acked = n;
-                    *ctx.dirty = true;
-                }
-            }
-            Heard::CodecRefused(line) => {
-                let codec = self.link.as_ref().and_then(|l| l.asks_for());
-                if ctx.links.fall_back(ctx.now) {
-                    crate::warn!(
-                        "server {} refused compression {} ({line}); sending uncompressed, asking again in {} min",
-                        ctx.settings.server,
-                        codec.map_or("?", |c| c.name()),
-                        CODEC_RETRY.as_secs() / 60
-                    );
-                }
-                self.drop_link(ctx, None);
-            }
-            Heard::CodecIgnored(codec) => {
-                if ctx.links.fall_back(ctx.now) {
-                    crate::warn!(
-                        "server {} did not confirm compression {codec} (it predates compression); sending uncompressed, asking again in {} min",
-                        ctx.settings.server,
-                        CODEC_RETRY.as_secs() / 60
-                    );
-                }
-            }
-            Heard::Finish => {
-                crate::info!(
-                    "{}: server is shutting down; finishing the connection",
-                    self.path.display()
-                );
-                if let Some(l) = &mut self.link {
-                    l.finish();
-                }
-            }
-            Heard::Closed(why) => {
-                let finished = why == "finished";
-                self.drop_link(ctx, (!(self.stopping || finished)).then_some(why));
-                if finished {
-                    // A clean end (idle close, rotation): reconnect at once
-                    // when there is something to send.
-                    self.retry_at = None;
-                    self.backoff = Duration::ZERO;
-                }
-            }
-        }
-    }
-
     /// Does whatever is due: (re)open, connect, send, switch after rotation,
     /// and arms the timer for the next thing.
     pub fn tick(&mut self, ctx: &mut Ctx<'_>) {
@@ -694,242 +514,6 @@ impl Stream {
         }
     }
 
-    /// Opens the file at `path` (state `Missing` → `Following`; on
-    /// `NotFound` it stays `Missing` with no retry time: the directory watch
-    /// calls [`check_path`](Self::check_path) when the name appears), resuming
-    /// from the state file when the file there is the one it recorded.
-    fn open(&mut self, ctx: &mut Ctx<'_>) {
-        if self.resume_rotated(ctx) {
-            return;
-        }
-        let file = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                // Out of descriptors: the daemon parks idle files; retry soon.
-                *ctx.fd_pressure = true;
-                self.state = FileState::Missing {
-                    retry_at: Some(ctx.now + FD_PRESSURE_RETRY),
-                };
-                return;
-            }
-            Err(e) => {
-                let retry_at = if e.kind() == io::ErrorKind::NotFound {
-                    crate::debug!(
-                        "{}: not there yet; waiting for it to appear",
-                        self.path.display()
-                    );
-                    None
-                } else {
-                    crate::warn!(
-                        "cannot open {}: {e}; retrying in {}s",
-                        self.path.display(),
-                        REOPEN_RETRY.as_secs()
-                    );
-                    Some(ctx.now + REOPEN_RETRY)
-                };
-                self.state = FileState::Missing { retry_at };
-                return;
-            }
-        };
-        let identity = match Identity::of(&file) {
-            Ok(i) => i,
-            Err(e) => {
-                crate::warn!("cannot read {}: {e}; retrying", self.path.display());
-                self.state = FileState::Missing {
-                    retry_at: Some(ctx.now + REOPEN_RETRY),
-                };
-                return;
-            }
-        };
-        let claimed = ctx
-            .loaded
-            .iter()
-            .position(|e| e.path == self.path && e.identity.matches(&file).unwrap_or(false));
-        // The same inode under the same path but other first bytes: the
-        // file was truncated and rewritten while we were away. Its derived
-        // id is the old file's, whose offset the server still holds: use a
-        // fresh id so the new content starts at 0.
-        let rewritten = claimed.is_none()
-            && ctx.loaded.iter().any(|e| {
-                e.path == self.path
-                    && (e.identity.dev, e.identity.ino) == (identity.dev, identity.ino)
-            });
-        let was_parked = std::mem::take(&mut self.parked);
-        let resumed = claimed.is_some();
-        let (id, offset) = match claimed.map(|i| ctx.loaded.swap_remove(i)) {
-            Some(e) => (e.id, e.offset),
-            None if rewritten => {
-                ctx.meter.truncations.inc();
-                crate::warn!(
-                    "{}: rewritten in place since the last run; sending it from the start",
-                    self.path.display()
-                );
-                ctx.loaded.retain(|e| e.path != self.path);
-                (
-                    format!("{}-t{:x}", stream_id(&file, &identity), unique_suffix()),
-                    0,
-                )
-            }
-            None => (stream_id(&file, &identity), 0),
-        };
-        if was_parked && resumed {
-            crate::debug!("{}: reopened at offset {offset}", self.path.display());
-        } else {
-            crate::info!("{}: following from offset {offset}", self.path.display());
-        }
-        self.file = Some(Tracked {
-            file,
-            identity,
-            id,
-            _slot: ctx.open_files.slot(),
-        });
-        self.state = FileState::Following;
-        self.acked = offset;
-        // A parked file reopened as itself: its offset is the server's
-        // (nothing was lost in between), no need to ask again.
-        self.verify = !(was_parked && resumed);
-        self.sent = offset;
-        self.clear_buf();
-        *ctx.save_soon = true;
-    }
-
-    /// A connection is needed: data to send, a whole file to finish, or a
-    /// rotated file to end with `250 DONE`. An idle followed file holds no
-    /// connection.
-    fn wants_link(&self) -> bool {
-        self.verify
-            || self.whole
-            || matches!(self.state, FileState::Rotated { .. })
-            || self.file_len().is_some_and(|len| len > self.acked)
-    }
-
-    /// Ends an idle connection (all sent and acknowledged, nothing new)
-    /// after `idle_close`, or after 1 s when other streams wait for a slot.
-    /// Returns when to look again.
-    fn close_if_idle(&mut self, ctx: &mut Ctx<'_>) -> Option<Instant> {
-        let link = self.link.as_ref().filter(|l| l.phase == Phase::Up)?;
-        let _ = link;
-        if self.whole || self.state != FileState::Following || self.stopping {
-            return None;
-        }
-        let idle = if ctx.links.waiting.is_empty() {
-            ctx.settings.idle_close
-        } else {
-            ctx.settings.idle_close.min(Duration::from_secs(1))
-        };
-        let at = self.last_active + idle;
-        if ctx.now < at {
-            return Some(at);
-        }
-        if self.unsent() == 0 && self.acked == self.sent && self.at_eof() {
-            crate::debug!("{}: idle; closing its connection", self.path.display());
-            if let Some(link) = &mut self.link {
-                link.finish();
-            }
-            return None;
-        }
-        Some(ctx.now + idle)
-    }
-
-    /// A connection slot may be free: connect now if one is wanted.
-    pub fn on_slot_free(&mut self, ctx: &mut Ctx<'_>) {
-        self.waiting_link = false;
-        self.retry_at = None;
-        self.tick(ctx);
-    }
-
-    fn connect(&mut self, ctx: &mut Ctx<'_>) {
-        if ctx.links.open >= ctx.links.max {
-            if !self.waiting_link {
-                self.waiting_link = true;
-                ctx.links.waiting.push_back(self.key);
-            }
-            return;
-        }
-        // Truncated (and maybe regrown past our offset) while disconnected?
-        // The first bytes tell: resuming the old id would skip new content.
-        if let Some(t) = &self.file {
-            if !t.identity.matches(&t.file).unwrap_or(true) {
-                let len = t.file.metadata().map(|m| m.len()).unwrap_or(0);
-                self.truncated(len, ctx);
-            }
-        }
-        let now = ctx.now;
-        let compression = if self.precompressed() {
-            Compression::default()
-        } else {
-            ctx.links.compression(ctx.settings.compression, now)
-        };
-        let result = resolve(&ctx.settings.server).and_then(|addr| {
-            let mut link = Link::connect(addr, compression)?;
-            ctx.registry.register(
-                &mut link.sock,
-                self.key.token(),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
-            Ok(link)
-        });
-        match result {
-            Ok(link) => {
-                if self.reconnecting {
-                    ctx.meter.reconnects.inc();
-                }
-                ctx.links.open += 1;
-                self.link = Some(link);
-                self.link_deadline = Some(now + HANDSHAKE_TIMEOUT);
-            }
-            Err(e) => {
-                self.reconnecting = true;
-                crate::warn!(
-                    "{}: cannot connect to {}: {e}",
-                    self.path.display(),
-                    ctx.settings.server
-                );
-                self.schedule_retry(ctx);
-            }
-        }
-    }
-
-    /// Closes the connection (logging `why` if given) and schedules a retry.
-    fn drop_link(&mut self, ctx: &mut Ctx<'_>, why: Option<String>) {
-        if let Some(mut link) = self.link.take() {
-            ctx.meter.wire.inc_by(link.take_wire_bytes());
-            let _ = ctx.registry.deregister(&mut link.sock);
-            ctx.links.open = ctx.links.open.saturating_sub(1);
-        }
-        if let Some(why) = why {
-            self.verify = true;
-            self.reconnecting = true;
-            crate::warn!(
-                "{}: {why}; {} of {} sent bytes acknowledged",
-                self.path.display(),
-                self.acked,
-                self.sent
-            );
-        }
-        self.link_deadline = None;
-        self.sent = self.acked;
-        self.clear_buf();
-        if !self.stopping {
-            self.schedule_retry(ctx);
-        }
-    }
-
-    fn schedule_retry(&mut self, ctx: &mut Ctx<'_>) {
-        let s = ctx.settings;
-        self.backoff = if self.backoff.is_zero() {
-            s.reconnect_min
-        } else {
-            (self.backoff * 2).min(s.reconnect_max)
-        };
-        // xorshift jitter: wait between 75% and 125% of the backoff.
-        self.jitter ^= self.jitter << 13;
-        self.jitter ^= self.jitter >> 7;
-        self.jitter ^= self.jitter << 17;
-        let factor = 0.75 + (self.jitter % 1000) as f64 / 2000.0;
-        self.retry_at = Some(ctx.now + self.backoff.mul_f64(factor));
-    }
-
     fn unsent(&self) -> usize {
         self.end - self.head
     }
@@ -942,15 +526,6 @@ impl Stream {
         self.partial_since = None;
     }
 
-    /// Everything read was sent: the buffer starts over empty at the same
-    /// position, keeping its last bytes for the next read's overlap check.
-    fn all_sent(&mut self) {
-        self.keep_tail();
-        let tail = self.tail.take();
-        self.clear_buf();
-        self.tail = tail;
-    }
-
     fn at_eof(&self) -> bool {
         let Some(t) = &self.file else { return true };
         t.file
@@ -958,248 +533,6 @@ impl Stream {
             .map(|m| m.len() <= self.sent)
             .unwrap_or(true)
     }
-
-    /// Moves file bytes into the socket under the batching rules. Returns
-    /// when it wants to be called again (linger or partial-line timeout).
-    ///
-    /// Fairness: one call moves at most [`PUMP_QUANTUM`] bytes, then asks
-    /// to be called again at once (through the timer heap, after the loop
-    /// has served other ready events), so a file far behind cannot starve
-    /// the others.
-    fn pump(&mut self, ctx: &mut Ctx<'_>) -> Option<Instant> {
-        let now = ctx.now;
-        let start = self.sent;
-        loop {
-            if !matches!(&self.link, Some(l) if l.phase == Phase::Up) || self.stopping {
-                return None;
-            }
-            if self.sent.saturating_sub(start) >= PUMP_QUANTUM {
-                return Some(now);
-            }
-            let compresses = self.link.as_ref().is_some_and(Link::compresses);
-            if self.whole && self.unsent() == 0 && !compresses {
-                // A closed file goes out whole: sendfile, no user-space copy.
-                let Some(t) = &self.file else {
-                    return None;
-                };
-                let left = t
-                    .file
-                    .metadata()
-                    .map(|m| m.len())
-                    .unwrap_or(0)
-                    .saturating_sub(self.sent);
-                if left == 0 {
-                    // All handed over: come back at once to half-close
-                    // (nothing else would wake this stream before the
-                    // server's next ACK).
-                    return (self.sent > start).then_some(now);
-                }
-                let chunk = match self.throttle(ctx, left.min(PUMP_QUANTUM) as usize) {
-                    Ok(n) => n,
-                    Err(at) => return Some(at),
-                };
-                let (Some(t), Some(link)) = (&self.file, &mut self.link) else {
-                    return None;
-                };
-                match link.send_file(&t.file, self.sent, chunk) {
-                    Ok(0) => return None, // socket full (or the file ended): wait
-                    Ok(n) => {
-                        charge(ctx, n);
-                        // The kernel read the file for us: read and sent.
-                        ctx.meter.read.inc_by(n as u64);
-                        ctx.meter.sent.inc_by(n as u64);
-                        self.sent += n as u64;
-                        self.last_active = now;
-                        continue;
-                    }
-                    Err(e) => {
-                        self.drop_link(ctx, Some(format!("sendfile failed: {e}")));
-                        return None;
-                    }
-                }
-            }
-            match self.fill(ctx) {
-                Ok(Fill::Read) => {
-                    if let FileState::Rotated { .. } = self.state {
-                        self.state = FileState::Rotated { last_growth: now };
-                    }
-                }
-                Ok(Fill::Eof) => {}
-                Ok(Fill::Truncated(len)) => {
-                    self.truncated(len, ctx);
-                    return Some(now);
-                }
-                Err(e) => {
-                    crate::error!("reading {} failed: {e}", self.path.display());
-                    return Some(now + REOPEN_RETRY);
-                }
-            }
-            let unsent = &self.buf[self.head..self.end];
-            if unsent.is_empty() {
-                self.since = None;
-                self.partial_since = None;
-                return None;
-            }
-            let whole = memchr::memrchr(b'\n', unsent).map_or(0, |i| i + 1);
-            let since = *self.since.get_or_insert(now);
-            if whole < unsent.len() {
-                self.partial_since.get_or_insert(now);
-            } else {
-                self.partial_since = None;
-            }
-            let u = Unsent {
-                len: unsent.len(),
-                whole,
-                // No room left to read into (the first bytes may be the
-                // overlap check's, not data): send even without a newline.
-                full: self.end >= self.buf.len(),
-                since,
-                partial_since: self.partial_since,
-            };
-            let d = if self.whole {
-                // A closed file: every byte is final, send it all now.
-                batch::Decision {
-                    send: u.len,
-                    wake_at: None,
-                }
-            } else {
-                batch::decide(&ctx.settings.rules, &u, now)
-            };
-            if d.send == 0 {
-                return d.wake_at;
-            }
-            let send = match self.throttle(ctx, d.send) {
-                Ok(n) => n,
-                Err(at) => return Some(at),
-            };
-            let link = self.link.as_mut()?;
-            match link.send(&self.buf[self.head..self.head + send]) {
-                Ok(0) => return None, // socket full: wait for writable
-                Ok(n) => {
-                    charge(ctx, n);
-                    ctx.meter.sent.inc_by(n as u64);
-                    self.head += n;
-                    self.sent += n as u64;
-                    self.last_active = now;
-                    if self.head == self.end {
-                        self.all_sent();
-                    } else if n >= whole {
-                        self.since = self.partial_since;
-                    }
-                }
-                Err(e) => {
-                    self.drop_link(ctx, Some(format!("send failed: {e}")));
-                    return None;
-                }
-            }
-        }
-    }
-}
-
-/// Least credit a throttled stream waits for before sending again, so a
-/// limited stream sends in chunks, not a byte at a time.
-const THROTTLE_CHUNK: usize = 16 * 1024;
-
-impl Stream {
-    /// How many of `want` bytes the rate limits let go now; or, with none,
-    /// when to try again (and the wait starts counting as throttled).
-    fn throttle(&mut self, ctx: &mut Ctx<'_>, want: usize) -> Result<usize, Instant> {
-        let now = ctx.now;
-        let mut n = want;
-        for b in [
-            ctx.stream_limit.as_deref_mut(),
-            ctx.client_limit.as_deref_mut(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            n = n.min(b.available(now, n));
-        }
-        if n > 0 {
-            if let Some(since) = self.throttled_since.take() {
-                *ctx.throttled += now.saturating_duration_since(since);
-            }
-            return Ok(n);
-        }
-        let wake = want.min(THROTTLE_CHUNK);
-        let at = [
-            ctx.stream_limit.as_deref_mut(),
-            ctx.client_limit.as_deref_mut(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|b| b.ready_at(now, wake))
-        .max()
-        .unwrap_or(now);
-        self.throttled_since.get_or_insert(now);
-        Err(at)
-    }
-}
-
-/// Takes credit for `n` bytes sent from the stream's and the client's
-/// buckets.
-fn charge(ctx: &mut Ctx<'_>, n: usize) {
-    let now = ctx.now;
-    for b in [
-        ctx.stream_limit.as_deref_mut(),
-        ctx.client_limit.as_deref_mut(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        b.take(now, n);
-    }
-}
-
-/// The per-connection words of an INIT line.
-struct Init<'a> {
-    id: &'a str,
-    offset: u64,
-    codec: Option<Codec>,
-}
-
-fn write_init(
-    out: &mut Vec<u8>,
-    s: &Settings,
-    path: &std::path::Path,
-    svc: Option<&str>,
-    meta: &[(String, String)],
-    init: &Init<'_>,
-) {
-    let offset = init.offset.to_string();
-    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(meta.len() + 5);
-    if let Some(svc) = svc {
-        pairs.push(("svc", svc));
-    }
-    pairs.extend(meta.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    pairs.extend([("id", init.id), ("offset", offset.as_str()), ("ack", "1")]);
-    if let Some(codec) = init.codec {
-        pairs.push(("compression", codec.name()));
-    }
-    crate::proto::write_init(out, &s.hostname, &path.to_string_lossy(), &pairs);
-}
-
-/// File name endings of data that is compressed already: such files go
-/// out as they are, never compressed a second time.
-const COMPRESSED_SUFFIXES: &[&str] = &[
-    ".gz", ".tgz", ".zst", ".lz4", ".xz", ".bz2", ".br", ".zip", ".7z", ".lzma",
-];
-
-impl Stream {
-    /// True when the file is compressed already (by its name, e.g. a
-    /// rotated `app.log.2.gz`).
-    fn precompressed(&self) -> bool {
-        let name = self.name.to_string_lossy();
-        COMPRESSED_SUFFIXES.iter().any(|s| name.ends_with(s))
-    }
-}
-
-fn resolve(server: &str) -> io::Result<std::net::SocketAddr> {
-    use std::net::ToSocketAddrs;
-    server
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address"))
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

@@ -1,0 +1,268 @@
+//! Building the client daemon from its configuration: signal handling,
+//! the event loop and inotify instance, the state file, the shared
+//! [`Settings`], and one [`Stream`] (a followed path) or [`DirSource`]
+//! (a directory, or a `path` glob) per configured `[[stream]]`, each
+//! queued for a directory watch that `watch.rs` sets up when `run`
+//! starts.
+
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::Interest;
+
+use super::dirsource::{DirSource, Filter};
+use super::stream::{LinkBudget, OpenFiles, Settings, Stream};
+use super::{meter, ClientDaemon, ClientError, INOTIFY, SIGNALS, WAKER};
+use crate::config::{ClientConfig, Method, OnRotate, Source};
+use crate::metrics::client::StreamLabels;
+use crate::metrics::{ClientMetrics, MetricsServer};
+use crate::reactor::sys::inotify::Inotify;
+use crate::reactor::sys::signal::{SignalFd, SIGINT, SIGTERM};
+use crate::reactor::{Armed, Reactor, Slots, StopHandle};
+use crate::tail::batch::Rules;
+use crate::tail::rate::Bucket;
+use crate::tail::state;
+
+impl ClientDaemon {
+    /// Loads the state file and sets up watches; `signals` makes SIGTERM and
+    /// SIGINT stop the client (the binary wants that; a library user may
+    /// prefer [`StopHandle`]).
+    pub fn new(cfg: ClientConfig, signals: bool) -> Result<ClientDaemon, ClientError> {
+        let setup = |what| move |source| ClientError::Setup { what, source };
+        let signals = if signals {
+            Some(SignalFd::new(&[SIGINT, SIGTERM]).map_err(setup("set up signal handling"))?)
+        } else {
+            None
+        };
+        // Many followed files and a connection per active one.
+        let nofile = match crate::reactor::sys::host::raise_nofile_limit() {
+            Ok(n) => n,
+            Err(e) => {
+                crate::warn!("cannot raise the open files limit: {e}");
+                1024
+            }
+        };
+        let reactor = Reactor::new(1024).map_err(setup("create the event loop"))?;
+        let inotify = Inotify::new().map_err(setup("create an inotify instance"))?;
+        let reg = reactor.registry();
+        reg.register(
+            &mut SourceFd(&inotify.as_raw_fd()),
+            INOTIFY,
+            Interest::READABLE,
+        )
+        .map_err(setup("register inotify"))?;
+        if let Some(s) = &signals {
+            reg.register(&mut SourceFd(&s.as_raw_fd()), SIGNALS, Interest::READABLE)
+                .map_err(setup("register signals"))?;
+        }
+        let stop = StopHandle::new(reg, WAKER).map_err(setup("create a waker"))?;
+        let (completed, loaded) = state::load(&cfg.state_file)?
+            .into_iter()
+            .partition(|e| e.complete);
+        let hostname = match &cfg.hostname {
+            Some(h) => h.clone(),
+            None => crate::reactor::sys::host::hostname().map_err(setup("read the host name"))?,
+        };
+        let t = &cfg.tuning;
+        let settings = Settings {
+            server: format!("{}:{}", cfg.server.hostname, cfg.server.port),
+            hostname,
+            rules: Rules {
+                batch: t.batch_bytes,
+                linger: t.linger,
+                partial_line_timeout: t.partial_line_timeout,
+            },
+            max_batch: t.max_batch_bytes,
+            reconnect_min: t.reconnect_min,
+            reconnect_max: t.reconnect_max,
+            deleted_hold: t.deleted_hold,
+            idle_close: t.idle_close,
+            compression: cfg.server.compression,
+        };
+        let mut daemon = ClientDaemon {
+            reactor,
+            signals,
+            inotify,
+            inotify_buf: vec![0; 64 * 1024],
+            streams: Slots::default(),
+            dirs: HashMap::new(),
+            unwatched: Vec::new(),
+            settings,
+            state_file: cfg.state_file.clone(),
+            state_interval: t.state_interval,
+            state_timer: Armed::default(),
+            shutdown_timeout: t.shutdown_timeout,
+            dirty: false,
+            save_soon: false,
+            inotify_hits: Vec::new(),
+            draining: Default::default(),
+            loaded,
+            sources: Vec::new(),
+            completed,
+            stopping: false,
+            abandoned_bytes: 0,
+            links: LinkBudget {
+                open: 0,
+                max: t.max_connections,
+                waiting: Default::default(),
+                plain_until: None,
+            },
+            granting: false,
+            send_only: false,
+            sent_files: 0,
+            sent_bytes: 0,
+            pool: Vec::new(),
+            open_files: OpenFiles::default(),
+            max_open_files: max_open_files(t.max_open_files, t.max_connections, nofile),
+            fd_pressure: false,
+            park_round: Instant::now(),
+            metrics: ClientMetrics::new(&cfg.streams, Instant::now()),
+            meters: Vec::new(),
+            limits: Vec::new(),
+            client_limit: t.rate_limit.map(|l| Bucket::new(l, Instant::now())),
+            throttled: Duration::ZERO,
+            http: None,
+            stop,
+        };
+        if cfg.prometheus.enabled {
+            let addr = cfg.prometheus.addr().ok_or_else(|| {
+                ClientError::Config(format!(
+                    "`prometheus.listen` \"{}\": expected ip:port or :port",
+                    cfg.prometheus.listen
+                ))
+            })?;
+            let http = MetricsServer::bind(addr, daemon.reactor.registry())
+                .map_err(ClientError::Metrics)?;
+            daemon.http = Some(http);
+        }
+        for (i, s) in cfg.streams.iter().enumerate() {
+            let once = s.method == Method::Send;
+            let label = StreamLabels::for_config(s);
+            let meter = meter::meter_for(&mut daemon.meters, &daemon.metrics, label);
+            if daemon.limits.len() < daemon.meters.len() {
+                daemon.limits.resize(daemon.meters.len(), None);
+            }
+            if let Some(l) = s.rate_limit {
+                daemon.limits[meter] = Some(Bucket::new(l, Instant::now()));
+            }
+            let (dir, filter) = match &s.source {
+                Source::Path(_) if s.delete && !once => {
+                    return Err(ClientError::Unsupported {
+                        stream: i + 1,
+                        what: "`delete = true` on a followed `path`",
+                    });
+                }
+                Source::Path(p) if !once && is_glob(p) => {
+                    let path = absolute(p);
+                    let dir = path
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| PathBuf::from("/"));
+                    if is_glob(&dir) {
+                        return Err(ClientError::Unsupported { stream: i + 1, what: "a glob in a directory of `path` (only the file name may be a pattern)" });
+                    }
+                    let name = path
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned();
+                    let glob = globset::GlobBuilder::new(&name)
+                        .literal_separator(true)
+                        .build()
+                        .map_err(|e| {
+                            ClientError::Config(format!(
+                                "stream #{}: `path` pattern {name:?}: {e}",
+                                i + 1
+                            ))
+                        })?;
+                    let mut src = DirSource::new(
+                        dir.clone(),
+                        Filter::Glob(glob.compile_matcher()),
+                        false,
+                        s.svc.clone(),
+                        s.meta.clone(),
+                        false,
+                        meter,
+                    );
+                    src.follow = true;
+                    daemon.sources.push(src);
+                    daemon.add_unwatched(dir, None, Some(daemon.sources.len() - 1));
+                    continue;
+                }
+                Source::Path(p) if !once => {
+                    let path = absolute(p);
+                    let key = daemon.streams.vacant_key();
+                    let follow = s.onrotate == OnRotate::Follow;
+                    daemon.streams.insert(Stream::new(
+                        key,
+                        meter,
+                        path.clone(),
+                        s.svc.clone(),
+                        s.meta.clone(),
+                        follow,
+                    ));
+                    let dir = path
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| PathBuf::from("/"));
+                    daemon.add_unwatched(dir, Some(key), None);
+                    continue;
+                }
+                Source::Path(p) => {
+                    let path = absolute(p);
+                    let dir = path
+                        .parent()
+                        .map(Path::to_path_buf)
+                        .unwrap_or_else(|| PathBuf::from("/"));
+                    (
+                        dir,
+                        Filter::Name(path.file_name().unwrap_or_default().to_os_string()),
+                    )
+                }
+                Source::Directory { dir, pattern, .. } => {
+                    (absolute(dir), Filter::Glob(pattern.clone()))
+                }
+            };
+            daemon.sources.push(DirSource::new(
+                dir.clone(),
+                filter,
+                once,
+                s.svc.clone(),
+                s.meta.clone(),
+                s.delete,
+                meter,
+            ));
+            daemon.add_unwatched(dir, None, Some(daemon.sources.len() - 1));
+        }
+        daemon.send_only = cfg.streams.iter().all(|s| s.method == Method::Send);
+        Ok(daemon)
+    }
+}
+
+/// `max_open_files`: as configured, or (0) the open-files limit minus
+/// what connections and the daemon itself need.
+fn max_open_files(configured: usize, max_connections: usize, nofile: u64) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let limit = usize::try_from(nofile).unwrap_or(usize::MAX);
+    limit
+        .saturating_sub(max_connections)
+        .saturating_sub(64)
+        .max(64)
+}
+
+/// True when the last component of `p` is a glob pattern.
+fn is_glob(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().contains(['*', '?', '[', '{']))
+}
+
+/// Makes a configured path absolute against the working directory, so the
+/// state file and INIT carry the same path whatever the cwd later is.
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}

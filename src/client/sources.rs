@@ -1,0 +1,173 @@
+//! The daemon side of directory sources (`dirsource.rs` is one source's
+//! queue of files): starting a stream for each queued file while slots
+//! are free (sent whole after close, or followed for a `path` glob),
+//! retiring it once the server confirmed the whole file or its followed
+//! file is gone, and the progress line of a `method = "send"` backfill.
+
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+use super::stream::Stream;
+use super::{ClientDaemon, STATE};
+use crate::reactor::Key;
+
+impl ClientDaemon {
+    /// One status line for a backfill on a terminal: bytes, rate, ETA.
+    pub(super) fn print_progress(&self, elapsed: Duration) {
+        use std::io::Write;
+        let in_flight: u64 = self.streams.values().map(Stream::sent).sum();
+        let done = self.sent_bytes + in_flight;
+        let total = self
+            .sources
+            .iter()
+            .map(|s| s.queued_bytes)
+            .sum::<u64>()
+            .max(done);
+        let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+        let eta = if rate > 0.0 {
+            (total - done) as f64 / rate
+        } else {
+            0.0
+        };
+        let mib = |b: f64| b / (1024.0 * 1024.0);
+        let line = format!(
+            "\rsent {:.1} of {:.1} MiB ({} files confirmed), {:.1} MiB/s, ETA {:.0}s   ",
+            mib(done as f64),
+            mib(total as f64),
+            self.sent_files,
+            mib(rate),
+            eta
+        );
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+
+    /// A whole file was confirmed by `250 DONE`: record it as complete,
+    /// delete it if configured (only if the path is still that file), and
+    /// start the next queued file.
+    pub(super) fn finish_whole(&mut self, key: Key, now: Instant) {
+        let Some(stream) = self.streams.remove(key) else {
+            return;
+        };
+        let Some(src) = self
+            .sources
+            .iter_mut()
+            .find(|s| s.in_flight.get(&stream.path) == Some(&key))
+        else {
+            return;
+        };
+        src.in_flight.remove(&stream.path);
+        let len = stream.file_len().unwrap_or(0);
+        if src.delete && stream.path_is_same_file() {
+            match std::fs::remove_file(&stream.path) {
+                Ok(()) => crate::info!(
+                    "{}: sent ({len} bytes, confirmed); deleted",
+                    stream.path.display()
+                ),
+                Err(e) => crate::warn!(
+                    "{}: sent ({len} bytes, confirmed) but cannot delete it: {e}",
+                    stream.path.display()
+                ),
+            }
+        } else {
+            crate::info!("{}: sent ({len} bytes, confirmed)", stream.path.display());
+        }
+        self.completed.extend(stream.entry());
+        self.sent_files += 1;
+        self.sent_bytes += len;
+        self.dirty = true;
+        self.start_sources(now);
+    }
+
+    /// Forgets a stream started for a `path` glob match whose file is gone.
+    pub(super) fn drop_gone(&mut self, key: Key) {
+        let Some(stream) = self.streams.remove(key) else {
+            return;
+        };
+        crate::debug!("{}: gone; no longer followed", stream.path.display());
+        self.draining.remove(&key);
+        for dw in self.dirs.values_mut() {
+            if let Some(keys) = dw.streams.get_mut(&stream.name) {
+                keys.retain(|k| *k != key);
+                if keys.is_empty() {
+                    dw.streams.remove(&stream.name);
+                }
+            }
+        }
+        for src in &mut self.sources {
+            if src.in_flight.get(&stream.path) == Some(&key) {
+                src.in_flight.remove(&stream.path);
+            }
+        }
+    }
+
+    /// Starts queued whole-file sends while slots are free.
+    pub(super) fn start_sources(&mut self, now: Instant) {
+        if self.stopping {
+            return;
+        }
+        for i in 0..self.sources.len() {
+            while let Some(path) = self.sources[i].next_to_start() {
+                let src = &self.sources[i];
+                let key = self.streams.vacant_key();
+                if src.follow {
+                    // Not if a stream already reads this file (a configured
+                    // path, or one draining it after a rename).
+                    let meta = std::fs::metadata(&path);
+                    let held = meta
+                        .is_ok_and(|m| self.streams.values().any(|s| s.holds(m.dev(), m.ino())));
+                    if held || self.streams.values().any(|s| s.path == path) {
+                        continue;
+                    }
+                    let mut stream = Stream::new(
+                        key,
+                        src.meter,
+                        path.clone(),
+                        src.svc.clone(),
+                        src.meta.clone(),
+                        true,
+                    );
+                    stream.set_ephemeral();
+                    let name = stream.name.clone();
+                    self.streams.insert(stream);
+                    let dir = &self.sources[i].dir;
+                    if let Some(dw) = self.dirs.values_mut().find(|d| d.dir == *dir) {
+                        dw.streams.entry(name).or_default().push(key);
+                    }
+                    self.sources[i].in_flight.insert(path, key);
+                    self.with_stream(key, now, |s, ctx| {
+                        s.check_path(ctx);
+                        s.tick(ctx);
+                    });
+                    continue;
+                }
+                let stream = Stream::new_whole(
+                    key,
+                    src.meter,
+                    path.clone(),
+                    src.svc.clone(),
+                    src.meta.clone(),
+                    now,
+                );
+                self.streams.insert(stream);
+                self.sources[i].in_flight.insert(path, key);
+                self.with_stream(key, now, |s, ctx| s.tick(ctx));
+            }
+        }
+    }
+
+    /// Queues files that finished settling; arms the timer for the rest.
+    pub(super) fn recheck_sources(&mut self, now: Instant) {
+        let mut next: Option<Instant> = None;
+        for src in &mut self.sources {
+            if let Some(at) = src.recheck(now, &self.completed) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        self.start_sources(now);
+        if let Some(at) = next {
+            if self.state_timer.arm(at) {
+                self.reactor.timers.schedule(at, STATE);
+            }
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The connection side of a stream: when it wants a connection and when
+//! it lets one go, opening one within the client's slot budget
+//! ([`LinkBudget`]), the INIT line and the codec it asks for, what the
+//! server says back ([`Heard`]: offsets, ACKs, `250 DONE`, codec
+//! refusals), and reconnecting with jittered backoff.
+//!
+//! The wire itself (handshake, framing, compression) is `client/link.rs`;
+//! this file maps what it hears onto the stream's offsets. Sending bytes
+//! is `send.rs`; `tick` in `mod.rs` decides when to connect.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use mio::Interest;
+
+use super::{Ctx, FileState, Settings, Stream};
+use crate::client::link::{Heard, Link, Phase};
+use crate::codec::Codec;
+use crate::config::Compression;
+use crate::reactor::Key;
+
+/// Longest a connect + handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The client's connection slots (`max_connections`): streams with data
+/// but no free slot wait in `waiting`, oldest first.
+#[derive(Debug)]
+pub(crate) struct LinkBudget {
+    pub open: usize,
+    pub max: usize,
+    pub waiting: std::collections::VecDeque<Key>,
+    /// The server refused or ignored the configured codec: connections
+    /// send plain bytes until then, and then ask again.
+    pub plain_until: Option<Instant>,
+}
+
+/// How long a client sends uncompressed after the server refused or
+/// ignored its codec, before it asks again (the server may have been
+/// upgraded or reconfigured meanwhile).
+const CODEC_RETRY: Duration = Duration::from_secs(600);
+
+impl LinkBudget {
+    /// What a new connection should ask for: the configured compression,
+    /// unless the server turned it down recently.
+    fn compression(&self, configured: Compression, now: Instant) -> Compression {
+        match self.plain_until {
+            Some(t) if now < t => Compression::default(),
+            _ => configured,
+        }
+    }
+
+    /// The server turned the codec down: send plain for a while. True
+    /// when this starts a new such period (the caller logs it, once).
+    fn fall_back(&mut self, now: Instant) -> bool {
+        let new = self.plain_until.is_none_or(|t| now >= t);
+        if new {
+            self.plain_until = Some(now + CODEC_RETRY);
+        }
+        new
+    }
+}
+
+impl Stream {
+    /// Socket readiness for this stream's connection.
+    pub fn on_socket(&mut self, ctx: &mut Ctx<'_>) {
+        let mut heard = Vec::new();
+        if let Some(link) = &mut self.link {
+            let (settings, path, svc, meta) = (ctx.settings, &self.path, &self.svc, &self.meta);
+            let (id, offset) = match &self.file {
+                Some(t) => (t.id.as_str(), self.acked),
+                None => ("", 0),
+            };
+            let init = Init {
+                id,
+                offset,
+                codec: link.asks_for(),
+            };
+            link.poll(
+                |out| write_init(out, settings, path, svc.as_deref(), meta, &init),
+                &mut heard,
+            );
+        }
+        for h in heard {
+            self.on_heard(h, ctx);
+        }
+        self.tick(ctx);
+    }
+
+    fn on_heard(&mut self, h: Heard, ctx: &mut Ctx<'_>) {
+        match h {
+            Heard::Ready(offset) => {
+                let at = offset.unwrap_or(self.acked);
+                self.verify = false;
+                self.reconnecting = false;
+                self.done_at = None;
+                if let Some(len) = self
+                    .file_len()
+                    .filter(|len| at > *len && !self.reading_copy)
+                {
+                    // The server holds more than the file has: it was
+                    // truncated. Start over under a new id.
+                    self.truncated(len, ctx);
+                    return;
+                }
+                let rewritten = self.state == FileState::Following
+                    && !self.whole
+                    && at > 0
+                    && self
+                        .file
+                        .as_ref()
+                        .is_some_and(|t| !t.identity.matches(&t.file).unwrap_or(true));
+                if rewritten {
+                    // Same inode, other first bytes: truncated and rewritten
+                    // while the connection was down.
+                    self.truncated(self.file_len().unwrap_or(0), ctx);
+                    return;
+                }
+                if at != self.acked {
+                    crate::info!(
+                        "{}: server holds {} bytes, continuing from there (state had {})",
+                        self.path.display(),
+                        at,
+                        self.acked
+                    );
+                    *ctx.dirty = true;
+                }
+                // The server holds more than we knew: bytes whose ACK was
+                // lost with a broken connection (or with the last run).
+                ctx.meter
+                    .acknowledged(at.saturating_sub(self.acked), ctx.now);
+                self.acked = at;
+                self.sent = at;
+                self.clear_buf();
+                self.link_deadline = None;
+                self.backoff = Duration::ZERO;
+                crate::debug!("{}: streaming from offset {at}", self.path.display());
+            }
+            Heard::Ack(n) if n > self.acked && n <= self.sent => {
+                ctx.meter.acknowledged(n - self.acked, ctx.now);
+                self.acked = n;
+                self.last_active = ctx.now;
+                *ctx.dirty = true;
+            }
+            Heard::Ack(n) if n > self.sent => {
+                let why = format!(
+                    "server acknowledged {n} bytes but only {} were sent",
+                    self.sent
+                );
+                self.drop_link(ctx, Some(why));
+            }
+            Heard::Ack(_) => {}
+            Heard::Done(n) => {
+                self.done_at = Some(n);
+                if n != self.sent {
+                    crate::warn!(
+                        "{}: server confirmed {n} bytes, {} were sent",
+                        self.path.display(),
+                        self.sent
+                    );
+                }
+                if n <= self.sent && n > self.acked {
+                    ctx.meter.acknowledged(n - self.acked, ctx.now);
+                    self.acked = n;
+                    *ctx.dirty = true;
+                }
+            }
+            Heard::CodecRefused(line) => {
+                let codec = self.link.as_ref().and_then(|l| l.asks_for());
+                if ctx.links.fall_back(ctx.now) {
+                    crate::warn!(
+                        "server {} refused compression {} ({line}); sending uncompressed, asking again in {} min",
+                        ctx.settings.server,
+                        codec.map_or("?", |c| c.name()),
+                        CODEC_RETRY.as_secs() / 60
+                    );
+                }
+                self.drop_link(ctx, None);
+            }
+            Heard::CodecIgnored(codec) => {
+                if ctx.links.fall_back(ctx.now) {
+                    crate::warn!(
+                        "server {} did not confirm compression {codec} (it predates compression); sending uncompressed, asking again in {} min",
+                        ctx.settings.server,
+                        CODEC_RETRY.as_secs() / 60
+                    );
+                }
+            }
+            Heard::Finish => {
+                crate::info!(
+                    "{}: server is shutting down; finishing the connection",
+                    self.path.display()
+                );
+                if let Some(l) = &mut self.link {
+                    l.finish();
+                }
+            }
+            Heard::Closed(why) => {
+                let finished = why == "finished";
+                self.drop_link(ctx, (!(self.stopping || finished)).then_some(why));
+                if finished {
+                    // A clean end (idle close, rotation): reconnect at once
+                    // when there is something to send.
+                    self.retry_at = None;
+                    self.backoff = Duration::ZERO;
+                }
+            }
+        }
+    }
+
+    /// A connection is needed: data to send, a whole file to finish, or a
+    /// rotated file to end with `250 DONE`. An idle followed file holds no
+    /// connection.
+    pub(super) fn wants_link(&self) -> bool {
+        self.verify
+            || self.whole
+            || matches!(self.state, FileState::Rotated { .. })
+            || self.file_len().is_some_and(|len| len > self.acked)
+    }
+
+    /// Ends an idle connection (all sent and acknowledged, nothing new)
+    /// after `idle_close`, or after 1 s when other streams wait for a slot.
+    /// Returns when to look again.
+    pub(super) fn close_if_idle(&mut self, ctx: &mut Ctx<'_>) -> Option<Instant> {
+        let link = self.link.as_ref().filter(|l| l.phase == Phase::Up)?;
+        let _ = link;
+        if self.whole || self.state != FileState::Following || self.stopping {
+            return None;
+        }
+        let idle = if ctx.links.waiting.is_empty() {
+            ctx.settings.idle_close
+        } else {
+            ctx.settings.idle_close.min(Duration::from_secs(1))
+        };
+        let at = self.last_active + idle;
+        if ctx.now < at {
+            return Some(at);
+        }
+        if self.unsent() == 0 && self.acked == self.sent && self.at_eof() {
+            crate::debug!("{}: idle; closing its connection", self.path.display());
+            if let Some(link) = &mut self.link {
+                link.finish();
+            }
+            return None;
+        }
+        Some(ctx.now + idle)
+    }
+
+    /// A connection slot may be free: connect now if one is wanted.
+    pub fn on_slot_free(&mut self, ctx: &mut Ctx<'_>) {
+        self.waiting_link = false;
+        self.retry_at = None;
+        self.tick(ctx);
+    }
+
+    pub(super) fn connect(&mut self, ctx: &mut Ctx<'_>) {
+        if ctx.links.open >= ctx.links.max {
+            if !self.waiting_link {
+                self.waiting_link = true;
+                ctx.links.waiting.push_back(self.key);
+            }
+            return;
+        }
+        // Truncated (and maybe regrown past our offset) while disconnected?
+        // The first bytes tell: resuming the old id would skip new content.
+        if let Some(t) = &self.file {
+            if !t.identity.matches(&t.file).unwrap_or(true) {
+                let len = t.file.metadata().map(|m| m.len()).unwrap_or(0);
+                self.truncated(len, ctx);
+            }
+        }
+        let now = ctx.now;
+        let compression = if self.precompressed() {
+            Compression::default()
+        } else {
+            ctx.links.compression(ctx.settings.compression, now)
+        };
+        let result = resolve(&ctx.settings.server).and_then(|addr| {
+            let mut link = Link::connect(addr, compression)?;
+            ctx.registry.register(
+                &mut link.sock,
+                self.key.token(),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(link)
+        });
+        match result {
+            Ok(link) => {
+                if self.reconnecting {
+                    ctx.meter.reconnects.inc();
+                }
+                ctx.links.open += 1;
+                self.link = Some(link);
+                self.link_deadline = Some(now + HANDSHAKE_TIMEOUT);
+            }
+            Err(e) => {
+                self.reconnecting = true;
+                crate::warn!(
+                    "{}: cannot connect to {}: {e}",
+                    self.path.display(),
+                    ctx.settings.server
+                );
+                self.schedule_retry(ctx);
+            }
+        }
+    }
+
+    /// Closes the connection (logging `why` if given) and schedules a retry.
+    pub(super) fn drop_link(&mut self, ctx: &mut Ctx<'_>, why: Option<String>) {
+        if let Some(mut link) = self.link.take() {
+            ctx.meter.wire.inc_by(link.take_wire_bytes());
+            let _ = ctx.registry.deregister(&mut link.sock);
+            ctx.links.open = ctx.links.open.saturating_sub(1);
+        }
+        if let Some(why) = why {
+            self.verify = true;
+            self.reconnecting = true;
+            crate::warn!(
+                "{}: {why}; {} of {} sent bytes acknowledged",
+                self.path.display(),
+                self.acked,
+                self.sent
+            );
+        }
+        self.link_deadline = None;
+        self.sent = self.acked;
+        self.clear_buf();
+        if !self.stopping {
+            self.schedule_retry(ctx);
+        }
+    }
+
+    fn schedule_retry(&mut self, ctx: &mut Ctx<'_>) {
+        let s = ctx.settings;
+        self.backoff = if self.backoff.is_zero() {
+            s.reconnect_min
+        } else {
+            (self.backoff * 2).min(s.reconnect_max)
+        };
+        // xorshift jitter: wait between 75% and 125% of the backoff.
+        self.jitter ^= self.jitter << 13;
+        self.jitter ^= self.jitter >> 7;
+        self.jitter ^= self.jitter << 17;
+        let factor = 0.75 + (self.jitter % 1000) as f64 / 2000.0;
+        self.retry_at = Some(ctx.now + self.backoff.mul_f64(factor));
+    }
+}
+
+/// The per-connection words of an INIT line.
+struct Init<'a> {
+    id: &'a str,
+    offset: u64,
+    codec: Option<Codec>,
+}
+
+fn write_init(
+    out: &mut Vec<u8>,
+    s: &Settings,
+    path: &std::path::Path,
+    svc: Option<&str>,
+    meta: &[(String, String)],
+    init: &Init<'_>,
+) {
+    let offset = init.offset.to_string();
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(meta.len() + 5);
+    if let Some(svc) = svc {
+        pairs.push(("svc", svc));
+    }
+    pairs.extend(meta.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    pairs.extend([("id", init.id), ("offset", offset.as_str()), ("ack", "1")]);
+    if let Some(codec) = init.codec {
+        pairs.push(("compression", codec.name()));
+    }
+    crate::proto::write_init(out, &s.hostname, &path.to_string_lossy(), &pairs);
+}
+
+/// File name endings of data that is compressed already: such files go
+/// out as they are, never compressed a second time.
+const COMPRESSED_SUFFIXES: &[&str] = &[
+    ".gz", ".tgz", ".zst", ".lz4", ".xz", ".bz2", ".br", ".zip", ".7z", ".lzma",
+];
+
+impl Stream {
+    /// True when the file is compressed already (by its name, e.g. a
+    /// rotated `app.log.2.gz`).
+    fn precompressed(&self) -> bool {
+        let name = self.name.to_string_lossy();
+        COMPRESSED_SUFFIXES.iter().any(|s| name.ends_with(s))
+    }
+}
+
+fn resolve(server: &str) -> io::Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    server
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address"))
+}

@@ -1,0 +1,220 @@
+//! The sending side of a stream: moving file bytes into the connection
+//! under the batching rules (`crate::tail::batch`), with `sendfile` for
+//! whole files that go out uncompressed, a per-turn quantum for fairness
+//! between streams, and the stream's and the client's rate limits.
+//!
+//! Reading into the buffer is `fill.rs`; the connection it writes to is
+//! opened and dropped by `connection.rs`; `tick` in `mod.rs` calls
+//! `pump` on every turn.
+
+use std::time::Instant;
+
+use super::fill::Fill;
+use super::{Ctx, FileState, Stream, REOPEN_RETRY};
+use crate::client::link::{Link, Phase};
+use crate::tail::batch::{self, Unsent};
+
+/// Most bytes one stream sends per turn of the loop (see `pump`).
+const PUMP_QUANTUM: u64 = 1 << 20;
+
+impl Stream {
+    /// Everything read was sent: the buffer starts over empty at the same
+    /// position, keeping its last bytes for the next read's overlap check.
+    fn all_sent(&mut self) {
+        self.keep_tail();
+        let tail = self.tail.take();
+        self.clear_buf();
+        self.tail = tail;
+    }
+
+    /// Moves file bytes into the socket under the batching rules. Returns
+    /// when it wants to be called again (linger or partial-line timeout).
+    ///
+    /// Fairness: one call moves at most [`PUMP_QUANTUM`] bytes, then asks
+    /// to be called again at once (through the timer heap, after the loop
+    /// has served other ready events), so a file far behind cannot starve
+    /// the others.
+    pub(super) fn pump(&mut self, ctx: &mut Ctx<'_>) -> Option<Instant> {
+        let now = ctx.now;
+        let start = self.sent;
+        loop {
+            if !matches!(&self.link, Some(l) if l.phase == Phase::Up) || self.stopping {
+                return None;
+            }
+            if self.sent.saturating_sub(start) >= PUMP_QUANTUM {
+                return Some(now);
+            }
+            let compresses = self.link.as_ref().is_some_and(Link::compresses);
+            if self.whole && self.unsent() == 0 && !compresses {
+                // A closed file goes out whole: sendfile, no user-space copy.
+                let Some(t) = &self.file else {
+                    return None;
+                };
+                let left = t
+                    .file
+                    .metadata()
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+                    .saturating_sub(self.sent);
+                if left == 0 {
+                    // All handed over: come back at once to half-close
+                    // (nothing else would wake this stream before the
+                    // server's next ACK).
+                    return (self.sent > start).then_some(now);
+                }
+                let chunk = match self.throttle(ctx, left.min(PUMP_QUANTUM) as usize) {
+                    Ok(n) => n,
+                    Err(at) => return Some(at),
+                };
+                let (Some(t), Some(link)) = (&self.file, &mut self.link) else {
+                    return None;
+                };
+                match link.send_file(&t.file, self.sent, chunk) {
+                    Ok(0) => return None, // socket full (or the file ended): wait
+                    Ok(n) => {
+                        charge(ctx, n);
+                        // The kernel read the file for us: read and sent.
+                        ctx.meter.read.inc_by(n as u64);
+                        ctx.meter.sent.inc_by(n as u64);
+                        self.sent += n as u64;
+                        self.last_active = now;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.drop_link(ctx, Some(format!("sendfile failed: {e}")));
+                        return None;
+                    }
+                }
+            }
+            match self.fill(ctx) {
+                Ok(Fill::Read) => {
+                    if let FileState::Rotated { .. } = self.state {
+                        self.state = FileState::Rotated { last_growth: now };
+                    }
+                }
+                Ok(Fill::Eof) => {}
+                Ok(Fill::Truncated(len)) => {
+                    self.truncated(len, ctx);
+                    return Some(now);
+                }
+                Err(e) => {
+                    crate::error!("reading {} failed: {e}", self.path.display());
+                    return Some(now + REOPEN_RETRY);
+                }
+            }
+            let unsent = &self.buf[self.head..self.end];
+            if unsent.is_empty() {
+                self.since = None;
+                self.partial_since = None;
+                return None;
+            }
+            let whole = memchr::memrchr(b'\n', unsent).map_or(0, |i| i + 1);
+            let since = *self.since.get_or_insert(now);
+            if whole < unsent.len() {
+                self.partial_since.get_or_insert(now);
+            } else {
+                self.partial_since = None;
+            }
+            let u = Unsent {
+                len: unsent.len(),
+                whole,
+                // No room left to read into (the first bytes may be the
+                // overlap check's, not data): send even without a newline.
+                full: self.end >= self.buf.len(),
+                since,
+                partial_since: self.partial_since,
+            };
+            let d = if self.whole {
+                // A closed file: every byte is final, send it all now.
+                batch::Decision {
+                    send: u.len,
+                    wake_at: None,
+                }
+            } else {
+                batch::decide(&ctx.settings.rules, &u, now)
+            };
+            if d.send == 0 {
+                return d.wake_at;
+            }
+            let send = match self.throttle(ctx, d.send) {
+                Ok(n) => n,
+                Err(at) => return Some(at),
+            };
+            let link = self.link.as_mut()?;
+            match link.send(&self.buf[self.head..self.head + send]) {
+                Ok(0) => return None, // socket full: wait for writable
+                Ok(n) => {
+                    charge(ctx, n);
+                    ctx.meter.sent.inc_by(n as u64);
+                    self.head += n;
+                    self.sent += n as u64;
+                    self.last_active = now;
+                    if self.head == self.end {
+                        self.all_sent();
+                    } else if n >= whole {
+                        self.since = self.partial_since;
+                    }
+                }
+                Err(e) => {
+                    self.drop_link(ctx, Some(format!("send failed: {e}")));
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Least credit a throttled stream waits for before sending again, so a
+/// limited stream sends in chunks, not a byte at a time.
+const THROTTLE_CHUNK: usize = 16 * 1024;
+
+impl Stream {
+    /// How many of `want` bytes the rate limits let go now; or, with none,
+    /// when to try again (and the wait starts counting as throttled).
+    fn throttle(&mut self, ctx: &mut Ctx<'_>, want: usize) -> Result<usize, Instant> {
+        let now = ctx.now;
+        let mut n = want;
+        for b in [
+            ctx.stream_limit.as_deref_mut(),
+            ctx.client_limit.as_deref_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            n = n.min(b.available(now, n));
+        }
+        if n > 0 {
+            if let Some(since) = self.throttled_since.take() {
+                *ctx.throttled += now.saturating_duration_since(since);
+            }
+            return Ok(n);
+        }
+        let wake = want.min(THROTTLE_CHUNK);
+        let at = [
+            ctx.stream_limit.as_deref_mut(),
+            ctx.client_limit.as_deref_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|b| b.ready_at(now, wake))
+        .max()
+        .unwrap_or(now);
+        self.throttled_since.get_or_insert(now);
+        Err(at)
+    }
+}
+
+/// Takes credit for `n` bytes sent from the stream's and the client's
+/// buckets.
+fn charge(ctx: &mut Ctx<'_>, n: usize) {
+    let now = ctx.now;
+    for b in [
+        ctx.stream_limit.as_deref_mut(),
+        ctx.client_limit.as_deref_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        b.take(now, n);
+    }
+}

@@ -1,0 +1,177 @@
+//! Directory watches: one inotify watch per directory that holds a
+//! followed path or a directory source, never one per file. An event
+//! names a file in a watched directory; [`DirWatch`] maps that name to
+//! the streams that follow it in one lookup, and offers it to the
+//! directory's sources. Streams draining a rotated-away file see every
+//! event (their file now has a name nobody watches for). A directory
+//! that is missing, or goes away, waits in `unwatched` and is retried
+//! every [`DIR_RETRY`] from the daemon's `STATE` timer.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::{ClientDaemon, STATE};
+use crate::reactor::sys::inotify::mask;
+use crate::reactor::Key;
+
+/// Events a directory watch asks for.
+const DIR_EVENTS: u32 = mask::CREATE
+    | mask::MOVED_TO
+    | mask::MOVED_FROM
+    | mask::DELETE
+    | mask::MODIFY
+    | mask::CLOSE_WRITE
+    | mask::ATTRIB
+    | mask::ONLYDIR;
+/// How often a directory that does not exist yet is looked for again.
+pub(super) const DIR_RETRY: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
+pub(super) struct DirWatch {
+    pub(super) dir: PathBuf,
+    /// Followed paths in this directory, by file name: an event costs one
+    /// lookup, whatever the number of files in the directory.
+    pub(super) streams: HashMap<OsString, Vec<Key>>,
+    /// Directory sources (indices into `sources`) for this directory.
+    pub(super) sources: Vec<usize>,
+}
+
+impl ClientDaemon {
+    pub(super) fn add_unwatched(&mut self, dir: PathBuf, key: Option<Key>, source: Option<usize>) {
+        let i = match self.unwatched.iter().position(|(d, _, _)| *d == dir) {
+            Some(i) => i,
+            None => {
+                self.unwatched.push((dir, Vec::new(), Vec::new()));
+                self.unwatched.len() - 1
+            }
+        };
+        self.unwatched[i].1.extend(key);
+        self.unwatched[i].2.extend(source);
+    }
+
+    pub(super) fn on_inotify(&mut self, now: Instant) {
+        let mut buf = std::mem::take(&mut self.inotify_buf);
+        // Reused across calls: no allocation per event in steady state.
+        let mut hits = std::mem::take(&mut self.inotify_hits);
+        hits.clear();
+        loop {
+            let events = match self.inotify.read(&mut buf) {
+                Ok(ev) => ev,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    crate::error!("reading inotify events failed: {e}");
+                    break;
+                }
+            };
+            for ev in events {
+                if ev.mask & mask::Q_OVERFLOW != 0 {
+                    crate::warn!("inotify queue overflowed; re-checking every file");
+                    for src in &mut self.sources {
+                        if let Err(e) = src.scan(now, &mut self.completed) {
+                            crate::warn!("cannot list directory {}: {e}", src.dir.display());
+                        }
+                    }
+                    hits.extend(
+                        self.streams
+                            .keys()
+                            .into_iter()
+                            .map(|k| (k, mask::Q_OVERFLOW)),
+                    );
+                    continue;
+                }
+                let Some(dw) = self.dirs.get(&ev.watch) else {
+                    continue;
+                };
+                if let Some(name) = ev.name {
+                    for &i in &dw.sources {
+                        let src = &mut self.sources[i];
+                        // Whole files when closed; followed files when they appear.
+                        let wanted = if src.follow {
+                            mask::CREATE | mask::MOVED_TO
+                        } else {
+                            mask::CLOSE_WRITE | mask::MOVED_TO
+                        };
+                        if ev.mask & wanted != 0 && !src.once && src.matches(name) {
+                            let path = src.dir.join(name);
+                            src.offer(path, true, now, &self.completed);
+                        }
+                    }
+                }
+                if let Some(keys) = ev.name.and_then(|n| dw.streams.get(n)) {
+                    hits.extend(keys.iter().map(|&k| (k, ev.mask)));
+                }
+                // A file being drained after a rotation has events under
+                // its new name: let draining streams look at every event.
+                hits.extend(self.draining.iter().map(|&k| (k, ev.mask)));
+                if ev.mask & mask::IGNORED != 0 {
+                    if let Some(dw) = self.dirs.remove(&ev.watch) {
+                        crate::warn!(
+                            "directory {} went away; watching for it to come back",
+                            dw.dir.display()
+                        );
+                        let keys = dw.streams.into_values().flatten().collect();
+                        self.unwatched.push((dw.dir, keys, dw.sources));
+                    }
+                }
+            }
+        }
+        self.inotify_buf = buf;
+        self.start_sources(now);
+        hits.dedup();
+        for &(key, m) in &hits {
+            self.with_stream(key, now, |s, ctx| s.on_file_event(m, ctx));
+        }
+        self.inotify_hits = hits;
+        if !self.unwatched.is_empty() && self.state_timer.arm(now + DIR_RETRY) {
+            self.reactor.timers.schedule(now + DIR_RETRY, STATE);
+        }
+    }
+
+    /// Adds directory watches that are still missing; kicks their streams.
+    pub(super) fn watch_dirs(&mut self, now: Instant) {
+        for (dir, keys, sources) in std::mem::take(&mut self.unwatched) {
+            match self.inotify.add_watch(&dir, DIR_EVENTS) {
+                Ok(w) => {
+                    for &key in &keys {
+                        self.with_stream(key, now, |s, ctx| {
+                            s.check_path(ctx);
+                            s.tick(ctx);
+                        });
+                    }
+                    for &i in &sources {
+                        if let Err(e) = self.sources[i].scan(now, &mut self.completed) {
+                            crate::warn!("cannot list directory {}: {e}", dir.display());
+                        }
+                    }
+                    let dw = self.dirs.entry(w).or_insert_with(|| DirWatch {
+                        dir,
+                        streams: HashMap::new(),
+                        sources: Vec::new(),
+                    });
+                    for key in keys {
+                        if let Some(s) = self.streams.get(key) {
+                            dw.streams.entry(s.name.clone()).or_default().push(key);
+                        }
+                    }
+                    dw.sources.extend(sources);
+                }
+                Err(e) => {
+                    crate::warn!(
+                        "cannot watch directory {}: {e}; retrying every {}s",
+                        dir.display(),
+                        DIR_RETRY.as_secs()
+                    );
+                    self.unwatched.push((dir, keys, sources));
+                }
+            }
+        }
+        self.recheck_sources(now);
+        if !self.unwatched.is_empty() && self.state_timer.arm(now + DIR_RETRY) {
+            self.reactor.timers.schedule(now + DIR_RETRY, STATE);
+        }
+    }
+}
