@@ -195,3 +195,58 @@ fn debug_log_is_one_timestamped_line_per_event_and_quiet_at_steady_state() {
         "server logged no debug line:\n{slog}"
     );
 }
+
+#[test]
+fn a_server_outage_is_one_warning_not_one_per_file_and_retry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let files: Vec<_> = (0..3)
+        .map(|i| tmp.path().join(format!("f{i}.log")))
+        .collect();
+    let refs: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
+    for f in &refs {
+        append_lines(f, tag(f), 0, 20);
+    }
+    // A port nobody listens on (yet).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let streams: String = refs
+        .iter()
+        .map(|f| format!("[[stream]]\npath = \"{}\"\n", f.display()))
+        .collect();
+    let cfg = tmp.path().join("client.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_file = \"{}\"\nhostname = \"h\"\n[server]\nhostname = \"127.0.0.1\"\nport = {port}\n\
+             [tuning]\nreconnect_min = \"20ms\"\nreconnect_max = \"50ms\"\n{streams}",
+            tmp.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut c = client(&["--config", cfg.to_str().unwrap(), "--debug"]);
+    // Every file retries many times...
+    wait_for("30 failed attempts", || {
+        c.log().matches("Connection refused").count() >= 30
+    });
+    // ...and the outage is one warning for them all.
+    let log = c.log();
+    assert_eq!(log.matches(" WARN ").count(), 1, "{log}");
+    assert!(log.contains("is unreachable"), "{log}");
+    let server = Server::start(&[
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--directory",
+        out.to_str().unwrap(),
+    ]);
+    wait_delivered(&out, &refs, 20);
+    c.wait_log("is reachable again after");
+    assert!(c.stop().success());
+    let log = c.log();
+    assert_eq!(log.matches("is reachable again").count(), 1, "{log}");
+    assert_eq!(log.matches(" WARN ").count(), 1, "{log}");
+    drop(server);
+}

@@ -109,6 +109,7 @@ impl ClientDaemon {
                 max: t.max_connections,
                 waiting: Default::default(),
                 plain_until: None,
+                outage_since: None,
             },
             granting: false,
             send_only: false,

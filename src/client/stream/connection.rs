@@ -32,6 +32,10 @@ pub(crate) struct LinkBudget {
     /// The server refused or ignored the configured codec: connections
     /// send plain bytes until then, and then ask again.
     pub plain_until: Option<Instant>,
+    /// Since when connections fail to reach the server (no connection
+    /// completed its handshake since): the outage is logged once, when it
+    /// begins and when it ends, not once per file and retry.
+    pub outage_since: Option<Instant>,
 }
 
 /// How long a client sends uncompressed after the server refused or
@@ -89,6 +93,13 @@ impl Stream {
     fn on_heard(&mut self, h: Heard, ctx: &mut Ctx<'_>) {
         match h {
             Heard::Ready(offset) => {
+                if let Some(since) = ctx.links.outage_since.take() {
+                    crate::info!(
+                        "server {} is reachable again after {:.1}s",
+                        ctx.settings.server,
+                        ctx.now.saturating_duration_since(since).as_secs_f64()
+                    );
+                }
                 let at = offset.unwrap_or(self.acked);
                 self.verify = false;
                 self.reconnecting = false;
@@ -294,11 +305,7 @@ impl Stream {
             }
             Err(e) => {
                 self.reconnecting = true;
-                crate::warn!(
-                    "{}: cannot connect to {}: {e}",
-                    self.path.display(),
-                    ctx.settings.server
-                );
+                self.unreachable(ctx, &format!("cannot connect: {e}"));
                 self.schedule_retry(ctx);
             }
         }
@@ -306,7 +313,9 @@ impl Stream {
 
     /// Closes the connection (logging `why` if given) and schedules a retry.
     pub(super) fn drop_link(&mut self, ctx: &mut Ctx<'_>, why: Option<String>) {
+        let mut connecting = false;
         if let Some(mut link) = self.link.take() {
+            connecting = link.phase == Phase::Connecting;
             ctx.meter.wire.inc_by(link.take_wire_bytes());
             let _ = ctx.registry.deregister(&mut link.sock);
             ctx.links.open = ctx.links.open.saturating_sub(1);
@@ -314,18 +323,40 @@ impl Stream {
         if let Some(why) = why {
             self.verify = true;
             self.reconnecting = true;
-            crate::warn!(
-                "{}: {why}; {} of {} sent bytes acknowledged",
-                self.path.display(),
-                self.acked,
-                self.sent
-            );
+            let unacked = self.sent.saturating_sub(self.acked);
+            if connecting {
+                self.unreachable(ctx, &why);
+            } else if unacked > 0 {
+                crate::warn!(
+                    "{}: {why}; {unacked} unacknowledged bytes will be sent again",
+                    self.path.display()
+                );
+            } else {
+                crate::warn!("{}: {why}", self.path.display());
+            }
         }
         self.link_deadline = None;
         self.sent = self.acked;
         self.clear_buf();
         if !self.stopping {
             self.schedule_retry(ctx);
+        }
+    }
+
+    /// A connection did not reach the server. The first such failure of an
+    /// outage is a warning for the whole client; the others (every file,
+    /// every retry) are debug lines.
+    fn unreachable(&mut self, ctx: &mut Ctx<'_>, why: &str) {
+        if ctx.links.outage_since.is_none() {
+            ctx.links.outage_since = Some(ctx.now);
+            crate::warn!(
+                "server {} is unreachable ({}: {why}); files wait and retry with back-off up to {}s, nothing is lost",
+                ctx.settings.server,
+                self.path.display(),
+                ctx.settings.reconnect_max.as_secs()
+            );
+        } else {
+            crate::debug!("{}: {why}", self.path.display());
         }
     }
 
