@@ -294,3 +294,47 @@ fn a_file_truncated_and_rewritten_past_the_read_position_is_started_over() {
     client.wait_log("truncated and rewritten");
     assert!(client.stop().success());
 }
+
+#[test]
+fn copytruncate_takes_the_real_copy_among_files_with_the_same_first_bytes() {
+    // Logs that open with the same banner share their fingerprint. The
+    // client is frozen while lines it has not read are written, the file
+    // is copied (the real copy, app.log.1), truncated and written again;
+    // decoys with the same first bytes, newer and long enough, sit beside
+    // it. Only the real copy holds the bytes just before the client's
+    // position, and its name starts with the file's.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("app.log");
+    let banner: String = (0..40)
+        .map(|i| format!("=== service started, config line {i:02} ===\n"))
+        .collect();
+    std::fs::write(&log, &banner).unwrap();
+    append_lines(&log, "old", 0, 100);
+    let server = Server::with_directory(&out);
+    let mut client = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
+    let dest = routed(&out, "h", &log);
+    let before = banner.clone() + &expected("old", 0, 100);
+    wait_content(&dest, &before);
+    client.signal("STOP");
+    append_lines(&log, "old", 100, 150);
+    std::fs::copy(&log, tmp.path().join("app.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    for d in 0..4 {
+        let decoy = tmp.path().join(format!("decoy{d}.log"));
+        std::fs::write(&decoy, &banner).unwrap();
+        append_lines(&decoy, &format!("decoy{d}"), 0, 300);
+    }
+    append_lines(&log, "new", 0, 20);
+    client.signal("CONT");
+    let want = banner + &expected("old", 0, 150) + &expected("new", 0, 20);
+    wait_content(&dest, &want);
+    client.wait_log("from its copy");
+    assert!(client.log().contains("app.log.1"), "{}", client.log());
+    assert!(client.stop().success());
+}

@@ -6,6 +6,7 @@ use std::os::unix::fs::FileExt;
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 
 use super::{Ctx, FileState, Settings, Stream, Tracked, POOL_MAX};
 use crate::tail::identity::{stream_id, unique_suffix, Identity};
@@ -147,28 +148,7 @@ impl Stream {
     /// truncated file follows under a new id. Returns false when there is
     /// no copy to recover from.
     fn recover_from_copy(&mut self, ctx: &mut Ctx<'_>) -> bool {
-        let Some(t) = &self.file else { return false };
-        let Some(dir) = self.path.parent() else {
-            return false;
-        };
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return false;
-        };
-        let copy = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| *p != self.path)
-            .find_map(|p| {
-                let f = File::open(&p).ok()?;
-                let m = f.metadata().ok()?;
-                let other = (m.dev(), m.ino()) != (t.identity.dev, t.identity.ino);
-                (m.is_file()
-                    && other
-                    && t.identity.fp_len > 0
-                    && t.identity.head_matches(&f).ok()?)
-                .then_some((p, f))
-            });
-        let Some((copy_path, copy)) = copy else {
+        let Some((copy_path, copy)) = self.find_copy() else {
             return false;
         };
         let Ok(copy_identity) = Identity::of(&copy) else {
@@ -206,6 +186,88 @@ impl Stream {
         self.reading_copy = true;
         *ctx.save_soon = true;
         true
+    }
+}
+
+impl Stream {
+    /// Finds logrotate's copy of the open file in its directory: another
+    /// regular file with the same first bytes (fingerprint), at least as
+    /// long as what was read, and, when the bytes just before the read
+    /// position are known, holding them at the same offset. Several files
+    /// can share their first bytes (logs that open with the same banner),
+    /// so of the candidates it prefers a name that starts with the file's
+    /// own (`app.log.1`, `app.log-20261125`), then the newest.
+    fn find_copy(&self) -> Option<(PathBuf, File)> {
+        let t = self.file.as_ref()?;
+        let dir = self.path.parent()?;
+        if t.identity.fp_len == 0 {
+            return None;
+        }
+        let pos = self.sent + self.unsent() as u64;
+        let before = self.expected_before(pos);
+        let own = self.name.to_string_lossy();
+        let mut best: Option<((bool, i64), PathBuf, File)> = None;
+        let mut matches = 0;
+        for p in std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+        {
+            if p == self.path {
+                continue;
+            }
+            let Ok(f) = File::open(&p) else { continue };
+            let Ok(m) = f.metadata() else { continue };
+            let same = (m.dev(), m.ino()) == (t.identity.dev, t.identity.ino);
+            if !m.is_file()
+                || same
+                || m.len() < pos
+                || !t.identity.head_matches(&f).unwrap_or(false)
+            {
+                continue;
+            }
+            if let Some((l, expect)) = &before {
+                let mut got = [0; OVERLAP];
+                let ok = f.read_exact_at(&mut got[..*l], pos - *l as u64).is_ok();
+                if !ok || got[..*l] != expect[..*l] {
+                    continue;
+                }
+            }
+            matches += 1;
+            let named = p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(own.as_ref()));
+            let rank = (named, m.mtime());
+            if best.as_ref().is_none_or(|(r, _, _)| rank > *r) {
+                best = Some((rank, p, f));
+            }
+        }
+        if matches > 1 {
+            crate::warn!(
+                "{}: {matches} files look like its copytruncate copy; taking the best named and newest",
+                self.path.display()
+            );
+        }
+        best.map(|(_, p, f)| (p, f))
+    }
+
+    /// The bytes just before file offset `pos` that were read already (at
+    /// most [`OVERLAP`]), from the buffer or the saved tail: their length
+    /// and the bytes.
+    fn expected_before(&self, pos: u64) -> Option<(usize, [u8; OVERLAP])> {
+        let l = overlap(pos);
+        if l == 0 {
+            return None;
+        }
+        if self.end >= l && self.sent + self.unsent() as u64 == pos {
+            let mut e = [0; OVERLAP];
+            e[..l].copy_from_slice(&self.buf[self.end - l..self.end]);
+            return Some((l, e));
+        }
+        match self.tail {
+            Some((p, e)) if self.end == 0 && p == pos => Some((l, e)),
+            _ => None,
+        }
     }
 }
 
