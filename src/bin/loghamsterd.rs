@@ -50,13 +50,18 @@ fn main() -> ExitCode {
         None => ServerConfig::from_flags(args.listen, args.directory.clone(), args.debug),
     };
     if args.check_config {
+        let codecs: Vec<&str> = cfg.accept_compression.iter().map(|c| c.name()).collect();
         println!(
-            "config OK: listen {}, {} outputs, default directory {}",
+            "config OK: listen {}, {} outputs, default directory {}, compression accepted: {}",
             cfg.listen,
             cfg.outputs.len(),
             match &cfg.directory {
                 Some(d) => d.display().to_string(),
                 None => "(none: streams that match no output are refused)".into(),
+            },
+            match codecs.is_empty() {
+                true => "none".to_string(),
+                false => codecs.join(", "),
             }
         );
         return ExitCode::SUCCESS;
