@@ -224,6 +224,37 @@ fn lz4_skippable_frames_are_skipped() {
 }
 
 #[test]
+fn a_zstd_window_over_8_mib_is_refused() {
+    use ::zstd::stream::raw::{CParameter, Encoder as Raw, InBuffer, Operation, OutBuffer};
+    let mut z = Raw::new(3).unwrap();
+    z.set_parameter(CParameter::WindowLog(24)).unwrap();
+    let mut wire = Vec::with_capacity(1 << 16);
+    let data = sample(10_000);
+    let mut input = InBuffer::around(&data);
+    while input.pos() < data.len() {
+        let pos = wire.len();
+        z.run(&mut input, &mut OutBuffer::around_pos(&mut wire, pos))
+            .unwrap();
+    }
+    loop {
+        let pos = wire.len();
+        if z.finish(&mut OutBuffer::around_pos(&mut wire, pos), true)
+            .unwrap()
+            == 0
+        {
+            break;
+        }
+    }
+    let err = decode_all_lenient(Codec::Zstd, &wire).unwrap_err();
+    assert!(err.to_string().contains("too much memory"), "{err}");
+    // Our own encoder's window is small enough for any server.
+    assert_eq!(
+        decode_all(Codec::Zstd, &encode(Codec::Zstd, &[&data]), 999, 0).unwrap(),
+        data
+    );
+}
+
+#[test]
 fn levels_and_names() {
     for codec in Codec::ALL {
         assert_eq!(Codec::from_name(codec.name()), Some(codec));

@@ -1,5 +1,14 @@
 //! zstd frames through the `zstd` crate's streaming contexts, which are
 //! push-style already (`ZSTD_compressStream2` / `ZSTD_decompressStream`).
+//!
+//! Memory is per connection on both ends, so the window is small: the
+//! encoder uses a 128 KiB window ([`WINDOW_LOG`]; on log lines the ratio
+//! moved from 0.194 to 0.196 against zstd's default 2 MiB at level 3, and
+//! the contexts shrank from 3.5 MiB to 1.6 MiB on the client and from
+//! 2.5 MiB to 0.6 MiB on the server). The decoder accepts windows up to
+//! 8 MiB ([`WINDOW_LOG_MAX`]), which covers the `zstd` tool's defaults, so
+//! a peer cannot make the server allocate zstd's own limit of 128 MiB per
+//! connection.
 
 use std::io;
 
@@ -9,6 +18,10 @@ use super::{Codec, DecodeError};
 
 /// Room reserved per step; zstd's own recommended output size is ~128 KiB.
 const STEP: usize = 128 * 1024;
+/// The encoder's window: 2^17 = 128 KiB.
+pub const WINDOW_LOG: u32 = 17;
+/// The largest window a decoder accepts: 2^23 = 8 MiB.
+pub const WINDOW_LOG_MAX: u32 = 23;
 
 pub struct Encoder {
     z: raw::Encoder<'static>,
@@ -16,9 +29,9 @@ pub struct Encoder {
 
 impl Encoder {
     pub fn new(level: i32) -> io::Result<Encoder> {
-        Ok(Encoder {
-            z: raw::Encoder::new(level)?,
-        })
+        let mut z = raw::Encoder::new(level)?;
+        z.set_parameter(raw::CParameter::WindowLog(WINDOW_LOG))?;
+        Ok(Encoder { z })
     }
 
     pub fn compress(&mut self, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
@@ -58,10 +71,9 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new() -> io::Result<Decoder> {
-        Ok(Decoder {
-            z: raw::Decoder::new()?,
-            at_end: true,
-        })
+        let mut z = raw::Decoder::new()?;
+        z.set_parameter(raw::DParameter::WindowLogMax(WINDOW_LOG_MAX))?;
+        Ok(Decoder { z, at_end: true })
     }
 
     pub fn decode(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<usize, DecodeError> {
