@@ -106,7 +106,10 @@ impl Stream {
             if unsent.is_empty() {
                 self.since = None;
                 self.partial_since = None;
-                return None;
+                // A whole file read and sent to its end (a compressed
+                // link reads instead of sendfile): come back at once to
+                // half-close, as above.
+                return (self.whole && self.sent > start).then_some(now);
             }
             let whole = memchr::memrchr(b'\n', unsent).map_or(0, |i| i + 1);
             let since = *self.since.get_or_insert(now);
