@@ -37,7 +37,7 @@ pub fn live_tail(ctx: &Ctx, run_dir: &Path) -> Result<Run, Error> {
     File::create(&src).map_err(Error::io(src.display()))?;
     let outdir = run_dir.join("out");
     let mut server = Server::start(ctx, run_dir)?;
-    let mut args = cli_args(run_dir, &server, "c");
+    let mut args = cli_args(ctx, run_dir, &server, "c");
     args.push(src.clone().into());
     let mut client = spawn_client(run_dir, args)?;
     let out = output_path(&outdir, "c", &src);
@@ -83,9 +83,11 @@ pub fn live_tail(ctx: &Ctx, run_dir: &Path) -> Result<Run, Error> {
         (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
         (Err(we), Err(re)) => return Err(Error::Failed(format!("{we}; {re}"))),
     };
-    let (client, server) = stop(&mut client, &mut server)?;
+    let (client, server, wire) = stop(ctx, &mut client, &mut server, w.bytes)?;
     verify(&src, &out)?;
-    summarize(ctx, &w, &r, client, server)
+    let mut run = summarize(ctx, &w, &r, client, server)?;
+    run.wire = Some(wire);
+    Ok(run)
 }
 
 /// MiB/s (from the first write after the warm-up to the last arrival),

@@ -6,6 +6,7 @@
 //! cargo bench --bench e2e -- --size 256MiB --repeat 3
 //! cargo bench --bench e2e -- --only b,c --rate 0
 //! cargo bench --bench e2e -- --scale --size 64MiB
+//! cargo bench --bench e2e -- --only socat,a,b --compression zstd   # or gzip:1, lz4, none
 //! ```
 //!
 //! What it does, in a fresh temp dir (`--dir`, default /tmp; deleted at
@@ -37,6 +38,23 @@
 //!    one-line files followed by a glob, then `--idle-secs` of idleness),
 //!    see `scale.rs`.
 //!
+//! `--compression CODEC` (`none`, `gzip`, `lz4`, `zstd`, or with a level as
+//! `zstd:9`) is given to every `loghamsterc`: as `--compression` on the
+//! command line, as `[server] compression` / `compression_level` in the
+//! config files of `a` and `idle`. Without it the clients' default (none)
+//! applies. The `wire / input` column is the stream bytes the server read
+//! from its sockets over the plain bytes moved: every server runs with
+//! `[prometheus]` on a free port and is scraped (`GET /metrics`) after the
+//! client stopped and before the server does;
+//! `loghamster_server_compressed_received_bytes_total` counts compressed
+//! streams, `received_bytes_total` minus `decompressed_bytes_total` the
+//! uncompressed ones (1.000 without compression). The counters are checked
+//! too: the plain bytes must add up to what was sent and, with a codec,
+//! every byte must have arrived compressed (a server that declined the
+//! codec fails the run). The client's own `wire_bytes` counter is not used:
+//! `a`'s client exits by itself, and `[prometheus]` needs a config file,
+//! which `b`, `c` and `files` do not use.
+//!
 //! Every output is compared byte for byte with its source; any difference,
 //! timeout or unclean daemon exit fails the scenario and the bench exits
 //! non-zero after printing the table. CPU seconds and peak RSS come from
@@ -67,6 +85,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use argh::FromArgs;
+use loghamster::config::Compression;
 
 use data::{parse_size, MIB};
 use proc::Usage;
@@ -96,6 +115,11 @@ struct Args {
     /// daemon's default, auto)
     #[argh(option)]
     engine: Option<String>,
+    /// wire compression of every loghamsterc: none, gzip, lz4 or zstd,
+    /// optionally with a level as zstd:9 (default: the client's default,
+    /// none)
+    #[argh(option, from_str_fn(parse_compression))]
+    compression: Option<Compression>,
     /// comma-separated scenarios out of socat,a,b,c,files,idle (default
     /// socat,a,b,c; with --scale files,idle)
     #[argh(option)]
@@ -168,6 +192,8 @@ pub struct Ctx {
     pub sync: Option<String>,
     /// `--engine`: the server's `engine` key, if set.
     pub engine: Option<String>,
+    /// `--compression`: given to every client, if set.
+    pub compression: Option<Compression>,
 }
 
 impl Ctx {
@@ -196,7 +222,24 @@ pub struct Run {
     pub server: Usage,
     /// Scenario c: p50, p99, p99.9 in ms.
     pub latency_ms: Option<[f64; 3]>,
+    /// Stream bytes on the wire, as the server counted them (not socat).
+    pub wire: Option<Wire>,
     pub notes: Vec<String>,
+}
+
+/// Stream bytes on the wire for `plain` stream bytes (see
+/// `scenarios::wire`). Both include anything a scenario sends outside its
+/// timed part (scenario c's warm-up line).
+#[derive(Debug, Clone, Copy)]
+pub struct Wire {
+    pub bytes: u64,
+    pub plain: u64,
+}
+
+impl Wire {
+    pub fn ratio(&self) -> f64 {
+        self.bytes as f64 / self.plain as f64
+    }
 }
 
 impl Run {
@@ -207,6 +250,7 @@ impl Run {
             client,
             server,
             latency_ms: None,
+            wire: None,
             notes: Vec::new(),
         }
     }
@@ -299,7 +343,7 @@ fn run(args: &Args) -> Result<bool, Error> {
         .path()
         .canonicalize()
         .map_err(Error::io(tmp.path().display()))?;
-    report::machine_info(&work, nofile, socat, args.sync.as_deref());
+    report::machine_info(&work, nofile, socat, args);
     let ctx = prepare(args, &work)?;
 
     let mut rows = Vec::new();
@@ -322,6 +366,21 @@ fn run(args: &Args) -> Result<bool, Error> {
         println!("\nkept: {}", kept.display());
     }
     Ok(all_ok)
+}
+
+/// `--compression`: the client's own parser, so the bench takes what
+/// `loghamsterc --compression` takes.
+fn parse_compression(text: &str) -> Result<Compression, String> {
+    Compression::parse(text)
+}
+
+/// `--compression` as `loghamsterc` takes it: `none`, `zstd`, `zstd:9`.
+pub fn compression_arg(c: Compression) -> String {
+    match (c.codec, c.level) {
+        (None, _) => "none".into(),
+        (Some(codec), None) => codec.name().into(),
+        (Some(codec), Some(level)) => format!("{codec}:{level}"),
+    }
 }
 
 /// The scenarios to run, after checking the other flags.
@@ -391,6 +450,7 @@ fn prepare(args: &Args, work: &Path) -> Result<Ctx, Error> {
         idle_secs: args.idle_secs,
         sync: args.sync.clone(),
         engine: args.engine.clone(),
+        compression: args.compression,
     })
 }
 

@@ -6,7 +6,8 @@
 //! [`sys`]; every other function here is safe.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -163,16 +164,36 @@ pub fn wait_until(
     }
 }
 
-/// A started `loghamsterd` and the address it listens on.
+/// A started `loghamsterd`, the address it listens on and the address of
+/// its metrics endpoint.
 pub struct Server {
     pub proc: Proc,
     pub addr: String,
+    /// `ip:port` of `/metrics` (`[prometheus]` on a port the kernel picked).
+    pub metrics: String,
+}
+
+/// Stream bytes the server counted, from its `/metrics`: summed over every
+/// label.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counted {
+    /// `loghamster_server_received_bytes_total`: plain stream bytes, every
+    /// stream.
+    pub received: u64,
+    /// `loghamster_server_compressed_received_bytes_total`: what compressed
+    /// streams read from their sockets.
+    pub compressed: u64,
+    /// `loghamster_server_decompressed_bytes_total`: the plain bytes those
+    /// decoded to.
+    pub decompressed: u64,
 }
 
 impl Server {
-    /// `loghamsterd -l 127.0.0.1:0 -d RUN_DIR/out`, stderr to
-    /// `RUN_DIR/server.log` (with `--sync`: and `--config RUN_DIR/server.toml`
-    /// holding that `sync`); waits for its `listening on ADDR` line.
+    /// `loghamsterd -l 127.0.0.1:0 -d RUN_DIR/out --config RUN_DIR/server.toml`,
+    /// stderr to `RUN_DIR/server.log`. The config enables `[prometheus]` on
+    /// 127.0.0.1:0 (the bytes-on-the-wire counters are read there) and holds
+    /// `--sync` and `--engine` when given. Waits for its `listening on ADDR`
+    /// and `serving metrics on http://ADDR/metrics` lines.
     pub fn start(ctx: &Ctx, run_dir: &Path) -> Result<Server, Error> {
         let log = run_dir.join("server.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_loghamsterd"));
@@ -180,39 +201,97 @@ impl Server {
             .arg("127.0.0.1:0")
             .arg("-d")
             .arg(run_dir.join("out"));
-        if ctx.sync.is_some() || ctx.engine.is_some() {
-            let mut text = String::new();
-            if let Some(sync) = &ctx.sync {
-                text += &format!("sync = \"{sync}\"\n");
-            }
-            if let Some(engine) = &ctx.engine {
-                text += &format!("engine = \"{engine}\"\n");
-            }
-            let config = run_dir.join("server.toml");
-            std::fs::write(&config, text).map_err(Error::io(config.display()))?;
-            cmd.arg("--config").arg(config);
+        let mut text = String::new();
+        if let Some(sync) = &ctx.sync {
+            text += &format!("sync = \"{sync}\"\n");
         }
+        if let Some(engine) = &ctx.engine {
+            text += &format!("engine = \"{engine}\"\n");
+        }
+        text += "\n[prometheus]\nlisten = \"127.0.0.1:0\"\n";
+        let config = run_dir.join("server.toml");
+        std::fs::write(&config, text).map_err(Error::io(config.display()))?;
+        cmd.arg("--config").arg(config);
         let log = log.as_path();
         let mut proc = Proc::spawn("loghamsterd", &mut cmd, Some(log))?;
-        let mut addr = None;
+        let mut addrs = None;
         wait_until(
             Duration::from_secs(10),
-            "loghamsterd's `listening on`",
+            "loghamsterd's `listening on` and `serving metrics on`",
             || {
                 proc.check_alive()?;
                 let text = std::fs::read_to_string(log).unwrap_or_default();
-                addr = text
-                    .split("listening on ")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next().map(str::to_string));
-                Ok(addr.is_some())
+                // The address up to `end` (so not one cut by a partial write).
+                let after = |marker: &str, end: &[char]| {
+                    let rest = text.split(marker).nth(1)?;
+                    Some(rest.split_once(end)?.0.to_string())
+                };
+                addrs = after("listening on ", &[' ', '\n'])
+                    .zip(after("serving metrics on http://", &['/']));
+                Ok(addrs.is_some())
             },
         )?;
+        let (addr, metrics) = addrs.expect("found above");
         Ok(Server {
             proc,
-            addr: addr.expect("found above"),
+            addr,
+            metrics,
         })
     }
+
+    /// Scrapes `/metrics` for the stream byte counters.
+    pub fn counted(&self) -> Result<Counted, Error> {
+        let body = http_get(&self.metrics, "/metrics")
+            .map_err(Error::io(format!("GET http://{}/metrics", self.metrics)))?;
+        let sum = |name: &str| -> Result<u64, Error> {
+            let mut total = 0;
+            for line in body.lines().filter(|l| !l.starts_with('#')) {
+                let Some(end) = line.find(['{', ' ']) else {
+                    continue;
+                };
+                if &line[..end] != name {
+                    continue;
+                }
+                let value = line.rsplit(' ').next().unwrap_or_default();
+                total += match value.parse::<u64>() {
+                    Ok(v) => v,
+                    Err(_) => value
+                        .parse::<f64>()
+                        .map(|v| v as u64)
+                        .map_err(|_| Error::Failed(format!("/metrics: odd line {line:?}")))?,
+                };
+            }
+            Ok(total)
+        };
+        let received = "loghamster_server_received_bytes_total";
+        if !body.lines().any(|l| l.starts_with(received)) {
+            return Err(Error::Failed(format!(
+                "/metrics of loghamsterd has no {received}"
+            )));
+        }
+        Ok(Counted {
+            received: sum(received)?,
+            compressed: sum("loghamster_server_compressed_received_bytes_total")?,
+            decompressed: sum("loghamster_server_decompressed_bytes_total")?,
+        })
+    }
+}
+
+/// The body of `GET path` from `addr` (HTTP/1.0, one request); an error
+/// unless the status is 200.
+fn http_get(addr: &str, path: &str) -> io::Result<String> {
+    let mut sock = TcpStream::connect(addr)?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    sock.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(sock, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut text = String::new();
+    sock.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(io::Error::other(format!("answer {status:?}")));
+    }
+    Ok(body.to_string())
 }
 
 /// A loopback port that was free a moment ago.

@@ -6,10 +6,10 @@ use std::process::Command;
 
 use crate::data::{GIB, MIB};
 use crate::scale::{Idle, IdleSample};
-use crate::{Args, Ctx, Error, Run, Scenario};
+use crate::{compression_arg, Args, Ctx, Error, Run, Scenario};
 
-/// The machine, the commit and the work dir's file system.
-pub fn machine_info(work: &Path, nofile: (u64, u64), socat: bool, sync: Option<&str>) {
+/// The machine, the commit, the work dir's file system and the settings.
+pub fn machine_info(work: &Path, nofile: (u64, u64), socat: bool, args: &Args) {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let cpu = read("/proc/cpuinfo")
         .lines()
@@ -49,16 +49,27 @@ pub fn machine_info(work: &Path, nofile: (u64, u64), socat: bool, sync: Option<&
         nofile.0, nofile.1
     );
     println!("- {socat_version}");
-    match sync {
+    match args.compression {
+        None => println!("- wire compression: none (the clients' default; no `--compression`)"),
+        Some(c) => println!(
+            "- wire compression: {c} (`--compression {}` for every loghamsterc)",
+            compression_arg(c)
+        ),
+    }
+    match args.sync.as_deref() {
         None => println!(
             "- daemons: release build, default settings (server `sync = \"interval\"`: outputs \
-             fdatasync'd every 1 s and before each `250 DONE`)\n"
+             fdatasync'd every 1 s and before each `250 DONE`)"
         ),
         Some(sync) => println!(
             "- daemons: release build, default settings but the server's `sync = \"{sync}\"` \
-             (`250 DONE` is always preceded by an fdatasync)\n"
+             (`250 DONE` is always preceded by an fdatasync)"
         ),
     }
+    println!(
+        "- the server's `[prometheus]` endpoint listens on a free loopback port (scraped once \
+         per run, after the transfer, for the wire / input column)\n"
+    );
 }
 
 /// `git rev-parse --short HEAD` of the checkout the bench was built from.
@@ -175,14 +186,14 @@ pub fn table(rows: &[Row], ctx: &Ctx, args: &Args) {
         .map(|r| med(&r.runs, Run::mib_s));
     println!(
         "\n| scenario | MiB/s | ratio to socat | client CPU s/GiB | server CPU s/GiB | \
-         client peak RSS | server peak RSS | latency p50/p99/p99.9 ms | verified |"
+         wire / input | client peak RSS | server peak RSS | latency p50/p99/p99.9 ms | verified |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     for row in rows {
         let name = label(row.scenario, ctx, args);
         if let Some(why) = &row.failure {
             let why = why.replace('|', "\\|");
-            println!("| {name} | — | — | — | — | — | — | — | **FAILED**: {why} |");
+            println!("| {name} | — | — | — | — | — | — | — | — | **FAILED**: {why} |");
             continue;
         }
         println!("{}", result_cells(&name, row, socat, ctx));
@@ -190,6 +201,11 @@ pub fn table(rows: &[Row], ctx: &Ctx, args: &Args) {
     println!(
         "\nCPU: user+system seconds of each process's whole life (wait4), per GiB moved; \
          peak RSS: ru_maxrss. For socat, client = the sending and server = the receiving socat."
+    );
+    println!(
+        "wire / input: stream bytes the server read from its sockets (compressed or not, \
+         handshake lines and ACKs not counted) over the plain bytes, from loghamsterd's \
+         /metrics after the client stopped; socat moves the plain bytes."
     );
     if args.repeat > 1 {
         println!("Each column is the median of {} runs.", args.repeat);
@@ -231,12 +247,19 @@ fn result_cells(name: &str, row: &Row, socat: Option<f64>, ctx: &Ctx) -> String 
         }
         None => "—".into(),
     };
+    let wire = match runs.iter().all(|r| r.wire.is_some()) {
+        true => format!(
+            "{:.3}",
+            med(runs, |r| r.wire.map_or(f64::NAN, |w| w.ratio()))
+        ),
+        false => "—".into(),
+    };
     let verified = match runs.len() {
         1 => "yes".to_string(),
         n => format!("yes ({n}/{n} runs)"),
     };
     format!(
-        "| {name} | {} | {ratio} | {:.2} | {:.2} | {} | {} | {latency} | {verified} |",
+        "| {name} | {} | {ratio} | {:.2} | {:.2} | {wire} | {} | {} | {latency} | {verified} |",
         fmt_rate(mib_s),
         per_gib(|r| r.client.cpu_s),
         per_gib(|r| r.server.cpu_s),

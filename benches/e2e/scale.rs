@@ -24,7 +24,7 @@ pub fn many_files(ctx: &Ctx, files: &[(PathBuf, u64)], run_dir: &Path) -> Result
     let outdir = run_dir.join("out");
     let mut server = Server::start(ctx, run_dir)?;
     let t0 = Instant::now();
-    let mut args = cli_args(run_dir, &server, "s1");
+    let mut args = cli_args(ctx, run_dir, &server, "s1");
     args.extend(files.iter().map(|(p, _)| p.clone().into()));
     let mut client = spawn_client(run_dir, args)?;
     let outputs: Vec<(PathBuf, u64)> = files
@@ -38,11 +38,12 @@ pub fn many_files(ctx: &Ctx, files: &[(PathBuf, u64)], run_dir: &Path) -> Result
         &mut [&mut server.proc, &mut client],
     )?;
     let secs = t0.elapsed().as_secs_f64();
-    let (client_usage, server_usage) = stop(&mut client, &mut server)?;
+    let (client_usage, server_usage, wire) = stop(ctx, &mut client, &mut server, total)?;
     for ((src, _), (out, _)) in files.iter().zip(&outputs) {
         verify(src, out)?;
     }
     let mut run = Run::new(total, secs, client_usage, server_usage);
+    run.wire = Some(wire);
     run.notes.push(format!(
         "files: {} files of about {} KiB, {:.1} s until the last byte of the last file arrived",
         files.len(),
@@ -79,7 +80,7 @@ pub fn idle(ctx: &Ctx, run_dir: &Path) -> Result<Idle, Error> {
     let outdir = run_dir.join("out");
     let mut server = Server::start(ctx, run_dir)?;
     let stream = format!("path = {}\n", toml_str(&dir.join("*.log")));
-    let config = client_config(run_dir, &server, "s2", &stream)?;
+    let config = client_config(ctx, run_dir, &server, "s2", &stream)?;
     let t0 = Instant::now();
     let mut client = spawn_client(run_dir, [OsStr::new("--config"), config.as_os_str()])?;
     let outputs: Vec<(PathBuf, u64)> = files
@@ -108,7 +109,8 @@ pub fn idle(ctx: &Ctx, run_dir: &Path) -> Result<Idle, Error> {
         }
     };
     let (client_idle, server_idle) = (sample(client.pid(), c0), sample(server.proc.pid(), s0));
-    let (client_total, server_total) = stop(&mut client, &mut server)?;
+    let total = files.iter().map(|(_, len)| len).sum();
+    let (client_total, server_total, _) = stop(ctx, &mut client, &mut server, total)?;
     for ((src, _), (out, _)) in files.iter().zip(&outputs) {
         verify(src, out)?;
     }

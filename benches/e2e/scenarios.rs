@@ -1,7 +1,9 @@
 //! The socat baseline and the two catch-up scenarios (a: send after close,
 //! b: follow a file that is already complete). Each run gets its own
 //! directory (`run_dir`) with the output tree, the daemons' logs, state
-//! and config files.
+//! and config files. Every `loghamsterc` gets `--compression` (see
+//! [`cli_args`] and [`client_config`]); [`wire`] reads back from the server
+//! what crossed the sockets.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -9,8 +11,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::data::compare;
-use crate::proc::{free_port, is_listening, wait_until, Exit, Proc, Server, Usage};
-use crate::{Ctx, Error, Run};
+use crate::proc::{free_port, is_listening, wait_until, Counted, Exit, Proc, Server, Usage};
+use crate::{compression_arg, Ctx, Error, Run, Wire};
 
 /// How long a clean stop (SIGTERM) may take: the server waits at most 5 s
 /// for its clients, the client at most `shutdown_timeout` (5 s).
@@ -75,7 +77,7 @@ pub fn send_whole(ctx: &Ctx, run_dir: &Path) -> Result<Run, Error> {
         "directory = {}\nfilepattern = \"*.log\"\nmethod = \"send\"\n",
         toml_str(dir)
     );
-    let config = client_config(run_dir, &server, "a", &stream)?;
+    let config = client_config(ctx, run_dir, &server, "a", &stream)?;
 
     let t0 = Instant::now();
     let mut client = spawn_client(run_dir, [OsStr::new("--config"), config.as_os_str()])?;
@@ -97,10 +99,13 @@ pub fn send_whole(ctx: &Ctx, run_dir: &Path) -> Result<Run, Error> {
     let secs = t0.elapsed().as_secs_f64();
     let client_exit = client.wait(STOP)?;
     let client_usage = clean(&client, client_exit)?;
+    let wire = wire(ctx, &server, ctx.data_bytes)?;
     let server_exit = server.proc.terminate(STOP)?;
     let server_usage = clean(&server.proc, server_exit)?;
     verify(&ctx.data, &out)?;
-    Ok(Run::new(ctx.data_bytes, secs, client_usage, server_usage))
+    let mut run = Run::new(ctx.data_bytes, secs, client_usage, server_usage);
+    run.wire = Some(wire);
+    Ok(run)
 }
 
 /// (b) `loghamsterc FILE` on a file that is already complete: catch-up
@@ -109,7 +114,7 @@ pub fn catch_up(ctx: &Ctx, run_dir: &Path) -> Result<Run, Error> {
     let outdir = run_dir.join("out");
     let mut server = Server::start(ctx, run_dir)?;
     let t0 = Instant::now();
-    let mut args = cli_args(run_dir, &server, "b");
+    let mut args = cli_args(ctx, run_dir, &server, "b");
     args.push(ctx.data.clone().into());
     let mut client = spawn_client(run_dir, args)?;
     let out = output_path(&outdir, "b", &ctx.data);
@@ -120,14 +125,16 @@ pub fn catch_up(ctx: &Ctx, run_dir: &Path) -> Result<Run, Error> {
         &mut [&mut server.proc, &mut client],
     )?;
     let secs = t0.elapsed().as_secs_f64();
-    let (client_usage, server_usage) = stop(&mut client, &mut server)?;
+    let (client_usage, server_usage, wire) = stop(ctx, &mut client, &mut server, ctx.data_bytes)?;
     verify(&ctx.data, &out)?;
-    Ok(Run::new(ctx.data_bytes, secs, client_usage, server_usage))
+    let mut run = Run::new(ctx.data_bytes, secs, client_usage, server_usage);
+    run.wire = Some(wire);
+    Ok(run)
 }
 
-/// `-s ADDR --hostname HOST --state-file RUN_DIR/client.state`: the
-/// client's flags before the files.
-pub fn cli_args(run_dir: &Path, server: &Server, host: &str) -> Vec<OsString> {
+/// `-s ADDR --hostname HOST --state-file RUN_DIR/client.state` and
+/// `--compression C` when given: the client's flags before the files.
+pub fn cli_args(ctx: &Ctx, run_dir: &Path, server: &Server, host: &str) -> Vec<OsString> {
     let mut args: Vec<OsString> = [
         "-s",
         server.addr.as_str(),
@@ -138,12 +145,19 @@ pub fn cli_args(run_dir: &Path, server: &Server, host: &str) -> Vec<OsString> {
     .map(OsString::from)
     .into();
     args.push(run_dir.join("client.state").into());
+    if let Some(c) = ctx.compression {
+        args.push("--compression".into());
+        args.push(compression_arg(c).into());
+    }
     args
 }
 
 /// Writes `RUN_DIR/client.toml`: state file in the run dir, host name
-/// `host`, the server, and one `[[stream]]` with the keys in `stream`.
+/// `host`, the server (with `compression` and `compression_level` when
+/// `--compression` was given), and one `[[stream]]` with the keys in
+/// `stream`.
 pub fn client_config(
+    ctx: &Ctx,
     run_dir: &Path,
     server: &Server,
     host: &str,
@@ -153,9 +167,17 @@ pub fn client_config(
         .addr
         .rsplit_once(':')
         .ok_or_else(|| Error::Failed(format!("odd server address {}", server.addr)))?;
+    let mut compression = String::new();
+    if let Some(c) = ctx.compression {
+        let name = c.codec.map_or("none", |codec| codec.name());
+        compression += &format!("compression = \"{name}\"\n");
+        if let Some(level) = c.level {
+            compression += &format!("compression_level = {level}\n");
+        }
+    }
     let config = format!(
-        "state_file = {}\nhostname = \"{host}\"\n\n[server]\nhostname = \"{ip}\"\nport = {port}\n\n\
-         [[stream]]\n{stream}",
+        "state_file = {}\nhostname = \"{host}\"\n\n[server]\nhostname = \"{ip}\"\nport = {port}\n\
+         {compression}\n[[stream]]\n{stream}",
         toml_str(&run_dir.join("client.state")),
     );
     let path = run_dir.join("client.toml");
@@ -175,11 +197,67 @@ pub fn spawn_client(
     )
 }
 
-/// Stops the client, then the server (SIGTERM, both must exit 0).
-pub fn stop(client: &mut Proc, server: &mut Server) -> Result<(Usage, Usage), Error> {
+/// Stops the client, reads the bytes on the wire for `plain` stream bytes
+/// from the server (see [`wire`]), then stops the server (SIGTERM, both
+/// must exit 0).
+pub fn stop(
+    ctx: &Ctx,
+    client: &mut Proc,
+    server: &mut Server,
+    plain: u64,
+) -> Result<(Usage, Usage, Wire), Error> {
     let c = client.terminate(STOP)?;
+    let client_usage = clean(client, c)?;
+    let wire = wire(ctx, server, plain)?;
     let s = server.proc.terminate(STOP)?;
-    Ok((clean(client, c)?, clean(&server.proc, s)?))
+    Ok((client_usage, clean(&server.proc, s)?, wire))
+}
+
+/// The stream bytes that crossed the server's sockets, once all `plain`
+/// stream bytes arrived (call after the client stopped), from the
+/// server's `/metrics`: what compressed streams read plus the plain bytes
+/// of the others. Fails when the counters do not add up: the plain bytes
+/// must be `plain`; with `--compression CODEC` every one of them must have
+/// arrived compressed (the server accepted the codec on every stream),
+/// without it (or with `none`) none.
+pub fn wire(ctx: &Ctx, server: &Server, plain: u64) -> Result<Wire, Error> {
+    // The server counts right after each write, in the same turn of its
+    // loop: the counters are final by now but for that instant.
+    let mut counted = server.counted()?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while counted.received < plain && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        counted = server.counted()?;
+    }
+    let Counted {
+        received,
+        compressed,
+        decompressed,
+    } = counted;
+    let odd = |what: String| {
+        Err(Error::Failed(format!(
+            "loghamsterd's /metrics: {what} (received {received}, compressed received \
+             {compressed}, decompressed {decompressed})"
+        )))
+    };
+    if received != plain || decompressed > received {
+        return odd(format!("expected {plain} stream bytes received"));
+    }
+    match ctx.compression.and_then(|c| c.codec) {
+        Some(codec) if decompressed != plain => {
+            return odd(format!(
+                "only {decompressed} of {plain} bytes arrived compressed with {codec}"
+            ))
+        }
+        None if compressed + decompressed > 0 => {
+            return odd("compressed bytes without --compression".into())
+        }
+        _ => {}
+    }
+    Ok(Wire {
+        bytes: compressed + (received - decompressed),
+        plain,
+    })
 }
 
 /// The usage of a process that exited with status 0; an error otherwise.
