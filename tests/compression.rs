@@ -45,7 +45,12 @@ fn every_codec_delivers_byte_identical_output() {
         // Some before the client starts (a catch-up), some while it
         // follows (small flushed sends), and a last line without newline.
         append_lines(&log, codec, 0, 20_000);
-        let mut c = client_of(tmp.path(), server.port(), setting, &follow(&log));
+        // (The unterminated last line goes out after partial_line_timeout.)
+        let streams = format!(
+            "[tuning]\npartial_line_timeout = \"50ms\"\n{}",
+            follow(&log)
+        );
+        let mut c = client_of(tmp.path(), server.port(), setting, &streams);
         let shipped = routed(&out, "h", &log);
         wait_content(&shipped, &expected(codec, 0, 20_000));
         for i in 0..50 {
