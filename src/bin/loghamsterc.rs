@@ -1,5 +1,8 @@
 //! loghamsterc: the LogHamster client. See the crate docs and README.
 
+// The fields' doc comments are argh's --help text, written for a terminal.
+#![allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -1,7 +1,7 @@
 //! loghamsterc: follows files and streams what is appended to a server.
 //!
 //! One thread, one [`Reactor`]. Every configured path is a
-//! [`stream::Stream`] in a generation-tagged slab; its key is the token of
+//! `stream::Stream` in a generation-tagged slab; its key is the token of
 //! its connection and of its timer. Files are not polled: one inotify watch
 //! per *directory* reports creations, renames, deletions and writes by
 //! name, and the loop hands each event to the streams with that name (and

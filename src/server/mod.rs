@@ -1,13 +1,13 @@
 //! loghamsterd: accepts connections on one port, runs the handshake, routes
 //! each stream to an output and writes what arrives there.
 //!
-//! One thread, one [`Reactor`]. Each connection is a [`conn::Conn`] in a
+//! One thread, one [`Reactor`]. Each connection is a `conn::Conn` in a
 //! generation-tagged slab; its token is its slab key, so an event for a
 //! connection that was closed and whose slot was reused is dropped.
 //!
 //! ## Life of a connection
 //! `Handshake` (greeting sent, waiting for INIT, bounded by
-//! `handshake_timeout` and [`proto::MAX_LINE`]) → `Streaming` (bytes are
+//! `handshake_timeout` and [`crate::proto::MAX_LINE`]) → `Streaming` (bytes are
 //! written to the output line by line; with `ack:1` the server reports the
 //! offset written so far with `ACK <n>` lines) → `Closing` (an error line or
 //! the final ACK was sent; the rest of the input is read and discarded for a
