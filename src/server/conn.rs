@@ -39,6 +39,11 @@ use prometheus_client::metrics::gauge::Gauge;
 pub(crate) use splice::Splicer;
 use splice::Turn;
 
+/// Most bytes one connection takes from its socket per turn of the loop,
+/// on either path, so one fast connection cannot keep the loop from the
+/// others.
+const QUANTUM: usize = 4 << 20;
+
 /// How long a closing connection keeps draining input so the peer reads
 /// our last line instead of a reset.
 const LINGER: Duration = Duration::from_secs(2);
@@ -314,14 +319,14 @@ impl Conn {
                         step.wake_at = Some(at);
                         return;
                     }
-                    step.wake_at = self.read_and_write(now, shared);
+                    step.wake_at = self.read_and_write(now, shared, &mut step.again);
                     return;
                 }
             }
             self.queue_ack();
             return;
         }
-        step.wake_at = self.read_and_write(now, shared);
+        step.wake_at = self.read_and_write(now, shared, &mut step.again);
     }
 
     /// The client half-closed: writes the tail, then finishes the stream
@@ -356,10 +361,18 @@ impl Conn {
         None
     }
 
-    /// The line-aligned path: reads everything the socket has into the
-    /// shared buffer and writes it to the output. Returns when to look
-    /// again.
-    fn read_and_write(&mut self, now: Instant, shared: &mut Shared) -> Option<Instant> {
+    /// The line-aligned path: reads what the socket has into the shared
+    /// buffer and writes it to the output, until the socket is empty or
+    /// [`QUANTUM`] bytes were read (then it sets `again`: the connection is
+    /// served again after the next poll, so others get their turn).
+    /// Returns when to look again.
+    fn read_and_write(
+        &mut self,
+        now: Instant,
+        shared: &mut Shared,
+        again: &mut bool,
+    ) -> Option<Instant> {
+        let mut moved = 0;
         if self.holds_input() {
             // Compressed input held while the writer stalled goes first.
             if let Some(at) = self.write_input(&[], now, shared) {
@@ -395,6 +408,11 @@ impl Conn {
             shared.scratch = data;
             if stalled.is_some() {
                 return stalled;
+            }
+            moved += n;
+            if moved >= QUANTUM {
+                *again = true;
+                break;
             }
         }
         self.queue_ack();

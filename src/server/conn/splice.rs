@@ -25,7 +25,7 @@
 //!   second stream joins the output: the open-line owner is exact after
 //!   every drain (the last byte is read back), and on its next turn the
 //!   first stream sees two writers and reads the line-aligned way.
-//! - Fairness: a turn moves at most [`QUANTUM`] bytes, then asks to be
+//! - Fairness: a turn moves at most [`QUANTUM`](super::QUANTUM) bytes, then asks to be
 //!   served again after the next poll ([`Step::again`](super::Step)),
 //!   so one fast connection cannot keep the loop from the others.
 //! - Fallback: a socket that refuses splice turns the path off for the
@@ -36,12 +36,10 @@
 use std::io;
 use std::time::Instant;
 
-use super::{Conn, Phase, Shared};
+use super::{Conn, Phase, Shared, QUANTUM};
 use crate::reactor::sys::pipe::{self, Pipe};
 use crate::sink::output::Outcome;
 
-/// Most bytes one connection splices per turn of the loop.
-const QUANTUM: usize = 4 << 20;
 /// Pipe buffer asked for (the kernel caps it at `fs.pipe-max-size` for
 /// unprivileged processes; a smaller pipe only means more calls).
 const PIPE_SIZE: usize = 1 << 20;
