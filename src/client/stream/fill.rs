@@ -25,9 +25,9 @@ impl Stream {
     /// goes back to the shared pool once everything read was sent, so an
     /// idle file holds no buffer at all.
     pub(super) fn fill(&mut self, ctx: &mut Ctx<'_>) -> io::Result<Fill> {
-        let Some(t) = &self.file else {
+        if self.file.is_none() {
             return Ok(Fill::Eof);
-        };
+        }
         let initial = initial_buffer(ctx.settings);
         if self.buf.is_empty() {
             self.buf = ctx.pool.pop().unwrap_or_else(|| vec![0; initial]);
@@ -40,42 +40,48 @@ impl Stream {
             let grown = (self.buf.len() * 2).min(ctx.settings.max_batch);
             self.buf.resize(grown, 0);
         }
-        // Shrunk below what we read? (A file that was truncated and regrew
-        // past our position is caught by the overlap check below.)
+        // One `pread` per call in the common case (an append to a followed
+        // file): the overlap check below comes with the read, proves the
+        // file still holds everything before `pos`, and a short read means
+        // the end of the file. Only a read that finds nothing, without
+        // that proof, asks the file's length (it may have shrunk below us).
         let pos = self.sent + self.unsent() as u64;
-        let len = t.file.metadata()?.len();
-        if len < pos && self.may_be_truncated() {
-            return Ok(Fill::Truncated(len));
-        }
         let mut result = Fill::Eof;
-        match self.read_checked(pos)? {
-            Checked::Unchecked => {}
-            Checked::Read(0) => {}
-            Checked::Read(n) => {
-                ctx.meter.read.inc_by(n as u64);
-                result = Fill::Read;
+        let (verified, mut at_end) = match self.read_checked(pos)? {
+            Checked::Unchecked => (false, false),
+            Checked::Read { new, eof } => {
+                if new > 0 {
+                    ctx.meter.read.inc_by(new as u64);
+                    result = Fill::Read;
+                }
+                (true, eof)
             }
             Checked::Changed => {
                 let len = self.file_len().unwrap_or(0);
-                crate::warn!(
-                    "{}: the bytes before offset {pos} changed: truncated and rewritten",
-                    self.path.display()
-                );
+                if len >= pos {
+                    crate::warn!(
+                        "{}: the bytes before offset {pos} changed: truncated and rewritten",
+                        self.path.display()
+                    );
+                }
                 return Ok(Fill::Truncated(len));
             }
-        }
+        };
         let Some(t) = &self.file else {
             return Ok(Fill::Eof);
         };
-        while self.end < self.buf.len() {
+        while !at_end && self.end < self.buf.len() {
             let pos = self.sent + self.unsent() as u64;
+            let want = self.buf.len() - self.end;
             match t.file.read_at(&mut self.buf[self.end..], pos) {
                 Ok(0) => {
-                    let len = t.file.metadata()?.len();
                     // A file being drained after a rotation (or a copy
                     // being read after a copytruncate) simply ends.
-                    if len < pos && self.may_be_truncated() {
-                        return Ok(Fill::Truncated(len));
+                    if !verified && self.may_be_truncated() {
+                        let len = t.file.metadata()?.len();
+                        if len < pos {
+                            return Ok(Fill::Truncated(len));
+                        }
                     }
                     break;
                 }
@@ -83,6 +89,8 @@ impl Stream {
                     ctx.meter.read.inc_by(n as u64);
                     self.end += n;
                     result = Fill::Read;
+                    // A short read of a regular file: its end, for now.
+                    at_end = n < want;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -335,6 +343,7 @@ impl Stream {
         if at + l >= self.buf.len() {
             return Ok(Checked::Unchecked);
         }
+        let want = self.buf.len() - at;
         let n = loop {
             match t.file.read_at(&mut self.buf[at..], pos - l as u64) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -353,7 +362,10 @@ impl Stream {
         }
         self.end = at + n;
         self.tail = None;
-        Ok(Checked::Read(n - l))
+        Ok(Checked::Read {
+            new: n - l,
+            eof: n < want,
+        })
     }
 }
 
@@ -366,8 +378,9 @@ fn overlap(pos: u64) -> usize {
 enum Checked {
     /// Nothing to check against (or not a followed file): nothing read.
     Unchecked,
-    /// This many new bytes read after the overlap, which matched.
-    Read(usize),
+    /// `new` bytes read after the overlap, which matched; `eof`: the read
+    /// came back short (the end of the file).
+    Read { new: usize, eof: bool },
     /// The overlap differs: the file was rewritten under us.
     Changed,
 }
