@@ -687,7 +687,7 @@ impl Server {
         self.shared.metrics.connections_open.inc();
         let deadline = now + self.shared.cfg.handshake_timeout;
         let mut conn = Conn::new(sock, peer, stream_id, deadline);
-        crate::debug!("{peer}: connected, stream id {}", conn.stream_id);
+        crate::debug!("{peer}: connected (STREAMID {})", conn.stream_id);
         conn.send_greeting();
         self.reactor.timers.schedule(deadline, key.token());
         let inserted = self.conns.insert(conn);

@@ -232,7 +232,7 @@ impl Conn {
             .as_ref()
             .map_or(String::new(), |f| format!(", {}", f.codec()));
         crate::info!(
-            "{}: stream {} {label} -> {} (offset {start}{codec})",
+            "{} (STREAMID {}): {label} -> {} (offset {start}{codec})",
             self.peer,
             self.stream_id,
             shared.outputs.path(output).display()
