@@ -186,23 +186,7 @@ impl ClientDaemon {
     pub fn run(mut self) -> Result<(), ClientError> {
         let mut ready = Vec::with_capacity(1024);
         let mut now = Instant::now();
-        self.watch_dirs(now);
-        for key in self.streams.keys() {
-            self.with_stream(key, now, |s, ctx| {
-                s.check_path(ctx);
-                s.tick(ctx);
-            });
-        }
-        crate::info!(
-            "started: {} streams and {} directory sources, server {}, state file {}",
-            self.streams.len(),
-            self.sources.len(),
-            self.settings.server,
-            self.state_file.display()
-        );
-        if let Some(http) = &self.http {
-            crate::info!("serving metrics on http://{}/metrics", http.local_addr());
-        }
+        self.start(now);
         let mut deadline: Option<Instant> = None;
         let started = now;
         let progress = self.send_only && std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -241,81 +225,129 @@ impl ClientDaemon {
                 })?;
             now = Instant::now();
             for r in &ready {
-                match r.token {
-                    SIGNALS => {
-                        while let Some(sig) =
-                            self.signals.as_ref().and_then(|s| s.read().ok().flatten())
-                        {
-                            if deadline.is_some() {
-                                crate::info!("signal {sig} again: stopping now");
-                                deadline = Some(now);
-                            } else {
-                                crate::info!("signal {sig}: finishing connections, then stopping");
-                                deadline = Some(self.begin_stop(now));
-                            }
-                        }
-                    }
-                    WAKER if self.stop.requested() && deadline.is_none() => {
-                        deadline = Some(self.begin_stop(now));
-                    }
-                    INOTIFY => self.on_inotify(now),
-                    t if MetricsServer::owns(t) => self.on_metrics_event(t, now),
-                    token => self.on_stream_event(token, *r, now),
-                }
+                self.on_event(*r, &mut deadline, now);
             }
-            while let Some(token) = self.reactor.timers.pop_expired(now) {
-                match token {
-                    PROGRESS if deadline.is_none() => {
-                        self.print_progress(now.duration_since(started));
-                        self.reactor
-                            .timers
-                            .schedule(now + Duration::from_secs(1), PROGRESS);
-                    }
-                    PROGRESS => {}
-                    PARK => {}
-                    t if MetricsServer::owns(t) => {
-                        if let Some(http) = &mut self.http {
-                            let (registry, timers) = self.reactor.parts();
-                            http.tick(registry, timers, now);
-                        }
-                    }
-                    STATE => {
-                        self.state_timer.fired(now);
-                        self.save_state_if_dirty();
-                        if !self.unwatched.is_empty() {
-                            self.watch_dirs(now);
-                        }
-                        self.recheck_sources(now);
-                    }
-                    token => self.on_stream_event(
-                        token,
-                        Ready {
-                            token,
-                            readable: false,
-                            writable: false,
-                            closed: false,
-                        },
-                        now,
-                    ),
-                }
+            self.on_timers(deadline, started, now);
+            self.after_events(now);
+        }
+        self.finish_run();
+        Ok(())
+    }
+
+    /// Sets up the directory watches, gives every followed path its first
+    /// look and logs the start.
+    fn start(&mut self, now: Instant) {
+        self.watch_dirs(now);
+        for key in self.streams.keys() {
+            self.with_stream(key, now, |s, ctx| {
+                s.check_path(ctx);
+                s.tick(ctx);
+            });
+        }
+        crate::info!(
+            "started: {} streams and {} directory sources, server {}, state file {}",
+            self.streams.len(),
+            self.sources.len(),
+            self.settings.server,
+            self.state_file.display()
+        );
+        if let Some(http) = &self.http {
+            crate::info!("serving metrics on http://{}/metrics", http.local_addr());
+        }
+    }
+
+    /// Hands one ready event to its handler; a stop signal or request sets
+    /// `deadline`.
+    fn on_event(&mut self, r: Ready, deadline: &mut Option<Instant>, now: Instant) {
+        match r.token {
+            SIGNALS => self.on_signals(deadline, now),
+            WAKER if self.stop.requested() && deadline.is_none() => {
+                *deadline = Some(self.begin_stop(now));
             }
-            let over = self.open_files.count() > self.max_open_files;
-            if self.fd_pressure || (over && self.park_round <= now) {
-                self.park_round = now + PARK_ROUND;
-                self.park_idle_files(now);
-                if self.open_files.count() > self.max_open_files {
-                    self.reactor.timers.schedule(self.park_round, PARK);
-                }
-            }
-            if std::mem::take(&mut self.save_soon) {
-                self.save_state(state::Durability::ProcessCrash);
-            }
-            if self.dirty && self.state_timer.arm(now + self.state_interval) {
-                self.reactor
-                    .timers
-                    .schedule(now + self.state_interval, STATE);
+            INOTIFY => self.on_inotify(now),
+            t if MetricsServer::owns(t) => self.on_metrics_event(t, now),
+            token => self.on_stream_event(token, r, now),
+        }
+    }
+
+    /// Reads the pending signals: the first begins a clean stop (sets
+    /// `deadline`), another one stops at once.
+    fn on_signals(&mut self, deadline: &mut Option<Instant>, now: Instant) {
+        while let Some(sig) = self.signals.as_ref().and_then(|s| s.read().ok().flatten()) {
+            if deadline.is_some() {
+                crate::info!("signal {sig} again: stopping now");
+                *deadline = Some(now);
+            } else {
+                crate::info!("signal {sig}: finishing connections, then stopping");
+                *deadline = Some(self.begin_stop(now));
             }
         }
+    }
+
+    /// Runs the timers expired by `now`; progress lines stop once a
+    /// `deadline` is set.
+    fn on_timers(&mut self, deadline: Option<Instant>, started: Instant, now: Instant) {
+        while let Some(token) = self.reactor.timers.pop_expired(now) {
+            match token {
+                PROGRESS if deadline.is_none() => {
+                    self.print_progress(now.duration_since(started));
+                    self.reactor
+                        .timers
+                        .schedule(now + Duration::from_secs(1), PROGRESS);
+                }
+                PROGRESS => {}
+                PARK => {}
+                t if MetricsServer::owns(t) => {
+                    if let Some(http) = &mut self.http {
+                        let (registry, timers) = self.reactor.parts();
+                        http.tick(registry, timers, now);
+                    }
+                }
+                STATE => {
+                    self.state_timer.fired(now);
+                    self.save_state_if_dirty();
+                    if !self.unwatched.is_empty() {
+                        self.watch_dirs(now);
+                    }
+                    self.recheck_sources(now);
+                }
+                token => self.on_stream_event(
+                    token,
+                    Ready {
+                        token,
+                        readable: false,
+                        writable: false,
+                        closed: false,
+                    },
+                    now,
+                ),
+            }
+        }
+    }
+
+    /// After a turn's events and timers: parks idle files while too many
+    /// are open, and saves the state soon or arms the state timer.
+    fn after_events(&mut self, now: Instant) {
+        let over = self.open_files.count() > self.max_open_files;
+        if self.fd_pressure || (over && self.park_round <= now) {
+            self.park_round = now + PARK_ROUND;
+            self.park_idle_files(now);
+            if self.open_files.count() > self.max_open_files {
+                self.reactor.timers.schedule(self.park_round, PARK);
+            }
+        }
+        if std::mem::take(&mut self.save_soon) {
+            self.save_state(state::Durability::ProcessCrash);
+        }
+        if self.dirty && self.state_timer.arm(now + self.state_interval) {
+            self.reactor
+                .timers
+                .schedule(now + self.state_interval, STATE);
+        }
+    }
+
+    /// The loop ended: saves the state one last time and logs the stop.
+    fn finish_run(&mut self) {
         self.dirty = true;
         self.save_state_if_dirty();
         if self.abandoned_bytes > 0 {
@@ -325,7 +357,6 @@ impl ClientDaemon {
             );
         }
         crate::info!("stopped");
-        Ok(())
     }
 
     fn begin_stop(&mut self, now: Instant) -> Instant {

@@ -16,7 +16,7 @@ use mio::Interest;
 use super::dirsource::{DirSource, Filter};
 use super::stream::{LinkBudget, OpenFiles, Settings, Stream};
 use super::{meter, ClientDaemon, ClientError, INOTIFY, SIGNALS, WAKER};
-use crate::config::{ClientConfig, Method, OnRotate, Source};
+use crate::config::{ClientConfig, Method, OnRotate, Source, StreamConfig};
 use crate::metrics::client::StreamLabels;
 use crate::metrics::{ClientMetrics, MetricsServer};
 use crate::reactor::sys::inotify::Inotify;
@@ -24,68 +24,40 @@ use crate::reactor::sys::signal::{SignalFd, SIGINT, SIGTERM};
 use crate::reactor::{Armed, Reactor, Slots, StopHandle};
 use crate::tail::batch::Rules;
 use crate::tail::rate::Bucket;
-use crate::tail::state;
+use crate::tail::state::{self, Entry};
 
 impl ClientDaemon {
     /// Loads the state file and sets up watches; `signals` makes SIGTERM and
     /// SIGINT stop the client (the binary wants that; a library user may
     /// prefer [`StopHandle`]).
     pub fn new(cfg: ClientConfig, signals: bool) -> Result<ClientDaemon, ClientError> {
-        let setup = |what| move |source| ClientError::Setup { what, source };
-        let signals = if signals {
-            Some(SignalFd::new(&[SIGINT, SIGTERM]).map_err(setup("set up signal handling"))?)
-        } else {
-            None
-        };
-        // Many followed files and a connection per active one.
-        let nofile = match crate::reactor::sys::host::raise_nofile_limit() {
-            Ok(n) => n,
-            Err(e) => {
-                crate::warn!("cannot raise the open files limit: {e}");
-                1024
-            }
-        };
-        let reactor = Reactor::new(1024).map_err(setup("create the event loop"))?;
-        let inotify = Inotify::new().map_err(setup("create an inotify instance"))?;
-        let reg = reactor.registry();
-        reg.register(
-            &mut SourceFd(&inotify.as_raw_fd()),
-            INOTIFY,
-            Interest::READABLE,
-        )
-        .map_err(setup("register inotify"))?;
-        if let Some(s) = &signals {
-            reg.register(&mut SourceFd(&s.as_raw_fd()), SIGNALS, Interest::READABLE)
-                .map_err(setup("register signals"))?;
-        }
-        let stop = StopHandle::new(reg, WAKER).map_err(setup("create a waker"))?;
+        let base = open_event_loop(signals)?;
         let (completed, loaded) = state::load(&cfg.state_file)?
             .into_iter()
             .partition(|e| e.complete);
-        let hostname = match &cfg.hostname {
-            Some(h) => h.clone(),
-            None => crate::reactor::sys::host::hostname().map_err(setup("read the host name"))?,
-        };
+        let settings = settings(&cfg)?;
+        let mut daemon = ClientDaemon::assemble(&cfg, base, settings, completed, loaded);
+        daemon.serve_metrics(&cfg)?;
+        for (i, s) in cfg.streams.iter().enumerate() {
+            daemon.add_stream(i, s)?;
+        }
+        daemon.send_only = cfg.streams.iter().all(|s| s.method == Method::Send);
+        Ok(daemon)
+    }
+
+    /// The daemon with its loop, settings and state, but no streams yet.
+    fn assemble(
+        cfg: &ClientConfig,
+        base: EventLoop,
+        settings: Settings,
+        completed: Vec<Entry>,
+        loaded: Vec<Entry>,
+    ) -> ClientDaemon {
         let t = &cfg.tuning;
-        let settings = Settings {
-            server: format!("{}:{}", cfg.server.hostname, cfg.server.port),
-            hostname,
-            rules: Rules {
-                batch: t.batch_bytes,
-                linger: t.linger,
-                partial_line_timeout: t.partial_line_timeout,
-            },
-            max_batch: t.max_batch_bytes,
-            reconnect_min: t.reconnect_min,
-            reconnect_max: t.reconnect_max,
-            deleted_hold: t.deleted_hold,
-            idle_close: t.idle_close,
-            compression: cfg.server.compression,
-        };
-        let mut daemon = ClientDaemon {
-            reactor,
-            signals,
-            inotify,
+        ClientDaemon {
+            reactor: base.reactor,
+            signals: base.signals,
+            inotify: base.inotify,
             inotify_buf: vec![0; 64 * 1024],
             streams: Slots::default(),
             dirs: HashMap::new(),
@@ -117,7 +89,7 @@ impl ClientDaemon {
             sent_bytes: 0,
             pool: Vec::new(),
             open_files: OpenFiles::default(),
-            max_open_files: max_open_files(t.max_open_files, t.max_connections, nofile),
+            max_open_files: max_open_files(t.max_open_files, t.max_connections, base.nofile),
             fd_pressure: false,
             park_round: Instant::now(),
             metrics: ClientMetrics::new(&cfg.streams, Instant::now()),
@@ -126,8 +98,12 @@ impl ClientDaemon {
             client_limit: t.rate_limit.map(|l| Bucket::new(l, Instant::now())),
             throttled: Duration::ZERO,
             http: None,
-            stop,
-        };
+            stop: base.stop,
+        }
+    }
+
+    /// Binds the `/metrics` endpoint when `[prometheus]` is enabled.
+    fn serve_metrics(&mut self, cfg: &ClientConfig) -> Result<(), ClientError> {
         if cfg.prometheus.enabled {
             let addr = cfg.prometheus.addr().ok_or_else(|| {
                 ClientError::Config(format!(
@@ -135,112 +111,216 @@ impl ClientDaemon {
                     cfg.prometheus.listen
                 ))
             })?;
-            let http = MetricsServer::bind(addr, daemon.reactor.registry())
-                .map_err(ClientError::Metrics)?;
-            daemon.http = Some(http);
+            let http =
+                MetricsServer::bind(addr, self.reactor.registry()).map_err(ClientError::Metrics)?;
+            self.http = Some(http);
         }
-        for (i, s) in cfg.streams.iter().enumerate() {
-            let once = s.method == Method::Send;
-            let label = StreamLabels::for_config(s);
-            let meter = meter::meter_for(&mut daemon.meters, &daemon.metrics, label);
-            if daemon.limits.len() < daemon.meters.len() {
-                daemon.limits.resize(daemon.meters.len(), None);
-            }
-            if let Some(l) = s.rate_limit {
-                daemon.limits[meter] = Some(Bucket::new(l, Instant::now()));
-            }
-            let (dir, filter) = match &s.source {
-                Source::Path(_) if s.delete && !once => {
-                    return Err(ClientError::Unsupported {
-                        stream: i + 1,
-                        what: "`delete = true` on a followed `path`",
-                    });
-                }
-                Source::Path(p) if !once && is_glob(p) => {
-                    let path = absolute(p);
-                    let dir = path
-                        .parent()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_else(|| PathBuf::from("/"));
-                    if is_glob(&dir) {
-                        return Err(ClientError::Unsupported { stream: i + 1, what: "a glob in a directory of `path` (only the file name may be a pattern)" });
-                    }
-                    let name = path
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned();
-                    let glob = globset::GlobBuilder::new(&name)
-                        .literal_separator(true)
-                        .build()
-                        .map_err(|e| {
-                            ClientError::Config(format!(
-                                "stream #{}: `path` pattern {name:?}: {e}",
-                                i + 1
-                            ))
-                        })?;
-                    let mut src = DirSource::new(
-                        dir.clone(),
-                        Filter::Glob(glob.compile_matcher()),
-                        false,
-                        s.svc.clone(),
-                        s.meta.clone(),
-                        false,
-                        meter,
-                    );
-                    src.follow = true;
-                    daemon.sources.push(src);
-                    daemon.add_unwatched(dir, None, Some(daemon.sources.len() - 1));
-                    continue;
-                }
-                Source::Path(p) if !once => {
-                    let path = absolute(p);
-                    let key = daemon.streams.vacant_key();
-                    let follow = s.onrotate == OnRotate::Follow;
-                    daemon.streams.insert(Stream::new(
-                        key,
-                        meter,
-                        path.clone(),
-                        s.svc.clone(),
-                        s.meta.clone(),
-                        follow,
-                    ));
-                    let dir = path
-                        .parent()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_else(|| PathBuf::from("/"));
-                    daemon.add_unwatched(dir, Some(key), None);
-                    continue;
-                }
-                Source::Path(p) => {
-                    let path = absolute(p);
-                    let dir = path
-                        .parent()
-                        .map(Path::to_path_buf)
-                        .unwrap_or_else(|| PathBuf::from("/"));
-                    (
-                        dir,
-                        Filter::Name(path.file_name().unwrap_or_default().to_os_string()),
-                    )
-                }
-                Source::Directory { dir, pattern, .. } => {
-                    (absolute(dir), Filter::Glob(pattern.clone()))
-                }
-            };
-            daemon.sources.push(DirSource::new(
-                dir.clone(),
-                filter,
-                once,
-                s.svc.clone(),
-                s.meta.clone(),
-                s.delete,
-                meter,
-            ));
-            daemon.add_unwatched(dir, None, Some(daemon.sources.len() - 1));
-        }
-        daemon.send_only = cfg.streams.iter().all(|s| s.method == Method::Send);
-        Ok(daemon)
+        Ok(())
     }
+
+    /// Adds configured stream #`i + 1`: a followed [`Stream`], or a
+    /// [`DirSource`], queued for a directory watch.
+    fn add_stream(&mut self, i: usize, s: &StreamConfig) -> Result<(), ClientError> {
+        let once = s.method == Method::Send;
+        let meter = self.stream_meter(s);
+        let (dir, filter) = match &s.source {
+            Source::Path(_) if s.delete && !once => {
+                return Err(ClientError::Unsupported {
+                    stream: i + 1,
+                    what: "`delete = true` on a followed `path`",
+                });
+            }
+            Source::Path(p) if !once && is_glob(p) => return self.add_glob(i, s, p, meter),
+            Source::Path(p) if !once => {
+                self.add_followed(s, p, meter);
+                return Ok(());
+            }
+            Source::Path(p) => {
+                let path = absolute(p);
+                let dir = parent_dir(&path);
+                (
+                    dir,
+                    Filter::Name(path.file_name().unwrap_or_default().to_os_string()),
+                )
+            }
+            Source::Directory { dir, pattern, .. } => {
+                (absolute(dir), Filter::Glob(pattern.clone()))
+            }
+        };
+        self.sources.push(DirSource::new(
+            dir.clone(),
+            filter,
+            once,
+            s.svc.clone(),
+            s.meta.clone(),
+            s.delete,
+            meter,
+        ));
+        self.add_unwatched(dir, None, Some(self.sources.len() - 1));
+        Ok(())
+    }
+
+    /// The meter index for configured stream `s` (shared by streams with
+    /// the same labels), with its `rate_limit` bucket set up.
+    fn stream_meter(&mut self, s: &StreamConfig) -> usize {
+        let label = StreamLabels::for_config(s);
+        let meter = meter::meter_for(&mut self.meters, &self.metrics, label);
+        if self.limits.len() < self.meters.len() {
+            self.limits.resize(self.meters.len(), None);
+        }
+        if let Some(l) = s.rate_limit {
+            self.limits[meter] = Some(Bucket::new(l, Instant::now()));
+        }
+        meter
+    }
+
+    /// A followed `path` whose file name is a glob (stream #`i + 1`): a
+    /// following [`DirSource`] over its directory.
+    fn add_glob(
+        &mut self,
+        i: usize,
+        s: &StreamConfig,
+        p: &Path,
+        meter: usize,
+    ) -> Result<(), ClientError> {
+        let path = absolute(p);
+        let dir = parent_dir(&path);
+        if is_glob(&dir) {
+            return Err(ClientError::Unsupported {
+                stream: i + 1,
+                what: "a glob in a directory of `path` (only the file name may be a pattern)",
+            });
+        }
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let glob = globset::GlobBuilder::new(&name)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| {
+                ClientError::Config(format!("stream #{}: `path` pattern {name:?}: {e}", i + 1))
+            })?;
+        let mut src = DirSource::new(
+            dir.clone(),
+            Filter::Glob(glob.compile_matcher()),
+            false,
+            s.svc.clone(),
+            s.meta.clone(),
+            false,
+            meter,
+        );
+        src.follow = true;
+        self.sources.push(src);
+        self.add_unwatched(dir, None, Some(self.sources.len() - 1));
+        Ok(())
+    }
+
+    /// A followed `path`: one [`Stream`], queued for a watch on its
+    /// directory.
+    fn add_followed(&mut self, s: &StreamConfig, p: &Path, meter: usize) {
+        let path = absolute(p);
+        let key = self.streams.vacant_key();
+        let follow = s.onrotate == OnRotate::Follow;
+        self.streams.insert(Stream::new(
+            key,
+            meter,
+            path.clone(),
+            s.svc.clone(),
+            s.meta.clone(),
+            follow,
+        ));
+        let dir = parent_dir(&path);
+        self.add_unwatched(dir, Some(key), None);
+    }
+}
+
+/// The event loop and the event sources every client has. (Fields drop in
+/// the reverse order of their creation, as the locals they were.)
+struct EventLoop {
+    stop: StopHandle,
+    inotify: Inotify,
+    reactor: Reactor,
+    signals: Option<SignalFd>,
+    /// The open-files limit, raised as far as allowed (1024 if that failed).
+    nofile: u64,
+}
+
+/// Maps an I/O error to a [`ClientError::Setup`] saying what failed.
+fn setup(what: &'static str) -> impl FnOnce(std::io::Error) -> ClientError {
+    move |source| ClientError::Setup { what, source }
+}
+
+/// Creates the signal fd (if `signals`), raises the open-files limit, and
+/// creates the event loop with inotify, signals and the waker registered.
+fn open_event_loop(signals: bool) -> Result<EventLoop, ClientError> {
+    let signals = if signals {
+        Some(SignalFd::new(&[SIGINT, SIGTERM]).map_err(setup("set up signal handling"))?)
+    } else {
+        None
+    };
+    // Many followed files and a connection per active one.
+    let nofile = match crate::reactor::sys::host::raise_nofile_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            crate::warn!("cannot raise the open files limit: {e}");
+            1024
+        }
+    };
+    let reactor = Reactor::new(1024).map_err(setup("create the event loop"))?;
+    let inotify = Inotify::new().map_err(setup("create an inotify instance"))?;
+    let reg = reactor.registry();
+    reg.register(
+        &mut SourceFd(&inotify.as_raw_fd()),
+        INOTIFY,
+        Interest::READABLE,
+    )
+    .map_err(setup("register inotify"))?;
+    if let Some(s) = &signals {
+        reg.register(&mut SourceFd(&s.as_raw_fd()), SIGNALS, Interest::READABLE)
+            .map_err(setup("register signals"))?;
+    }
+    let stop = StopHandle::new(reg, WAKER).map_err(setup("create a waker"))?;
+    Ok(EventLoop {
+        stop,
+        inotify,
+        reactor,
+        signals,
+        nofile,
+    })
+}
+
+/// The shared [`Settings`] from the configuration (and the host name, if
+/// not configured).
+fn settings(cfg: &ClientConfig) -> Result<Settings, ClientError> {
+    let hostname = match &cfg.hostname {
+        Some(h) => h.clone(),
+        None => crate::reactor::sys::host::hostname().map_err(setup("read the host name"))?,
+    };
+    let t = &cfg.tuning;
+    Ok(Settings {
+        server: format!("{}:{}", cfg.server.hostname, cfg.server.port),
+        hostname,
+        rules: Rules {
+            batch: t.batch_bytes,
+            linger: t.linger,
+            partial_line_timeout: t.partial_line_timeout,
+        },
+        max_batch: t.max_batch_bytes,
+        reconnect_min: t.reconnect_min,
+        reconnect_max: t.reconnect_max,
+        deleted_hold: t.deleted_hold,
+        idle_close: t.idle_close,
+        compression: cfg.server.compression,
+    })
+}
+
+/// The directory holding `path` (`/` when it has none).
+fn parent_dir(path: &Path) -> PathBuf {
+    path.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 /// `max_open_files`: as configured, or (0) the open-files limit minus

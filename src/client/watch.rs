@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::{ClientDaemon, STATE};
-use crate::reactor::sys::inotify::mask;
+use crate::reactor::sys::inotify::{mask, Event, Watch};
 use crate::reactor::Key;
 
 /// Events a directory watch asks for.
@@ -52,6 +52,8 @@ impl ClientDaemon {
         self.unwatched[i].2.extend(source);
     }
 
+    /// Drains the inotify queue: offers new files to directory sources and
+    /// hands each event to the streams it concerns.
     pub(super) fn on_inotify(&mut self, now: Instant) {
         let mut buf = std::mem::take(&mut self.inotify_buf);
         // Reused across calls: no allocation per event in steady state.
@@ -68,55 +70,7 @@ impl ClientDaemon {
                 }
             };
             for ev in events {
-                if ev.mask & mask::Q_OVERFLOW != 0 {
-                    crate::warn!("inotify queue overflowed; re-checking every file");
-                    for src in &mut self.sources {
-                        if let Err(e) = src.scan(now, &mut self.completed) {
-                            crate::warn!("cannot list directory {}: {e}", src.dir.display());
-                        }
-                    }
-                    hits.extend(
-                        self.streams
-                            .keys()
-                            .into_iter()
-                            .map(|k| (k, mask::Q_OVERFLOW)),
-                    );
-                    continue;
-                }
-                let Some(dw) = self.dirs.get(&ev.watch) else {
-                    continue;
-                };
-                if let Some(name) = ev.name {
-                    for &i in &dw.sources {
-                        let src = &mut self.sources[i];
-                        // Whole files when closed; followed files when they appear.
-                        let wanted = if src.follow {
-                            mask::CREATE | mask::MOVED_TO
-                        } else {
-                            mask::CLOSE_WRITE | mask::MOVED_TO
-                        };
-                        if ev.mask & wanted != 0 && !src.once && src.matches(name) {
-                            let path = src.dir.join(name);
-                            src.offer(path, true, now, &self.completed);
-                        }
-                    }
-                }
-                if let Some(keys) = ev.name.and_then(|n| dw.streams.get(n)) {
-                    hits.extend(keys.iter().map(|&k| (k, ev.mask)));
-                }
-                // A file being drained after a rotation has events under
-                // its new name: let draining streams look at every event.
-                hits.extend(self.draining.iter().map(|&k| (k, ev.mask)));
-                if ev.mask & mask::IGNORED != 0 {
-                    if let Some(dw) = self.dirs.remove(&ev.watch) {
-                        crate::warn!(
-                            "directory {} went away; watching for it to come back",
-                            dw.dir.display()
-                        );
-                        let keys = dw.streams.into_values().flatten().collect();
-                        self.unwatched.push((dw.dir, keys, dw.sources));
-                    }
-                }
+                self.on_dir_event(ev, &mut hits, now);
             }
         }
         self.inotify_buf = buf;
@@ -128,6 +82,72 @@ impl ClientDaemon {
         self.inotify_hits = hits;
         if !self.unwatched.is_empty() && self.state_timer.arm(now + DIR_RETRY) {
             self.reactor.timers.schedule(now + DIR_RETRY, STATE);
+        }
+    }
+
+    /// One inotify event: offers a new file to its directory's sources and
+    /// adds the streams it concerns, with its mask, to `hits`.
+    fn on_dir_event(&mut self, ev: Event<'_>, hits: &mut Vec<(Key, u32)>, now: Instant) {
+        if ev.mask & mask::Q_OVERFLOW != 0 {
+            self.on_overflow(hits, now);
+            return;
+        }
+        let Some(dw) = self.dirs.get(&ev.watch) else {
+            return;
+        };
+        if let Some(name) = ev.name {
+            for &i in &dw.sources {
+                let src = &mut self.sources[i];
+                // Whole files when closed; followed files when they appear.
+                let wanted = if src.follow {
+                    mask::CREATE | mask::MOVED_TO
+                } else {
+                    mask::CLOSE_WRITE | mask::MOVED_TO
+                };
+                if ev.mask & wanted != 0 && !src.once && src.matches(name) {
+                    let path = src.dir.join(name);
+                    src.offer(path, true, now, &self.completed);
+                }
+            }
+        }
+        if let Some(keys) = ev.name.and_then(|n| dw.streams.get(n)) {
+            hits.extend(keys.iter().map(|&k| (k, ev.mask)));
+        }
+        // A file being drained after a rotation has events under
+        // its new name: let draining streams look at every event.
+        hits.extend(self.draining.iter().map(|&k| (k, ev.mask)));
+        if ev.mask & mask::IGNORED != 0 {
+            self.on_dir_gone(ev.watch);
+        }
+    }
+
+    /// The inotify queue overflowed (events were lost): rescans every
+    /// directory source and adds every stream to `hits`.
+    fn on_overflow(&mut self, hits: &mut Vec<(Key, u32)>, now: Instant) {
+        crate::warn!("inotify queue overflowed; re-checking every file");
+        for src in &mut self.sources {
+            if let Err(e) = src.scan(now, &mut self.completed) {
+                crate::warn!("cannot list directory {}: {e}", src.dir.display());
+            }
+        }
+        hits.extend(
+            self.streams
+                .keys()
+                .into_iter()
+                .map(|k| (k, mask::Q_OVERFLOW)),
+        );
+    }
+
+    /// The watch on a directory ended (it went away): its streams and
+    /// sources wait in `unwatched` for it to come back.
+    fn on_dir_gone(&mut self, watch: Watch) {
+        if let Some(dw) = self.dirs.remove(&watch) {
+            crate::warn!(
+                "directory {} went away; watching for it to come back",
+                dw.dir.display()
+            );
+            let keys = dw.streams.into_values().flatten().collect();
+            self.unwatched.push((dw.dir, keys, dw.sources));
         }
     }
 

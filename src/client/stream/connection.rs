@@ -90,62 +90,11 @@ impl Stream {
         self.tick(ctx);
     }
 
+    /// Maps one thing the server said onto the stream's offsets and its
+    /// connection.
     fn on_heard(&mut self, h: Heard, ctx: &mut Ctx<'_>) {
         match h {
-            Heard::Ready(offset) => {
-                if let Some(since) = ctx.links.outage_since.take() {
-                    crate::info!(
-                        "server {} is reachable again after {:.1}s",
-                        ctx.settings.server,
-                        ctx.now.saturating_duration_since(since).as_secs_f64()
-                    );
-                }
-                let at = offset.unwrap_or(self.acked);
-                self.verify = false;
-                self.reconnecting = false;
-                self.done_at = None;
-                if let Some(len) = self
-                    .file_len()
-                    .filter(|len| at > *len && !self.reading_copy)
-                {
-                    // The server holds more than the file has: it was
-                    // truncated. Start over under a new id.
-                    self.truncated(len, ctx);
-                    return;
-                }
-                let rewritten = self.state == FileState::Following
-                    && !self.whole
-                    && at > 0
-                    && self
-                        .file
-                        .as_ref()
-                        .is_some_and(|t| !t.identity.matches(&t.file).unwrap_or(true));
-                if rewritten {
-                    // Same inode, other first bytes: truncated and rewritten
-                    // while the connection was down.
-                    self.truncated(self.file_len().unwrap_or(0), ctx);
-                    return;
-                }
-                if at != self.acked {
-                    crate::info!(
-                        "{}: server holds {} bytes, continuing from there (state had {})",
-                        self.path.display(),
-                        at,
-                        self.acked
-                    );
-                    *ctx.dirty = true;
-                }
-                // The server holds more than we knew: bytes whose ACK was
-                // lost with a broken connection (or with the last run).
-                ctx.meter
-                    .acknowledged(at.saturating_sub(self.acked), ctx.now);
-                self.acked = at;
-                self.sent = at;
-                self.clear_buf();
-                self.link_deadline = None;
-                self.backoff = Duration::ZERO;
-                crate::debug!("{}: streaming from offset {at}", self.path.display());
-            }
+            Heard::Ready(offset) => self.on_ready(offset, ctx),
             Heard::Ack(n) if n > self.acked && n <= self.sent => {
                 ctx.meter.acknowledged(n - self.acked, ctx.now);
                 self.acked = n;
@@ -160,42 +109,9 @@ impl Stream {
                 self.drop_link(ctx, Some(why));
             }
             Heard::Ack(_) => {}
-            Heard::Done(n) => {
-                self.done_at = Some(n);
-                if n != self.sent {
-                    crate::warn!(
-                        "{}: server confirmed {n} bytes, {} were sent",
-                        self.path.display(),
-                        self.sent
-                    );
-                }
-                if n <= self.sent && n > self.acked {
-                    ctx.meter.acknowledged(n - self.acked, ctx.now);
-                    self.acked = n;
-                    *ctx.dirty = true;
-                }
-            }
-            Heard::CodecRefused(line) => {
-                let codec = self.link.as_ref().and_then(|l| l.asks_for());
-                if ctx.links.fall_back(ctx.now) {
-                    crate::warn!(
-                        "server {} refused compression {} ({line}); sending uncompressed, asking again in {} min",
-                        ctx.settings.server,
-                        codec.map_or("?", |c| c.name()),
-                        CODEC_RETRY.as_secs() / 60
-                    );
-                }
-                self.drop_link(ctx, None);
-            }
-            Heard::CodecIgnored(codec) => {
-                if ctx.links.fall_back(ctx.now) {
-                    crate::warn!(
-                        "server {} did not confirm compression {codec} (it predates compression); sending uncompressed, asking again in {} min",
-                        ctx.settings.server,
-                        CODEC_RETRY.as_secs() / 60
-                    );
-                }
-            }
+            Heard::Done(n) => self.on_done(n, ctx),
+            Heard::CodecRefused(line) => self.on_codec_refused(&line, ctx),
+            Heard::CodecIgnored(codec) => on_codec_ignored(codec, ctx),
             Heard::Finish => {
                 crate::info!(
                     "{}: server is shutting down; finishing the connection",
@@ -205,16 +121,114 @@ impl Stream {
                     l.finish();
                 }
             }
-            Heard::Closed(why) => {
-                let finished = why == "finished";
-                self.drop_link(ctx, (!(self.stopping || finished)).then_some(why));
-                if finished {
-                    // A clean end (idle close, rotation): reconnect at once
-                    // when there is something to send.
-                    self.retry_at = None;
-                    self.backoff = Duration::ZERO;
-                }
-            }
+            Heard::Closed(why) => self.on_closed(why, ctx),
+        }
+    }
+
+    /// `200`: streaming starts at the server's `offset` (or at `acked`),
+    /// unless the file turns out truncated or rewritten meanwhile.
+    fn on_ready(&mut self, offset: Option<u64>, ctx: &mut Ctx<'_>) {
+        if let Some(since) = ctx.links.outage_since.take() {
+            crate::info!(
+                "server {} is reachable again after {:.1}s",
+                ctx.settings.server,
+                ctx.now.saturating_duration_since(since).as_secs_f64()
+            );
+        }
+        let at = offset.unwrap_or(self.acked);
+        self.verify = false;
+        self.reconnecting = false;
+        self.done_at = None;
+        if let Some(len) = self
+            .file_len()
+            .filter(|len| at > *len && !self.reading_copy)
+        {
+            // The server holds more than the file has: it was
+            // truncated. Start over under a new id.
+            self.truncated(len, ctx);
+            return;
+        }
+        if self.rewritten(at) {
+            // Same inode, other first bytes: truncated and rewritten
+            // while the connection was down.
+            self.truncated(self.file_len().unwrap_or(0), ctx);
+            return;
+        }
+        if at != self.acked {
+            crate::info!(
+                "{}: server holds {} bytes, continuing from there (state had {})",
+                self.path.display(),
+                at,
+                self.acked
+            );
+            *ctx.dirty = true;
+        }
+        // The server holds more than we knew: bytes whose ACK was
+        // lost with a broken connection (or with the last run).
+        ctx.meter
+            .acknowledged(at.saturating_sub(self.acked), ctx.now);
+        self.acked = at;
+        self.sent = at;
+        self.clear_buf();
+        self.link_deadline = None;
+        self.backoff = Duration::ZERO;
+        crate::debug!("{}: streaming from offset {at}", self.path.display());
+    }
+
+    /// True when a followed file the server holds `at` bytes of has other
+    /// first bytes than when it was opened (same inode, new content).
+    fn rewritten(&self, at: u64) -> bool {
+        self.state == FileState::Following
+            && !self.whole
+            && at > 0
+            && self
+                .file
+                .as_ref()
+                .is_some_and(|t| !t.identity.matches(&t.file).unwrap_or(true))
+    }
+
+    /// `250 DONE n`: the server committed everything up to `n`.
+    fn on_done(&mut self, n: u64, ctx: &mut Ctx<'_>) {
+        self.done_at = Some(n);
+        if n != self.sent {
+            crate::warn!(
+                "{}: server confirmed {n} bytes, {} were sent",
+                self.path.display(),
+                self.sent
+            );
+        }
+        if n <= self.sent && n > self.acked {
+            ctx.meter.acknowledged(n - self.acked, ctx.now);
+            self.acked = n;
+            *ctx.dirty = true;
+        }
+    }
+
+    /// `415`: the server refused our codec (`line`); send plain for a
+    /// while and drop this connection.
+    fn on_codec_refused(&mut self, line: &str, ctx: &mut Ctx<'_>) {
+        let codec = self.link.as_ref().and_then(|l| l.asks_for());
+        if ctx.links.fall_back(ctx.now) {
+            crate::warn!(
+                "server {} refused compression {} ({line}); sending uncompressed, asking again in {} min",
+                ctx.settings.server,
+                codec.map_or("?", |c| c.name()),
+                CODEC_RETRY.as_secs() / 60
+            );
+        }
+        self.drop_link(ctx, None);
+    }
+
+    /// The connection is over (`why`); a clean end reconnects at once when
+    /// there is something to send.
+    fn on_closed(&mut self, why: String, ctx: &mut Ctx<'_>) {
+        let finished = why == "finished";
+        self.drop_link(ctx, (!(self.stopping || finished)).then_some(why));
+        if finished {
+            // A clean end (idle close, rotation): reconnect at once
+            // when there is something to send.
+            self.retry_at = None;
+            self.backoff = Duration::ZERO;
         }
     }
 
@@ -373,6 +387,18 @@ impl Stream {
         self.jitter ^= self.jitter << 17;
         let factor = 0.75 + (self.jitter % 1000) as f64 / 2000.0;
         self.retry_at = Some(ctx.now + self.backoff.mul_f64(factor));
+    }
+}
+
+/// The server's `200` did not confirm `codec`: send plain for a while
+/// (this connection already does).
+fn on_codec_ignored(codec: Codec, ctx: &mut Ctx<'_>) {
+    if ctx.links.fall_back(ctx.now) {
+        crate::warn!(
+            "server {} did not confirm compression {codec} (it predates compression); sending uncompressed, asking again in {} min",
+            ctx.settings.server,
+            CODEC_RETRY.as_secs() / 60
+        );
     }
 }
 

@@ -26,34 +26,8 @@ impl Stream {
         if self.resume_rotated(ctx) {
             return;
         }
-        let file = match File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                // Out of descriptors: the daemon parks idle files; retry soon.
-                *ctx.fd_pressure = true;
-                self.state = FileState::Missing {
-                    retry_at: Some(ctx.now + FD_PRESSURE_RETRY),
-                };
-                return;
-            }
-            Err(e) => {
-                let retry_at = if e.kind() == io::ErrorKind::NotFound {
-                    crate::debug!(
-                        "{}: not there yet; waiting for it to appear",
-                        self.path.display()
-                    );
-                    None
-                } else {
-                    crate::warn!(
-                        "cannot open {}: {e}; retrying in {}s",
-                        self.path.display(),
-                        REOPEN_RETRY.as_secs()
-                    );
-                    Some(ctx.now + REOPEN_RETRY)
-                };
-                self.state = FileState::Missing { retry_at };
-                return;
-            }
+        let Some(file) = self.open_path(ctx) else {
+            return;
         };
         let identity = match Identity::of(&file) {
             Ok(i) => i,
@@ -65,37 +39,8 @@ impl Stream {
                 return;
             }
         };
-        let claimed = ctx
-            .loaded
-            .iter()
-            .position(|e| e.path == self.path && e.identity.matches(&file).unwrap_or(false));
-        // The same inode under the same path but other first bytes: the
-        // file was truncated and rewritten while we were away. Its derived
-        // id is the old file's, whose offset the server still holds: use a
-        // fresh id so the new content starts at 0.
-        let rewritten = claimed.is_none()
-            && ctx.loaded.iter().any(|e| {
-                e.path == self.path
-                    && (e.identity.dev, e.identity.ino) == (identity.dev, identity.ino)
-            });
         let was_parked = std::mem::take(&mut self.parked);
-        let resumed = claimed.is_some();
-        let (id, offset) = match claimed.map(|i| ctx.loaded.swap_remove(i)) {
-            Some(e) => (e.id, e.offset),
-            None if rewritten => {
-                ctx.meter.truncations.inc();
-                crate::warn!(
-                    "{}: rewritten in place since the last run; sending it from the start",
-                    self.path.display()
-                );
-                ctx.loaded.retain(|e| e.path != self.path);
-                (
-                    format!("{}-t{:x}", stream_id(&file, &identity), unique_suffix()),
-                    0,
-                )
-            }
-            None => (stream_id(&file, &identity), 0),
-        };
+        let (id, offset, resumed) = self.claim_entry(ctx, &file, &identity);
         if was_parked && resumed {
             crate::debug!("{}: reopened at offset {offset}", self.path.display());
         } else {
@@ -115,5 +60,81 @@ impl Stream {
         self.sent = offset;
         self.clear_buf();
         *ctx.save_soon = true;
+    }
+
+    /// Opens the file at `path`; on failure sets the `Missing` state with
+    /// its retry time (and flags descriptor pressure) and returns `None`.
+    fn open_path(&mut self, ctx: &mut Ctx<'_>) -> Option<File> {
+        match File::open(&self.path) {
+            Ok(f) => Some(f),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                // Out of descriptors: the daemon parks idle files; retry soon.
+                *ctx.fd_pressure = true;
+                self.state = FileState::Missing {
+                    retry_at: Some(ctx.now + FD_PRESSURE_RETRY),
+                };
+                None
+            }
+            Err(e) => {
+                let retry_at = if e.kind() == io::ErrorKind::NotFound {
+                    crate::debug!(
+                        "{}: not there yet; waiting for it to appear",
+                        self.path.display()
+                    );
+                    None
+                } else {
+                    crate::warn!(
+                        "cannot open {}: {e}; retrying in {}s",
+                        self.path.display(),
+                        REOPEN_RETRY.as_secs()
+                    );
+                    Some(ctx.now + REOPEN_RETRY)
+                };
+                self.state = FileState::Missing { retry_at };
+                None
+            }
+        }
+    }
+
+    /// The id and offset to stream the opened `file` under: its state-file
+    /// entry if it is the file recorded there (taken out of `loaded`; the
+    /// flag is then true), else a new id from offset 0.
+    fn claim_entry(
+        &self,
+        ctx: &mut Ctx<'_>,
+        file: &File,
+        identity: &Identity,
+    ) -> (String, u64, bool) {
+        let claimed = ctx
+            .loaded
+            .iter()
+            .position(|e| e.path == self.path && e.identity.matches(file).unwrap_or(false));
+        // The same inode under the same path but other first bytes: the
+        // file was truncated and rewritten while we were away. Its derived
+        // id is the old file's, whose offset the server still holds: use a
+        // fresh id so the new content starts at 0.
+        let rewritten = claimed.is_none()
+            && ctx.loaded.iter().any(|e| {
+                e.path == self.path
+                    && (e.identity.dev, e.identity.ino) == (identity.dev, identity.ino)
+            });
+        let resumed = claimed.is_some();
+        let (id, offset) = match claimed.map(|i| ctx.loaded.swap_remove(i)) {
+            Some(e) => (e.id, e.offset),
+            None if rewritten => {
+                ctx.meter.truncations.inc();
+                crate::warn!(
+                    "{}: rewritten in place since the last run; sending it from the start",
+                    self.path.display()
+                );
+                ctx.loaded.retain(|e| e.path != self.path);
+                (
+                    format!("{}-t{:x}", stream_id(file, identity), unique_suffix()),
+                    0,
+                )
+            }
+            None => (stream_id(file, identity), 0),
+        };
+        (id, offset, resumed)
     }
 }

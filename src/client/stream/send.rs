@@ -7,6 +7,7 @@
 //! opened and dropped by `connection.rs`; `tick` in `mod.rs` calls
 //! `pump` on every turn.
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use super::fill::Fill;
@@ -45,123 +46,173 @@ impl Stream {
                 return Some(now);
             }
             let compresses = self.link.as_ref().is_some_and(Link::compresses);
-            if self.whole && self.unsent() == 0 && !compresses {
-                // A closed file goes out whole: sendfile, no user-space copy.
-                let Some(t) = &self.file else {
-                    return None;
-                };
-                let left = t
-                    .file
-                    .metadata()
-                    .map(|m| m.len())
-                    .unwrap_or(0)
-                    .saturating_sub(self.sent);
-                if left == 0 {
-                    // All handed over: come back at once to half-close
-                    // (nothing else would wake this stream before the
-                    // server's next ACK).
-                    return (self.sent > start).then_some(now);
-                }
-                let chunk = match self.throttle(ctx, left.min(PUMP_QUANTUM) as usize) {
-                    Ok(n) => n,
-                    Err(at) => return Some(at),
-                };
-                let (Some(t), Some(link)) = (&self.file, &mut self.link) else {
-                    return None;
-                };
-                match link.send_file(&t.file, self.sent, chunk) {
-                    Ok(0) => return None, // socket full (or the file ended): wait
-                    Ok(n) => {
-                        charge(ctx, n);
-                        // The kernel read the file for us: read and sent.
-                        ctx.meter.read.inc_by(n as u64);
-                        ctx.meter.sent.inc_by(n as u64);
-                        self.sent += n as u64;
-                        self.last_active = now;
-                        continue;
-                    }
-                    Err(e) => {
-                        self.drop_link(ctx, Some(format!("sendfile failed: {e}")));
-                        return None;
-                    }
-                }
-            }
-            match self.fill(ctx) {
-                Ok(Fill::Read) => {
-                    if let FileState::Rotated { .. } = self.state {
-                        self.state = FileState::Rotated { last_growth: now };
-                    }
-                }
-                Ok(Fill::Eof) => {}
-                Ok(Fill::Truncated(len)) => {
-                    self.truncated(len, ctx);
-                    return Some(now);
-                }
-                Err(e) => {
-                    crate::error!("reading {} failed: {e}", self.path.display());
-                    return Some(now + REOPEN_RETRY);
-                }
-            }
-            let unsent = &self.buf[self.head..self.end];
-            if unsent.is_empty() {
-                self.since = None;
-                self.partial_since = None;
-                // A whole file read and sent to its end (a compressed
-                // link reads instead of sendfile): come back at once to
-                // half-close, as above.
-                return (self.whole && self.sent > start).then_some(now);
-            }
-            let whole = memchr::memrchr(b'\n', unsent).map_or(0, |i| i + 1);
-            let since = *self.since.get_or_insert(now);
-            if whole < unsent.len() {
-                self.partial_since.get_or_insert(now);
+            let step = if self.whole && self.unsent() == 0 && !compresses {
+                self.pump_sendfile(ctx, start)
             } else {
-                self.partial_since = None;
+                self.pump_buffered(ctx, start)
+            };
+            if let ControlFlow::Break(at) = step {
+                return at;
             }
-            let u = Unsent {
-                len: unsent.len(),
-                whole,
-                // No room left to read into (the first bytes may be the
-                // overlap check's, not data): send even without a newline.
-                full: self.end >= self.buf.len(),
-                since,
-                partial_since: self.partial_since,
-            };
-            let d = if self.whole {
-                // A closed file: every byte is final, send it all now.
-                batch::Decision {
-                    send: u.len,
-                    wake_at: None,
-                }
-            } else {
-                batch::decide(&ctx.settings.rules, &u, now)
-            };
-            if d.send == 0 {
-                return d.wake_at;
+        }
+    }
+
+    /// One `pump` step for a closed file that goes out whole: `sendfile`,
+    /// no user-space copy. `start` is `sent` when `pump` began.
+    fn pump_sendfile(&mut self, ctx: &mut Ctx<'_>, start: u64) -> ControlFlow<Option<Instant>> {
+        let now = ctx.now;
+        let Some(t) = &self.file else {
+            return ControlFlow::Break(None);
+        };
+        let left = t
+            .file
+            .metadata()
+            .map(|m| m.len())
+            .unwrap_or(0)
+            .saturating_sub(self.sent);
+        if left == 0 {
+            // All handed over: come back at once to half-close
+            // (nothing else would wake this stream before the
+            // server's next ACK).
+            return ControlFlow::Break((self.sent > start).then_some(now));
+        }
+        let chunk = match self.throttle(ctx, left.min(PUMP_QUANTUM) as usize) {
+            Ok(n) => n,
+            Err(at) => return ControlFlow::Break(Some(at)),
+        };
+        let (Some(t), Some(link)) = (&self.file, &mut self.link) else {
+            return ControlFlow::Break(None);
+        };
+        match link.send_file(&t.file, self.sent, chunk) {
+            Ok(0) => ControlFlow::Break(None), // socket full (or the file ended): wait
+            Ok(n) => {
+                charge(ctx, n);
+                // The kernel read the file for us: read and sent.
+                ctx.meter.read.inc_by(n as u64);
+                ctx.meter.sent.inc_by(n as u64);
+                self.sent += n as u64;
+                self.last_active = now;
+                ControlFlow::Continue(())
             }
-            let send = match self.throttle(ctx, d.send) {
-                Ok(n) => n,
-                Err(at) => return Some(at),
-            };
-            let link = self.link.as_mut()?;
-            match link.send(&self.buf[self.head..self.head + send]) {
-                Ok(0) => return None, // socket full: wait for writable
-                Ok(n) => {
-                    charge(ctx, n);
-                    ctx.meter.sent.inc_by(n as u64);
-                    self.head += n;
-                    self.sent += n as u64;
-                    self.last_active = now;
-                    if self.head == self.end {
-                        self.all_sent();
-                    } else if n >= whole {
-                        self.since = self.partial_since;
-                    }
+            Err(e) => {
+                self.drop_link(ctx, Some(format!("sendfile failed: {e}")));
+                ControlFlow::Break(None)
+            }
+        }
+    }
+
+    /// One `pump` step through the buffer: read more, decide what the
+    /// batching rules let go, and send it. `start` is `sent` when `pump`
+    /// began.
+    fn pump_buffered(&mut self, ctx: &mut Ctx<'_>, start: u64) -> ControlFlow<Option<Instant>> {
+        let now = ctx.now;
+        self.pump_fill(ctx)?;
+        let unsent = &self.buf[self.head..self.end];
+        if unsent.is_empty() {
+            self.since = None;
+            self.partial_since = None;
+            // A whole file read and sent to its end (a compressed
+            // link reads instead of sendfile): come back at once to
+            // half-close, as in `pump_sendfile`.
+            return ControlFlow::Break((self.whole && self.sent > start).then_some(now));
+        }
+        let (d, whole) = self.decide_batch(ctx);
+        if d.send == 0 {
+            return ControlFlow::Break(d.wake_at);
+        }
+        let send = match self.throttle(ctx, d.send) {
+            Ok(n) => n,
+            Err(at) => return ControlFlow::Break(Some(at)),
+        };
+        self.send_buffered(ctx, send, whole)
+    }
+
+    /// Reads more of the file into the buffer for `pump`; breaks with
+    /// when to come back if the file was truncated or the read failed.
+    fn pump_fill(&mut self, ctx: &mut Ctx<'_>) -> ControlFlow<Option<Instant>> {
+        let now = ctx.now;
+        match self.fill(ctx) {
+            Ok(Fill::Read) => {
+                if let FileState::Rotated { .. } = self.state {
+                    self.state = FileState::Rotated { last_growth: now };
                 }
-                Err(e) => {
-                    self.drop_link(ctx, Some(format!("send failed: {e}")));
-                    return None;
+            }
+            Ok(Fill::Eof) => {}
+            Ok(Fill::Truncated(len)) => {
+                self.truncated(len, ctx);
+                return ControlFlow::Break(Some(now));
+            }
+            Err(e) => {
+                crate::error!("reading {} failed: {e}", self.path.display());
+                return ControlFlow::Break(Some(now + REOPEN_RETRY));
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// What the batching rules send of the (non-empty) unsent bytes now,
+    /// and how many of them end in a newline; updates `since` and
+    /// `partial_since`.
+    fn decide_batch(&mut self, ctx: &Ctx<'_>) -> (batch::Decision, usize) {
+        let now = ctx.now;
+        let unsent = &self.buf[self.head..self.end];
+        let whole = memchr::memrchr(b'\n', unsent).map_or(0, |i| i + 1);
+        let since = *self.since.get_or_insert(now);
+        if whole < unsent.len() {
+            self.partial_since.get_or_insert(now);
+        } else {
+            self.partial_since = None;
+        }
+        let u = Unsent {
+            len: unsent.len(),
+            whole,
+            // No room left to read into (the first bytes may be the
+            // overlap check's, not data): send even without a newline.
+            full: self.end >= self.buf.len(),
+            since,
+            partial_since: self.partial_since,
+        };
+        let d = if self.whole {
+            // A closed file: every byte is final, send it all now.
+            batch::Decision {
+                send: u.len,
+                wake_at: None,
+            }
+        } else {
+            batch::decide(&ctx.settings.rules, &u, now)
+        };
+        (d, whole)
+    }
+
+    /// Sends the next `send` buffered bytes (`whole` of the unsent ones end
+    /// in a newline); breaks when the socket is full or the send failed.
+    fn send_buffered(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        send: usize,
+        whole: usize,
+    ) -> ControlFlow<Option<Instant>> {
+        let Some(link) = self.link.as_mut() else {
+            return ControlFlow::Break(None);
+        };
+        match link.send(&self.buf[self.head..self.head + send]) {
+            Ok(0) => ControlFlow::Break(None), // socket full: wait for writable
+            Ok(n) => {
+                charge(ctx, n);
+                ctx.meter.sent.inc_by(n as u64);
+                self.head += n;
+                self.sent += n as u64;
+                self.last_active = ctx.now;
+                if self.head == self.end {
+                    self.all_sent();
+                } else if n >= whole {
+                    self.since = self.partial_since;
                 }
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                self.drop_link(ctx, Some(format!("send failed: {e}")));
+                ControlFlow::Break(None)
             }
         }
     }
