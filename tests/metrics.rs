@@ -370,3 +370,65 @@ fn server_metrics_count_connections_and_received_bytes() {
             && value(b, "loghamster_server_streams_active") == Some(0.0)
     });
 }
+
+#[test]
+fn command_line_daemons_serve_metrics_with_metrics_listen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = dir.join("out");
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--directory",
+        out.to_str().unwrap(),
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let server_metrics = metrics_addr(&server.proc);
+    let log = dir.join("app.log");
+    append_lines(&log, "z", 0, 2_000);
+    let mut client = client(&[
+        "--server",
+        &server.addr.to_string(),
+        "--state-file",
+        dir.join("state").to_str().unwrap(),
+        "--hostname",
+        "h",
+        "--compression",
+        "zstd",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        log.to_str().unwrap(),
+    ]);
+    let client_metrics = metrics_addr(&client);
+    wait_content(&routed(&out, "h", &log), &expected("z", 0, 2_000));
+    let total = size(&log);
+    let label = log.to_str().unwrap();
+    let body = scrape_until(client_metrics, "every byte acknowledged", |b| {
+        value(b, &series("acknowledged_bytes_total", label)) == Some(total)
+    });
+    let wire = value(&body, &series("wire_bytes_total", label)).expect("wire bytes");
+    assert!(
+        wire > 0.0 && wire < total / 2.0,
+        "zstd on the wire: {wire} of {total}"
+    );
+    let decoded = "loghamster_server_decompressed_bytes_total{codec=\"zstd\"}";
+    scrape_until(server_metrics, "the server decoded every byte", |b| {
+        value(b, decoded) == Some(total)
+    });
+    assert!(client.stop().success());
+    // A bad address is one clear error, before anything starts.
+    let bad = std::process::Command::new(CLIENT_BIN)
+        .args([
+            "--server",
+            "127.0.0.1:1",
+            "--metrics-listen",
+            "nowhere",
+            "/x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(said.contains("--metrics-listen \"nowhere\""), "{said}");
+}

@@ -35,6 +35,10 @@ struct Args {
     /// level as zstd:9 (overrides [server] compression)
     #[argh(option)]
     compression: Option<String>,
+    /// serve /metrics and /health on this address, e.g. 127.0.0.1:9101
+    /// (turns [prometheus] on; overrides its listen)
+    #[argh(option)]
+    metrics_listen: Option<String>,
     /// print debug lines
     #[argh(switch)]
     debug: bool,
@@ -137,6 +141,15 @@ fn build_config(args: &Args) -> Result<ClientConfig, String> {
     if let Some(c) = &args.compression {
         cfg.server.compression =
             loghamster::config::Compression::parse(c).map_err(|e| format!("--compression: {e}"))?;
+    }
+    if let Some(listen) = &args.metrics_listen {
+        if loghamster::config::parse_listen(listen).is_none() {
+            return Err(format!(
+                "--metrics-listen {listen:?}: expected ip:port or :port"
+            ));
+        }
+        cfg.prometheus.listen = listen.clone();
+        cfg.prometheus.enabled = true;
     }
     cfg.debug |= args.debug;
     Ok(cfg)

@@ -23,6 +23,10 @@ struct Args {
     /// root of the default route directory/<host>/<path> (overrides `directory`)
     #[argh(option, short = 'd')]
     directory: Option<PathBuf>,
+    /// serve /metrics and /health on this address, e.g. 127.0.0.1:8091
+    /// (turns [prometheus] on; overrides its listen)
+    #[argh(option)]
+    metrics_listen: Option<String>,
     /// print debug lines
     #[argh(switch)]
     debug: bool,
@@ -52,6 +56,15 @@ fn main() -> ExitCode {
         },
         None => ServerConfig::from_flags(args.listen, args.directory.clone(), args.debug),
     };
+    let mut cfg = cfg;
+    if let Some(listen) = &args.metrics_listen {
+        if loghamster::config::parse_listen(listen).is_none() {
+            eprintln!("loghamsterd: --metrics-listen {listen:?}: expected ip:port or :port");
+            return ExitCode::from(2);
+        }
+        cfg.prometheus.listen = listen.clone();
+        cfg.prometheus.enabled = true;
+    }
     if args.check_config {
         let codecs: Vec<&str> = cfg.accept_compression.iter().map(|c| c.name()).collect();
         println!(
