@@ -569,6 +569,15 @@ impl Conn {
         Ok(())
     }
 
+    /// What the connection carried, for its closing log line: the stream
+    /// and how far it got, or that it never got past the handshake.
+    pub fn summary(&self) -> String {
+        match &self.stream {
+            Some(s) => format!("{} at offset {}", s.label, s.writer.written()),
+            None => "no stream".into(),
+        }
+    }
+
     /// Gives up the output and the resume slot (the connection is closing).
     pub fn release(&mut self, key: Key, shared: &mut Shared) {
         let evicted = shared.evicted.remove(&key);

@@ -491,8 +491,8 @@ impl Server {
         };
         self.shared.metrics.connections_open.dec();
         let _ = self.reactor.registry().deregister(&mut conn.sock);
+        crate::debug!("{}: closed ({})", conn.peer, conn.summary());
         conn.release(key, &mut self.shared);
-        crate::debug!("{}: closed", conn.peer);
         prune_resume(&mut self.shared.resume);
     }
 
