@@ -151,16 +151,7 @@ fn compressed_files_go_verbatim_and_others_compressed() {
 fn a_server_that_refuses_the_codec_gets_plain_bytes_after_one_log_line() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let scfg = tmp.path().join("server.toml");
-    std::fs::write(
-        &scfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndirectory = \"{}\"\naccept_compression = [\"gzip\"]\n",
-            out.display()
-        ),
-    )
-    .unwrap();
-    let server = Server::start(&["--config", scfg.to_str().unwrap()]);
+    let server = server_with(tmp.path(), &out, "accept_compression = [\"gzip\"]\n");
     let logs: Vec<_> = (0..3)
         .map(|i| tmp.path().join(format!("app{i}.log")))
         .collect();

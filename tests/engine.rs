@@ -10,16 +10,11 @@ fn ship_with(engine: &str) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let log = tmp.path().join("app.log");
-    let cfg = tmp.path().join("server.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndirectory = \"{}\"\nengine = \"{engine}\"\nsync_interval = \"20ms\"\n",
-            out.display()
-        ),
-    )
-    .unwrap();
-    let server = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let server = server_with(
+        tmp.path(),
+        &out,
+        &format!("engine = \"{engine}\"\nsync_interval = \"20ms\"\n"),
+    );
     append_lines(&log, engine, 0, 20_000);
     let mut client = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
     let dest = routed(&out, "h", &log);
@@ -69,16 +64,7 @@ fn a_round_syncing_hundreds_of_outputs_completes() {
     let out = tmp.path().join("out");
     let logs = tmp.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
-    let cfg = tmp.path().join("server.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndirectory = \"{}\"\nsync_interval = \"50ms\"\n",
-            out.display()
-        ),
-    )
-    .unwrap();
-    let server = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let server = server_with(tmp.path(), &out, "sync_interval = \"50ms\"\n");
     let path = |i: usize| logs.join(format!("f{i}.log"));
     for i in 0..300 {
         append_lines(&path(i), "r", 0, 20);

@@ -91,16 +91,11 @@ fn path_escape_attempts_are_refused_and_write_nothing_outside() {
 #[test]
 fn a_silent_connection_is_closed_after_the_handshake_timeout() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("server.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndirectory = \"{}\"\nhandshake_timeout = \"300ms\"\n",
-            tmp.path().join("out").display()
-        ),
-    )
-    .unwrap();
-    let server = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let server = server_with(
+        tmp.path(),
+        &tmp.path().join("out"),
+        "handshake_timeout = \"300ms\"\n",
+    );
     let mut raw = Raw::connect(server.addr);
     raw.greeting();
     raw.send(b"INIT STREAM h:/partial"); // never finished

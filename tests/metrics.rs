@@ -294,16 +294,7 @@ fn server_metrics_count_connections_and_received_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let out = dir.join("out");
-    let cfg = dir.join("server.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndirectory = \"{}\"\n[prometheus]\nlisten = \"127.0.0.1:0\"\n",
-            out.display()
-        ),
-    )
-    .unwrap();
-    let server = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let server = server_with(dir, &out, "[prometheus]\nlisten = \"127.0.0.1:0\"\n");
     let addr = metrics_addr(&server.proc);
     let (head, body) = get(addr, "/health");
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");

@@ -89,16 +89,11 @@ fn the_server_caps_each_connection_to_its_connection_rate_limit() {
     const RATE: f64 = (1 << 20) as f64; // 1 MiB/s per connection
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let scfg = tmp.path().join("server.toml");
-    std::fs::write(
-        &scfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndirectory = \"{}\"\nconnection_rate_limit = \"1MiB/s\"\nconnection_burst = \"256KiB\"\n",
-            out.display()
-        ),
-    )
-    .unwrap();
-    let server = Server::start(&["--config", scfg.to_str().unwrap()]);
+    let server = server_with(
+        tmp.path(),
+        &out,
+        "connection_rate_limit = \"1MiB/s\"\nconnection_burst = \"256KiB\"\n",
+    );
     // A plain stream alone on its output: the spliced path is capped too.
     let plain = tmp.path().join("plain.log");
     let plain_len = fill(&plain, "p", 3 << 20);

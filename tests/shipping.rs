@@ -159,17 +159,11 @@ fn two_clients_into_one_output_never_interleave_lines() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let shared = tmp.path().join("shared.log");
-    let cfg = tmp.path().join("server.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndirectory = \"{}\"\n[output.shared]\npath = \"{}\"\n",
-            out.display(),
-            shared.display()
-        ),
-    )
-    .unwrap();
-    let server = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let server = server_with(
+        tmp.path(),
+        &out,
+        &format!("[output.shared]\npath = \"{}\"\n", shared.display()),
+    );
     let (a, b) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
     let addr = server.addr.to_string();
     let mut ca = client_with_svc(&addr, "shared", "ha", &a);

@@ -181,6 +181,18 @@ impl Server {
     }
 }
 
+/// Starts loghamsterd from `dir/server.toml`: an ephemeral port, the
+/// default route into `out`, then the TOML lines `extra`.
+pub fn server_with(dir: &Path, out: &Path, extra: &str) -> Server {
+    let cfg = dir.join("server.toml");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndirectory = \"{}\"\n{extra}",
+        out.display()
+    );
+    std::fs::write(&cfg, text).expect("write server config");
+    Server::start(&["--config", cfg.to_str().expect("utf-8 temp dir")])
+}
+
 /// Starts loghamsterc with `args`.
 pub fn client(args: &[&str]) -> Proc {
     let mut cmd = Command::new(CLIENT_BIN);
