@@ -13,7 +13,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -189,10 +188,12 @@ impl DirSource {
 
 /// True when `path` holds a file recorded as completely sent.
 fn is_complete(path: &Path, completed: &[Entry]) -> bool {
-    let Ok(file) = File::open(path) else {
+    use crate::tail::fs::Fs;
+    let fs = &mut crate::reactor::sys::tailfs::RealFs;
+    let Ok((file, meta)) = fs.open(path, true) else {
         return false;
     };
     completed
         .iter()
-        .any(|e| e.path == path && e.identity.matches(&file).unwrap_or(false))
+        .any(|e| e.path == path && e.identity.matches(fs, &file, &meta).unwrap_or(false))
 }

@@ -47,6 +47,8 @@ pub(crate) struct Meter {
     /// Files found shorter than, or rewritten before, the position read:
     /// sent again from 0.
     pub truncations: Counter,
+    /// Times lines may have been lost.
+    pub lost: Counter,
     /// Connections opened after a connection of the stream failed or broke.
     pub reconnects: Counter,
     /// Set at scrape time by [`View`].
@@ -67,6 +69,7 @@ impl Meter {
             acked: metrics.acknowledged_bytes.get_or_create_owned(&label),
             rotations: metrics.rotations.get_or_create_owned(&label),
             truncations: metrics.truncations.get_or_create_owned(&label),
+            lost: metrics.losses.get_or_create_owned(&label),
             reconnects: metrics.reconnects.get_or_create_owned(&label),
             behind: metrics.behind_bytes.get_or_create_owned(&label),
             last_ack: None,

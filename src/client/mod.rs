@@ -53,7 +53,7 @@ use crate::tail::rate::Bucket;
 use crate::tail::state::{self, Entry, StateError};
 use dirsource::DirSource;
 use meter::{Meter, View};
-use stream::{Ctx, LinkBudget, OpenFiles, Settings, Stream};
+use stream::{Ctx, LinkBudget, Settings, Stream};
 use watch::DirWatch;
 
 const SIGNALS: Token = Token(1);
@@ -149,7 +149,7 @@ pub struct ClientDaemon {
     /// Streams an inotify read concerns (kept to reuse its allocation).
     inotify_hits: Vec<(Key, u32)>,
     /// Followed files held open, and how many may be (`max_open_files`).
-    open_files: OpenFiles,
+    open_files: usize,
     max_open_files: usize,
     /// See [`Ctx::fd_pressure`].
     fd_pressure: bool,
@@ -239,10 +239,7 @@ impl ClientDaemon {
     fn start(&mut self, now: Instant) {
         self.watch_dirs(now);
         for key in self.streams.keys() {
-            self.with_stream(key, now, |s, ctx| {
-                s.check_path(ctx);
-                s.tick(ctx);
-            });
+            self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
         }
         crate::info!(
             "started: {} streams and {} directory sources, server {}, state file {}",
@@ -328,11 +325,11 @@ impl ClientDaemon {
     /// After a turn's events and timers: parks idle files while too many
     /// are open, and saves the state soon or arms the state timer.
     fn after_events(&mut self, now: Instant) {
-        let over = self.open_files.count() > self.max_open_files;
+        let over = self.open_files > self.max_open_files;
         if self.fd_pressure || (over && self.park_round <= now) {
             self.park_round = now + PARK_ROUND;
             self.park_idle_files(now);
-            if self.open_files.count() > self.max_open_files {
+            if self.open_files > self.max_open_files {
                 self.reactor.timers.schedule(self.park_round, PARK);
             }
         }
@@ -381,7 +378,7 @@ impl ClientDaemon {
             meters: &self.meters,
             streams: &self.streams,
             sources: &self.sources,
-            open_files: self.open_files.count(),
+            open_files: self.open_files,
         };
         http.on_event(registry, timers, token, now, &mut view);
     }
@@ -405,14 +402,15 @@ impl ClientDaemon {
             pool: &mut self.pool,
             abandoned_bytes: &mut self.abandoned_bytes,
             links: &mut self.links,
-            open_files: &self.open_files,
             fd_pressure: &mut self.fd_pressure,
             meter,
             stream_limit,
             client_limit: self.client_limit.as_mut(),
             throttled: &mut self.throttled,
         };
+        let held = stream.open_files();
         f(stream, &mut ctx);
+        self.open_files = self.open_files + stream.open_files() - held;
         if !self.throttled.is_zero() {
             self.metrics
                 .rate_limited(std::mem::take(&mut self.throttled));
@@ -422,7 +420,7 @@ impl ClientDaemon {
         } else {
             self.draining.remove(&key);
         }
-        if stream.completed {
+        if stream.completed() {
             self.finish_whole(key, now);
         } else if stream.gone() {
             self.drop_gone(key);
@@ -455,7 +453,7 @@ impl ClientDaemon {
     /// Closes idle followed files, least recently active first, until 90%
     /// of `max_open_files` (or, after EMFILE, 90% of what is open) remain.
     fn park_idle_files(&mut self, now: Instant) {
-        let open = self.open_files.count();
+        let open = self.open_files;
         let cap = if std::mem::take(&mut self.fd_pressure) {
             open.min(self.max_open_files)
         } else {
@@ -474,7 +472,7 @@ impl ClientDaemon {
         idle.sort_unstable_by_key(|(at, _)| *at);
         let mut parked = 0;
         for (_, key) in idle {
-            if self.open_files.count() <= target {
+            if self.open_files <= target {
                 break;
             }
             let mut done = false;
@@ -484,7 +482,7 @@ impl ClientDaemon {
         if parked > 0 {
             crate::info!(
                 "{parked} idle files parked; {} of at most {} followed files open",
-                self.open_files.count(),
+                self.open_files,
                 self.max_open_files
             );
             self.save_soon = true;

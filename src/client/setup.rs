@@ -14,7 +14,7 @@ use mio::unix::SourceFd;
 use mio::Interest;
 
 use super::dirsource::{DirSource, Filter};
-use super::stream::{LinkBudget, OpenFiles, Settings, Stream};
+use super::stream::{LinkBudget, Settings, Stream};
 use super::{meter, ClientDaemon, ClientError, INOTIFY, SIGNALS, WAKER};
 use crate::config::{ClientConfig, Method, OnRotate, Source, StreamConfig};
 use crate::metrics::client::StreamLabels;
@@ -88,7 +88,7 @@ impl ClientDaemon {
             sent_files: 0,
             sent_bytes: 0,
             pool: Vec::new(),
-            open_files: OpenFiles::default(),
+            open_files: 0,
             max_open_files: max_open_files(t.max_open_files, t.max_connections, base.nofile),
             fd_pressure: false,
             park_round: Instant::now(),
@@ -229,7 +229,7 @@ impl ClientDaemon {
             path.clone(),
             s.svc.clone(),
             s.meta.clone(),
-            follow,
+            self.settings.tail(follow, false),
         ));
         let dir = parent_dir(&path);
         self.add_unwatched(dir, Some(key), None);

@@ -51,25 +51,25 @@ impl ClientDaemon {
         let Some(src) = self
             .sources
             .iter_mut()
-            .find(|s| s.in_flight.get(&stream.path) == Some(&key))
+            .find(|s| s.in_flight.get(stream.path()) == Some(&key))
         else {
             return;
         };
-        src.in_flight.remove(&stream.path);
+        src.in_flight.remove(stream.path());
         let len = stream.file_len().unwrap_or(0);
         if src.delete && stream.path_is_same_file() {
-            match std::fs::remove_file(&stream.path) {
+            match std::fs::remove_file(stream.path()) {
                 Ok(()) => crate::info!(
                     "{}: sent ({len} bytes, confirmed); deleted",
-                    stream.path.display()
+                    stream.path().display()
                 ),
                 Err(e) => crate::warn!(
                     "{}: sent ({len} bytes, confirmed) but cannot delete it: {e}",
-                    stream.path.display()
+                    stream.path().display()
                 ),
             }
         } else {
-            crate::info!("{}: sent ({len} bytes, confirmed)", stream.path.display());
+            crate::info!("{}: sent ({len} bytes, confirmed)", stream.path().display());
         }
         self.completed.extend(stream.entry());
         self.sent_files += 1;
@@ -83,19 +83,19 @@ impl ClientDaemon {
         let Some(stream) = self.streams.remove(key) else {
             return;
         };
-        crate::debug!("{}: gone; no longer followed", stream.path.display());
+        crate::debug!("{}: gone; no longer followed", stream.path().display());
         self.draining.remove(&key);
         for dw in self.dirs.values_mut() {
-            if let Some(keys) = dw.streams.get_mut(&stream.name) {
+            if let Some(keys) = dw.streams.get_mut(stream.name()) {
                 keys.retain(|k| *k != key);
                 if keys.is_empty() {
-                    dw.streams.remove(&stream.name);
+                    dw.streams.remove(stream.name());
                 }
             }
         }
         for src in &mut self.sources {
-            if src.in_flight.get(&stream.path) == Some(&key) {
-                src.in_flight.remove(&stream.path);
+            if src.in_flight.get(stream.path()) == Some(&key) {
+                src.in_flight.remove(stream.path());
             }
         }
     }
@@ -115,7 +115,7 @@ impl ClientDaemon {
                     let meta = std::fs::metadata(&path);
                     let held = meta
                         .is_ok_and(|m| self.streams.values().any(|s| s.holds(m.dev(), m.ino())));
-                    if held || self.streams.values().any(|s| s.path == path) {
+                    if held || self.streams.values().any(|s| s.path() == path) {
                         continue;
                     }
                     let mut stream = Stream::new(
@@ -124,10 +124,10 @@ impl ClientDaemon {
                         path.clone(),
                         src.svc.clone(),
                         src.meta.clone(),
-                        true,
+                        self.settings.tail(true, false),
                     );
                     stream.set_ephemeral();
-                    let name = stream.name.clone();
+                    let name = stream.name().to_os_string();
                     self.streams.insert(stream);
                     let dir = &self.sources[i].dir;
                     if let Some(dw) = self.dirs.values_mut().find(|d| d.dir == *dir) {
@@ -135,22 +135,21 @@ impl ClientDaemon {
                     }
                     self.sources[i].in_flight.insert(path, key);
                     self.with_stream(key, now, |s, ctx| {
-                        s.check_path(ctx);
-                        s.tick(ctx);
+                        s.on_file_event(ctx);
                     });
                     continue;
                 }
-                let stream = Stream::new_whole(
+                let stream = Stream::new(
                     key,
                     src.meter,
                     path.clone(),
                     src.svc.clone(),
                     src.meta.clone(),
-                    now,
+                    self.settings.tail(false, true),
                 );
                 self.streams.insert(stream);
                 self.sources[i].in_flight.insert(path, key);
-                self.with_stream(key, now, |s, ctx| s.tick(ctx));
+                self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
             }
         }
     }

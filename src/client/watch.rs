@@ -76,8 +76,8 @@ impl ClientDaemon {
         self.inotify_buf = buf;
         self.start_sources(now);
         hits.dedup();
-        for &(key, m) in &hits {
-            self.with_stream(key, now, |s, ctx| s.on_file_event(m, ctx));
+        for &(key, _) in &hits {
+            self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
         }
         self.inotify_hits = hits;
         if !self.unwatched.is_empty() && self.state_timer.arm(now + DIR_RETRY) {
@@ -157,10 +157,7 @@ impl ClientDaemon {
             match self.inotify.add_watch(&dir, DIR_EVENTS) {
                 Ok(w) => {
                     for &key in &keys {
-                        self.with_stream(key, now, |s, ctx| {
-                            s.check_path(ctx);
-                            s.tick(ctx);
-                        });
+                        self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
                     }
                     for &i in &sources {
                         if let Err(e) = self.sources[i].scan(now, &mut self.completed) {
@@ -174,7 +171,10 @@ impl ClientDaemon {
                     });
                     for key in keys {
                         if let Some(s) = self.streams.get(key) {
-                            dw.streams.entry(s.name.clone()).or_default().push(key);
+                            dw.streams
+                                .entry(s.name().to_os_string())
+                                .or_default()
+                                .push(key);
                         }
                     }
                     dw.sources.extend(sources);

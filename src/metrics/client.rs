@@ -18,6 +18,7 @@
 //! | `loghamster_client_behind_bytes{stream}` | gauge | file size − acknowledged offset |
 //! | `loghamster_client_rotations_total{stream}` | counter | files rotated away (renamed, deleted, copytruncate) while read |
 //! | `loghamster_client_truncations_total{stream}` | counter | files truncated or rewritten in place, sent again from 0 |
+//! | `loghamster_client_losses_total{stream}` | counter | times lines may have been lost: a file truncated before it was read to its end with no copy left (each is also an ERROR line) |
 //! | `loghamster_client_reconnects_total{stream}` | counter | connections opened after one failed or broke |
 //! | `loghamster_client_last_ack_age_seconds{stream}` | gauge | seconds since the server last acknowledged new bytes (since start before the first) |
 //! | `loghamster_client_rate_limit_delay_seconds_total` | counter | time sending was held back by a rate limit |
@@ -93,6 +94,8 @@ pub struct ClientMetrics {
     pub rotations: Family<StreamLabels, Counter>,
     /// Truncations seen, by stream.
     pub truncations: Family<StreamLabels, Counter>,
+    /// Times lines may have been lost, by stream.
+    pub losses: Family<StreamLabels, Counter>,
     /// Connections opened after a connection failed or broke, by stream.
     pub reconnects: Family<StreamLabels, Counter>,
     /// Seconds since the last acknowledgement, by stream; computed at
@@ -127,6 +130,7 @@ impl ClientMetrics {
             behind_bytes: Family::default(),
             rotations: Family::default(),
             truncations: Family::default(),
+            losses: Family::default(),
             reconnects: Family::default(),
             last_ack_age: Family::default(),
             rate_limit_delay: Counter::default(),
@@ -181,6 +185,11 @@ impl ClientMetrics {
             ("rotations", "Rotations seen", &self.rotations),
             ("truncations", "Truncations seen", &self.truncations),
             (
+                "losses",
+                "Times lines may have been lost (truncated before read, no copy left)",
+                &self.losses,
+            ),
+            (
                 "reconnects",
                 "Connections opened after a connection failed or broke",
                 &self.reconnects,
@@ -215,6 +224,7 @@ impl ClientMetrics {
         drop(self.behind_bytes.get_or_create(&l));
         drop(self.rotations.get_or_create(&l));
         drop(self.truncations.get_or_create(&l));
+        drop(self.losses.get_or_create(&l));
         drop(self.reconnects.get_or_create(&l));
         drop(self.last_ack_age.get_or_create(&l));
         self.last_ack.entry(l).or_insert(now);

@@ -82,4 +82,9 @@ pub trait Fs {
 
     /// Removes a name.
     fn remove(&mut self, path: &Path) -> io::Result<()>;
+
+    /// The file system's current time, in the unit of [`Meta::born`]
+    /// (wall-clock nanoseconds on the real side): files born after this
+    /// call have a larger `born`.
+    fn clock(&mut self) -> u64;
 }

@@ -6,9 +6,9 @@
 //! it is extended once the file has grown, and a stored fingerprint is
 //! checked against the same number of bytes it was taken over.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+
+use super::fs::{Fs, Meta};
 
 /// Bytes covered by a full fingerprint.
 pub const FINGERPRINT_LEN: usize = 1024;
@@ -23,36 +23,32 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Reads the identity of an open file.
-    pub fn of(file: &File) -> io::Result<Identity> {
-        let meta = file.metadata()?;
+    /// Reads the identity of an open file whose `fstat` gave `meta`.
+    pub fn of<F: Fs>(fs: &mut F, file: &F::File, meta: &Meta) -> io::Result<Identity> {
         let mut head = [0u8; FINGERPRINT_LEN];
-        let n = read_head(file, &mut head)?;
+        let n = read_head(fs, file, &mut head)?;
         Ok(Identity {
-            dev: meta.dev(),
-            ino: meta.ino(),
+            dev: meta.dev,
+            ino: meta.ino,
             fp: fnv1a(&head[..n]),
             fp_len: n as u32,
         })
     }
 
-    /// True when `file` is the file this identity was taken from: same
-    /// device and inode, and the same bytes at the start.
-    pub fn matches(&self, file: &File) -> io::Result<bool> {
-        let meta = file.metadata()?;
-        if meta.dev() != self.dev || meta.ino() != self.ino {
+    /// True when the file (with `fstat` `meta`) is the file this identity
+    /// was taken from: same device and inode, and the same first bytes.
+    pub fn matches<F: Fs>(&self, fs: &mut F, file: &F::File, meta: &Meta) -> io::Result<bool> {
+        if meta.inode() != (self.dev, self.ino) {
             return Ok(false);
         }
-        let mut head = [0u8; FINGERPRINT_LEN];
-        let n = read_head(file, &mut head[..self.fp_len as usize])?;
-        Ok(n == self.fp_len as usize && fnv1a(&head[..n]) == self.fp)
+        self.head_matches(fs, file)
     }
 
-    /// True when `file` starts with the bytes this identity's fingerprint
-    /// was taken over, whatever its device and inode (a copy of the file).
-    pub fn head_matches(&self, file: &File) -> io::Result<bool> {
+    /// True when the file starts with the bytes this identity's
+    /// fingerprint was taken over, whatever its device and inode (a copy).
+    pub fn head_matches<F: Fs>(&self, fs: &mut F, file: &F::File) -> io::Result<bool> {
         let mut head = [0u8; FINGERPRINT_LEN];
-        let n = read_head(file, &mut head[..self.fp_len as usize])?;
+        let n = read_head(fs, file, &mut head[..self.fp_len as usize])?;
         Ok(n == self.fp_len as usize && fnv1a(&head[..n]) == self.fp)
     }
 
@@ -65,16 +61,17 @@ impl Identity {
     /// Returns true when the recorded fingerprint no longer matched (the
     /// head was rewritten), so the caller records the new one promptly;
     /// merely extending it returns false.
-    pub fn refresh(&mut self, file: &File, read_from: u64) -> io::Result<bool> {
+    pub fn refresh<F: Fs>(
+        &mut self,
+        fs: &mut F,
+        file: &F::File,
+        read_from: u64,
+    ) -> io::Result<bool> {
         if (self.fp_len as usize) >= FINGERPRINT_LEN && read_from >= FINGERPRINT_LEN as u64 {
             return Ok(false);
         }
-        let meta = file.metadata()?;
-        if (meta.dev(), meta.ino()) != (self.dev, self.ino) {
-            return Ok(false);
-        }
         let mut head = [0u8; FINGERPRINT_LEN];
-        let n = read_head(file, &mut head)?;
+        let n = read_head(fs, file, &mut head)?;
         let had = self.fp_len as usize;
         let rewritten = n < had || fnv1a(&head[..had]) != self.fp;
         if rewritten || n > had {
@@ -85,51 +82,133 @@ impl Identity {
     }
 }
 
-/// The stream id sent to the server for a file seen for the first time:
-/// `dev-ino-birthtime` in hex, so a client that crashed before saving its
+/// The stream id sent to the server for one generation of a followed
+/// file: `dev-ino-born` in hex, so a client that crashed before saving its
 /// state derives the same id again and the server can tell it how far the
-/// stream got. Where the file system has no birth time, the id falls back
-/// to one derived from the current time (a crash before the state is
-/// saved then re-sends the file from its start).
-pub fn stream_id(file: &File, identity: &Identity) -> String {
-    let born = file
-        .metadata()
-        .and_then(|m| m.created())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-    match born {
-        Some(d) => format!(
-            "{:x}-{:x}-{:x}.{:x}",
-            identity.dev,
-            identity.ino,
-            d.as_secs(),
-            d.subsec_nanos()
-        ),
-        None => format!(
-            "{:x}-{:x}-t{:x}",
-            identity.dev,
-            identity.ino,
-            unique_suffix()
-        ),
+/// stream got. A file whose content was replaced in place (truncated and
+/// rewritten) gets a `-t<nonce>` suffix: its new content is a new stream.
+/// Where the file system records no birth time, the id carries a nonce
+/// instead (a crash before the state is saved then re-sends the file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamId {
+    pub dev: u64,
+    pub ino: u64,
+    pub born: Born,
+    /// Set for content that replaced the file's earlier content in place.
+    pub rewrite: Option<u64>,
+}
+
+/// When a file was born, as far as its id is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Born {
+    /// Nanoseconds since the epoch.
+    At(u64),
+    /// No birth time: a nonce.
+    Unknown(u64),
+}
+
+impl StreamId {
+    /// The id of a file first seen with `meta`; `nonce` is used where the
+    /// file system records no birth time.
+    pub fn new(meta: &Meta, nonce: u64) -> StreamId {
+        let born = if meta.born > 0 {
+            Born::At(meta.born)
+        } else {
+            Born::Unknown(nonce)
+        };
+        StreamId {
+            dev: meta.dev,
+            ino: meta.ino,
+            born,
+            rewrite: None,
+        }
+    }
+
+    /// The same file's new content after an in-place rewrite.
+    pub fn rewritten(self, nonce: u64) -> StreamId {
+        StreamId {
+            rewrite: Some(nonce),
+            ..self
+        }
+    }
+
+    /// True when this id names the original content of the file with
+    /// `meta` (same device, inode and birth), not a rewrite of it.
+    pub fn is_original_of(&self, meta: &Meta) -> bool {
+        self.rewrite.is_none()
+            && (self.dev, self.ino) == meta.inode()
+            && self.born == Born::At(meta.born)
     }
 }
 
-/// A suffix that differs between calls (time in nanoseconds).
-pub fn unique_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:x}-{:x}-", self.dev, self.ino)?;
+        match self.born {
+            Born::At(ns) => write!(f, "{:x}.{:x}", ns / 1_000_000_000, ns % 1_000_000_000)?,
+            Born::Unknown(n) => write!(f, "t{n:x}")?,
+        }
+        match self.rewrite {
+            Some(n) => write!(f, "-t{n:x}"),
+            None => Ok(()),
+        }
+    }
 }
 
-fn read_head(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+impl std::str::FromStr for StreamId {
+    type Err = BadStreamId;
+
+    /// Parses what [`Display`](std::fmt::Display) wrote (the state file).
+    fn from_str(s: &str) -> Result<StreamId, BadStreamId> {
+        let hex = |t: &str| u64::from_str_radix(t, 16).map_err(|_| BadStreamId);
+        let mut parts = s.splitn(4, '-');
+        let dev = hex(parts.next().ok_or(BadStreamId)?)?;
+        let ino = hex(parts.next().ok_or(BadStreamId)?)?;
+        let b = parts.next().ok_or(BadStreamId)?;
+        let born = match b.strip_prefix('t') {
+            Some(n) => Born::Unknown(hex(n)?),
+            None => {
+                let (secs, nanos) = b.split_once('.').ok_or(BadStreamId)?;
+                let (secs, nanos) = (hex(secs)?, hex(nanos)?);
+                if nanos >= 1_000_000_000 {
+                    return Err(BadStreamId);
+                }
+                let ns = secs
+                    .checked_mul(1_000_000_000)
+                    .and_then(|s| s.checked_add(nanos))
+                    .ok_or(BadStreamId)?;
+                Born::At(ns)
+            }
+        };
+        let rewrite = match parts.next() {
+            None => None,
+            Some(r) => Some(hex(r.strip_prefix('t').ok_or(BadStreamId)?)?),
+        };
+        Ok(StreamId {
+            dev,
+            ino,
+            born,
+            rewrite,
+        })
+    }
+}
+
+/// A stream id that is not `dev-ino-born[-tN]` in hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadStreamId;
+
+impl std::fmt::Display for BadStreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not a stream id (dev-ino-born in hex)")
+    }
+}
+
+fn read_head<F: Fs>(fs: &mut F, file: &F::File, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
-        match file.read_at(&mut buf[n..], n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        match fs.read_at(file, &mut buf[n..], n as u64)? {
+            0 => break,
+            k => n += k,
         }
     }
     Ok(n)
@@ -145,74 +224,33 @@ pub fn fnv1a(data: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use crate::tail::fs::Kind;
 
-    #[test]
-    fn same_file_matches_and_rewritten_file_does_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.log");
-        std::fs::write(&p, b"first line\n").unwrap();
-        let f = File::open(&p).unwrap();
-        let id = Identity::of(&f).unwrap();
-        assert_eq!(id.fp_len, 11);
-        assert!(id.matches(&f).unwrap());
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&p)
-            .unwrap()
-            .write_all(b"more\n")
-            .unwrap();
-        assert!(id.matches(&f).unwrap(), "appending keeps the identity");
-        std::fs::write(&p, b"other line\n").unwrap(); // same inode, new content
-        assert!(!id.matches(&File::open(&p).unwrap()).unwrap());
+    fn meta(born: u64) -> Meta {
+        Meta {
+            dev: 0x801,
+            ino: 0x1234,
+            len: 0,
+            nlink: 1,
+            born,
+            kind: Kind::File,
+        }
     }
 
     #[test]
-    fn short_fingerprint_is_extended() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.log");
-        std::fs::write(&p, b"").unwrap();
-        let f = File::open(&p).unwrap();
-        let mut id = Identity::of(&f).unwrap();
-        assert_eq!(id.fp_len, 0);
-        std::fs::write(&p, vec![b'x'; 3000]).unwrap();
-        assert!(!id.refresh(&f, 0).unwrap(), "extended, not rewritten");
-        assert_eq!(id.fp_len as usize, FINGERPRINT_LEN);
-        assert!(id.matches(&f).unwrap());
-    }
-
-    #[test]
-    fn refresh_reports_a_head_rewritten_before_it_was_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.log");
-        std::fs::write(&p, vec![b'o'; 2000]).unwrap();
-        let f = File::open(&p).unwrap();
-        let mut id = Identity::of(&f).unwrap();
-        // Truncated and rewritten in place (same inode).
-        std::fs::OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&p)
-            .unwrap()
-            .write_all(&[b'n'; 1500])
-            .unwrap();
-        assert!(
-            !id.refresh(&f, 4000).unwrap(),
-            "beyond the head: not checked"
-        );
-        assert!(id.refresh(&f, 0).unwrap(), "reading the head notices");
-        assert!(id.matches(&f).unwrap());
-        assert!(!id.refresh(&f, 0).unwrap(), "now it is up to date");
-    }
-
-    #[test]
-    fn stream_id_is_stable_for_the_same_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.log");
-        std::fs::write(&p, b"x\n").unwrap();
-        let f = File::open(&p).unwrap();
-        let id = Identity::of(&f).unwrap();
-        assert_eq!(stream_id(&f, &id), stream_id(&File::open(&p).unwrap(), &id));
+    fn stream_ids_round_trip_through_their_text() {
+        let a = StreamId::new(&meta(1_700_000_000_123_456_789), 7);
+        assert_eq!(a.to_string(), "801-1234-6553f100.75bcd15");
+        let b = a.rewritten(0xabc);
+        let c = StreamId::new(&meta(0), 0x99);
+        for id in [a, b, c] {
+            assert_eq!(id.to_string().parse::<StreamId>(), Ok(id));
+        }
+        assert!(a.is_original_of(&meta(1_700_000_000_123_456_789)));
+        assert!(!b.is_original_of(&meta(1_700_000_000_123_456_789)));
+        for bad in ["", "1-2", "x-2-3.4", "1-2-3", "1-2-3.4-5", "1-2-3.3b9aca00"] {
+            assert_eq!(bad.parse::<StreamId>(), Err(BadStreamId), "{bad}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! and drives these pieces from the event loop.
 
 pub mod batch;
+pub mod follow;
 pub mod fs;
 pub mod identity;
 pub mod rate;

@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 
 use mio::Interest;
 
-use super::{Ctx, FileState, Settings, Stream};
+use super::{Ctx, Settings, Stream};
 use crate::client::link::{Heard, Link, Phase};
 use crate::codec::Codec;
 use crate::config::Compression;
+use crate::reactor::sys::tailfs::RealFs;
 use crate::reactor::Key;
+use crate::tail::follow::{Env, State};
 
 /// Longest a connect + handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,14 +71,12 @@ impl Stream {
     pub fn on_socket(&mut self, ctx: &mut Ctx<'_>) {
         let mut heard = Vec::new();
         if let Some(link) = &mut self.link {
-            let (settings, path, svc, meta) = (ctx.settings, &self.path, &self.svc, &self.meta);
-            let (id, offset) = match &self.file {
-                Some(t) => (t.id.as_str(), self.acked),
-                None => ("", 0),
-            };
+            let (settings, path, svc, meta) =
+                (ctx.settings, self.tail.path(), &self.svc, &self.meta);
+            let id = self.link_id.map(|i| i.to_string()).unwrap_or_default();
             let init = Init {
-                id,
-                offset,
+                id: &id,
+                offset: self.tail.acked(),
                 codec: link.asks_for(),
             };
             link.poll(
@@ -95,27 +95,25 @@ impl Stream {
     fn on_heard(&mut self, h: Heard, ctx: &mut Ctx<'_>) {
         match h {
             Heard::Ready(offset) => self.on_ready(offset, ctx),
-            Heard::Ack(n) if n > self.acked && n <= self.sent => {
-                ctx.meter.acknowledged(n - self.acked, ctx.now);
-                self.acked = n;
-                self.last_active = ctx.now;
-                *ctx.dirty = true;
-            }
-            Heard::Ack(n) if n > self.sent => {
-                let why = format!(
-                    "server acknowledged {n} bytes but only {} were sent",
-                    self.sent
-                );
-                self.drop_link(ctx, Some(why));
-            }
-            Heard::Ack(_) => {}
+            Heard::Ack(n) => match self.tail.on_ack(n) {
+                Ok(0) => {}
+                Ok(new) => {
+                    ctx.meter.acknowledged(new, ctx.now);
+                    self.last_active = ctx.now;
+                    *ctx.dirty = true;
+                }
+                Err(sent) => {
+                    let why = format!("server acknowledged {n} bytes but only {sent} were sent");
+                    self.drop_link(ctx, Some(why));
+                }
+            },
             Heard::Done(n) => self.on_done(n, ctx),
             Heard::CodecRefused(line) => self.on_codec_refused(&line, ctx),
             Heard::CodecIgnored(codec) => on_codec_ignored(codec, ctx),
             Heard::Finish => {
                 crate::info!(
                     "{}: server is shutting down; finishing the connection",
-                    self.path.display()
+                    self.path().display()
                 );
                 if let Some(l) = &mut self.link {
                     l.finish();
@@ -135,71 +133,45 @@ impl Stream {
                 ctx.now.saturating_duration_since(since).as_secs_f64()
             );
         }
-        let at = offset.unwrap_or(self.acked);
-        self.verify = false;
         self.reconnecting = false;
-        self.done_at = None;
-        if let Some(len) = self
-            .file_len()
-            .filter(|len| at > *len && !self.reading_copy)
-        {
-            // The server holds more than the file has: it was
-            // truncated. Start over under a new id.
-            self.truncated(len, ctx);
+        let before = self.tail.acked();
+        let mut env = Env {
+            fs: &mut RealFs,
+            now: ctx.now,
+            loaded: ctx.loaded,
+        };
+        let ok = self.tail.on_ready(&mut env, offset);
+        self.after_tail(ctx);
+        if !ok {
             return;
         }
-        if self.rewritten(at) {
-            // Same inode, other first bytes: truncated and rewritten
-            // while the connection was down.
-            self.truncated(self.file_len().unwrap_or(0), ctx);
-            return;
-        }
-        if at != self.acked {
+        let at = self.tail.acked();
+        if at != before {
             crate::info!(
-                "{}: server holds {} bytes, continuing from there (state had {})",
-                self.path.display(),
-                at,
-                self.acked
+                "{}: server holds {at} bytes, continuing from there (state had {before})",
+                self.tail.path().display(),
             );
-            *ctx.dirty = true;
         }
         // The server holds more than we knew: bytes whose ACK was
         // lost with a broken connection (or with the last run).
-        ctx.meter
-            .acknowledged(at.saturating_sub(self.acked), ctx.now);
-        self.acked = at;
-        self.sent = at;
-        self.clear_buf();
+        ctx.meter.acknowledged(at.saturating_sub(before), ctx.now);
         self.link_deadline = None;
         self.backoff = Duration::ZERO;
-        crate::debug!("{}: streaming from offset {at}", self.path.display());
-    }
-
-    /// True when a followed file the server holds `at` bytes of has other
-    /// first bytes than when it was opened (same inode, new content).
-    fn rewritten(&self, at: u64) -> bool {
-        self.state == FileState::Following
-            && !self.whole
-            && at > 0
-            && self
-                .file
-                .as_ref()
-                .is_some_and(|t| !t.identity.matches(&t.file).unwrap_or(true))
+        crate::debug!("{}: streaming from offset {at}", self.tail.path().display());
     }
 
     /// `250 DONE n`: the server committed everything up to `n`.
     fn on_done(&mut self, n: u64, ctx: &mut Ctx<'_>) {
-        self.done_at = Some(n);
-        if n != self.sent {
+        if n != self.tail.sent() {
             crate::warn!(
                 "{}: server confirmed {n} bytes, {} were sent",
-                self.path.display(),
-                self.sent
+                self.tail.path().display(),
+                self.tail.sent()
             );
         }
-        if n <= self.sent && n > self.acked {
-            ctx.meter.acknowledged(n - self.acked, ctx.now);
-            self.acked = n;
+        let new = self.tail.on_done(n);
+        if new > 0 {
+            ctx.meter.acknowledged(new, ctx.now);
             *ctx.dirty = true;
         }
     }
@@ -223,6 +195,9 @@ impl Stream {
     /// there is something to send.
     fn on_closed(&mut self, why: String, ctx: &mut Ctx<'_>) {
         let finished = why == "finished";
+        if finished {
+            self.tail.on_link_finished();
+        }
         self.drop_link(ctx, (!(self.stopping || finished)).then_some(why));
         if finished {
             // A clean end (idle close, rotation): reconnect at once
@@ -236,19 +211,15 @@ impl Stream {
     /// rotated file to end with `250 DONE`. An idle followed file holds no
     /// connection.
     pub(super) fn wants_link(&self) -> bool {
-        self.verify
-            || self.whole
-            || matches!(self.state, FileState::Rotated { .. })
-            || self.file_len().is_some_and(|len| len > self.acked)
+        self.tail.wants_link(self.file_len().unwrap_or(0))
     }
 
     /// Ends an idle connection (all sent and acknowledged, nothing new)
     /// after `idle_close`, or after 1 s when other streams wait for a slot.
     /// Returns when to look again.
     pub(super) fn close_if_idle(&mut self, ctx: &mut Ctx<'_>) -> Option<Instant> {
-        let link = self.link.as_ref().filter(|l| l.phase == Phase::Up)?;
-        let _ = link;
-        if self.whole || self.state != FileState::Following || self.stopping {
+        self.link.as_ref().filter(|l| l.phase == Phase::Up)?;
+        if self.whole() || self.tail.state() != State::Following || self.stopping {
             return None;
         }
         let idle = if ctx.links.waiting.is_empty() {
@@ -260,8 +231,9 @@ impl Stream {
         if ctx.now < at {
             return Some(at);
         }
-        if self.unsent() == 0 && self.acked == self.sent && self.at_eof() {
-            crate::debug!("{}: idle; closing its connection", self.path.display());
+        let at_eof = self.file_len().is_none_or(|len| len <= self.tail.sent());
+        if self.tail.pending().is_empty() && self.tail.acked() == self.tail.sent() && at_eof {
+            crate::debug!("{}: idle; closing its connection", self.path().display());
             if let Some(link) = &mut self.link {
                 link.finish();
             }
@@ -285,14 +257,6 @@ impl Stream {
             }
             return;
         }
-        // Truncated (and maybe regrown past our offset) while disconnected?
-        // The first bytes tell: resuming the old id would skip new content.
-        if let Some(t) = &self.file {
-            if !t.identity.matches(&t.file).unwrap_or(true) {
-                let len = t.file.metadata().map(|m| m.len()).unwrap_or(0);
-                self.truncated(len, ctx);
-            }
-        }
         let now = ctx.now;
         let compression = if self.precompressed() {
             Compression::default()
@@ -315,6 +279,7 @@ impl Stream {
                 }
                 ctx.links.open += 1;
                 self.link = Some(link);
+                self.link_id = self.tail.stream_id();
                 self.link_deadline = Some(now + HANDSHAKE_TIMEOUT);
             }
             Err(e) => {
@@ -334,24 +299,25 @@ impl Stream {
             let _ = ctx.registry.deregister(&mut link.sock);
             ctx.links.open = ctx.links.open.saturating_sub(1);
         }
+        let unacked = self.tail.sent().saturating_sub(self.tail.acked());
         if let Some(why) = why {
-            self.verify = true;
+            self.tail.on_link_lost();
             self.reconnecting = true;
-            let unacked = self.sent.saturating_sub(self.acked);
             if connecting {
                 self.unreachable(ctx, &why);
             } else if unacked > 0 {
                 crate::warn!(
                     "{}: {why}; {unacked} unacknowledged bytes will be sent again",
-                    self.path.display()
+                    self.path().display()
                 );
             } else {
-                crate::warn!("{}: {why}", self.path.display());
+                crate::warn!("{}: {why}", self.path().display());
             }
+        } else if self.tail.sent() != self.tail.acked() || self.tail.needs_verify() {
+            self.tail.on_link_lost();
         }
+        self.link_id = None;
         self.link_deadline = None;
-        self.sent = self.acked;
-        self.clear_buf();
         if !self.stopping {
             self.schedule_retry(ctx);
         }
@@ -366,11 +332,11 @@ impl Stream {
             crate::warn!(
                 "server {} is unreachable ({}: {why}); files wait and retry with back-off up to {}s, nothing is lost",
                 ctx.settings.server,
-                self.path.display(),
+                self.path().display(),
                 ctx.settings.reconnect_max.as_secs()
             );
         } else {
-            crate::debug!("{}: {why}", self.path.display());
+            crate::debug!("{}: {why}", self.path().display());
         }
     }
 
@@ -440,7 +406,7 @@ impl Stream {
     /// True when the file is compressed already (by its name, e.g. a
     /// rotated `app.log.2.gz`).
     fn precompressed(&self) -> bool {
-        let name = self.name.to_string_lossy();
+        let name = self.name().to_string_lossy();
         COMPRESSED_SUFFIXES.iter().any(|s| name.ends_with(s))
     }
 }

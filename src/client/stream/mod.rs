@@ -1,42 +1,29 @@
-//! One watched path on the client: the file behind it, the connection that
-//! carries it, and the offsets that tie them together.
+//! One followed path on the client: the shell around its tail.
 //!
-//! Offsets (all in the current file): `acked <= sent <= sent + unsent`.
+//! The decisions about files (which generation, where to read, rotation,
+//! truncation, copies, when a file is done) are [`Tail`]'s, in
+//! `crate::tail::follow`, over the real file system ([`RealFs`]). This
+//! shell owns what the tail does not: the connection ([`Link`]) and its
+//! slot budget, reconnect back-off, rate limits, the timer, metrics and
+//! log lines (from the tail's [`Note`]s), and the shared buffer pool.
+//!
+//! Offsets (all in the current generation): `acked <= sent <= read`.
 //! `acked` is what the server confirmed and what the state file records;
-//! `sent` is what went into the socket; `buf[head..end]` holds bytes read
-//! from the file at `sent` that are not sent yet. When a connection breaks,
-//! `sent` falls back to `acked` and the buffer is dropped: the file itself
-//! is the buffer, so nothing is lost and memory stays bounded.
+//! `sent` is what went into the socket. When a connection breaks, `sent`
+//! falls back to `acked` and the buffer is dropped: the file itself is the
+//! buffer, so nothing is lost and memory stays bounded.
 //!
-//! The file's life is an explicit state ([`FileState`]): `Missing` (waiting
-//! for it to appear), `Following` (the path names the open file) and
-//! `Rotated` (the path now names another file; the old one is read through
-//! its descriptor to its end, every byte acknowledged, before switching).
-//!
-//! This file holds the types, the daemon-facing accessors and `tick`, which
-//! decides what is due on every turn. The rest is one concern per file:
-//! `open.rs` opens the file and claims its state entry, `fill.rs` reads it
-//! into the buffer, `send.rs` moves the buffer (or the file, by `sendfile`)
-//! into the connection under the batching rules and rate limits,
-//! `connection.rs` connects, handles what the server says and reconnects,
-//! `rotation.rs` handles the path moving to another file, and `park.rs`
-//! closes idle files under descriptor pressure.
+//! `connection.rs` connects, handles what the server says and reconnects;
+//! `send.rs` moves bytes (or the file, by `sendfile`) into the connection
+//! under the batching rules and rate limits.
 
 mod connection;
-mod fill;
-mod open;
-mod park;
-mod rotation;
 mod send;
 
 pub(crate) use connection::LinkBudget;
 
-use std::ffi::OsString;
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
@@ -44,23 +31,15 @@ use mio::{Registry, Token};
 use super::link::{Link, Phase};
 use super::meter::Meter;
 use crate::config::Compression;
+use crate::reactor::sys::tailfs::RealFs;
 use crate::reactor::{Armed, Key, Timers};
 use crate::tail::batch;
-use crate::tail::identity::{unique_suffix, Identity};
+use crate::tail::follow::{self, Env, Note, State, Tail};
+use crate::tail::fs::Fs;
+use crate::tail::identity::StreamId;
 use crate::tail::rate::Bucket;
 use crate::tail::state::Entry;
 
-/// How long a rotated-away file must stay quiet at its end before the
-/// client switches to the new file.
-const ROTATE_GRACE: Duration = Duration::from_millis(500);
-/// The quiet period when the next file at the path already has data: the
-/// writer has moved on.
-const ROTATE_GRACE_MOVED_ON: Duration = Duration::from_millis(50);
-/// How often a rotated-away file is re-read while it drains (inotify events
-/// for it arrive under its new name, which we may not be watching).
-const DRAIN_POLL: Duration = Duration::from_millis(100);
-/// How often an unreadable (not missing) file is retried.
-const REOPEN_RETRY: Duration = Duration::from_secs(5);
 /// Most idle read buffers kept for reuse.
 const POOL_MAX: usize = 64;
 
@@ -79,6 +58,22 @@ pub(crate) struct Settings {
     pub idle_close: Duration,
     /// `[server] compression`: what connections ask for.
     pub compression: Compression,
+}
+
+impl Settings {
+    /// The tail settings of one path.
+    pub fn tail(&self, follow_rotations: bool, whole: bool) -> follow::Settings {
+        follow::Settings {
+            rules: self.rules,
+            initial_buffer: initial_buffer(self),
+            max_batch: self.max_batch.max(1),
+            deleted_hold: self.deleted_hold,
+            follow_rotations,
+            whole,
+            follow_symlinks: true,
+            olddirs: Vec::new(),
+        }
+    }
 }
 
 /// What a stream handler may touch besides the stream itself.
@@ -101,8 +96,6 @@ pub(crate) struct Ctx<'a> {
     /// Bytes of deleted files given up (see `deleted_hold`), since start.
     pub abandoned_bytes: &'a mut u64,
     pub links: &'a mut LinkBudget,
-    /// Descriptors of followed files held by all streams.
-    pub open_files: &'a OpenFiles,
     /// Set when opening failed for lack of descriptors (EMFILE/ENFILE):
     /// the daemon parks idle files.
     pub fd_pressure: &'a mut bool,
@@ -115,98 +108,25 @@ pub(crate) struct Ctx<'a> {
     pub throttled: &'a mut Duration,
 }
 
-/// Counts the followed files held open by all streams: every [`Tracked`]
-/// holds a [`FileSlot`], which counts itself out when dropped, so the
-/// count cannot drift whatever path a file leaves by. (Atomic only so the
-/// daemon can be moved to another thread; it is used from one.)
-#[derive(Debug, Clone, Default)]
-pub(crate) struct OpenFiles(Arc<AtomicUsize>);
-
-impl OpenFiles {
-    pub fn count(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    fn slot(&self) -> FileSlot {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        FileSlot(self.0.clone())
-    }
-}
-
-#[derive(Debug)]
-struct FileSlot(Arc<AtomicUsize>);
-
-impl Drop for FileSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-#[derive(Debug)]
-struct Tracked {
-    file: File,
-    identity: Identity,
-    /// Counts this descriptor in [`OpenFiles`].
-    _slot: FileSlot,
-    /// Stream id sent to the server; new for every file (and after a
-    /// truncation), kept across reconnects and restarts.
-    id: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FileState {
-    Missing { retry_at: Option<Instant> },
-    Following,
-    Rotated { last_growth: Instant },
-}
-
 #[derive(Debug)]
 pub(crate) struct Stream {
     key: Key,
     /// Index of the configured stream's [`Meter`] in the daemon's meters;
     /// always valid.
     meter: usize,
-    pub path: PathBuf,
-    /// Last component of `path`, to match inotify events of its directory.
-    pub name: OsString,
+    tail: Tail<File>,
     svc: Option<String>,
     meta: Vec<(String, String)>,
-    /// `onrotate = "follow"`: after a rotation, continue with the new file;
-    /// otherwise stop once the old one is done.
-    follow: bool,
-    state: FileState,
-    file: Option<Tracked>,
-    /// Files that appeared at the path while the current one was being
-    /// drained after a rotation, oldest first, held open until their turn.
-    successors: std::collections::VecDeque<Tracked>,
-    acked: u64,
-    sent: u64,
-    /// Read buffer; empty (no allocation) while the file is idle.
-    buf: Vec<u8>,
-    head: usize,
-    end: usize,
-    /// The last read filled the buffer: the file is behind, grow it.
-    behind: bool,
-    /// When the oldest unsent byte was first seen.
-    since: Option<Instant>,
-    /// When the current unterminated tail was first seen.
-    partial_since: Option<Instant>,
     link: Option<Link>,
+    /// The stream id the connection was opened for: a connection left
+    /// over from another generation is ended.
+    link_id: Option<StreamId>,
     link_deadline: Option<Instant>,
     retry_at: Option<Instant>,
     backoff: Duration,
     timer: Armed,
     /// Set by a clean shutdown: finish the connection, then stop.
     stopping: bool,
-    /// Sent whole after close: no batching rules, the last partial line
-    /// included, ended with a half-close.
-    whole: bool,
-    /// A whole file the server confirmed (`250 DONE`) to its last byte.
-    pub completed: bool,
-    /// The offset the server's last `250 DONE` confirmed on this file.
-    done_at: Option<u64>,
-    /// When the held file was first seen with no link left.
-    deleted_since: Option<Instant>,
     /// Started for a `path` glob match; dropped once its file is gone.
     ephemeral: bool,
     /// Queued in [`LinkBudget::waiting`] for a connection slot.
@@ -214,24 +134,11 @@ pub(crate) struct Stream {
     /// The last connection failed or broke and no handshake succeeded
     /// since: a connection opened now is a reconnect.
     reconnecting: bool,
-    /// The server's offset for this file must be (re)learned: after the
-    /// file was opened, and after a connection ended without `250 DONE`
-    /// (the server may have restarted and rolled back), even if the file
-    /// has no new data.
-    verify: bool,
     /// Last time data moved or was acknowledged (for `idle_close`).
     last_active: Instant,
     jitter: u64,
     /// Since when a rate limit holds this stream back.
     throttled_since: Option<Instant>,
-    /// The open file is logrotate's copy, read after a copytruncate.
-    reading_copy: bool,
-    /// The file was closed while idle (see [`park`](Self::park)); its
-    /// position waits in the daemon's loaded entries until it is reopened.
-    parked: bool,
-    /// The [`fill::OVERLAP`] bytes before file offset `.0`, kept when the
-    /// read buffer goes back to the pool, so the next read can check them.
-    tail: Option<(u64, [u8; fill::OVERLAP])>,
 }
 
 impl Stream {
@@ -242,50 +149,42 @@ impl Stream {
         path: PathBuf,
         svc: Option<String>,
         meta: Vec<(String, String)>,
-        follow: bool,
+        tail: follow::Settings,
     ) -> Stream {
-        let name = path.file_name().map(OsString::from).unwrap_or_default();
-        let seed = key.token().0 as u64 ^ unique_suffix();
+        let seed = key.token().0 as u64 ^ RealFs.clock();
         Stream {
             key,
             meter,
-            path,
-            name,
+            tail: Tail::new(path, tail, seed),
             svc,
             meta,
-            follow,
-            state: FileState::Missing { retry_at: None },
-            file: None,
-            successors: Default::default(),
-            acked: 0,
-            sent: 0,
-            buf: Vec::new(),
-            head: 0,
-            end: 0,
-            behind: false,
-            since: None,
-            partial_since: None,
             link: None,
+            link_id: None,
             link_deadline: None,
             retry_at: None,
             backoff: Duration::ZERO,
             timer: Armed::default(),
             stopping: false,
-            whole: false,
-            completed: false,
-            done_at: None,
-            deleted_since: None,
             ephemeral: false,
             waiting_link: false,
             reconnecting: false,
-            verify: true,
             last_active: Instant::now(),
             jitter: seed | 1,
-            tail: None,
-            reading_copy: false,
             throttled_since: None,
-            parked: false,
         }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tail.path()
+    }
+
+    /// Last component of the path, to match inotify events of its directory.
+    pub fn name(&self) -> &std::ffi::OsStr {
+        self.tail.name()
+    }
+
+    fn whole(&self) -> bool {
+        self.tail.settings().whole
     }
 
     /// True once a stopping stream has no connection left.
@@ -294,57 +193,38 @@ impl Stream {
     }
 
     pub fn is_draining(&self) -> bool {
-        matches!(self.state, FileState::Rotated { .. })
+        matches!(self.tail.state(), State::Draining { .. })
+    }
+
+    /// A whole file the server confirmed (`250 DONE`) to its last byte,
+    /// with its connection closed.
+    pub fn completed(&self) -> bool {
+        self.tail.is_complete() && self.link.is_none()
     }
 
     /// The state-file entry for the open file, if any.
     pub fn entry(&self) -> Option<Entry> {
-        let t = self.file.as_ref()?;
-        Some(Entry {
-            id: t.id.clone(),
-            path: self.path.clone(),
-            identity: t.identity,
-            offset: self.acked,
-            complete: self.completed,
-        })
+        self.tail.entry()
     }
 
-    /// A stream for one file sent whole after close (directory sources):
-    /// it sends everything to the end, half-closes, and is
-    /// [`completed`](Self::completed) once the server answers `250 DONE`
-    /// for every byte.
-    pub fn new_whole(
-        key: Key,
-        meter: usize,
-        path: PathBuf,
-        svc: Option<String>,
-        meta: Vec<(String, String)>,
-        now: Instant,
-    ) -> Stream {
-        let mut s = Stream::new(key, meter, path, svc, meta, false);
-        s.whole = true;
-        s.state = FileState::Missing {
-            retry_at: Some(now),
-        };
-        s
-    }
-
-    /// True when this stream reads the file with this device and inode
-    /// (its current file or one queued after a rotation).
+    /// True when this stream reads the file with this device and inode.
     pub fn holds(&self, dev: u64, ino: u64) -> bool {
-        let same = |t: &Tracked| (t.identity.dev, t.identity.ino) == (dev, ino);
-        self.file.as_ref().is_some_and(same) || self.successors.iter().any(same)
+        self.tail.holds((dev, ino))
     }
 
-    /// A stream started for a file matched by a `path` glob, whose file is
-    /// gone and fully handled: the daemon drops it.
+    /// Followed-file descriptors held.
+    pub fn open_files(&self) -> usize {
+        self.tail.open_files()
+    }
+
+    /// A stream started for a `path` glob match, whose file is gone and
+    /// fully handled: the daemon drops it.
     pub fn gone(&self) -> bool {
         self.ephemeral
-            && !self.parked
-            && self.file.is_none()
-            && self.successors.is_empty()
+            && !self.tail.is_parked()
+            && self.tail.current().is_none()
             && self.link.is_none()
-            && matches!(self.state, FileState::Missing { .. })
+            && matches!(self.tail.state(), State::Missing { .. } | State::Stopped)
     }
 
     /// Marks a stream started for a `path` glob match (see [`gone`](Self::gone)).
@@ -354,7 +234,7 @@ impl Stream {
 
     /// Bytes of the current file handed to the connection so far.
     pub fn sent(&self) -> u64 {
-        self.sent
+        self.tail.sent()
     }
 
     /// When data last moved or was acknowledged.
@@ -368,31 +248,33 @@ impl Stream {
     }
 
     /// Bytes of this stream's files the server has not acknowledged: the
-    /// file being read past the acknowledged offset, and every file queued
-    /// after a rotation whole. One `fstat` per file (for a scrape, not for
-    /// the event path).
+    /// file being read past the acknowledged offset, and every queued
+    /// generation whole. One `fstat` per file (for a scrape).
     pub fn behind(&self) -> u64 {
-        let len = |t: &Tracked| t.file.metadata().map_or(0, |m| m.len());
+        let len = |f: &File| f.metadata().map_or(0, |m| m.len());
         let current = self
-            .file
-            .as_ref()
-            .map_or(0, |t| len(t).saturating_sub(self.acked));
-        current + self.successors.iter().map(len).sum::<u64>()
+            .tail
+            .current()
+            .map_or(0, |g| len(&g.file).saturating_sub(self.tail.acked()));
+        current + self.tail.queued().map(|g| len(&g.file)).sum::<u64>()
     }
 
-    /// The whole file's length, if it is open.
+    /// The current file's length, if it is open.
     pub fn file_len(&self) -> Option<u64> {
-        self.file
-            .as_ref()
-            .and_then(|t| t.file.metadata().ok())
-            .map(|m| m.len())
+        let g = self.tail.current()?;
+        g.file.metadata().ok().map(|m| m.len())
     }
 
     /// True when the open file is still the one at `path` (for deleting it).
     pub fn path_is_same_file(&self) -> bool {
-        let Some(t) = &self.file else { return false };
-        std::fs::symlink_metadata(&self.path)
-            .is_ok_and(|m| m.dev() == t.identity.dev && m.ino() == t.identity.ino)
+        let Some(g) = self.tail.current() else {
+            return false;
+        };
+        RealFs
+            .lstat(self.path())
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.inode() == g.meta.inode())
     }
 
     /// Begins a clean stop: no more data; the server writes what it got,
@@ -408,17 +290,18 @@ impl Stream {
         }
     }
 
-    /// An inotify event about this stream's name in its directory.
-    pub fn on_file_event(&mut self, mask: u32, ctx: &mut Ctx<'_>) {
-        use crate::reactor::sys::inotify::mask as m;
-        if !self.whole
-            && mask
-                & (m::CREATE | m::MOVED_TO | m::MOVED_FROM | m::DELETE | m::ATTRIB | m::Q_OVERFLOW)
-                != 0
-        {
-            self.check_path(ctx);
+    /// An inotify event about this stream's name in its directory (or a
+    /// start-up look, or an overflow).
+    pub fn on_file_event(&mut self, ctx: &mut Ctx<'_>) {
+        if !self.stopping {
+            let mut env = Env {
+                fs: &mut RealFs,
+                now: ctx.now,
+                loaded: ctx.loaded,
+            };
+            self.tail.look(&mut env);
         }
-        self.unpark_on_event(ctx);
+        self.after_tail(ctx);
         self.tick(ctx);
     }
 
@@ -427,65 +310,30 @@ impl Stream {
     pub fn tick(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         self.timer.fired(now);
-        if let FileState::Missing { retry_at: Some(t) } = self.state {
-            if !self.stopping && t <= now {
-                self.open(ctx);
-            }
-        }
         if self.link_deadline.is_some_and(|t| t <= now) {
             self.drop_link(ctx, Some("connect or handshake timed out".into()));
         }
         let mut wake = None;
-        if self.whole && self.state == FileState::Following {
-            let read_all = self.unsent() == 0 && self.at_eof();
-            let confirmed = self.done_at == Some(self.sent) && Some(self.sent) == self.file_len();
-            match &mut self.link {
-                Some(link) if read_all && link.phase == Phase::Up && !self.stopping => {
-                    link.finish()
-                }
-                None if read_all && confirmed => {
-                    self.completed = true;
-                    return;
-                }
-                _ => {}
-            }
-        }
-        if let FileState::Rotated { .. } = self.state {
-            if self.deleted_too_long(now, ctx) {
-                self.abandon(ctx);
-                return self.tick(ctx);
-            }
-        }
-        if let FileState::Rotated { last_growth } = self.state {
-            // The old file is read to its end and quiet: end its stream with
-            // a half-close; the server answers `250 DONE` once it holds and
-            // committed every byte. Then switch to the new file.
-            let read_all = self.file.is_some() && self.unsent() == 0 && self.at_eof();
-            // Once the writer has moved on to the next file, the old one
-            // needs only a short quiet period.
-            let moved_on = self
-                .successors
-                .front()
-                .is_some_and(|t| t.file.metadata().is_ok_and(|m| m.len() > 0));
-            let grace = if moved_on {
-                ROTATE_GRACE_MOVED_ON
-            } else {
-                ROTATE_GRACE
+        if !self.stopping {
+            let mut env = Env {
+                fs: &mut RealFs,
+                now,
+                loaded: ctx.loaded,
             };
-            if read_all && now >= last_growth + grace {
-                match &mut self.link {
-                    None if self.done_at == Some(self.sent) && self.acked == self.sent => {
-                        self.switch_after_rotation(ctx);
-                        return self.tick(ctx);
-                    }
-                    Some(link) if link.phase == Phase::Up => link.finish(),
-                    _ => {}
+            let t = self.tail.tick(&mut env, self.link.is_some());
+            wake = t.wake;
+            self.after_tail(ctx);
+            if t.finish {
+                if let Some(link) = self.link.as_mut().filter(|l| l.phase == Phase::Up) {
+                    link.finish();
                 }
             }
-            wake = Some(now + DRAIN_POLL);
+            if self.tail.is_complete() && self.link.is_none() {
+                return;
+            }
         }
         if self.link.is_none()
-            && self.file.is_some()
+            && self.tail.current().is_some()
             && !self.stopping
             && self.retry_at.is_none_or(|t| t <= now)
             && self.wants_link()
@@ -498,14 +346,9 @@ impl Stream {
         }
         wake = earliest(wake, self.close_if_idle(ctx));
         wake = earliest(wake, self.link_deadline);
-        if self.link.is_none() && self.file.is_some() && !self.stopping && self.wants_link() {
+        if self.link.is_none() && self.tail.current().is_some() && !self.stopping {
             // (Due retries were attempted above; only a future one is armed.)
             wake = earliest(wake, self.retry_at.filter(|t| *t > now));
-        }
-        if let FileState::Missing { retry_at } = self.state {
-            if !self.stopping {
-                wake = earliest(wake, retry_at);
-            }
         }
         if let Some(at) = wake {
             if self.timer.arm(at) {
@@ -514,25 +357,135 @@ impl Stream {
         }
     }
 
-    fn unsent(&self) -> usize {
-        self.end - self.head
+    /// After the tail ran: logs and counts its notes, passes its save
+    /// requests on, and ends a connection that belongs to a generation the
+    /// tail has left.
+    fn after_tail(&mut self, ctx: &mut Ctx<'_>) {
+        let path = self.tail.path().display().to_string();
+        let mut abandoned = 0;
+        for note in self.tail.take_notes() {
+            log_note(&path, &note, ctx, &mut abandoned);
+        }
+        *ctx.abandoned_bytes += abandoned;
+        *ctx.save_soon |= self.tail.take_save_soon();
+        *ctx.dirty |= self.tail.take_dirty();
+        if self.link.is_some() && self.link_id != self.tail.stream_id() {
+            self.drop_link(ctx, None);
+            self.retry_at = None;
+        }
     }
 
-    fn clear_buf(&mut self) {
-        self.tail = None;
-        self.head = 0;
-        self.end = 0;
-        self.since = None;
-        self.partial_since = None;
+    /// Under descriptor pressure: parks the file if it is idle (its entry
+    /// goes back to the loaded entries until its name changes), or, if
+    /// only its connection keeps it from being idle (everything
+    /// acknowledged, quiet for a second), ends that connection so the next
+    /// round can park it. Returns true when the file was parked.
+    pub fn release_idle(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        if self.link.is_none() && !self.stopping {
+            if let Some(entry) = self.tail.park(&mut RealFs) {
+                crate::debug!(
+                    "{}: parked at offset {} (too many open files)",
+                    self.path().display(),
+                    entry.offset
+                );
+                ctx.loaded.push(entry);
+                return true;
+            }
+        }
+        let idle = ctx.now >= self.last_active + Duration::from_secs(1)
+            && self.tail.state() == State::Following
+            && !self.whole()
+            && !self.stopping
+            && self.tail.queued().next().is_none()
+            && self.tail.pending().is_empty()
+            && self.tail.acked() == self.tail.sent();
+        if let Some(link) = self.link.as_mut().filter(|l| l.phase == Phase::Up && idle) {
+            link.finish();
+        }
+        false
     }
 
-    fn at_eof(&self) -> bool {
-        let Some(t) = &self.file else { return true };
-        t.file
-            .metadata()
-            .map(|m| m.len() <= self.sent)
-            .unwrap_or(true)
+    /// Gives the read buffer back to the pool once everything read was
+    /// sent (only the common size is pooled; a grown one is freed).
+    fn release_buffer(&mut self, ctx: &mut Ctx<'_>) {
+        if let Some(buf) = self.tail.release_buffer() {
+            if buf.len() == initial_buffer(ctx.settings) && ctx.pool.len() < POOL_MAX {
+                ctx.pool.push(buf);
+            }
+        }
     }
+}
+
+/// One log line (and metric) for something the tail did.
+fn log_note(path: &str, note: &Note, ctx: &mut Ctx<'_>, abandoned: &mut u64) {
+    match note {
+        Note::Opened { offset, .. } => crate::info!("{path}: following from offset {offset}"),
+        Note::ResumedRotated { name, offset } => {
+            ctx.meter.rotations.inc();
+            crate::info!(
+                "{path}: rotated to {} while not held open (client restart or parked file); finishing it from offset {offset} first",
+                name.display()
+            );
+        }
+        Note::Rotated => {
+            ctx.meter.rotations.inc();
+            crate::info!("{path}: rotated; reading the old file to its end");
+        }
+        Note::FoundRotated { name } => {
+            ctx.meter.rotations.inc();
+            crate::info!(
+                "{path}: found a later file rotated away before it was read: {}; reading it whole, in order",
+                name.display()
+            );
+        }
+        Note::Truncated { at, no_copy } => {
+            if *no_copy {
+                crate::warn!("{path}: no copy of the old content found; the file is sent again from 0 under a new stream id");
+            }
+            ctx.meter.truncations.inc();
+            crate::warn!(
+                "{path}: truncated and rewritten (or shortened) under the reader at offset {at}"
+            );
+        }
+        Note::ReadingCopy { name, at } => {
+            ctx.meter.rotations.inc();
+            crate::warn!(
+                "{path}: copytruncate: reading the rest of the old content from its copy {} from offset {at}, then the file from 0",
+                name.display()
+            );
+        }
+        Note::Lost { bytes, why } => {
+            *abandoned += bytes;
+            ctx.meter.lost.inc();
+            crate::error!("{path}: {bytes} bytes lost: {why}");
+        }
+        Note::Done { offset } => {
+            crate::info!("{path}: old file done at offset {offset}; switching to the new file")
+        }
+        Note::StoppedAfterRotation => {
+            crate::info!("{path}: onrotate = \"stop\": not following the new file")
+        }
+        Note::Abandoned { bytes } => {
+            *abandoned += bytes;
+            crate::error!(
+                "{path}: a deleted file was held {}s without being delivered; abandoning its last {bytes} bytes to free the disk space",
+                ctx.settings.deleted_hold.as_secs()
+            );
+        }
+        Note::Failed { what, error } => {
+            if what.contains("descriptors") {
+                *ctx.fd_pressure = true;
+            } else {
+                crate::warn!("{path}: {what} failed: {error}; retrying");
+            }
+        }
+        Note::Absent => crate::debug!("{path}: not there yet; waiting for it to appear"),
+    }
+}
+
+/// Size of a fresh read buffer: four batches, within `[batch, max_batch]`.
+pub(super) fn initial_buffer(s: &Settings) -> usize {
+    (s.rules.batch.saturating_mul(4)).clamp(s.rules.batch.max(1), s.max_batch.max(1))
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

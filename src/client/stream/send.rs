@@ -10,24 +10,15 @@
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use super::fill::Fill;
-use super::{Ctx, FileState, Stream, REOPEN_RETRY};
+use super::{Ctx, Stream};
 use crate::client::link::{Link, Phase};
-use crate::tail::batch::{self, Unsent};
+use crate::reactor::sys::tailfs::RealFs;
+use crate::tail::follow::{Env, Filled, REOPEN_RETRY};
 
 /// Most bytes one stream sends per turn of the loop (see `pump`).
 const PUMP_QUANTUM: u64 = 1 << 20;
 
 impl Stream {
-    /// Everything read was sent: the buffer starts over empty at the same
-    /// position, keeping its last bytes for the next read's overlap check.
-    fn all_sent(&mut self) {
-        self.keep_tail();
-        let tail = self.tail.take();
-        self.clear_buf();
-        self.tail = tail;
-    }
-
     /// Moves file bytes into the socket under the batching rules. Returns
     /// when it wants to be called again (linger or partial-line timeout).
     ///
@@ -37,16 +28,19 @@ impl Stream {
     /// the others.
     pub(super) fn pump(&mut self, ctx: &mut Ctx<'_>) -> Option<Instant> {
         let now = ctx.now;
-        let start = self.sent;
+        let start = self.tail.sent();
         loop {
             if !matches!(&self.link, Some(l) if l.phase == Phase::Up) || self.stopping {
                 return None;
             }
-            if self.sent.saturating_sub(start) >= PUMP_QUANTUM {
+            if self.link_id != self.tail.stream_id() {
+                return Some(now);
+            }
+            if self.tail.sent().saturating_sub(start) >= PUMP_QUANTUM {
                 return Some(now);
             }
             let compresses = self.link.as_ref().is_some_and(Link::compresses);
-            let step = if self.whole && self.unsent() == 0 && !compresses {
+            let step = if self.whole() && self.tail.pending().is_empty() && !compresses {
                 self.pump_sendfile(ctx, start)
             } else {
                 self.pump_buffered(ctx, start)
@@ -61,36 +55,29 @@ impl Stream {
     /// no user-space copy. `start` is `sent` when `pump` began.
     fn pump_sendfile(&mut self, ctx: &mut Ctx<'_>, start: u64) -> ControlFlow<Option<Instant>> {
         let now = ctx.now;
-        let Some(t) = &self.file else {
-            return ControlFlow::Break(None);
-        };
-        let left = t
-            .file
-            .metadata()
-            .map(|m| m.len())
-            .unwrap_or(0)
-            .saturating_sub(self.sent);
+        let sent = self.tail.sent();
+        let left = self.file_len().unwrap_or(0).saturating_sub(sent);
         if left == 0 {
             // All handed over: come back at once to half-close
             // (nothing else would wake this stream before the
             // server's next ACK).
-            return ControlFlow::Break((self.sent > start).then_some(now));
+            return ControlFlow::Break((sent > start).then_some(now));
         }
         let chunk = match self.throttle(ctx, left.min(PUMP_QUANTUM) as usize) {
             Ok(n) => n,
             Err(at) => return ControlFlow::Break(Some(at)),
         };
-        let (Some(t), Some(link)) = (&self.file, &mut self.link) else {
+        let (Some(g), Some(link)) = (self.tail.current(), &mut self.link) else {
             return ControlFlow::Break(None);
         };
-        match link.send_file(&t.file, self.sent, chunk) {
+        match link.send_file(&g.file, sent, chunk) {
             Ok(0) => ControlFlow::Break(None), // socket full (or the file ended): wait
             Ok(n) => {
                 charge(ctx, n);
                 // The kernel read the file for us: read and sent.
                 ctx.meter.read.inc_by(n as u64);
                 ctx.meter.sent.inc_by(n as u64);
-                self.sent += n as u64;
+                self.tail.on_sent_from_file(n as u64);
                 self.last_active = now;
                 ControlFlow::Continue(())
             }
@@ -107,16 +94,15 @@ impl Stream {
     fn pump_buffered(&mut self, ctx: &mut Ctx<'_>, start: u64) -> ControlFlow<Option<Instant>> {
         let now = ctx.now;
         self.pump_fill(ctx)?;
-        let unsent = &self.buf[self.head..self.end];
-        if unsent.is_empty() {
-            self.since = None;
-            self.partial_since = None;
+        if self.tail.pending().is_empty() {
+            self.tail.sendable(now);
+            self.release_buffer(ctx);
             // A whole file read and sent to its end (a compressed
             // link reads instead of sendfile): come back at once to
             // half-close, as in `pump_sendfile`.
-            return ControlFlow::Break((self.whole && self.sent > start).then_some(now));
+            return ControlFlow::Break((self.whole() && self.tail.sent() > start).then_some(now));
         }
-        let (d, whole) = self.decide_batch(ctx);
+        let d = self.tail.sendable(now);
         if d.send == 0 {
             return ControlFlow::Break(d.wake_at);
         }
@@ -124,90 +110,52 @@ impl Stream {
             Ok(n) => n,
             Err(at) => return ControlFlow::Break(Some(at)),
         };
-        self.send_buffered(ctx, send, whole)
+        self.send_buffered(ctx, send)
     }
 
     /// Reads more of the file into the buffer for `pump`; breaks with
     /// when to come back if the file was truncated or the read failed.
     fn pump_fill(&mut self, ctx: &mut Ctx<'_>) -> ControlFlow<Option<Instant>> {
         let now = ctx.now;
-        match self.fill(ctx) {
-            Ok(Fill::Read) => {
-                if let FileState::Rotated { .. } = self.state {
-                    self.state = FileState::Rotated { last_growth: now };
-                }
+        if self.tail.pending().is_empty() {
+            if let Some(buf) = ctx.pool.pop() {
+                self.tail.adopt_buffer(buf);
             }
-            Ok(Fill::Eof) => {}
-            Ok(Fill::Truncated(len)) => {
-                self.truncated(len, ctx);
-                return ControlFlow::Break(Some(now));
+        }
+        let mut env = Env {
+            fs: &mut RealFs,
+            now,
+            loaded: ctx.loaded,
+        };
+        let filled = self.tail.fill(&mut env);
+        self.after_tail(ctx);
+        match filled {
+            Ok(Filled::Read(n)) => {
+                ctx.meter.read.inc_by(n as u64);
             }
+            Ok(Filled::Eof) => {}
+            Ok(Filled::Truncated) => return ControlFlow::Break(Some(now)),
             Err(e) => {
-                crate::error!("reading {} failed: {e}", self.path.display());
+                crate::error!("reading {} failed: {e}", self.path().display());
                 return ControlFlow::Break(Some(now + REOPEN_RETRY));
             }
         }
         ControlFlow::Continue(())
     }
 
-    /// What the batching rules send of the (non-empty) unsent bytes now,
-    /// and how many of them end in a newline; updates `since` and
-    /// `partial_since`.
-    fn decide_batch(&mut self, ctx: &Ctx<'_>) -> (batch::Decision, usize) {
-        let now = ctx.now;
-        let unsent = &self.buf[self.head..self.end];
-        let whole = memchr::memrchr(b'\n', unsent).map_or(0, |i| i + 1);
-        let since = *self.since.get_or_insert(now);
-        if whole < unsent.len() {
-            self.partial_since.get_or_insert(now);
-        } else {
-            self.partial_since = None;
-        }
-        let u = Unsent {
-            len: unsent.len(),
-            whole,
-            // No room left to read into (the first bytes may be the
-            // overlap check's, not data): send even without a newline.
-            full: self.end >= self.buf.len(),
-            since,
-            partial_since: self.partial_since,
-        };
-        let d = if self.whole {
-            // A closed file: every byte is final, send it all now.
-            batch::Decision {
-                send: u.len,
-                wake_at: None,
-            }
-        } else {
-            batch::decide(&ctx.settings.rules, &u, now)
-        };
-        (d, whole)
-    }
-
-    /// Sends the next `send` buffered bytes (`whole` of the unsent ones end
-    /// in a newline); breaks when the socket is full or the send failed.
-    fn send_buffered(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        send: usize,
-        whole: usize,
-    ) -> ControlFlow<Option<Instant>> {
+    /// Sends the next `send` buffered bytes; breaks when the socket is
+    /// full or the send failed.
+    fn send_buffered(&mut self, ctx: &mut Ctx<'_>, send: usize) -> ControlFlow<Option<Instant>> {
         let Some(link) = self.link.as_mut() else {
             return ControlFlow::Break(None);
         };
-        match link.send(&self.buf[self.head..self.head + send]) {
+        match link.send(&self.tail.pending()[..send]) {
             Ok(0) => ControlFlow::Break(None), // socket full: wait for writable
             Ok(n) => {
                 charge(ctx, n);
                 ctx.meter.sent.inc_by(n as u64);
-                self.head += n;
-                self.sent += n as u64;
+                self.tail.on_sent(n);
                 self.last_active = ctx.now;
-                if self.head == self.end {
-                    self.all_sent();
-                } else if n >= whole {
-                    self.since = self.partial_since;
-                }
                 ControlFlow::Continue(())
             }
             Err(e) => {

@@ -22,6 +22,7 @@ pub mod inotify;
 pub mod net;
 pub mod pipe;
 pub mod signal;
+pub mod tailfs;
 pub mod uring;
 
 use std::io;

@@ -1,0 +1,195 @@
+//! The tailer's file system on the real kernel: [`RealFs`] implements
+//! [`crate::tail::fs::Fs`] with `open(O_RDONLY | O_NONBLOCK | O_CLOEXEC)`
+//! (plus `O_NOFOLLOW` unless symlinks are followed), `fstat`/`statx`,
+//! `pread` and `readdir`.
+//!
+//! Opening never blocks: `O_NONBLOCK` makes `open` of a FIFO return at
+//! once, and anything that is not a regular file is refused right after
+//! with `InvalidInput` before a read could stall the loop.
+
+use std::ffi::OsString;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use crate::tail::fs::{Fs, Kind, Meta};
+
+/// The real file system (no state: every call is a system call).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealFs;
+
+/// `Meta` from `std` metadata (birth time from `statx`, 0 where the file
+/// system has none).
+pub fn meta_of(m: &Metadata) -> Meta {
+    let born = m
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64);
+    let t = m.file_type();
+    let kind = if t.is_file() {
+        Kind::File
+    } else if t.is_dir() {
+        Kind::Dir
+    } else if t.is_symlink() {
+        Kind::Symlink
+    } else if t.is_fifo() {
+        Kind::Fifo
+    } else {
+        Kind::Other
+    };
+    Meta {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        nlink: m.nlink(),
+        born,
+        kind,
+    }
+}
+
+fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
+impl Fs for RealFs {
+    type File = File;
+
+    fn open(&mut self, path: &Path, follow_symlinks: bool) -> io::Result<(File, Meta)> {
+        let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
+        if !follow_symlinks {
+            flags |= libc::O_NOFOLLOW;
+        }
+        let file = retry(|| OpenOptions::new().read(true).custom_flags(flags).open(path)).map_err(
+            |e| match e.raw_os_error() {
+                Some(libc::ELOOP) if !follow_symlinks => io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "is a symlink (set follow_symlinks = true to follow it)",
+                ),
+                _ => e,
+            },
+        )?;
+        let meta = meta_of(&file.metadata()?);
+        if meta.kind != Kind::File {
+            let what = match meta.kind {
+                Kind::Dir => "a directory",
+                Kind::Fifo => "a FIFO",
+                _ => "not a regular file",
+            };
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("is {what}; only regular files are shipped"),
+            ));
+        }
+        Ok((file, meta))
+    }
+
+    fn fstat(&mut self, file: &File) -> io::Result<Meta> {
+        Ok(meta_of(&file.metadata()?))
+    }
+
+    fn lstat(&mut self, path: &Path) -> io::Result<Option<Meta>> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) => Ok(Some(meta_of(&m))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn read_at(&mut self, file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+        retry(|| file.read_at(buf, at))
+    }
+
+    fn list(&mut self, dir: &Path) -> io::Result<Vec<(OsString, Meta)>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let Ok(entry) = entry else { continue };
+            // Gone between readdir and lstat: not listed.
+            let Ok(m) = std::fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            let meta = meta_of(&m);
+            if matches!(meta.kind, Kind::File | Kind::Symlink) {
+                out.push((entry.file_name(), meta));
+            }
+        }
+        Ok(out)
+    }
+
+    fn writers(&mut self, _file: &File) -> io::Result<Option<bool>> {
+        Ok(None)
+    }
+
+    fn remove(&mut self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn clock(&mut self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tail::identity::{Identity, FINGERPRINT_LEN};
+    use std::io::Write;
+
+    #[test]
+    fn opens_regular_files_only_and_never_blocks_on_a_fifo() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = RealFs.open(&fifo, true).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        let e = RealFs.open(dir.path(), true).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let file = dir.path().join("a.log");
+        std::fs::write(&file, b"x\n").unwrap();
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(RealFs.open(&link, false).is_err());
+        let (_, m) = RealFs.open(&link, true).unwrap();
+        assert_eq!((m.len, m.kind), (2, Kind::File));
+        let listed = RealFs.list(dir.path()).unwrap();
+        assert_eq!(listed.len(), 2, "the file and the symlink, not the FIFO");
+    }
+
+    #[test]
+    fn identity_follows_the_file_and_its_first_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        std::fs::write(&p, b"").unwrap();
+        let fs = &mut RealFs;
+        let (f, m) = fs.open(&p, false).unwrap();
+        let mut id = Identity::of(fs, &f, &m).unwrap();
+        assert_eq!(id.fp_len, 0);
+        std::fs::write(&p, vec![b'x'; 3000]).unwrap();
+        assert!(!id.refresh(fs, &f, 0).unwrap(), "extended, not rewritten");
+        assert_eq!(id.fp_len as usize, FINGERPRINT_LEN);
+        let m = fs.fstat(&f).unwrap();
+        assert!(id.matches(fs, &f, &m).unwrap());
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"more\n")
+            .unwrap();
+        assert!(id.matches(fs, &f, &m).unwrap(), "appending keeps it");
+        std::fs::write(&p, vec![b'n'; 1500]).unwrap(); // same inode, new content
+        assert!(!id.matches(fs, &f, &m).unwrap());
+        assert!(id.refresh(fs, &f, 0).unwrap(), "reading the head notices");
+        assert!(m.born > 0, "ext4/tmpfs record birth times");
+    }
+}

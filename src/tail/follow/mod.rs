@@ -1,0 +1,485 @@
+//! One followed path: which file (generation) is read, where, and when it
+//! is done. This is the tailer's logic, apart from sockets and clocks.
+//!
+//! A followed path names a sequence of files over time: each rotation by
+//! rename puts a new inode at the path, each copytruncate replaces the
+//! content of the same inode. Each such *generation* is its own stream on
+//! the wire (its own [`StreamId`]), read from its first byte to its last,
+//! in the order the generations were born. [`Tail`] holds the generation
+//! being read (`cur`) and the ones found after it (`queue`, ordered by
+//! birth time), each with its descriptor, so a file rotated away or
+//! deleted after it was found is still read whole.
+//!
+//! States ([`State`]): `Missing` (nothing at the path yet), `Following`
+//! (`cur` is the file at the path), `Draining` (`cur` is no longer at the
+//! path: read it to its end, have the server confirm every byte with
+//! `250 DONE`, then move on to the next generation), `Stopped`
+//! (`onrotate = "stop"` after its file ended, or a whole file confirmed).
+//!
+//! How generations are found (`scan.rs`): whenever the path stops naming
+//! `cur`, the directory (and `olddir`) is listed, and every regular file
+//! whose name is the path's name or starts with it (`app.log`,
+//! `app.log.1`, `app.log-20261206`; compressed names excepted) that was
+//! born after `cur` and is not held yet is a later generation. Birth time
+//! orders them. This finds files that were created and rotated away before
+//! the client looked, and everything rotated while it was stopped.
+//! Copytruncate (`read.rs`): when the file at the path shrinks below, or
+//! is rewritten before, the read position, the copy holding the rest of
+//! the old content is found by its first bytes and the bytes before the
+//! position; copies made after it are whole generations of their own; the
+//! truncated file follows from 0 under a new id.
+//!
+//! I/O goes through the [`Fs`] trait, so the same code runs over the
+//! kernel and over the simulated host of `tests/sim`; time is passed in;
+//! what the daemon should log or count comes out as [`Note`]s. The socket
+//! side (connecting, sending, acknowledgements) belongs to the caller,
+//! which tells the tail what the server said (`on_ready`, `on_ack`,
+//! `on_done`, `on_link_lost`) and asks it what to send
+//! ([`Tail::fill`], [`Tail::sendable`], [`Tail::pending`]).
+
+pub mod buffer;
+mod read;
+mod scan;
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::batch;
+use super::fs::{Fs, Meta};
+use super::identity::{Identity, StreamId};
+use super::state::Entry;
+pub use buffer::ReadBuf;
+pub use read::Filled;
+
+/// How long a rotated-away file must stay quiet at its end before the
+/// tail moves on, when it cannot be told whether a writer still holds it.
+pub const ROTATE_GRACE: Duration = Duration::from_millis(500);
+/// The quiet period once the next generation already has data.
+pub const ROTATE_GRACE_MOVED_ON: Duration = Duration::from_millis(50);
+/// How often a draining file is looked at again (its events arrive under
+/// a name nobody may watch).
+pub const DRAIN_POLL: Duration = Duration::from_millis(100);
+/// How often an unreadable (not missing) file is retried.
+pub const REOPEN_RETRY: Duration = Duration::from_secs(5);
+
+/// Settings of one followed path.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub rules: batch::Rules,
+    /// Size of a fresh read buffer, and the most it grows to.
+    pub initial_buffer: usize,
+    pub max_batch: usize,
+    /// Longest a deleted, undelivered file is held open.
+    pub deleted_hold: Duration,
+    /// `onrotate = "follow"`: go on with the next file after a rotation.
+    pub follow_rotations: bool,
+    /// Sent whole after close: everything to the end, last partial line
+    /// included, no rotation handling.
+    pub whole: bool,
+    pub follow_symlinks: bool,
+    /// More directories rotated files go to (logrotate's `olddir`).
+    pub olddirs: Vec<PathBuf>,
+}
+
+/// The life of the followed path (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Nothing open; look again at `retry_at` (or on the next event).
+    Missing {
+        retry_at: Option<Instant>,
+    },
+    Following,
+    /// `cur` left the path; `last_growth`: when it last grew.
+    Draining {
+        last_growth: Instant,
+    },
+    Stopped,
+}
+
+/// One generation of the path: one file, one stream.
+#[derive(Debug)]
+pub struct Gen<H> {
+    pub file: H,
+    /// `fstat` when it was opened (device, inode, birth).
+    pub meta: Meta,
+    pub identity: Identity,
+    pub id: StreamId,
+    /// A copy read in place of the original (copytruncate): a snapshot
+    /// that simply ends, never "truncated".
+    pub copy: bool,
+}
+
+/// What the daemon should log or count, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// Opened at the path; `resumed`: at the state file's offset.
+    Opened { offset: u64, resumed: bool },
+    /// A file that was there the last time, found rotated away under
+    /// `name`; read on from `offset`.
+    ResumedRotated { name: PathBuf, offset: u64 },
+    /// The path no longer names the file being read.
+    Rotated,
+    /// A later generation found by the scan, not at the path any more.
+    FoundRotated { name: PathBuf },
+    /// The file was truncated or rewritten under the reader at `at`;
+    /// `no_copy`: no copy of the old content was found (its new content is
+    /// sent from 0 under a new id).
+    Truncated { at: u64, no_copy: bool },
+    /// The rest of the old content is read from its copytruncate copy.
+    ReadingCopy { name: PathBuf, at: u64 },
+    /// Bytes the tail saw in a file (its length was larger) that no longer
+    /// exist anywhere it can see.
+    Lost { bytes: u64, why: &'static str },
+    /// The generation was finished at `offset`; the next one starts.
+    Done { offset: u64 },
+    /// `onrotate = "stop"`: not following the new file.
+    StoppedAfterRotation,
+    /// A deleted file held `deleted_hold` without being delivered.
+    Abandoned { bytes: u64 },
+    /// Opening or reading failed (not "missing").
+    Failed { what: &'static str, error: String },
+    /// Not there (yet); waiting for it to appear.
+    Absent,
+}
+
+/// What the tail needs from the daemon besides the file system.
+pub struct Env<'a, F: Fs> {
+    pub fs: &'a mut F,
+    pub now: Instant,
+    /// Entries of the state file not claimed by an open file yet.
+    pub loaded: &'a mut Vec<Entry>,
+}
+
+/// One followed path. See the module doc.
+#[derive(Debug)]
+pub struct Tail<H> {
+    path: PathBuf,
+    name: OsString,
+    settings: Settings,
+    state: State,
+    cur: Option<Gen<H>>,
+    /// Later generations, oldest (birth) first, held open.
+    queue: VecDeque<Gen<H>>,
+    buf: ReadBuf,
+    acked: u64,
+    /// The offset the server's last `250 DONE` confirmed.
+    done_at: Option<u64>,
+    /// The server's offset must be learned again before sending.
+    verify: bool,
+    /// When the oldest unsent byte and the current partial line were
+    /// first seen (batching rules).
+    since: Option<Instant>,
+    partial_since: Option<Instant>,
+    /// The longest the current file was seen (reads and `fstat`s): bytes
+    /// past the read position that a truncation destroyed are known lost.
+    seen_len: u64,
+    /// When the held file was first seen with no link left.
+    deleted_since: Option<Instant>,
+    /// Copies born up to here were accounted for when the file at the path
+    /// is found truncated (the file system's clock at open, then the
+    /// newest copy taken).
+    copies_seen: u64,
+    /// Files born up to here are not later generations (the newest copy
+    /// a copytruncate left).
+    scan_floor: u64,
+    /// A closed file confirmed whole (`Settings::whole`).
+    complete: bool,
+    /// The file was closed while idle (parked); its entry waits in the
+    /// daemon's loaded entries.
+    parked: bool,
+    notes: Vec<Note>,
+    /// The file a path names changed: save the state file soon.
+    save_soon: bool,
+    /// An acknowledged offset changed.
+    dirty: bool,
+    nonce: u64,
+}
+
+impl<H> Tail<H> {
+    /// A tail of `path`; `nonce` seeds the ids of files without a birth
+    /// time (differs per tail and run).
+    pub fn new(path: PathBuf, settings: Settings, nonce: u64) -> Tail<H> {
+        let name = path.file_name().map(OsString::from).unwrap_or_default();
+        let retry_at = None;
+        Tail {
+            path,
+            name,
+            settings,
+            state: State::Missing { retry_at },
+            cur: None,
+            queue: VecDeque::new(),
+            buf: ReadBuf::default(),
+            acked: 0,
+            done_at: None,
+            verify: true,
+            since: None,
+            partial_since: None,
+            deleted_since: None,
+            seen_len: 0,
+            copies_seen: 0,
+            scan_floor: 0,
+            complete: false,
+            parked: false,
+            notes: Vec::new(),
+            save_soon: false,
+            dirty: false,
+            nonce: nonce | 1,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The last component of the path (to match directory events).
+    pub fn name(&self) -> &std::ffi::OsStr {
+        &self.name
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The generation being read.
+    pub fn current(&self) -> Option<&Gen<H>> {
+        self.cur.as_ref()
+    }
+
+    /// Generations waiting after the current one.
+    pub fn queued(&self) -> impl Iterator<Item = &Gen<H>> {
+        self.queue.iter()
+    }
+
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// Bytes of the current generation handed to the connection.
+    pub fn sent(&self) -> u64 {
+        self.buf.sent_pos()
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    pub fn is_parked(&self) -> bool {
+        self.parked
+    }
+
+    /// The server's offset must be asked before data flows.
+    pub fn needs_verify(&self) -> bool {
+        self.verify
+    }
+
+    /// Takes what happened since the last call, to log and count.
+    pub fn take_notes(&mut self) -> std::vec::Drain<'_, Note> {
+        self.notes.drain(..)
+    }
+
+    /// True (once) when the file a stream id belongs to changed: the state
+    /// file should be written at the end of this turn.
+    pub fn take_save_soon(&mut self) -> bool {
+        std::mem::take(&mut self.save_soon)
+    }
+
+    /// True (once) when an acknowledged offset changed.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// True when this tail reads the file with this device and inode.
+    pub fn holds(&self, inode: (u64, u64)) -> bool {
+        self.cur
+            .iter()
+            .chain(self.queue.iter())
+            .any(|g| g.meta.inode() == inode)
+    }
+
+    /// Descriptors held.
+    pub fn open_files(&self) -> usize {
+        self.cur.iter().count() + self.queue.len()
+    }
+
+    /// The state-file entry of the current generation.
+    pub fn entry(&self) -> Option<Entry> {
+        let g = self.cur.as_ref()?;
+        Some(Entry {
+            id: g.id.to_string(),
+            path: self.path.clone(),
+            identity: g.identity,
+            offset: self.acked,
+            complete: self.complete,
+        })
+    }
+
+    /// The bytes read and not sent yet.
+    pub fn pending(&self) -> &[u8] {
+        self.buf.unsent()
+    }
+
+    /// Gives the read buffer's allocation up when everything read was
+    /// sent (an idle file holds none).
+    pub fn release_buffer(&mut self) -> Option<Vec<u8>> {
+        self.buf.release()
+    }
+
+    /// A pooled allocation for the read buffer.
+    pub fn adopt_buffer(&mut self, data: Vec<u8>) {
+        self.buf.adopt(data);
+    }
+
+    fn next_nonce(&mut self) -> u64 {
+        // xorshift: distinct per call, deterministic per seed.
+        self.nonce ^= self.nonce << 13;
+        self.nonce ^= self.nonce >> 7;
+        self.nonce ^= self.nonce << 17;
+        self.nonce
+    }
+
+    /// Starts the current generation over at `offset` (nothing buffered).
+    fn restart_at(&mut self, offset: u64) {
+        self.seen_len = offset;
+        self.acked = offset;
+        self.buf.reset(offset);
+        self.since = None;
+        self.partial_since = None;
+        self.done_at = None;
+    }
+}
+
+/// Connection events and send decisions.
+impl<H> Tail<H> {
+    /// A connection is needed: the server's offset to learn, data to send,
+    /// a whole file to finish, or a drained file to end with `250 DONE`.
+    pub fn wants_link(&self, len: u64) -> bool {
+        self.cur.is_some()
+            && (self.verify
+                || self.settings.whole
+                || matches!(self.state, State::Draining { .. })
+                || len > self.acked)
+    }
+
+    /// `ACK n`. Returns the newly acknowledged byte count, or `Err` when
+    /// the server acknowledged more than was sent (a protocol error: the
+    /// caller drops the connection).
+    pub fn on_ack(&mut self, n: u64) -> Result<u64, u64> {
+        let sent = self.sent();
+        if n > sent {
+            return Err(sent);
+        }
+        if n <= self.acked {
+            return Ok(0);
+        }
+        let new = n - self.acked;
+        self.acked = n;
+        self.dirty = true;
+        Ok(new)
+    }
+
+    /// `250 DONE n`: the server committed everything up to `n`. Returns
+    /// the newly acknowledged byte count.
+    pub fn on_done(&mut self, n: u64) -> u64 {
+        self.done_at = Some(n);
+        let new = if n <= self.sent() && n > self.acked {
+            let new = n - self.acked;
+            self.acked = n;
+            self.dirty = true;
+            new
+        } else {
+            0
+        };
+        if self.settings.whole && n == self.sent() {
+            self.complete_if_whole();
+        }
+        new
+    }
+
+    /// The connection ended without confirming what was sent: unsent
+    /// bytes fall back to the acknowledged offset; the file is the buffer.
+    pub fn on_link_lost(&mut self) {
+        self.verify = true;
+        let acked = self.acked;
+        let done = self.done_at;
+        self.restart_at(acked);
+        self.done_at = done;
+    }
+
+    /// A clean end of a connection (after `250 DONE`): nothing to verify
+    /// unless more data comes.
+    pub fn on_link_finished(&mut self) {
+        let done = self.done_at;
+        let acked = self.acked;
+        if self.sent() != acked {
+            self.restart_at(acked);
+        }
+        self.done_at = done;
+    }
+
+    /// How many pending bytes the batching rules let go now, and when to
+    /// look again otherwise.
+    pub fn sendable(&mut self, now: Instant) -> batch::Decision {
+        let unsent = self.buf.unsent();
+        if unsent.is_empty() {
+            self.since = None;
+            self.partial_since = None;
+            return batch::Decision {
+                send: 0,
+                wake_at: None,
+            };
+        }
+        if self.settings.whole {
+            return batch::Decision {
+                send: unsent.len(),
+                wake_at: None,
+            };
+        }
+        let whole = memchr::memrchr(b'\n', unsent).map_or(0, |i| i + 1);
+        let since = *self.since.get_or_insert(now);
+        if whole < unsent.len() {
+            self.partial_since.get_or_insert(now);
+        } else {
+            self.partial_since = None;
+        }
+        let u = batch::Unsent {
+            len: unsent.len(),
+            whole,
+            full: self.buf.full(),
+            since,
+            partial_since: self.partial_since,
+        };
+        batch::decide(&self.settings.rules, &u, now)
+    }
+
+    /// `n` pending bytes were taken by the connection.
+    pub fn on_sent(&mut self, n: usize) {
+        let whole = memchr::memrchr(b'\n', self.buf.unsent()).map_or(0, |i| i + 1);
+        self.buf.consume(n);
+        if self.buf.unsent().is_empty() {
+            self.since = None;
+            self.partial_since = None;
+        } else if n >= whole {
+            self.since = self.partial_since;
+        }
+    }
+
+    /// `n` bytes went out straight from the file (`sendfile`, nothing
+    /// buffered).
+    pub fn on_sent_from_file(&mut self, n: u64) {
+        debug_assert!(self.buf.unsent().is_empty());
+        let pos = self.sent() + n;
+        self.buf.reset(pos);
+    }
+
+    fn complete_if_whole(&mut self) {
+        if self.settings.whole && self.done_at == Some(self.sent()) && self.acked == self.sent() {
+            self.complete = true;
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! Reading the current generation into the buffer, proving on each read
+//! that the file still holds what was read before, and what to do when it
+//! does not: the file was truncated (copytruncate, or `> app.log`) or
+//! rewritten in place. Also the server's `200` offset, checked against the
+//! file before anything is sent.
+
+use std::path::PathBuf;
+
+use super::buffer::Check;
+use super::{Env, Gen, Note, State, Tail};
+use crate::tail::fs::{Fs, Kind, Meta};
+use crate::tail::identity::Identity;
+
+/// What one [`Tail::fill`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filled {
+    /// This many new bytes were read.
+    Read(usize),
+    /// Nothing new.
+    Eof,
+    /// The file was truncated or rewritten under the reader; the tail
+    /// moved on (to a copy, or the file's new content under a new id).
+    Truncated,
+}
+
+impl<H> Tail<H> {
+    /// True when the open file can have been truncated under the reader: a
+    /// followed or rotated file, not a whole file or a copy (a snapshot
+    /// that simply ends).
+    fn may_shrink(&self) -> bool {
+        !self.settings.whole
+            && !self.cur.as_ref().is_some_and(|g| g.copy)
+            && matches!(self.state, State::Following | State::Draining { .. })
+    }
+
+    /// Stream-id generation: changes whenever the current generation's id
+    /// does, so the caller knows its connection belongs to another stream.
+    pub fn stream_id(&self) -> Option<crate::tail::identity::StreamId> {
+        self.cur.as_ref().map(|g| g.id)
+    }
+
+    /// Reads more of the current file into the buffer (one `pread`).
+    pub fn fill<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) -> std::io::Result<Filled> {
+        let Some(cur) = &self.cur else {
+            return Ok(Filled::Eof);
+        };
+        self.buf
+            .prepare(self.settings.initial_buffer, self.settings.max_batch);
+        let check = if self.may_shrink() {
+            self.buf.check_window()
+        } else {
+            Check::None
+        };
+        let (expected, l) = self.buf.expected(check);
+        let pos = self.buf.read_pos();
+        if check == Check::None && self.may_shrink() && pos > 0 && self.buf.unsent().is_empty() {
+            // Nothing read yet at this position (just opened, or a
+            // connection came up): the first bytes tell a rewrite.
+            let meta = env.fs.fstat(&cur.file)?;
+            if !cur.identity.matches(env.fs, &cur.file, &meta)? || meta.len < pos {
+                self.truncated(env);
+                return Ok(Filled::Truncated);
+            }
+        }
+        let room = self.buf.room(check);
+        if room.len() <= l {
+            return Ok(Filled::Eof);
+        }
+        let n = env.fs.read_at(&cur.file, room, pos - l as u64)?;
+        if !self.buf.filled(check, &expected[..l], n) {
+            self.truncated(env);
+            return Ok(Filled::Truncated);
+        }
+        let new = n.saturating_sub(l);
+        self.seen_len = self.seen_len.max(self.buf.read_pos());
+        if new == 0 {
+            if self.may_shrink() && check == Check::None {
+                let meta = env.fs.fstat(&cur.file)?;
+                if meta.len < pos {
+                    self.truncated(env);
+                    return Ok(Filled::Truncated);
+                }
+            }
+            return Ok(Filled::Eof);
+        }
+        if let State::Draining { .. } = self.state {
+            self.state = State::Draining {
+                last_growth: env.now,
+            };
+        }
+        if let Some(cur) = &mut self.cur {
+            if !cur.copy && cur.identity.refresh(env.fs, &cur.file, pos)? {
+                // Rewritten before it was read: record what was read.
+                self.save_soon = true;
+            }
+        }
+        Ok(Filled::Read(new))
+    }
+
+    /// `200`: the server holds `offset` bytes of this stream (or, without
+    /// one, what was acknowledged). Returns false when the file turned out
+    /// truncated or rewritten meanwhile: the tail moved on and the caller
+    /// must reconnect for the new stream id.
+    pub fn on_ready<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>, offset: Option<u64>) -> bool {
+        let at = offset.unwrap_or(self.acked);
+        self.verify = false;
+        self.done_at = None;
+        let Some(cur) = &self.cur else { return true };
+        let copy = cur.copy;
+        let Ok(meta) = env.fs.fstat(&cur.file) else {
+            return true;
+        };
+        if meta.len > self.seen_len && meta.len >= at {
+            self.seen_len = meta.len;
+        }
+        let rewritten = self.state == State::Following
+            && !self.settings.whole
+            && at > 0
+            && !cur
+                .identity
+                .matches(env.fs, &cur.file, &meta)
+                .unwrap_or(true);
+        if (!copy && !self.settings.whole && at > meta.len) || rewritten {
+            self.truncated(env);
+            return false;
+        }
+        if at != self.acked {
+            self.dirty = true;
+        }
+        self.acked = at;
+        self.buf.reset(at);
+        self.since = None;
+        self.partial_since = None;
+        true
+    }
+
+    /// The file at the path no longer holds what was read (shorter than
+    /// the read position, or other bytes before it). Whatever it held past
+    /// the position is in logrotate's copy if there is one: read it from
+    /// there under the same id, then every copy made after it, each a
+    /// generation of its own, then the file's new content from 0 under a
+    /// new id.
+    pub(super) fn truncated<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) {
+        let Some(mut cur) = self.cur.take() else {
+            return;
+        };
+        let pos = self.buf.read_pos();
+        let before = self.buf.before(pos);
+        let candidates = self.copy_candidates(env, &cur);
+        let copy = find_copy(
+            env,
+            &cur.identity,
+            pos,
+            before.as_deref(),
+            candidates.iter(),
+        );
+        let floor = copy
+            .as_ref()
+            .map_or(self.copies_seen, |(_, _, m)| m.born.max(self.copies_seen));
+        let newest = candidates.iter().map(|(_, m)| m.born).max().unwrap_or(0);
+        let mut later = self.open_later_copies(env, &candidates, floor, &copy);
+        self.copies_seen = self.copies_seen.max(newest).max(env.fs.clock());
+        self.scan_floor = self.scan_floor.max(newest);
+        // The truncated file itself: its new content is a new stream.
+        let fresh = match env.fs.fstat(&cur.file) {
+            Ok(meta) => Identity::of(env.fs, &cur.file, &meta).ok(),
+            Err(_) => None,
+        };
+        let id = cur.id.rewritten(self.next_nonce());
+        self.save_soon = true;
+        self.notes.push(Note::Truncated {
+            at: pos,
+            no_copy: copy.is_none(),
+        });
+        match copy {
+            Some((name, file, meta)) => {
+                self.notes.push(Note::ReadingCopy { name, at: pos });
+                let original = std::mem::replace(&mut cur.file, file);
+                let original_meta = std::mem::replace(&mut cur.meta, meta);
+                cur.copy = true;
+                self.cur = Some(cur);
+                if let Some(identity) = fresh {
+                    later.push(Gen {
+                        file: original,
+                        meta: original_meta,
+                        identity,
+                        id,
+                        copy: false,
+                    });
+                }
+                for g in later.into_iter().rev() {
+                    self.queue.push_front(g);
+                }
+                self.state = State::Draining {
+                    last_growth: env.now,
+                };
+            }
+            None => {
+                if self.seen_len > pos {
+                    self.notes.push(Note::Lost {
+                        bytes: self.seen_len - pos,
+                        why: "the file was truncated before they were read, and no copy of it was found",
+                    });
+                }
+                let at_path = self.state == State::Following;
+                if let Some(identity) = fresh {
+                    cur.identity = identity;
+                    cur.id = id;
+                    later.push(cur);
+                }
+                let mut it = later.into_iter();
+                self.cur = it.next();
+                for g in it.rev() {
+                    self.queue.push_front(g);
+                }
+                self.restart_at(0);
+                self.verify = true;
+                self.state = if at_path && self.queue.is_empty() {
+                    State::Following
+                } else {
+                    State::Draining {
+                        last_growth: env.now,
+                    }
+                };
+            }
+        }
+    }
+
+    /// Regular files next to the path (and in `olddir`) that may be
+    /// copies of `cur`: named after the path, not the path itself, not
+    /// held already.
+    fn copy_candidates<F: Fs<File = H>>(
+        &self,
+        env: &mut Env<'_, F>,
+        cur: &Gen<H>,
+    ) -> Vec<(PathBuf, Meta)> {
+        let mut c: Vec<_> = self
+            .listing(env)
+            .into_iter()
+            .filter(|(p, m)| {
+                *p != self.path
+                    && m.kind == Kind::File
+                    && m.inode() != cur.meta.inode()
+                    && !self.holds(m.inode())
+            })
+            .collect();
+        c.sort_by_key(|(_, m)| m.born);
+        c
+    }
+
+    /// Opens the copies born after `floor` (other than the copy found):
+    /// whole generations of their own, in birth order.
+    fn open_later_copies<F: Fs<File = H>>(
+        &mut self,
+        env: &mut Env<'_, F>,
+        candidates: &[(PathBuf, Meta)],
+        floor: u64,
+        copy: &Option<(PathBuf, H, Meta)>,
+    ) -> Vec<Gen<H>> {
+        let mut out = Vec::new();
+        let taken = copy.as_ref().map(|(_, _, m)| m.inode());
+        for (p, listed) in candidates {
+            if listed.born <= floor || Some(listed.inode()) == taken {
+                continue;
+            }
+            let Ok((file, meta)) = env.fs.open(p, false) else {
+                continue;
+            };
+            if meta.inode() != listed.inode() {
+                continue;
+            }
+            let Ok(identity) = Identity::of(env.fs, &file, &meta) else {
+                continue;
+            };
+            self.notes.push(Note::FoundRotated { name: p.clone() });
+            let id = crate::tail::identity::StreamId::new(&meta, self.next_nonce());
+            out.push(Gen {
+                file,
+                meta,
+                identity,
+                id,
+                copy: true,
+            });
+        }
+        out
+    }
+}
+
+/// Of the candidates, the copy of the file whose identity is `identity`,
+/// read up to `pos`: same first bytes and, when it is that long, the same
+/// `before` bytes just before `pos`. Several files can share their first
+/// bytes (logs that open with the same banner); the newest that also
+/// holds the bytes before `pos` wins, else the newest with the same head
+/// (the copy may end before `pos`: the reader got further than the copy).
+/// Candidates come oldest first.
+fn find_copy<'a, F: Fs>(
+    env: &mut Env<'_, F>,
+    identity: &Identity,
+    pos: u64,
+    before: Option<&[u8]>,
+    candidates: impl Iterator<Item = &'a (PathBuf, Meta)>,
+) -> Option<(PathBuf, F::File, Meta)> {
+    if identity.fp_len == 0 {
+        return None;
+    }
+    let (mut strong, mut weak) = (None, None);
+    for (p, listed) in candidates {
+        let Ok((file, meta)) = env.fs.open(p, false) else {
+            continue;
+        };
+        if meta.inode() != listed.inode() || !identity.head_matches(env.fs, &file).unwrap_or(false)
+        {
+            continue;
+        }
+        let holds_before = match before {
+            Some(b) if meta.len >= pos => {
+                let mut got = vec![0; b.len()];
+                let at = pos - b.len() as u64;
+                env.fs.read_at(&file, &mut got, at).ok() == Some(b.len()) && got == b
+            }
+            _ => meta.len >= pos,
+        };
+        if holds_before {
+            strong = Some((p.clone(), file, meta));
+        } else {
+            weak = Some((p.clone(), file, meta));
+        }
+    }
+    strong.or(weak)
+}

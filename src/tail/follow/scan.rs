@@ -1,0 +1,466 @@
+//! The generations of a path: opening the file at the path (resuming the
+//! state file's entry), noticing that the path moved on, finding every
+//! later generation in the directory by birth time, draining the current
+//! one, and switching to the next.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::{
+    Env, Gen, Note, State, Tail, DRAIN_POLL, REOPEN_RETRY, ROTATE_GRACE, ROTATE_GRACE_MOVED_ON,
+};
+use crate::tail::fs::{Fs, Kind, Meta};
+use crate::tail::identity::{Identity, StreamId};
+
+/// How soon an open that failed for lack of descriptors is retried.
+const FD_PRESSURE_RETRY: Duration = Duration::from_millis(100);
+
+/// Names of compressed rotations: their bytes are not the log's.
+const COMPRESSED: &[&str] = &[".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z", ".zip", ".lzma"];
+
+/// What one [`Tail::tick`] wants from the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tick {
+    /// Everything of this generation was read and the file is done:
+    /// half-close the connection so the server confirms with `250 DONE`.
+    pub finish: bool,
+    /// Look again at this time.
+    pub wake: Option<Instant>,
+}
+
+impl<H> Tail<H> {
+    /// Something happened to the path's name in its directory (or the
+    /// daemon starts, or the inotify queue overflowed): look at it.
+    pub fn look<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) {
+        match self.state {
+            State::Missing { .. } => self.open(env),
+            State::Following if !self.settings.whole => {
+                let Some(cur) = &self.cur else { return };
+                let at_path = env.fs.lstat(&self.path).ok().flatten();
+                if at_path.map(|m| m.inode()) != Some(cur.meta.inode()) {
+                    self.notes.push(Note::Rotated);
+                    self.state = State::Draining {
+                        last_growth: env.now,
+                    };
+                    self.scan(env);
+                }
+            }
+            State::Draining { .. } => self.scan(env),
+            State::Following | State::Stopped => {}
+        }
+    }
+
+    /// Does what is due: opens a missing file whose retry time came,
+    /// decides whether a drained generation is done, and switches to the
+    /// next one once the server confirmed it. `link_open`: a connection
+    /// exists (the switch waits for it to end).
+    pub fn tick<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>, link_open: bool) -> Tick {
+        for _ in 0..64 {
+            match self.state {
+                State::Missing {
+                    retry_at: Some(t), ..
+                } if t <= env.now => self.open(env),
+                State::Missing { retry_at } => {
+                    return Tick {
+                        finish: false,
+                        wake: retry_at,
+                    }
+                }
+                State::Stopped => return Tick::default(),
+                State::Following if self.settings.whole => {
+                    let finish = self.read_all(env);
+                    return Tick { finish, wake: None };
+                }
+                State::Following => return Tick::default(),
+                State::Draining { last_growth } => {
+                    if self.deleted_too_long(env) {
+                        self.abandon(env);
+                        continue;
+                    }
+                    if !self.read_all(env) || !self.quiet(env, last_growth) {
+                        let wake = Some(env.now + DRAIN_POLL);
+                        return Tick {
+                            finish: false,
+                            wake,
+                        };
+                    }
+                    let confirmed = self.done_at == Some(self.sent()) && self.acked == self.sent();
+                    if link_open || !confirmed {
+                        let wake = Some(env.now + DRAIN_POLL);
+                        return Tick { finish: true, wake };
+                    }
+                    self.switch(env);
+                }
+            }
+        }
+        Tick {
+            finish: false,
+            wake: Some(env.now),
+        }
+    }
+
+    /// True when every byte of the current file was read and sent.
+    fn read_all<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) -> bool {
+        let Some(cur) = &self.cur else { return true };
+        if !self.buf.unsent().is_empty() {
+            return false;
+        }
+        let Ok(m) = env.fs.fstat(&cur.file) else {
+            return true;
+        };
+        self.seen_len = self.seen_len.max(m.len);
+        m.len <= self.buf.sent_pos()
+    }
+
+    /// True when a drained file will not grow any more: no writer holds it
+    /// (proven by a lease), or, where that cannot be told, it has been
+    /// quiet for a grace period (short once the next file has data).
+    fn quiet<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>, last_growth: Instant) -> bool {
+        let Some(cur) = &self.cur else { return true };
+        let moved_on = self
+            .queue
+            .front()
+            .is_some_and(|g| env.fs.fstat(&g.file).is_ok_and(|m| m.len > 0));
+        match env.fs.writers(&cur.file) {
+            Ok(Some(false)) => true,
+            // A writer still holds it: wait for it while it is the only
+            // place lines go; once the next file has data, a quiet old
+            // descriptor is a leftover.
+            Ok(Some(true)) => moved_on && env.now >= last_growth + ROTATE_GRACE,
+            _ => {
+                let grace = if moved_on {
+                    ROTATE_GRACE_MOVED_ON
+                } else {
+                    ROTATE_GRACE
+                };
+                env.now >= last_growth + grace
+            }
+        }
+    }
+
+    /// Opens the file at the path (`Missing` → `Following`), resuming the
+    /// state file's entry for it, or first the file it recorded if that
+    /// was rotated away meanwhile.
+    pub(super) fn open<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) {
+        if !self.settings.whole && self.cur.is_none() && self.resume_rotated(env) {
+            return;
+        }
+        let (file, meta) = match env.fs.open(&self.path, self.settings.follow_symlinks) {
+            Ok(x) => x,
+            Err(e) => return self.open_failed(env, e),
+        };
+        let identity = match Identity::of(env.fs, &file, &meta) {
+            Ok(i) => i,
+            Err(e) => return self.open_failed(env, e),
+        };
+        let was_parked = std::mem::take(&mut self.parked);
+        self.copies_seen = env.fs.clock();
+        let path = self.path.clone();
+        // The entry of this very file (same inode and first bytes)...
+        let claimed = env.loaded.iter().position(|e| {
+            e.path == path && e.identity.matches(env.fs, &file, &meta).unwrap_or(false)
+        });
+        // ...or of the same inode with other first bytes: rewritten in
+        // place (copytruncate) while the client was away.
+        let rewritten = claimed.is_none()
+            && env
+                .loaded
+                .iter()
+                .any(|e| e.path == path && (e.identity.dev, e.identity.ino) == meta.inode());
+        let entry = claimed.or_else(|| {
+            rewritten
+                .then(|| env.loaded.iter().position(|e| e.path == path))
+                .flatten()
+        });
+        let entry = entry.map(|i| env.loaded.swap_remove(i));
+        let parsed = entry.as_ref().and_then(|e| e.id.parse::<StreamId>().ok());
+        let (id, offset, identity) = match (&entry, parsed) {
+            (Some(e), Some(id)) => (id, e.offset, e.identity),
+            _ => (StreamId::new(&meta, self.next_nonce()), 0, identity),
+        };
+        self.cur = Some(Gen {
+            file,
+            meta,
+            identity,
+            id,
+            copy: false,
+        });
+        self.state = State::Following;
+        self.restart_at(offset);
+        let resumed = entry.is_some() && parsed.is_some();
+        self.verify = !(was_parked && resumed && !rewritten);
+        self.save_soon = true;
+        if !(was_parked && resumed) {
+            self.notes.push(Note::Opened { offset, resumed });
+        }
+        if rewritten && parsed.is_some() {
+            // Read on from the copy, if there is one.
+            self.truncated(env);
+        }
+    }
+
+    fn open_failed<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>, e: io::Error) {
+        let retry_at = match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE) => {
+                self.notes.push(Note::Failed {
+                    what: "open (out of descriptors)",
+                    error: e.to_string(),
+                });
+                Some(env.now + FD_PRESSURE_RETRY)
+            }
+            _ if e.kind() == io::ErrorKind::NotFound => {
+                if self.state != (State::Missing { retry_at: None }) || !self.parked {
+                    self.notes.push(Note::Absent);
+                }
+                None
+            }
+            _ => {
+                self.notes.push(Note::Failed {
+                    what: "open",
+                    error: e.to_string(),
+                });
+                Some(env.now + REOPEN_RETRY)
+            }
+        };
+        self.state = State::Missing { retry_at };
+    }
+
+    /// The state file records a file for this path that is no longer the
+    /// one at the path: rotated while the client was away. If it is still
+    /// in the directory (or `olddir`) under another name, found by inode,
+    /// its rest is read first and the generations after it follow.
+    fn resume_rotated<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) -> bool {
+        let path = self.path.clone();
+        let Some(i) = env
+            .loaded
+            .iter()
+            .position(|e| e.path == path && !e.complete)
+        else {
+            return false;
+        };
+        let want = (env.loaded[i].identity.dev, env.loaded[i].identity.ino);
+        let at_path = env.fs.lstat(&path).ok().flatten().map(|m| m.inode());
+        if at_path == Some(want) {
+            return false;
+        }
+        let Ok(id) = env.loaded[i].id.parse::<StreamId>() else {
+            return false;
+        };
+        let Some((name, file, meta)) = self
+            .listing(env)
+            .into_iter()
+            .filter(|(_, m)| m.inode() == want && m.kind == Kind::File)
+            .find_map(|(p, _)| {
+                let (f, m) = env.fs.open(&p, false).ok()?;
+                (m.inode() == want).then_some((p, f, m))
+            })
+        else {
+            return false;
+        };
+        let same = env.loaded[i]
+            .identity
+            .matches(env.fs, &file, &meta)
+            .unwrap_or(false);
+        if !same && !id.is_original_of(&meta) {
+            // The inode was reused by some other file.
+            return false;
+        }
+        let e = env.loaded.swap_remove(i);
+        self.cur = Some(Gen {
+            file,
+            meta,
+            identity: e.identity,
+            id,
+            copy: false,
+        });
+        self.parked = false;
+        self.copies_seen = env.fs.clock();
+        self.state = State::Draining {
+            last_growth: env.now,
+        };
+        self.restart_at(e.offset);
+        self.verify = true;
+        self.save_soon = true;
+        self.notes.push(Note::ResumedRotated {
+            name,
+            offset: e.offset,
+        });
+        if !same {
+            // Rewritten in place before it was rotated.
+            self.truncated(env);
+        }
+        self.scan(env);
+        true
+    }
+
+    /// Files in the path's directory and the `olddir`s whose names are the
+    /// path's name or start with it, compressed ones excepted.
+    pub(super) fn listing<F: Fs<File = H>>(&self, env: &mut Env<'_, F>) -> Vec<(PathBuf, Meta)> {
+        let mut out = Vec::new();
+        let dir = self.path.parent().map(PathBuf::from).unwrap_or_default();
+        let own = self.name.as_encoded_bytes();
+        for d in std::iter::once(&dir).chain(self.settings.olddirs.iter()) {
+            let Ok(entries) = env.fs.list(d) else {
+                continue;
+            };
+            for (name, meta) in entries {
+                let n = name.as_encoded_bytes();
+                let compressed = COMPRESSED.iter().any(|s| n.ends_with(s.as_bytes()));
+                if n.starts_with(own) && !compressed {
+                    out.push((d.join(&name), meta));
+                }
+            }
+        }
+        out
+    }
+
+    /// Finds the generations born after the current one that are not held
+    /// yet (at the path, or rotated away before anyone looked) and queues
+    /// them in birth order.
+    pub(super) fn scan<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) {
+        if !self.settings.follow_rotations {
+            return;
+        }
+        // Born after the current file, and after every copy a
+        // copytruncate left (those hold content already read).
+        let Some(floor) = self.cur.as_ref().map(|g| g.meta.born.max(self.scan_floor)) else {
+            return;
+        };
+        let mut found: Vec<(PathBuf, Meta)> = self
+            .listing(env)
+            .into_iter()
+            .filter(|(p, m)| {
+                let at_path = *p == self.path;
+                let newer = m.born > floor || (m.born == 0 && at_path);
+                m.kind == Kind::File && newer && !self.holds(m.inode())
+            })
+            .collect();
+        found.sort_by_key(|(_, m)| m.born);
+        for (p, listed) in found {
+            let Ok((file, meta)) = env.fs.open(&p, false) else {
+                continue;
+            };
+            if meta.inode() != listed.inode() || self.holds(meta.inode()) {
+                // Renamed again meanwhile: the next look finds it.
+                continue;
+            }
+            let Ok(identity) = Identity::of(env.fs, &file, &meta) else {
+                continue;
+            };
+            if p != self.path {
+                self.notes.push(Note::FoundRotated { name: p.clone() });
+            }
+            let id = StreamId::new(&meta, self.next_nonce());
+            self.enqueue(Gen {
+                file,
+                meta,
+                identity,
+                id,
+                copy: false,
+            });
+        }
+    }
+
+    /// Queues a generation found by a scan before the first queued one
+    /// born after it.
+    fn enqueue(&mut self, g: Gen<H>) {
+        let at = self
+            .queue
+            .iter()
+            .position(|q| !q.copy && q.meta.born > g.meta.born)
+            .unwrap_or(self.queue.len());
+        self.queue.insert(at, g);
+    }
+
+    /// The current generation is done (confirmed to its end): the next
+    /// queued one starts, or the path is looked at again.
+    pub(super) fn switch<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) {
+        self.notes.push(Note::Done { offset: self.acked });
+        self.cur = None;
+        self.save_soon = true;
+        if !self.settings.follow_rotations {
+            self.notes.push(Note::StoppedAfterRotation);
+            self.queue.clear();
+            self.state = State::Stopped;
+            return;
+        }
+        let Some(next) = self.queue.pop_front() else {
+            self.state = State::Missing {
+                retry_at: Some(env.now),
+            };
+            return;
+        };
+        let at_path = env.fs.lstat(&self.path).ok().flatten().map(|m| m.inode());
+        let at_path = at_path == Some(next.meta.inode());
+        self.state = if at_path && self.queue.is_empty() {
+            State::Following
+        } else {
+            State::Draining {
+                last_growth: env.now,
+            }
+        };
+        self.cur = Some(next);
+        self.restart_at(0);
+        self.verify = true;
+        if !at_path {
+            self.scan(env);
+        }
+    }
+
+    /// True when the drained file was deleted more than `deleted_hold` ago.
+    fn deleted_too_long<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) -> bool {
+        let nlink = self
+            .cur
+            .as_ref()
+            .and_then(|g| env.fs.fstat(&g.file).ok())
+            .map_or(1, |m| m.nlink);
+        if nlink > 0 {
+            self.deleted_since = None;
+            return false;
+        }
+        let since = *self.deleted_since.get_or_insert(env.now);
+        env.now >= since + self.settings.deleted_hold
+    }
+
+    /// Gives up a deleted file that could not be delivered in time.
+    fn abandon<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) {
+        let len = self
+            .cur
+            .as_ref()
+            .and_then(|g| env.fs.fstat(&g.file).ok())
+            .map_or(0, |m| m.len);
+        self.notes.push(Note::Abandoned {
+            bytes: len.saturating_sub(self.acked),
+        });
+        self.deleted_since = None;
+        self.switch(env);
+    }
+
+    /// True when the file can be closed now without losing its place:
+    /// followed at its path, everything read, sent and acknowledged.
+    pub fn parkable<F: Fs<File = H>>(&mut self, fs: &mut F) -> bool {
+        let Some(cur) = &self.cur else { return false };
+        self.state == State::Following
+            && !self.settings.whole
+            && !self.verify
+            && self.queue.is_empty()
+            && self.buf.unsent().is_empty()
+            && self.acked == self.sent()
+            && fs.fstat(&cur.file).is_ok_and(|m| m.len == self.acked)
+    }
+
+    /// Closes the idle file; its entry (returned) waits in the daemon's
+    /// loaded entries until the directory reports a change of its name.
+    pub fn park<F: Fs<File = H>>(&mut self, fs: &mut F) -> Option<crate::tail::state::Entry> {
+        if !self.parkable(fs) {
+            return None;
+        }
+        let entry = self.entry()?;
+        self.cur = None;
+        self.parked = true;
+        self.state = State::Missing { retry_at: None };
+        self.buf.release();
+        Some(entry)
+    }
+}
