@@ -532,4 +532,8 @@ impl Fs for SimFs {
     fn remove(&mut self, path: &Path) -> io::Result<()> {
         self.unlink(path)
     }
+
+    fn clock(&mut self) -> u64 {
+        self.now()
+    }
 }
