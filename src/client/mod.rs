@@ -498,7 +498,7 @@ impl ClientDaemon {
     /// Writes every stream's entry. A quick ([`state::Durability::ProcessCrash`])
     /// save leaves `dirty` set, so the next timed save makes it durable.
     fn save_state(&mut self, durability: state::Durability) {
-        let mut entries: Vec<Entry> = self.streams.values().filter_map(Stream::entry).collect();
+        let mut entries: Vec<Entry> = self.streams.values().flat_map(Stream::entries).collect();
         entries.extend(self.loaded.iter().cloned());
         entries.extend(self.completed.iter().cloned());
         match state::save(&self.state_file, &entries, durability) {

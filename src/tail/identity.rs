@@ -25,14 +25,26 @@ pub struct Identity {
 impl Identity {
     /// Reads the identity of an open file whose `fstat` gave `meta`.
     pub fn of<F: Fs>(fs: &mut F, file: &F::File, meta: &Meta) -> io::Result<Identity> {
+        Identity::with_prefix(fs, file, meta, 0).map(|(id, _)| id)
+    }
+
+    /// The identity, and the file's first bytes (at most `prefix`) from
+    /// the same read.
+    pub fn with_prefix<F: Fs>(
+        fs: &mut F,
+        file: &F::File,
+        meta: &Meta,
+        prefix: usize,
+    ) -> io::Result<(Identity, Vec<u8>)> {
         let mut head = [0u8; FINGERPRINT_LEN];
         let n = read_head(fs, file, &mut head)?;
-        Ok(Identity {
+        let id = Identity {
             dev: meta.dev,
             ino: meta.ino,
             fp: fnv1a(&head[..n]),
             fp_len: n as u32,
-        })
+        };
+        Ok((id, head[..n.min(prefix)].to_vec()))
     }
 
     /// True when the file (with `fstat` `meta`) is the file this identity

@@ -12,11 +12,15 @@
 //! fp_len = 1024
 //! offset = 123456                     # acknowledged by the server
 //! complete = false                    # true: sent whole after close and confirmed (`250 DONE`)
+//! copy = true                         # only when true: logrotate's copy, read as a snapshot
+//! copies_after = 1765056000000000000  # only when set: copies born up to then are accounted for
 //! ```
 //! Entries are keyed by identity (`dev`, `ino`, `fp`), not by path: on
 //! start-up a path resumes from an entry only if the file there is the same
 //! file. `offset` is what the server acknowledged, never merely what was
-//! sent.
+//! sent. A path may have several entries, in order: the generation being
+//! read, then the ones found after it and not read yet (offset 0), so a
+//! restart reads every one of them, in the same order.
 //!
 //! Writes are atomic: a temp file beside the target, `fsync`, `rename`,
 //! `fsync` of the directory. A corrupt or unreadable state file is an error
@@ -44,6 +48,11 @@ pub struct Entry {
     pub offset: u64,
     /// A file sent whole after close, confirmed by `250 DONE`: never sent again.
     pub complete: bool,
+    /// A copy of the path's file (copytruncate), read as a snapshot.
+    pub copy: bool,
+    /// Copies born up to this time (file-system clock, ns) are accounted
+    /// for (see `follow::Gen::copies_after`); 0 when unknown.
+    pub copies_after: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -66,6 +75,18 @@ struct RawEntry {
     offset: u64,
     #[serde(default)]
     complete: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    copy: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    copies_after: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 /// Loads the entries; a missing file means no entries.
@@ -94,6 +115,8 @@ pub fn load(path: &Path) -> Result<Vec<Entry>, StateError> {
                 identity,
                 offset: r.offset,
                 complete: r.complete,
+                copy: r.copy,
+                copies_after: r.copies_after,
             })
         })
         .collect()
@@ -113,6 +136,8 @@ pub fn save(path: &Path, entries: &[Entry], durability: Durability) -> Result<()
             fp_len: e.identity.fp_len,
             offset: e.offset,
             complete: e.complete,
+            copy: e.copy,
+            copies_after: e.copies_after,
         })
         .collect();
     save_toml(
@@ -142,6 +167,8 @@ mod tests {
             },
             offset: 77,
             complete: false,
+            copy: false,
+            copies_after: 0,
         }
     }
 

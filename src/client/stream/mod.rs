@@ -207,6 +207,11 @@ impl Stream {
         self.tail.entry()
     }
 
+    /// The state-file entries of every file this stream holds, in order.
+    pub fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        self.tail.entries()
+    }
+
     /// True when this stream reads the file with this device and inode.
     pub fn holds(&self, dev: u64, ino: u64) -> bool {
         self.tail.holds((dev, ino))

@@ -66,6 +66,12 @@ impl ReadBuf {
         self.behind
     }
 
+    /// The file's first bytes (at most `max`), when the buffer holds them
+    /// (it starts at offset 0).
+    pub fn file_head(&self, max: usize) -> Option<&[u8]> {
+        (self.start == 0 && self.end > 0).then(|| &self.data[..self.end.min(max)])
+    }
+
     /// Bytes allocated (for the memory gauge and tests).
     pub fn capacity(&self) -> usize {
         self.data.len()

@@ -109,6 +109,17 @@ pub struct Gen<H> {
     /// A copy read in place of the original (copytruncate): a snapshot
     /// that simply ends, never "truncated".
     pub copy: bool,
+    /// The new content of a file truncated in place: until it is read, a
+    /// copy made after it was queued means it was truncated again.
+    pub refilled: bool,
+    /// The first bytes (up to [`buffer::OVERLAP`]) as read in this run:
+    /// recognise a copy shorter than the fingerprinted head.
+    pub prefix: Vec<u8>,
+    /// Copies (copytruncate) born up to here hold nothing of this
+    /// generation's content that it will not give itself: the file
+    /// system's clock when it was opened, or the newest copy accounted
+    /// for since. Kept in the state file.
+    pub copies_after: u64,
 }
 
 /// What the daemon should log or count, in order.
@@ -177,10 +188,6 @@ pub struct Tail<H> {
     seen_len: u64,
     /// When the held file was first seen with no link left.
     deleted_since: Option<Instant>,
-    /// Copies born up to here were accounted for when the file at the path
-    /// is found truncated (the file system's clock at open, then the
-    /// newest copy taken).
-    copies_seen: u64,
     /// Files born up to here are not later generations (the newest copy
     /// a copytruncate left).
     scan_floor: u64,
@@ -218,7 +225,6 @@ impl<H> Tail<H> {
             partial_since: None,
             deleted_since: None,
             seen_len: 0,
-            copies_seen: 0,
             scan_floor: 0,
             complete: false,
             parked: false,
@@ -309,14 +315,26 @@ impl<H> Tail<H> {
 
     /// The state-file entry of the current generation.
     pub fn entry(&self) -> Option<Entry> {
-        let g = self.cur.as_ref()?;
-        Some(Entry {
+        self.cur.as_ref().map(|g| self.entry_of(g, self.acked))
+    }
+
+    /// The state-file entries of every generation held: the current one at
+    /// its acknowledged offset, then the queued ones (offset 0), in order.
+    pub fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        let cur = self.cur.iter().map(|g| self.entry_of(g, self.acked));
+        cur.chain(self.queue.iter().map(|g| self.entry_of(g, 0)))
+    }
+
+    fn entry_of(&self, g: &Gen<H>, offset: u64) -> Entry {
+        Entry {
             id: g.id.to_string(),
             path: self.path.clone(),
             identity: g.identity,
-            offset: self.acked,
+            offset,
             complete: self.complete,
-        })
+            copy: g.copy,
+            copies_after: g.copies_after,
+        }
     }
 
     /// The bytes read and not sent yet.

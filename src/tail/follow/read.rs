@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use super::buffer::Check;
+use super::buffer::{self, Check};
 use super::{Env, Gen, Note, State, Tail};
 use crate::tail::fs::{Fs, Kind, Meta};
 use crate::tail::identity::Identity;
@@ -41,9 +41,9 @@ impl<H> Tail<H> {
 
     /// Reads more of the current file into the buffer (one `pread`).
     pub fn fill<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) -> std::io::Result<Filled> {
-        let Some(cur) = &self.cur else {
+        if self.cur.is_none() {
             return Ok(Filled::Eof);
-        };
+        }
         self.buf
             .prepare(self.settings.initial_buffer, self.settings.max_batch);
         let check = if self.may_shrink() {
@@ -53,15 +53,17 @@ impl<H> Tail<H> {
         };
         let (expected, l) = self.buf.expected(check);
         let pos = self.buf.read_pos();
-        if check == Check::None && self.may_shrink() && pos > 0 && self.buf.unsent().is_empty() {
-            // Nothing read yet at this position (just opened, or a
-            // connection came up): the first bytes tell a rewrite.
-            let meta = env.fs.fstat(&cur.file)?;
-            if !cur.identity.matches(env.fs, &cur.file, &meta)? || meta.len < pos {
-                self.truncated(env);
-                return Ok(Filled::Truncated);
-            }
+        if check == Check::None
+            && self.may_shrink()
+            && self.buf.unsent().is_empty()
+            && self.changed_before_first_read(env, pos)?
+        {
+            self.truncated(env);
+            return Ok(Filled::Truncated);
         }
+        let Some(cur) = &self.cur else {
+            return Ok(Filled::Eof);
+        };
         let room = self.buf.room(check);
         if room.len() <= l {
             return Ok(Filled::Eof);
@@ -74,12 +76,9 @@ impl<H> Tail<H> {
         let new = n.saturating_sub(l);
         self.seen_len = self.seen_len.max(self.buf.read_pos());
         if new == 0 {
-            if self.may_shrink() && check == Check::None {
-                let meta = env.fs.fstat(&cur.file)?;
-                if meta.len < pos {
-                    self.truncated(env);
-                    return Ok(Filled::Truncated);
-                }
+            if self.may_shrink() && check == Check::None && env.fs.fstat(&cur.file)?.len < pos {
+                self.truncated(env);
+                return Ok(Filled::Truncated);
             }
             return Ok(Filled::Eof);
         }
@@ -89,12 +88,48 @@ impl<H> Tail<H> {
             };
         }
         if let Some(cur) = &mut self.cur {
+            if cur.prefix.len() < buffer::OVERLAP {
+                if let Some(head) = self.buf.file_head(buffer::OVERLAP) {
+                    cur.prefix.clear();
+                    cur.prefix.extend_from_slice(head);
+                }
+            }
             if !cur.copy && cur.identity.refresh(env.fs, &cur.file, pos)? {
                 // Rewritten before it was read: record what was read.
                 self.save_soon = true;
             }
         }
         Ok(Filled::Read(new))
+    }
+
+    /// Nothing was read yet at `pos` (just opened, switched to, or a
+    /// connection came up): was the file rewritten since its identity was
+    /// taken? Its first bytes tell, or, for content that had none yet, a
+    /// copy made since (see `refilled_and_truncated`).
+    fn changed_before_first_read<F: Fs<File = H>>(
+        &mut self,
+        env: &mut Env<'_, F>,
+        pos: u64,
+    ) -> std::io::Result<bool> {
+        let Some(cur) = &self.cur else {
+            return Ok(false);
+        };
+        let meta = env.fs.fstat(&cur.file)?;
+        let head_changed = (pos > 0 || cur.identity.fp_len > 0)
+            && !cur.identity.matches(env.fs, &cur.file, &meta)?;
+        if head_changed || meta.len < pos || self.refilled_and_truncated(env) {
+            return Ok(true);
+        }
+        // Still the same content: keep its first bytes, which recognise a
+        // copy that ends before the fingerprinted head.
+        if let Some(cur) = self.cur.as_mut().filter(|c| c.prefix.is_empty() && pos > 0) {
+            let k = meta.len.min(buffer::OVERLAP as u64) as usize;
+            let mut head = vec![0; k];
+            if env.fs.read_at(&cur.file, &mut head, 0)? == k {
+                cur.prefix = head;
+            }
+        }
+        Ok(false)
     }
 
     /// `200`: the server holds `offset` bytes of this stream (or, without
@@ -147,23 +182,30 @@ impl<H> Tail<H> {
         let pos = self.buf.read_pos();
         let before = self.buf.before(pos);
         let candidates = self.copy_candidates(env, &cur);
+        let known = Known {
+            identity: &cur.identity,
+            prefix: &cur.prefix,
+        };
+        if std::env::var_os("LH_DEBUG").is_some() {
+            eprintln!("truncated: pos {pos} fp_len {} prefix {} cands {:?}", cur.identity.fp_len, cur.prefix.len(), candidates);
+        }
         let copy = find_copy(
             env,
-            &cur.identity,
+            known,
             pos,
             before.as_deref(),
             candidates.iter(),
         );
         let floor = copy
             .as_ref()
-            .map_or(self.copies_seen, |(_, _, m)| m.born.max(self.copies_seen));
+            .map_or(cur.copies_after, |(_, _, m)| m.born.max(cur.copies_after));
         let newest = candidates.iter().map(|(_, m)| m.born).max().unwrap_or(0);
-        let mut later = self.open_later_copies(env, &candidates, floor, &copy);
-        self.copies_seen = self.copies_seen.max(newest).max(env.fs.clock());
+        let mut later = self.open_later_copies(env, &candidates, floor, &copy, &cur.file);
+        let copies_after = newest.max(env.fs.clock());
         self.scan_floor = self.scan_floor.max(newest);
         // The truncated file itself: its new content is a new stream.
         let fresh = match env.fs.fstat(&cur.file) {
-            Ok(meta) => Identity::of(env.fs, &cur.file, &meta).ok(),
+            Ok(meta) => Identity::with_prefix(env.fs, &cur.file, &meta, buffer::OVERLAP).ok(),
             Err(_) => None,
         };
         let id = cur.id.rewritten(self.next_nonce());
@@ -177,15 +219,22 @@ impl<H> Tail<H> {
                 self.notes.push(Note::ReadingCopy { name, at: pos });
                 let original = std::mem::replace(&mut cur.file, file);
                 let original_meta = std::mem::replace(&mut cur.meta, meta);
+                // Known by the copy's inode from now on (the state file
+                // finds it there after a restart), by the same first bytes.
+                cur.identity.dev = meta.dev;
+                cur.identity.ino = meta.ino;
                 cur.copy = true;
                 self.cur = Some(cur);
-                if let Some(identity) = fresh {
+                if let Some((identity, prefix)) = fresh {
                     later.push(Gen {
                         file: original,
                         meta: original_meta,
                         identity,
                         id,
                         copy: false,
+                        refilled: true,
+                        prefix,
+                        copies_after,
                     });
                 }
                 for g in later.into_iter().rev() {
@@ -203,9 +252,12 @@ impl<H> Tail<H> {
                     });
                 }
                 let at_path = self.state == State::Following;
-                if let Some(identity) = fresh {
+                if let Some((identity, prefix)) = fresh {
                     cur.identity = identity;
                     cur.id = id;
+                    cur.refilled = true;
+                    cur.prefix = prefix;
+                    cur.copies_after = copies_after;
                     later.push(cur);
                 }
                 let mut it = later.into_iter();
@@ -224,6 +276,47 @@ impl<H> Tail<H> {
                 };
             }
         }
+    }
+
+    /// For the new content of a truncated file that had no bytes to
+    /// recognise it by when it was queued: was it truncated again before
+    /// it was read? A copy born since says the file was copied; it was
+    /// also truncated (after the copy) when the file no longer starts
+    /// with the copy's first bytes. A copy the file still starts with
+    /// holds content the file will give too: it is accounted for.
+    fn refilled_and_truncated<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) -> bool {
+        let Some(cur) = &self.cur else { return false };
+        if !cur.refilled || cur.identity.fp_len > 0 || self.buf.read_pos() > 0 {
+            return false;
+        }
+        let floor = cur.copies_after;
+        let copies: Vec<_> = self
+            .copy_candidates(env, cur)
+            .into_iter()
+            .filter(|(_, m)| m.born > floor && m.len > 0)
+            .collect();
+        let mut accounted = floor;
+        let mut truncated = false;
+        for (p, listed) in copies {
+            let Ok((copy, meta)) = env.fs.open(&p, false) else {
+                continue;
+            };
+            if meta.inode() != listed.inode() {
+                continue;
+            }
+            let Ok(head) = Identity::of(env.fs, &copy, &meta) else {
+                continue;
+            };
+            if !head.head_matches(env.fs, &cur.file).unwrap_or(false) {
+                truncated = true;
+                break;
+            }
+            accounted = accounted.max(meta.born);
+        }
+        if let Some(cur) = &mut self.cur {
+            cur.copies_after = accounted;
+        }
+        truncated
     }
 
     /// Regular files next to the path (and in `olddir`) that may be
@@ -249,18 +342,22 @@ impl<H> Tail<H> {
     }
 
     /// Opens the copies born after `floor` (other than the copy found):
-    /// whole generations of their own, in birth order.
+    /// whole generations of their own, in birth order. A copy that the
+    /// truncated file `original` still starts like holds what the file
+    /// still has (copied, not truncated yet, or still being copied): it and
+    /// every later copy are left alone.
     fn open_later_copies<F: Fs<File = H>>(
         &mut self,
         env: &mut Env<'_, F>,
         candidates: &[(PathBuf, Meta)],
         floor: u64,
         copy: &Option<(PathBuf, H, Meta)>,
+        original: &H,
     ) -> Vec<Gen<H>> {
         let mut out = Vec::new();
         let taken = copy.as_ref().map(|(_, _, m)| m.inode());
         for (p, listed) in candidates {
-            if listed.born <= floor || Some(listed.inode()) == taken {
+            if listed.born <= floor || Some(listed.inode()) == taken || listed.len == 0 {
                 continue;
             }
             let Ok((file, meta)) = env.fs.open(p, false) else {
@@ -269,17 +366,24 @@ impl<H> Tail<H> {
             if meta.inode() != listed.inode() {
                 continue;
             }
+            if same_start(env, &file, original, meta.len) {
+                break;
+            }
             let Ok(identity) = Identity::of(env.fs, &file, &meta) else {
                 continue;
             };
             self.notes.push(Note::FoundRotated { name: p.clone() });
             let id = crate::tail::identity::StreamId::new(&meta, self.next_nonce());
+            let copies_after = env.fs.clock();
             out.push(Gen {
                 file,
                 meta,
                 identity,
                 id,
                 copy: true,
+                refilled: false,
+                prefix: Vec::new(),
+                copies_after,
             });
         }
         out
@@ -295,21 +399,17 @@ impl<H> Tail<H> {
 /// Candidates come oldest first.
 fn find_copy<'a, F: Fs>(
     env: &mut Env<'_, F>,
-    identity: &Identity,
+    known: Known<'_>,
     pos: u64,
     before: Option<&[u8]>,
     candidates: impl Iterator<Item = &'a (PathBuf, Meta)>,
 ) -> Option<(PathBuf, F::File, Meta)> {
-    if identity.fp_len == 0 {
-        return None;
-    }
     let (mut strong, mut weak) = (None, None);
     for (p, listed) in candidates {
         let Ok((file, meta)) = env.fs.open(p, false) else {
             continue;
         };
-        if meta.inode() != listed.inode() || !identity.head_matches(env.fs, &file).unwrap_or(false)
-        {
+        if meta.inode() != listed.inode() || !known.starts(env, &file, meta.len) {
             continue;
         }
         let holds_before = match before {
@@ -327,4 +427,40 @@ fn find_copy<'a, F: Fs>(
         }
     }
     strong.or(weak)
+}
+
+/// True when `a` (of `len` bytes) and `b` start with the same bytes, over
+/// `a`'s first [`buffer::OVERLAP`] bytes at most.
+fn same_start<F: Fs>(env: &mut Env<'_, F>, a: &F::File, b: &F::File, len: u64) -> bool {
+    let k = len.min(buffer::OVERLAP as u64) as usize;
+    let (mut x, mut y) = (vec![0; k], vec![0; k]);
+    k > 0
+        && env.fs.read_at(a, &mut x, 0).ok() == Some(k)
+        && env.fs.read_at(b, &mut y, 0).ok() == Some(k)
+        && x == y
+}
+
+/// What is known of a file's first bytes: its fingerprint, and the first
+/// bytes themselves when they were read in this run.
+#[derive(Clone, Copy)]
+struct Known<'a> {
+    identity: &'a Identity,
+    prefix: &'a [u8],
+}
+
+impl Known<'_> {
+    /// True when a file of `len` bytes starts like the known file: the
+    /// same fingerprinted head, or, for a copy shorter than that head (it
+    /// ended before the reader's position), the same first bytes.
+    fn starts<F: Fs>(&self, env: &mut Env<'_, F>, file: &F::File, len: u64) -> bool {
+        if self.identity.fp_len > 0 && len >= u64::from(self.identity.fp_len) {
+            return self.identity.head_matches(env.fs, file).unwrap_or(false);
+        }
+        let k = (len as usize).min(self.prefix.len());
+        if k == 0 {
+            return false;
+        }
+        let mut got = vec![0; k];
+        env.fs.read_at(file, &mut got, 0).ok() == Some(k) && got == self.prefix[..k]
+    }
 }

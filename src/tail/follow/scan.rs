@@ -11,7 +11,17 @@ use super::{
     Env, Gen, Note, State, Tail, DRAIN_POLL, REOPEN_RETRY, ROTATE_GRACE, ROTATE_GRACE_MOVED_ON,
 };
 use crate::tail::fs::{Fs, Kind, Meta};
-use crate::tail::identity::{Identity, StreamId};
+use crate::tail::identity::{Born, Identity, StreamId};
+use crate::tail::state::Entry;
+
+/// A state-file entry's file, found again.
+struct Located<H> {
+    name: PathBuf,
+    offset: u64,
+    /// Same inode, other first bytes: truncated and rewritten meanwhile.
+    rewritten: bool,
+    gen: Gen<H>,
+}
 
 /// How soon an open that failed for lack of descriptors is retried.
 const FD_PRESSURE_RETRY: Duration = Duration::from_millis(100);
@@ -43,12 +53,27 @@ impl<H> Tail<H> {
                     self.state = State::Draining {
                         last_growth: env.now,
                     };
+                    if self.path_moved_on(env) {
+                        self.scan(env);
+                    }
+                }
+            }
+            State::Draining { .. } => {
+                if self.path_moved_on(env) {
                     self.scan(env);
                 }
             }
-            State::Draining { .. } => self.scan(env),
             State::Following | State::Stopped => {}
         }
+    }
+
+    /// True when the path names no file this tail holds (it is missing,
+    /// or a file born since): a rename rotation, so later generations may
+    /// exist. While a copytruncate's copies are read, the path still names
+    /// the held original, and the copies are not generations of the path.
+    fn path_moved_on<F: Fs<File = H>>(&self, env: &mut Env<'_, F>) -> bool {
+        let at_path = env.fs.lstat(&self.path).ok().flatten();
+        !at_path.is_some_and(|m| self.holds(m.inode()))
     }
 
     /// Does what is due: opens a missing file whose retry time came,
@@ -139,11 +164,11 @@ impl<H> Tail<H> {
         }
     }
 
-    /// Opens the file at the path (`Missing` → `Following`), resuming the
-    /// state file's entry for it, or first the file it recorded if that
-    /// was rotated away meanwhile.
+    /// Opens the file at the path (`Missing` → `Following`), or resumes
+    /// the generations the state file recorded for the path, wherever they
+    /// are now.
     pub(super) fn open<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) {
-        if !self.settings.whole && self.cur.is_none() && self.resume_rotated(env) {
+        if self.cur.is_none() && self.resume(env) {
             return;
         }
         let (file, meta) = match env.fs.open(&self.path, self.settings.follow_symlinks) {
@@ -154,50 +179,142 @@ impl<H> Tail<H> {
             Ok(i) => i,
             Err(e) => return self.open_failed(env, e),
         };
-        let was_parked = std::mem::take(&mut self.parked);
-        self.copies_seen = env.fs.clock();
-        let path = self.path.clone();
-        // The entry of this very file (same inode and first bytes)...
-        let claimed = env.loaded.iter().position(|e| {
-            e.path == path && e.identity.matches(env.fs, &file, &meta).unwrap_or(false)
-        });
-        // ...or of the same inode with other first bytes: rewritten in
-        // place (copytruncate) while the client was away.
-        let rewritten = claimed.is_none()
-            && env
-                .loaded
-                .iter()
-                .any(|e| e.path == path && (e.identity.dev, e.identity.ino) == meta.inode());
-        let entry = claimed.or_else(|| {
-            rewritten
-                .then(|| env.loaded.iter().position(|e| e.path == path))
-                .flatten()
-        });
-        let entry = entry.map(|i| env.loaded.swap_remove(i));
-        let parsed = entry.as_ref().and_then(|e| e.id.parse::<StreamId>().ok());
-        let (id, offset, identity) = match (&entry, parsed) {
-            (Some(e), Some(id)) => (id, e.offset, e.identity),
-            _ => (StreamId::new(&meta, self.next_nonce()), 0, identity),
-        };
+        self.parked = false;
+        let id = StreamId::new(&meta, self.next_nonce());
         self.cur = Some(Gen {
             file,
             meta,
             identity,
             id,
             copy: false,
+            refilled: false,
+            prefix: Vec::new(),
+            copies_after: env.fs.clock(),
         });
         self.state = State::Following;
-        self.restart_at(offset);
-        let resumed = entry.is_some() && parsed.is_some();
-        self.verify = !(was_parked && resumed && !rewritten);
+        self.restart_at(0);
+        self.verify = true;
         self.save_soon = true;
-        if !(was_parked && resumed) {
-            self.notes.push(Note::Opened { offset, resumed });
+        self.notes.push(Note::Opened {
+            offset: 0,
+            resumed: false,
+        });
+    }
+
+    /// Takes the state file's entries for this path (the generation being
+    /// read, then the ones queued after it) and opens each where it is
+    /// now: at the path, or rotated away under another name in the
+    /// directory or an `olddir` (found by inode, checked by its first
+    /// bytes). Returns false when none of them is there any more.
+    fn resume<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) -> bool {
+        let path = self.path.clone();
+        let mine: Vec<Entry> = {
+            let (mine, rest) = std::mem::take(env.loaded)
+                .into_iter()
+                .partition(|e| e.path == path && !e.complete);
+            *env.loaded = rest;
+            mine
+        };
+        let at_path = env.fs.lstat(&path).ok().flatten().map(|m| m.inode());
+        let mut listing = None;
+        let mut found = Vec::new();
+        for e in mine {
+            if let Some(r) = self.locate(env, &e, at_path, &mut listing) {
+                found.push(r);
+            }
         }
-        if rewritten && parsed.is_some() {
-            // Read on from the copy, if there is one.
+        if found.is_empty() {
+            return false;
+        }
+        let was_parked = std::mem::take(&mut self.parked);
+        let mut first = found.remove(0);
+        let (name, offset, rewritten) = (first.name, first.offset, first.rewritten);
+        let here = at_path == Some(first.gen.meta.inode());
+        if first.gen.copies_after == 0 && !rewritten {
+            // A state file from before copies were counted: the copies
+            // there now are older than the content still to read.
+            first.gen.copies_after = env.fs.clock();
+        }
+        self.cur = Some(first.gen);
+        self.queue = found.into_iter().map(|r| r.gen).collect();
+        self.restart_at(offset);
+        self.state = if here && self.queue.is_empty() {
+            State::Following
+        } else {
+            State::Draining {
+                last_growth: env.now,
+            }
+        };
+        // A parked file reopened as itself: its offset is the server's.
+        self.verify = !(was_parked && here && !rewritten);
+        self.save_soon = true;
+        if here && !(was_parked && !rewritten) {
+            self.notes.push(Note::Opened {
+                offset,
+                resumed: true,
+            });
+        } else if !here {
+            self.notes.push(Note::ResumedRotated { name, offset });
+        }
+        if rewritten {
             self.truncated(env);
         }
+        if !self.settings.whole && self.path_moved_on(env) {
+            self.scan(env);
+        }
+        true
+    }
+
+    /// Opens the file of a state-file entry: at the path, or (unless sent
+    /// whole) found by inode next to it. An inode that now holds another
+    /// file (other first bytes and another birth time) is not it.
+    fn locate<F: Fs<File = H>>(
+        &mut self,
+        env: &mut Env<'_, F>,
+        e: &Entry,
+        at_path: Option<(u64, u64)>,
+        listing: &mut Option<Vec<(PathBuf, Meta)>>,
+    ) -> Option<Located<H>> {
+        let id = e.id.parse::<StreamId>().ok()?;
+        let want = (e.identity.dev, e.identity.ino);
+        let (name, (file, meta)) = if at_path == Some(want) {
+            let opened = env.fs.open(&self.path, self.settings.follow_symlinks).ok()?;
+            (self.path.clone(), opened)
+        } else if self.settings.whole {
+            return None;
+        } else {
+            let listed = listing.get_or_insert_with(|| self.listing(env));
+            let (p, _) = listed
+                .iter()
+                .find(|(_, m)| m.inode() == want && m.kind == Kind::File)?;
+            (p.clone(), env.fs.open(p, false).ok()?)
+        };
+        if meta.inode() != want {
+            return None;
+        }
+        let same = e.identity.matches(env.fs, &file, &meta).unwrap_or(false);
+        let born_same = match id.born {
+            Born::At(ns) => ns == meta.born,
+            Born::Unknown(_) => name == self.path,
+        };
+        if !same && !born_same {
+            return None;
+        }
+        Some(Located {
+            name,
+            offset: e.offset,
+            rewritten: !same,
+            gen: Gen {
+                file,
+                meta,
+                identity: e.identity,
+                id,
+                copy: e.copy,
+                refilled: id.rewrite.is_some(),
+                prefix: Vec::new(),
+                copies_after: e.copies_after,
+            },
+        })
     }
 
     fn open_failed<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>, e: io::Error) {
@@ -210,7 +327,7 @@ impl<H> Tail<H> {
                 Some(env.now + FD_PRESSURE_RETRY)
             }
             _ if e.kind() == io::ErrorKind::NotFound => {
-                if self.state != (State::Missing { retry_at: None }) || !self.parked {
+                if !self.parked {
                     self.notes.push(Note::Absent);
                 }
                 None
@@ -224,74 +341,6 @@ impl<H> Tail<H> {
             }
         };
         self.state = State::Missing { retry_at };
-    }
-
-    /// The state file records a file for this path that is no longer the
-    /// one at the path: rotated while the client was away. If it is still
-    /// in the directory (or `olddir`) under another name, found by inode,
-    /// its rest is read first and the generations after it follow.
-    fn resume_rotated<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) -> bool {
-        let path = self.path.clone();
-        let Some(i) = env
-            .loaded
-            .iter()
-            .position(|e| e.path == path && !e.complete)
-        else {
-            return false;
-        };
-        let want = (env.loaded[i].identity.dev, env.loaded[i].identity.ino);
-        let at_path = env.fs.lstat(&path).ok().flatten().map(|m| m.inode());
-        if at_path == Some(want) {
-            return false;
-        }
-        let Ok(id) = env.loaded[i].id.parse::<StreamId>() else {
-            return false;
-        };
-        let Some((name, file, meta)) = self
-            .listing(env)
-            .into_iter()
-            .filter(|(_, m)| m.inode() == want && m.kind == Kind::File)
-            .find_map(|(p, _)| {
-                let (f, m) = env.fs.open(&p, false).ok()?;
-                (m.inode() == want).then_some((p, f, m))
-            })
-        else {
-            return false;
-        };
-        let same = env.loaded[i]
-            .identity
-            .matches(env.fs, &file, &meta)
-            .unwrap_or(false);
-        if !same && !id.is_original_of(&meta) {
-            // The inode was reused by some other file.
-            return false;
-        }
-        let e = env.loaded.swap_remove(i);
-        self.cur = Some(Gen {
-            file,
-            meta,
-            identity: e.identity,
-            id,
-            copy: false,
-        });
-        self.parked = false;
-        self.copies_seen = env.fs.clock();
-        self.state = State::Draining {
-            last_growth: env.now,
-        };
-        self.restart_at(e.offset);
-        self.verify = true;
-        self.save_soon = true;
-        self.notes.push(Note::ResumedRotated {
-            name,
-            offset: e.offset,
-        });
-        if !same {
-            // Rewritten in place before it was rotated.
-            self.truncated(env);
-        }
-        self.scan(env);
-        true
     }
 
     /// Files in the path's directory and the `olddir`s whose names are the
@@ -352,12 +401,16 @@ impl<H> Tail<H> {
                 self.notes.push(Note::FoundRotated { name: p.clone() });
             }
             let id = StreamId::new(&meta, self.next_nonce());
+            let copies_after = env.fs.clock();
             self.enqueue(Gen {
                 file,
                 meta,
                 identity,
                 id,
                 copy: false,
+                refilled: false,
+                prefix: Vec::new(),
+                copies_after,
             });
         }
     }
@@ -403,7 +456,7 @@ impl<H> Tail<H> {
         self.cur = Some(next);
         self.restart_at(0);
         self.verify = true;
-        if !at_path {
+        if !at_path && self.path_moved_on(env) {
             self.scan(env);
         }
     }
@@ -452,7 +505,7 @@ impl<H> Tail<H> {
 
     /// Closes the idle file; its entry (returned) waits in the daemon's
     /// loaded entries until the directory reports a change of its name.
-    pub fn park<F: Fs<File = H>>(&mut self, fs: &mut F) -> Option<crate::tail::state::Entry> {
+    pub fn park<F: Fs<File = H>>(&mut self, fs: &mut F) -> Option<Entry> {
         if !self.parkable(fs) {
             return None;
         }
