@@ -20,7 +20,14 @@ pub struct Identity {
     /// FNV-1a 64 over the first `fp_len` bytes.
     pub fp: u64,
     pub fp_len: u32,
+    /// FNV-1a 64 over the first `head_len` bytes (at most [`HEAD_LEN`]):
+    /// recognises a copy that ends before the fingerprinted length.
+    pub head: u64,
+    pub head_len: u32,
 }
+
+/// Bytes covered by the short fingerprint ([`Identity::head`]).
+pub const HEAD_LEN: usize = 64;
 
 impl Identity {
     /// Reads the identity of an open file whose `fstat` gave `meta`.
@@ -38,11 +45,14 @@ impl Identity {
     ) -> io::Result<(Identity, Vec<u8>)> {
         let mut head = [0u8; FINGERPRINT_LEN];
         let n = read_head(fs, file, &mut head)?;
+        let h = n.min(HEAD_LEN);
         let id = Identity {
             dev: meta.dev,
             ino: meta.ino,
             fp: fnv1a(&head[..n]),
             fp_len: n as u32,
+            head: fnv1a(&head[..h]),
+            head_len: h as u32,
         };
         Ok((id, head[..n.min(prefix)].to_vec()))
     }
@@ -62,6 +72,22 @@ impl Identity {
         let mut head = [0u8; FINGERPRINT_LEN];
         let n = read_head(fs, file, &mut head[..self.fp_len as usize])?;
         Ok(n == self.fp_len as usize && fnv1a(&head[..n]) == self.fp)
+    }
+
+    /// True when a file of `len` bytes (a copy) starts like this one: the
+    /// whole fingerprint where the copy is that long, else the short one
+    /// (a copy that ended before the fingerprinted length); false when
+    /// the copy is shorter than both.
+    pub fn copy_matches<F: Fs>(&self, fs: &mut F, file: &F::File, len: u64) -> io::Result<bool> {
+        if len >= u64::from(self.fp_len) {
+            return self.head_matches(fs, file);
+        }
+        if self.head_len == 0 || len < u64::from(self.head_len) {
+            return Ok(false);
+        }
+        let mut head = [0u8; HEAD_LEN];
+        let n = read_head(fs, file, &mut head[..self.head_len as usize])?;
+        Ok(n == self.head_len as usize && fnv1a(&head[..n]) == self.head)
     }
 
     /// Extends a short fingerprint once the file has more bytes, and takes
@@ -87,8 +113,11 @@ impl Identity {
         let had = self.fp_len as usize;
         let rewritten = n < had || fnv1a(&head[..had]) != self.fp;
         if rewritten || n > had {
+            let h = n.min(HEAD_LEN);
             self.fp = fnv1a(&head[..n]);
             self.fp_len = n as u32;
+            self.head = fnv1a(&head[..h]);
+            self.head_len = h as u32;
         }
         Ok(rewritten)
     }

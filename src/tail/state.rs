@@ -10,6 +10,8 @@
 //! ino = 33698
 //! fp = "af63dc4c8601ec8c"             # fingerprint of the first fp_len bytes
 //! fp_len = 1024
+//! head = "12ab34cd56ef7890"           # fingerprint of the first head_len (<= 64) bytes
+//! head_len = 64
 //! offset = 123456                     # acknowledged by the server
 //! complete = false                    # true: sent whole after close and confirmed (`250 DONE`)
 //! copy = true                         # only when true: logrotate's copy, read as a snapshot
@@ -72,6 +74,10 @@ struct RawEntry {
     ino: u64,
     fp: String,
     fp_len: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    head: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero32")]
+    head_len: u32,
     offset: u64,
     #[serde(default)]
     complete: bool,
@@ -82,6 +88,10 @@ struct RawEntry {
 }
 
 fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn is_zero32(n: &u32) -> bool {
     *n == 0
 }
 
@@ -103,11 +113,21 @@ pub fn load(path: &Path) -> Result<Vec<Entry>, StateError> {
                 reason: format!("bad fingerprint {:?}", r.fp),
                 risk: RISK,
             })?;
+            let head = match &r.head {
+                Some(h) => u64::from_str_radix(h, 16).map_err(|_| StateError::Corrupt {
+                    path: path.into(),
+                    reason: format!("bad head fingerprint {h:?}"),
+                    risk: RISK,
+                })?,
+                None => 0,
+            };
             let identity = Identity {
                 dev: r.dev,
                 ino: r.ino,
                 fp,
                 fp_len: r.fp_len,
+                head,
+                head_len: r.head_len.min(crate::tail::identity::HEAD_LEN as u32),
             };
             Ok(Entry {
                 id: r.id,
@@ -134,6 +154,8 @@ pub fn save(path: &Path, entries: &[Entry], durability: Durability) -> Result<()
             ino: e.identity.ino,
             fp: format!("{:016x}", e.identity.fp),
             fp_len: e.identity.fp_len,
+            head: (e.identity.head_len > 0).then(|| format!("{:016x}", e.identity.head)),
+            head_len: e.identity.head_len,
             offset: e.offset,
             complete: e.complete,
             copy: e.copy,
@@ -164,6 +186,8 @@ mod tests {
                 ino: 2,
                 fp: u64::MAX,
                 fp_len: 1024,
+                head: 7,
+                head_len: 64,
             },
             offset: 77,
             complete: false,

@@ -453,8 +453,12 @@ impl Known<'_> {
     /// same fingerprinted head, or, for a copy shorter than that head (it
     /// ended before the reader's position), the same first bytes.
     fn starts<F: Fs>(&self, env: &mut Env<'_, F>, file: &F::File, len: u64) -> bool {
-        if self.identity.fp_len > 0 && len >= u64::from(self.identity.fp_len) {
-            return self.identity.head_matches(env.fs, file).unwrap_or(false);
+        if self.identity.fp_len > 0 && self.identity.copy_matches(env.fs, file, len).unwrap_or(false) {
+            return true;
+        }
+        if len >= u64::from(self.identity.fp_len) || len >= u64::from(self.identity.head_len) {
+            // The fingerprints decided (the copy is long enough for one).
+            return false;
         }
         let k = (len as usize).min(self.prefix.len());
         if k == 0 {
