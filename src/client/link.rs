@@ -57,7 +57,9 @@ pub enum Heard {
 pub struct Link {
     pub sock: TcpStream,
     /// The machine's phase, copied after every call that may change it
-    /// (read it; the machine owns it).
+    /// (read it; the machine owns it). A closed link keeps the phase it
+    /// closed in (`Connecting` tells an unreachable server), never
+    /// `Closed`: the stream drops it on [`Heard::Closed`].
     pub phase: Phase,
     conn: ClientConn,
     /// The codec (and level) asked for in INIT.
@@ -117,22 +119,29 @@ impl Link {
         let mut init = Some(init);
         self.take_events(&mut init, heard);
         if let Err(e) = self.flush() {
-            self.conn.write_failed(e.kind());
+            self.conn.write_failed(&e);
             self.take_events(&mut init, heard);
         }
-        self.phase = self.conn.phase();
+        self.sync_phase();
+    }
+
+    /// Copies the machine's phase while it is open (see [`Link::phase`]).
+    fn sync_phase(&mut self) {
+        if self.conn.is_open() {
+            self.phase = self.conn.phase();
+        }
     }
 
     /// Tells the machine whether the non-blocking connect completed.
     fn check_connected(&mut self) {
         match self.sock.take_error() {
-            Ok(Some(e)) | Err(e) => return self.conn.connect_failed(e.kind()),
+            Ok(Some(e)) | Err(e) => return self.conn.connect_failed(&e),
             Ok(None) => {}
         }
         match self.sock.peer_addr() {
             Ok(_) => self.conn.connected(),
             Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
-            Err(e) => self.conn.connect_failed(e.kind()),
+            Err(e) => self.conn.connect_failed(&e),
         }
     }
 
@@ -147,7 +156,7 @@ impl Link {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => self.conn.read_failed(e.kind()),
+                Err(e) => self.conn.read_failed(&e),
             }
         }
     }
@@ -194,8 +203,8 @@ impl Link {
             Negotiated::Confirmed(codec) => match Encoder::new(codec, self.asked.level) {
                 Ok(e) => self.encoder = Some(e),
                 Err(e) => {
-                    let kind = e.kind();
-                    self.conn.abort(Close::EncoderFailed { codec, kind });
+                    let error = (&e).into();
+                    self.conn.abort(Close::EncoderFailed { codec, error });
                     return false;
                 }
             },
@@ -300,10 +309,10 @@ impl Link {
             }
             if let Err(e) = self.flush() {
                 crate::debug!("write failed while finishing: {e}");
-                self.conn.write_failed(e.kind());
+                self.conn.write_failed(&e);
             }
         }
-        self.phase = self.conn.phase();
+        self.sync_phase();
     }
 }
 

@@ -102,6 +102,39 @@ pub enum Event {
     Closed(Close),
 }
 
+/// A failed syscall, kept comparable: its kind and, when the OS gave one,
+/// its error number. Displays as the OS says it ("Connection refused (os
+/// error 111)").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoError {
+    pub kind: io::ErrorKind,
+    pub errno: Option<i32>,
+}
+
+impl From<&io::Error> for IoError {
+    fn from(e: &io::Error) -> IoError {
+        IoError {
+            kind: e.kind(),
+            errno: e.raw_os_error(),
+        }
+    }
+}
+
+impl From<io::ErrorKind> for IoError {
+    fn from(kind: io::ErrorKind) -> IoError {
+        IoError { kind, errno: None }
+    }
+}
+
+impl fmt::Display for IoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.errno {
+            Some(n) => io::Error::from_raw_os_error(n).fmt(f),
+            None => self.kind.fmt(f),
+        }
+    }
+}
+
 /// Why a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Close {
@@ -114,11 +147,11 @@ pub enum Close {
     /// The server closed before we finished, in this phase.
     ServerClosed(Phase),
     /// The TCP connect failed.
-    ConnectFailed(io::ErrorKind),
+    ConnectFailed(IoError),
     /// Reading the socket failed.
-    ReadFailed(io::ErrorKind),
+    ReadFailed(IoError),
     /// Writing the socket failed.
-    WriteFailed(io::ErrorKind),
+    WriteFailed(IoError),
     /// The server answered INIT with this status line instead of `200`.
     Refused { code: u16, text: String },
     /// `415` to the codec we asked for (its reply text).
@@ -138,7 +171,7 @@ pub enum Close {
     /// before `Up`).
     Abandoned,
     /// The shell could not start the encoder for the confirmed codec.
-    EncoderFailed { codec: Codec, kind: io::ErrorKind },
+    EncoderFailed { codec: Codec, error: IoError },
 }
 
 impl Close {
@@ -164,9 +197,9 @@ impl fmt::Display for Close {
             Close::ServerClosed(_) => {
                 f.write_str("server closed the connection during the handshake")
             }
-            Close::ConnectFailed(kind) => write!(f, "connect failed: {kind}"),
-            Close::ReadFailed(kind) => write!(f, "read failed: {kind}"),
-            Close::WriteFailed(kind) => write!(f, "write failed: {kind}"),
+            Close::ConnectFailed(e) => write!(f, "connect failed: {e}"),
+            Close::ReadFailed(e) => write!(f, "read failed: {e}"),
+            Close::WriteFailed(e) => write!(f, "write failed: {e}"),
             Close::Refused { code, text } => write!(f, "server refused the stream: {code} {text}"),
             Close::CodecRefused { codec, text } => write!(
                 f,
@@ -178,8 +211,8 @@ impl fmt::Display for Close {
             Close::BadLine(e) => write!(f, "bad line from server: {}", what(*e)),
             Close::Overlong => write!(f, "server sent a line of {MAX_LINE} bytes or more"),
             Close::Abandoned => f.write_str("closed before the handshake completed"),
-            Close::EncoderFailed { codec, kind } => {
-                write!(f, "cannot start the {codec} encoder: {kind}")
+            Close::EncoderFailed { codec, error } => {
+                write!(f, "cannot start the {codec} encoder: {error}")
             }
         }
     }
@@ -262,18 +295,18 @@ impl ClientConn {
     }
 
     /// The TCP connect failed.
-    pub fn connect_failed(&mut self, kind: io::ErrorKind) {
-        self.close(Close::ConnectFailed(kind));
+    pub fn connect_failed(&mut self, error: impl Into<IoError>) {
+        self.close(Close::ConnectFailed(error.into()));
     }
 
     /// Reading the socket failed.
-    pub fn read_failed(&mut self, kind: io::ErrorKind) {
-        self.close(Close::ReadFailed(kind));
+    pub fn read_failed(&mut self, error: impl Into<IoError>) {
+        self.close(Close::ReadFailed(error.into()));
     }
 
     /// Writing the socket failed.
-    pub fn write_failed(&mut self, kind: io::ErrorKind) {
-        self.close(Close::WriteFailed(kind));
+    pub fn write_failed(&mut self, error: impl Into<IoError>) {
+        self.close(Close::WriteFailed(error.into()));
     }
 
     /// The shell ends the connection for a reason of its own.

@@ -405,15 +405,15 @@ fn io_failures_and_giving_up_close() {
     let cases: [(Input, Close); 4] = [
         (
             |c| c.connect_failed(io::ErrorKind::ConnectionRefused),
-            Close::ConnectFailed(io::ErrorKind::ConnectionRefused),
+            Close::ConnectFailed(io::ErrorKind::ConnectionRefused.into()),
         ),
         (
             |c| c.read_failed(io::ErrorKind::ConnectionReset),
-            Close::ReadFailed(io::ErrorKind::ConnectionReset),
+            Close::ReadFailed(io::ErrorKind::ConnectionReset.into()),
         ),
         (
             |c| c.write_failed(io::ErrorKind::BrokenPipe),
-            Close::WriteFailed(io::ErrorKind::BrokenPipe),
+            Close::WriteFailed(io::ErrorKind::BrokenPipe.into()),
         ),
         (|c| c.finish(), Close::Abandoned),
     ];
@@ -544,13 +544,17 @@ fn every_close_reads_as_one_line() {
             "bad greeting from server: bad stream id",
         ),
         (
-            Close::ConnectFailed(io::ErrorKind::ConnectionRefused),
+            Close::ConnectFailed(io::ErrorKind::ConnectionRefused.into()),
             "connect failed: connection refused",
+        ),
+        (
+            Close::ReadFailed((&io::Error::from_raw_os_error(104)).into()),
+            "read failed: Connection reset by peer (os error 104)",
         ),
         (
             Close::EncoderFailed {
                 codec: Codec::Zstd,
-                kind: io::ErrorKind::OutOfMemory,
+                error: io::ErrorKind::OutOfMemory.into(),
             },
             "cannot start the zstd encoder: out of memory",
         ),
