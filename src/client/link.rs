@@ -1,19 +1,25 @@
-//! The client's side of one TCP connection: connect, handshake, then the
-//! server's lines (ACKs and status) while data flows the other way.
+//! The client's side of one TCP connection: the socket shell around
+//! [`ClientConn`], the protocol machine in `proto/client.rs`.
 //!
-//! `Link` is a state machine over a non-blocking socket; the stream that
-//! owns it decides what data to write. Phases:
-//! `Connecting` → `Greeting` (waiting for `### Welcome` + `STREAMID`) →
-//! `Replying` (INIT sent, waiting for `200`) → `Up` → `Finishing` (our side
-//! half-closed; reading the last ACK and `250 DONE` until the server closes).
+//! The machine decides (handshake, which server line means what, when to
+//! half-close, why the connection ended); this file does the syscalls:
+//! connect, read, write, `sendfile`, `shutdown`. It also owns the one
+//! piece of the stream that is not protocol: the compression encoder and
+//! the compressed bytes the socket has not taken yet (`wire`). The stream
+//! that owns the link decides what data to write; [`Link::poll`] turns
+//! what the machine reports into [`Heard`] for it.
 //!
 //! Compression: a link that asks for a codec (`compression:<codec>` in
-//! INIT) compresses only when the server's `200` confirms it with the same
-//! word; then [`Link::send`] takes plain bytes, counts them as sent, and
-//! keeps their compressed form in `wire` until the socket takes it. A
-//! server that does not confirm (one that predates compression and
-//! ignores the key) gets plain bytes; one that refuses (`415`) is
-//! reported as [`Heard::CodecRefused`]. Offsets are always plain bytes.
+//! INIT) compresses only when the machine reports the server's `200`
+//! confirmed it; then [`Link::send`] takes plain bytes, counts them as
+//! sent, and keeps their compressed form in `wire` until the socket takes
+//! it. A server that does not confirm gets plain bytes
+//! ([`Heard::CodecIgnored`]); one that refuses (`415`) is reported as
+//! [`Heard::CodecRefused`]. Offsets are always plain bytes.
+//!
+//! Edge-triggered readiness: [`Link::poll`] reads until `WouldBlock` and
+//! writes until `WouldBlock` or nothing is left; spurious wake-ups find
+//! nothing to do.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -22,16 +28,8 @@ use mio::net::TcpStream;
 
 use crate::codec::{Codec, Encoder};
 use crate::config::Compression;
-use crate::proto::{self, ServerLine, Status};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Connecting,
-    Greeting,
-    Replying,
-    Up,
-    Finishing,
-}
+use crate::proto::client::{ClientConn, Event, Negotiated};
+pub use crate::proto::client::{Close, Phase};
 
 /// Something the server said that the stream must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +43,9 @@ pub enum Heard {
     /// `250 DONE n`: after our half-close, the server holds and committed
     /// everything up to n.
     Done(u64),
-    /// The connection is over: a refusal, an error line, EOF or an I/O error.
-    Closed(String),
+    /// The connection is over, and why ([`Close::is_clean`] after our
+    /// half-close confirmed by `250 DONE`).
+    Closed(Close),
     /// The server refused the codec we asked for (`415`); the line.
     CodecRefused(String),
     /// The server's `200` did not confirm the codec we asked for: it
@@ -57,11 +56,12 @@ pub enum Heard {
 #[derive(Debug)]
 pub struct Link {
     pub sock: TcpStream,
+    /// The machine's phase, copied after every call that may change it
+    /// (read it; the machine owns it). A closed link keeps the phase it
+    /// closed in (`Connecting` tells an unreachable server), never
+    /// `Closed`: the stream drops it on [`Heard::Closed`].
     pub phase: Phase,
-    inbuf: Vec<u8>,
-    outbuf: Vec<u8>,
-    /// The server answered `250 DONE`.
-    done: bool,
+    conn: ClientConn,
     /// The codec (and level) asked for in INIT.
     asked: Compression,
     /// Set once the server confirmed `asked`.
@@ -70,9 +70,6 @@ pub struct Link {
     wire: Vec<u8>,
     /// Stream bytes written to the socket since [`take_wire_bytes`](Self::take_wire_bytes).
     wire_count: u64,
-    /// `finish` was asked while `wire` still held bytes: half-close once
-    /// they are out.
-    shut_pending: bool,
 }
 
 impl Link {
@@ -80,23 +77,21 @@ impl Link {
     /// names a codec).
     pub fn connect(addr: SocketAddr, compression: Compression) -> io::Result<Link> {
         let sock = TcpStream::connect(addr)?;
+        let conn = ClientConn::new(compression.codec);
         Ok(Link {
             sock,
-            phase: Phase::Connecting,
-            inbuf: Vec::new(),
-            outbuf: Vec::new(),
-            done: false,
+            phase: conn.phase(),
+            conn,
             asked: compression,
             encoder: None,
             wire: Vec::new(),
             wire_count: 0,
-            shut_pending: false,
         })
     }
 
     /// The codec the INIT asks for.
     pub fn asks_for(&self) -> Option<Codec> {
-        self.asked.codec
+        self.conn.asks_for()
     }
 
     /// True when stream bytes are compressed on this connection (so they
@@ -113,174 +108,126 @@ impl Link {
 
     /// Advances the handshake and reads server lines. `init` builds the
     /// INIT line when the greeting has arrived. Returns what was heard, in
-    /// order, into `heard`.
+    /// order, into `heard`; [`Heard::Closed`] (or `CodecRefused`) is last.
     pub fn poll(&mut self, init: impl FnOnce(&mut Vec<u8>), heard: &mut Vec<Heard>) {
-        if self.phase == Phase::Connecting {
-            match self.sock.take_error() {
-                Ok(Some(e)) | Err(e) => {
-                    return heard.push(Heard::Closed(format!("connect failed: {e}")))
-                }
-                Ok(None) => {}
-            }
-            match self.sock.peer_addr() {
-                Ok(_) => self.phase = Phase::Greeting,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => return heard.push(Heard::Closed(format!("connect failed: {e}"))),
-            }
+        if self.conn.phase() == Phase::Connecting {
+            self.check_connected();
         }
-        let eof = match self.read_in() {
-            Ok(eof) => eof,
-            Err(e) => return heard.push(Heard::Closed(format!("read failed: {e}"))),
-        };
+        if self.conn.is_open() && self.conn.phase() != Phase::Connecting {
+            self.read_in();
+        }
         let mut init = Some(init);
-        loop {
-            let used = match self.phase {
-                Phase::Connecting => 0,
-                Phase::Greeting => match proto::parse_greeting(&self.inbuf) {
-                    Ok(Status::Complete(_, used)) => {
-                        if let Some(f) = init.take() {
-                            f(&mut self.outbuf);
-                        }
-                        self.phase = Phase::Replying;
-                        used
-                    }
-                    Ok(Status::Partial) => 0,
-                    Err(e) => {
-                        return heard.push(Heard::Closed(format!("bad greeting from server: {e}")))
-                    }
-                },
-                Phase::Replying => match proto::parse_reply(&self.inbuf) {
-                    Ok(Status::Complete(r, used)) if r.code == 200 => {
-                        if let Some(codec) = self.asked.codec {
-                            if r.compression == Some(codec.name()) {
-                                match Encoder::new(codec, self.asked.level) {
-                                    Ok(e) => self.encoder = Some(e),
-                                    Err(e) => {
-                                        return heard.push(Heard::Closed(format!(
-                                            "cannot start the {codec} encoder: {e}"
-                                        )))
-                                    }
-                                }
-                            } else {
-                                heard.push(Heard::CodecIgnored(codec));
-                            }
-                        }
-                        heard.push(Heard::Ready(r.offset));
-                        self.phase = Phase::Up;
-                        used
-                    }
-                    Ok(Status::Complete(r, _)) if r.code == 415 && self.asked.codec.is_some() => {
-                        return heard.push(Heard::CodecRefused(format!("{} {}", r.code, r.text)))
-                    }
-                    Ok(Status::Complete(r, _)) => {
-                        return heard.push(Heard::Closed(format!(
-                            "server refused the stream: {} {}",
-                            r.code, r.text
-                        )))
-                    }
-                    Ok(Status::Partial) => 0,
-                    Err(e) => {
-                        return heard.push(Heard::Closed(format!("bad reply from server: {e}")))
-                    }
-                },
-                Phase::Up | Phase::Finishing => match proto::parse_server_line(&self.inbuf) {
-                    Ok(Status::Complete(ServerLine::Ack(n), used)) => {
-                        heard.push(Heard::Ack(n));
-                        used
-                    }
-                    Ok(Status::Complete(ServerLine::Reply(r), used)) if r.code == 421 => {
-                        heard.push(Heard::Finish);
-                        used
-                    }
-                    Ok(Status::Complete(ServerLine::Reply(r), used)) if r.code == 250 => {
-                        // `250 DONE <n>`: everything up to n is written, synced and committed.
-                        match r
-                            .text
-                            .strip_prefix("DONE ")
-                            .and_then(|n| n.trim().parse().ok())
-                        {
-                            Some(n) => {
-                                self.done = true;
-                                heard.push(Heard::Done(n))
-                            }
-                            None => {
-                                return heard.push(Heard::Closed(format!(
-                                    "bad line from server: 250 {}",
-                                    r.text
-                                )))
-                            }
-                        }
-                        used
-                    }
-                    Ok(Status::Complete(ServerLine::Reply(r), _)) => {
-                        return heard.push(Heard::Closed(format!(
-                            "server ended the stream: {} {}",
-                            r.code, r.text
-                        )))
-                    }
-                    Ok(Status::Partial) => 0,
-                    Err(e) => {
-                        return heard.push(Heard::Closed(format!("bad line from server: {e}")))
-                    }
-                },
-            };
-            if used == 0 {
-                break;
-            }
-            self.inbuf.drain(..used);
-        }
+        self.take_events(&mut init, heard);
         if let Err(e) = self.flush() {
-            return heard.push(Heard::Closed(format!("write failed: {e}")));
+            self.conn.write_failed(&e);
+            self.take_events(&mut init, heard);
         }
-        if eof {
-            let why = if self.phase == Phase::Finishing {
-                "finished"
-            } else {
-                "server closed the connection"
-            };
-            heard.push(Heard::Closed(why.into()));
+        self.sync_phase();
+    }
+
+    /// Copies the machine's phase while it is open (see [`Link::phase`]).
+    fn sync_phase(&mut self) {
+        if self.conn.is_open() {
+            self.phase = self.conn.phase();
         }
     }
 
-    /// Reads what the socket has; returns true at end of stream.
-    fn read_in(&mut self) -> io::Result<bool> {
-        let mut chunk = [0u8; 1024];
-        loop {
-            if self.inbuf.len() > proto::MAX_LINE * 4 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "server sent an overlong line",
-                ));
-            }
+    /// Tells the machine whether the non-blocking connect completed.
+    fn check_connected(&mut self) {
+        match self.sock.take_error() {
+            Ok(Some(e)) | Err(e) => return self.conn.connect_failed(&e),
+            Ok(None) => {}
+        }
+        match self.sock.peer_addr() {
+            Ok(_) => self.conn.connected(),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+            Err(e) => self.conn.connect_failed(&e),
+        }
+    }
+
+    /// Feeds the machine what the socket has, until `WouldBlock`, EOF or
+    /// the machine closes.
+    fn read_in(&mut self) {
+        let mut chunk = [0u8; 4096];
+        while self.conn.is_open() {
             match self.sock.read(&mut chunk) {
-                Ok(0) => return Ok(true),
-                Ok(n) => self.inbuf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Ok(0) => self.conn.eof(),
+                Ok(n) => self.conn.received(chunk.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if self.phase == Phase::Connecting => return Err(e),
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(false),
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => self.conn.read_failed(&e),
             }
         }
     }
 
-    /// Writes our protocol lines, then compressed bytes still waiting,
-    /// then a half-close that waited for them.
-    fn flush(&mut self) -> io::Result<()> {
-        while !self.outbuf.is_empty() {
-            match self.sock.write(&self.outbuf) {
-                Ok(n) => {
-                    self.outbuf.drain(..n);
+    /// Turns the machine's events into `heard`, answering the greeting
+    /// with INIT and starting the encoder when the codec is confirmed.
+    fn take_events<F>(&mut self, init: &mut Option<F>, heard: &mut Vec<Heard>)
+    where
+        F: FnOnce(&mut Vec<u8>),
+    {
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                Event::Greeted => {
+                    if let Some(f) = init.take() {
+                        self.conn.send_init(f);
+                    }
                 }
+                Event::Ready {
+                    offset,
+                    compression,
+                } => {
+                    if self.start_encoder(compression, heard) {
+                        heard.push(Heard::Ready(offset));
+                    }
+                }
+                Event::Ack(n) => heard.push(Heard::Ack(n)),
+                Event::Done(n) => heard.push(Heard::Done(n)),
+                Event::FinishRequested => heard.push(Heard::Finish),
+                Event::Closed(Close::CodecRefused { text, .. }) => {
+                    let code = crate::proto::UNSUPPORTED_CODEC;
+                    heard.push(Heard::CodecRefused(format!("{code} {text}")));
+                }
+                Event::Closed(why) => heard.push(Heard::Closed(why)),
+            }
+        }
+    }
+
+    /// Acts on the compression the `200` settled; false when the encoder
+    /// could not start (the machine then reports the close).
+    fn start_encoder(&mut self, compression: Negotiated, heard: &mut Vec<Heard>) -> bool {
+        match compression {
+            Negotiated::Plain => {}
+            Negotiated::Ignored(codec) => heard.push(Heard::CodecIgnored(codec)),
+            Negotiated::Confirmed(codec) => match Encoder::new(codec, self.asked.level) {
+                Ok(e) => self.encoder = Some(e),
+                Err(e) => {
+                    let error = (&e).into();
+                    self.conn.abort(Close::EncoderFailed { codec, error });
+                    return false;
+                }
+            },
+        }
+        true
+    }
+
+    /// Writes the machine's protocol lines, then compressed bytes still
+    /// waiting, then the half-close the machine wants once they are out.
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.conn.pending_output().is_empty() {
+            match self.sock.write(self.conn.pending_output()) {
+                Ok(n) => self.conn.consumed(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
         self.flush_wire()?;
-        if self.shut_pending && self.wire.is_empty() {
-            self.shut_pending = false;
+        if self.wire.is_empty() && self.conn.wants_half_close() {
+            // An error here (the peer is gone) shows up as the next read's.
             let _ = self.sock.shutdown(Shutdown::Write);
+            self.conn.half_closed();
         }
         Ok(())
     }
@@ -289,10 +236,10 @@ impl Link {
     fn flush_wire(&mut self) -> io::Result<()> {
         let mut done = 0;
         let result = loop {
-            if done == self.wire.len() {
+            let Some(rest) = self.wire.get(done..).filter(|r| !r.is_empty()) else {
                 break Ok(());
-            }
-            match write_counted(&mut self.sock, &self.wire[done..], &mut self.wire_count) {
+            };
+            match write_counted(&mut self.sock, rest, &mut self.wire_count) {
                 Ok(0) => break Ok(()),
                 Ok(n) => done += n,
                 Err(e) => break Err(e),
@@ -344,27 +291,28 @@ impl Link {
         }
     }
 
-    /// Half-closes our side: the server writes what it has, ACKs, closes.
-    /// A compressing link first ends its compressed stream, and
-    /// half-closes once the socket has taken all of it.
+    /// Half-closes our side: the server writes what it has, ACKs, answers
+    /// `250 DONE`, closes. A compressing link first ends its compressed
+    /// stream, and half-closes once the socket has taken all of it. Before
+    /// `Up` the connection is given up (the next poll hears
+    /// [`Close::Abandoned`]).
     pub fn finish(&mut self) {
-        if self.phase == Phase::Finishing {
-            return;
-        }
-        self.phase = Phase::Finishing;
-        if let Some(enc) = &mut self.encoder {
-            if let Err(e) = enc.finish(&mut self.wire) {
-                // Without its end the server will not take the stream's
-                // last partial line; it closes without `250 DONE`.
-                crate::warn!("ending the compressed stream failed: {e}");
+        let up = self.conn.phase() == Phase::Up;
+        self.conn.finish();
+        if up {
+            if let Some(enc) = &mut self.encoder {
+                if let Err(e) = enc.finish(&mut self.wire) {
+                    // Without its end the server will not take the stream's
+                    // last partial line; it closes without `250 DONE`.
+                    crate::warn!("ending the compressed stream failed: {e}");
+                }
             }
-            self.shut_pending = true;
             if let Err(e) = self.flush() {
                 crate::debug!("write failed while finishing: {e}");
+                self.conn.write_failed(&e);
             }
-            return;
         }
-        let _ = self.sock.shutdown(Shutdown::Write);
+        self.sync_phase();
     }
 }
 

@@ -10,6 +10,14 @@
 //! reactor can parse straight out of its read buffer and `roll()` it once the
 //! message is handled.
 //!
+//! Files: `handshake.rs` holds the line parsers and emitters, `messages.rs`
+//! the client's typed view of them (the `INIT` it writes, the answer it
+//! reads), `invariants.rs` the checks the fuzz target runs. `client.rs` is
+//! the one stateful piece: [`client::ClientConn`], the client's side of a
+//! connection as a state machine. It owns a bounded input buffer and an
+//! output queue, but still does no I/O and reads no clock; the socket
+//! shell around it is `client/link.rs`.
+//!
 //! # The conversation
 //!
 //! ```text
@@ -20,7 +28,10 @@
 //!  << 200 OK Ready to accept data
 //! >>  raw log bytes ... until either side closes
 //!  << ACK 1234                      (any time while streaming)
-//!  << 421 Server shutting down      (status line, then close)
+//!  << 421 Server shutting down      (asks the client to finish)
+//! >>  half-close (shutdown SHUT_WR)
+//!  << ACK 5678
+//!  << 250 DONE 5678                 (then the server closes)
 //! ```
 //!
 //! On a bad request the server sends one reply line with a `4xx` code (`5xx`
@@ -48,7 +59,9 @@
 //! escape    = "\\" / "\" DQUOTE / "\t" / "\n" / "\x" 2HEXDIG   ; \x01..\x7f
 //!
 //! reply     = code [ws text] LF              ; code 100..=599, three digits
-//! server-line = "ACK" ws u64 [ws] LF / reply ; while streaming
+//! server-line = "ACK" ws u64 [ws] LF         ; while streaming
+//!             / "250" ws "DONE" ws u64 [ws] LF
+//!             / reply                        ; 421 asks the client to finish
 //! ```
 //!
 //! Keywords (`INIT`, `STREAM`, `STREAMID`, `ACK`) are case-sensitive
@@ -100,6 +113,11 @@
 //!   that gives the same parts ([`check_invariants`] checks all of this; the
 //!   fuzz target and `tests/fuzz_corpus.rs` run it).
 
+pub mod client;
 pub mod handshake;
+mod invariants;
+mod messages;
 
 pub use handshake::*;
+pub use invariants::check_invariants;
+pub use messages::*;

@@ -2,6 +2,7 @@
 //! `handshake.rs` to hold both files under 800 lines).
 
 use super::*;
+use crate::proto::check_invariants;
 use ParseError::*;
 
 /// Parsed INIT as owned strings: (host, path, [(key, value)]).
@@ -208,6 +209,12 @@ fn valid_messages() -> Vec<(&'static str, Vec<u8>, Parser)> {
         ("status", b"421 Server shutting down".to_vec(), |b| {
             partial(parse_server_line(b))
         }),
+        ("done", b"250 DONE 18446744073709551615".to_vec(), |b| {
+            partial(parse_server_line(b))
+        }),
+        ("done with spaces", b"250\t DONE \t7 \r".to_vec(), |b| {
+            partial(parse_server_line(b))
+        }),
     ]
 }
 
@@ -362,20 +369,77 @@ fn server_line_table() {
         (b"ACK 1 2\n", Err(TrailingGarbage)),
         (b"ACKNOWLEDGED\n", Err(BadCode)),
         (b"ack 1\n", Err(BadCode)),
+        (
+            b"250 DONE 0\n",
+            Ok(Status::Complete(ServerLine::Done(0), 11)),
+        ),
+        (
+            b"250\tDONE  42\t\r\n",
+            Ok(Status::Complete(ServerLine::Done(42), 15)),
+        ),
+        (b"250 DONE 1", Ok(Status::Partial)),
+        (b"250 DONE\n", Err(BadNumber)),
+        (b"250 DONE x\n", Err(BadNumber)),
+        (b"250 DONE 18446744073709551616\n", Err(BadNumber)),
+        (b"250 DONE 1 2\n", Err(TrailingGarbage)),
+        (b"250 DONE 1 offset:1\n", Err(TrailingGarbage)),
+        (b"250 DONE offset:1\n", Err(BadNumber)),
+        (b"250DONE 1\n", Err(BadCode)),
+        (
+            b"251 DONE 1\n",
+            Ok(Status::Complete(
+                ServerLine::Reply(reply(251, "DONE 1")),
+                11,
+            )),
+        ),
+        (
+            b"250 DONEX 1\n",
+            Ok(Status::Complete(
+                ServerLine::Reply(reply(250, "DONEX 1")),
+                12,
+            )),
+        ),
+        (
+            b"250 done 1\n",
+            Ok(Status::Complete(
+                ServerLine::Reply(reply(250, "done 1")),
+                11,
+            )),
+        ),
+        (
+            b"421 Server shutting down\n",
+            Ok(Status::Complete(
+                ServerLine::FinishRequest(reply(421, "Server shutting down")),
+                25,
+            )),
+        ),
+        (
+            b"421\n",
+            Ok(Status::Complete(
+                ServerLine::FinishRequest(reply(421, "")),
+                4,
+            )),
+        ),
+        (
+            b"503 Output unavailable\n",
+            Ok(Status::Complete(
+                ServerLine::Reply(reply(503, "Output unavailable")),
+                23,
+            )),
+        ),
     ];
     for (line, want) in cases {
         assert_eq!(&parse_server_line(line), want, "{line:?}");
     }
-    let reply = Reply {
-        code: 421,
-        text: "Server shutting down",
+}
+
+fn reply(code: u16, text: &str) -> Reply<'_> {
+    Reply {
+        code,
+        text,
         offset: None,
         compression: None,
-    };
-    assert_eq!(
-        parse_server_line(b"421 Server shutting down\n"),
-        Ok(Status::Complete(ServerLine::Reply(reply), 25))
-    );
+    }
 }
 
 const NASTY: &[&str] = &[
@@ -507,6 +571,30 @@ fn ack_round_trips() {
             Ok(Status::Complete(ServerLine::Ack(n), out.len()))
         );
     }
+}
+
+#[test]
+fn done_round_trips() {
+    for n in [0, 1, 9, 10, 1234, u64::MAX] {
+        let mut out = Vec::new();
+        write_done(&mut out, n);
+        assert_eq!(out, format!("250 DONE {n}\n").as_bytes());
+        let want = Ok(Status::Complete(ServerLine::Done(n), out.len()));
+        assert_eq!(parse_server_line(&out), want);
+        check_invariants(&out);
+    }
+}
+
+#[test]
+fn finish_request_round_trips() {
+    let mut out = Vec::new();
+    write_reply(&mut out, FINISH_REQUEST, "Server shutting down", None);
+    let want = ServerLine::FinishRequest(reply(421, "Server shutting down"));
+    assert_eq!(
+        parse_server_line(&out),
+        Ok(Status::Complete(want, out.len()))
+    );
+    check_invariants(&out);
 }
 
 #[test]

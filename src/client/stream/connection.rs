@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use mio::Interest;
 
 use super::{Ctx, Settings, Stream};
-use crate::client::link::{Heard, Link, Phase};
+use crate::client::link::{Close, Heard, Link, Phase};
 use crate::codec::Codec;
 use crate::config::Compression;
 use crate::reactor::sys::tailfs::RealFs;
@@ -193,12 +193,13 @@ impl Stream {
 
     /// The connection is over (`why`); a clean end reconnects at once when
     /// there is something to send.
-    fn on_closed(&mut self, why: String, ctx: &mut Ctx<'_>) {
-        let finished = why == "finished";
+    fn on_closed(&mut self, why: Close, ctx: &mut Ctx<'_>) {
+        let finished = why.is_clean();
         if finished {
             self.tail.on_link_finished();
         }
-        self.drop_link(ctx, (!(self.stopping || finished)).then_some(why));
+        let why = (!(self.stopping || finished)).then(|| why.to_string());
+        self.drop_link(ctx, why);
         if finished {
             // A clean end (idle close, rotation): reconnect at once
             // when there is something to send.
@@ -383,17 +384,18 @@ fn write_init(
     meta: &[(String, String)],
     init: &Init<'_>,
 ) {
-    let offset = init.offset.to_string();
-    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(meta.len() + 5);
-    if let Some(svc) = svc {
-        pairs.push(("svc", svc));
-    }
-    pairs.extend(meta.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    pairs.extend([("id", init.id), ("offset", offset.as_str()), ("ack", "1")]);
-    if let Some(codec) = init.codec {
-        pairs.push(("compression", codec.name()));
-    }
-    crate::proto::write_init(out, &s.hostname, &path.to_string_lossy(), &pairs);
+    let path = path.to_string_lossy();
+    let request = crate::proto::InitRequest {
+        host: &s.hostname,
+        path: &path,
+        svc,
+        meta,
+        id: init.id,
+        offset: init.offset,
+        ack: true,
+        compression: init.codec.map(Codec::name),
+    };
+    crate::proto::write_init_request(out, &request);
 }
 
 /// File name endings of data that is compressed already: such files go

@@ -61,7 +61,7 @@ impl Conn {
                     s.acknowledge(end);
                     proto::write_ack(&mut self.outbuf, end);
                 }
-                proto::write_reply(&mut self.outbuf, 250, &format!("DONE {end}"), None);
+                proto::write_done(&mut self.outbuf, end);
             }
             self.phase = Phase::Closing {
                 deadline: now + LINGER,
