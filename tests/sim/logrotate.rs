@@ -244,6 +244,13 @@ impl Rotation {
         self.outcome.is_some()
     }
 
+    /// The call the next step makes, if already planned (a phase is
+    /// planned when the previous one is through, so this can be `None`
+    /// with calls still to come).
+    pub fn next_op(&self) -> Option<&Op> {
+        self.queue.front()
+    }
+
     /// Performs the next call (planning the next phase first when the
     /// previous one is through).
     pub fn step(&mut self, fs: &mut SimFs) -> Step {
