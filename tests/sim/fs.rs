@@ -200,6 +200,17 @@ struct Lookup {
     ino: Option<u64>,
 }
 
+impl Lookup {
+    /// A directory reached without naming an entry.
+    fn itself(dir: u64) -> Lookup {
+        Lookup {
+            dir,
+            name: None,
+            ino: Some(dir),
+        }
+    }
+}
+
 enum Part {
     Root,
     Up,
@@ -311,32 +322,20 @@ impl SimFs {
     /// always followed, the last one only when `follow_last`.
     fn lookup(&self, path: &Path, follow_last: bool) -> io::Result<Lookup> {
         if !path.is_absolute() {
-            return Err(err(
-                ErrorKind::InvalidInput,
-                "simulated paths are absolute",
-                path,
-            ));
+            let what = "simulated paths are absolute";
+            return Err(err(ErrorKind::InvalidInput, what, path));
         }
         let mut todo = parts(path);
-        let (mut cur, mut links) = (ROOT_INO, 0);
-        let mut found = Lookup {
-            dir: ROOT_INO,
-            name: None,
-            ino: Some(ROOT_INO),
-        };
+        let (mut found, mut links) = (Lookup::itself(ROOT_INO), 0);
         while let Some(part) = todo.pop_front() {
+            let cur = found.ino.expect("only the last name can be missing");
             let name = match part {
-                Part::Root | Part::Up => {
-                    cur = if matches!(part, Part::Root) {
-                        ROOT_INO
-                    } else {
-                        self.parent_of(cur)
-                    };
-                    found = Lookup {
-                        dir: cur,
-                        name: None,
-                        ino: Some(cur),
-                    };
+                Part::Root => {
+                    found = Lookup::itself(ROOT_INO);
+                    continue;
+                }
+                Part::Up => {
+                    found = Lookup::itself(self.parent_of(cur));
                     continue;
                 }
                 Part::Name(name) => name,
@@ -346,47 +345,30 @@ impl SimFs {
             };
             let ino = entries.get(&name).copied();
             let last = todo.is_empty();
-            match ino.map(|i| &self.inode(i).node) {
+            found = match ino.map(|i| &self.inode(i).node) {
                 Some(Node::Symlink(target)) if !last || follow_last => {
                     links += 1;
                     if links > MAX_SYMLINKS {
-                        return Err(err(
-                            ErrorKind::InvalidInput,
-                            "too many levels of symbolic links",
-                            path,
-                        ));
+                        let what = "too many levels of symbolic links";
+                        return Err(err(ErrorKind::InvalidInput, what, path));
                     }
                     for p in parts(target).into_iter().rev() {
                         todo.push_front(p);
                     }
-                    found = Lookup {
-                        dir: cur,
-                        name: None,
-                        ino: Some(cur),
-                    };
-                }
-                Some(Node::Dir { .. }) => {
-                    found = Lookup {
-                        dir: cur,
-                        name: Some(name),
-                        ino,
-                    };
-                    cur = ino.expect("found");
+                    Lookup::itself(cur)
                 }
                 None if !last => {
                     return Err(err(ErrorKind::NotFound, "no such file or directory", path))
                 }
-                Some(_) if !last => {
+                Some(Node::File(_) | Node::Fifo) if !last => {
                     return Err(err(ErrorKind::NotADirectory, "not a directory", path))
                 }
-                _ => {
-                    found = Lookup {
-                        dir: cur,
-                        name: Some(name),
-                        ino,
-                    }
-                }
-            }
+                _ => Lookup {
+                    dir: cur,
+                    name: Some(name),
+                    ino,
+                },
+            };
         }
         Ok(found)
     }
