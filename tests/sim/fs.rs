@@ -13,8 +13,8 @@
 //!   directory, FIFO, symlink), on one device ([`DEV`]). Freed inode
 //!   numbers are reused, lowest first, as soon as nothing refers to them
 //!   (ext4 does reuse them): a new file can get a deleted one's number.
-//!   `born` comes from the simulated clock ([`SimFs::advance`]) and is
-//!   strictly larger for every new inode.
+//!   `born` comes from the simulated clock ([`SimFs::advance`]): strictly
+//!   later than the clock's current reading and than every earlier birth.
 //! - A reader handle ([`SimFile`], the tailer's descriptor) keeps its inode
 //!   alive after the last name is gone; so does an open [`Writer`].
 //!   Dropping a `SimFile` closes it; a `Writer` must be given back to
@@ -414,7 +414,9 @@ impl SimFs {
     // ---- inode lifetime -----------------------------------------------
 
     fn new_inode(&mut self, node: Node) -> Inode {
-        let born = self.now.max(self.last_born + 1);
+        // Strictly after the clock as last read (`Fs::clock` promises
+        // it) and after every earlier birth.
+        let born = self.now.max(self.last_born) + 1;
         self.last_born = born;
         Inode {
             node,
