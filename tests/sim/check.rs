@@ -24,7 +24,9 @@ fn arrived(w: &World) -> Result<Vec<(usize, u64)>, String> {
     // Chunk index of each byte range, per stream.
     let mut ends: BTreeMap<&str, Vec<(u64, usize)>> = BTreeMap::new();
     for (i, (id, at, len)) in w.server.arrivals.iter().enumerate() {
-        ends.entry(id.as_str()).or_default().push((at + *len as u64, i));
+        ends.entry(id.as_str())
+            .or_default()
+            .push((at + *len as u64, i));
     }
     let mut out = Vec::new();
     for (id, bytes) in &w.server.streams {

@@ -19,8 +19,8 @@ use world::World;
 /// Seeds played by default (CI).
 const DEFAULT_SCHEDULES: u64 = 2_000;
 
-fn play(seed: u64) -> Result<(), (String, World)> {
-    let mut w = World::new(seed);
+fn play(seed: u64) -> Result<(), (String, Box<World>)> {
+    let mut w = Box::new(World::new(seed));
     match w.run() {
         Ok(()) => Ok(()),
         Err(e) => Err((e, w)),
@@ -39,7 +39,9 @@ fn report(seed: u64, why: &str, w: &World) -> String {
         s.push('\n');
     }
     s.push_str(&format!("notes: {:?}\n", w.client.notes));
-    s.push_str(&format!("replay: SIM_SEED={seed} cargo test --test sim -- replay\n"));
+    s.push_str(&format!(
+        "replay: SIM_SEED={seed} cargo test --test sim -- replay\n"
+    ));
     s
 }
 

@@ -154,7 +154,10 @@ impl Client {
     /// Starts (or restarts after a crash) from the saved state file.
     fn start(&mut self, fs: &mut SimFs, now: Instant) {
         // Distinct per run, as the real client's (seeded by the clock).
-        self.nonce = self.nonce.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.nonce = self
+            .nonce
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.loaded = self.saved.clone();
         let mut tail = Tail::new(PathBuf::from(LOG), self.settings.clone(), self.nonce);
         let mut env = Env {
@@ -306,7 +309,9 @@ impl World {
 
     /// Plays the history; `Err` names the first broken rule.
     pub fn run(&mut self) -> Result<(), String> {
-        self.app.write_lines(&mut self.fs, 3).map_err(|e| e.to_string())?;
+        self.app
+            .write_lines(&mut self.fs, 3)
+            .map_err(|e| e.to_string())?;
         self.client.start(&mut self.fs, self.now);
         for _ in 0..self.scenario.steps {
             self.step()?;
@@ -328,7 +333,9 @@ impl World {
         match self.rng.below(10) {
             0..=4 => {
                 let n = 1 + self.rng.below(4);
-                self.app.write_lines(&mut self.fs, n).map_err(|e| e.to_string())?;
+                self.app
+                    .write_lines(&mut self.fs, n)
+                    .map_err(|e| e.to_string())?;
                 self.note(format!("app writes {n}"));
             }
             5..=6 => self.rotation_step()?,
@@ -462,7 +469,9 @@ impl World {
         let Some((tail, mut env, _)) = self.env_parts() else {
             return Ok(());
         };
-        let filled = tail.fill(&mut env).map_err(|e| format!("read failed: {e}"))?;
+        let filled = tail
+            .fill(&mut env)
+            .map_err(|e| format!("read failed: {e}"))?;
         self.client.after_tail();
         let now = self.now;
         let (Some(tail), Some(link)) = (&mut self.client.tail, &mut self.client.link) else {
@@ -565,7 +574,12 @@ impl World {
             // after a connection comes up).
             self.client_pump()?;
             self.client_pump()?;
-            while self.client.link.as_ref().is_some_and(|l| !l.replies.is_empty()) {
+            while self
+                .client
+                .link
+                .as_ref()
+                .is_some_and(|l| !l.replies.is_empty())
+            {
                 self.client_hear()?;
             }
             if let Some(link) = &mut self.client.link {

@@ -49,6 +49,38 @@ pub fn meta_of(m: &Metadata) -> Meta {
     }
 }
 
+fn timespec_ns(ts: &libc::timespec) -> u64 {
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// `CLOCK_REALTIME_COARSE` in nanoseconds since the epoch.
+fn coarse_now() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    if r != 0 {
+        return 0;
+    }
+    timespec_ns(&ts)
+}
+
+/// The coarse clock's resolution (a tick), at least 1 ms, at most 100 ms.
+fn coarse_resolution() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call.
+    let r = unsafe { libc::clock_getres(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+    let res = if r == 0 { timespec_ns(&ts) } else { 10_000_000 };
+    res.clamp(1_000_000, 100_000_000)
+}
+
 fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     loop {
         match f() {
@@ -130,10 +162,13 @@ impl Fs for RealFs {
         std::fs::remove_file(path)
     }
 
+    /// The kernel stamps birth times from its coarse clock (one tick
+    /// resolution): this reads that clock and steps back one tick, so a
+    /// file created after the call is never born before the value
+    /// returned (one created in the same tick just before counts as
+    /// after: shipped, never skipped).
     fn clock(&mut self) -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
+        coarse_now().saturating_sub(coarse_resolution())
     }
 }
 
@@ -191,5 +226,17 @@ mod tests {
         assert!(!id.matches(fs, &f, &m).unwrap());
         assert!(id.refresh(fs, &f, 0).unwrap(), "reading the head notices");
         assert!(m.born > 0, "ext4/tmpfs record birth times");
+    }
+
+    #[test]
+    fn a_file_created_after_the_clock_is_born_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..50 {
+            let before = RealFs.clock();
+            let p = dir.path().join(format!("f{i}"));
+            std::fs::write(&p, b"x").unwrap();
+            let m = RealFs.lstat(&p).unwrap().unwrap();
+            assert!(m.born > before, "born {} clock {before}", m.born);
+        }
     }
 }

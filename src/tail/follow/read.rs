@@ -186,16 +186,7 @@ impl<H> Tail<H> {
             identity: &cur.identity,
             prefix: &cur.prefix,
         };
-        if std::env::var_os("LH_DEBUG").is_some() {
-            eprintln!("truncated: pos {pos} fp_len {} prefix {} cands {:?}", cur.identity.fp_len, cur.prefix.len(), candidates);
-        }
-        let copy = find_copy(
-            env,
-            known,
-            pos,
-            before.as_deref(),
-            candidates.iter(),
-        );
+        let copy = find_copy(env, known, pos, before.as_deref(), candidates.iter());
         let floor = copy
             .as_ref()
             .map_or(cur.copies_after, |(_, _, m)| m.born.max(cur.copies_after));
@@ -453,7 +444,12 @@ impl Known<'_> {
     /// same fingerprinted head, or, for a copy shorter than that head (it
     /// ended before the reader's position), the same first bytes.
     fn starts<F: Fs>(&self, env: &mut Env<'_, F>, file: &F::File, len: u64) -> bool {
-        if self.identity.fp_len > 0 && self.identity.copy_matches(env.fs, file, len).unwrap_or(false) {
+        if self.identity.fp_len > 0
+            && self
+                .identity
+                .copy_matches(env.fs, file, len)
+                .unwrap_or(false)
+        {
             return true;
         }
         if len >= u64::from(self.identity.fp_len) || len >= u64::from(self.identity.head_len) {

@@ -248,7 +248,9 @@ impl<H> Tail<H> {
         // A parked file reopened as itself: its offset is the server's.
         self.verify = !(was_parked && here && !rewritten);
         self.save_soon = true;
-        if here && !(was_parked && !rewritten) {
+        // (A parked file reopened as itself is no news.)
+        let reopened = was_parked && !rewritten;
+        if here && !reopened {
             self.notes.push(Note::Opened {
                 offset,
                 resumed: true,
@@ -278,7 +280,10 @@ impl<H> Tail<H> {
         let id = e.id.parse::<StreamId>().ok()?;
         let want = (e.identity.dev, e.identity.ino);
         let (name, (file, meta)) = if at_path == Some(want) {
-            let opened = env.fs.open(&self.path, self.settings.follow_symlinks).ok()?;
+            let opened = env
+                .fs
+                .open(&self.path, self.settings.follow_symlinks)
+                .ok()?;
             (self.path.clone(), opened)
         } else if self.settings.whole {
             return None;
