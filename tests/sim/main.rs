@@ -12,6 +12,7 @@ mod app;
 mod check;
 mod fs;
 mod logrotate;
+mod scripted;
 mod world;
 
 use world::World;

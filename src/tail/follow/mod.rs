@@ -52,6 +52,7 @@ use super::identity::{Identity, StreamId};
 use super::state::Entry;
 pub use buffer::ReadBuf;
 pub use read::Filled;
+pub use scan::Tick;
 
 /// How long a rotated-away file must stay quiet at its end before the
 /// tail moves on, when it cannot be told whether a writer still holds it.

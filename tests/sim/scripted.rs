@@ -1,0 +1,438 @@
+//! Scripted tests of the tail's state machine: one history each, written
+//! out step by step on a simulated host with a fake clock, checking the
+//! state and the notes after every step. Together they take every
+//! transition of `follow::State` (see the table in `follow/mod.rs`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use loghamster::tail::follow::{Env, Filled, Note, State, Tail};
+use loghamster::tail::fs::Fs;
+use loghamster::tail::state::Entry;
+
+use crate::fs::{SimFile, SimFs, Writer};
+use crate::world::{tail_settings, DIR, LOG};
+
+/// A host with `/var/log`, a tail of `/var/log/app.log`, and a clock.
+struct Script {
+    fs: SimFs,
+    tail: Tail<SimFile>,
+    loaded: Vec<Entry>,
+    now: Instant,
+    notes: Vec<Note>,
+}
+
+impl Script {
+    fn new() -> Script {
+        Script::with(tail_settings(false), Vec::new())
+    }
+
+    fn with(settings: loghamster::tail::follow::Settings, loaded: Vec<Entry>) -> Script {
+        let mut fs = SimFs::new();
+        fs.mkdir_all(Path::new(DIR)).unwrap();
+        Script {
+            fs,
+            tail: Tail::new(PathBuf::from(LOG), settings, 7),
+            loaded,
+            now: Instant::now(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn env(&mut self) -> (&mut Tail<SimFile>, Env<'_, SimFs>) {
+        let env = Env {
+            fs: &mut self.fs,
+            now: self.now,
+            loaded: &mut self.loaded,
+        };
+        (&mut self.tail, env)
+    }
+
+    fn take_notes(&mut self) -> Vec<Note> {
+        let notes: Vec<Note> = self.tail.take_notes().collect();
+        self.notes.extend(notes.iter().cloned());
+        notes
+    }
+
+    fn look(&mut self) -> Vec<Note> {
+        let (tail, mut env) = self.env();
+        tail.look(&mut env);
+        self.take_notes()
+    }
+
+    fn tick(&mut self, link_open: bool) -> loghamster::tail::follow::Tick {
+        let (tail, mut env) = self.env();
+        let t = tail.tick(&mut env, link_open);
+        self.take_notes();
+        t
+    }
+
+    fn advance(&mut self, ms: u64) {
+        self.now += Duration::from_millis(ms);
+        self.fs.advance(ms * 1_000_000);
+    }
+
+    /// Connects at the server's `held` offset and sends everything there
+    /// is; returns the bytes sent. (When the tail finds the file rewritten
+    /// on `200`, it reconnects: the same stream, or a new one from 0.)
+    fn ship(&mut self, held: u64) -> Vec<u8> {
+        let (tail, mut env) = self.env();
+        let id = tail.stream_id();
+        if !tail.on_ready(&mut env, Some(held)) {
+            let held = if tail.stream_id() == id { held } else { 0 };
+            assert!(tail.on_ready(&mut env, Some(held)), "ready");
+        }
+        let mut out = Vec::new();
+        loop {
+            let (tail, mut env) = self.env();
+            let filled = tail.fill(&mut env).unwrap();
+            let pending = tail.pending().to_vec();
+            tail.on_sent(pending.len());
+            out.extend_from_slice(&pending);
+            if filled == Filled::Eof && pending.is_empty() {
+                break;
+            }
+            if filled == Filled::Truncated {
+                break;
+            }
+        }
+        self.take_notes();
+        out
+    }
+
+    /// The server confirms everything sent and the connection ends.
+    fn confirm(&mut self) {
+        let sent = self.tail.sent();
+        self.tail.on_done(sent);
+        self.tail.on_link_finished();
+    }
+
+    fn write(&mut self, w: &Writer, text: &str) {
+        self.fs.write(w, text.as_bytes());
+    }
+}
+
+#[test]
+fn missing_then_created_is_followed_from_zero() {
+    let mut s = Script::new();
+    assert_eq!(s.look(), vec![Note::Absent]);
+    assert_eq!(s.tail.state(), State::Missing { retry_at: None });
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "a\nb\n");
+    assert_eq!(
+        s.look(),
+        vec![Note::Opened {
+            offset: 0,
+            resumed: false
+        }]
+    );
+    assert_eq!(s.tail.state(), State::Following);
+    assert!(s.tail.needs_verify());
+    assert_eq!(s.ship(0), b"a\nb\n");
+    assert!(s.tail.take_save_soon(), "a new file is recorded at once");
+}
+
+#[test]
+fn rename_rotation_drains_the_old_file_then_switches() {
+    let mut s = Script::new();
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "one\n");
+    s.look();
+    assert_eq!(s.ship(0), b"one\n");
+    s.fs.rename(Path::new(LOG), Path::new("/var/log/app.log.1"))
+        .unwrap();
+    s.advance(1);
+    let w2 = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "two\n"); // the writer still holds the old file
+    s.write(&w2, "three\n");
+    assert_eq!(s.look(), vec![Note::Rotated]);
+    assert!(matches!(s.tail.state(), State::Draining { .. }));
+    assert_eq!(s.tail.queued().count(), 1, "the new file is held at once");
+    assert_eq!(s.ship(4), b"two\n");
+    // A writer holds the old file and the new one has data: wait for it
+    // to be quiet, then finish.
+    assert!(!s.tick(true).finish);
+    s.fs.close(w);
+    let t = s.tick(true);
+    assert!(t.finish, "no writer left: finish at once");
+    s.confirm();
+    s.tick(false);
+    assert_eq!(s.tail.state(), State::Following);
+    assert!(s.notes.contains(&Note::Done { offset: 8 }));
+    assert_eq!(s.ship(0), b"three\n");
+    s.fs.close(w2);
+}
+
+#[test]
+fn generations_rotated_away_before_the_tail_looked_are_found_in_birth_order() {
+    let mut s = Script::new();
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "g0\n");
+    s.look();
+    s.ship(0);
+    s.fs.close(w);
+    // Three rotations, none seen by the tail.
+    for g in 1..=3 {
+        s.advance(5);
+        for n in (1..g).rev() {
+            let from = format!("/var/log/app.log.{n}");
+            let to = format!("/var/log/app.log.{}", n + 1);
+            s.fs.rename(Path::new(&from), Path::new(&to)).unwrap();
+        }
+        s.fs.rename(Path::new(LOG), Path::new("/var/log/app.log.1"))
+            .unwrap();
+        let w = s.fs.create(Path::new(LOG)).unwrap();
+        s.write(&w, &format!("g{g}\n"));
+        s.fs.close(w);
+    }
+    s.look();
+    let found: Vec<_> = s
+        .notes
+        .iter()
+        .filter(|n| matches!(n, Note::FoundRotated { .. }))
+        .collect();
+    assert_eq!(found.len(), 2, "{:?}", s.notes);
+    let mut got = Vec::new();
+    let mut held = 3;
+    for _ in 0..4 {
+        got.extend(s.ship(held));
+        held = 0;
+        s.confirm();
+        s.advance(1000);
+        s.tick(false);
+    }
+    assert_eq!(got, b"g1\ng2\ng3\n", "{:?}", s.notes);
+    assert_eq!(s.tail.state(), State::Following);
+}
+
+#[test]
+fn copytruncate_reads_the_rest_from_the_copy_then_the_file_from_zero() {
+    let mut s = Script::new();
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "line 1\n");
+    s.look();
+    assert_eq!(s.ship(0), b"line 1\n");
+    s.write(&w, "line 2\n"); // not read yet
+    s.advance(5);
+    let mut job =
+        s.fs.copy_start(Path::new(LOG), Path::new("/var/log/app.log.1"))
+            .unwrap();
+    while !s.fs.copy_step(&mut job, 4096) {}
+    s.fs.copy_finish(job);
+    s.fs.truncate(Path::new(LOG), 0).unwrap();
+    s.write(&w, "line 3\n");
+    let sent = s.ship(7);
+    assert_eq!(sent, b"line 2\n", "{:?}", s.notes);
+    assert!(s
+        .notes
+        .iter()
+        .any(|n| matches!(n, Note::ReadingCopy { at: 7, .. })));
+    s.confirm();
+    s.advance(1000);
+    s.tick(false);
+    assert_eq!(s.tail.state(), State::Following);
+    assert_eq!(s.ship(0), b"line 3\n");
+    s.fs.close(w);
+}
+
+#[test]
+fn a_truncation_without_a_copy_starts_over_under_a_new_id() {
+    let mut s = Script::new();
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "old old old\n");
+    s.look();
+    s.ship(0);
+    let before = s.tail.stream_id().unwrap();
+    s.fs.truncate(Path::new(LOG), 0).unwrap();
+    s.write(&w, "new\n");
+    let (tail, mut env) = s.env();
+    assert_eq!(tail.fill(&mut env).unwrap(), Filled::Truncated);
+    s.take_notes();
+    assert!(s.notes.contains(&Note::Truncated {
+        at: 12,
+        no_copy: true
+    }));
+    let after = s.tail.stream_id().unwrap();
+    assert_ne!(before, after);
+    assert_eq!(s.tail.state(), State::Following);
+    assert_eq!(s.ship(0), b"new\n");
+    s.fs.close(w);
+}
+
+#[test]
+fn a_file_rewritten_past_the_position_fails_the_overlap_check() {
+    let mut s = Script::new();
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "aaaa\n");
+    s.look();
+    s.ship(0);
+    s.fs.truncate(Path::new(LOG), 0).unwrap();
+    s.write(&w, "bbbbbbbbbb\n"); // longer than before: never looked shorter
+    let (tail, mut env) = s.env();
+    assert_eq!(tail.fill(&mut env).unwrap(), Filled::Truncated);
+    s.fs.close(w);
+}
+
+#[test]
+fn onrotate_stop_stops_after_the_old_file() {
+    let mut settings = tail_settings(false);
+    settings.follow_rotations = false;
+    let mut s = Script::with(settings, Vec::new());
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "x\n");
+    s.fs.close(w);
+    s.look();
+    s.ship(0);
+    s.fs.rename(Path::new(LOG), Path::new("/var/log/app.log.1"))
+        .unwrap();
+    s.fs.create(Path::new(LOG)).map(|w| s.fs.close(w)).unwrap();
+    s.look();
+    assert_eq!(s.tail.queued().count(), 0, "the new file is not taken");
+    assert!(s.tick(true).finish);
+    s.confirm();
+    s.tick(false);
+    assert_eq!(s.tail.state(), State::Stopped);
+    assert!(s.notes.contains(&Note::StoppedAfterRotation));
+}
+
+#[test]
+fn a_drained_file_without_successor_goes_back_to_missing() {
+    let mut s = Script::new();
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "x\n");
+    s.fs.close(w);
+    s.look();
+    s.ship(0);
+    s.fs.unlink(Path::new(LOG)).unwrap();
+    assert_eq!(s.look(), vec![Note::Rotated]);
+    assert!(s.tick(true).finish);
+    s.confirm();
+    s.tick(false);
+    assert!(matches!(s.tail.state(), State::Missing { .. }));
+}
+
+#[test]
+fn a_deleted_file_held_too_long_is_abandoned() {
+    let mut settings = tail_settings(false);
+    settings.deleted_hold = Duration::from_secs(10);
+    let mut s = Script::with(settings, Vec::new());
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "x\n");
+    s.fs.close(w);
+    s.look();
+    s.fs.unlink(Path::new(LOG)).unwrap();
+    s.look();
+    s.tick(false);
+    s.advance(10_001);
+    s.tick(false);
+    assert!(
+        s.notes.contains(&Note::Abandoned { bytes: 2 }),
+        "{:?}",
+        s.notes
+    );
+    assert!(matches!(s.tail.state(), State::Missing { .. }));
+}
+
+#[test]
+fn restart_resumes_the_recorded_generation_rotated_away_and_the_queue() {
+    let mut s = Script::new();
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "first\n");
+    s.look();
+    s.ship(0);
+    s.tail.on_ack(6).unwrap();
+    s.fs.rename(Path::new(LOG), Path::new("/var/log/app.log.1"))
+        .unwrap();
+    s.write(&w, "more\n");
+    s.fs.close(w);
+    let w2 = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w2, "second\n");
+    s.look();
+    // Saved: the old file at 6, then the new one queued; a crash.
+    let saved: Vec<Entry> = s.tail.entries().collect();
+    assert_eq!(saved.len(), 2);
+    let mut r = Script {
+        fs: s.fs,
+        tail: Tail::new(PathBuf::from(LOG), tail_settings(false), 9),
+        loaded: saved,
+        now: s.now,
+        notes: Vec::new(),
+    };
+    r.look();
+    assert!(r
+        .notes
+        .iter()
+        .any(|n| matches!(n, Note::ResumedRotated { offset: 6, .. })));
+    assert_eq!(r.ship(6), b"more\n");
+    r.confirm();
+    r.fs.close(w2);
+    r.tick(false);
+    assert_eq!(r.tail.state(), State::Following);
+    assert_eq!(r.ship(0), b"second\n");
+}
+
+#[test]
+fn an_idle_file_parks_and_reopens_as_itself() {
+    let mut s = Script::new();
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "x\n");
+    s.look();
+    s.ship(0);
+    s.confirm();
+    let entry = s.tail.park(&mut s.fs).expect("parkable");
+    assert!(s.tail.is_parked());
+    assert_eq!(s.tail.open_files(), 0);
+    s.loaded.push(entry);
+    s.write(&w, "y\n");
+    assert!(s.look().is_empty(), "reopened quietly: {:?}", s.notes);
+    assert_eq!(s.tail.state(), State::Following);
+    assert!(!s.tail.needs_verify(), "its offset is the server's");
+    assert_eq!(s.ship(2), b"y\n");
+    s.fs.close(w);
+}
+
+#[test]
+fn the_server_holding_more_than_the_file_means_truncated() {
+    let mut s = Script::new();
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "x\n");
+    s.fs.close(w);
+    s.look();
+    let id = s.tail.stream_id();
+    let (tail, mut env) = s.env();
+    assert!(!tail.on_ready(&mut env, Some(100)));
+    assert_ne!(s.tail.stream_id(), id, "a new stream for the new content");
+}
+
+#[test]
+fn a_fifo_at_the_path_is_refused_and_retried_later() {
+    let mut s = Script::new();
+    s.fs.mkfifo(Path::new(LOG)).unwrap();
+    let notes = s.look();
+    assert!(
+        matches!(&notes[..], [Note::Failed { what: "open", .. }]),
+        "{notes:?}"
+    );
+    assert!(matches!(
+        s.tail.state(),
+        State::Missing { retry_at: Some(_) }
+    ));
+}
+
+#[test]
+fn a_whole_file_is_complete_once_confirmed() {
+    let mut settings = tail_settings(false);
+    settings.whole = true;
+    settings.follow_rotations = false;
+    let mut s = Script::with(settings, Vec::new());
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "partial line without newline");
+    s.fs.close(w);
+    s.look();
+    assert_eq!(s.ship(0), b"partial line without newline");
+    assert!(s.tick(true).finish);
+    assert!(!s.tail.is_complete());
+    s.confirm();
+    assert!(s.tail.is_complete());
+    let _ = s.fs.lstat(Path::new(LOG));
+}
