@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use super::{ClientDaemon, STATE};
 use crate::reactor::sys::inotify::{mask, Event, Watch};
 use crate::reactor::Key;
+use crate::tail::follow::DirChange;
 
 /// Events a directory watch asks for.
 const DIR_EVENTS: u32 = mask::CREATE
@@ -37,6 +38,43 @@ pub(super) struct DirWatch {
     pub(super) streams: HashMap<OsString, Vec<Key>>,
     /// Directory sources (indices into `sources`) for this directory.
     pub(super) sources: Vec<usize>,
+}
+
+/// The tail's view of an inotify record about a name, if it is one it
+/// keeps history of.
+fn dir_change(m: u32, cookie: u32) -> Option<DirChange> {
+    if m & mask::MOVED_FROM != 0 {
+        Some(DirChange::MovedFrom(cookie))
+    } else if m & mask::MOVED_TO != 0 {
+        Some(DirChange::MovedTo(cookie))
+    } else if m & mask::DELETE != 0 {
+        Some(DirChange::Deleted)
+    } else if m & mask::CREATE != 0 {
+        Some(DirChange::Created)
+    } else {
+        None
+    }
+}
+
+/// Streams whose followed name is `name` or a prefix of it that ends
+/// before a `.`, `-` or `_` (`app.log` for `app.log.1` or
+/// `app.log-20261206`): a lookup per separator, whatever the number of
+/// followed files in the directory.
+fn related<'a>(
+    streams: &'a HashMap<OsString, Vec<Key>>,
+    name: &'a std::ffi::OsStr,
+) -> impl Iterator<Item = Key> + 'a {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = name.as_bytes();
+    let cuts = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| matches!(b, b'.' | b'-' | b'_'))
+        .map(|(i, _)| i)
+        .chain(std::iter::once(bytes.len()));
+    cuts.filter_map(move |i| streams.get(std::ffi::OsStr::from_bytes(&bytes[..i])))
+        .flatten()
+        .copied()
 }
 
 impl ClientDaemon {
@@ -112,6 +150,17 @@ impl ClientDaemon {
         }
         if let Some(keys) = ev.name.and_then(|n| dw.streams.get(n)) {
             hits.extend(keys.iter().map(|&k| (k, ev.mask)));
+        }
+        if let (Some(name), Some(change)) = (ev.name, dir_change(ev.mask, ev.cookie)) {
+            // Renames, creations and deletions of names derived from a
+            // followed path (`app.log` -> `app.log.1`): the history that
+            // orders generations born in the same clock tick.
+            let path = dw.dir.join(name);
+            for key in related(&dw.streams, name) {
+                if let Some(s) = self.streams.get_mut(key) {
+                    s.record(&path, change);
+                }
+            }
         }
         // A file being drained after a rotation has events under
         // its new name: let draining streams look at every event.

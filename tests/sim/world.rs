@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use loghamster::tail::batch::Rules;
-use loghamster::tail::follow::{self, Env, Note, State, Tail};
+use loghamster::tail::follow::{self, DirChange, Env, Note, State, Tail};
 use loghamster::tail::fs::Fs;
 use loghamster::tail::identity::StreamId;
 use loghamster::tail::state::Entry;
@@ -429,6 +429,23 @@ impl World {
         let Some((tail, mut env, _)) = self.env_parts() else {
             return;
         };
+        use loghamster::reactor::sys::inotify::mask as m;
+        for e in &events {
+            let change = if e.mask & m::MOVED_FROM != 0 {
+                DirChange::MovedFrom(e.cookie)
+            } else if e.mask & m::MOVED_TO != 0 {
+                DirChange::MovedTo(e.cookie)
+            } else if e.mask & m::DELETE != 0 {
+                DirChange::Deleted
+            } else if e.mask & m::CREATE != 0 {
+                DirChange::Created
+            } else {
+                continue;
+            };
+            if e.name.to_string_lossy().starts_with("app.log") {
+                tail.record(&e.dir.join(&e.name), change);
+            }
+        }
         let name = tail.name().to_os_string();
         let draining = matches!(tail.state(), State::Draining { .. });
         let overflow = events

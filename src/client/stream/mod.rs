@@ -380,6 +380,12 @@ impl Stream {
         }
     }
 
+    /// A rename, creation or deletion of a name derived from this path
+    /// (see [`Tail::record`]).
+    pub fn record(&mut self, path: &Path, change: crate::tail::follow::DirChange) {
+        self.tail.record(path, change);
+    }
+
     /// Under descriptor pressure: parks the file if it is idle (its entry
     /// goes back to the loaded entries until its name changes), or, if
     /// only its connection keeps it from being idle (everything

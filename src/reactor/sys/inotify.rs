@@ -34,6 +34,9 @@ pub struct Watch(pub i32);
 pub struct Event<'a> {
     pub watch: Watch,
     pub mask: u32,
+    /// Ties the two halves of a rename (`MOVED_FROM`, `MOVED_TO`); 0
+    /// otherwise.
+    pub cookie: u32,
     pub name: Option<&'a OsStr>,
 }
 
@@ -113,6 +116,7 @@ impl<'a> Iterator for Events<'a> {
         // struct inotify_event { int wd; uint32_t mask; uint32_t cookie; uint32_t len; char name[]; }
         let wd = word(0) as i32;
         let mask = word(4);
+        let cookie = word(8);
         let len = word(12) as usize;
         let end = (HEADER + len).min(self.buf.len());
         let raw = &self.buf[HEADER..end];
@@ -121,6 +125,7 @@ impl<'a> Iterator for Events<'a> {
         Some(Event {
             watch: Watch(wd),
             mask,
+            cookie,
             name: name.map(OsStr::from_bytes),
         })
     }

@@ -121,7 +121,27 @@ pub struct Gen<H> {
     /// system's clock when it was opened, or the newest copy accounted
     /// for since. Kept in the state file.
     pub copies_after: u64,
+    /// Among files born in the same clock tick, the order they left the
+    /// path in (see [`Tail::record`]).
+    pub order: u64,
 }
+
+/// A change of a name in the path's directory, as inotify reports it
+/// (the shell translates its records; renames carry their cookie).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirChange {
+    Created,
+    MovedFrom(u32),
+    MovedTo(u32),
+    Deleted,
+}
+
+/// The id of a state-file entry that holds no file, only since when its
+/// path is followed (its `copies_after`): see [`Tail::entries`].
+pub const SINCE_MARKER: &str = "-";
+
+/// Most departures remembered (see [`Tail::record`]).
+const DEPARTED_MAX: usize = 64;
 
 /// What the daemon should log or count, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +212,21 @@ pub struct Tail<H> {
     /// Files born up to here are not later generations (the newest copy
     /// a copytruncate left).
     scan_floor: u64,
+    /// Files that left the path (renamed away), under their current
+    /// names, with the sequence number of their departure: orders
+    /// generations born in the same clock tick (birth times are coarse).
+    departed: VecDeque<(PathBuf, u64)>,
+    departures: u64,
+    /// Since when the path is followed (file-system clock): files born
+    /// since are its generations, even those rotated away while the
+    /// client was stopped. Kept in the state file while no file is open.
+    followed_since: u64,
+    /// Files whose generation was finished in this run (device, inode,
+    /// birth): never taken again as a later generation.
+    finished: VecDeque<(u64, u64, u64)>,
+    /// The first half of a rename of the path (`None`) or of a departed
+    /// file (`Some(seq)`), waiting for its `MovedTo`.
+    moving: Option<(u32, Option<u64>)>,
     /// A closed file confirmed whole (`Settings::whole`).
     complete: bool,
     /// The file was closed while idle (parked); its entry waits in the
@@ -227,6 +262,11 @@ impl<H> Tail<H> {
             deleted_since: None,
             seen_len: 0,
             scan_floor: 0,
+            departed: VecDeque::new(),
+            departures: 0,
+            finished: VecDeque::new(),
+            followed_since: 0,
+            moving: None,
             complete: false,
             parked: false,
             notes: Vec::new(),
@@ -301,6 +341,16 @@ impl<H> Tail<H> {
         std::mem::take(&mut self.dirty)
     }
 
+    /// True when `meta` is a file this tail holds, or finished in this
+    /// run: not a generation to take again.
+    fn known(&self, meta: &Meta) -> bool {
+        self.holds(meta.inode())
+            || self
+                .finished
+                .iter()
+                .any(|&(d, i, b)| (d, i) == meta.inode() && b == meta.born)
+    }
+
     /// True when this tail reads the file with this device and inode.
     pub fn holds(&self, inode: (u64, u64)) -> bool {
         self.cur
@@ -321,9 +371,32 @@ impl<H> Tail<H> {
 
     /// The state-file entries of every generation held: the current one at
     /// its acknowledged offset, then the queued ones (offset 0), in order.
+    /// Without a file, one marker entry (id [`SINCE_MARKER`]) records
+    /// since when the path is followed: files created at it and rotated
+    /// away while the client is stopped are found after a restart.
     pub fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
         let cur = self.cur.iter().map(|g| self.entry_of(g, self.acked));
+        let marker =
+            (self.cur.is_none() && !self.settings.whole && self.followed_since > 0).then(|| {
+                Entry {
+                    id: SINCE_MARKER.to_string(),
+                    path: self.path.clone(),
+                    identity: Identity {
+                        dev: 0,
+                        ino: 0,
+                        fp: 0,
+                        fp_len: 0,
+                        head: 0,
+                        head_len: 0,
+                    },
+                    offset: 0,
+                    complete: false,
+                    copy: false,
+                    copies_after: self.followed_since,
+                }
+            });
         cur.chain(self.queue.iter().map(|g| self.entry_of(g, 0)))
+            .chain(marker)
     }
 
     fn entry_of(&self, g: &Gen<H>, offset: u64) -> Entry {
@@ -352,6 +425,57 @@ impl<H> Tail<H> {
     /// A pooled allocation for the read buffer.
     pub fn adopt_buffer(&mut self, data: Vec<u8>) {
         self.buf.adopt(data);
+    }
+
+    /// Records a change of a name next to the path (in its directory or
+    /// an `olddir`) that starts with the path's name: which files left
+    /// the path, in what order, and what they are called now (followed
+    /// through later renames). `path` is the name's full path.
+    pub fn record(&mut self, path: &Path, change: DirChange) {
+        let pending = self.moving.take();
+        match change {
+            DirChange::MovedFrom(cookie) if path == self.path => {
+                self.moving = Some((cookie, None));
+            }
+            DirChange::MovedFrom(cookie) => {
+                if let Some(seq) = self.departed_seq(path) {
+                    self.moving = Some((cookie, Some(seq)));
+                }
+            }
+            DirChange::MovedTo(cookie) => {
+                // Whatever had this name before is replaced.
+                self.departed.retain(|(n, _)| n != path);
+                match pending {
+                    Some((c, None)) if c == cookie => {
+                        self.departures += 1;
+                        self.departed
+                            .push_back((path.to_path_buf(), self.departures));
+                        if self.departed.len() > DEPARTED_MAX {
+                            self.departed.pop_front();
+                        }
+                    }
+                    Some((c, Some(seq))) if c == cookie => {
+                        self.departed.retain(|(_, s)| *s != seq);
+                        self.departed.push_back((path.to_path_buf(), seq));
+                    }
+                    _ => {}
+                }
+            }
+            DirChange::Deleted => self.departed.retain(|(n, _)| n != path),
+            DirChange::Created => {}
+        }
+        if let Some((_, Some(seq))) = pending.filter(|_| !matches!(change, DirChange::MovedTo(_))) {
+            // Moved out of sight (the other half never came).
+            self.departed.retain(|(_, s)| *s != seq);
+        }
+    }
+
+    /// The departure sequence number of the file now at `path`.
+    fn departed_seq(&self, path: &Path) -> Option<u64> {
+        self.departed
+            .iter()
+            .find(|(n, _)| n == path)
+            .map(|(_, s)| *s)
     }
 
     fn next_nonce(&mut self) -> u64 {

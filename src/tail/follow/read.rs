@@ -226,6 +226,7 @@ impl<H> Tail<H> {
                         refilled: true,
                         prefix,
                         copies_after,
+                        order: u64::MAX - 1,
                     });
                 }
                 for g in later.into_iter().rev() {
@@ -375,6 +376,7 @@ impl<H> Tail<H> {
                 refilled: false,
                 prefix: Vec::new(),
                 copies_after,
+                order: u64::MAX - 1,
             });
         }
         out

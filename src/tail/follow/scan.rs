@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::{
-    Env, Gen, Note, State, Tail, DRAIN_POLL, REOPEN_RETRY, ROTATE_GRACE, ROTATE_GRACE_MOVED_ON,
+    Env, Gen, Note, State, Tail, DEPARTED_MAX, DRAIN_POLL, REOPEN_RETRY, ROTATE_GRACE,
+    ROTATE_GRACE_MOVED_ON,
 };
 use crate::tail::fs::{Fs, Kind, Meta};
 use crate::tail::identity::{Born, Identity, StreamId};
@@ -43,6 +44,9 @@ impl<H> Tail<H> {
     /// Something happened to the path's name in its directory (or the
     /// daemon starts, or the inotify queue overflowed): look at it.
     pub fn look<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) {
+        if self.followed_since == 0 {
+            self.followed_since = env.fs.clock().max(1);
+        }
         match self.state {
             State::Missing { .. } => self.open(env),
             State::Following if !self.settings.whole => {
@@ -171,6 +175,9 @@ impl<H> Tail<H> {
         if self.cur.is_none() && self.resume(env) {
             return;
         }
+        if !self.settings.whole && self.settings.follow_rotations && self.open_generations(env) {
+            return;
+        }
         let (file, meta) = match env.fs.open(&self.path, self.settings.follow_symlinks) {
             Ok(x) => x,
             Err(e) => return self.open_failed(env, e),
@@ -190,6 +197,7 @@ impl<H> Tail<H> {
             refilled: false,
             prefix: Vec::new(),
             copies_after: env.fs.clock(),
+            order: u64::MAX - 1,
         });
         self.state = State::Following;
         self.restart_at(0);
@@ -201,6 +209,54 @@ impl<H> Tail<H> {
         });
     }
 
+    /// Opening the path again after a generation was finished, or when
+    /// the directory's events saw files leave the path before anything was
+    /// opened: every generation born since the last finished one (or seen
+    /// leaving) is read first, in order, then the file at the path. A file
+    /// created and rotated away before the tail looked is not skipped.
+    /// Returns false when there is nothing of the kind (the caller opens
+    /// the path).
+    fn open_generations<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) -> bool {
+        // Born since the last generation finished in this run, or since
+        // the path is followed (an earlier run's start, from the state
+        // file); before anything of the kind, only what the directory's
+        // events saw leave the path.
+        let floor = match self.finished.back() {
+            Some(&(_, _, born)) => born,
+            None if self.followed_since > 0 => self.followed_since,
+            None if !self.departed.is_empty() => u64::MAX,
+            None => return false,
+        };
+        let mut gens = self.gather(env, floor).into_iter();
+        let Some(first) = gens.next() else {
+            return false;
+        };
+        let at_path = env.fs.lstat(&self.path).ok().flatten().map(|m| m.inode());
+        let here = at_path == Some(first.meta.inode());
+        self.parked = false;
+        self.cur = Some(first);
+        self.queue = gens.collect();
+        self.restart_at(0);
+        self.verify = true;
+        self.save_soon = true;
+        self.state = if here && self.queue.is_empty() {
+            State::Following
+        } else {
+            State::Draining {
+                last_growth: env.now,
+            }
+        };
+        if here {
+            self.notes.push(Note::Opened {
+                offset: 0,
+                resumed: false,
+            });
+        } else if self.path_moved_on(env) {
+            self.scan(env);
+        }
+        true
+    }
+
     /// Takes the state file's entries for this path (the generation being
     /// read, then the ones queued after it) and opens each where it is
     /// now: at the path, or rotated away under another name in the
@@ -208,13 +264,20 @@ impl<H> Tail<H> {
     /// bytes). Returns false when none of them is there any more.
     fn resume<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) -> bool {
         let path = self.path.clone();
-        let mine: Vec<Entry> = {
+        let mut mine: Vec<Entry> = {
             let (mine, rest) = std::mem::take(env.loaded)
                 .into_iter()
                 .partition(|e| e.path == path && !e.complete);
             *env.loaded = rest;
             mine
         };
+        // Followed since an earlier run: that run's start is the floor.
+        if let Some(m) = mine.iter().find(|e| e.id == super::SINCE_MARKER) {
+            if m.copies_after > 0 {
+                self.followed_since = self.followed_since.min(m.copies_after).max(1);
+            }
+        }
+        mine.retain(|e| e.id != super::SINCE_MARKER);
         let at_path = env.fs.lstat(&path).ok().flatten().map(|m| m.inode());
         let mut listing = None;
         let mut found = Vec::new();
@@ -318,6 +381,7 @@ impl<H> Tail<H> {
                 refilled: id.rewrite.is_some(),
                 prefix: Vec::new(),
                 copies_after: e.copies_after,
+                order: u64::MAX - 1,
             },
         })
     }
@@ -381,61 +445,106 @@ impl<H> Tail<H> {
         let Some(floor) = self.cur.as_ref().map(|g| g.meta.born.max(self.scan_floor)) else {
             return;
         };
-        let mut found: Vec<(PathBuf, Meta)> = self
+        for g in self.gather(env, floor) {
+            let seq = g.order;
+            self.enqueue(g, seq);
+        }
+    }
+
+    /// The generations of the path this tail does not hold or know yet:
+    /// files named after it that were born at `floor` or later, or that
+    /// the directory's events saw leave the path, opened, in birth order.
+    /// Birth times come from a coarse clock: a file born in the same tick
+    /// as the floor may still be a later generation (one born earlier was
+    /// shipped under its own id already, so the server's offset keeps it
+    /// from being sent twice), and files born in the same tick are put in
+    /// the order they left the path; the file at the path is the newest.
+    fn gather<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>, floor: u64) -> Vec<Gen<H>> {
+        let mut found: Vec<(PathBuf, Meta, u64)> = self
             .listing(env)
             .into_iter()
             .filter(|(p, m)| {
                 let at_path = *p == self.path;
-                let newer = m.born > floor || (m.born == 0 && at_path);
-                m.kind == Kind::File && newer && !self.holds(m.inode())
+                let newer =
+                    m.born >= floor || (m.born == 0 && at_path) || self.departed_seq(p).is_some();
+                m.kind == Kind::File && newer && !self.known(m)
+            })
+            .map(|(p, m)| {
+                let seq = self.order_of(&p);
+                (p, m, seq)
             })
             .collect();
-        found.sort_by_key(|(_, m)| m.born);
-        for (p, listed) in found {
+        found.sort_by_key(|(_, m, seq)| (m.born, *seq));
+        let mut gens = Vec::new();
+        for (p, listed, seq) in found {
             let Ok((file, meta)) = env.fs.open(&p, false) else {
                 continue;
             };
-            if meta.inode() != listed.inode() || self.holds(meta.inode()) {
+            if meta.inode() != listed.inode() || self.known(&meta) {
                 // Renamed again meanwhile: the next look finds it.
                 continue;
             }
-            let Ok(identity) = Identity::of(env.fs, &file, &meta) else {
+            let Ok((identity, prefix)) =
+                Identity::with_prefix(env.fs, &file, &meta, super::buffer::OVERLAP)
+            else {
                 continue;
             };
             if p != self.path {
                 self.notes.push(Note::FoundRotated { name: p.clone() });
             }
+            self.departed.retain(|(_, s)| *s != seq);
             let id = StreamId::new(&meta, self.next_nonce());
-            let copies_after = env.fs.clock();
-            self.enqueue(Gen {
+            gens.push(Gen {
                 file,
                 meta,
                 identity,
                 id,
                 copy: false,
                 refilled: false,
-                prefix: Vec::new(),
-                copies_after,
+                prefix,
+                copies_after: env.fs.clock(),
+                order: seq,
             });
         }
+        gens
     }
 
     /// Queues a generation found by a scan before the first queued one
-    /// born after it.
-    fn enqueue(&mut self, g: Gen<H>) {
+    /// born after it (or in the same tick, having left the path later).
+    fn enqueue(&mut self, g: Gen<H>, seq: u64) {
+        let key = (g.meta.born, seq);
         let at = self
             .queue
             .iter()
-            .position(|q| !q.copy && q.meta.born > g.meta.born)
+            .position(|q| !q.copy && (q.meta.born, q.order) > key)
             .unwrap_or(self.queue.len());
+        let mut g = g;
+        g.order = seq;
         self.queue.insert(at, g);
+    }
+
+    /// Where a file found by a scan stands among files born in the same
+    /// clock tick: its departure number if the directory's events said
+    /// it left the path; after every departed one if it is at the path;
+    /// in between (unknown) otherwise.
+    fn order_of(&self, p: &std::path::Path) -> u64 {
+        if p == self.path {
+            return u64::MAX;
+        }
+        self.departed_seq(p).unwrap_or(u64::MAX - 1)
     }
 
     /// The current generation is done (confirmed to its end): the next
     /// queued one starts, or the path is looked at again.
     pub(super) fn switch<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) {
         self.notes.push(Note::Done { offset: self.acked });
-        self.cur = None;
+        if let Some(done) = self.cur.take() {
+            let m = done.meta;
+            self.finished.push_back((m.dev, m.ino, m.born));
+            if self.finished.len() > DEPARTED_MAX {
+                self.finished.pop_front();
+            }
+        }
         self.save_soon = true;
         if !self.settings.follow_rotations {
             self.notes.push(Note::StoppedAfterRotation);
