@@ -104,6 +104,17 @@ impl Client {
         if self.streams.is_empty() {
             return Err("no files to stream".into());
         }
+        if let Some((first, second)) = crate::config::overlap::duplicate(&self.streams) {
+            let path = |i: usize| match &self.streams[i].source {
+                Source::Path(p) => p.display().to_string(),
+                Source::Directory { dir, .. } => dir.display().to_string(),
+            };
+            return Err(format!(
+                "{:?} and {:?} are the same file, named twice; name each file once",
+                path(first),
+                path(second)
+            ));
+        }
         if let Some(h) = self.hostname.as_deref().filter(|h| !is_host_name(h)) {
             return Err(format!(
                 "host name {h:?}: only letters, digits, '.', '_' and '-' are allowed"

@@ -28,10 +28,14 @@
 //! mean 1024) and listen addresses ([`parse_listen`]: `"ip:port"` or
 //! `":port"`). So does the one section both files share, `[prometheus]`
 //! ([`Prometheus`]); each daemon only brings its default address.
+//!
+//! [`overlap`] decides which `[[stream]]` reads a file several entries
+//! name: the same file twice is an error, overlaps follow one rule.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod overlap;
 pub mod server;
 pub mod template;
 
