@@ -538,7 +538,7 @@ fn rate_limits_per_stream_and_per_client() {
     )
     .unwrap();
     let limit = |bytes_per_sec, burst| {
-        Some(loghamster::tail::rate::Limit {
+        Some(loghamster::rate::Limit {
             bytes_per_sec,
             burst,
         })

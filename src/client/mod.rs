@@ -46,10 +46,10 @@ use mio::Token;
 
 use crate::metrics::http::HttpError;
 use crate::metrics::{ClientMetrics, MetricsServer};
+use crate::rate::Bucket;
 use crate::reactor::sys::inotify::{Inotify, Watch};
 use crate::reactor::sys::signal::SignalFd;
 use crate::reactor::{Armed, Key, Reactor, Ready, Slots, StopHandle};
-use crate::tail::rate::Bucket;
 use crate::tail::state::{self, Entry, StateError};
 use dirsource::DirSource;
 use meter::{Meter, View};

@@ -20,11 +20,11 @@ use crate::config::overlap::{self, is_glob, normalize, Names, Reach};
 use crate::config::{ClientConfig, Method, OnRotate, Source, StreamConfig};
 use crate::metrics::client::StreamLabels;
 use crate::metrics::{ClientMetrics, MetricsServer};
+use crate::rate::Bucket;
 use crate::reactor::sys::inotify::Inotify;
 use crate::reactor::sys::signal::{SignalFd, SIGINT, SIGTERM};
 use crate::reactor::{Armed, Reactor, Slots, StopHandle};
 use crate::tail::batch::Rules;
-use crate::tail::rate::Bucket;
 use crate::tail::state::{self, Entry};
 
 impl ClientDaemon {

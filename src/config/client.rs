@@ -32,7 +32,7 @@ use super::{
     Prometheus, RateValue, RawPrometheus, SizeValue,
 };
 pub use crate::codec::Codec;
-pub use crate::tail::rate::Limit;
+pub use crate::rate::Limit;
 
 /// Default server port.
 pub const DEFAULT_PORT: u16 = 8901;

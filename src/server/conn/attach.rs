@@ -23,7 +23,7 @@ use crate::server::{Resume, StreamKey};
 use crate::sink::output::{LineWriter, OutputId};
 use crate::sink::route::{Route, StreamInfo};
 use crate::tail::identity::fnv1a;
-use crate::tail::rate::Bucket;
+use crate::rate::Bucket;
 
 /// What an INIT asks for beyond routing, from its reserved meta keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
