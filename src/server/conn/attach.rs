@@ -17,13 +17,13 @@ use super::inflate::Inflow;
 use super::{Conn, Phase, Shared, Step, Stream, DONE_TIMEOUT};
 use crate::codec::Codec;
 use crate::metrics::server::{HandshakeFailure, OutputLabels};
+use crate::persist::fnv1a;
 use crate::proto::{self, Init, Status};
+use crate::rate::Bucket;
 use crate::reactor::Key;
 use crate::server::{Resume, StreamKey};
 use crate::sink::output::{LineWriter, OutputId};
 use crate::sink::route::{Route, StreamInfo};
-use crate::tail::identity::fnv1a;
-use crate::rate::Bucket;
 
 /// What an INIT asks for beyond routing, from its reserved meta keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
