@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use super::{ClientDaemon, ClientError};
 use crate::config::client::{
-    default_client_state_file, is_host_name, Compression, ServerAddr, Tuning,
-    DEFAULT_PROMETHEUS_LISTEN,
+    default_client_state_file, Compression, ServerAddr, Tuning, DEFAULT_PROMETHEUS_LISTEN,
 };
 use crate::config::{ClientConfig, Method, OnRotate, Prometheus, Source, StreamConfig};
+use crate::proto::is_host_name;
 
 /// A client under construction: a server address and the files to stream.
 ///

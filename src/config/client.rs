@@ -32,6 +32,7 @@ use super::{
     Prometheus, RateValue, RawPrometheus, SizeValue,
 };
 pub use crate::codec::Codec;
+use crate::proto::is_host_name;
 pub use crate::rate::Limit;
 
 /// Default server port.
@@ -397,13 +398,6 @@ impl RawClient {
             streams,
         })
     }
-}
-
-/// Whether `s` is acceptable as a host name in INIT (and for the server's
-/// `{host}`): non-empty `[A-Za-z0-9._-]`, not starting with `.` (so not
-/// `.`/`..`, and no hidden directories such as the server's state file).
-pub fn is_host_name(s: &str) -> bool {
-    is_token(s) && !s.starts_with('.')
 }
 
 impl RawServerAddr {
