@@ -30,7 +30,7 @@ use crate::config::SyncPolicy;
 use crate::metrics::server::HandshakeFailure;
 use crate::proto;
 use crate::rate::Bucket;
-use crate::reactor::{Key, Ready};
+use crate::reactor::Key;
 use crate::sink::output::{LineWriter, Outcome, OutputId, Owner};
 use commit::RoundMark;
 use inflate::Inflow;
@@ -197,7 +197,7 @@ impl Conn {
         }
     }
 
-    pub fn on_event(&mut self, key: Key, r: Ready, now: Instant, shared: &mut Shared) -> Step {
+    pub fn on_event(&mut self, key: Key, now: Instant, shared: &mut Shared) -> Step {
         let mut step = Step::default();
         match &mut self.phase {
             Phase::Handshake { deadline } => {
@@ -242,7 +242,6 @@ impl Conn {
                 }
             }
         }
-        let _ = r;
         if let Err(e) = self.flush() {
             crate::debug!("{}: write failed: {e}", self.peer);
             step.close = true;
