@@ -233,8 +233,9 @@ fn is_http_version(v: &str) -> bool {
     matches!(v.as_bytes(), [b'H', b'T', b'T', b'P', b'/', a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit())
 }
 
+/// Where a connection is in its one request/response exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+enum Exchange {
     Reading,
     Writing,
     Draining,
@@ -248,7 +249,7 @@ struct Conn {
     /// are stale.
     token: Token,
     deadline: Instant,
-    phase: Phase,
+    exchange: Exchange,
     /// The request head so far; never longer than [`MAX_REQUEST`].
     request: Vec<u8>,
     /// The response; `out[sent..]` is still to be written.
@@ -425,7 +426,7 @@ impl MetricsServer {
             peer,
             token,
             deadline: now + self.limits.timeout,
-            phase: Phase::Reading,
+            exchange: Exchange::Reading,
             request: Vec::new(),
             out: Vec::new(),
             sent: 0,
@@ -438,7 +439,7 @@ impl MetricsServer {
         let Some(conn) = self.conns.get_mut(index) else {
             return Next::Close;
         };
-        if conn.phase == Phase::Reading {
+        if conn.exchange == Exchange::Reading {
             match conn.read_request() {
                 Ok(eof) => match respond(&conn.request, eof, now, metrics) {
                     Answer::Wait => return Next::Wait,
@@ -450,7 +451,7 @@ impl MetricsServer {
                             request_line_text(&conn.request)
                         );
                         conn.out = out;
-                        conn.phase = Phase::Writing;
+                        conn.exchange = Exchange::Writing;
                     }
                 },
                 Err(e) => {
@@ -459,11 +460,11 @@ impl MetricsServer {
                 }
             }
         }
-        if conn.phase == Phase::Writing {
+        if conn.exchange == Exchange::Writing {
             match conn.write_response() {
                 Ok(true) => {
                     let _ = conn.sock.shutdown(Shutdown::Write);
-                    conn.phase = Phase::Draining;
+                    conn.exchange = Exchange::Draining;
                 }
                 Ok(false) => return Next::Wait,
                 Err(e) => {

@@ -59,7 +59,7 @@ use crate::sink::checkpoint;
 use crate::sink::output::Outputs;
 use crate::sink::route::Router;
 use commit::{prune_resume, recover, Round};
-use conn::{Conn, Phase, Splicer};
+use conn::{Conn, ConnPhase, Splicer};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -527,12 +527,12 @@ impl Server {
                 continue;
             };
             match conn.phase {
-                Phase::Streaming => {
+                ConnPhase::Streaming => {
                     conn.ask_to_finish();
                     self.on_conn_event(key.token(), now);
                 }
-                Phase::Finishing { .. } | Phase::Attaching { .. } => {}
-                Phase::Handshake { .. } | Phase::Closing { .. } => self.close(key),
+                ConnPhase::Finishing { .. } | ConnPhase::Attaching { .. } => {}
+                ConnPhase::Handshake { .. } | ConnPhase::Closing { .. } => self.close(key),
             }
         }
     }

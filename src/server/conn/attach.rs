@@ -1,4 +1,4 @@
-//! Attaching a stream: from the INIT line to a [`Stream`] bound to an
+//! Attaching a stream: from the INIT line to a [`Attachment`] bound to an
 //! output, or to a refusal line.
 //!
 //! The steps, each of which may refuse: read INIT (incrementally, at most
@@ -14,7 +14,7 @@ use std::time::Instant;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::inflate::Inflow;
-use super::{Conn, Phase, Shared, Step, Stream, DONE_TIMEOUT};
+use super::{Attachment, Conn, ConnPhase, Shared, Step, DONE_TIMEOUT};
 use crate::codec::Codec;
 use crate::metrics::server::{HandshakeFailure, OutputLabels};
 use crate::persist::fnv1a;
@@ -118,13 +118,13 @@ impl Conn {
                     }
                     self.stream = Some(stream);
                     let deadline = now + DONE_TIMEOUT;
-                    self.phase = Phase::Attaching { deadline };
+                    self.phase = ConnPhase::Attaching { deadline };
                     step.wake_at = Some(deadline);
                 }
             }
             Ok(Status::Partial) if eof => {
                 crate::debug!("{}: closed during the handshake", self.peer);
-                self.phase = Phase::Closing {
+                self.phase = ConnPhase::Closing {
                     deadline: now,
                     eof: true,
                 };
@@ -179,7 +179,7 @@ impl Conn {
         now: Instant,
         shared: &mut Shared,
         step: &mut Step,
-    ) -> Option<Stream> {
+    ) -> Option<Attachment> {
         let host = init.host.decode();
         let path = init.path.decode();
         let meta: Vec<(&str, Cow<'_, str>)> = init.meta().map(|(k, v)| (k, v.decode())).collect();
@@ -241,7 +241,7 @@ impl Conn {
         let labels = OutputLabels::for_route(route.output.as_deref());
         shared.metrics.streams_active.inc();
         let m = &shared.metrics;
-        Some(Stream {
+        Some(Attachment {
             label,
             output,
             received: m.received_bytes.get_or_create_owned(&labels),

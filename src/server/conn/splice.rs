@@ -36,7 +36,7 @@
 use std::io;
 use std::time::Instant;
 
-use super::{Conn, Phase, Shared, QUANTUM};
+use super::{Conn, ConnPhase, Shared, QUANTUM};
 use crate::reactor::sys::pipe::{self, Pipe};
 use crate::sink::output::Outcome;
 
@@ -192,7 +192,7 @@ impl Conn {
                 shared.splice.give_back(pipe);
                 return Turn::Throttled(at);
             }
-            let n = match self.fill(&pipe, now, shared) {
+            let n = match self.fill_pipe(&pipe, now, shared) {
                 Ok(n) => n,
                 Err(end) => {
                     shared.splice.give_back(pipe);
@@ -242,7 +242,7 @@ impl Conn {
 
     /// Fills the empty `pipe` from the socket: how many bytes it took, or
     /// how the turn ends (the pipe is still empty then).
-    fn fill(&mut self, pipe: &Pipe, now: Instant, shared: &mut Shared) -> Result<usize, Turn> {
+    fn fill_pipe(&mut self, pipe: &Pipe, now: Instant, shared: &mut Shared) -> Result<usize, Turn> {
         let allowed = self.allowance(now, pipe.capacity());
         loop {
             return match pipe.fill_from(&self.sock, allowed) {
@@ -267,7 +267,7 @@ impl Conn {
     }
 
     fn closing(&mut self, now: Instant) -> Turn {
-        self.phase = Phase::Closing {
+        self.phase = ConnPhase::Closing {
             deadline: now,
             eof: true,
         };
