@@ -9,14 +9,14 @@
 //! clock and never sleeps: `now` comes from the loop.
 //!
 //! ## Tokens
-//! `TOKENS` is `2^24 .. 2^25`. Those numbers are at least
-//! [`crate::reactor::slots::RESERVED`] and below `2^32`, so they are never a
-//! fixed token of a daemon (all below `RESERVED`) nor a [`crate::reactor::Key`]
-//! (whose generation, in the high 32 bits, is never 0). Inside the range:
-//! offset 0 is the listener, 1 is the timer, and a connection is
-//! `generation << 8 | slab index` with a 16-bit generation that is never 0,
-//! so an event queued for a closed connection does not reach the next
-//! occupant of its slot.
+//! The endpoint owns the tokens whose low 32 bits are in [`TOKENS`], which
+//! starts at [`crate::reactor::slots::SECOND_BASE`]: no fixed token of a
+//! daemon (all below [`crate::reactor::slots::RESERVED`]) and no key of a
+//! daemon's own [`Slots`] falls there. Low word `TOKEN_BASE` is the
+//! listener, `TOKEN_BASE + 1` the timer (both with generation 0), and the
+//! connections live in a [`Slots`] table based at `TOKEN_BASE + 2`, whose
+//! generation-tagged keys make an event queued for a closed connection miss
+//! the next occupant of its slot.
 //!
 //! ## A connection
 //! `Reading` (bytes are appended to a buffer of at most
@@ -50,23 +50,25 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
-use slab::Slab;
 
 use super::Scrape;
 use crate::proto::Status;
-use crate::reactor::{Armed, Timers};
+use crate::reactor::slots::{low_word, SECOND_BASE};
+use crate::reactor::{Armed, Key, Slots, Timers};
 
 /// First token of the endpoint's range; the listener's token.
-pub const TOKEN_BASE: usize = 1 << 24;
-/// Every token the endpoint uses; see the module docs.
-pub const TOKENS: Range<usize> = TOKEN_BASE..TOKEN_BASE + (1 << 24);
+pub const TOKEN_BASE: usize = SECOND_BASE;
+/// The low words of every token the endpoint uses; see the module docs.
+pub const TOKENS: Range<usize> = TOKEN_BASE..CONN_BASE + SLOT_LIMIT;
+/// Low word of the first connection slot's keys.
+const CONN_BASE: usize = TOKEN_BASE + 2;
 /// The listener's token.
 pub const LISTENER: Token = Token(TOKEN_BASE);
 /// The token of the endpoint's timer in the daemon's [`Timers`].
 pub const TIMER: Token = Token(TOKEN_BASE + 1);
 /// Longest request head (request line and headers) read; longer is `431`.
 pub const MAX_REQUEST: usize = 8 * 1024;
-/// Most connections one slab can address (8 bits of index in a token).
+/// Most connections the endpoint takes at once.
 const SLOT_LIMIT: usize = 256;
 
 /// How much the endpoint takes on.
@@ -245,9 +247,6 @@ enum Exchange {
 struct Conn {
     sock: TcpStream,
     peer: SocketAddr,
-    /// This connection's token; events for another token of the same slot
-    /// are stale.
-    token: Token,
     deadline: Instant,
     exchange: Exchange,
     /// The request head so far; never longer than [`MAX_REQUEST`].
@@ -269,9 +268,7 @@ enum Next {
 pub struct MetricsServer {
     listener: TcpListener,
     local_addr: SocketAddr,
-    conns: Slab<Conn>,
-    /// Generation of the next connection; never 0.
-    generation: u16,
+    conns: Slots<Conn>,
     limits: Limits,
     /// The earliest wake-up pushed to the daemon's timers.
     timer: Armed,
@@ -303,8 +300,7 @@ impl MetricsServer {
         Ok(MetricsServer {
             listener,
             local_addr,
-            conns: Slab::with_capacity(limits.max_connections),
-            generation: 1,
+            conns: Slots::with_base(CONN_BASE),
             limits,
             timer: Armed::default(),
         })
@@ -319,7 +315,7 @@ impl MetricsServer {
     /// routes such events to [`MetricsServer::on_event`] and such timers to
     /// [`MetricsServer::tick`].
     pub fn owns(token: Token) -> bool {
-        TOKENS.contains(&token.0)
+        TOKENS.contains(&low_word(token))
     }
 
     /// Connections now open.
@@ -343,9 +339,9 @@ impl MetricsServer {
     ) {
         if token == LISTENER {
             self.accept(registry, now, metrics);
-        } else if let Some(index) = self.slot_of(token) {
-            if self.drive(index, now, metrics) == Next::Close {
-                self.close(registry, index, "done");
+        } else if let Some(key) = self.slot_of(token) {
+            if self.drive(key, now, metrics) == Next::Close {
+                self.close(registry, key, "done");
             }
         }
         self.tick(registry, timers, now);
@@ -356,7 +352,7 @@ impl MetricsServer {
     /// more often is harmless.
     pub fn tick(&mut self, registry: &Registry, timers: &mut Timers<Token>, now: Instant) {
         self.timer.fired(now);
-        self.conns.retain(|_, c| {
+        self.conns.retain(|c| {
             if c.deadline > now {
                 return true;
             }
@@ -364,20 +360,16 @@ impl MetricsServer {
             crate::debug!("metrics: {}: closed (timed out)", c.peer);
             false
         });
-        if let Some(at) = self.conns.iter().map(|(_, c)| c.deadline).min() {
+        if let Some(at) = self.conns.values().map(|c| c.deadline).min() {
             if self.timer.arm(at) {
                 timers.schedule(at, TIMER);
             }
         }
     }
 
-    fn slot_of(&self, token: Token) -> Option<usize> {
-        let offset = token.0.checked_sub(TOKEN_BASE)?;
-        let index = offset & 0xff;
-        match self.conns.get(index) {
-            Some(c) if c.token == token => Some(index),
-            _ => None,
-        }
+    /// The live connection `token` names; `None` for a stale token.
+    fn slot_of(&self, token: Token) -> Option<Key> {
+        Key::from_token(token).filter(|&k| self.conns.get(k).is_some())
     }
 
     fn accept(&mut self, registry: &Registry, now: Instant, metrics: &mut impl Scrape) {
@@ -397,9 +389,9 @@ impl MetricsServer {
                 refuse(sock);
                 continue;
             }
-            if let Some(index) = self.admit(registry, sock, peer, now) {
-                if self.drive(index, now, metrics) == Next::Close {
-                    self.close(registry, index, "done");
+            if let Some(key) = self.admit(registry, sock, peer, now) {
+                if self.drive(key, now, metrics) == Next::Close {
+                    self.close(registry, key, "done");
                 }
             }
         }
@@ -411,32 +403,29 @@ impl MetricsServer {
         mut sock: TcpStream,
         peer: SocketAddr,
         now: Instant,
-    ) -> Option<usize> {
-        let entry = self.conns.vacant_entry();
-        let index = entry.key();
-        let token = Token(TOKEN_BASE + ((self.generation as usize) << 8 | index));
-        self.generation = self.generation.wrapping_add(1).max(1);
-        if let Err(e) = registry.register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)
-        {
+    ) -> Option<Key> {
+        let key = self.conns.vacant_key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = registry.register(&mut sock, key.token(), interest) {
             crate::warn!("metrics: cannot register connection from {peer}: {e}");
             return None;
         }
-        entry.insert(Conn {
+        let inserted = self.conns.insert(Conn {
             sock,
             peer,
-            token,
             deadline: now + self.limits.timeout,
             exchange: Exchange::Reading,
             request: Vec::new(),
             out: Vec::new(),
             sent: 0,
         });
-        Some(index)
+        debug_assert_eq!(inserted, key);
+        Some(key)
     }
 
     /// Runs one connection as far as its socket allows.
-    fn drive(&mut self, index: usize, now: Instant, metrics: &mut impl Scrape) -> Next {
-        let Some(conn) = self.conns.get_mut(index) else {
+    fn drive(&mut self, key: Key, now: Instant, metrics: &mut impl Scrape) -> Next {
+        let Some(conn) = self.conns.get_mut(key) else {
             return Next::Close;
         };
         if conn.exchange == Exchange::Reading {
@@ -479,8 +468,8 @@ impl MetricsServer {
         }
     }
 
-    fn close(&mut self, registry: &Registry, index: usize, why: &str) {
-        if let Some(mut conn) = self.conns.try_remove(index) {
+    fn close(&mut self, registry: &Registry, key: Key, why: &str) {
+        if let Some(mut conn) = self.conns.remove(key) {
             let _ = registry.deregister(&mut conn.sock);
             // A request answered is one line (above); only say why
             // when a connection ends otherwise.
