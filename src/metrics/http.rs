@@ -54,6 +54,7 @@ use mio::{Interest, Registry, Token};
 use super::Scrape;
 use crate::proto::Status;
 use crate::reactor::slots::{low_word, SECOND_BASE};
+use crate::reactor::sys::retry;
 use crate::reactor::{Armed, Key, Slots, Timers};
 
 /// First token of the endpoint's range; the listener's token.
@@ -374,10 +375,9 @@ impl MetricsServer {
 
     fn accept(&mut self, registry: &Registry, now: Instant, metrics: &mut impl Scrape) {
         loop {
-            let (sock, peer) = match self.listener.accept() {
+            let (sock, peer) = match retry(|| self.listener.accept()) {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and friends: retried on the next connection.
                     crate::warn!("metrics: accept failed: {e}");
@@ -491,11 +491,10 @@ impl Conn {
             if room == 0 {
                 return Ok(false);
             }
-            match self.sock.read(&mut chunk[..room.min(CHUNK)]) {
+            match retry(|| self.sock.read(&mut chunk[..room.min(CHUNK)])) {
                 Ok(0) => return Ok(true),
                 Ok(n) => self.request.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
@@ -504,11 +503,10 @@ impl Conn {
     /// Writes what the socket takes; returns whether all of it is out.
     fn write_response(&mut self) -> io::Result<bool> {
         while self.sent < self.out.len() {
-            match self.sock.write(&self.out[self.sent..]) {
+            match retry(|| self.sock.write(&self.out[self.sent..])) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }

@@ -74,6 +74,8 @@ impl Reactor {
         let timeout = self.timers.timeout(now);
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
+            // Not `sys::retry`: a signal ends the wait early, like an
+            // event, so the caller re-reads the clock and runs due timers.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
         }
@@ -114,11 +116,10 @@ impl StopHandle {
 pub fn discard_input(sock: &mut impl io::Read) -> bool {
     let mut sink = [0u8; 4096];
     loop {
-        match sock.read(&mut sink) {
+        match sys::retry(|| sock.read(&mut sink)) {
             Ok(0) => return true,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return true,
         }
     }

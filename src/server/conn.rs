@@ -30,6 +30,7 @@ use crate::config::SyncPolicy;
 use crate::metrics::server::HandshakeFailure;
 use crate::proto;
 use crate::rate::Bucket;
+use crate::reactor::sys::retry;
 use crate::reactor::Key;
 use crate::sink::output::{LineWriter, Outcome, OutputId, Owner};
 use ack::RoundMark;
@@ -389,11 +390,10 @@ impl Conn {
                 return Some(at);
             }
             let allowed = self.allowance(now, shared.scratch.len());
-            let n = match self.sock.read(&mut shared.scratch[..allowed]) {
+            let n = match retry(|| self.sock.read(&mut shared.scratch[..allowed])) {
                 Ok(0) => return self.at_eof(now, shared),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     crate::debug!("{}: read failed: {e}", self.peer);
                     self.phase = ConnPhase::Closing {
@@ -554,7 +554,7 @@ impl Conn {
 
     fn flush(&mut self) -> io::Result<()> {
         while !self.outbuf.is_empty() {
-            match self.sock.write(&self.outbuf) {
+            match retry(|| self.sock.write(&self.outbuf)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.outbuf.drain(..n);
@@ -563,7 +563,6 @@ impl Conn {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }

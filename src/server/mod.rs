@@ -52,6 +52,7 @@ use mio::{Interest, Token};
 use crate::config::server::Engine;
 use crate::config::{ServerConfig, SyncPolicy};
 use crate::metrics::{MetricsServer, ServerMetrics};
+use crate::reactor::sys::retry;
 use crate::reactor::sys::signal::{SignalFd, SIGHUP, SIGINT, SIGTERM};
 use crate::reactor::sys::uring::Ring;
 use crate::reactor::{Armed, Key, Reactor, Slots, StopHandle};
@@ -410,10 +411,9 @@ impl Server {
             let Some(listener) = &self.listener else {
                 return;
             };
-            match listener.accept() {
+            match retry(|| listener.accept()) {
                 Ok((sock, peer)) => self.admit(sock, peer, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // EMFILE and friends: log and retry on the next event.
                     crate::warn!("accept failed: {e}");

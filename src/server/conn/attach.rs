@@ -20,6 +20,7 @@ use crate::metrics::server::{HandshakeFailure, OutputLabels};
 use crate::persist::fnv1a;
 use crate::proto::{self, Init, Status};
 use crate::rate::Bucket;
+use crate::reactor::sys::retry;
 use crate::reactor::Key;
 use crate::server::{Resume, StreamKey};
 use crate::sink::output::{LineWriter, OutputId};
@@ -145,7 +146,7 @@ impl Conn {
         while self.inbuf.len() < proto::MAX_LINE {
             let start = self.inbuf.len();
             self.inbuf.resize(proto::MAX_LINE, 0);
-            match self.sock.read(&mut self.inbuf[start..]) {
+            match retry(|| self.sock.read(&mut self.inbuf[start..])) {
                 Ok(0) => {
                     self.inbuf.truncate(start);
                     return true;
@@ -153,11 +154,7 @@ impl Conn {
                 Ok(n) => self.inbuf.truncate(start + n),
                 Err(e) => {
                     self.inbuf.truncate(start);
-                    match e.kind() {
-                        io::ErrorKind::Interrupted => continue,
-                        io::ErrorKind::WouldBlock => return false,
-                        _ => return true,
-                    }
+                    return e.kind() != io::ErrorKind::WouldBlock;
                 }
             }
         }

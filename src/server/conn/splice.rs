@@ -38,6 +38,7 @@ use std::time::Instant;
 
 use super::{Conn, ConnPhase, Shared, QUANTUM};
 use crate::reactor::sys::pipe::{self, Pipe};
+use crate::reactor::sys::retry;
 use crate::sink::output::Outcome;
 
 /// Pipe buffer asked for (the kernel caps it at `fs.pipe-max-size` for
@@ -244,25 +245,22 @@ impl Conn {
     /// how the turn ends (the pipe is still empty then).
     fn fill_pipe(&mut self, pipe: &Pipe, now: Instant, shared: &mut Shared) -> Result<usize, Turn> {
         let allowed = self.allowance(now, pipe.capacity());
-        loop {
-            return match pipe.fill_from(&self.sock, allowed) {
-                Ok(0) => Err(Turn::Eof),
-                Ok(n) => {
-                    self.charge(now, n);
-                    Ok(n)
-                }
-                // The pipe is empty, so it is the socket that is.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Turn::Drained),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if pipe::is_unsupported(&e) => {
-                    shared.splice.turn_off(&e);
-                    Err(Turn::Fallback)
-                }
-                Err(e) => {
-                    crate::debug!("{}: read failed: {e}", self.peer);
-                    Err(self.closing(now))
-                }
-            };
+        match retry(|| pipe.fill_from(&self.sock, allowed)) {
+            Ok(0) => Err(Turn::Eof),
+            Ok(n) => {
+                self.charge(now, n);
+                Ok(n)
+            }
+            // The pipe is empty, so it is the socket that is.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Turn::Drained),
+            Err(e) if pipe::is_unsupported(&e) => {
+                shared.splice.turn_off(&e);
+                Err(Turn::Fallback)
+            }
+            Err(e) => {
+                crate::debug!("{}: read failed: {e}", self.peer);
+                Err(self.closing(now))
+            }
         }
     }
 
