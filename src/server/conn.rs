@@ -67,10 +67,24 @@ pub(crate) enum ConnPhase {
     Finishing {
         deadline: Instant,
     },
+    /// Our last line is being flushed; closed at `deadline`. Until then
+    /// input is read and dropped unless `eof` (the peer's side ended, or
+    /// is not waited for).
     Closing {
         deadline: Instant,
         eof: bool,
     },
+}
+
+impl ConnPhase {
+    /// Closing at once, without waiting for more input: after an error,
+    /// or when the peer already closed its side.
+    pub(crate) fn close_now(now: Instant) -> ConnPhase {
+        ConnPhase::Closing {
+            deadline: now,
+            eof: true,
+        }
+    }
 }
 
 /// How long a finished stream waits for a checkpoint before giving up on
@@ -228,10 +242,7 @@ impl Conn {
                         "{}: no checkpoint in time; closing without 250 DONE",
                         self.peer
                     );
-                    self.phase = ConnPhase::Closing {
-                        deadline: now,
-                        eof: true,
-                    };
+                    self.phase = ConnPhase::close_now(now);
                 } else {
                     step.wake_at = Some(deadline);
                 }
@@ -347,10 +358,7 @@ impl Conn {
                 "{}: the {codec} stream ended in the middle of a frame; closing without 250 DONE",
                 self.peer
             );
-            self.phase = ConnPhase::Closing {
-                deadline: now,
-                eof: true,
-            };
+            self.phase = ConnPhase::close_now(now);
             return None;
         }
         if let Some(s) = &mut self.stream {
@@ -396,10 +404,7 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     crate::debug!("{}: read failed: {e}", self.peer);
-                    self.phase = ConnPhase::Closing {
-                        deadline: now,
-                        eof: true,
-                    };
+                    self.phase = ConnPhase::close_now(now);
                     return None;
                 }
             };
@@ -521,10 +526,7 @@ impl Conn {
                 self.peer,
                 shared.outputs.path(s.output).display()
             );
-            self.phase = ConnPhase::Closing {
-                deadline: now,
-                eof: true,
-            };
+            self.phase = ConnPhase::close_now(now);
             return;
         }
         crate::debug!(

@@ -125,10 +125,7 @@ impl Conn {
             }
             Ok(Status::Partial) if eof => {
                 crate::debug!("{}: closed during the handshake", self.peer);
-                self.phase = ConnPhase::Closing {
-                    deadline: now,
-                    eof: true,
-                };
+                self.phase = ConnPhase::close_now(now);
             }
             Ok(Status::Partial) => self.inbuf = inbuf,
             Err(e) => {

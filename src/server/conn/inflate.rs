@@ -127,10 +127,7 @@ impl Conn {
                         .decode_errors
                         .get_or_create(&CodecLabels::of(f.codec()))
                         .inc();
-                    self.phase = ConnPhase::Closing {
-                        deadline: now,
-                        eof: true,
-                    };
+                    self.phase = ConnPhase::close_now(now);
                     return None;
                 }
             }

@@ -265,10 +265,7 @@ impl Conn {
     }
 
     fn closing(&mut self, now: Instant) -> Turn {
-        self.phase = ConnPhase::Closing {
-            deadline: now,
-            eof: true,
-        };
+        self.phase = ConnPhase::close_now(now);
         Turn::Closed
     }
 }
