@@ -284,14 +284,6 @@ impl Outputs {
         self.open.get(id).map_or(0, |o| o.refs)
     }
 
-    /// The file to write to; marks the output dirty (needing a sync).
-    pub fn file(&mut self, id: OutputId) -> Option<&mut File> {
-        self.open.get_mut(id).map(|o| {
-            o.dirty = true;
-            &mut o.file
-        })
-    }
-
     pub fn path(&self, id: OutputId) -> PathBuf {
         self.open
             .get(id)
