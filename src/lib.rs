@@ -24,6 +24,8 @@
 //! - [`tail`]: files on the client: identity, batching rule, state file.
 //! - [`sink`]: outputs on the server: routing and line-aligned writing.
 //! - [`config`]: the TOML files of both daemons.
+//! - [`rate`]: the token bucket behind every `rate_limit` (pure, time
+//!   passed in), used by both daemons.
 //! - [`metrics`]: what each daemon counts, and the `/metrics` endpoint it
 //!   serves from its own loop (`[prometheus]`).
 //! - [`client`] and [`server`]: the two daemons, wiring the layers into one
@@ -85,6 +87,7 @@ pub mod config;
 pub mod metrics;
 pub mod persist;
 pub mod proto;
+pub mod rate;
 pub mod reactor;
 pub mod server;
 pub mod sink;

@@ -5,7 +5,8 @@
 //! or power loss the target holds either the old or the new content, never
 //! a mix. Paths inside state files are stored with [`escape_path`] (bytes
 //! outside printable ASCII, and `%`, as `%XX`), since TOML strings must be
-//! UTF-8 and paths need not be.
+//! UTF-8 and paths need not be. Hashes stored in state files use
+//! [`fnv1a`], which stays the same across Rust versions.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -172,6 +173,13 @@ pub fn unescape_path(s: &str) -> PathBuf {
     PathBuf::from(OsString::from_vec(out))
 }
 
+/// FNV-1a, 64 bit: stable across Rust versions, which state files need.
+pub fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +208,11 @@ mod tests {
         write_atomic(&p, b"two", Durability::ProcessCrash).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(dir.path().join("sub")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn fnv_known_values() {
+        assert_eq!(fnv1a(b""), 0xcbf29ce484222325);
+        assert_eq!(fnv1a(b"a"), 0xaf63dc4c8601ec8c);
     }
 }

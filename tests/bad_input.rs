@@ -100,6 +100,44 @@ fn check_config_validates_without_running() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 outputs"));
 }
 
+/// Issue 11, bug 4: the same file in two `[[stream]]`s passed
+/// `--check-config` and then made its two streams take over each other's
+/// server side forever.
+#[test]
+fn the_same_file_twice_fails_the_config_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("client.toml");
+    let text = "[server]\nhostname = \"x\"\n[[stream]]\npath = \"/var/log/a.log\"\n[[stream]]\npath = \"/var/log//a.log\"\n";
+    std::fs::write(&cfg, text).unwrap();
+    let (code, err) = run(
+        CLIENT_BIN,
+        &["--check-config", "--config", cfg.to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("client.toml:6:") && err.contains("(line 4)"),
+        "{err}"
+    );
+    // The same file twice on the command line.
+    let (code, err) = run(
+        CLIENT_BIN,
+        &[
+            "--check-config",
+            "--server",
+            "127.0.0.1:9",
+            "/tmp/x.log",
+            "/tmp/./x.log",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("/tmp/./x.log") && err.contains("twice"),
+        "{err}"
+    );
+}
+
 #[test]
 fn the_shipped_example_configs_are_valid() {
     let root = env!("CARGO_MANIFEST_DIR");

@@ -538,7 +538,7 @@ fn rate_limits_per_stream_and_per_client() {
     )
     .unwrap();
     let limit = |bytes_per_sec, burst| {
-        Some(loghamster::tail::rate::Limit {
+        Some(loghamster::rate::Limit {
             bytes_per_sec,
             burst,
         })
@@ -546,4 +546,24 @@ fn rate_limits_per_stream_and_per_client() {
     assert_eq!(c.tuning.rate_limit, limit(100 << 20, 100 << 20));
     assert_eq!(c.streams[0].rate_limit, limit(20 << 20, 4 << 20));
     assert_eq!(c.streams[1].rate_limit, limit(1000, 1000));
+}
+
+#[test]
+fn the_same_file_in_two_streams_is_an_error_naming_both_lines() {
+    let src = "[server]\nhostname = \"h\"\n[[stream]]\npath = \"/var/log/a.log\"\n[[stream]]\npath = \"/var/log/b.log\"\n[[stream]]\nsvc = \"x\"\npath = \"/var/log//./a.log\"\n";
+    let e = client_err(src);
+    assert_eq!(e.line, Some(9), "{e}");
+    assert!(e.message.starts_with("stream #3"), "{e}");
+    assert!(
+        e.message.contains("line 9") && e.message.contains("stream #1 (line 4)"),
+        "{e}"
+    );
+    // The same glob, and the same directory and pattern, twice.
+    let globs = "[server]\nhostname = \"h\"\n[[stream]]\npath = \"/d/*.log\"\n[[stream]]\npath = \"/d/./*.log\"\n";
+    assert!(client_err(globs).message.contains("stream #1 (line 4)"));
+    let dirs = "[server]\nhostname = \"h\"\n[[stream]]\ndirectory = \"/d\"\n[[stream]]\ndirectory = \"/d/\"\nfilepattern = \"*\"\n";
+    assert!(client_err(dirs).message.contains("stream #1 (line 4)"));
+    // Different files, and overlapping globs, are fine.
+    let fine = "[server]\nhostname = \"h\"\n[[stream]]\npath = \"/d/*.log\"\n[[stream]]\npath = \"/d/a.log\"\n[[stream]]\ndirectory = \"/d\"\n";
+    ClientConfig::from_toml_str(fine, CLIENT_PATH).expect("overlaps are not errors");
 }

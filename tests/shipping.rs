@@ -437,3 +437,64 @@ fn a_100_mib_line_arrives_whole_with_bounded_memory() {
     );
     assert!(client.stop().success());
 }
+
+/// One file, one stream (issue 11): two overlapping globs and a literal
+/// path over the same directory, and a `directory` source (sent whole
+/// after close) over all of it. A literal path wins over any glob; among
+/// globs the first in config order wins. Every line arrives once, in the
+/// output of the stream the rule names (routed by `svc`).
+#[test]
+fn overlapping_streams_give_each_file_to_exactly_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let server = server_with(
+        tmp.path(),
+        &out,
+        "[output.by_svc]\npath = \"{svc}/{file}\"\nmatch = { svc = \"*\" }\n",
+    );
+    for name in ["app1", "app2", "x"] {
+        append_lines(&logs.join(format!("{name}.log")), name, 0, 100);
+    }
+    let d = logs.display();
+    let body = format!(
+        "[[stream]]\npath = \"{d}/app*.log\"\nsvc = \"app\"\n\
+         [[stream]]\npath = \"{d}/*.log\"\nsvc = \"all\"\n\
+         [[stream]]\npath = \"{d}//app2.log\"\nsvc = \"lit\"\n\
+         [[stream]]\ndirectory = \"{d}\"\nsvc = \"whole\"\n"
+    );
+    // Only the directory source (sent whole after close) matches this one.
+    std::fs::write(logs.join("z.txt"), expected("z", 0, 150)).unwrap();
+    let cfg = client_config(tmp.path(), &server, &body);
+    let mut c = client(&["--config", cfg.to_str().unwrap()]);
+    c.wait_log("(a literal path wins over a glob)");
+    c.wait_log("(the first in config order)");
+    // Files created later follow the same rule.
+    for name in ["app3", "y"] {
+        append_lines(&logs.join(format!("{name}.log")), name, 0, 100);
+    }
+    let owner = [
+        ("app1", "app"),
+        ("app2", "lit"),
+        ("x", "all"),
+        ("app3", "app"),
+        ("y", "all"),
+    ];
+    wait_content(&out.join("whole/z.txt"), &expected("z", 0, 150));
+    for (name, svc) in owner {
+        append_lines(&logs.join(format!("{name}.log")), name, 100, 150);
+        let file = format!("{name}.log");
+        wait_content(&out.join(svc).join(&file), &expected(name, 0, 150));
+    }
+    for (name, svc) in owner {
+        for other in ["app", "all", "lit", "whole"]
+            .into_iter()
+            .filter(|o| *o != svc)
+        {
+            let wrong = out.join(other).join(format!("{name}.log"));
+            assert!(!wrong.exists(), "{name}.log also went to svc {other}");
+        }
+    }
+    assert!(c.stop().success());
+}

@@ -131,7 +131,7 @@ fn build_config(args: &Args) -> Result<ClientConfig, String> {
         cfg.state_file = s.clone();
     }
     if let Some(h) = &args.hostname {
-        if !loghamster::config::is_host_name(h) {
+        if !loghamster::proto::is_host_name(h) {
             return Err(format!(
                 "--hostname {h:?}: use only letters, digits, '.', '_' and '-' (not \".\" or \"..\")"
             ));

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use super::{ClientDaemon, ClientError};
 use crate::config::client::{
-    default_client_state_file, is_host_name, Compression, ServerAddr, Tuning,
-    DEFAULT_PROMETHEUS_LISTEN,
+    default_client_state_file, Compression, ServerAddr, Tuning, DEFAULT_PROMETHEUS_LISTEN,
 };
 use crate::config::{ClientConfig, Method, OnRotate, Prometheus, Source, StreamConfig};
+use crate::proto::is_host_name;
 
 /// A client under construction: a server address and the files to stream.
 ///
@@ -103,6 +103,17 @@ impl Client {
         let (hostname, port) = Client::split_server(&self.server)?;
         if self.streams.is_empty() {
             return Err("no files to stream".into());
+        }
+        if let Some((first, second)) = crate::config::overlap::duplicate(&self.streams) {
+            let path = |i: usize| match &self.streams[i].source {
+                Source::Path(p) => p.display().to_string(),
+                Source::Directory { dir, .. } => dir.display().to_string(),
+            };
+            return Err(format!(
+                "{:?} and {:?} are the same file, named twice; name each file once",
+                path(first),
+                path(second)
+            ));
         }
         if let Some(h) = self.hostname.as_deref().filter(|h| !is_host_name(h)) {
             return Err(format!(

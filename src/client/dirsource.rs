@@ -10,6 +10,12 @@
 //! are sent at once. A file whose identity is recorded as complete in the
 //! state file (confirmed by `250 DONE`) is never sent again; with
 //! `delete = true` it is removed only after that confirmation.
+//!
+//! One file, one stream: a source leaves alone every name that a stream
+//! ranked before it takes (its `yields`, from
+//! [`crate::config::overlap::claims`]: a literal path wins over a glob,
+//! then the first entry in config order), so a file several entries match
+//! is read by exactly one of them.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
@@ -17,6 +23,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::config::overlap::Names;
 use crate::reactor::Key;
 use crate::tail::state::Entry;
 
@@ -26,19 +33,14 @@ pub const SETTLE: Duration = Duration::from_secs(1);
 /// Files of one source sent at the same time.
 pub const MAX_IN_FLIGHT: usize = 4;
 
-/// Which names in the directory a source takes.
-#[derive(Debug)]
-pub(crate) enum Filter {
-    /// `filepattern`, a glob over file names.
-    Glob(globset::GlobMatcher),
-    /// One file (`path` with `method = "send"`).
-    Name(std::ffi::OsString),
-}
-
 #[derive(Debug)]
 pub(crate) struct DirSource {
     pub dir: PathBuf,
-    filter: Filter,
+    /// The names this source takes: `filepattern`, a `path` glob, or one
+    /// file (`path` with `method = "send"`).
+    names: Names,
+    /// Names it leaves to other streams (see the module doc).
+    yields: Vec<Names>,
     /// `method = "send"`: only what is there at start-up, sent at once
     /// (a backfill); later files are ignored.
     pub once: bool,
@@ -63,7 +65,7 @@ pub(crate) struct DirSource {
 impl DirSource {
     pub fn new(
         dir: PathBuf,
-        filter: Filter,
+        names: Names,
         once: bool,
         svc: Option<String>,
         meta: Vec<(String, String)>,
@@ -72,7 +74,8 @@ impl DirSource {
     ) -> Self {
         DirSource {
             dir,
-            filter,
+            names,
+            yields: Vec::new(),
             once,
             follow: false,
             svc,
@@ -86,11 +89,16 @@ impl DirSource {
         }
     }
 
+    /// Leaves the names `yields` to streams ranked before this one.
+    pub fn yielding(mut self, yields: Vec<Names>) -> Self {
+        self.yields = yields;
+        self
+    }
+
+    /// Whether this source takes the file `name`: it matches, and no
+    /// stream ranked before this one takes it.
     pub fn matches(&self, name: &OsStr) -> bool {
-        match &self.filter {
-            Filter::Glob(g) => g.is_match(Path::new(name)),
-            Filter::Name(n) => n == name,
-        }
+        self.names.matches(name) && !self.yields.iter().any(|y| y.matches(name))
     }
 
     /// Nothing queued, settling or being sent.

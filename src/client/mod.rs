@@ -46,10 +46,10 @@ use mio::Token;
 
 use crate::metrics::http::HttpError;
 use crate::metrics::{ClientMetrics, MetricsServer};
+use crate::rate::Bucket;
 use crate::reactor::sys::inotify::{Inotify, Watch};
 use crate::reactor::sys::signal::SignalFd;
-use crate::reactor::{Armed, Key, Reactor, Ready, Slots, StopHandle};
-use crate::tail::rate::Bucket;
+use crate::reactor::{Armed, Key, Reactor, Slots, StopHandle};
 use crate::tail::state::{self, Entry, StateError};
 use dirsource::DirSource;
 use meter::{Meter, View};
@@ -224,8 +224,8 @@ impl ClientDaemon {
                     source,
                 })?;
             now = Instant::now();
-            for r in &ready {
-                self.on_event(*r, &mut deadline, now);
+            for &token in &ready {
+                self.on_event(token, &mut deadline, now);
             }
             self.on_timers(deadline, started, now);
             self.after_events(now);
@@ -255,15 +255,15 @@ impl ClientDaemon {
 
     /// Hands one ready event to its handler; a stop signal or request sets
     /// `deadline`.
-    fn on_event(&mut self, r: Ready, deadline: &mut Option<Instant>, now: Instant) {
-        match r.token {
+    fn on_event(&mut self, token: Token, deadline: &mut Option<Instant>, now: Instant) {
+        match token {
             SIGNALS => self.on_signals(deadline, now),
             WAKER if self.stop.requested() && deadline.is_none() => {
                 *deadline = Some(self.begin_stop(now));
             }
             INOTIFY => self.on_inotify(now),
             t if MetricsServer::owns(t) => self.on_metrics_event(t, now),
-            token => self.on_stream_event(token, r, now),
+            token => self.on_stream_event(token, now),
         }
     }
 
@@ -308,16 +308,7 @@ impl ClientDaemon {
                     }
                     self.recheck_sources(now);
                 }
-                token => self.on_stream_event(
-                    token,
-                    Ready {
-                        token,
-                        readable: false,
-                        writable: false,
-                        closed: false,
-                    },
-                    now,
-                ),
+                token => self.on_stream_event(token, now),
             }
         }
     }
@@ -443,7 +434,7 @@ impl ClientDaemon {
         self.granting = false;
     }
 
-    fn on_stream_event(&mut self, token: Token, _r: Ready, now: Instant) {
+    fn on_stream_event(&mut self, token: Token, now: Instant) {
         let Some(key) = Key::from_token(token) else {
             return;
         };

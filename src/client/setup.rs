@@ -13,17 +13,18 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::Interest;
 
-use super::dirsource::{DirSource, Filter};
+use super::dirsource::DirSource;
 use super::stream::{LinkBudget, Settings, Stream};
 use super::{meter, ClientDaemon, ClientError, INOTIFY, SIGNALS, WAKER};
+use crate::config::overlap::{self, is_glob, normalize, Names, Reach};
 use crate::config::{ClientConfig, Method, OnRotate, Source, StreamConfig};
 use crate::metrics::client::StreamLabels;
 use crate::metrics::{ClientMetrics, MetricsServer};
+use crate::rate::Bucket;
 use crate::reactor::sys::inotify::Inotify;
 use crate::reactor::sys::signal::{SignalFd, SIGINT, SIGTERM};
 use crate::reactor::{Armed, Reactor, Slots, StopHandle};
 use crate::tail::batch::Rules;
-use crate::tail::rate::Bucket;
 use crate::tail::state::{self, Entry};
 
 impl ClientDaemon {
@@ -31,6 +32,14 @@ impl ClientDaemon {
     /// SIGINT stop the client (the binary wants that; a library user may
     /// prefer [`StopHandle`]).
     pub fn new(cfg: ClientConfig, signals: bool) -> Result<ClientDaemon, ClientError> {
+        if let Some((first, second)) = overlap::duplicate(&cfg.streams) {
+            return Err(ClientError::Config(format!(
+                "streams #{} and #{} read the same file {}; a file can belong to only one stream",
+                first + 1,
+                second + 1,
+                Reach::of(&cfg.streams[second])
+            )));
+        }
         let base = open_event_loop(signals)?;
         let (completed, loaded) = state::load(&cfg.state_file)?
             .into_iter()
@@ -38,8 +47,15 @@ impl ClientDaemon {
         let settings = settings(&cfg)?;
         let mut daemon = ClientDaemon::assemble(&cfg, base, settings, completed, loaded);
         daemon.serve_metrics(&cfg)?;
+        let reaches: Vec<Reach> = cfg.streams.iter().map(Reach::of).collect();
+        let claims = overlap::claims(&reaches);
+        for o in &claims.overlaps {
+            crate::info!("{}", o.describe(&reaches));
+        }
         for (i, s) in cfg.streams.iter().enumerate() {
-            daemon.add_stream(i, s)?;
+            let yields = claims.yields[i].iter();
+            let yields = yields.map(|&j| reaches[j].names.clone()).collect();
+            daemon.add_stream(i, s, yields)?;
         }
         daemon.send_only = cfg.streams.iter().all(|s| s.method == Method::Send);
         Ok(daemon)
@@ -119,43 +135,44 @@ impl ClientDaemon {
     }
 
     /// Adds configured stream #`i + 1`: a followed [`Stream`], or a
-    /// [`DirSource`], queued for a directory watch.
-    fn add_stream(&mut self, i: usize, s: &StreamConfig) -> Result<(), ClientError> {
+    /// [`DirSource`] that leaves the names `yields` to other streams,
+    /// queued for a directory watch.
+    fn add_stream(
+        &mut self,
+        i: usize,
+        s: &StreamConfig,
+        yields: Vec<Names>,
+    ) -> Result<(), ClientError> {
         let once = s.method == Method::Send;
         let meter = self.stream_meter(s);
-        let (dir, filter) = match &s.source {
+        match &s.source {
             Source::Path(_) if s.delete && !once => {
                 return Err(ClientError::Unsupported {
                     stream: i + 1,
                     what: "`delete = true` on a followed `path`",
                 });
             }
-            Source::Path(p) if !once && is_glob(p) => return self.add_glob(i, s, p, meter),
+            Source::Path(p) if !once && is_glob(p) => return self.add_glob(i, s, p, meter, yields),
             Source::Path(p) if !once => {
                 self.add_followed(s, p, meter);
                 return Ok(());
             }
-            Source::Path(p) => {
-                let path = absolute(p);
-                let dir = parent_dir(&path);
-                (
-                    dir,
-                    Filter::Name(path.file_name().unwrap_or_default().to_os_string()),
-                )
-            }
-            Source::Directory { dir, pattern, .. } => {
-                (absolute(dir), Filter::Glob(pattern.clone()))
-            }
-        };
-        self.sources.push(DirSource::new(
-            dir.clone(),
-            filter,
-            once,
-            s.svc.clone(),
-            s.meta.clone(),
-            s.delete,
-            meter,
-        ));
+            // A backfilled `path` (one name) or a `directory` source.
+            Source::Path(_) | Source::Directory { .. } => {}
+        }
+        let Reach { dir, names } = Reach::of(s);
+        self.sources.push(
+            DirSource::new(
+                dir.clone(),
+                names,
+                once,
+                s.svc.clone(),
+                s.meta.clone(),
+                s.delete,
+                meter,
+            )
+            .yielding(yields),
+        );
         self.add_unwatched(dir, None, Some(self.sources.len() - 1));
         Ok(())
     }
@@ -182,8 +199,9 @@ impl ClientDaemon {
         s: &StreamConfig,
         p: &Path,
         meter: usize,
+        yields: Vec<Names>,
     ) -> Result<(), ClientError> {
-        let path = absolute(p);
+        let path = normalize(p);
         let dir = parent_dir(&path);
         if is_glob(&dir) {
             return Err(ClientError::Unsupported {
@@ -204,13 +222,17 @@ impl ClientDaemon {
             })?;
         let mut src = DirSource::new(
             dir.clone(),
-            Filter::Glob(glob.compile_matcher()),
+            Names::Glob {
+                matcher: glob.compile_matcher(),
+                text: name,
+            },
             false,
             s.svc.clone(),
             s.meta.clone(),
             false,
             meter,
-        );
+        )
+        .yielding(yields);
         src.follow = true;
         self.sources.push(src);
         self.add_unwatched(dir, None, Some(self.sources.len() - 1));
@@ -220,7 +242,7 @@ impl ClientDaemon {
     /// A followed `path`: one [`Stream`], queued for a watch on its
     /// directory.
     fn add_followed(&mut self, s: &StreamConfig, p: &Path, meter: usize) {
-        let path = absolute(p);
+        let path = normalize(p);
         let key = self.streams.vacant_key();
         let follow = s.onrotate == OnRotate::Follow;
         self.streams.insert(Stream::new(
@@ -334,16 +356,4 @@ fn max_open_files(configured: usize, max_connections: usize, nofile: u64) -> usi
         .saturating_sub(max_connections)
         .saturating_sub(64)
         .max(64)
-}
-
-/// True when the last component of `p` is a glob pattern.
-fn is_glob(p: &Path) -> bool {
-    p.file_name()
-        .is_some_and(|n| n.to_string_lossy().contains(['*', '?', '[', '{']))
-}
-
-/// Makes a configured path absolute against the working directory, so the
-/// state file and INIT carry the same path whatever the cwd later is.
-fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }

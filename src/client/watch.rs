@@ -101,7 +101,6 @@ impl ClientDaemon {
             let events = match self.inotify.read(&mut buf) {
                 Ok(ev) => ev,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     crate::error!("reading inotify events failed: {e}");
                     break;

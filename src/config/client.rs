@@ -32,7 +32,8 @@ use super::{
     Prometheus, RateValue, RawPrometheus, SizeValue,
 };
 pub use crate::codec::Codec;
-pub use crate::tail::rate::Limit;
+use crate::proto::is_host_name;
+pub use crate::rate::Limit;
 
 /// Default server port.
 pub const DEFAULT_PORT: u16 = 8901;
@@ -360,11 +361,28 @@ impl RawClient {
                 .err("no [[stream]] configured; nothing to send")
                 .with_hint("add [[stream]] with path = \"/var/log/...\""));
         }
-        let streams = raw_streams
+        let spans: Vec<_> = raw_streams.iter().map(RawStream::source_span).collect();
+        let streams: Vec<StreamConfig> = raw_streams
             .into_iter()
             .enumerate()
             .map(|(i, s)| s.validate(doc, i))
             .collect::<Result<_, _>>()?;
+        if let Some((first, second)) = super::overlap::duplicate(&streams) {
+            let line = |i: usize| spans[i].clone().map(|s| super::line_of(doc.src, s.start));
+            let at = |i: usize| line(i).map_or(String::new(), |l| format!(" (line {l})"));
+            let message = format!(
+                "stream #{}{} reads the same file as stream #{}{}: {}; a file can belong to only one [[stream]]",
+                second + 1,
+                at(second),
+                first + 1,
+                at(first),
+                super::overlap::Reach::of(&streams[second]),
+            );
+            return Err(ConfigError {
+                line: line(second),
+                ..doc.err(message)
+            });
+        }
         Ok(ClientConfig {
             server: server.validate(doc)?,
             state_file: self.state_file.unwrap_or_else(default_client_state_file),
@@ -380,13 +398,6 @@ impl RawClient {
             streams,
         })
     }
-}
-
-/// Whether `s` is acceptable as a host name in INIT (and for the server's
-/// `{host}`): non-empty `[A-Za-z0-9._-]`, not starting with `.` (so not
-/// `.`/`..`, and no hidden directories such as the server's state file).
-pub fn is_host_name(s: &str) -> bool {
-    is_token(s) && !s.starts_with('.')
 }
 
 impl RawServerAddr {
@@ -520,6 +531,12 @@ impl RawTuning {
 }
 
 impl RawStream {
+    /// Where its `path` or `directory` is written.
+    fn source_span(&self) -> Option<std::ops::Range<usize>> {
+        let path = self.path.as_ref().map(Spanned::span);
+        path.or_else(|| self.directory.as_ref().map(Spanned::span))
+    }
+
     /// `index` is 0-based; messages say `stream #1` for the first stream.
     fn validate(self, doc: &Doc<'_>, index: usize) -> Result<StreamConfig, ConfigError> {
         let name = format!("stream #{}", index + 1);

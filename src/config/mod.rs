@@ -28,16 +28,20 @@
 //! mean 1024) and listen addresses ([`parse_listen`]: `"ip:port"` or
 //! `":port"`). So does the one section both files share, `[prometheus]`
 //! ([`Prometheus`]); each daemon only brings its default address.
+//!
+//! [`overlap`] decides which `[[stream]]` reads a file several entries
+//! name: the same file twice is an error, overlaps follow one rule.
 
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod overlap;
 pub mod server;
 pub mod template;
 
 pub use client::{
-    default_client_state_file, is_host_name, ClientConfig, Codec, Compression, Method, OnRotate,
-    ServerAddr, Source, StreamConfig, Tuning,
+    default_client_state_file, ClientConfig, Codec, Compression, Method, OnRotate, ServerAddr,
+    Source, StreamConfig, Tuning,
 };
 pub use server::{OutputConfig, ServerConfig, SyncPolicy};
 pub use template::{Piece, Template, TemplateError};
@@ -568,13 +572,8 @@ impl RawPrometheus {
     }
 }
 
-/// Whether `s` is a valid meta key, svc value or output name:
-/// non-empty, only `[A-Za-z0-9_.-]`.
-pub(crate) fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
+/// Meta keys, svc values and output names are wire tokens.
+pub(crate) use crate::proto::is_token;
 
 /// Compiles a glob; `*` and `?` do not match `/` (use `**` for that).
 pub(crate) fn compile_glob(pattern: &str) -> Result<globset::GlobMatcher, globset::Error> {

@@ -36,7 +36,7 @@ use super::{
     compile_glob, is_token, parse_toml, read_source, ConfigError, Doc, DurationValue, OrderedMap,
     Prometheus, RateValue, RawPrometheus, SizeValue, Template,
 };
-use crate::tail::rate::Limit;
+use crate::rate::Limit;
 
 /// Default `listen` address.
 pub const DEFAULT_LISTEN: SocketAddr =

@@ -9,14 +9,14 @@
 //! clock and never sleeps: `now` comes from the loop.
 //!
 //! ## Tokens
-//! `TOKENS` is `2^24 .. 2^25`. Those numbers are at least
-//! [`crate::reactor::slots::RESERVED`] and below `2^32`, so they are never a
-//! fixed token of a daemon (all below `RESERVED`) nor a [`crate::reactor::Key`]
-//! (whose generation, in the high 32 bits, is never 0). Inside the range:
-//! offset 0 is the listener, 1 is the timer, and a connection is
-//! `generation << 8 | slab index` with a 16-bit generation that is never 0,
-//! so an event queued for a closed connection does not reach the next
-//! occupant of its slot.
+//! The endpoint owns the tokens whose low 32 bits are in [`TOKENS`], which
+//! starts at [`crate::reactor::slots::SECOND_BASE`]: no fixed token of a
+//! daemon (all below [`crate::reactor::slots::RESERVED`]) and no key of a
+//! daemon's own [`Slots`] falls there. Low word `TOKEN_BASE` is the
+//! listener, `TOKEN_BASE + 1` the timer (both with generation 0), and the
+//! connections live in a [`Slots`] table based at `TOKEN_BASE + 2`, whose
+//! generation-tagged keys make an event queued for a closed connection miss
+//! the next occupant of its slot.
 //!
 //! ## A connection
 //! `Reading` (bytes are appended to a buffer of at most
@@ -50,23 +50,26 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
-use slab::Slab;
 
 use super::Scrape;
 use crate::proto::Status;
-use crate::reactor::{Armed, Timers};
+use crate::reactor::slots::{low_word, SECOND_BASE};
+use crate::reactor::sys::retry;
+use crate::reactor::{Armed, Key, Slots, Timers};
 
 /// First token of the endpoint's range; the listener's token.
-pub const TOKEN_BASE: usize = 1 << 24;
-/// Every token the endpoint uses; see the module docs.
-pub const TOKENS: Range<usize> = TOKEN_BASE..TOKEN_BASE + (1 << 24);
+pub const TOKEN_BASE: usize = SECOND_BASE;
+/// The low words of every token the endpoint uses; see the module docs.
+pub const TOKENS: Range<usize> = TOKEN_BASE..CONN_BASE + SLOT_LIMIT;
+/// Low word of the first connection slot's keys.
+const CONN_BASE: usize = TOKEN_BASE + 2;
 /// The listener's token.
 pub const LISTENER: Token = Token(TOKEN_BASE);
 /// The token of the endpoint's timer in the daemon's [`Timers`].
 pub const TIMER: Token = Token(TOKEN_BASE + 1);
 /// Longest request head (request line and headers) read; longer is `431`.
 pub const MAX_REQUEST: usize = 8 * 1024;
-/// Most connections one slab can address (8 bits of index in a token).
+/// Most connections the endpoint takes at once.
 const SLOT_LIMIT: usize = 256;
 
 /// How much the endpoint takes on.
@@ -233,8 +236,9 @@ fn is_http_version(v: &str) -> bool {
     matches!(v.as_bytes(), [b'H', b'T', b'T', b'P', b'/', a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit())
 }
 
+/// Where a connection is in its one request/response exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+enum Exchange {
     Reading,
     Writing,
     Draining,
@@ -244,11 +248,8 @@ enum Phase {
 struct Conn {
     sock: TcpStream,
     peer: SocketAddr,
-    /// This connection's token; events for another token of the same slot
-    /// are stale.
-    token: Token,
     deadline: Instant,
-    phase: Phase,
+    exchange: Exchange,
     /// The request head so far; never longer than [`MAX_REQUEST`].
     request: Vec<u8>,
     /// The response; `out[sent..]` is still to be written.
@@ -268,9 +269,7 @@ enum Next {
 pub struct MetricsServer {
     listener: TcpListener,
     local_addr: SocketAddr,
-    conns: Slab<Conn>,
-    /// Generation of the next connection; never 0.
-    generation: u16,
+    conns: Slots<Conn>,
     limits: Limits,
     /// The earliest wake-up pushed to the daemon's timers.
     timer: Armed,
@@ -302,8 +301,7 @@ impl MetricsServer {
         Ok(MetricsServer {
             listener,
             local_addr,
-            conns: Slab::with_capacity(limits.max_connections),
-            generation: 1,
+            conns: Slots::with_base(CONN_BASE),
             limits,
             timer: Armed::default(),
         })
@@ -318,7 +316,7 @@ impl MetricsServer {
     /// routes such events to [`MetricsServer::on_event`] and such timers to
     /// [`MetricsServer::tick`].
     pub fn owns(token: Token) -> bool {
-        TOKENS.contains(&token.0)
+        TOKENS.contains(&low_word(token))
     }
 
     /// Connections now open.
@@ -342,9 +340,9 @@ impl MetricsServer {
     ) {
         if token == LISTENER {
             self.accept(registry, now, metrics);
-        } else if let Some(index) = self.slot_of(token) {
-            if self.drive(index, now, metrics) == Next::Close {
-                self.close(registry, index, "done");
+        } else if let Some(key) = self.slot_of(token) {
+            if self.drive(key, now, metrics) == Next::Close {
+                self.close(registry, key, "done");
             }
         }
         self.tick(registry, timers, now);
@@ -355,7 +353,7 @@ impl MetricsServer {
     /// more often is harmless.
     pub fn tick(&mut self, registry: &Registry, timers: &mut Timers<Token>, now: Instant) {
         self.timer.fired(now);
-        self.conns.retain(|_, c| {
+        self.conns.retain(|c| {
             if c.deadline > now {
                 return true;
             }
@@ -363,28 +361,23 @@ impl MetricsServer {
             crate::debug!("metrics: {}: closed (timed out)", c.peer);
             false
         });
-        if let Some(at) = self.conns.iter().map(|(_, c)| c.deadline).min() {
+        if let Some(at) = self.conns.values().map(|c| c.deadline).min() {
             if self.timer.arm(at) {
                 timers.schedule(at, TIMER);
             }
         }
     }
 
-    fn slot_of(&self, token: Token) -> Option<usize> {
-        let offset = token.0.checked_sub(TOKEN_BASE)?;
-        let index = offset & 0xff;
-        match self.conns.get(index) {
-            Some(c) if c.token == token => Some(index),
-            _ => None,
-        }
+    /// The live connection `token` names; `None` for a stale token.
+    fn slot_of(&self, token: Token) -> Option<Key> {
+        Key::from_token(token).filter(|&k| self.conns.get(k).is_some())
     }
 
     fn accept(&mut self, registry: &Registry, now: Instant, metrics: &mut impl Scrape) {
         loop {
-            let (sock, peer) = match self.listener.accept() {
+            let (sock, peer) = match retry(|| self.listener.accept()) {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and friends: retried on the next connection.
                     crate::warn!("metrics: accept failed: {e}");
@@ -396,9 +389,9 @@ impl MetricsServer {
                 refuse(sock);
                 continue;
             }
-            if let Some(index) = self.admit(registry, sock, peer, now) {
-                if self.drive(index, now, metrics) == Next::Close {
-                    self.close(registry, index, "done");
+            if let Some(key) = self.admit(registry, sock, peer, now) {
+                if self.drive(key, now, metrics) == Next::Close {
+                    self.close(registry, key, "done");
                 }
             }
         }
@@ -410,35 +403,32 @@ impl MetricsServer {
         mut sock: TcpStream,
         peer: SocketAddr,
         now: Instant,
-    ) -> Option<usize> {
-        let entry = self.conns.vacant_entry();
-        let index = entry.key();
-        let token = Token(TOKEN_BASE + ((self.generation as usize) << 8 | index));
-        self.generation = self.generation.wrapping_add(1).max(1);
-        if let Err(e) = registry.register(&mut sock, token, Interest::READABLE | Interest::WRITABLE)
-        {
+    ) -> Option<Key> {
+        let key = self.conns.vacant_key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = registry.register(&mut sock, key.token(), interest) {
             crate::warn!("metrics: cannot register connection from {peer}: {e}");
             return None;
         }
-        entry.insert(Conn {
+        let inserted = self.conns.insert(Conn {
             sock,
             peer,
-            token,
             deadline: now + self.limits.timeout,
-            phase: Phase::Reading,
+            exchange: Exchange::Reading,
             request: Vec::new(),
             out: Vec::new(),
             sent: 0,
         });
-        Some(index)
+        debug_assert_eq!(inserted, key);
+        Some(key)
     }
 
     /// Runs one connection as far as its socket allows.
-    fn drive(&mut self, index: usize, now: Instant, metrics: &mut impl Scrape) -> Next {
-        let Some(conn) = self.conns.get_mut(index) else {
+    fn drive(&mut self, key: Key, now: Instant, metrics: &mut impl Scrape) -> Next {
+        let Some(conn) = self.conns.get_mut(key) else {
             return Next::Close;
         };
-        if conn.phase == Phase::Reading {
+        if conn.exchange == Exchange::Reading {
             match conn.read_request() {
                 Ok(eof) => match respond(&conn.request, eof, now, metrics) {
                     Answer::Wait => return Next::Wait,
@@ -450,7 +440,7 @@ impl MetricsServer {
                             request_line_text(&conn.request)
                         );
                         conn.out = out;
-                        conn.phase = Phase::Writing;
+                        conn.exchange = Exchange::Writing;
                     }
                 },
                 Err(e) => {
@@ -459,11 +449,11 @@ impl MetricsServer {
                 }
             }
         }
-        if conn.phase == Phase::Writing {
+        if conn.exchange == Exchange::Writing {
             match conn.write_response() {
                 Ok(true) => {
                     let _ = conn.sock.shutdown(Shutdown::Write);
-                    conn.phase = Phase::Draining;
+                    conn.exchange = Exchange::Draining;
                 }
                 Ok(false) => return Next::Wait,
                 Err(e) => {
@@ -478,8 +468,8 @@ impl MetricsServer {
         }
     }
 
-    fn close(&mut self, registry: &Registry, index: usize, why: &str) {
-        if let Some(mut conn) = self.conns.try_remove(index) {
+    fn close(&mut self, registry: &Registry, key: Key, why: &str) {
+        if let Some(mut conn) = self.conns.remove(key) {
             let _ = registry.deregister(&mut conn.sock);
             // A request answered is one line (above); only say why
             // when a connection ends otherwise.
@@ -501,11 +491,10 @@ impl Conn {
             if room == 0 {
                 return Ok(false);
             }
-            match self.sock.read(&mut chunk[..room.min(CHUNK)]) {
+            match retry(|| self.sock.read(&mut chunk[..room.min(CHUNK)])) {
                 Ok(0) => return Ok(true),
                 Ok(n) => self.request.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
@@ -514,11 +503,10 @@ impl Conn {
     /// Writes what the socket takes; returns whether all of it is out.
     fn write_response(&mut self) -> io::Result<bool> {
         while self.sent < self.out.len() {
-            match self.sock.write(&self.out[self.sent..]) {
+            match retry(|| self.sock.write(&self.out[self.sent..])) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.sent += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }

@@ -21,12 +21,12 @@
 //! ## How the endpoint fits the one-thread loop
 //! There is no thread and no runtime: the endpoint is one more event source
 //! in the daemon's [`crate::reactor::Reactor`]. Its listener, its timer and
-//! its connections use tokens from a fixed range, [`http::TOKENS`], that no
-//! fixed token (all below [`crate::reactor::slots::RESERVED`]) and no
-//! [`crate::reactor::Slots`] key can fall into (slot keys carry a generation
-//! of at least 1 in their high 32 bits; the range lies below 2^32). The
-//! loop routes by range, before its catch-all arm, in both places it
-//! dispatches tokens:
+//! its connections use tokens whose low 32 bits lie in a fixed range,
+//! [`http::TOKENS`], that no fixed token (all below
+//! [`crate::reactor::slots::RESERVED`]) and no key of the daemon's own
+//! [`crate::reactor::Slots`] can fall into; the connections themselves are
+//! a second `Slots` table based in that range. The loop routes by range,
+//! before its catch-all arm, in both places it dispatches tokens:
 //!
 //! ```text
 //! // events

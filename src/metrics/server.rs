@@ -341,11 +341,6 @@ impl ServerMetrics {
         self.fsync_duration.observe(took.as_secs_f64());
     }
 
-    /// The registry, e.g. to add families from elsewhere.
-    pub fn registry_mut(&mut self) -> &mut Registry {
-        &mut self.registry
-    }
-
     /// The exposition in the Prometheus text format.
     pub fn encode(&self) -> String {
         super::encode(&self.registry)

@@ -277,6 +277,21 @@ fn is_ws(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
+/// Whether `s` is a token: non-empty, only the key bytes
+/// `[A-Za-z0-9_.-]` (no length limit; keys add [`MAX_KEY`]). Meta keys,
+/// `svc` values and the server's output names are tokens.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_key_byte)
+}
+
+/// Whether `s` is acceptable as the host of an INIT target, which the
+/// server uses as a path component (`{host}`, the default route): a
+/// [token](is_token) not starting with `.` (so not `.`/`..`, and no hidden
+/// directories such as the server's state file).
+pub fn is_host_name(s: &str) -> bool {
+    is_token(s) && !s.starts_with('.')
+}
+
 fn is_key_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-'
 }

@@ -2,8 +2,9 @@
 //!
 //! The reactor knows nothing about files, streams or the protocol. It owns
 //! the `mio::Poll`, a reused `Events` buffer and the timer heap, and hands
-//! the daemon a list of [`Ready`] records to dispatch with a
-//! `match token { ... }`. Tokens are plain numbers: fixed ones below
+//! the daemon the list of ready tokens to dispatch with a
+//! `match token { ... }` (readiness kinds are not passed on: by the rules
+//! below every handler reads and writes until `WouldBlock` anyway). Tokens are plain numbers: fixed ones below
 //! [`slots::RESERVED`] for singletons (listener, signalfd, inotify) and
 //! generation-tagged [`slots::Key`]s for everything in a slab.
 //!
@@ -38,18 +39,6 @@ use mio::{Events, Poll, Registry, Token, Waker};
 pub use slots::{Key, Slots};
 pub use timer::{Armed, Timers};
 
-/// One readiness notification, copied out of mio's buffer so handlers can
-/// borrow the daemon mutably while iterating.
-#[derive(Debug, Clone, Copy)]
-pub struct Ready {
-    pub token: Token,
-    pub readable: bool,
-    pub writable: bool,
-    /// The peer closed, or the descriptor is in error: handlers read to
-    /// find out which (a read returns 0 or the error).
-    pub closed: bool,
-}
-
 #[derive(Debug)]
 pub struct Reactor {
     poll: Poll,
@@ -76,22 +65,21 @@ impl Reactor {
     }
 
     /// Sleeps until an event arrives or the earliest timer is due, then
-    /// fills `out` (cleared first; its capacity is reused). Expired timers
+    /// fills `out` with the ready tokens (cleared first; its capacity is
+    /// reused), copied out of mio's buffer so handlers can borrow the
+    /// daemon mutably while iterating. Expired timers
     /// are not included: the caller drains them with `timers.pop_expired`.
-    pub fn wait(&mut self, out: &mut Vec<Ready>, now: Instant) -> io::Result<()> {
+    pub fn wait(&mut self, out: &mut Vec<Token>, now: Instant) -> io::Result<()> {
         out.clear();
         let timeout = self.timers.timeout(now);
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
+            // Not `sys::retry`: a signal ends the wait early, like an
+            // event, so the caller re-reads the clock and runs due timers.
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
         }
-        out.extend(self.events.iter().map(|e| Ready {
-            token: e.token(),
-            readable: e.is_readable() || e.is_read_closed(),
-            writable: e.is_writable() || e.is_write_closed(),
-            closed: e.is_read_closed() || e.is_write_closed() || e.is_error(),
-        }));
+        out.extend(self.events.iter().map(|e| e.token()));
         Ok(())
     }
 }
@@ -128,11 +116,10 @@ impl StopHandle {
 pub fn discard_input(sock: &mut impl io::Read) -> bool {
     let mut sink = [0u8; 4096];
     loop {
-        match sock.read(&mut sink) {
+        match sys::retry(|| sock.read(&mut sink)) {
             Ok(0) => return true,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return true,
         }
     }

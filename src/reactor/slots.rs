@@ -6,16 +6,31 @@
 //! the old occupant (a closed connection, a rotated file) finds no match and
 //! is dropped instead of reaching the wrong owner.
 //!
+//! The low 32 bits are the slot index plus the table's *base*: [`RESERVED`]
+//! for a daemon's own tables ([`Slots::default`]). Such a table stays far
+//! below `2^31` entries (that many slots would need more memory than any
+//! host has), so low words from [`SECOND_BASE`] on are free for one more
+//! table in the same token space ([`Slots::with_base`]), which the loop
+//! routes by the low word before its catch-all arm: the metrics endpoint
+//! does this (`crate::metrics::http::TOKENS`).
+//!
 //! Generation 0 is never handed out, so no key is below `1 << 32`: tokens
-//! in `RESERVED..1 << 32` are free for an owner with its own table, which
-//! the loop routes by range before looking up a key (the metrics endpoint
-//! does this, with `crate::metrics::http::TOKENS`).
+//! below that are fixed tokens, never a stale key.
 
 use slab::Slab;
 
 /// Keys below this value are reserved for fixed event sources (listener,
 /// signals, inotify, ...), so they never collide with slot keys.
 pub const RESERVED: usize = 16;
+
+/// Where the low words of a second table's keys may start (see the module
+/// doc): a daemon's own tables never reach it.
+pub const SECOND_BASE: usize = 1 << 31;
+
+/// The low 32 bits of a token: a key's slot index plus its table's base.
+pub fn low_word(token: mio::Token) -> usize {
+    token.0 & 0xffff_ffff
+}
 
 /// A generation-tagged key into [`Slots`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,9 +42,6 @@ impl Key {
     }
     pub fn token(self) -> mio::Token {
         mio::Token(self.0)
-    }
-    fn index(self) -> usize {
-        (self.0 & 0xffff_ffff) - RESERVED
     }
     fn generation(self) -> u32 {
         (self.0 >> 32) as u32
@@ -43,40 +55,59 @@ pub struct Slots<T> {
     /// Next generation to hand out; wraps after 2^32 insertions, by which
     /// time no event for the old occupant can still be queued.
     next_gen: u32,
+    /// Low word of slot 0's keys: [`RESERVED`], or a second table's base.
+    base: usize,
 }
 
 impl<T> Default for Slots<T> {
     fn default() -> Self {
-        Slots {
-            slab: Slab::new(),
-            next_gen: 1,
-        }
+        Slots::with_base(RESERVED)
     }
 }
 
 impl<T> Slots<T> {
+    /// A table whose keys' low words start at `base` (at least
+    /// [`SECOND_BASE`] for a second table beside a daemon's own).
+    pub fn with_base(base: usize) -> Self {
+        Slots {
+            slab: Slab::new(),
+            next_gen: 1,
+            base,
+        }
+    }
+
+    fn key(&self, generation: u32, index: usize) -> Key {
+        Key(((generation as usize) << 32) | (index + self.base))
+    }
+
+    /// The slot index `key` names in this table, if it is one of its keys.
+    fn index(&self, key: Key) -> Option<usize> {
+        low_word(key.token()).checked_sub(self.base)
+    }
+
     pub fn insert(&mut self, value: T) -> Key {
         let generation = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1).max(1);
         let index = self.slab.insert((generation, value));
-        Key(((generation as usize) << 32) | (index + RESERVED))
+        self.key(generation, index)
     }
 
     /// Returns the key the next `insert` will produce, so a value can embed
     /// its own key.
     pub fn vacant_key(&self) -> Key {
-        Key(((self.next_gen as usize) << 32) | (self.slab.vacant_key() + RESERVED))
+        self.key(self.next_gen, self.slab.vacant_key())
     }
 
     pub fn get(&self, key: Key) -> Option<&T> {
-        match self.slab.get(key.index()) {
+        match self.slab.get(self.index(key)?) {
             Some((g, v)) if *g == key.generation() => Some(v),
             _ => None,
         }
     }
 
     pub fn get_mut(&mut self, key: Key) -> Option<&mut T> {
-        match self.slab.get_mut(key.index()) {
+        let index = self.index(key)?;
+        match self.slab.get_mut(index) {
             Some((g, v)) if *g == key.generation() => Some(v),
             _ => None,
         }
@@ -84,7 +115,12 @@ impl<T> Slots<T> {
 
     pub fn remove(&mut self, key: Key) -> Option<T> {
         self.get(key)?;
-        Some(self.slab.remove(key.index()).1)
+        Some(self.slab.remove(self.index(key)?).1)
+    }
+
+    /// Keeps only the values for which `keep` returns true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&mut T) -> bool) {
+        self.slab.retain(|_, (_, v)| keep(v));
     }
 
     pub fn len(&self) -> usize {
@@ -98,7 +134,7 @@ impl<T> Slots<T> {
     pub fn keys(&self) -> Vec<Key> {
         self.slab
             .iter()
-            .map(|(i, (g, _))| Key(((*g as usize) << 32) | (i + RESERVED)))
+            .map(|(i, (g, _))| self.key(*g, i))
             .collect()
     }
 
@@ -130,8 +166,8 @@ mod tests {
     #[test]
     fn generation_zero_is_never_issued() {
         let mut s = Slots {
-            slab: Slab::new(),
             next_gen: u32::MAX,
+            ..Slots::default()
         };
         assert_eq!(s.insert(1).generation(), u32::MAX);
         let wrapped = s.insert(2);
@@ -147,5 +183,19 @@ mod tests {
         assert_eq!(Key::from_token(k.token()), Some(k));
         assert_eq!(Key::from_token(mio::Token(3)), None);
         assert_eq!(s.keys(), vec![k]);
+    }
+
+    #[test]
+    fn a_second_table_has_its_own_low_words() {
+        let mut own = Slots::default();
+        let mut second = Slots::with_base(SECOND_BASE);
+        let (a, b) = (own.insert(1), second.insert(2));
+        assert_eq!(low_word(a.token()), RESERVED);
+        assert_eq!(low_word(b.token()), SECOND_BASE);
+        assert_eq!(own.get(b), None);
+        assert_eq!(second.get(a), None);
+        assert_eq!(second.get(b), Some(&2));
+        second.retain(|v| *v != 2);
+        assert!(second.is_empty());
     }
 }

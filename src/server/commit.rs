@@ -15,7 +15,6 @@ use std::time::Instant;
 
 use super::{Resume, Server, ServerError, Shared, StreamKey, MAX_IDLE_RESUME};
 use crate::config::{ServerConfig, SyncPolicy};
-use crate::reactor::Ready;
 use crate::sink::checkpoint::{self, Checkpoint, StreamMark};
 
 /// A checkpoint round whose output syncs run on the ring: the checkpoint
@@ -234,13 +233,7 @@ impl Server {
                     self.shared.metrics.handshake_failed(
                         crate::metrics::server::HandshakeFailure::StateUnavailable,
                     );
-                    let r = Ready {
-                        token: key.token(),
-                        readable: false,
-                        writable: true,
-                        closed: false,
-                    };
-                    self.on_conn_event(key.token(), r, now);
+                    self.on_conn_event(key.token(), now);
                 }
             }
             return;

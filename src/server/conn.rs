@@ -7,14 +7,14 @@
 //! accounting: [`LineWriter::written`] is the stream offset of what is in
 //! the output, every other received byte is pending in user space.
 //!
-//! The parts: `attach` (INIT to a stream bound to an output, or a
-//! refusal), this file (streaming turns, stalls, the end of a stream),
-//! [`splice`] (the zero-copy path), `inflate` (compressed streams),
-//! `throttle` (`connection_rate_limit`) and `commit` (what a completed
-//! checkpoint round lets each connection acknowledge).
+//! The parts: `attach` (INIT to an [`Attachment`]: a stream bound to an
+//! output, or a refusal), this file (streaming turns, stalls, the end of a
+//! stream), [`splice`] (the zero-copy path), `inflate` (compressed
+//! streams), `throttle` (`connection_rate_limit`) and `ack` (what a
+//! completed checkpoint round lets each connection acknowledge).
 
+mod ack;
 mod attach;
-mod commit;
 mod inflate;
 mod splice;
 mod throttle;
@@ -29,10 +29,11 @@ use super::{Shared, StreamKey};
 use crate::config::SyncPolicy;
 use crate::metrics::server::HandshakeFailure;
 use crate::proto;
-use crate::reactor::{Key, Ready};
+use crate::rate::Bucket;
+use crate::reactor::sys::retry;
+use crate::reactor::Key;
 use crate::sink::output::{LineWriter, Outcome, OutputId, Owner};
-use crate::tail::rate::Bucket;
-use commit::RoundMark;
+use ack::RoundMark;
 use inflate::Inflow;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -48,8 +49,10 @@ const QUANTUM: usize = 4 << 20;
 /// our last line instead of a reset.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// Where a server connection is in its life, from the greeting to the
+/// close.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Phase {
+pub(crate) enum ConnPhase {
     Handshake {
         deadline: Instant,
     },
@@ -64,10 +67,24 @@ pub(crate) enum Phase {
     Finishing {
         deadline: Instant,
     },
+    /// Our last line is being flushed; closed at `deadline`. Until then
+    /// input is read and dropped unless `eof` (the peer's side ended, or
+    /// is not waited for).
     Closing {
         deadline: Instant,
         eof: bool,
     },
+}
+
+impl ConnPhase {
+    /// Closing at once, without waiting for more input: after an error,
+    /// or when the peer already closed its side.
+    pub(crate) fn close_now(now: Instant) -> ConnPhase {
+        ConnPhase::Closing {
+            deadline: now,
+            eof: true,
+        }
+    }
 }
 
 /// How long a finished stream waits for a checkpoint before giving up on
@@ -92,7 +109,7 @@ enum Stall {
 
 /// A stream that passed the handshake and writes to an output.
 #[derive(Debug)]
-pub(crate) struct Stream {
+pub(crate) struct Attachment {
     label: String,
     /// `loghamster_server_received_bytes_total` for this stream's output,
     /// and the offset counted into it so far.
@@ -155,10 +172,10 @@ pub(crate) struct Conn {
     pub sock: TcpStream,
     pub peer: SocketAddr,
     pub stream_id: String,
-    pub phase: Phase,
+    pub phase: ConnPhase,
     /// Set once the handshake succeeded; kept through `Closing` until the
     /// connection is dropped, so its output and resume slot are released once.
-    stream: Option<Box<Stream>>,
+    stream: Option<Box<Attachment>>,
     /// Handshake bytes received so far (at most [`proto::MAX_LINE`]).
     inbuf: Vec<u8>,
     /// Lines for the client not yet written to the socket.
@@ -175,7 +192,7 @@ impl Conn {
             sock,
             peer,
             stream_id,
-            phase: Phase::Handshake { deadline },
+            phase: ConnPhase::Handshake { deadline },
             stream: None,
             inbuf: Vec::new(),
             outbuf: Vec::new(),
@@ -190,17 +207,17 @@ impl Conn {
 
     /// Server shutdown: ask an acknowledging client to stop sending.
     pub fn ask_to_finish(&mut self) {
-        if let (Phase::Streaming, Some(s)) = (self.phase, &self.stream) {
+        if let (ConnPhase::Streaming, Some(s)) = (self.phase, &self.stream) {
             if s.ack {
                 proto::write_reply(&mut self.outbuf, 421, "Server shutting down", None);
             }
         }
     }
 
-    pub fn on_event(&mut self, key: Key, r: Ready, now: Instant, shared: &mut Shared) -> Step {
+    pub fn on_event(&mut self, key: Key, now: Instant, shared: &mut Shared) -> Step {
         let mut step = Step::default();
         match &mut self.phase {
-            Phase::Handshake { deadline } => {
+            ConnPhase::Handshake { deadline } => {
                 if now >= *deadline {
                     crate::debug!("{}: handshake timed out", self.peer);
                     shared.metrics.handshake_failed(HandshakeFailure::Timeout);
@@ -209,8 +226,8 @@ impl Conn {
                     self.handshake(key, now, shared, &mut step);
                 }
             }
-            Phase::Streaming => self.stream(now, shared, &mut step),
-            Phase::Attaching { deadline } => {
+            ConnPhase::Streaming => self.stream(now, shared, &mut step),
+            ConnPhase::Attaching { deadline } => {
                 if now >= *deadline {
                     shared
                         .metrics
@@ -218,22 +235,19 @@ impl Conn {
                     self.fail(503, "Cannot commit server state", now);
                 }
             }
-            Phase::Finishing { deadline } => {
+            ConnPhase::Finishing { deadline } => {
                 let deadline = *deadline;
                 if now >= deadline {
                     crate::warn!(
                         "{}: no checkpoint in time; closing without 250 DONE",
                         self.peer
                     );
-                    self.phase = Phase::Closing {
-                        deadline: now,
-                        eof: true,
-                    };
+                    self.phase = ConnPhase::close_now(now);
                 } else {
                     step.wake_at = Some(deadline);
                 }
             }
-            Phase::Closing { deadline, eof } => {
+            ConnPhase::Closing { deadline, eof } => {
                 if !*eof {
                     *eof = crate::reactor::discard_input(&mut self.sock);
                 }
@@ -242,12 +256,11 @@ impl Conn {
                 }
             }
         }
-        let _ = r;
         if let Err(e) = self.flush() {
             crate::debug!("{}: write failed: {e}", self.peer);
             step.close = true;
         }
-        if let Phase::Closing { deadline, eof } = self.phase {
+        if let ConnPhase::Closing { deadline, eof } = self.phase {
             if self.outbuf.is_empty() && !self.shut_write {
                 let _ = self.sock.shutdown(Shutdown::Write);
                 self.shut_write = true;
@@ -263,7 +276,7 @@ impl Conn {
     /// Sends an error line and moves to `Closing`.
     fn fail(&mut self, code: u16, reason: &str, now: Instant) {
         proto::write_reply(&mut self.outbuf, code, reason, None);
-        self.phase = Phase::Closing {
+        self.phase = ConnPhase::Closing {
             deadline: now + LINGER,
             eof: false,
         };
@@ -337,7 +350,7 @@ impl Conn {
                 return Some(at);
             }
         }
-        if !matches!(self.phase, Phase::Streaming) {
+        if !matches!(self.phase, ConnPhase::Streaming) {
             return None;
         }
         if let Some(codec) = self.cut_short() {
@@ -345,10 +358,7 @@ impl Conn {
                 "{}: the {codec} stream ended in the middle of a frame; closing without 250 DONE",
                 self.peer
             );
-            self.phase = Phase::Closing {
-                deadline: now,
-                eof: true,
-            };
+            self.phase = ConnPhase::close_now(now);
             return None;
         }
         if let Some(s) = &mut self.stream {
@@ -380,7 +390,7 @@ impl Conn {
             }
         }
         loop {
-            if !matches!(self.phase, Phase::Streaming) {
+            if !matches!(self.phase, ConnPhase::Streaming) {
                 return None;
             }
             if let Some(at) = self.rate_wait(now) {
@@ -388,17 +398,13 @@ impl Conn {
                 return Some(at);
             }
             let allowed = self.allowance(now, shared.scratch.len());
-            let n = match self.sock.read(&mut shared.scratch[..allowed]) {
+            let n = match retry(|| self.sock.read(&mut shared.scratch[..allowed])) {
                 Ok(0) => return self.at_eof(now, shared),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     crate::debug!("{}: read failed: {e}", self.peer);
-                    self.phase = Phase::Closing {
-                        deadline: now,
-                        eof: true,
-                    };
+                    self.phase = ConnPhase::close_now(now);
                     return None;
                 }
             };
@@ -520,10 +526,7 @@ impl Conn {
                 self.peer,
                 shared.outputs.path(s.output).display()
             );
-            self.phase = Phase::Closing {
-                deadline: now,
-                eof: true,
-            };
+            self.phase = ConnPhase::close_now(now);
             return;
         }
         crate::debug!(
@@ -534,7 +537,7 @@ impl Conn {
             s.spliced
         );
         shared.commit_requested = true;
-        self.phase = Phase::Finishing {
+        self.phase = ConnPhase::Finishing {
             deadline: now + DONE_TIMEOUT,
         };
     }
@@ -542,7 +545,7 @@ impl Conn {
     /// Queues an `ACK` for what was written, unless an older line is still
     /// waiting for the socket (then the next flush brings the newest one).
     fn queue_ack(&mut self) {
-        let (Phase::Streaming, Some(s)) = (self.phase, &mut self.stream) else {
+        let (ConnPhase::Streaming, Some(s)) = (self.phase, &mut self.stream) else {
             return;
         };
         if s.ack && s.ackable > s.acked && self.outbuf.is_empty() {
@@ -553,7 +556,7 @@ impl Conn {
 
     fn flush(&mut self) -> io::Result<()> {
         while !self.outbuf.is_empty() {
-            match self.sock.write(&self.outbuf) {
+            match retry(|| self.sock.write(&self.outbuf)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.outbuf.drain(..n);
@@ -562,7 +565,6 @@ impl Conn {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
@@ -593,7 +595,7 @@ impl Conn {
     }
 }
 
-impl Stream {
+impl Attachment {
     /// An `ACK` for `offset` goes out: moves `acked` and the
     /// `unacknowledged_bytes` gauge.
     fn acknowledge(&mut self, offset: u64) {
@@ -604,7 +606,7 @@ impl Stream {
 }
 
 /// Records how far a stream's bytes are in the output.
-fn note_offset(shared: &mut Shared, s: &mut Stream, now: Instant) {
+fn note_offset(shared: &mut Shared, s: &mut Attachment, now: Instant) {
     shared.dirty = true;
     let written = s.writer.written();
     if written > s.counted {

@@ -52,14 +52,15 @@ use mio::{Interest, Token};
 use crate::config::server::Engine;
 use crate::config::{ServerConfig, SyncPolicy};
 use crate::metrics::{MetricsServer, ServerMetrics};
+use crate::reactor::sys::retry;
 use crate::reactor::sys::signal::{SignalFd, SIGHUP, SIGINT, SIGTERM};
 use crate::reactor::sys::uring::Ring;
-use crate::reactor::{Armed, Key, Reactor, Ready, Slots, StopHandle};
+use crate::reactor::{Armed, Key, Reactor, Slots, StopHandle};
 use crate::sink::checkpoint;
 use crate::sink::output::Outputs;
 use crate::sink::route::Router;
 use commit::{prune_resume, recover, Round};
-use conn::{Conn, Phase, Splicer};
+use conn::{Conn, ConnPhase, Splicer};
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -346,8 +347,8 @@ impl Server {
                     source,
                 })?;
             let now = Instant::now();
-            for r in &ready {
-                match r.token {
+            for &token in &ready {
+                match token {
                     LISTENER => self.accept(now),
                     SIGNALS => self.on_signals(now),
                     WAKER if self.stop.requested() => self.begin_stop("stop requested", now),
@@ -358,7 +359,7 @@ impl Server {
                             http.on_event(registry, timers, t, now, &mut self.shared.metrics);
                         }
                     }
-                    token => self.on_conn_event(token, *r, now),
+                    token => self.on_conn_event(token, now),
                 }
             }
             while let Some(token) = self.reactor.timers.pop_expired(now) {
@@ -376,13 +377,7 @@ impl Server {
                     }
                     continue;
                 }
-                let r = Ready {
-                    token,
-                    readable: false,
-                    writable: false,
-                    closed: false,
-                };
-                self.on_conn_event(token, r, now);
+                self.on_conn_event(token, now);
             }
             if self.shared.commit_requested {
                 self.commit_and_ack(now);
@@ -416,10 +411,9 @@ impl Server {
             let Some(listener) = &self.listener else {
                 return;
             };
-            match listener.accept() {
+            match retry(|| listener.accept()) {
                 Ok((sock, peer)) => self.admit(sock, peer, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // EMFILE and friends: log and retry on the next event.
                     crate::warn!("accept failed: {e}");
@@ -451,26 +445,17 @@ impl Server {
         self.reactor.timers.schedule(deadline, key.token());
         let inserted = self.conns.insert(conn);
         debug_assert_eq!(inserted, key);
-        self.on_conn_event(
-            key.token(),
-            Ready {
-                token: key.token(),
-                readable: true,
-                writable: true,
-                closed: false,
-            },
-            now,
-        );
+        self.on_conn_event(key.token(), now);
     }
 
-    fn on_conn_event(&mut self, token: Token, r: Ready, now: Instant) {
+    fn on_conn_event(&mut self, token: Token, now: Instant) {
         let Some(key) = Key::from_token(token) else {
             return;
         };
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let step = conn.on_event(key, r, now, &mut self.shared);
+        let step = conn.on_event(key, now, &mut self.shared);
         if let Some(at) = step.wake_at {
             self.reactor.timers.schedule(at, token);
         }
@@ -542,18 +527,12 @@ impl Server {
                 continue;
             };
             match conn.phase {
-                Phase::Streaming => {
+                ConnPhase::Streaming => {
                     conn.ask_to_finish();
-                    let r = Ready {
-                        token: key.token(),
-                        readable: true,
-                        writable: true,
-                        closed: false,
-                    };
-                    self.on_conn_event(key.token(), r, now);
+                    self.on_conn_event(key.token(), now);
                 }
-                Phase::Finishing { .. } | Phase::Attaching { .. } => {}
-                Phase::Handshake { .. } | Phase::Closing { .. } => self.close(key),
+                ConnPhase::Finishing { .. } | ConnPhase::Attaching { .. } => {}
+                ConnPhase::Handshake { .. } | ConnPhase::Closing { .. } => self.close(key),
             }
         }
     }

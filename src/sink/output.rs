@@ -21,6 +21,7 @@ use slab::Slab;
 use super::checkpoint::OutputMark;
 use super::route::Route;
 use crate::reactor::sys::fs::open_append_beneath;
+use crate::reactor::sys::retry;
 use crate::reactor::sys::uring::Ring;
 use splice::Positional;
 
@@ -283,14 +284,6 @@ impl Outputs {
         self.open.get(id).map_or(0, |o| o.refs)
     }
 
-    /// The file to write to; marks the output dirty (needing a sync).
-    pub fn file(&mut self, id: OutputId) -> Option<&mut File> {
-        self.open.get_mut(id).map(|o| {
-            o.dirty = true;
-            &mut o.file
-        })
-    }
-
     pub fn path(&self, id: OutputId) -> PathBuf {
         self.open
             .get(id)
@@ -491,11 +484,13 @@ fn write_all_vectored<W: Write>(
     let total = a.len() + b.len();
     let mut done = 0;
     while done < total {
-        let res = if done < a.len() {
-            out.write_vectored(&[IoSlice::new(&a[done..]), IoSlice::new(b)])
-        } else {
-            out.write(&b[done - a.len()..])
-        };
+        let res = retry(|| {
+            if done < a.len() {
+                out.write_vectored(&[IoSlice::new(&a[done..]), IoSlice::new(b)])
+            } else {
+                out.write(&b[done - a.len()..])
+            }
+        });
         match res {
             Ok(0) => {
                 return Err((
@@ -504,7 +499,6 @@ fn write_all_vectored<W: Write>(
                 ))
             }
             Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err((done, e)),
         }
     }

@@ -41,8 +41,8 @@
 use std::fmt;
 use std::path::{Component, PathBuf};
 
-use crate::config::client::is_host_name;
 use crate::config::{OutputConfig, Piece, ServerConfig};
+use crate::proto::is_host_name;
 
 /// Routes streams according to a [`ServerConfig`].
 #[derive(Debug, Clone)]

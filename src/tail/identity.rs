@@ -10,6 +10,8 @@ use std::io;
 
 use super::fs::{Fs, Meta};
 
+use crate::persist::fnv1a;
+
 /// Bytes covered by a full fingerprint.
 pub const FINGERPRINT_LEN: usize = 1024;
 
@@ -255,13 +257,6 @@ fn read_head<F: Fs>(fs: &mut F, file: &F::File, buf: &mut [u8]) -> io::Result<us
     Ok(n)
 }
 
-/// FNV-1a, 64 bit: stable across Rust versions, which the state file needs.
-pub fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,11 +287,5 @@ mod tests {
         for bad in ["", "1-2", "x-2-3.4", "1-2-3", "1-2-3.4-5", "1-2-3.3b9aca00"] {
             assert_eq!(bad.parse::<StreamId>(), Err(BadStreamId), "{bad}");
         }
-    }
-
-    #[test]
-    fn fnv_known_values() {
-        assert_eq!(fnv1a(b""), 0xcbf29ce484222325);
-        assert_eq!(fnv1a(b"a"), 0xaf63dc4c8601ec8c);
     }
 }

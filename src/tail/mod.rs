@@ -7,7 +7,6 @@
 //!   sent now (whole lines, at least `batch` bytes unless `linger` expired,
 //!   a trailing partial line only after `partial_line_timeout`). Time is
 //!   passed in; tests use a fake clock.
-//! - [`rate`]: a token bucket for `rate_limit` (pure, time passed in).
 //! - [`state`]: the one state file for all streams, versioned and written
 //!   atomically (temp file, fsync, rename, fsync the directory). It records
 //!   *acknowledged* offsets: what the server confirmed it wrote.
@@ -19,5 +18,4 @@ pub mod batch;
 pub mod follow;
 pub mod fs;
 pub mod identity;
-pub mod rate;
 pub mod state;

@@ -31,13 +31,13 @@ use mio::{Registry, Token};
 use super::link::{Link, Phase};
 use super::meter::Meter;
 use crate::config::Compression;
+use crate::rate::Bucket;
 use crate::reactor::sys::tailfs::RealFs;
 use crate::reactor::{Armed, Key, Timers};
 use crate::tail::batch;
 use crate::tail::follow::{self, Env, Note, State, Tail};
 use crate::tail::fs::Fs;
 use crate::tail::identity::StreamId;
-use crate::tail::rate::Bucket;
 use crate::tail::state::Entry;
 
 /// Most idle read buffers kept for reuse.

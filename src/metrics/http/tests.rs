@@ -315,15 +315,17 @@ fn stale_token_does_not_reach_the_slots_next_connection() {
     let addr = h.server.local_addr();
     let first = StdStream::connect(addr).unwrap();
     h.run_until(|h| h.server.connections() == 1);
-    let old = h.server.conns.get(0).unwrap().token;
+    let old = h.server.conns.keys()[0].token();
     drop(first);
     h.run_until(|h| h.server.connections() == 0);
     let _second = StdStream::connect(addr).unwrap();
     h.run_until(|h| h.server.connections() == 1);
-    let new = h.server.conns.get(0).unwrap().token;
+    let new = h.server.conns.keys()[0].token();
     assert_ne!(old, new);
+    assert_eq!(low_word(old), low_word(new), "the same slot");
+    assert!(MetricsServer::owns(old) && MetricsServer::owns(new));
     assert_eq!(h.server.slot_of(old), None);
-    assert_eq!(h.server.slot_of(new), Some(0));
+    assert_eq!(h.server.slot_of(new), Key::from_token(new));
 }
 
 /// Runs `promtool check metrics` on `text`; `None` when promtool is absent.

@@ -65,23 +65,17 @@ impl Inotify {
         Ok(Watch(wd))
     }
 
-    /// Removes a watch; `EINVAL` (already gone) is not an error.
-    pub fn rm_watch(&self, watch: Watch) -> io::Result<()> {
-        // SAFETY: plain integer arguments.
-        match cvt(unsafe { libc::inotify_rm_watch(self.fd.as_raw_fd(), watch.0) }) {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
-            other => other.map(drop),
-        }
-    }
-
-    /// Reads as many events as fit into `buf` (at least 4 KiB is sensible).
-    /// Returns `WouldBlock` when the queue is empty.
+    /// Reads as many events as fit into `buf` (at least 4 KiB is sensible),
+    /// retrying on `EINTR`. Returns `WouldBlock` when the queue is empty.
     pub fn read<'a>(&self, buf: &'a mut [u8]) -> io::Result<Events<'a>> {
-        // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let n = super::retry(|| {
+            // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            match n {
+                n if n < 0 => Err(io::Error::last_os_error()),
+                n => Ok(n),
+            }
+        })?;
         Ok(Events {
             buf: &buf[..n as usize],
         })

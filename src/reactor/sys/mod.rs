@@ -27,11 +27,50 @@ pub mod uring;
 
 use std::io;
 
+/// Calls `f` again for as long as it fails with `EINTR`
+/// (`ErrorKind::Interrupted`): a signal arrived before the call did
+/// anything, so calling it again is always right. Every read, write,
+/// accept or splice loop in the crate goes through here instead of
+/// spelling the retry out.
+pub fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            done => return done,
+        }
+    }
+}
+
 /// Turns a `-1` return from a libc call into the thread's `errno`.
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret == -1 {
         Err(io::Error::last_os_error())
     } else {
         Ok(ret)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_repeats_only_interrupted_calls() {
+        let mut calls = 0;
+        let r = retry(|| {
+            calls += 1;
+            match calls {
+                1 | 2 => Err(io::ErrorKind::Interrupted.into()),
+                _ => Ok(calls),
+            }
+        });
+        assert_eq!(r.unwrap(), 3);
+        let mut calls = 0;
+        let r: io::Result<()> = retry(|| {
+            calls += 1;
+            Err(io::ErrorKind::WouldBlock.into())
+        });
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(calls, 1);
     }
 }

@@ -13,6 +13,7 @@ use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
+use super::retry;
 use crate::tail::fs::{Fs, Kind, Meta};
 
 /// The real file system (no state: every call is a system call).
@@ -79,15 +80,6 @@ fn coarse_resolution() -> u64 {
     let r = unsafe { libc::clock_getres(libc::CLOCK_REALTIME_COARSE, &mut ts) };
     let res = if r == 0 { timespec_ns(&ts) } else { 10_000_000 };
     res.clamp(1_000_000, 100_000_000)
-}
-
-fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
-    loop {
-        match f() {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            r => return r,
-        }
-    }
 }
 
 impl Fs for RealFs {

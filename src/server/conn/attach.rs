@@ -1,4 +1,4 @@
-//! Attaching a stream: from the INIT line to a [`Stream`] bound to an
+//! Attaching a stream: from the INIT line to a [`Attachment`] bound to an
 //! output, or to a refusal line.
 //!
 //! The steps, each of which may refuse: read INIT (incrementally, at most
@@ -14,16 +14,17 @@ use std::time::Instant;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::inflate::Inflow;
-use super::{Conn, Phase, Shared, Step, Stream, DONE_TIMEOUT};
+use super::{Attachment, Conn, ConnPhase, Shared, Step, DONE_TIMEOUT};
 use crate::codec::Codec;
 use crate::metrics::server::{HandshakeFailure, OutputLabels};
+use crate::persist::fnv1a;
 use crate::proto::{self, Init, Status};
+use crate::rate::Bucket;
+use crate::reactor::sys::retry;
 use crate::reactor::Key;
 use crate::server::{Resume, StreamKey};
 use crate::sink::output::{LineWriter, OutputId};
 use crate::sink::route::{Route, StreamInfo};
-use crate::tail::identity::fnv1a;
-use crate::tail::rate::Bucket;
 
 /// What an INIT asks for beyond routing, from its reserved meta keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,16 +119,13 @@ impl Conn {
                     }
                     self.stream = Some(stream);
                     let deadline = now + DONE_TIMEOUT;
-                    self.phase = Phase::Attaching { deadline };
+                    self.phase = ConnPhase::Attaching { deadline };
                     step.wake_at = Some(deadline);
                 }
             }
             Ok(Status::Partial) if eof => {
                 crate::debug!("{}: closed during the handshake", self.peer);
-                self.phase = Phase::Closing {
-                    deadline: now,
-                    eof: true,
-                };
+                self.phase = ConnPhase::close_now(now);
             }
             Ok(Status::Partial) => self.inbuf = inbuf,
             Err(e) => {
@@ -145,7 +143,7 @@ impl Conn {
         while self.inbuf.len() < proto::MAX_LINE {
             let start = self.inbuf.len();
             self.inbuf.resize(proto::MAX_LINE, 0);
-            match self.sock.read(&mut self.inbuf[start..]) {
+            match retry(|| self.sock.read(&mut self.inbuf[start..])) {
                 Ok(0) => {
                     self.inbuf.truncate(start);
                     return true;
@@ -153,11 +151,7 @@ impl Conn {
                 Ok(n) => self.inbuf.truncate(start + n),
                 Err(e) => {
                     self.inbuf.truncate(start);
-                    match e.kind() {
-                        io::ErrorKind::Interrupted => continue,
-                        io::ErrorKind::WouldBlock => return false,
-                        _ => return true,
-                    }
+                    return e.kind() != io::ErrorKind::WouldBlock;
                 }
             }
         }
@@ -179,7 +173,7 @@ impl Conn {
         now: Instant,
         shared: &mut Shared,
         step: &mut Step,
-    ) -> Option<Stream> {
+    ) -> Option<Attachment> {
         let host = init.host.decode();
         let path = init.path.decode();
         let meta: Vec<(&str, Cow<'_, str>)> = init.meta().map(|(k, v)| (k, v.decode())).collect();
@@ -241,7 +235,7 @@ impl Conn {
         let labels = OutputLabels::for_route(route.output.as_deref());
         shared.metrics.streams_active.inc();
         let m = &shared.metrics;
-        Some(Stream {
+        Some(Attachment {
             label,
             output,
             received: m.received_bytes.get_or_create_owned(&labels),

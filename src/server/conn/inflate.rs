@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::{Conn, Phase, Shared};
+use super::{Conn, ConnPhase, Shared};
 use crate::codec::{Codec, Decoder, DECODE_CHUNK};
 use crate::metrics::server::CodecLabels;
 
@@ -127,10 +127,7 @@ impl Conn {
                         .decode_errors
                         .get_or_create(&CodecLabels::of(f.codec()))
                         .inc();
-                    self.phase = Phase::Closing {
-                        deadline: now,
-                        eof: true,
-                    };
+                    self.phase = ConnPhase::close_now(now);
                     return None;
                 }
             }

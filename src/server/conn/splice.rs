@@ -36,8 +36,9 @@
 use std::io;
 use std::time::Instant;
 
-use super::{Conn, Phase, Shared, QUANTUM};
+use super::{Conn, ConnPhase, Shared, QUANTUM};
 use crate::reactor::sys::pipe::{self, Pipe};
+use crate::reactor::sys::retry;
 use crate::sink::output::Outcome;
 
 /// Pipe buffer asked for (the kernel caps it at `fs.pipe-max-size` for
@@ -192,7 +193,7 @@ impl Conn {
                 shared.splice.give_back(pipe);
                 return Turn::Throttled(at);
             }
-            let n = match self.fill(&pipe, now, shared) {
+            let n = match self.fill_pipe(&pipe, now, shared) {
                 Ok(n) => n,
                 Err(end) => {
                     shared.splice.give_back(pipe);
@@ -242,35 +243,29 @@ impl Conn {
 
     /// Fills the empty `pipe` from the socket: how many bytes it took, or
     /// how the turn ends (the pipe is still empty then).
-    fn fill(&mut self, pipe: &Pipe, now: Instant, shared: &mut Shared) -> Result<usize, Turn> {
+    fn fill_pipe(&mut self, pipe: &Pipe, now: Instant, shared: &mut Shared) -> Result<usize, Turn> {
         let allowed = self.allowance(now, pipe.capacity());
-        loop {
-            return match pipe.fill_from(&self.sock, allowed) {
-                Ok(0) => Err(Turn::Eof),
-                Ok(n) => {
-                    self.charge(now, n);
-                    Ok(n)
-                }
-                // The pipe is empty, so it is the socket that is.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Turn::Drained),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if pipe::is_unsupported(&e) => {
-                    shared.splice.turn_off(&e);
-                    Err(Turn::Fallback)
-                }
-                Err(e) => {
-                    crate::debug!("{}: read failed: {e}", self.peer);
-                    Err(self.closing(now))
-                }
-            };
+        match retry(|| pipe.fill_from(&self.sock, allowed)) {
+            Ok(0) => Err(Turn::Eof),
+            Ok(n) => {
+                self.charge(now, n);
+                Ok(n)
+            }
+            // The pipe is empty, so it is the socket that is.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Turn::Drained),
+            Err(e) if pipe::is_unsupported(&e) => {
+                shared.splice.turn_off(&e);
+                Err(Turn::Fallback)
+            }
+            Err(e) => {
+                crate::debug!("{}: read failed: {e}", self.peer);
+                Err(self.closing(now))
+            }
         }
     }
 
     fn closing(&mut self, now: Instant) -> Turn {
-        self.phase = Phase::Closing {
-            deadline: now,
-            eof: true,
-        };
+        self.phase = ConnPhase::close_now(now);
         Turn::Closed
     }
 }

@@ -19,6 +19,7 @@ use std::os::unix::fs::FileExt;
 use super::{LineWriter, Outcome, Output, OutputId, Outputs, Owner};
 use crate::reactor::sys::fs::reopen_positional;
 use crate::reactor::sys::pipe::{self, Pipe};
+use crate::reactor::sys::retry;
 
 /// An output's second descriptor, for splicing at explicit offsets.
 #[derive(Debug)]
@@ -135,7 +136,7 @@ fn splice_all(pipe: &Pipe, file: &File, len: usize) -> (usize, u64, io::Result<(
     };
     let mut done = 0;
     while done < len {
-        match pipe.drain_to(file, end, len - done) {
+        match retry(|| pipe.drain_to(file, end, len - done)) {
             Ok(0) => {
                 let e = io::Error::new(io::ErrorKind::WriteZero, "output accepted no bytes");
                 return (done, end, Err(e));
@@ -144,7 +145,6 @@ fn splice_all(pipe: &Pipe, file: &File, len: usize) -> (usize, u64, io::Result<(
                 done += n;
                 end += n as u64;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return (done, end, Err(e)),
         }
     }
@@ -156,13 +156,12 @@ fn spill(pipe: &Pipe, writer: &mut LineWriter, mut left: usize) -> io::Result<()
     let mut buf = vec![0u8; left.min(64 * 1024)];
     while left > 0 {
         let want = left.min(buf.len());
-        match pipe.read(&mut buf[..want]) {
+        match retry(|| pipe.read(&mut buf[..want])) {
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => {
                 writer.hold(&buf[..n]);
                 left -= n;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }

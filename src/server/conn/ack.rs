@@ -1,4 +1,4 @@
-//! Connections and the checkpoint: a round of output syncs plus the state
+//! Acknowledging after a checkpoint: a round of output syncs plus the state
 //! file covers what each connection had written when the round *began*
 //! ([`RoundMark`]); when it completes, exactly that may be acknowledged,
 //! new streams waiting for it get `200`, and streams that had finished by
@@ -8,7 +8,7 @@
 use std::net::Shutdown;
 use std::time::Instant;
 
-use super::{Conn, Phase, Shared, Step, LINGER};
+use super::{Conn, ConnPhase, Shared, Step, LINGER};
 use crate::config::SyncPolicy;
 use crate::proto;
 
@@ -27,8 +27,8 @@ impl Conn {
     pub fn mark_round(&mut self) {
         self.round = Some(RoundMark {
             written: self.stream.as_ref().map_or(0, |s| s.writer.written()),
-            attaching: matches!(self.phase, Phase::Attaching { .. }),
-            finishing: matches!(self.phase, Phase::Finishing { .. }),
+            attaching: matches!(self.phase, ConnPhase::Attaching { .. }),
+            finishing: matches!(self.phase, ConnPhase::Finishing { .. }),
         });
     }
 
@@ -41,7 +41,7 @@ impl Conn {
         let Some(mark) = self.round.take() else {
             return Step::default();
         };
-        if let Phase::Attaching { .. } = self.phase {
+        if let ConnPhase::Attaching { .. } = self.phase {
             if !mark.attaching {
                 return Step::default();
             }
@@ -50,7 +50,7 @@ impl Conn {
         let Some(s) = &mut self.stream else {
             return Step::default();
         };
-        let finishing = mark.finishing && matches!(self.phase, Phase::Finishing { .. });
+        let finishing = mark.finishing && matches!(self.phase, ConnPhase::Finishing { .. });
         if policy == SyncPolicy::Interval || finishing {
             s.ackable = s.ackable.max(mark.written);
         }
@@ -63,7 +63,7 @@ impl Conn {
                 }
                 proto::write_done(&mut self.outbuf, end);
             }
-            self.phase = Phase::Closing {
+            self.phase = ConnPhase::Closing {
                 deadline: now + LINGER,
                 eof: true,
             };
@@ -75,7 +75,7 @@ impl Conn {
             crate::debug!("{}: write failed: {e}", self.peer);
             step.close = true;
         }
-        if let Phase::Closing { deadline, .. } = self.phase {
+        if let ConnPhase::Closing { deadline, .. } = self.phase {
             if self.outbuf.is_empty() {
                 let _ = self.sock.shutdown(Shutdown::Write);
                 self.shut_write = true;
@@ -97,7 +97,7 @@ impl Conn {
             compression: s.and_then(|s| s.inflow.as_ref()).map(|f| f.codec().name()),
         };
         proto::write_reply_line(&mut self.outbuf, &ready);
-        self.phase = Phase::Streaming;
+        self.phase = ConnPhase::Streaming;
         let mut step = Step::default();
         self.write_data(&[], now, shared);
         self.stream(now, shared, &mut step);
@@ -105,7 +105,7 @@ impl Conn {
             crate::debug!("{}: write failed: {e}", self.peer);
             step.close = true;
         }
-        if let Phase::Closing { deadline, .. } = self.phase {
+        if let ConnPhase::Closing { deadline, .. } = self.phase {
             step.wake_at = Some(deadline);
         }
         step
@@ -115,7 +115,7 @@ impl Conn {
     /// attaching (returns true then).
     pub fn commit_failed(&mut self, now: Instant) -> bool {
         let marked = self.round.take().is_some_and(|m| m.attaching);
-        let attaching = marked && matches!(self.phase, Phase::Attaching { .. });
+        let attaching = marked && matches!(self.phase, ConnPhase::Attaching { .. });
         if attaching {
             self.fail(503, "Cannot commit server state", now);
         }

@@ -1,4 +1,6 @@
-//! Rate limiting: a token bucket, pure, with time passed in.
+//! Rate limiting: a token bucket, pure, with time passed in. Both daemons
+//! use it: the client for `rate_limit` on streams and on the whole client,
+//! the server for `connection_rate_limit`.
 //!
 //! A bucket holds up to `burst` bytes of credit and refills at `rate`
 //! bytes per second. Sending takes credit; with none left the sender waits
