@@ -171,3 +171,150 @@ fn method_send_ships_what_exists_once_and_exits() {
     assert!(c.wait_exit().success(), "{}", c.log());
     assert!(c.log().contains("0 files"), "{}", c.log());
 }
+
+/// A spool directory `*.log` files are sent from, its server and output.
+struct Spool {
+    tmp: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    out: std::path::PathBuf,
+    server: Server,
+}
+
+impl Spool {
+    fn new() -> Spool {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        let dir = tmp.path().join("spool");
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = Server::with_directory(&out);
+        Spool {
+            tmp,
+            dir,
+            out,
+            server,
+        }
+    }
+
+    fn client(&self) -> Proc {
+        let cfg = dir_config(self.tmp.path(), &self.server, &self.dir, "*.log", false);
+        client(&["--config", cfg.to_str().unwrap()])
+    }
+
+    /// Waits for `path` to arrive as `want` and be confirmed; stops the
+    /// client and checks nothing more arrived.
+    fn arrives(&self, c: &mut Proc, path: &Path, want: &str) {
+        let at = routed(&self.out, "h", path);
+        wait_content(&at, want);
+        c.wait_log(&format!("{}: sent (", path.display()));
+        assert!(c.stop().success());
+        assert_eq!(read(&at), want);
+    }
+}
+
+/// Waits until the client has looked at `path` at start-up: it either
+/// logged that a writer still holds it, or (the bug this guards against)
+/// that it sent it.
+fn wait_looked_at(c: &Proc, path: &Path) {
+    let open = format!("{}: open for writing", path.display());
+    let sent = format!("{}: sent (", path.display());
+    wait_for("the client to look at the file", || {
+        let log = c.log();
+        log.contains(&open) || log.contains(&sent)
+    });
+}
+
+/// Creates `path` for writing, with `body` and a modification time a
+/// minute back: long idle, but still open.
+fn idle_writer(path: &Path, body: &str) -> std::fs::File {
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(body.as_bytes()).unwrap();
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    f.set_modified(past).unwrap();
+    f
+}
+
+#[test]
+fn an_idle_file_a_writer_still_holds_at_start_up_waits_for_its_close() {
+    let spool = Spool::new();
+    // Empty, idle for a minute, but its writer has not closed it.
+    let p = spool.dir.join("a.log");
+    let mut writer = idle_writer(&p, "");
+    let mut c = spool.client();
+    wait_looked_at(&c, &p);
+    assert!(
+        !c.log().contains(&format!("{}: sent (", p.display())),
+        "sent while a writer held it open: {}",
+        c.log()
+    );
+    writer.write_all(expected("a", 0, 100).as_bytes()).unwrap();
+    drop(writer);
+    spool.arrives(&mut c, &p, &expected("a", 0, 100));
+}
+
+#[test]
+fn a_file_with_content_still_open_at_start_up_is_sent_whole_once_closed() {
+    let spool = Spool::new();
+    let p = spool.dir.join("b.log");
+    let mut writer = idle_writer(&p, &expected("b", 0, 50));
+    let mut c = spool.client();
+    wait_looked_at(&c, &p);
+    writer.write_all(expected("b", 50, 120).as_bytes()).unwrap();
+    drop(writer);
+    spool.arrives(&mut c, &p, &expected("b", 0, 120));
+    assert_eq!(
+        c.log().matches(&format!("{}: sent (", p.display())).count(),
+        1,
+        "sent once: {}",
+        c.log()
+    );
+}
+
+#[test]
+fn a_file_moved_in_while_its_writer_still_holds_it_is_sent_once_closed() {
+    let spool = Spool::new();
+    let mut c = spool.client();
+    c.wait_log("started:");
+    // As logrotate renames a file its application still writes to.
+    let staged = spool.dir.join("d.tmp");
+    let mut writer = std::fs::File::create(&staged).unwrap();
+    writer.write_all(expected("d", 0, 30).as_bytes()).unwrap();
+    let p = spool.dir.join("d.log");
+    std::fs::rename(&staged, &p).unwrap();
+    c.wait_log(&format!("{}: open for writing", p.display()));
+    writer.write_all(expected("d", 30, 80).as_bytes()).unwrap();
+    drop(writer);
+    spool.arrives(&mut c, &p, &expected("d", 0, 80));
+}
+
+#[test]
+fn a_sent_file_that_grows_later_has_its_growth_sent_as_a_continuation() {
+    let spool = Spool::new();
+    let mut c = spool.client();
+    let p = spool.dir.join("c.log");
+    append_lines(&p, "c", 0, 40);
+    let sent = format!("{}: sent (", p.display());
+    c.wait_log(&sent);
+    let at = routed(&spool.out, "h", &p);
+    wait_content(&at, &expected("c", 0, 40));
+    // Opened again, appended to and closed: only the new lines follow
+    // (a resend from 0 would show as duplicates).
+    append_lines(&p, "c", 40, 140);
+    wait_content(&at, &expected("c", 0, 140));
+    wait_for("the growth to be confirmed", || {
+        c.log().matches(&sent).count() == 2
+    });
+    assert!(c.stop().success());
+    // Grown while the client was not running: found by the start-up scan.
+    append_lines(&p, "c", 140, 200);
+    let mut c = spool.client();
+    spool.arrives(&mut c, &p, &expected("c", 0, 200));
+    assert!(
+        c.log().contains(&format!(
+            "{}: grew from {} to",
+            p.display(),
+            expected("c", 0, 140).len()
+        )),
+        "{}",
+        c.log()
+    );
+}

@@ -3,13 +3,22 @@
 //!
 //! A file becomes a candidate when inotify reports `IN_CLOSE_WRITE` or
 //! `IN_MOVED_TO` for a matching name, or when it is found by the scan at
-//! start-up (or after the directory reappears). A scanned file whose
-//! modification time is younger than [`SETTLE`] may still be written; it
-//! is looked at again after [`SETTLE`] and queued once it stopped changing.
-//! Candidates wait in a queue; at most [`MAX_IN_FLIGHT`] files per source
+//! start-up (or after the directory reappears). It is sent only once it is
+//! proven closed: [`crate::tail::closed`] decides from a lease probe
+//! (`reactor::sys::lease`: nobody holds it open for writing) and, where
+//! the probe cannot tell, from the settle rule (length and modification
+//! time unchanged for [`SETTLE`]; logged once per directory). A file a
+//! writer still holds waits among the `unclosed` files and is looked at
+//! again on its next `IN_CLOSE_WRITE`, or after
+//! [`REPROBE`](crate::tail::closed::REPROBE) at the latest.
+//!
+//! Closed files wait in a queue; at most [`MAX_IN_FLIGHT`] files per source
 //! are sent at once. A file whose identity is recorded as complete in the
-//! state file (confirmed by `250 DONE`) is never sent again; with
-//! `delete = true` it is removed only after that confirmation.
+//! state file (confirmed by `250 DONE`) is not sent again, but if it grew
+//! since, the growth is: the daemon puts its entry back among the loaded
+//! ones ([`take_grown`]), so the whole-file stream claims it and continues
+//! the same stream id from the recorded offset. With `delete = true` a
+//! file is removed only after the server confirmed it.
 //!
 //! One file, one stream: a source leaves alone every name that a stream
 //! ranked before it takes (its `yields`, from
@@ -19,19 +28,31 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsStr;
-use std::io;
+use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crate::config::overlap::Names;
+use crate::reactor::sys::lease;
+use crate::reactor::sys::tailfs::RealFs;
 use crate::reactor::Key;
+use crate::tail::closed::SETTLE;
+use crate::tail::closed::{Change, Closure, Look, Verdict};
+use crate::tail::fs::{Fs, Meta};
 use crate::tail::state::Entry;
 
-/// How long a file found by a scan must have been left alone before it is
-/// considered closed.
-pub const SETTLE: Duration = Duration::from_secs(1);
 /// Files of one source sent at the same time.
 pub const MAX_IN_FLIGHT: usize = 4;
+
+/// An offered file not proven closed yet.
+#[derive(Debug)]
+struct Unclosed {
+    path: PathBuf,
+    closure: Closure,
+    /// When to look again without an event.
+    at: Instant,
+}
 
 #[derive(Debug)]
 pub(crate) struct DirSource {
@@ -58,8 +79,21 @@ pub(crate) struct DirSource {
     pub in_flight: HashMap<PathBuf, Key>,
     /// Bytes of every file queued so far (for the progress line).
     pub queued_bytes: u64,
-    /// Scanned files that changed recently: (path, mtime seen, look again at).
-    settling: Vec<(PathBuf, SystemTime, Instant)>,
+    /// Offered files not proven closed yet; none is also queued or in flight.
+    unclosed: Vec<Unclosed>,
+    /// It was logged that closure cannot be proven in this directory.
+    warned_unprovable: bool,
+}
+
+/// What the state file says about a file offered again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Not recorded as complete: a new file.
+    No,
+    /// Recorded complete, and no longer than then.
+    Complete,
+    /// Recorded complete at `offset`; now `len` bytes long.
+    Grown { offset: u64, len: u64 },
 }
 
 impl DirSource {
@@ -85,7 +119,8 @@ impl DirSource {
             queue: VecDeque::new(),
             in_flight: HashMap::new(),
             queued_bytes: 0,
-            settling: Vec::new(),
+            unclosed: Vec::new(),
+            warned_unprovable: false,
         }
     }
 
@@ -101,22 +136,23 @@ impl DirSource {
         self.names.matches(name) && !self.yields.iter().any(|y| y.matches(name))
     }
 
-    /// Nothing queued, settling or being sent.
+    /// Nothing waiting to be closed, queued or being sent.
     pub fn idle(&self) -> bool {
-        self.queue.is_empty() && self.in_flight.is_empty() && self.settling.is_empty()
+        self.queue.is_empty() && self.in_flight.is_empty() && self.unclosed.is_empty()
     }
 
-    /// Files queued but not started yet, and their bytes when queued.
+    /// Files not started yet (queued, or waiting to be closed), and the
+    /// bytes of those queued when they were queued.
     pub fn waiting(&self) -> (usize, u64) {
         (
-            self.queue.len(),
+            self.queue.len() + self.unclosed.len(),
             self.queue.iter().map(|(_, len)| len).sum(),
         )
     }
 
     /// Offers every matching regular file in the directory; drops complete
     /// entries of this directory whose file is gone.
-    pub fn scan(&mut self, now: Instant, completed: &mut Vec<Entry>) -> io::Result<()> {
+    pub fn scan(&mut self, now: Instant, completed: &mut Vec<Entry>) -> std::io::Result<()> {
         completed.retain(|e| e.path.parent() != Some(self.dir.as_path()) || e.path.exists());
         let mut names: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
             .filter_map(Result::ok)
@@ -124,64 +160,103 @@ impl DirSource {
             .map(|d| d.path())
             .collect();
         names.sort();
-        // A backfill sends what is there now; a followed file needs no settling.
-        let closed = self.once || self.follow;
         for path in names {
-            self.offer(path, closed, now, completed);
+            self.offer(path, now, completed);
         }
         Ok(())
     }
 
-    /// A matching file may be ready. `closed`: inotify said its writer
-    /// closed it (or it was moved in), so it need not settle.
-    pub fn offer(&mut self, path: PathBuf, closed: bool, now: Instant, completed: &[Entry]) {
+    /// A matching file may be ready (found by a scan, or inotify said a
+    /// writer closed it or it was moved in): queues it once it is proven
+    /// closed, else keeps it among the unclosed files. A backfill
+    /// (`once`) sends what is there now and a followed file is not sent
+    /// whole: both are queued at once.
+    pub fn offer(&mut self, path: PathBuf, now: Instant, completed: &[Entry]) {
         if self.in_flight.contains_key(&path) || self.queue.iter().any(|(p, _)| *p == path) {
             return;
         }
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+        let i = self.unclosed.iter().position(|u| u.path == path);
+        let Some((file, meta)) = open_candidate(&path) else {
+            self.unclosed.retain(|u| u.path != path);
             return;
         };
-        if !meta.is_file() {
+        match sent_before(&path, &file, &meta, completed).0 {
+            Sent::Complete => {
+                crate::debug!("{}: already sent", path.display());
+                self.unclosed.retain(|u| u.path != path);
+                return;
+            }
+            Sent::Grown { offset, len } if i.is_none() => crate::info!(
+                "{}: grew from {offset} to {len} bytes since it was sent; sending the rest",
+                path.display()
+            ),
+            Sent::Grown { .. } | Sent::No => {}
+        }
+        if self.once || self.follow {
+            self.enqueue(path, meta.len);
             return;
         }
-        if is_complete(&path, completed) {
-            crate::debug!("{}: already sent", path.display());
-            return;
-        }
-        let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        let young = SystemTime::now()
-            .duration_since(mtime)
-            .map_or(true, |age| age < SETTLE);
-        self.settling.retain(|(p, _, _)| *p != path);
-        if closed || !young {
-            self.queued_bytes += meta.len();
-            self.queue.push_back((path, meta.len()));
-        } else {
-            self.settling.push((path, mtime, now + SETTLE));
+        let look = Look {
+            writers: RealFs.writers(&file).unwrap_or(None),
+            len: meta.len,
+            mtime: file
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        };
+        let mut closure = i.map_or_else(Closure::default, |i| self.unclosed[i].closure);
+        let (verdict, change) = closure.look(now, look);
+        self.report(&path, &file, change);
+        match (verdict, i) {
+            (Verdict::Closed, _) => {
+                self.unclosed.retain(|u| u.path != path);
+                self.enqueue(path, meta.len);
+            }
+            (Verdict::Wait(at), Some(i)) => self.unclosed[i] = Unclosed { path, closure, at },
+            (Verdict::Wait(at), None) => self.unclosed.push(Unclosed { path, closure, at }),
         }
     }
 
-    /// Queues settling files that stopped changing; returns the next time
-    /// to look again, if any are still settling.
-    pub fn recheck(&mut self, now: Instant, completed: &[Entry]) -> Option<Instant> {
-        let due: Vec<(PathBuf, SystemTime)> = self
-            .settling
-            .iter()
-            .filter(|(_, _, at)| *at <= now)
-            .map(|(p, m, _)| (p.clone(), *m))
-            .collect();
-        self.settling.retain(|(_, _, at)| *at > now);
-        for (path, seen) in due {
-            let still = std::fs::symlink_metadata(&path)
-                .ok()
-                .and_then(|m| m.modified().ok());
-            match still {
-                Some(m) if m == seen => self.offer(path, true, now, completed),
-                Some(m) => self.settling.push((path, m, now + SETTLE)),
-                None => {}
+    fn enqueue(&mut self, path: PathBuf, len: u64) {
+        self.queued_bytes += len;
+        self.queue.push_back((path, len));
+    }
+
+    /// Logs what a look found out: a writer (per file), or that closure
+    /// cannot be proven (once per directory).
+    fn report(&mut self, path: &Path, file: &File, change: Change) {
+        match change {
+            Change::None => {}
+            Change::WriterFound => crate::info!(
+                "{}: open for writing; sending it once it is closed",
+                path.display()
+            ),
+            Change::Unprovable if !self.warned_unprovable => {
+                self.warned_unprovable = true;
+                let why = unprovable(file);
+                crate::warn!(
+                    "{}: cannot prove that files here are closed ({why}); a file counts as closed once its size and modification time stayed the same for {}s",
+                    self.dir.display(),
+                    SETTLE.as_secs()
+                );
             }
+            Change::Unprovable => {}
         }
-        self.settling.iter().map(|(_, _, at)| *at).min()
+    }
+
+    /// Looks again at unclosed files whose time has come; returns the next
+    /// time to look, if any are still unclosed.
+    pub fn recheck(&mut self, now: Instant, completed: &[Entry]) -> Option<Instant> {
+        let due: Vec<PathBuf> = self
+            .unclosed
+            .iter()
+            .filter(|u| u.at <= now)
+            .map(|u| u.path.clone())
+            .collect();
+        for path in due {
+            self.offer(path, now, completed);
+        }
+        self.unclosed.iter().map(|u| u.at).min()
     }
 
     /// The next file to start sending (or following), if a slot is free.
@@ -194,14 +269,137 @@ impl DirSource {
     }
 }
 
-/// True when `path` holds a file recorded as completely sent.
-fn is_complete(path: &Path, completed: &[Entry]) -> bool {
-    use crate::tail::fs::Fs;
-    let fs = &mut crate::reactor::sys::tailfs::RealFs;
-    let Ok((file, meta)) = fs.open(path, true) else {
-        return false;
+/// Opens a regular file at `path` read-only and without blocking (as the
+/// lease probe needs; a symlink is not followed), with its metadata;
+/// `None` when there is none.
+fn open_candidate(path: &Path) -> Option<(File, Meta)> {
+    RealFs.open(path, false).ok()
+}
+
+/// Why the lease probe cannot tell for `file`, for the log.
+fn unprovable(file: &File) -> String {
+    match lease::probe(file.as_fd()) {
+        Ok(lease::Writers::Unknown(why)) => why.to_string(),
+        Ok(_) => "the lease probe's answer changed".into(),
+        Err(e) => format!("the lease probe failed: {e}"),
+    }
+}
+
+/// Whether `file` (at `path`) is recorded complete, and whether it grew
+/// since; with the index of its entry in `completed`.
+fn sent_before(
+    path: &Path,
+    file: &File,
+    meta: &Meta,
+    completed: &[Entry],
+) -> (Sent, Option<usize>) {
+    let i = completed.iter().position(|e| {
+        e.path == path && e.identity.matches(&mut RealFs, file, meta).unwrap_or(false)
+    });
+    let sent = match i.map(|i| &completed[i]) {
+        None => Sent::No,
+        Some(e) if meta.len > e.offset => Sent::Grown {
+            offset: e.offset,
+            len: meta.len,
+        },
+        Some(_) => Sent::Complete,
     };
-    completed
-        .iter()
-        .any(|e| e.path == path && e.identity.matches(fs, &file, &meta).unwrap_or(false))
+    (sent, i)
+}
+
+/// Takes the complete entry of the file at `path` out of `completed` if
+/// the file grew since it was sent, as an entry to resume (not complete):
+/// the whole-file stream then claims it and sends only the growth, under
+/// the same stream id.
+pub(crate) fn take_grown(path: &Path, completed: &mut Vec<Entry>) -> Option<Entry> {
+    let (file, meta) = open_candidate(path)?;
+    let (Sent::Grown { .. }, Some(i)) = sent_before(path, &file, &meta, completed) else {
+        return None;
+    };
+    let mut e = completed.swap_remove(i);
+    e.complete = false;
+    Some(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tail::closed::REPROBE;
+    use crate::tail::identity::Identity;
+    use std::io::Write;
+
+    fn source(dir: &Path) -> DirSource {
+        let glob = globset::Glob::new("*.log").unwrap().compile_matcher();
+        DirSource::new(
+            dir.into(),
+            Names::Glob {
+                matcher: glob,
+                text: "*.log".into(),
+            },
+            false,
+            None,
+            vec![],
+            false,
+            0,
+        )
+    }
+
+    fn complete(path: &Path, offset: u64) -> Entry {
+        Entry {
+            id: "s".into(),
+            path: path.into(),
+            identity: {
+                let (f, m) = RealFs.open(path, false).unwrap();
+                Identity::of(&mut RealFs, &f, &m).unwrap()
+            },
+            offset,
+            complete: true,
+            copy: false,
+            copies_after: 0,
+        }
+    }
+
+    #[test]
+    fn a_file_is_queued_only_once_its_writer_closed_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("a.log");
+        let mut writer = File::create(&p).unwrap();
+        let mut src = source(tmp.path());
+        let now = Instant::now();
+        src.scan(now, &mut Vec::new()).unwrap();
+        assert_eq!(src.next_to_start(), None);
+        assert_eq!(src.waiting(), (1, 0));
+        // The safety net looks again later: still open.
+        assert_eq!(src.recheck(now, &[]), Some(now + REPROBE));
+        writer.write_all(b"line\n").unwrap();
+        drop(writer);
+        src.offer(p.clone(), now, &[]);
+        assert_eq!(src.next_to_start(), Some(p));
+        assert!(src.recheck(now, &[]).is_none());
+    }
+
+    #[test]
+    fn a_complete_file_is_skipped_until_it_grows_and_then_resumes_its_entry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("a.log");
+        std::fs::write(&p, b"one\n").unwrap();
+        let mut completed = vec![complete(&p, 4)];
+        let mut src = source(tmp.path());
+        let now = Instant::now();
+        src.offer(p.clone(), now, &completed);
+        assert!(src.idle());
+        assert!(take_grown(&p, &mut completed).is_none());
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"two\n")
+            .unwrap();
+        src.offer(p.clone(), now, &completed);
+        assert_eq!(src.next_to_start(), Some(p.clone()));
+        let resumed = take_grown(&p, &mut completed).unwrap();
+        assert_eq!((resumed.id.as_str(), resumed.offset), ("s", 4));
+        assert!(!resumed.complete);
+        assert!(completed.is_empty());
+    }
 }

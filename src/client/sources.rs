@@ -7,6 +7,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
+use super::dirsource;
 use super::stream::Stream;
 use super::{ClientDaemon, STATE};
 use crate::reactor::Key;
@@ -139,6 +140,11 @@ impl ClientDaemon {
                     });
                     continue;
                 }
+                // A file sent before that grew since: its entry goes back
+                // among the loaded ones, so the stream continues it.
+                if let Some(e) = dirsource::take_grown(&path, &mut self.completed) {
+                    self.loaded.push(e);
+                }
                 let stream = Stream::new(
                     key,
                     src.meter,
@@ -154,7 +160,8 @@ impl ClientDaemon {
         }
     }
 
-    /// Queues files that finished settling; arms the timer for the rest.
+    /// Looks again at files not proven closed whose time has come, starts
+    /// what is queued, and arms the timer for the rest.
     pub(super) fn recheck_sources(&mut self, now: Instant) {
         let mut next: Option<Instant> = None;
         for src in &mut self.sources {

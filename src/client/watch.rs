@@ -111,7 +111,8 @@ impl ClientDaemon {
             }
         }
         self.inotify_buf = buf;
-        self.start_sources(now);
+        // Starts what was queued; arms the timer for files still open.
+        self.recheck_sources(now);
         hits.dedup();
         for &(key, _) in &hits {
             self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
@@ -135,7 +136,9 @@ impl ClientDaemon {
         if let Some(name) = ev.name {
             for &i in &dw.sources {
                 let src = &mut self.sources[i];
-                // Whole files when closed; followed files when they appear.
+                // Whole files when a writer closed them (the source then
+                // proves nobody else still writes); followed files when
+                // they appear.
                 let wanted = if src.follow {
                     mask::CREATE | mask::MOVED_TO
                 } else {
@@ -143,7 +146,7 @@ impl ClientDaemon {
                 };
                 if ev.mask & wanted != 0 && !src.once && src.matches(name) {
                     let path = src.dir.join(name);
-                    src.offer(path, true, now, &self.completed);
+                    src.offer(path, now, &self.completed);
                 }
             }
         }

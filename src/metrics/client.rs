@@ -9,7 +9,7 @@
 //!
 //! | metric | type | meaning |
 //! | --- | --- | --- |
-//! | `loghamster_client_files_watched` | gauge | paths followed (configured, parked or not there yet, glob matches), whole files being sent or queued |
+//! | `loghamster_client_files_watched` | gauge | paths followed (configured, parked or not there yet, glob matches), whole files being sent, queued or waiting to be closed |
 //! | `loghamster_client_files_open` | gauge | file descriptors open on followed files |
 //! | `loghamster_client_read_bytes_total{stream}` | counter | bytes read from files |
 //! | `loghamster_client_sent_bytes_total{stream}` | counter | bytes written to the server (before compression) |

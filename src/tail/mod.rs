@@ -7,6 +7,9 @@
 //!   sent now (whole lines, at least `batch` bytes unless `linger` expired,
 //!   a trailing partial line only after `partial_line_timeout`). Time is
 //!   passed in; tests use a fake clock.
+//! - [`closed`]: when a file counts as closed for send after close: a
+//!   lease probe's proof that nobody writes it, or where that cannot be
+//!   had, the settle rule (pure, time passed in).
 //! - [`state`]: the one state file for all streams, versioned and written
 //!   atomically (temp file, fsync, rename, fsync the directory). It records
 //!   *acknowledged* offsets: what the server confirmed it wrote.
@@ -15,6 +18,7 @@
 //! and drives these pieces from the event loop.
 
 pub mod batch;
+pub mod closed;
 pub mod follow;
 pub mod fs;
 pub mod identity;

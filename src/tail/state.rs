@@ -48,7 +48,8 @@ pub struct Entry {
     pub identity: Identity,
     /// Offset acknowledged by the server.
     pub offset: u64,
-    /// A file sent whole after close, confirmed by `250 DONE`: never sent again.
+    /// A file sent whole after close, confirmed by `250 DONE`: not sent
+    /// again; if it grows, the growth continues its stream from `offset`.
     pub complete: bool,
     /// A copy of the path's file (copytruncate), read as a snapshot.
     pub copy: bool,

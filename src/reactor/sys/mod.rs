@@ -11,6 +11,8 @@
 //! - [`fs`]: opening output files beneath a trusted directory without ever
 //!   following a symlink, and small metadata helpers.
 //! - [`host`]: the host name and process limits.
+//! - [`lease`]: file leases, to prove that nobody holds a file open for
+//!   writing (send after close).
 //! - [`net`]: socket settings `mio` does not expose (the listen backlog).
 //! - [`uring`]: an io_uring for `fdatasync` without blocking the loop.
 //! - [`pipe`]: pipes and `splice(2)`, the server's zero-copy path from a
@@ -19,6 +21,7 @@
 pub mod fs;
 pub mod host;
 pub mod inotify;
+pub mod lease;
 pub mod net;
 pub mod pipe;
 pub mod signal;

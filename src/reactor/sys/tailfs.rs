@@ -1,7 +1,7 @@
 //! The tailer's file system on the real kernel: [`RealFs`] implements
 //! [`crate::tail::fs::Fs`] with `open(O_RDONLY | O_NONBLOCK | O_CLOEXEC)`
 //! (plus `O_NOFOLLOW` unless symlinks are followed), `fstat`/`statx`,
-//! `pread` and `readdir`.
+//! `pread` and `readdir`, and a lease probe (`super::lease`) for `writers`.
 //!
 //! Opening never blocks: `O_NONBLOCK` makes `open` of a FIFO return at
 //! once, and anything that is not a regular file is refused right after
@@ -146,8 +146,8 @@ impl Fs for RealFs {
         Ok(out)
     }
 
-    fn writers(&mut self, _file: &File) -> io::Result<Option<bool>> {
-        Ok(None)
+    fn writers(&mut self, file: &File) -> io::Result<Option<bool>> {
+        super::lease::writers(file)
     }
 
     fn remove(&mut self, path: &Path) -> io::Result<()> {
