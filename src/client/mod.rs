@@ -187,6 +187,9 @@ impl ClientDaemon {
         let mut ready = Vec::with_capacity(1024);
         let mut now = Instant::now();
         self.start(now);
+        // What the first look found (or since when each path is followed)
+        // is on disk before the loop first waits.
+        self.after_events(now);
         let mut deadline: Option<Instant> = None;
         let started = now;
         let progress = self.send_only && std::io::IsTerminal::is_terminal(&std::io::stderr());

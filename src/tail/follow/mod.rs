@@ -6,36 +6,56 @@
 //! content of the same inode. Each such *generation* is its own stream on
 //! the wire (its own [`StreamId`]), read from its first byte to its last,
 //! in the order the generations were born. [`Tail`] holds the generation
-//! being read (`cur`) and the ones found after it (`queue`, ordered by
-//! birth time), each with its descriptor, so a file rotated away or
-//! deleted after it was found is still read whole.
+//! being read (`cur`) and the ones found after it (`queue`), each with its
+//! descriptor, so a file rotated away or deleted after it was found is
+//! still read whole.
 //!
-//! States ([`State`]): `Missing` (nothing at the path yet), `Following`
-//! (`cur` is the file at the path), `Draining` (`cur` is no longer at the
-//! path: read it to its end, have the server confirm every byte with
-//! `250 DONE`, then move on to the next generation), `Stopped`
-//! (`onrotate = "stop"` after its file ended, or a whole file confirmed).
+//! | state | means | leaves it |
+//! |---|---|---|
+//! | `Missing` | nothing open (not there yet, or parked) | `look`/`tick` opens the path, or resumes the state file's generations → `Following`/`Draining` |
+//! | `Following` | `cur` is the file at the path | the path names another file or none → `Draining`; a truncation → `Draining` (a copy to read) or stays (new id) |
+//! | `Draining` | `cur` left the path | read to its end, no writer left (lease) or quiet, `250 DONE` → next queued (`Following` when it is at the path), `Missing`, or `Stopped` |
+//! | `Stopped` | `onrotate = "stop"` after its file ended | never |
+//!
+//! Every transition has a scripted test in `tests/sim/scripted.rs`, and
+//! `tests/sim` plays random histories against all of them.
 //!
 //! How generations are found (`scan.rs`): whenever the path stops naming
-//! `cur`, the directory (and `olddir`) is listed, and every regular file
-//! whose name is the path's name or starts with it (`app.log`,
-//! `app.log.1`, `app.log-20261206`; compressed names excepted) that was
-//! born after `cur` and is not held yet is a later generation. Birth time
-//! orders them. This finds files that were created and rotated away before
-//! the client looked, and everything rotated while it was stopped.
+//! `cur` (and on the first open after a generation was finished), the
+//! directory (and `olddir`s) is listed, and every regular file whose name
+//! is the path's name or starts with it (`app.log`, `app.log.1`,
+//! `app.log-20261206`; compressed names excepted) that was born since
+//! `cur` and is not held or finished yet is a later generation. Birth time
+//! orders them; files born in the same tick of the kernel's coarse clock
+//! are ordered by the directory's rename history ([`Tail::record`]:
+//! inotify's records with their cookies, followed through later renames),
+//! which also names files that left the path before anything was opened.
+//! A path without a file keeps a marker in the state file (since when it is
+//! followed), so files created and rotated away while the client was
+//! stopped are found too. The state file records `cur` and every queued
+//! generation, so a restart resumes all of them, wherever they were
+//! renamed to.
+//!
 //! Copytruncate (`read.rs`): when the file at the path shrinks below, or
 //! is rewritten before, the read position, the copy holding the rest of
-//! the old content is found by its first bytes and the bytes before the
-//! position; copies made after it are whole generations of their own; the
-//! truncated file follows from 0 under a new id.
+//! the old content is found by its first bytes (a full and a short
+//! fingerprint, or the first bytes themselves) and the bytes before the
+//! position; copies made after it are whole generations of their own,
+//! unless the file still starts like them (copied, not truncated yet); the
+//! truncated file follows from 0 under a new id. Its queued new content
+//! is checked again before it is read.
 //!
 //! I/O goes through the [`Fs`] trait, so the same code runs over the
-//! kernel and over the simulated host of `tests/sim`; time is passed in;
-//! what the daemon should log or count comes out as [`Note`]s. The socket
-//! side (connecting, sending, acknowledgements) belongs to the caller,
-//! which tells the tail what the server said (`on_ready`, `on_ack`,
-//! `on_done`, `on_link_lost`) and asks it what to send
-//! ([`Tail::fill`], [`Tail::sendable`], [`Tail::pending`]).
+//! kernel and over the simulated host of `tests/sim`, where the scheduler
+//! may change the host between any two steps; time is passed in; what the
+//! daemon should log or count comes out as [`Note`]s. The socket side
+//! (connecting, sending, acknowledgements) belongs to the caller, which
+//! tells the tail what the server said (`on_ready`, `on_ack`, `on_done`,
+//! `on_link_lost`) and asks it what to send ([`Tail::fill`],
+//! [`Tail::sendable`], [`Tail::pending`]). The read itself is split the way
+//! a batching executor needs it ([`ReadBuf::check_window`] and `room` give
+//! where to read, `filled` takes the result), so an io_uring shell can
+//! gather the reads of every file and submit them in one call.
 
 pub mod buffer;
 mod read;

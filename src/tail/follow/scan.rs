@@ -45,7 +45,10 @@ impl<H> Tail<H> {
     /// daemon starts, or the inotify queue overflowed): look at it.
     pub fn look<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) {
         if self.followed_since == 0 {
+            // Recorded at once (the marker, or the file opened now), so a
+            // crash right after start-up still knows since when.
             self.followed_since = env.fs.clock().max(1);
+            self.save_soon = true;
         }
         match self.state {
             State::Missing { .. } => self.open(env),
