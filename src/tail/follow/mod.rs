@@ -498,6 +498,29 @@ impl<H> Tail<H> {
             .map(|(_, s)| *s)
     }
 
+    /// A generation first seen now: a new stream id, nothing queued
+    /// before it known, no copy accounted for yet.
+    fn fresh_gen(
+        &mut self,
+        file: H,
+        meta: Meta,
+        identity: Identity,
+        prefix: Vec<u8>,
+        copies_after: u64,
+    ) -> Gen<H> {
+        Gen {
+            file,
+            id: StreamId::new(&meta, self.next_nonce()),
+            meta,
+            identity,
+            copy: false,
+            refilled: false,
+            prefix,
+            copies_after,
+            order: u64::MAX - 1,
+        }
+    }
+
     fn next_nonce(&mut self) -> u64 {
         // xorshift: distinct per call, deterministic per seed.
         self.nonce ^= self.nonce << 13;

@@ -365,19 +365,10 @@ impl<H> Tail<H> {
                 continue;
             };
             self.notes.push(Note::FoundRotated { name: p.clone() });
-            let id = crate::tail::identity::StreamId::new(&meta, self.next_nonce());
             let copies_after = env.fs.clock();
-            out.push(Gen {
-                file,
-                meta,
-                identity,
-                id,
-                copy: true,
-                refilled: false,
-                prefix: Vec::new(),
-                copies_after,
-                order: u64::MAX - 1,
-            });
+            let mut g = self.fresh_gen(file, meta, identity, Vec::new(), copies_after);
+            g.copy = true;
+            out.push(g);
         }
         out
     }

@@ -190,18 +190,8 @@ impl<H> Tail<H> {
             Err(e) => return self.open_failed(env, e),
         };
         self.parked = false;
-        let id = StreamId::new(&meta, self.next_nonce());
-        self.cur = Some(Gen {
-            file,
-            meta,
-            identity,
-            id,
-            copy: false,
-            refilled: false,
-            prefix: Vec::new(),
-            copies_after: env.fs.clock(),
-            order: u64::MAX - 1,
-        });
+        let copies_after = env.fs.clock();
+        self.cur = Some(self.fresh_gen(file, meta, identity, Vec::new(), copies_after));
         self.state = State::Following;
         self.restart_at(0);
         self.verify = true;
@@ -496,18 +486,10 @@ impl<H> Tail<H> {
                 self.notes.push(Note::FoundRotated { name: p.clone() });
             }
             self.departed.retain(|(_, s)| *s != seq);
-            let id = StreamId::new(&meta, self.next_nonce());
-            gens.push(Gen {
-                file,
-                meta,
-                identity,
-                id,
-                copy: false,
-                refilled: false,
-                prefix,
-                copies_after: env.fs.clock(),
-                order: seq,
-            });
+            let copies_after = env.fs.clock();
+            let mut g = self.fresh_gen(file, meta, identity, prefix, copies_after);
+            g.order = seq;
+            gens.push(g);
         }
         gens
     }
