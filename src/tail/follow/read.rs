@@ -94,8 +94,14 @@ impl<H> Tail<H> {
                     cur.prefix.extend_from_slice(head);
                 }
             }
+            let had = cur.identity.fp_len;
             if !cur.copy && cur.identity.refresh(env.fs, &cur.file, pos)? {
                 // Rewritten before it was read: record what was read.
+                self.save_soon = true;
+            } else if cur.identity.fp_len != had {
+                // A longer fingerprint: recorded before the server can
+                // hold bytes the state file's one does not cover, so a
+                // restart tells this content from a rewrite of the file.
                 self.save_soon = true;
             }
         }
