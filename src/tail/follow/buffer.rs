@@ -7,9 +7,10 @@
 //! - `data[..end]` are the file's bytes `[start, start + end)` as read;
 //! - `data[head..end]` is read but not sent; `data[..head]` was sent and is
 //!   kept only so the next read can re-read its last bytes and compare;
-//! - `tail`, when set, holds the last [`OVERLAP`] (or fewer) bytes before
-//!   file offset `tail.0`, kept when the allocation was given up while
-//!   idle; it is only used while `end == 0` and `start == tail.0`.
+//! - `tail`, when set, holds the last `tail.2` (at most [`OVERLAP`])
+//!   bytes before file offset `tail.0`, at the end of `tail.1`, kept when
+//!   the allocation was given up while idle; it is only used while
+//!   `end == 0` and `start == tail.0`.
 //!
 //! An idle buffer holds no allocation ([`ReadBuf::release`]); a file that
 //! is behind grows it by doubling up to a limit ([`ReadBuf::prepare`]).
@@ -25,7 +26,7 @@ pub struct ReadBuf {
     start: u64,
     head: usize,
     end: usize,
-    tail: Option<(u64, [u8; OVERLAP])>,
+    tail: Option<(u64, [u8; OVERLAP], usize)>,
     /// The last read filled the buffer: the file is behind.
     behind: bool,
 }
@@ -126,25 +127,29 @@ impl ReadBuf {
         if l == 0 {
             return Check::None;
         }
-        if self.end >= l {
+        if self.end > 0 {
+            // The bytes read just before the position (as many as the
+            // buffer holds, at most OVERLAP: a buffer that started at a
+            // server's offset holds fewer).
             if self.end >= self.data.len() {
                 return Check::None;
             }
+            let l = l.min(self.end);
             return Check::Overlap {
                 at: self.end - l,
                 len: l,
             };
         }
         match self.tail {
-            Some((p, bytes)) if self.end == 0 && p == pos && self.data.len() > l => {
+            Some((p, bytes, k)) if self.end == 0 && p == pos && k > 0 && self.data.len() > k => {
                 // Put the saved bytes where the re-read will land, as if
                 // they had stayed in the buffer.
-                self.data[..l].copy_from_slice(&bytes[OVERLAP - l..]);
-                self.start = pos - l as u64;
-                self.head = l;
-                self.end = l;
+                self.data[..k].copy_from_slice(&bytes[OVERLAP - k..]);
+                self.start = pos - k as u64;
+                self.head = k;
+                self.end = k;
                 self.tail = None;
-                Check::Overlap { at: 0, len: l }
+                Check::Overlap { at: 0, len: k }
             }
             _ => Check::None,
         }
@@ -203,11 +208,14 @@ impl ReadBuf {
         if l == 0 {
             return None;
         }
-        if self.read_pos() == pos && self.end >= l {
+        if self.read_pos() == pos && self.end > 0 {
+            let l = l.min(self.end);
             return Some(self.data[self.end - l..self.end].to_vec());
         }
         match self.tail {
-            Some((p, bytes)) if p == pos && self.end == 0 => Some(bytes[OVERLAP - l..].to_vec()),
+            Some((p, bytes, k)) if p == pos && self.end == 0 && k > 0 => {
+                Some(bytes[OVERLAP - k..].to_vec())
+            }
             _ => None,
         }
     }
@@ -219,11 +227,11 @@ impl ReadBuf {
             return None;
         }
         let pos = self.read_pos();
-        let l = pos.min(OVERLAP as u64) as usize;
-        if l > 0 && self.end >= l {
+        let k = (pos.min(OVERLAP as u64) as usize).min(self.end);
+        if k > 0 {
             let mut bytes = [0; OVERLAP];
-            bytes[OVERLAP - l..].copy_from_slice(&self.data[self.end - l..self.end]);
-            self.tail = Some((pos, bytes));
+            bytes[OVERLAP - k..].copy_from_slice(&self.data[self.end - k..self.end]);
+            self.tail = Some((pos, bytes, k));
         }
         self.start = pos;
         self.head = 0;
@@ -299,6 +307,25 @@ mod tests {
         b.prepare(64, 64);
         assert!(read(&mut b, &file));
         assert_eq!(b.unsent(), b"three\n");
+    }
+
+    #[test]
+    fn a_buffer_that_started_at_an_offset_checks_the_bytes_it_has() {
+        // Resumed at a server's offset: fewer than OVERLAP bytes before the
+        // position are known, and those few are still checked.
+        let mut file = vec![b'a'; 1000];
+        let mut b = ReadBuf::default();
+        b.reset(980);
+        b.prepare(64, 64);
+        assert!(read(&mut b, &file));
+        assert_eq!(b.unsent().len(), 20);
+        b.consume(20);
+        file.truncate(0);
+        file.extend(vec![b'z'; 1100]); // rewritten past the position
+        assert!(!read(&mut b, &file));
+        b.release();
+        b.prepare(64, 64);
+        assert!(!read(&mut b, &file), "the saved tail checks too");
     }
 
     #[test]
