@@ -274,12 +274,24 @@ impl<H> Tail<H> {
         let at_path = env.fs.lstat(&path).ok().flatten().map(|m| m.inode());
         let mut listing = None;
         let mut found = Vec::new();
+        // The oldest birth among the recorded files: if none of them is
+        // left (deleted since), every file born since is still to read.
+        let mut oldest = None;
         for e in mine {
+            if let Ok(StreamId {
+                born: Born::At(ns), ..
+            }) = e.id.parse::<StreamId>()
+            {
+                oldest = Some(oldest.map_or(ns, |o: u64| o.min(ns)));
+            }
             if let Some(r) = self.locate(env, &e, at_path, &mut listing) {
                 found.push(r);
             }
         }
         if found.is_empty() {
+            if let Some(born) = oldest.filter(|b| *b > 0) {
+                self.followed_since = self.followed_since.min(born);
+            }
             return false;
         }
         let was_parked = std::mem::take(&mut self.parked);
