@@ -99,6 +99,7 @@ const REGRESSIONS: &[u64] = &[
     1002265, // an empty fingerprint on disk while the server already held bytes
     1002543, // resumed at a server offset: the few bytes read were not checked
     1003649, // the recorded file deleted while away: the ones born after it were skipped
+    1009468, // a recorded copy shorter than its fingerprint was not found after a restart
 ];
 
 #[test]

@@ -365,7 +365,14 @@ impl<H> Tail<H> {
         if meta.inode() != want {
             return None;
         }
-        let same = e.identity.matches(env.fs, &file, &meta).unwrap_or(false);
+        // (A copy may end before the fingerprinted length: its short
+        // fingerprint, or the whole one, tells it.)
+        let same = if e.copy {
+            e.identity.copy_matches(env.fs, &file, meta.len)
+        } else {
+            e.identity.matches(env.fs, &file, &meta)
+        }
+        .unwrap_or(false);
         let born_same = match id.born {
             Born::At(ns) => ns == meta.born,
             Born::Unknown(_) => name == self.path,
