@@ -455,7 +455,11 @@ impl World {
             tail.look(&mut env);
         }
         self.client.after_tail();
-        self.note(format!("client reads {} events", events.len()));
+        let names: Vec<String> = events
+            .iter()
+            .map(|e| format!("{}:{:x}", e.name.to_string_lossy(), e.mask))
+            .collect();
+        self.note(format!("client reads {} events {names:?}", events.len()));
     }
 
     fn client_tick(&mut self) {
@@ -616,9 +620,15 @@ impl World {
         let Some(tail) = &self.client.tail else {
             return false;
         };
+        if self.fs.queued_events() > 0 {
+            return false;
+        }
         let len = match tail.current() {
             Some(g) => self.fs.fstat(&g.file).map_or(0, |m| m.len),
-            None => return matches!(tail.state(), State::Missing { .. }),
+            None => {
+                return matches!(tail.state(), State::Missing { .. })
+                    && self.fs.stat_path(Path::new(LOG)).is_none()
+            }
         };
         tail.state() == State::Following
             && !tail.needs_verify()
