@@ -175,7 +175,10 @@ impl ClientDaemon {
     /// The inotify queue overflowed (events were lost): rescans every
     /// directory source and adds every stream to `hits`.
     fn on_overflow(&mut self, hits: &mut Vec<(Key, u32)>, now: Instant) {
-        crate::warn!("inotify queue overflowed; re-checking every file");
+        self.metrics.inotify_overflows.inc();
+        crate::warn!(
+            "inotify queue overflowed: events were lost; looking at every followed file and directory again (files created and rotated away meanwhile are found by birth time)"
+        );
         for src in &mut self.sources {
             if let Err(e) = src.scan(now, &mut self.completed) {
                 crate::warn!("cannot list directory {}: {e}", src.dir.display());

@@ -21,6 +21,7 @@
 //! | `loghamster_client_losses_total{stream}` | counter | times lines may have been lost: a file truncated before it was read to its end with no copy left (each is also an ERROR line) |
 //! | `loghamster_client_reconnects_total{stream}` | counter | connections opened after one failed or broke |
 //! | `loghamster_client_last_ack_age_seconds{stream}` | gauge | seconds since the server last acknowledged new bytes (since start before the first) |
+//! | `loghamster_client_inotify_overflows_total` | counter | times the kernel's inotify queue overflowed: events were lost, every followed path and directory source was looked at again (each is also a WARN line) |
 //! | `loghamster_client_rate_limit_delay_seconds_total` | counter | time sending was held back by a rate limit |
 
 use std::collections::HashMap;
@@ -104,6 +105,8 @@ pub struct ClientMetrics {
     pub last_ack_age: Family<StreamLabels, SecondsGauge>,
     /// Seconds sending was held back by a rate limit (for the rate limiter).
     pub rate_limit_delay: Counter<f64, AtomicU64>,
+    /// inotify queue overflows.
+    pub inotify_overflows: Counter,
 }
 
 impl ClientMetrics {
@@ -134,6 +137,7 @@ impl ClientMetrics {
             reconnects: Family::default(),
             last_ack_age: Family::default(),
             rate_limit_delay: Counter::default(),
+            inotify_overflows: Counter::default(),
         };
         m.register_all();
         for l in streams {
@@ -209,6 +213,11 @@ impl ClientMetrics {
             "Time sending was held back by a rate limit",
             Unit::Seconds,
             self.rate_limit_delay.clone(),
+        );
+        r.register(
+            "inotify_overflows",
+            "Times the inotify queue overflowed (events lost; every file looked at again)",
+            self.inotify_overflows.clone(),
         );
     }
 
