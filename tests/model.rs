@@ -7,7 +7,9 @@
 //! arrive or only **may** arrive. A line may be lost only where the
 //! README's guarantees say so:
 //! - its bytes were destroyed before the client read them: truncation, or
-//!   deletion while no client held the file open.
+//!   deletion while no client held the file open. (While the client runs,
+//!   the test waits until it holds a file, or read it whole, before it
+//!   truncates or deletes it.)
 //!
 //! Rename rotations need no such rule: any number of them, while the
 //! client runs, lags or is stopped, lose nothing as long as the rotated
@@ -148,6 +150,21 @@ impl Model {
         });
     }
 
+    /// While the client runs: waits until it holds file `i` open or every
+    /// line of it arrived.
+    fn wait_until_held_or_done(&self, i: usize) {
+        let Some(c) = &self.client else { return };
+        let (pid, ino) = (c.pid(), self.files[i].ino);
+        wait_for("the client to open or finish the file", || {
+            let arrived: BTreeSet<u64> = self.arrived().into_iter().collect();
+            self.files[i].lines.iter().all(|n| arrived.contains(n))
+                || std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|d| {
+                    d.filter_map(Result::ok)
+                        .any(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.ino() == ino))
+                })
+        });
+    }
+
     fn write(&mut self, i: usize, n: u64) {
         let from = self.next_line;
         self.next_line += n;
@@ -205,6 +222,10 @@ impl Model {
                 let oldest = (0..self.files.len())
                     .find(|&i| self.files[i].name.is_some() && Some(i) != self.at_path);
                 if let Some(i) = oldest {
+                    // The client holds it, or has read it whole (and let
+                    // it go): deleting a file it never saw is the loss
+                    // nobody can prevent, and what `delete` counts.
+                    self.wait_until_held_or_done(i);
                     self.delete(i);
                 }
             }

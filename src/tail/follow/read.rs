@@ -187,7 +187,15 @@ impl<H> Tail<H> {
         };
         let pos = self.buf.read_pos();
         let before = self.buf.before(pos);
-        let candidates = self.copy_candidates(env, &cur);
+        // logrotate's copytruncate truncates the file at the path: a file
+        // rotated away and then found shorter was truncated by someone
+        // else, and the files next to it are generations, not its copies.
+        let at_path = env.fs.lstat(&self.path).ok().flatten().map(|m| m.inode());
+        let candidates = if at_path == Some(cur.meta.inode()) {
+            self.copy_candidates(env, &cur)
+        } else {
+            Vec::new()
+        };
         let known = Known {
             identity: &cur.identity,
             prefix: &cur.prefix,
