@@ -80,6 +80,7 @@ fn main() -> ExitCode {
                 false => codecs.join(", "),
             }
         );
+        println!("limits: {}", cfg.limits);
         return ExitCode::SUCCESS;
     }
     loghamster::log::init("loghamsterd", cfg.debug);

@@ -59,6 +59,15 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Bytes the decoder holds: zlib's inflate state and its 32 KiB window
+    /// (fixed; zlib-rs does not report it, so this is its documented size
+    /// rounded up).
+    pub fn memory(&self) -> usize {
+        48 * 1024
+    }
+}
+
+impl Decoder {
     pub fn new() -> Decoder {
         Decoder {
             z: Decompress::new_gzip(WINDOW_BITS),

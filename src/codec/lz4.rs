@@ -114,6 +114,17 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Bytes the decoder holds: its buffers (a block and its compressed
+    /// bytes at most the frame's block size, 4 MiB, plus the window).
+    pub fn memory(&self) -> usize {
+        std::mem::size_of::<Decoder>()
+            + self.acc.capacity()
+            + self.block.capacity()
+            + self.window.capacity()
+    }
+}
+
+impl Decoder {
     pub fn new() -> Decoder {
         Decoder {
             state: State::Magic,

@@ -229,6 +229,18 @@ impl Decoder {
         Ok(used)
     }
 
+    /// Bytes this decoder holds now (its window and buffers), for a
+    /// server's budget of decoder memory. A zstd decoder grows when a
+    /// frame header asks for a larger window; an LZ4 one with its block
+    /// size.
+    pub fn memory(&self) -> usize {
+        match &self.inner {
+            DecoderKind::Gzip(d) => d.memory(),
+            DecoderKind::Lz4(d) => d.memory(),
+            DecoderKind::Zstd(d) => d.memory(),
+        }
+    }
+
     /// True when the input so far ends exactly after a complete stream
     /// (or is empty): the sender may stop here.
     pub fn at_end(&self) -> bool {

@@ -64,15 +64,19 @@ impl Encoder {
 }
 
 pub struct Decoder {
-    z: raw::Decoder<'static>,
+    /// The context itself rather than `raw::Decoder`, so its memory can be
+    /// measured ([`memory`](Self::memory)).
+    z: zstd::zstd_safe::DCtx<'static>,
     /// The input so far ends exactly after a complete frame.
     at_end: bool,
 }
 
 impl Decoder {
     pub fn new() -> io::Result<Decoder> {
-        let mut z = raw::Decoder::new()?;
-        z.set_parameter(raw::DParameter::WindowLogMax(WINDOW_LOG_MAX))?;
+        let mut z = zstd::zstd_safe::DCtx::try_create()
+            .ok_or_else(|| io::Error::other("zstd: cannot create a decoding context"))?;
+        z.set_parameter(raw::DParameter::WindowLogMax(WINDOW_LOG_MAX))
+            .map_err(|code| io::Error::other(zstd::zstd_safe::get_error_name(code)))?;
         Ok(Decoder { z, at_end: true })
     }
 
@@ -83,8 +87,10 @@ impl Decoder {
             let pos = out.len();
             let hint = self
                 .z
-                .run(&mut input, &mut OutBuffer::around_pos(out, pos))
-                .map_err(|e| DecodeError::new(Codec::Zstd, e.to_string()))?;
+                .decompress_stream(&mut OutBuffer::around_pos(out, pos), &mut input)
+                .map_err(|code| {
+                    DecodeError::new(Codec::Zstd, zstd::zstd_safe::get_error_name(code))
+                })?;
             if input.pos() == in0 && out.len() == out0 {
                 break;
             }
@@ -97,5 +103,11 @@ impl Decoder {
 
     pub fn at_end(&self) -> bool {
         self.at_end
+    }
+
+    /// Bytes the context holds: mostly the window, which a frame header
+    /// sizes (up to [`WINDOW_LOG_MAX`]).
+    pub fn memory(&self) -> usize {
+        self.z.sizeof()
     }
 }

@@ -43,7 +43,7 @@ pub use client::{
     default_client_state_file, ClientConfig, Codec, Compression, Method, OnRotate, ServerAddr,
     Source, StreamConfig, Tuning,
 };
-pub use server::{OutputConfig, ServerConfig, SyncPolicy};
+pub use server::{Limits, OutputConfig, ServerConfig, SyncPolicy};
 pub use template::{Piece, Template, TemplateError};
 
 use std::fmt;

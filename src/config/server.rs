@@ -5,6 +5,11 @@
 //! listen = "127.0.0.1:8000"
 //! directory = "/tmp/out"          # default route: directory/<host>/<path>
 //! accept_compression = ["gzip", "lz4", "zstd"]   # the default
+//! max_connections = 16384         # see [`Limits`] for these five
+//! max_connections_per_address = 4096
+//! idle_timeout = "10m"
+//! decoder_memory = "256MiB"
+//! stream_retention = "720h"
 //! [prometheus]
 //! listen = ":8091"
 //! enabled = true
@@ -85,6 +90,65 @@ pub struct ServerConfig {
     /// stream); `None`, the default, is unlimited. Excess waits in the
     /// client's file, held back by TCP.
     pub connection_rate_limit: Option<Limit>,
+    /// Bounds that keep a hostile or broken client from exhausting the
+    /// server (see [`Limits`]).
+    pub limits: Limits,
+}
+
+/// What one client, or many, may take of the server; every value is a
+/// top-level key. The defaults suit a small server and every loghamsterc
+/// with its own defaults (it opens at most 4096 connections).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// `max_connections = 16384`: connections open at once; further ones
+    /// get `503 Too many connections` and are closed. The server lowers it
+    /// to what its open-files limit allows (three descriptors per connection:
+    /// socket, output and its splice descriptor, plus a reserve for its own files), so running out
+    /// of descriptors never blocks a checkpoint or `accept`.
+    pub max_connections: usize,
+    /// `max_connections_per_address = 4096`: connections open at once from
+    /// one source address; further ones get `503 Too many connections from
+    /// your address`.
+    pub max_connections_per_address: usize,
+    /// `idle_timeout = "10m"`: a stream that sent nothing for this long is
+    /// asked to finish (`421 Idle timeout`, then `250 DONE`) or, without
+    /// `ack:1`, closed. loghamsterc closes its own idle connections after
+    /// 5 minutes and reconnects when the file grows.
+    pub idle_timeout: Duration,
+    /// `decoder_memory = "256MiB"`: memory all decoders of compressed
+    /// streams may hold together; a compressed stream that would pass it
+    /// is refused with `503 Decoder memory exhausted`.
+    pub decoder_memory: usize,
+    /// `stream_retention = "720h"`: a resumable stream not connected for
+    /// this long is forgotten; if its client comes back, the server takes
+    /// the client's own `offset:` (what it had acknowledged) again.
+    pub stream_retention: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 16_384,
+            max_connections_per_address: 4096,
+            idle_timeout: Duration::from_secs(600),
+            decoder_memory: 256 << 20,
+            stream_retention: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+impl std::fmt::Display for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "max_connections {} ({} per address), idle_timeout {}s, decoder_memory {} MiB, stream_retention {}h",
+            self.max_connections,
+            self.max_connections_per_address,
+            self.idle_timeout.as_secs_f64(),
+            self.decoder_memory >> 20,
+            self.stream_retention.as_secs() / 3600
+        )
+    }
 }
 
 /// Which kernel interface makes outputs durable. Sockets and files are
@@ -149,6 +213,11 @@ struct RawServer {
     accept_compression: Option<Spanned<Vec<Spanned<String>>>>,
     connection_rate_limit: Option<RateValue>,
     connection_burst: Option<Spanned<SizeValue>>,
+    max_connections: Option<Spanned<usize>>,
+    max_connections_per_address: Option<Spanned<usize>>,
+    idle_timeout: Option<Spanned<DurationValue>>,
+    decoder_memory: Option<Spanned<SizeValue>>,
+    stream_retention: Option<Spanned<DurationValue>>,
     output: Option<OrderedMap<RawOutput>>,
 }
 
@@ -200,6 +269,7 @@ impl ServerConfig {
             engine: Engine::default(),
             accept_compression: Codec::ALL.to_vec(),
             connection_rate_limit: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -301,12 +371,59 @@ impl RawServer {
                 burst: b.map_or(r.0, |b| b.into_inner().0.max(1) as u64),
             }),
         };
+        cfg.limits = limits(
+            doc,
+            [self.max_connections, self.max_connections_per_address],
+            [self.idle_timeout, self.stream_retention],
+            self.decoder_memory,
+        )?;
         for (name, raw) in self.output.map_or_else(Vec::new, |o| o.0) {
             let out = raw.validate(doc, name, cfg.directory.as_deref())?;
             cfg.outputs.push(out);
         }
         Ok(cfg)
     }
+}
+
+/// Validates the [`Limits`] keys: counts at least 1, durations above 0;
+/// `decoder_memory` may be 0 (compressed streams are then refused).
+fn limits(
+    doc: &Doc<'_>,
+    [conns, per_addr]: [Option<Spanned<usize>>; 2],
+    [idle, retention]: [Option<Spanned<DurationValue>>; 2],
+    memory: Option<Spanned<SizeValue>>,
+) -> Result<Limits, ConfigError> {
+    let mut l = Limits::default();
+    for (key, v, slot) in [
+        ("max_connections", conns, &mut l.max_connections),
+        (
+            "max_connections_per_address",
+            per_addr,
+            &mut l.max_connections_per_address,
+        ),
+    ] {
+        if let Some(v) = v {
+            if *v.get_ref() == 0 {
+                return Err(doc.err_at(v.span(), format!("`{key}` must be at least 1")));
+            }
+            *slot = v.into_inner();
+        }
+    }
+    for (key, v, slot) in [
+        ("idle_timeout", idle, &mut l.idle_timeout),
+        ("stream_retention", retention, &mut l.stream_retention),
+    ] {
+        if let Some(v) = v {
+            if v.get_ref().0.is_zero() {
+                return Err(doc.err_at(v.span(), format!("`{key}` must be greater than 0")));
+            }
+            *slot = v.into_inner().0;
+        }
+    }
+    if let Some(m) = memory {
+        l.decoder_memory = m.into_inner().0;
+    }
+    Ok(l)
 }
 
 impl RawOutput {

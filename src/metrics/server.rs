@@ -23,6 +23,11 @@
 //! | `loghamster_server_compressed_received_bytes_total{codec}` | counter | compressed bytes received, before decoding |
 //! | `loghamster_server_decompressed_bytes_total{codec}` | counter | plain bytes those decoded to |
 //! | `loghamster_server_decode_errors_total{codec}` | counter | compressed streams closed because they did not decode |
+//! | `loghamster_server_limit_hits_total{limit}` | counter | connections or streams refused or closed at a limit (see [`LimitHit`]) |
+//! | `loghamster_server_decoder_memory_bytes` | gauge | memory held by the decoders of compressed streams (against `decoder_memory`) |
+//! | `loghamster_server_streams_known` | gauge | resumable streams the server keeps an offset for |
+//! | `loghamster_server_streams_expired_total` | counter | resumable streams forgotten after `stream_retention` (or the `max_streams` cap) |
+//! | `loghamster_server_checkpoint_bytes` | gauge | bytes the last checkpoint round wrote to the state file or its journal |
 
 use std::time::{Duration, Instant};
 
@@ -146,9 +151,10 @@ impl HandshakeFailure {
     pub fn from_route(e: &RouteError) -> HandshakeFailure {
         match e {
             RouteError::NoOutput => HandshakeFailure::NoOutput,
-            RouteError::BadHost | RouteError::BadValue { .. } | RouteError::BadPath => {
-                HandshakeFailure::BadRoute
-            }
+            RouteError::BadHost
+            | RouteError::BadValue { .. }
+            | RouteError::BadPath
+            | RouteError::Reserved => HandshakeFailure::BadRoute,
         }
     }
 }
@@ -157,6 +163,59 @@ impl EncodeLabelValue for HandshakeFailure {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         std::fmt::Write::write_str(encoder, self.as_str())
     }
+}
+
+/// Which limit a connection or stream hit: the `limit` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitHit {
+    /// `max_connections`: refused at accept.
+    Connections,
+    /// `max_connections_per_address`: refused at accept.
+    ConnectionsPerAddress,
+    /// Descriptors: refused at accept because too few were left.
+    Descriptors,
+    /// `decoder_memory`: a compressed stream refused (`503`).
+    DecoderMemory,
+    /// A stream whose offset would pass [`crate::proto::MAX_OFFSET`].
+    StreamOffset,
+    /// `idle_timeout`: a stream closed after no input for that long.
+    IdleTimeout,
+}
+
+impl LimitHit {
+    /// Every value, for pre-creating the series.
+    pub const ALL: [LimitHit; 6] = [
+        LimitHit::Connections,
+        LimitHit::ConnectionsPerAddress,
+        LimitHit::Descriptors,
+        LimitHit::DecoderMemory,
+        LimitHit::StreamOffset,
+        LimitHit::IdleTimeout,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitHit::Connections => "connections",
+            LimitHit::ConnectionsPerAddress => "connections_per_address",
+            LimitHit::Descriptors => "descriptors",
+            LimitHit::DecoderMemory => "decoder_memory",
+            LimitHit::StreamOffset => "stream_offset",
+            LimitHit::IdleTimeout => "idle_timeout",
+        }
+    }
+}
+
+impl EncodeLabelValue for LimitHit {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Labels of the limit family.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub limit: LimitHit,
 }
 
 /// Labels of the handshake error family.
@@ -201,6 +260,16 @@ pub struct ServerMetrics {
     pub decompressed: Family<CodecLabels, Counter>,
     /// Compressed streams that failed to decode, by codec.
     pub decode_errors: Family<CodecLabels, Counter>,
+    /// Connections or streams refused or closed at a limit, by limit.
+    pub limit_hits: Family<LimitLabels, Counter>,
+    /// Bytes the decoders of compressed streams hold, together.
+    pub decoder_memory: Gauge,
+    /// Resumable streams with a recorded offset.
+    pub streams_known: Gauge,
+    /// Resumable streams forgotten (retention or cap).
+    pub streams_expired: Counter,
+    /// Bytes the last checkpoint round wrote.
+    pub checkpoint_bytes: Gauge,
 }
 
 impl ServerMetrics {
@@ -234,6 +303,11 @@ impl ServerMetrics {
             compressed_received: Family::default(),
             decompressed: Family::default(),
             decode_errors: Family::default(),
+            limit_hits: Family::default(),
+            decoder_memory: Gauge::default(),
+            streams_known: Gauge::default(),
+            streams_expired: Counter::default(),
+            checkpoint_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -307,6 +381,36 @@ impl ServerMetrics {
             "Compressed streams closed because they did not decode, by codec",
             m.decode_errors.clone(),
         );
+        r.register(
+            "limit_hits",
+            "Connections or streams refused or closed at a limit, by limit",
+            m.limit_hits.clone(),
+        );
+        r.register_with_unit(
+            "decoder_memory",
+            "Memory held by the decoders of compressed streams",
+            Unit::Bytes,
+            m.decoder_memory.clone(),
+        );
+        r.register(
+            "streams_known",
+            "Resumable streams the server keeps an offset for",
+            m.streams_known.clone(),
+        );
+        r.register(
+            "streams_expired",
+            "Resumable streams forgotten after stream_retention or at max_streams",
+            m.streams_expired.clone(),
+        );
+        r.register_with_unit(
+            "checkpoint",
+            "Bytes the last checkpoint round wrote to the state file or its journal",
+            Unit::Bytes,
+            m.checkpoint_bytes.clone(),
+        );
+        for limit in LimitHit::ALL {
+            drop(m.limit_hits.get_or_create(&LimitLabels { limit }));
+        }
         for codec in Codec::ALL {
             let l = CodecLabels::of(codec);
             drop(m.compressed_received.get_or_create(&l));
@@ -334,6 +438,11 @@ impl ServerMetrics {
         self.handshake_errors
             .get_or_create(&HandshakeLabels { reason })
             .inc();
+    }
+
+    /// Counts a connection or stream stopped at `limit`.
+    pub fn limit_hit(&self, limit: LimitHit) {
+        self.limit_hits.get_or_create(&LimitLabels { limit }).inc();
     }
 
     /// Records one `fdatasync` that took `took`.

@@ -121,3 +121,8 @@ mod messages;
 pub use handshake::*;
 pub use invariants::check_invariants;
 pub use messages::*;
+
+/// The largest stream offset a peer may name or reach: `2^63 - 1`, the
+/// largest integer TOML (and so every state file) can store. A server
+/// refuses an `offset:` above it and a stream whose bytes would pass it.
+pub const MAX_OFFSET: u64 = i64::MAX as u64;

@@ -9,13 +9,13 @@
 //! [`recover`] loads the last checkpoint and repairs the outputs a crash
 //! left longer than it says.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::{Resume, Server, ServerError, Shared, StreamKey, MAX_IDLE_RESUME};
+use super::book::{Book, Resume};
+use super::{Server, ServerError, Shared, StreamKey};
 use crate::config::{ServerConfig, SyncPolicy};
-use crate::sink::checkpoint::{self, Checkpoint, StreamMark};
+use crate::sink::checkpoint::{self, Checkpoint, Delta};
+use crate::sink::journal::{unix_now, RoundWrite, Store};
 
 /// A checkpoint round whose output syncs run on the ring: the checkpoint
 /// was taken when it began, and is written (and acknowledged) once every
@@ -25,7 +25,7 @@ pub(super) struct Round {
     /// Outputs whose sync has not been submitted yet.
     queue: Vec<usize>,
     failed: Option<String>,
-    checkpoint: Option<Checkpoint>,
+    checkpoint: Option<RoundWrite>,
 }
 
 /// Most syncs in flight on the ring at once: well inside its completion
@@ -48,7 +48,7 @@ impl Shared {
             }
         }
         match self.take_checkpoint() {
-            Ok(cp) => self.write_checkpoint(cp),
+            Ok(w) => self.write_checkpoint(w),
             Err(why) => {
                 self.commit_failed(&why);
                 false
@@ -56,40 +56,42 @@ impl Shared {
         }
     }
 
-    /// Every stream's offset and every open output's length, now (`None`
-    /// without a state file).
-    fn take_checkpoint(&self) -> Result<Option<Checkpoint>, String> {
-        if self.checkpoint.is_none() {
+    /// What this round writes (`None` without a state file): what changed
+    /// since the last round, or everything when a snapshot is due (see
+    /// [`crate::sink::journal`]).
+    fn take_checkpoint(&mut self) -> Result<Option<RoundWrite>, String> {
+        let Some(store) = &self.store else {
             return Ok(None);
-        }
+        };
         let outputs = self
             .outputs
             .marks()
             .map_err(|e| format!("cannot stat outputs: {e}"))?;
-        let streams = self
-            .resume
-            .iter()
-            .map(|(k, r)| StreamMark {
-                host: k.host.clone(),
-                path: k.path.clone(),
-                id: k.id.clone(),
-                offset: r.offset,
-                output: r.output.clone(),
-                attached: r.conn.is_some(),
-            })
-            .collect();
-        Ok(Some(Checkpoint { outputs, streams }))
+        if store.wants_full() {
+            let streams = self.resume.take_all(storable);
+            return Ok(Some(RoundWrite::Full(Checkpoint { outputs, streams })));
+        }
+        let (changed, closed) = store.output_changes(&outputs);
+        let (streams, gone) = self.resume.take_changes(storable);
+        Ok(Some(RoundWrite::Delta(Delta {
+            outputs: changed,
+            closed,
+            streams,
+            gone,
+        })))
     }
 
-    /// Writes a checkpoint taken earlier; false (and logged) on failure.
-    fn write_checkpoint(&mut self, cp: Option<Checkpoint>) -> bool {
-        let (Some(path), Some(cp)) = (&self.checkpoint, cp) else {
+    /// Writes a round taken earlier; false (and logged) on failure.
+    fn write_checkpoint(&mut self, w: Option<RoundWrite>) -> bool {
+        let (Some(store), Some(w)) = (self.store.as_mut(), w) else {
             return true;
         };
-        match checkpoint::save(path, &cp) {
-            Ok(()) => {
+        match store.write(&w) {
+            Ok(bytes) => {
+                self.metrics.checkpoint_bytes.set(bytes as i64);
+                self.metrics.streams_known.set(self.resume.len() as i64);
                 if self.commit_failing {
-                    crate::info!("state file {} written again", path.display());
+                    crate::info!("state file written again");
                     self.commit_failing = false;
                 }
                 true
@@ -98,6 +100,28 @@ impl Shared {
                 self.commit_failed(&e.to_string());
                 false
             }
+        }
+    }
+
+    /// Forgets streams past `stream_retention` (or over the cap), at most
+    /// every [`expiry_interval`] unless the book is crowded; the next round
+    /// records them as gone.
+    pub(super) fn expire_streams(&mut self, now: Instant) {
+        if now < self.next_expiry && !self.resume.crowded() {
+            return;
+        }
+        let retention = self.cfg.limits.stream_retention;
+        self.next_expiry = now + expiry_interval(retention);
+        let n = self.resume.expire(unix_now(), retention);
+        self.metrics.streams_known.set(self.resume.len() as i64);
+        if n > 0 {
+            crate::info!(
+                "forgot {n} streams not connected for {}h (stream_retention) or beyond the {} idle streams kept",
+                retention.as_secs() / 3600,
+                super::book::MAX_IDLE
+            );
+            self.metrics.streams_expired.inc_by(n as u64);
+            self.dirty = true;
         }
     }
 
@@ -256,18 +280,39 @@ impl Server {
     }
 }
 
+/// Wire input is bounded before it is written (`MAX_OFFSET`), so this
+/// drops nothing; if a bug let one through, it costs that stream its
+/// record instead of every stream its checkpoint.
+fn storable(k: &StreamKey, r: &Resume) -> bool {
+    let ok = r.offset <= crate::proto::MAX_OFFSET;
+    if !ok {
+        crate::error!(
+            "{}:{} (id {}): offset {} cannot be recorded; leaving it out of the checkpoint",
+            k.host,
+            k.path,
+            k.id,
+            r.offset
+        );
+    }
+    ok
+}
+
+/// How often streams are looked at for expiry: a quarter of the
+/// retention, between 100 ms and a minute.
+fn expiry_interval(retention: Duration) -> Duration {
+    (retention / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
+}
+
 /// Loads the checkpoint and repairs outputs after a crash (see
-/// [`checkpoint`]); returns where to write checkpoints and the offsets of
-/// every known stream.
-pub(super) fn recover(
-    cfg: &ServerConfig,
-) -> Result<(Option<PathBuf>, HashMap<StreamKey, Resume>), ServerError> {
+/// [`checkpoint`]); returns the store to write checkpoints to and the
+/// offsets of every known stream.
+pub(super) fn recover(cfg: &ServerConfig) -> Result<(Option<Store>, Book), ServerError> {
     use std::os::unix::fs::MetadataExt;
     let Some(path) = cfg.state_path() else {
         crate::warn!("no `directory` and no `state_file`: stream offsets are kept in memory only");
-        return Ok((None, HashMap::new()));
+        return Ok((None, Book::default()));
     };
-    let mut cp = checkpoint::load(&path).map_err(ServerError::State)?;
+    let (store, mut cp) = Store::open(&path).map_err(ServerError::State)?;
     let stat = |p: &std::path::Path| {
         std::fs::symlink_metadata(p)
             .ok()
@@ -280,46 +325,13 @@ pub(super) fn recover(
     {
         crate::warn!("recovery: {line}");
     }
-    let now = Instant::now();
-    let resume = cp
-        .streams
-        .into_iter()
-        .map(|s| {
-            let key = StreamKey {
-                host: s.host,
-                path: s.path,
-                id: s.id,
-            };
-            (
-                key,
-                Resume {
-                    offset: s.offset,
-                    conn: None,
-                    last_seen: now,
-                    output: s.output,
-                },
-            )
-        })
-        .collect();
-    Ok((Some(path), resume))
-}
-
-/// Bounds the memory held for disconnected streams: drops the least
-/// recently seen ones beyond [`MAX_IDLE_RESUME`].
-pub(super) fn prune_resume(resume: &mut HashMap<StreamKey, Resume>) {
-    if resume.len() <= MAX_IDLE_RESUME {
-        return;
-    }
-    let idle = resume.values().filter(|r| r.conn.is_none()).count();
-    if idle <= MAX_IDLE_RESUME {
-        return;
-    }
-    let mut seen: Vec<Instant> = resume
-        .values()
-        .filter(|r| r.conn.is_none())
-        .map(|r| r.last_seen)
-        .collect();
-    seen.sort_unstable();
-    let cutoff = seen[idle - MAX_IDLE_RESUME];
-    resume.retain(|_, r| r.conn.is_some() || r.last_seen >= cutoff);
+    let book = Book::loaded(cp.streams.into_iter().map(|s| {
+        let key = StreamKey {
+            host: s.host,
+            path: s.path,
+            id: s.id,
+        };
+        (key, Resume::new(s.offset, s.output, s.seen))
+    }));
+    Ok((Some(store), book))
 }

@@ -15,6 +15,7 @@
 
 mod ack;
 mod attach;
+mod idle;
 mod inflate;
 mod splice;
 mod throttle;
@@ -27,13 +28,14 @@ use mio::net::TcpStream;
 
 use super::{Shared, StreamKey};
 use crate::config::SyncPolicy;
-use crate::metrics::server::HandshakeFailure;
+use crate::metrics::server::{HandshakeFailure, LimitHit};
 use crate::proto;
 use crate::rate::Bucket;
 use crate::reactor::sys::retry;
 use crate::reactor::Key;
 use crate::sink::output::{LineWriter, Outcome, OutputId, Owner};
 use ack::RoundMark;
+pub(crate) use inflate::Budget;
 use inflate::Inflow;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -153,6 +155,11 @@ pub(crate) struct Attachment {
     inflow: Option<Inflow>,
     /// `connection_rate_limit`, when configured (see [`throttle`]).
     rate: Option<Bucket>,
+    /// When the socket last gave bytes (for `idle_timeout`, see [`idle`]).
+    last_input: Instant,
+    /// Set once the stream was asked to finish for being idle: it is
+    /// closed if it has not by then.
+    idle_deadline: Option<Instant>,
 }
 
 /// What the server must do after a connection handled an event.
@@ -290,6 +297,7 @@ impl Conn {
     /// path (at most a quantum per turn); otherwise, or when that path
     /// falls back, the socket is read until it is empty.
     fn stream(&mut self, now: Instant, shared: &mut Shared, step: &mut Step) {
+        self.new_turn();
         if let Some(stall) = self.stream.as_ref().and_then(|s| s.stall) {
             let retry_at = match stall {
                 Stall::Disk { retry_at } | Stall::Line { retry_at, .. } => retry_at,
@@ -349,6 +357,11 @@ impl Conn {
             if let Some(at) = self.write_input(&[], now, shared) {
                 return Some(at);
             }
+            if self.holds_input() {
+                // The quantum is used up: the caller serves it again, and
+                // the next read finds the end of input again.
+                return None;
+            }
         }
         if !matches!(self.phase, ConnPhase::Streaming) {
             return None;
@@ -384,12 +397,18 @@ impl Conn {
     ) -> Option<Instant> {
         let mut moved = 0;
         if self.holds_input() {
-            // Compressed input held while the writer stalled goes first.
+            // Compressed input held while the writer stalled (or after the
+            // last turn's quantum) goes first.
             if let Some(at) = self.write_input(&[], now, shared) {
                 return Some(at);
             }
         }
         loop {
+            if self.holds_input() {
+                // A compressed stream decoded its quantum.
+                *again = true;
+                break;
+            }
             if !matches!(self.phase, ConnPhase::Streaming) {
                 return None;
             }
@@ -399,7 +418,11 @@ impl Conn {
             }
             let allowed = self.allowance(now, shared.scratch.len());
             let n = match retry(|| self.sock.read(&mut shared.scratch[..allowed])) {
-                Ok(0) => return self.at_eof(now, shared),
+                Ok(0) => {
+                    let at = self.at_eof(now, shared);
+                    *again |= self.holds_input() && matches!(self.phase, ConnPhase::Streaming);
+                    return at;
+                }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -428,6 +451,10 @@ impl Conn {
     /// Writes (or holds) stream bytes; returns the retry time when the
     /// stream is stalled afterwards.
     fn write_data(&mut self, data: &[u8], now: Instant, shared: &mut Shared) -> Option<Instant> {
+        if self.passes_max_offset(data.len()) {
+            self.refuse_offset(now, shared);
+            return None;
+        }
         let s = self.stream.as_mut()?;
         if !data.is_empty() {
             s.lines
@@ -439,13 +466,41 @@ impl Conn {
         self.settle(outcome, now, shared)
     }
 
+    /// True when `more` bytes after what the stream received (written or
+    /// held) would take its offset past [`proto::MAX_OFFSET`], the most a
+    /// checkpoint can record.
+    fn passes_max_offset(&self, more: usize) -> bool {
+        self.stream
+            .as_ref()
+            .is_some_and(|s| s.writer.received().saturating_add(more as u64) > proto::MAX_OFFSET)
+    }
+
+    /// The peer sent more than its stream's offset can grow: nothing more
+    /// of it is written (what is in the output stays, and its offset is
+    /// still one a checkpoint can hold), the connection is refused with a
+    /// `400`, logged and counted, and no other stream notices.
+    fn refuse_offset(&mut self, now: Instant, shared: &mut Shared) {
+        let Some(s) = self.stream.as_ref() else {
+            return;
+        };
+        crate::warn!(
+            "{}: {}: the stream would pass offset {} (the most a checkpoint can record) at offset {}; refusing it",
+            self.peer,
+            s.label,
+            proto::MAX_OFFSET,
+            s.writer.written()
+        );
+        shared.metrics.limit_hit(LimitHit::StreamOffset);
+        self.fail(400, "Bad request: stream offset would pass 2^63-1", now);
+    }
+
     /// Records where the stream stands after a write (or splice) and acts
     /// on its outcome: clears a stall, makes the bytes acknowledgeable
     /// under the sync policy, or stalls. Returns the retry time when the
     /// stream is stalled afterwards.
     fn settle(&mut self, outcome: Outcome, now: Instant, shared: &mut Shared) -> Option<Instant> {
         let s = self.stream.as_mut()?;
-        note_offset(shared, s, now);
+        note_offset(shared, s);
         match outcome {
             Outcome::Written => {
                 if let Some(Stall::Disk { .. }) = s.stall {
@@ -606,7 +661,7 @@ impl Attachment {
 }
 
 /// Records how far a stream's bytes are in the output.
-fn note_offset(shared: &mut Shared, s: &mut Attachment, now: Instant) {
+fn note_offset(shared: &mut Shared, s: &mut Attachment) {
     shared.dirty = true;
     let written = s.writer.written();
     if written > s.counted {
@@ -616,17 +671,14 @@ fn note_offset(shared: &mut Shared, s: &mut Attachment, now: Instant) {
         s.counted = written;
     }
     if let Some(k) = &s.key {
-        if let Some(r) = shared.resume.get_mut(k) {
-            r.offset = s.writer.written();
-            r.last_seen = now;
-        }
+        shared.resume.set_offset(k, s.writer.written());
     }
 }
 
 fn release_resume(shared: &mut Shared, key: Option<&StreamKey>, conn: Key) {
-    if let Some(r) = key.and_then(|k| shared.resume.get_mut(k)) {
-        if r.conn == Some(conn) {
-            r.conn = None;
-        }
+    if let Some(k) = key {
+        shared
+            .resume
+            .detach(k, conn, crate::sink::journal::unix_now());
     }
 }

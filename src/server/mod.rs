@@ -31,19 +31,33 @@
 //! duplicates lines while the server runs. A newer connection for the same
 //! stream replaces an older one that is still open.
 //!
+//! The book of resumable streams (`book`) notes which entries changed, so
+//! a checkpoint round (`commit`) writes a journal record of only those
+//! (`crate::sink::journal`); streams not connected for `stream_retention`
+//! are forgotten.
+//!
+//! ## Bounds
+//! Nothing one peer sends may cost the others: connections are limited in
+//! total (within the descriptors the server has, so a checkpoint never
+//! meets `EMFILE`) and per source address (`admit`); a stream idle for
+//! `idle_timeout` is asked to finish (`conn::idle`); decoded bytes count
+//! against the per-turn quantum and decoders share one memory budget
+//! (`conn::inflate`); a stream offset cannot pass what a checkpoint can
+//! hold; no route reaches the state files (`crate::sink::route`).
+//!
 //! ## Signals
 //! SIGTERM/SIGINT: stop accepting, ask every acknowledging client to finish
 //! (`421`), write what they send until they close or `shutdown_timeout`
 //! passes, then exit. SIGHUP: reopen every output file.
 
+mod admit;
 pub mod api;
+mod book;
 mod commit;
 mod conn;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::TcpListener;
@@ -51,15 +65,19 @@ use mio::{Interest, Token};
 
 use crate::config::server::Engine;
 use crate::config::{ServerConfig, SyncPolicy};
+use crate::metrics::server::LimitHit;
 use crate::metrics::{MetricsServer, ServerMetrics};
 use crate::reactor::sys::retry;
 use crate::reactor::sys::signal::{SignalFd, SIGHUP, SIGINT, SIGTERM};
 use crate::reactor::sys::uring::Ring;
 use crate::reactor::{Armed, Key, Reactor, Slots, StopHandle};
 use crate::sink::checkpoint;
+use crate::sink::journal::Store;
 use crate::sink::output::Outputs;
 use crate::sink::route::Router;
-use commit::{prune_resume, recover, Round};
+use admit::Gate;
+use book::Book;
+use commit::{recover, Round};
 use conn::{Conn, ConnPhase, Splicer};
 
 const LISTENER: Token = Token(0);
@@ -68,6 +86,8 @@ const WAKER: Token = Token(2);
 const SYNC: Token = Token(3);
 /// The io_uring's descriptor: output syncs completed.
 const RING: Token = Token(4);
+/// Timer: look for idle connections (`idle_timeout`).
+const IDLE: Token = Token(5);
 
 /// How long a server waits for clients to finish after SIGTERM.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -76,8 +96,6 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// client with thousands of files reconnects them all at once.
 const LISTEN_BACKLOG: i32 = 4096;
 const READ_CHUNK: usize = 256 * 1024;
-/// Most resume entries kept for streams that are not connected.
-const MAX_IDLE_RESUME: usize = 65_536;
 
 /// Why the server could not start or had to stop.
 #[derive(Debug)]
@@ -117,30 +135,25 @@ pub(crate) struct StreamKey {
     pub id: String,
 }
 
-/// What the server knows of a resumable stream.
-#[derive(Debug, Clone)]
-pub(crate) struct Resume {
-    /// Stream offset up to which bytes are in the output.
-    pub offset: u64,
-    /// The connection currently writing it, if any.
-    pub conn: Option<Key>,
-    pub last_seen: Instant,
-    /// The output its bytes go to.
-    pub output: PathBuf,
-}
-
 /// The parts of the server that connection handlers borrow together.
 pub(crate) struct Shared {
     pub cfg: ServerConfig,
     pub router: Router,
     pub outputs: Outputs,
-    pub resume: HashMap<StreamKey, Resume>,
+    pub resume: Book,
     pub scratch: Vec<u8>,
+    /// The decode buffer of compressed streams (one [`crate::codec::DECODE_CHUNK`],
+    /// shared: a stream's decoded bytes go to its writer at once).
+    pub plain: Vec<u8>,
+    /// `decoder_memory`: what all decoders may hold together.
+    pub decoders: conn::Budget,
     /// The zero-copy path's pipe and state (see `conn::splice`).
     pub splice: Splicer,
     pub stopping: bool,
     /// Where checkpoints go (`None`: offsets live in memory only).
-    pub checkpoint: Option<PathBuf>,
+    store: Option<Store>,
+    /// When idle streams are next looked at for `stream_retention`.
+    next_expiry: Instant,
     /// A connection asks for a checkpoint as soon as possible.
     pub commit_requested: bool,
     /// Some stream offset moved since the last checkpoint.
@@ -178,6 +191,8 @@ pub struct Server {
     again: Vec<Token>,
     /// The `/metrics` endpoint (`[prometheus]`).
     http: Option<MetricsServer>,
+    /// Connection limits (see `admit`).
+    gate: Gate,
 }
 
 impl Server {
@@ -201,9 +216,14 @@ impl Server {
             None
         };
         // A connection per stream.
-        if let Err(e) = crate::reactor::sys::host::raise_nofile_limit() {
-            crate::warn!("cannot raise the open files limit: {e}");
-        }
+        let fd_limit = match crate::reactor::sys::host::raise_nofile_limit() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                crate::warn!("cannot raise the open files limit: {e}");
+                None
+            }
+        };
+        let gate = Gate::new(&cfg.limits, fd_limit);
         let reactor = Reactor::new(1024).map_err(setup("create the event loop"))?;
         let addr = cfg.listen;
         let mut listener =
@@ -278,18 +298,22 @@ impl Server {
         } else {
             None
         };
-        let (checkpoint, resume) = recover(&cfg)?;
+        let (store, resume) = recover(&cfg)?;
         let mut outputs = Outputs::default();
         outputs.sync_on_close = cfg.sync != SyncPolicy::None;
+        let decoders = conn::Budget::new(cfg.limits.decoder_memory, metrics.decoder_memory.clone());
         let shared = Shared {
+            decoders,
             router: Router::new(&cfg),
             cfg,
             outputs,
             resume,
             scratch: vec![0; READ_CHUNK],
+            plain: Vec::with_capacity(crate::codec::DECODE_CHUNK),
             splice: Splicer::new(),
             stopping: false,
-            checkpoint,
+            store,
+            next_expiry: Instant::now(),
             commit_requested: false,
             dirty: false,
             write_errors: 0,
@@ -311,6 +335,7 @@ impl Server {
             next_id: 0,
             deadline: None,
             sync_timer: Armed::default(),
+            gate,
             http,
             again: Vec::new(),
         })
@@ -328,11 +353,17 @@ impl Server {
     /// Runs until SIGTERM/SIGINT and the following drain are done.
     pub fn run(mut self) -> Result<(), ServerError> {
         crate::info!("listening on {}", self.local_addr);
+        if let Some(why) = &self.gate.lowered {
+            crate::info!("{why}");
+        }
         if let Some(http) = &self.http {
             crate::info!("serving metrics on http://{}/metrics", http.local_addr());
         }
 
         let mut ready = Vec::with_capacity(1024);
+        let first_sweep =
+            Instant::now() + admit::sweep_interval(self.shared.cfg.limits.idle_timeout);
+        self.reactor.timers.schedule(first_sweep, IDLE);
         loop {
             let now = Instant::now();
             if let Some(deadline) = self.deadline {
@@ -370,6 +401,12 @@ impl Server {
                     }
                     continue;
                 }
+                if token == IDLE {
+                    self.shared.expire_streams(now);
+                    let next = self.sweep_idle(now);
+                    self.reactor.timers.schedule(next, IDLE);
+                    continue;
+                }
                 if token == SYNC {
                     self.sync_timer.fired(now);
                     if self.shared.dirty {
@@ -396,7 +433,7 @@ impl Server {
         for key in self.conns.keys() {
             self.close(key);
         }
-        if self.shared.dirty || self.shared.checkpoint.is_some() {
+        if self.shared.dirty || self.shared.store.is_some() {
             self.shared.commit();
         }
         match left {
@@ -412,14 +449,43 @@ impl Server {
                 return;
             };
             match retry(|| listener.accept()) {
-                Ok((sock, peer)) => self.admit(sock, peer, now),
+                Ok((sock, peer)) => match self.gate.check(self.conns.len(), peer.ip()) {
+                    None => self.admit(sock, peer, now),
+                    Some(hit) => self.refuse(sock, peer, hit, now),
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if admit::out_of_descriptors(&e) && self.gate.release_spare() => {
+                    // Accept one with the spare descriptor and refuse it, so
+                    // the queue moves (see `admit`).
+                    let taken = self.listener.as_ref().map(|l| retry(|| l.accept()));
+                    if let Some(Ok((sock, peer))) = taken {
+                        self.refuse(sock, peer, LimitHit::Descriptors, now);
+                    }
+                    self.gate.restore_spare();
+                }
                 Err(e) => {
-                    // EMFILE and friends: log and retry on the next event.
+                    // EMFILE without a spare, and friends: log and retry on
+                    // the next event.
                     crate::warn!("accept failed: {e}");
                     return;
                 }
             }
+        }
+    }
+
+    /// Closes a connection the limits do not allow, after one status line.
+    fn refuse(
+        &mut self,
+        mut sock: mio::net::TcpStream,
+        peer: SocketAddr,
+        hit: LimitHit,
+        now: Instant,
+    ) {
+        admit::refuse(&mut sock, admit::refusal(hit));
+        self.shared.metrics.connections_refused.inc();
+        self.shared.metrics.limit_hit(hit);
+        if self.gate.should_log(peer.ip(), now) {
+            crate::warn!("{}", admit::describe(hit, peer, &self.gate));
         }
     }
 
@@ -436,6 +502,7 @@ impl Server {
             self.shared.metrics.connections_refused.inc();
             return;
         }
+        self.gate.opened(peer.ip());
         self.shared.metrics.connections_accepted.inc();
         self.shared.metrics.connections_open.inc();
         let deadline = now + self.shared.cfg.handshake_timeout;
@@ -475,10 +542,10 @@ impl Server {
             return;
         };
         self.shared.metrics.connections_open.dec();
+        self.gate.closed(conn.peer.ip());
         let _ = self.reactor.registry().deregister(&mut conn.sock);
         crate::debug!("{}: closed ({})", conn.peer, conn.summary());
         conn.release(key, &mut self.shared);
-        prune_resume(&mut self.shared.resume);
     }
 
     fn on_signals(&mut self, now: Instant) {

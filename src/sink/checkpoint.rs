@@ -1,9 +1,12 @@
 //! The server's checkpoint: how far each stream got, and how long each
 //! open output was, at one consistent moment.
 //!
-//! Format (TOML, versioned, written with [`crate::persist::write_atomic`]):
+//! On disk it is a snapshot plus a journal of what changed since
+//! ([`super::journal`]). The snapshot (TOML, versioned, written with
+//! [`crate::persist::write_atomic`]):
 //! ```toml
-//! version = 1
+//! version = 2
+//! generation = 7      # the journal that continues this snapshot
 //! [[output]]
 //! path = "/srv/logs/web1/var/log/app.log"
 //! dev = 64769
@@ -17,7 +20,14 @@
 //! offset = 9000       # stream offset whose bytes are all in `output`
 //! output = "/srv/logs/web1/var/log/app.log"
 //! attached = true
+//! seen = 1765000000   # unix time it was last attached or detached
 //! ```
+//! Version 1 (no `generation`, no `seen`) is read too: `seen` is then the
+//! time of loading, so such streams expire a full retention later.
+//!
+//! Each journal record is a [`Delta`] in the same TOML terms: the outputs
+//! whose mark changed, the outputs closed, the streams that changed and
+//! the streams forgotten.
 //!
 //! The server writes outputs synchronously from one thread, so at the
 //! moment of a checkpoint every stream's offset matches the output lengths
@@ -38,15 +48,17 @@
 //!   several writers: reported as lost;
 //! - another file at the path (rotated by logrotate since): left alone.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::persist::{escape_path, load_toml, save_toml, unescape_path, Durability, StateError};
+use crate::persist::{escape_path, unescape_path, StateError};
 
-pub const VERSION: u32 = 1;
+/// The snapshot's format version; version 1 is still read.
+pub const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputMark {
@@ -66,6 +78,17 @@ pub struct StreamMark {
     pub output: PathBuf,
     /// A connection was writing this stream at the checkpoint.
     pub attached: bool,
+    /// Unix time (seconds) it was last attached or detached: its age for
+    /// `stream_retention`.
+    pub seen: u64,
+}
+
+/// A stream by its key, for records that forget it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamRef {
+    pub host: String,
+    pub path: String,
+    pub id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,17 +97,110 @@ pub struct Checkpoint {
     pub streams: Vec<StreamMark>,
 }
 
+/// What changed between two checkpoints: one journal record. Applied to
+/// the earlier checkpoint it gives the later one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// Outputs opened, or whose length or writer count changed.
+    pub outputs: Vec<OutputMark>,
+    /// Outputs no longer open.
+    pub closed: Vec<PathBuf>,
+    /// Streams that are new or changed.
+    pub streams: Vec<StreamMark>,
+    /// Streams forgotten (retention, or the cap on idle streams).
+    pub gone: Vec<StreamRef>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.outputs.is_empty()
+            && self.closed.is_empty()
+            && self.streams.is_empty()
+            && self.gone.is_empty()
+    }
+}
+
 /// Errors reading or writing the checkpoint.
 pub type CheckpointError = StateError;
 
+/// A checkpoint as maps, for applying deltas.
+#[derive(Debug, Default)]
+pub(super) struct Tables {
+    pub outputs: HashMap<PathBuf, OutputMark>,
+    pub streams: HashMap<StreamRef, StreamMark>,
+}
+
+impl Tables {
+    pub fn of(cp: Checkpoint) -> Tables {
+        let mut t = Tables::default();
+        for o in cp.outputs {
+            t.outputs.insert(o.path.clone(), o);
+        }
+        for s in cp.streams {
+            t.streams.insert(s.key(), s);
+        }
+        t
+    }
+
+    pub fn apply(&mut self, d: Delta) {
+        for p in d.closed {
+            self.outputs.remove(&p);
+        }
+        for o in d.outputs {
+            self.outputs.insert(o.path.clone(), o);
+        }
+        for g in d.gone {
+            self.streams.remove(&g);
+        }
+        for s in d.streams {
+            self.streams.insert(s.key(), s);
+        }
+    }
+
+    /// In a stable order (by output path, by stream key), so the same
+    /// state always reads back the same.
+    pub fn into_checkpoint(self) -> Checkpoint {
+        let mut outputs: Vec<OutputMark> = self.outputs.into_values().collect();
+        outputs.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut streams: Vec<StreamMark> = self.streams.into_values().collect();
+        streams.sort_by(|a, b| (&a.host, &a.path, &a.id).cmp(&(&b.host, &b.path, &b.id)));
+        Checkpoint { outputs, streams }
+    }
+}
+
+impl StreamMark {
+    pub fn key(&self) -> StreamRef {
+        StreamRef {
+            host: self.host.clone(),
+            path: self.path.clone(),
+            id: self.id.clone(),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+struct RawHead {
     version: u32,
+    #[serde(default)]
+    generation: u64,
     #[serde(default)]
     output: Vec<RawOutput>,
     #[serde(default)]
     stream: Vec<RawStream>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelta {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    closed: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    output: Vec<RawOutput>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    stream: Vec<RawStream>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    gone: Vec<RawRef>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -106,74 +222,144 @@ struct RawStream {
     offset: u64,
     output: String,
     attached: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seen: Option<u64>,
 }
 
-/// Loads a checkpoint; a missing file is an empty checkpoint.
-pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
-    const RISK: &str = "reconnecting clients could duplicate data";
-    let Some(raw) = load_toml(path, VERSION, |r: &Raw| r.version, RISK)? else {
-        return Ok(Checkpoint::default());
-    };
-    let outputs = raw
-        .output
-        .into_iter()
-        .map(|o| OutputMark {
-            path: unescape_path(&o.path),
-            dev: o.dev,
-            ino: o.ino,
-            len: o.len,
-            writers: o.writers,
-        })
-        .collect();
-    let streams = raw
-        .stream
-        .into_iter()
-        .map(|s| StreamMark {
-            host: s.host,
-            path: s.path,
-            id: s.id,
-            offset: s.offset,
-            output: unescape_path(&s.output),
-            attached: s.attached,
-        })
-        .collect();
-    Ok(Checkpoint { outputs, streams })
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRef {
+    host: String,
+    path: String,
+    id: String,
 }
 
-/// Writes a checkpoint atomically and durably.
-pub fn save(path: &Path, cp: &Checkpoint) -> Result<(), CheckpointError> {
-    let output = cp
-        .outputs
-        .iter()
-        .map(|o| RawOutput {
+impl RawOutput {
+    fn of(o: &OutputMark) -> RawOutput {
+        RawOutput {
             path: escape_path(&o.path),
             dev: o.dev,
             ino: o.ino,
             len: o.len,
             writers: o.writers,
-        })
-        .collect();
-    let stream = cp
-        .streams
-        .iter()
-        .map(|s| RawStream {
+        }
+    }
+
+    fn mark(self) -> OutputMark {
+        OutputMark {
+            path: unescape_path(&self.path),
+            dev: self.dev,
+            ino: self.ino,
+            len: self.len,
+            writers: self.writers,
+        }
+    }
+}
+
+impl RawStream {
+    fn of(s: &StreamMark) -> RawStream {
+        RawStream {
             host: s.host.clone(),
             path: s.path.clone(),
             id: s.id.clone(),
             offset: s.offset,
             output: escape_path(&s.output),
             attached: s.attached,
-        })
-        .collect();
-    save_toml(
-        path,
-        &Raw {
-            version: VERSION,
-            output,
-            stream,
-        },
-        Durability::Synced,
-    )
+            seen: Some(s.seen),
+        }
+    }
+
+    fn mark(self, loaded_at: u64) -> StreamMark {
+        StreamMark {
+            host: self.host,
+            path: self.path,
+            id: self.id,
+            offset: self.offset,
+            output: unescape_path(&self.output),
+            attached: self.attached,
+            seen: self.seen.unwrap_or(loaded_at),
+        }
+    }
+}
+
+/// Why text did not parse as a snapshot or a record: for the message.
+fn reason(e: toml::de::Error) -> String {
+    e.message().to_string()
+}
+
+/// Parses a snapshot: the checkpoint and the generation of the journal
+/// that continues it. `loaded_at` stands in for a missing `seen`.
+pub(super) fn decode_snapshot(text: &str, loaded_at: u64) -> Result<(Checkpoint, u64), String> {
+    let raw: RawHead = toml::from_str(text).map_err(reason)?;
+    if raw.version != VERSION && raw.version != 1 {
+        return Err(format!(
+            "version {} is not supported (expected 1 or {VERSION})",
+            raw.version
+        ));
+    }
+    let outputs = raw.output.into_iter().map(RawOutput::mark).collect();
+    let streams = raw.stream.into_iter().map(|s| s.mark(loaded_at)).collect();
+    Ok((Checkpoint { outputs, streams }, raw.generation))
+}
+
+/// Encodes a snapshot, one table at a time (no copy of the whole
+/// checkpoint in serializer form).
+pub(super) fn encode_snapshot(cp: &Checkpoint, generation: u64) -> io::Result<Vec<u8>> {
+    let bad = |e: toml::ser::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+    let mut out = format!("version = {VERSION}\ngeneration = {generation}\n").into_bytes();
+    for o in &cp.outputs {
+        out.extend_from_slice(b"\n[[output]]\n");
+        out.extend_from_slice(toml::to_string(&RawOutput::of(o)).map_err(bad)?.as_bytes());
+    }
+    for s in &cp.streams {
+        out.extend_from_slice(b"\n[[stream]]\n");
+        out.extend_from_slice(toml::to_string(&RawStream::of(s)).map_err(bad)?.as_bytes());
+    }
+    Ok(out)
+}
+
+/// Encodes one journal record's payload.
+pub(super) fn encode_delta(d: &Delta) -> io::Result<String> {
+    let raw = RawDelta {
+        closed: d.closed.iter().map(|p| escape_path(p)).collect(),
+        output: d.outputs.iter().map(RawOutput::of).collect(),
+        stream: d.streams.iter().map(RawStream::of).collect(),
+        gone: d
+            .gone
+            .iter()
+            .map(|g| RawRef {
+                host: g.host.clone(),
+                path: g.path.clone(),
+                id: g.id.clone(),
+            })
+            .collect(),
+    };
+    toml::to_string(&raw).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Parses one journal record's payload.
+pub(super) fn decode_delta(text: &str, loaded_at: u64) -> Result<Delta, String> {
+    let raw: RawDelta = toml::from_str(text).map_err(reason)?;
+    Ok(Delta {
+        outputs: raw.output.into_iter().map(RawOutput::mark).collect(),
+        closed: raw.closed.iter().map(|p| unescape_path(p)).collect(),
+        streams: raw.stream.into_iter().map(|s| s.mark(loaded_at)).collect(),
+        gone: raw
+            .gone
+            .into_iter()
+            .map(|g| StreamRef {
+                host: g.host,
+                path: g.path,
+                id: g.id,
+            })
+            .collect(),
+    })
+}
+
+/// Loads a checkpoint (snapshot and journal); a missing file is an empty
+/// checkpoint. See [`super::journal::Store::open`].
+pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    super::journal::Store::open(path).map(|(_, cp)| cp)
 }
 
 /// What recovery must do to one output.
@@ -289,6 +475,7 @@ mod tests {
                 offset: 500,
                 output: "/o".into(),
                 attached: true,
+                seen: 1,
             }],
         }
     }
@@ -366,7 +553,7 @@ mod tests {
         .unwrap();
         assert_eq!(fs::read(&out).unwrap(), b"0123");
         let sf = dir.path().join("state");
-        save(&sf, &c).unwrap();
+        fs::write(&sf, encode_snapshot(&c, 0).unwrap()).unwrap();
         assert_eq!(load(&sf).unwrap(), c);
         fs::write(&sf, "version = 1\n[[stream]]\nhost = 1\n").unwrap();
         assert!(matches!(load(&sf), Err(CheckpointError::Corrupt { .. })));

@@ -16,5 +16,6 @@
 //!   zero-copy path, which writes them at the end of the same file.
 
 pub mod checkpoint;
+pub mod journal;
 pub mod output;
 pub mod route;

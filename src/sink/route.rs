@@ -35,6 +35,17 @@
 //!
 //! Finally the rendered relative path is checked component by component
 //! again. Symlinks below `base` are the opener's job (`O_NOFOLLOW`).
+//!
+//! The server's own files are out of reach ([`RouteError::Reserved`]): in
+//! the state file's directory, every name that starts with the state
+//! file's name (`.loghamsterd.state`, its `.tmp` and `.journal` files, and
+//! anything the server may add beside them) is refused as an output and
+//! as a directory on the way to one, and so is any ancestor of the state
+//! file. Without this, a template such as `path = "{path}"` relative to
+//! `directory` let a client create a directory where the checkpoint's
+//! temp file must go, and every later checkpoint failed. The comparison is
+//! lexical, on absolute paths (a relative `directory` or `state_file` is
+//! taken against the working directory, as the opener does).
 
 #![forbid(unsafe_code)]
 
@@ -49,6 +60,10 @@ use crate::proto::is_host_name;
 pub struct Router {
     directory: Option<PathBuf>,
     outputs: Vec<OutputConfig>,
+    /// The state file as an absolute path, and its name: no route may
+    /// land on it, beside it under a name that starts with it, or on one
+    /// of its ancestors.
+    reserved: Option<(PathBuf, std::ffi::OsString)>,
 }
 
 /// What a client said about a stream in INIT.
@@ -102,6 +117,10 @@ pub enum RouteError {
     BadPath,
     /// No output matches and there is no default `directory`.
     NoOutput,
+    /// The path is the server's state file, one of its temp or journal
+    /// files (a name that starts with the state file's, in its
+    /// directory), something below one of those, or an ancestor of it.
+    Reserved,
 }
 
 impl RouteError {
@@ -110,6 +129,7 @@ impl RouteError {
         match self {
             RouteError::BadHost | RouteError::BadValue { .. } | RouteError::BadPath => 400,
             RouteError::NoOutput => 404,
+            RouteError::Reserved => 403,
         }
     }
 }
@@ -121,6 +141,7 @@ impl fmt::Display for RouteError {
             RouteError::BadValue { key } => write!(f, "missing or invalid value for {key}"),
             RouteError::BadPath => write!(f, "invalid stream path"),
             RouteError::NoOutput => write!(f, "no output configured for this stream"),
+            RouteError::Reserved => write!(f, "path reserved for the server's state"),
         }
     }
 }
@@ -130,14 +151,31 @@ impl std::error::Error for RouteError {}
 impl Router {
     /// Builds a router over the configuration's outputs and directory.
     pub fn new(cfg: &ServerConfig) -> Router {
+        let reserved = cfg.state_path().and_then(|p| {
+            let p = std::path::absolute(&p).unwrap_or(p);
+            let name = p.file_name()?.to_os_string();
+            Some((p, name))
+        });
         Router {
             directory: cfg.directory.clone(),
             outputs: cfg.outputs.clone(),
+            reserved,
         }
     }
 
-    /// Picks the output for a stream and renders its path.
+    /// Picks the output for a stream and renders its path; refuses one
+    /// that reaches the server's state ([`RouteError::Reserved`]).
     pub fn route(&self, s: &StreamInfo<'_>) -> Result<Route, RouteError> {
+        let route = self.pick(s)?;
+        if let Some((state, name)) = &self.reserved {
+            if reaches(&route.full_path(), state, name) {
+                return Err(RouteError::Reserved);
+            }
+        }
+        Ok(route)
+    }
+
+    fn pick(&self, s: &StreamInfo<'_>) -> Result<Route, RouteError> {
         if !is_host_name(s.host) {
             return Err(RouteError::BadHost);
         }
@@ -170,6 +208,28 @@ impl Router {
             relative: checked(relative)?,
         })
     }
+}
+
+/// True when writing `path` (creating its directories) could touch the
+/// state file `state` (named `name`) or a file beside it whose name starts
+/// with `name`: `path` is an ancestor of `state`, or its component in
+/// `state`'s directory starts with `name`.
+fn reaches(path: &std::path::Path, state: &std::path::Path, name: &std::ffi::OsStr) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    if state.starts_with(&path) {
+        return true;
+    }
+    let Some(dir) = state.parent() else {
+        return false;
+    };
+    let Ok(below) = path.strip_prefix(dir) else {
+        return false;
+    };
+    below
+        .components()
+        .next()
+        .is_some_and(|c| c.as_os_str().as_bytes().starts_with(name.as_bytes()))
 }
 
 fn matches(s: &StreamInfo<'_>, key: &str, glob: &globset::GlobMatcher) -> bool {
@@ -254,5 +314,38 @@ fn checked(rel: PathBuf) -> Result<PathBuf, RouteError> {
         Ok(rel)
     } else {
         Err(RouteError::BadPath)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn the_state_file_its_siblings_and_its_ancestors_are_reserved() {
+        let state = Path::new("/srv/logs/.loghamsterd.state");
+        let name = std::ffi::OsStr::new(".loghamsterd.state");
+        let reached = |p: &str| reaches(Path::new(p), state, name);
+        for p in [
+            "/srv/logs/.loghamsterd.state",
+            "/srv/logs/.loghamsterd.state.tmp",
+            "/srv/logs/.loghamsterd.state.tmp/x",
+            "/srv/logs/.loghamsterd.state.journal",
+            "/srv/logs/.loghamsterd.stateX/y/z",
+            "/srv/logs",
+            "/srv",
+        ] {
+            assert!(reached(p), "{p} should be reserved");
+        }
+        for p in [
+            "/srv/logs/web1/.loghamsterd.state",
+            "/srv/logs/x.loghamsterd.state",
+            "/srv/logs/.loghamsterd.stat",
+            "/srv/other/.loghamsterd.state",
+            "/srv/logsx",
+        ] {
+            assert!(!reached(p), "{p} should be allowed");
+        }
     }
 }

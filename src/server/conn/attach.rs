@@ -13,16 +13,17 @@ use std::time::Instant;
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::inflate::Inflow;
+use super::inflate::{Inflow, InflowError};
 use super::{Attachment, Conn, ConnPhase, Shared, Step, DONE_TIMEOUT};
 use crate::codec::Codec;
-use crate::metrics::server::{HandshakeFailure, OutputLabels};
+use crate::metrics::server::{HandshakeFailure, LimitHit, OutputLabels};
 use crate::persist::fnv1a;
 use crate::proto::{self, Init, Status};
 use crate::rate::Bucket;
 use crate::reactor::sys::retry;
 use crate::reactor::Key;
-use crate::server::{Resume, StreamKey};
+use crate::server::book::Resume;
+use crate::server::StreamKey;
 use crate::sink::output::{LineWriter, OutputId};
 use crate::sink::route::{Route, StreamInfo};
 
@@ -53,7 +54,7 @@ fn request<'a>(
 ) -> Result<Request, Refusal> {
     let offset = match get("offset").map(str::parse::<u64>) {
         None => None,
-        Some(Ok(n)) if n <= i64::MAX as u64 => Some(n),
+        Some(Ok(n)) if n <= proto::MAX_OFFSET => Some(n),
         Some(_) => {
             return Err(Refusal {
                 code: 400,
@@ -190,9 +191,19 @@ impl Conn {
         };
         let inflow = match req.codec.map(|c| Inflow::new(c, shared)).transpose() {
             Ok(f) => f,
-            Err(e) => {
+            Err(InflowError::Decoder(e)) => {
                 crate::error!("{}: cannot start a decoder for {label}: {e}", self.peer);
                 self.fail(503, "Decoder unavailable", now);
+                return None;
+            }
+            Err(InflowError::Budget) => {
+                crate::warn!(
+                    "{}: refused stream {label}: decoders hold all of decoder_memory ({} MiB)",
+                    self.peer,
+                    shared.cfg.limits.decoder_memory >> 20
+                );
+                shared.metrics.limit_hit(LimitHit::DecoderMemory);
+                self.fail(503, "Decoder memory exhausted", now);
                 return None;
             }
         };
@@ -208,7 +219,7 @@ impl Conn {
             id: id.to_string(),
         });
         let start = match &stream_key {
-            Some(k) => take_resume_slot(shared, k, key, &route, req.offset.unwrap_or(0), now, step),
+            Some(k) => take_resume_slot(shared, k, key, &route, req.offset.unwrap_or(0), step),
             None => req.offset.unwrap_or(0),
         };
         // A checkpoint before the first byte of every attachment records
@@ -262,6 +273,8 @@ impl Conn {
                 .cfg
                 .connection_rate_limit
                 .map(|l| Bucket::new(l, now)),
+            last_input: now,
+            idle_deadline: None,
         })
     }
 
@@ -280,6 +293,7 @@ impl Conn {
                 let code = e.reply_code();
                 let text = match code {
                     404 => format!("Not found: {e}"),
+                    403 => format!("Forbidden: {e}"),
                     _ => format!("Bad request: {e}"),
                 };
                 let reason = HandshakeFailure::from_route(&e);
@@ -317,16 +331,13 @@ fn take_resume_slot(
     conn: Key,
     route: &Route,
     offset: u64,
-    now: Instant,
     step: &mut Step,
 ) -> u64 {
     let out_path = route.full_path();
-    let entry = shared.resume.entry(k.clone()).or_insert_with(|| Resume {
-        offset,
-        conn: None,
-        last_seen: now,
-        output: out_path.clone(),
-    });
+    let seen = crate::sink::journal::unix_now();
+    let entry = shared
+        .resume
+        .entry(k, || Resume::new(offset, out_path.clone(), seen));
     step.replaced = entry.conn.replace(conn);
     if let Some(old) = step.replaced {
         crate::info!(
@@ -343,7 +354,7 @@ fn take_resume_slot(
             shared.evicted.insert(old);
         }
     }
-    entry.last_seen = now;
+    entry.seen = seen;
     if entry.output != out_path {
         // Routed elsewhere than before (config changed): the old offset
         // says nothing about the new output.

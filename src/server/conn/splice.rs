@@ -193,6 +193,12 @@ impl Conn {
                 shared.splice.give_back(pipe);
                 return Turn::Throttled(at);
             }
+            if self.passes_max_offset(pipe.capacity()) {
+                // Near the offset limit the line-aligned path counts
+                // every byte before it takes it.
+                shared.splice.give_back(pipe);
+                return Turn::Fallback;
+            }
             let n = match self.fill_pipe(&pipe, now, shared) {
                 Ok(n) => n,
                 Err(end) => {
@@ -219,7 +225,7 @@ impl Conn {
                         self.peer,
                         s.label
                     );
-                    super::note_offset(shared, s, now);
+                    super::note_offset(shared, s);
                     return self.closing(now);
                 }
             };
@@ -230,7 +236,7 @@ impl Conn {
                     // line-aligned from now on); the caller writes what
                     // is pending.
                     shared.splice.give_back(pipe);
-                    super::note_offset(shared, s, now);
+                    super::note_offset(shared, s);
                     return Turn::Fallback;
                 }
             }

@@ -31,9 +31,14 @@ impl Conn {
         }
     }
 
-    /// Takes credit for `n` bytes read from the socket.
+    /// Takes credit for `n` bytes read from the socket (and notes the
+    /// input for `idle_timeout`).
     pub(super) fn charge(&mut self, now: Instant, n: usize) {
-        if let Some(b) = self.stream.as_mut().and_then(|s| s.rate.as_mut()) {
+        let Some(s) = self.stream.as_mut() else {
+            return;
+        };
+        s.last_input = now;
+        if let Some(b) = s.rate.as_mut() {
             b.take(now, n);
         }
     }
