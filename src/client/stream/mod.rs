@@ -366,12 +366,16 @@ impl Stream {
     /// requests on, and ends a connection that belongs to a generation the
     /// tail has left.
     fn after_tail(&mut self, ctx: &mut Ctx<'_>) {
-        let path = self.tail.path().display().to_string();
-        let mut abandoned = 0;
-        for note in self.tail.take_notes() {
-            log_note(&path, &note, ctx, &mut abandoned);
+        if self.tail.has_notes() {
+            // (Only when there is something to say: this runs on every
+            // read, and the path's text is an allocation.)
+            let path = self.tail.path().display().to_string();
+            let mut abandoned = 0;
+            for note in self.tail.take_notes() {
+                log_note(&path, &note, ctx, &mut abandoned);
+            }
+            *ctx.abandoned_bytes += abandoned;
         }
-        *ctx.abandoned_bytes += abandoned;
         *ctx.save_soon |= self.tail.take_save_soon();
         *ctx.dirty |= self.tail.take_dirty();
         if self.link.is_some() && self.link_id != self.tail.stream_id() {

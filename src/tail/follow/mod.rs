@@ -345,6 +345,11 @@ impl<H> Tail<H> {
         self.verify
     }
 
+    /// True when there are notes to take.
+    pub fn has_notes(&self) -> bool {
+        !self.notes.is_empty()
+    }
+
     /// Takes what happened since the last call, to log and count.
     pub fn take_notes(&mut self) -> std::vec::Drain<'_, Note> {
         self.notes.drain(..)
