@@ -81,6 +81,7 @@
 
 #[macro_use]
 pub mod log;
+pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod config;

@@ -7,6 +7,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use argh::FromArgs;
+
+/// `--version`: the crate version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("LOGHAMSTER_COMMIT"),
+    ")"
+);
 use loghamster::config::ClientConfig;
 use loghamster::{Client, ClientDaemon};
 
@@ -51,7 +59,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args: Args = argh::from_env();
+    let args: Args = loghamster::cli::parse("loghamsterc", VERSION);
     let cfg = match build_config(&args) {
         Ok(c) => c,
         Err(e) => {

@@ -8,6 +8,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use argh::FromArgs;
+
+/// `--version`: the crate version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("LOGHAMSTER_COMMIT"),
+    ")"
+);
 use loghamster::config::ServerConfig;
 use loghamster::Server;
 
@@ -18,7 +26,7 @@ struct Args {
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
     /// address to listen on, e.g. 127.0.0.1:8901 (overrides `listen`)
-    #[argh(option, short = 'l')]
+    #[argh(option, short = 'l', from_str_fn(listen_addr))]
     listen: Option<SocketAddr>,
     /// root of the default route directory/<host>/<path> (overrides `directory`)
     #[argh(option, short = 'd')]
@@ -35,8 +43,12 @@ struct Args {
     check_config: bool,
 }
 
+fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    loghamster::cli::listen_addr(text).map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
-    let args: Args = argh::from_env();
+    let args: Args = loghamster::cli::parse("loghamsterd", VERSION);
     let cfg = match &args.config {
         Some(path) => match ServerConfig::load(path) {
             Ok(mut cfg) => {

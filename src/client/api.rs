@@ -91,10 +91,10 @@ impl Client {
         let bad = || format!("server {server:?}: expected host:port");
         let (host, port) = server.rsplit_once(':').ok_or_else(bad)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port: u16 = port.parse().map_err(|_| bad())?;
-        if host.is_empty() || port == 0 {
+        if host.is_empty() {
             return Err(bad());
         }
+        let port = crate::cli::connect_port(port).map_err(|e| format!("server {server:?}: {e}"))?;
         Ok((host.to_string(), port))
     }
 

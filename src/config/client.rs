@@ -278,7 +278,7 @@ struct RawClient {
 #[serde(deny_unknown_fields)]
 struct RawServerAddr {
     hostname: Spanned<String>,
-    port: Option<Spanned<u16>>,
+    port: Option<Spanned<i64>>,
     compression: Option<Spanned<String>>,
     compression_level: Option<Spanned<i32>>,
 }
@@ -325,13 +325,15 @@ impl ClientConfig {
         ClientConfig::from_toml_str(&src, path)
     }
 
-    /// Parses and validates configuration text; `path_for_messages` only
+    /// Parses and validates configuration text, with `${VAR}` in string
+    /// values expanded from the environment; `path_for_messages` only
     /// appears in errors.
     pub fn from_toml_str(
         src: &str,
         path_for_messages: impl AsRef<Path>,
     ) -> Result<ClientConfig, ConfigError> {
         let path = path_for_messages.as_ref();
+        let src = &*super::expand_env(src, path)?;
         let raw: RawClient = parse_toml(src, path)?;
         raw.validate(&Doc { src, path })
     }
@@ -407,10 +409,14 @@ impl RawServerAddr {
             return Err(doc.err_at(hostname.span(), "`server.hostname` must not be empty"));
         }
         let port = match self.port {
-            Some(p) if *p.get_ref() == 0 => {
-                return Err(doc.err_at(p.span(), "`server.port` must not be 0"))
+            Some(p) => {
+                let text = p.get_ref().to_string();
+                let port = match *p.get_ref() < 0 {
+                    true => Err(crate::cli::AddrError::OutOfRange { port: text, min: 1 }),
+                    false => crate::cli::connect_port(&text),
+                };
+                port.map_err(|e| doc.err_at(p.span(), format!("`server.port`: {e}")))?
             }
-            Some(p) => p.into_inner(),
             None => DEFAULT_PORT,
         };
         let names = || {

@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod interpolate;
 pub mod overlap;
 pub mod server;
 pub mod template;
@@ -161,6 +162,15 @@ pub(crate) fn read_source(path: &Path) -> Result<String, ConfigError> {
             ..ConfigError::new(path, "file is not valid UTF-8")
         }
     })
+}
+
+/// The source with `${VAR}` expanded from the process's environment (see
+/// [`interpolate`]).
+pub(crate) fn expand_env<'a>(
+    src: &'a str,
+    path: &Path,
+) -> Result<std::borrow::Cow<'a, str>, ConfigError> {
+    interpolate::interpolate(src, path, &|name| std::env::var(name).ok())
 }
 
 /// Deserializes TOML text; `path` is only used in error messages.

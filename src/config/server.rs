@@ -237,13 +237,15 @@ impl ServerConfig {
         ServerConfig::from_toml_str(&src, path)
     }
 
-    /// Parses and validates configuration text; `path_for_messages` only
+    /// Parses and validates configuration text, with `${VAR}` in string
+    /// values expanded from the environment; `path_for_messages` only
     /// appears in errors.
     pub fn from_toml_str(
         src: &str,
         path_for_messages: impl AsRef<Path>,
     ) -> Result<ServerConfig, ConfigError> {
         let path = path_for_messages.as_ref();
+        let src = &*super::expand_env(src, path)?;
         let raw: RawServer = parse_toml(src, path)?;
         raw.validate(&Doc { src, path })
     }
@@ -291,11 +293,11 @@ impl RawServer {
     fn validate(self, doc: &Doc<'_>) -> Result<ServerConfig, ConfigError> {
         let mut cfg = ServerConfig::from_flags(None, None, self.debug.unwrap_or(false));
         if let Some(l) = self.listen {
-            cfg.listen = l.get_ref().parse().map_err(|_| {
+            cfg.listen = crate::cli::listen_addr(l.get_ref()).map_err(|why| {
                 let e = doc.err_at(
                     l.span(),
                     format!(
-                        "`listen` \"{}\": expected ip:port, e.g. \"127.0.0.1:8901\"",
+                        "`listen` \"{}\": {why}; expected ip:port, e.g. \"127.0.0.1:8901\"",
                         l.get_ref()
                     ),
                 );

@@ -38,7 +38,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &'static str, mut cmd: Command) -> Proc {
+    pub fn spawn(name: &'static str, mut cmd: Command) -> Proc {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -153,6 +153,12 @@ impl Server {
     pub fn start(args: &[&str]) -> Server {
         let mut cmd = Command::new(SERVER_BIN);
         cmd.args(args);
+        Server::start_command(cmd)
+    }
+
+    /// Starts loghamsterd as `cmd` says (arguments, environment) and waits
+    /// until it listens.
+    pub fn start_command(cmd: Command) -> Server {
         let proc = Proc::spawn("loghamsterd", cmd);
         proc.wait_log("listening on ");
         let log = proc.log();
