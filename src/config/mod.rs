@@ -34,6 +34,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod client;
 pub mod interpolate;
 pub mod overlap;

@@ -18,6 +18,13 @@
 //! [output.nginx]
 //!     path = "/var/log/remote/{host}/{file}"
 //!     match = { svc = "nginx", host = "web*" }
+//! [[token]]                       # see [`super::auth`]
+//!     name = "web"
+//!     sha256 = "<64 hex digits>"
+//! [[allow]]
+//!     token = "web"
+//!     hosts = ["web*"]
+//!     outputs = ["nginx"]
 //! ```
 //!
 //! `directory` may be relative; it is then resolved against the daemon's
@@ -37,6 +44,7 @@ use toml::Spanned;
 
 use crate::codec::Codec;
 
+use super::auth::{AuthConfig, RawAllow, RawToken, DEFAULT_ROUTE};
 use super::{
     compile_glob, is_token, parse_toml, read_source, ConfigError, Doc, DurationValue, OrderedMap,
     Prometheus, RateValue, RawPrometheus, SizeValue, Template,
@@ -93,6 +101,9 @@ pub struct ServerConfig {
     /// Bounds that keep a hostile or broken client from exhausting the
     /// server (see [`Limits`]).
     pub limits: Limits,
+    /// `[[token]]` and `[[allow]]`: who may write what (see
+    /// [`super::auth`]); no rules, the default, is an open server.
+    pub auth: AuthConfig,
 }
 
 /// What one client, or many, may take of the server; every value is a
@@ -219,6 +230,8 @@ struct RawServer {
     decoder_memory: Option<Spanned<SizeValue>>,
     stream_retention: Option<Spanned<DurationValue>>,
     output: Option<OrderedMap<RawOutput>>,
+    token: Option<Vec<Spanned<RawToken>>>,
+    allow: Option<Vec<Spanned<RawAllow>>>,
 }
 
 #[derive(Deserialize)]
@@ -272,6 +285,7 @@ impl ServerConfig {
             accept_compression: Codec::ALL.to_vec(),
             connection_rate_limit: None,
             limits: Limits::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -383,6 +397,16 @@ impl RawServer {
             let out = raw.validate(doc, name, cfg.directory.as_deref())?;
             cfg.outputs.push(out);
         }
+        let mut names: Vec<&str> = cfg.outputs.iter().map(|o| o.name.as_str()).collect();
+        if cfg.directory.is_some() {
+            names.push(DEFAULT_ROUTE);
+        }
+        cfg.auth = super::auth::validate(
+            doc,
+            self.token.unwrap_or_default(),
+            self.allow.unwrap_or_default(),
+            &names,
+        )?;
         Ok(cfg)
     }
 }

@@ -102,6 +102,8 @@
 //!   resume. In a reply it is a trailing word, parsed into [`Reply::offset`].
 //! - `ack:<u64>` (INIT): ask the server for `ACK <offset>` lines (bytes
 //!   durably written) while streaming.
+//! - `token:<name>:<secret>` (INIT): a named token that identifies the
+//!   client ([`token`]; the server never logs the secret).
 //!
 //! # Invariants
 //!
@@ -117,6 +119,7 @@ pub mod client;
 pub mod handshake;
 mod invariants;
 mod messages;
+pub mod token;
 
 pub use handshake::*;
 pub use invariants::check_invariants;

@@ -52,6 +52,7 @@
 
 mod admit;
 pub mod api;
+pub mod auth;
 mod book;
 mod commit;
 mod conn;

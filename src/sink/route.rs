@@ -232,7 +232,9 @@ fn reaches(path: &std::path::Path, state: &std::path::Path, name: &std::ffi::OsS
         .is_some_and(|c| c.as_os_str().as_bytes().starts_with(name.as_bytes()))
 }
 
-fn matches(s: &StreamInfo<'_>, key: &str, glob: &globset::GlobMatcher) -> bool {
+/// Whether `glob` matches the stream's value for `key` (`host`, `path` or
+/// a meta key; a missing key never matches). Also used by `[[allow]]`.
+pub(crate) fn matches(s: &StreamInfo<'_>, key: &str, glob: &globset::GlobMatcher) -> bool {
     let value = match key {
         "host" => Some(s.host),
         "path" => Some(s.path),
