@@ -43,6 +43,10 @@ struct Args {
     /// level as zstd:9 (overrides [server] compression)
     #[argh(option)]
     compression: Option<String>,
+    /// file holding the token <name>:<secret> sent to the server, mode 600
+    /// (overrides [server] token_file)
+    #[argh(option)]
+    token_file: Option<PathBuf>,
     /// serve /metrics and /health on this address, e.g. 127.0.0.1:9101
     /// (turns [prometheus] on; overrides its listen)
     #[argh(option)]
@@ -72,8 +76,12 @@ fn main() -> ExitCode {
             true => format!(", metrics on {}", cfg.prometheus.listen),
             false => String::new(),
         };
+        let token = match &cfg.server.token {
+            Some(t) => format!(", token {}", t.name()),
+            None => String::new(),
+        };
         println!(
-            "config OK: server {}:{} (compression {}), {} streams, state file {}{metrics}",
+            "config OK: server {}:{} (compression {}{token}), {} streams, state file {}{metrics}",
             cfg.server.hostname,
             cfg.server.port,
             cfg.server.compression,
@@ -145,6 +153,11 @@ fn build_config(args: &Args) -> Result<ClientConfig, String> {
             ));
         }
         cfg.hostname = Some(h.clone());
+    }
+    if let Some(path) = &args.token_file {
+        let token = loghamster::config::client::ClientToken::read(path)
+            .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
+        cfg.server.token = Some(token);
     }
     if let Some(c) = &args.compression {
         cfg.server.compression =

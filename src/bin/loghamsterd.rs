@@ -41,6 +41,10 @@ struct Args {
     /// validate the config, print a summary and exit
     #[argh(switch)]
     check_config: bool,
+    /// read a token `<name>:<secret>` (a client's token_file) from stdin,
+    /// print its [[token]] entry for the server config, and exit
+    #[argh(switch)]
+    hash_token: bool,
 }
 
 fn listen_addr(text: &str) -> Result<SocketAddr, String> {
@@ -49,6 +53,9 @@ fn listen_addr(text: &str) -> Result<SocketAddr, String> {
 
 fn main() -> ExitCode {
     let args: Args = loghamster::cli::parse("loghamsterd", VERSION);
+    if args.hash_token {
+        return hash_token();
+    }
     let cfg = match &args.config {
         Some(path) => match ServerConfig::load(path) {
             Ok(mut cfg) => {
@@ -93,6 +100,14 @@ fn main() -> ExitCode {
             }
         );
         println!("limits: {}", cfg.limits);
+        match cfg.auth.is_open() {
+            true => println!("authorization: open (no [[allow]] rules: anyone who can connect may write anything)"),
+            false => println!(
+                "authorization: {} [[allow]] rules, {} tokens",
+                cfg.auth.rules.len(),
+                cfg.auth.tokens.len()
+            ),
+        }
         return ExitCode::SUCCESS;
     }
     loghamster::log::init("loghamsterd", cfg.debug);
@@ -108,6 +123,34 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("loghamsterd: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// `--hash-token`: one `<name>:<secret>` line from stdin to a `[[token]]`
+/// entry on stdout. The secret is not echoed.
+fn hash_token() -> ExitCode {
+    use std::io::Read;
+    let mut line = String::new();
+    // One line is plenty; more is not a token file.
+    let read = std::io::stdin().take(4096).read_to_string(&mut line);
+    if let Err(e) = read {
+        eprintln!("loghamsterd: --hash-token: cannot read stdin: {e}");
+        return ExitCode::from(2);
+    }
+    let one = line.strip_suffix('\n').unwrap_or(&line);
+    if one.contains('\n') {
+        eprintln!("loghamsterd: --hash-token: expected one line, <name>:<secret>");
+        return ExitCode::from(2);
+    }
+    match loghamster::server::auth::token_entry(one) {
+        Ok(entry) => {
+            print!("{entry}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loghamsterd: --hash-token: {e}");
+            ExitCode::from(2)
         }
     }
 }

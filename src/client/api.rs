@@ -125,6 +125,7 @@ impl Client {
                 hostname,
                 port,
                 compression: Compression::default(),
+                token: None,
             },
             state_file: self
                 .state_file

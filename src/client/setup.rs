@@ -335,6 +335,7 @@ fn settings(cfg: &ClientConfig) -> Result<Settings, ClientError> {
         deleted_hold: t.deleted_hold,
         idle_close: t.idle_close,
         compression: cfg.server.compression,
+        token: cfg.server.token.clone(),
     })
 }
 

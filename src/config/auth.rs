@@ -13,6 +13,9 @@
 //! match = { env = "prod" }      # optional: globs as in an output's match
 //! ```
 //!
+//! The client's side is [`ClientToken`]: `[server] token_file`, a file
+//! that holds `<name>:<secret>` and that only its owner may read.
+//!
 //! Without any `[[allow]]` the server is open (see `crate::server::auth`).
 //! Everything is checked at load: each rule names exactly one identity,
 //! a token rule names a defined `[[token]]`, an address is a CIDR without
@@ -22,12 +25,14 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::Path;
 
 use globset::GlobMatcher;
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::{compile_glob, is_token, ConfigError, Doc, OrderedMap};
+use crate::proto::token::{parse_new_token, TokenError};
 
 /// The name that stands for the default `directory` route in `outputs`
 /// (the same value as the metrics' `output` label).
@@ -395,9 +400,105 @@ fn globs(
     Ok(out)
 }
 
+/// The token loghamsterc sends in INIT (`[server] token_file`).
+/// `Debug` shows only the name.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientToken {
+    /// `<name>:<secret>`, checked by [`parse_new_token`].
+    value: String,
+}
+
+impl ClientToken {
+    /// The token from `<name>:<secret>` (a secret of at least
+    /// [`MIN_SECRET`](crate::proto::token::MIN_SECRET) characters).
+    pub fn new(value: &str) -> Result<ClientToken, TokenError> {
+        parse_new_token(value)?;
+        Ok(ClientToken {
+            value: value.to_string(),
+        })
+    }
+
+    /// Reads a token file: one line `<name>:<secret>` (a final newline
+    /// is fine), a regular file that neither its group nor others may
+    /// read or write (like an ssh key: `chmod 600`).
+    pub fn read(path: &Path) -> Result<ClientToken, String> {
+        use std::io::Read;
+        use std::os::unix::fs::PermissionsExt;
+        let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+        let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
+        if !meta.is_file() {
+            return Err("is not a regular file".into());
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "may be read or written by others (mode {mode:03o}); make it private: chmod 600"
+            ));
+        }
+        let mut text = String::new();
+        // A token line is short; more is not a token file.
+        file.take(4096)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read: {e}"))?;
+        let line = text.strip_suffix('\n').unwrap_or(&text);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.contains('\n') {
+            return Err("expected one line, <name>:<secret>".into());
+        }
+        ClientToken::new(line).map_err(|e| e.to_string())
+    }
+
+    /// The token's name (not secret).
+    pub fn name(&self) -> &str {
+        self.value.split_once(':').map_or("", |(n, _)| n)
+    }
+
+    /// `<name>:<secret>`: the value of the `token:` key in INIT.
+    pub fn wire(&self) -> &str {
+        &self.value
+    }
+}
+
+impl fmt::Debug for ClientToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientToken {{ name: {:?} }}", self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_file_is_one_private_line() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let write = |text: &str, mode: u32| {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write("web:0123456789abcdef\n", 0o600);
+        let t = ClientToken::read(&path).unwrap();
+        assert_eq!((t.name(), t.wire()), ("web", "web:0123456789abcdef"));
+        assert!(!format!("{t:?}").contains("0123"));
+        write("web:0123456789abcdef\n", 0o640);
+        let e = ClientToken::read(&path).unwrap_err();
+        assert!(e.contains("mode 640") && e.contains("chmod 600"), "{e}");
+        for (text, says) in [
+            ("web:short\n", "at least 16"),
+            ("0123456789abcdef\n", "<name>:<secret>"),
+            ("web:0123456789abcdef\nx\n", "one line"),
+            ("", "<name>:<secret>"),
+        ] {
+            write(text, 0o400);
+            let e = ClientToken::read(&path).unwrap_err();
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
+        assert!(ClientToken::read(dir.path()).is_err());
+        let e = ClientToken::read(&dir.path().join("missing")).unwrap_err();
+        assert!(e.contains("cannot open"), "{e}");
+    }
 
     #[test]
     fn cidrs_parse_and_contain_v4_and_v6() {

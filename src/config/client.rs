@@ -8,6 +8,7 @@
 //! port = 8901
 //! compression = "zstd"        # or "none" (default), "gzip", "lz4"
 //! compression_level = 3       # optional: gzip 1-9 (6), zstd 1-19 (3)
+//! token_file = "/etc/loghamster/token"   # optional: <name>:<secret>, mode 600
 //! [[stream]]
 //! path = "/var/log/messages"
 //! [[stream]]
@@ -27,6 +28,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use super::auth::ClientToken;
 use super::{
     compile_glob, is_token, parse_toml, read_source, ConfigError, Doc, DurationValue, OrderedMap,
     Prometheus, RateValue, RawPrometheus, SizeValue,
@@ -42,10 +44,18 @@ pub const DEFAULT_PORT: u16 = 8901;
 pub const DEFAULT_PROMETHEUS_LISTEN: &str = "127.0.0.1:9101";
 
 /// Meta keys a client may not set: used by the protocol (`id`, `offset`,
-/// `ack`) or by the server's matching and templates (`host`, `path`), or
-/// with their own config key (`svc`).
-pub const RESERVED_META_KEYS: &[&str] =
-    &["id", "offset", "ack", "compression", "host", "path", "svc"];
+/// `ack`, `compression`, `token`) or by the server's matching and
+/// templates (`host`, `path`), or with their own config key (`svc`).
+pub const RESERVED_META_KEYS: &[&str] = &[
+    "id",
+    "offset",
+    "ack",
+    "compression",
+    "token",
+    "host",
+    "path",
+    "svc",
+];
 
 /// The whole client configuration. All values are validated.
 #[derive(Debug, Clone)]
@@ -78,6 +88,10 @@ pub struct ServerAddr {
     pub port: u16,
     /// Stream compression, default none.
     pub compression: Compression,
+    /// `token_file`: the named token sent in every INIT, read (and
+    /// checked: one `<name>:<secret>` line, mode 600) at load; `None`
+    /// without one.
+    pub token: Option<ClientToken>,
 }
 
 /// Wire compression: `compression` and `compression_level` in `[server]`.
@@ -281,6 +295,7 @@ struct RawServerAddr {
     port: Option<Spanned<i64>>,
     compression: Option<Spanned<String>>,
     compression_level: Option<Spanned<i32>>,
+    token_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize)]
@@ -470,10 +485,20 @@ impl RawServerAddr {
             },
         };
         let compression = Compression { codec, level };
+        let token = match self.token_file {
+            None => None,
+            Some(f) => Some(ClientToken::read(f.get_ref()).map_err(|e| {
+                doc.err_at(
+                    f.span(),
+                    format!("`server.token_file` {}: {e}", f.get_ref().display()),
+                )
+            })?),
+        };
         Ok(ServerAddr {
             hostname: hostname.into_inner(),
             port,
             compression,
+            token,
         })
     }
 }

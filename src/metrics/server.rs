@@ -24,6 +24,7 @@
 //! | `loghamster_server_decompressed_bytes_total{codec}` | counter | plain bytes those decoded to |
 //! | `loghamster_server_decode_errors_total{codec}` | counter | compressed streams closed because they did not decode |
 //! | `loghamster_server_limit_hits_total{limit}` | counter | connections or streams refused or closed at a limit (see [`LimitHit`]) |
+//! | `loghamster_server_auth_refusals_total{reason}` | counter | INITs refused by authentication or authorization (see [`AuthRefusal`]) |
 //! | `loghamster_server_decoder_memory_bytes` | gauge | memory held by the decoders of compressed streams (against `decoder_memory`) |
 //! | `loghamster_server_streams_known` | gauge | resumable streams the server keeps an offset for |
 //! | `loghamster_server_streams_expired_total` | counter | resumable streams forgotten after `stream_retention` (or the `max_streams` cap) |
@@ -108,11 +109,14 @@ pub enum HandshakeFailure {
     ClosedEarly,
     /// INIT asked for a codec this server does not accept (`415`).
     Compression,
+    /// Its identity may not write the stream (`401`, `403`, `409`; the
+    /// details are in `auth_refusals_total`).
+    Unauthorized,
 }
 
 impl HandshakeFailure {
     /// Every value, for pre-creating the series.
-    pub const ALL: [HandshakeFailure; 9] = [
+    pub const ALL: [HandshakeFailure; 10] = [
         HandshakeFailure::Timeout,
         HandshakeFailure::TooLarge,
         HandshakeFailure::Malformed,
@@ -122,6 +126,7 @@ impl HandshakeFailure {
         HandshakeFailure::StateUnavailable,
         HandshakeFailure::ClosedEarly,
         HandshakeFailure::Compression,
+        HandshakeFailure::Unauthorized,
     ];
 
     /// The label value.
@@ -136,6 +141,7 @@ impl HandshakeFailure {
             HandshakeFailure::StateUnavailable => "state_unavailable",
             HandshakeFailure::ClosedEarly => "closed_early",
             HandshakeFailure::Compression => "unsupported_compression",
+            HandshakeFailure::Unauthorized => "unauthorized",
         }
     }
 
@@ -212,6 +218,60 @@ impl EncodeLabelValue for LimitHit {
     }
 }
 
+/// Why authentication or authorization refused an INIT: the `reason`
+/// label of `auth_refusals_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthRefusal {
+    /// A malformed token, an unknown token name or a wrong secret (`401`).
+    Token,
+    /// No `[[allow]]` rule names the identity (`403`).
+    Identity,
+    /// No rule lets it claim the host (`403`).
+    Host,
+    /// No rule lets it write the output (`403`).
+    Output,
+    /// No rule's `svc`/`match` globs match the stream (`403`).
+    Match,
+    /// Another identity owns the stream (`409`).
+    Owner,
+}
+
+impl AuthRefusal {
+    /// Every value, for pre-creating the series.
+    pub const ALL: [AuthRefusal; 6] = [
+        AuthRefusal::Token,
+        AuthRefusal::Identity,
+        AuthRefusal::Host,
+        AuthRefusal::Output,
+        AuthRefusal::Match,
+        AuthRefusal::Owner,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthRefusal::Token => "token",
+            AuthRefusal::Identity => "identity",
+            AuthRefusal::Host => "host",
+            AuthRefusal::Output => "output",
+            AuthRefusal::Match => "match",
+            AuthRefusal::Owner => "owner",
+        }
+    }
+}
+
+impl EncodeLabelValue for AuthRefusal {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// Labels of the auth refusal family.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub reason: AuthRefusal,
+}
+
 /// Labels of the limit family.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct LimitLabels {
@@ -262,6 +322,8 @@ pub struct ServerMetrics {
     pub decode_errors: Family<CodecLabels, Counter>,
     /// Connections or streams refused or closed at a limit, by limit.
     pub limit_hits: Family<LimitLabels, Counter>,
+    /// INITs refused by authentication or authorization, by reason.
+    pub auth_refusals: Family<AuthLabels, Counter>,
     /// Bytes the decoders of compressed streams hold, together.
     pub decoder_memory: Gauge,
     /// Resumable streams with a recorded offset.
@@ -304,6 +366,7 @@ impl ServerMetrics {
             decompressed: Family::default(),
             decode_errors: Family::default(),
             limit_hits: Family::default(),
+            auth_refusals: Family::default(),
             decoder_memory: Gauge::default(),
             streams_known: Gauge::default(),
             streams_expired: Counter::default(),
@@ -386,6 +449,11 @@ impl ServerMetrics {
             "Connections or streams refused or closed at a limit, by limit",
             m.limit_hits.clone(),
         );
+        r.register(
+            "auth_refusals",
+            "INITs refused by authentication or authorization, by reason",
+            m.auth_refusals.clone(),
+        );
         r.register_with_unit(
             "decoder_memory",
             "Memory held by the decoders of compressed streams",
@@ -410,6 +478,9 @@ impl ServerMetrics {
         );
         for limit in LimitHit::ALL {
             drop(m.limit_hits.get_or_create(&LimitLabels { limit }));
+        }
+        for reason in AuthRefusal::ALL {
+            drop(m.auth_refusals.get_or_create(&AuthLabels { reason }));
         }
         for codec in Codec::ALL {
             let l = CodecLabels::of(codec);
@@ -443,6 +514,15 @@ impl ServerMetrics {
     /// Counts a connection or stream stopped at `limit`.
     pub fn limit_hit(&self, limit: LimitHit) {
         self.limit_hits.get_or_create(&LimitLabels { limit }).inc();
+    }
+
+    /// Counts an INIT refused by authentication or authorization (also a
+    /// handshake error, `unauthorized`).
+    pub fn auth_refused(&self, reason: AuthRefusal) {
+        self.auth_refusals
+            .get_or_create(&AuthLabels { reason })
+            .inc();
+        self.handshake_failed(HandshakeFailure::Unauthorized);
     }
 
     /// Records one `fdatasync` that took `took`.

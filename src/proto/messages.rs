@@ -6,6 +6,7 @@
 //! bounded; see the [module docs](super)).
 
 use super::handshake::{push_init_target, push_meta, push_u64};
+use super::token::TokenValue;
 use super::{parse_reply, ParseError, Reply, Status, READY, UNSUPPORTED_CODEC};
 
 /// Everything a client puts in its `INIT` line.
@@ -30,10 +31,12 @@ pub struct InitRequest<'a> {
     pub ack: bool,
     /// `compression:` the codec we would like to send (its wire name).
     pub compression: Option<&'a str>,
+    /// `token:` a named token `<name>:<secret>` (see [`super::token`]).
+    pub token: Option<TokenValue<'a>>,
 }
 
 /// Writes `r` as an `INIT STREAM` line: target, `svc:`, the configured
-/// meta, then `id:`, `offset:`, `ack:1` and `compression:` (the same
+/// meta, then `id:`, `offset:`, `ack:1`, `compression:` and `token:` (the same
 /// quoting rules as [`write_init`](super::write_init)).
 pub fn write_init_request(out: &mut Vec<u8>, r: &InitRequest<'_>) {
     push_init_target(out, r.host, r.path);
@@ -51,6 +54,9 @@ pub fn write_init_request(out: &mut Vec<u8>, r: &InitRequest<'_>) {
     }
     if let Some(codec) = r.compression {
         push_meta(out, "compression", codec);
+    }
+    if let Some(token) = r.token {
+        push_meta(out, super::token::TOKEN_KEY, token.0);
     }
     out.push(b'\n');
 }
@@ -107,6 +113,7 @@ mod tests {
             offset: 1_048_576,
             ack: true,
             compression: Some("zstd"),
+            token: None,
         }
     }
 
@@ -131,6 +138,7 @@ mod tests {
             InitRequest {
                 host: "h:st",
                 offset: u64::MAX,
+                token: Some(TokenValue("web:0123456789abcdef")),
                 ..request(&[])
             },
         ];
@@ -153,8 +161,11 @@ mod tests {
             assert_eq!(offset, Some(Ok(r.offset)));
             assert_eq!(get("ack").as_deref(), r.ack.then_some("1"));
             assert_eq!(get("compression").as_deref(), r.compression);
+            assert_eq!(get("token").as_deref(), r.token.map(|t| t.0));
             let pairs = usize::from(r.svc.is_some()) + r.meta.len() + 2;
-            let extra = usize::from(r.ack) + usize::from(r.compression.is_some());
+            let extra = usize::from(r.ack)
+                + usize::from(r.compression.is_some())
+                + usize::from(r.token.is_some());
             assert_eq!(init.meta().count(), pairs + extra);
         }
     }

@@ -45,6 +45,18 @@ impl fmt::Debug for Token<'_> {
     }
 }
 
+/// A `<name>:<secret>` value to send, as it is: `Debug` shows only the
+/// name, so a request that holds one can be debug-printed safely.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenValue<'a>(pub &'a str);
+
+impl fmt::Debug for TokenValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.0.split_once(':').map_or("", |(n, _)| n);
+        write!(f, "TokenValue({name:?}:<redacted>)")
+    }
+}
+
 /// Why a token value is not `<name>:<secret>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenError {

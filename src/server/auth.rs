@@ -62,6 +62,7 @@ use std::net::IpAddr;
 use sha2::{Digest, Sha256};
 
 use crate::config::auth::{AllowRule, AuthConfig, TokenConfig, Who, DEFAULT_ROUTE};
+use crate::metrics::server::AuthRefusal;
 use crate::proto::token::{parse_new_token, parse_token, TokenError};
 use crate::sink::route::{matches, StreamInfo};
 
@@ -225,16 +226,6 @@ pub enum Denied {
 }
 
 impl Denied {
-    /// The metric's `reason` label.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Denied::Identity => "identity",
-            Denied::Host => "host",
-            Denied::Output => "output",
-            Denied::Match => "match",
-        }
-    }
-
     /// The refusal's text after `403 Forbidden: `. `host` is a checked
     /// host name (routing refused any other) and `output` a configured
     /// name, so nothing here needs escaping but the identity, which does
@@ -247,6 +238,17 @@ impl Denied {
             Denied::Match => {
                 format!("{id} may not write this stream to output {output} (svc or match)")
             }
+        }
+    }
+}
+
+impl From<Denied> for AuthRefusal {
+    fn from(d: Denied) -> AuthRefusal {
+        match d {
+            Denied::Identity => AuthRefusal::Identity,
+            Denied::Host => AuthRefusal::Host,
+            Denied::Output => AuthRefusal::Output,
+            Denied::Match => AuthRefusal::Match,
         }
     }
 }

@@ -42,6 +42,9 @@ pub(crate) struct Resume {
     pub seen: u64,
     /// The output its bytes go to.
     pub output: PathBuf,
+    /// The identity that owns it (its `Display` form; see
+    /// `crate::server::auth`); `None` when none is recorded.
+    pub owner: Option<String>,
     /// Changed since the last checkpoint round took it (its key is in
     /// [`Book::changed`]).
     dirty: bool,
@@ -54,6 +57,7 @@ impl Resume {
             conn: None,
             seen,
             output,
+            owner: None,
             dirty: true,
         }
     }
@@ -87,6 +91,11 @@ impl Book {
 
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// The recorded owner of `k`, if `k` is known and has one.
+    pub fn owner(&self, k: &StreamKey) -> Option<&str> {
+        self.map.get(k)?.owner.as_deref()
     }
 
     /// The entry for `k`, created with `new` when absent; noted as changed
@@ -224,6 +233,7 @@ fn mark(k: &StreamKey, r: &Resume) -> StreamMark {
         output: r.output.clone(),
         attached: r.conn.is_some(),
         seen: r.seen,
+        owner: r.owner.clone(),
     }
 }
 

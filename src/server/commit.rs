@@ -331,7 +331,9 @@ pub(super) fn recover(cfg: &ServerConfig) -> Result<(Option<Store>, Book), Serve
             path: s.path,
             id: s.id,
         };
-        (key, Resume::new(s.offset, s.output, s.seen))
+        let mut resume = Resume::new(s.offset, s.output, s.seen);
+        resume.owner = s.owner;
+        (key, resume)
     }));
     Ok((Some(store), book))
 }

@@ -191,6 +191,10 @@ pub(crate) struct Conn {
     /// Where this connection stood when the checkpoint round in progress
     /// began (see [`mark_round`](Self::mark_round)).
     round: Option<RoundMark>,
+    /// The names of the peer's verified TLS client certificate (SAN, then
+    /// CN); empty without one. Its strongest identity (see
+    /// [`auth`](super::auth)).
+    pub cert_names: Vec<String>,
 }
 
 impl Conn {
@@ -205,6 +209,7 @@ impl Conn {
             outbuf: Vec::new(),
             shut_write: false,
             round: None,
+            cert_names: Vec::new(),
         }
     }
 

@@ -36,6 +36,13 @@
 //! (`crate::sink::journal`); streams not connected for `stream_retention`
 //! are forgotten.
 //!
+//! ## Who may write what
+//! Each INIT is identified (certificate names, a named token, or the
+//! source address) and checked against the `[[allow]]` rules; a resumable
+//! stream belongs to the identity that created it, and only that one may
+//! resume it or take it over (`auth`). Without rules the server is open
+//! and says so once at start.
+//!
 //! ## Bounds
 //! Nothing one peer sends may cost the others: connections are limited in
 //! total (within the descriptors the server has, so a checkpoint never
@@ -354,6 +361,12 @@ impl Server {
     /// Runs until SIGTERM/SIGINT and the following drain are done.
     pub fn run(mut self) -> Result<(), ServerError> {
         crate::info!("listening on {}", self.local_addr);
+        if self.shared.cfg.auth.is_open() {
+            crate::warn!(
+                "open server: no [[allow]] rules, so anyone who can reach {} may write any host's streams to any output (see the README, \"Security\")",
+                self.local_addr
+            );
+        }
         if let Some(why) = &self.gate.lowered {
             crate::info!("{why}");
         }

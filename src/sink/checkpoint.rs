@@ -21,9 +21,13 @@
 //! output = "/srv/logs/web1/var/log/app.log"
 //! attached = true
 //! seen = 1765000000   # unix time it was last attached or detached
+//! owner = "token:web" # the identity that owns it (optional)
 //! ```
 //! Version 1 (no `generation`, no `seen`) is read too: `seen` is then the
 //! time of loading, so such streams expire a full retention later.
+//! `owner` (see `crate::server::auth`) is optional within version 2: a
+//! file written before owners were recorded loads with none, and the
+//! first identity the rules let write such a stream adopts it.
 //!
 //! Each journal record is a [`Delta`] in the same TOML terms: the outputs
 //! whose mark changed, the outputs closed, the streams that changed and
@@ -81,6 +85,8 @@ pub struct StreamMark {
     /// Unix time (seconds) it was last attached or detached: its age for
     /// `stream_retention`.
     pub seen: u64,
+    /// The identity that owns it (`token:web`, ...), if one is recorded.
+    pub owner: Option<String>,
 }
 
 /// A stream by its key, for records that forget it.
@@ -224,6 +230,8 @@ struct RawStream {
     attached: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     seen: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -266,6 +274,7 @@ impl RawStream {
             output: escape_path(&s.output),
             attached: s.attached,
             seen: Some(s.seen),
+            owner: s.owner.clone(),
         }
     }
 
@@ -278,6 +287,7 @@ impl RawStream {
             output: unescape_path(&self.output),
             attached: self.attached,
             seen: self.seen.unwrap_or(loaded_at),
+            owner: self.owner,
         }
     }
 }
@@ -476,6 +486,7 @@ mod tests {
                 output: "/o".into(),
                 attached: true,
                 seen: 1,
+                owner: Some("token:web".into()),
             }],
         }
     }
@@ -519,6 +530,33 @@ mod tests {
             vec![]
         );
         assert_eq!(plan_recovery(&cp(100, 1), |_: &Path| None), vec![]);
+    }
+
+    #[test]
+    fn owners_are_optional_in_version_2() {
+        // Written before owners were recorded: loads, with none.
+        let old = "version = 2\ngeneration = 3\n[[stream]]\nhost = \"h\"\npath = \"/p\"\nid = \"i\"\noffset = 5\noutput = \"/o\"\nattached = false\nseen = 9\n";
+        let (loaded, generation) = decode_snapshot(old, 1).unwrap();
+        assert_eq!((generation, loaded.streams[0].owner.as_deref()), (3, None));
+        // An owner survives a snapshot and a journal record.
+        let c = cp(100, 1);
+        let text = String::from_utf8(encode_snapshot(&c, 4).unwrap()).unwrap();
+        assert!(text.contains("owner = \"token:web\""), "{text}");
+        assert_eq!(decode_snapshot(&text, 1).unwrap().0, c);
+        let d = Delta {
+            streams: c.streams.clone(),
+            ..Delta::default()
+        };
+        assert_eq!(decode_delta(&encode_delta(&d).unwrap(), 1).unwrap(), d);
+        let none = Delta {
+            streams: vec![StreamMark {
+                owner: None,
+                ..c.streams[0].clone()
+            }],
+            ..Delta::default()
+        };
+        let text = encode_delta(&none).unwrap();
+        assert!(!text.contains("owner"), "{text}");
     }
 
     #[test]

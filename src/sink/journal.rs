@@ -357,6 +357,7 @@ mod tests {
             output: "/o".into(),
             attached: false,
             seen: 7,
+            owner: None,
         }
     }
 

@@ -394,6 +394,10 @@ fn write_init(
         offset: init.offset,
         ack: true,
         compression: init.codec.map(Codec::name),
+        token: s
+            .token
+            .as_ref()
+            .map(|t| crate::proto::token::TokenValue(t.wire())),
     };
     crate::proto::write_init_request(out, &request);
 }

@@ -58,6 +58,8 @@ pub(crate) struct Settings {
     pub idle_close: Duration,
     /// `[server] compression`: what connections ask for.
     pub compression: Compression,
+    /// `[server] token_file`: the token every INIT carries.
+    pub token: Option<crate::config::client::ClientToken>,
 }
 
 impl Settings {

@@ -2,10 +2,13 @@
 //! output, or to a refusal line.
 //!
 //! The steps, each of which may refuse: read INIT (incrementally, at most
-//! one line), parse what it asks for ([`Request`]: pure), route it and
-//! open the output, take over its resume slot (a newer connection for the
-//! same `(host, path, id)` replaces an older one), then wait for the group
-//! checkpoint before answering `200` (see `commit.rs`).
+//! one line), parse what it asks for ([`Request`]: pure), identify the
+//! client (`401` for a bad token), route the stream, check that its
+//! identity may write it there (`403`) and may take it over (`409`; see
+//! [`auth`]), open the output, take over its resume slot (a newer
+//! connection of the owner for the same `(host, path, id)` replaces an
+//! older one), then wait for the group checkpoint before answering `200`
+//! (see `commit.rs`).
 
 use std::borrow::Cow;
 use std::io::{self, Read};
@@ -16,12 +19,16 @@ use prometheus_client::metrics::gauge::Gauge;
 use super::inflate::{Inflow, InflowError};
 use super::{Attachment, Conn, ConnPhase, Shared, Step, DONE_TIMEOUT};
 use crate::codec::Codec;
+use crate::config::auth::DEFAULT_ROUTE;
+use crate::metrics::server::AuthRefusal;
 use crate::metrics::server::{HandshakeFailure, LimitHit, OutputLabels};
 use crate::persist::fnv1a;
+use crate::proto::token::TOKEN_KEY;
 use crate::proto::{self, Init, Status};
 use crate::rate::Bucket;
 use crate::reactor::sys::retry;
 use crate::reactor::Key;
+use crate::server::auth::{self, Claim, Identity};
 use crate::server::book::Resume;
 use crate::server::StreamKey;
 use crate::sink::output::{LineWriter, OutputId};
@@ -165,7 +172,8 @@ impl Conn {
         self.fail(r.code, &r.text, now);
     }
 
-    /// Routes the stream, opens its output and takes its resume slot. On
+    /// Identifies the client, routes the stream, checks that its identity
+    /// may write it, opens its output and takes its resume slot. On
     /// failure an error line is queued and `None` returned.
     fn start(
         &mut self,
@@ -177,10 +185,18 @@ impl Conn {
     ) -> Option<Attachment> {
         let host = init.host.decode();
         let path = init.path.decode();
-        let meta: Vec<(&str, Cow<'_, str>)> = init.meta().map(|(k, v)| (k, v.decode())).collect();
+        // The token is for authentication only: routing, templates,
+        // matches and logs never see it.
+        let token = init.get(TOKEN_KEY).map(|v| v.decode());
+        let meta: Vec<(&str, Cow<'_, str>)> = init
+            .meta()
+            .filter(|(k, _)| *k != TOKEN_KEY)
+            .map(|(k, v)| (k, v.decode()))
+            .collect();
         let meta_refs: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_ref())).collect();
         let get = |name: &str| meta_refs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
-        let label = format!("{host}:{path}");
+        // Peer text, escaped for the log.
+        let label = format!("{}:{}", host.escape_debug(), path.escape_debug());
         let req = match request(get, &shared.cfg.accept_compression) {
             Ok(r) => r,
             Err(r) => {
@@ -189,6 +205,7 @@ impl Conn {
                 return None;
             }
         };
+        let identity = self.identify(token.as_deref(), &label, now, shared)?;
         let inflow = match req.codec.map(|c| Inflow::new(c, shared)).transpose() {
             Ok(f) => f,
             Err(InflowError::Decoder(e)) => {
@@ -212,14 +229,28 @@ impl Conn {
             path: &path,
             meta: &meta_refs,
         };
-        let (route, output) = self.open_output(&info, &label, now, shared)?;
         let stream_key = get("id").map(|id| StreamKey {
             host: host.to_string(),
             path: path.to_string(),
             id: id.to_string(),
         });
+        let gate = Gate {
+            info: &info,
+            label: &label,
+            identity: &identity,
+            key: stream_key.as_ref(),
+        };
+        let (route, output) = self.open_output(&gate, now, shared)?;
         let start = match &stream_key {
-            Some(k) => take_resume_slot(shared, k, key, &route, req.offset.unwrap_or(0), step),
+            Some(k) => {
+                let owner = identity.to_string();
+                let slot = Slot {
+                    conn: key,
+                    route: &route,
+                    owner,
+                };
+                take_resume_slot(shared, k, slot, req.offset.unwrap_or(0), step)
+            }
             None => req.offset.unwrap_or(0),
         };
         // A checkpoint before the first byte of every attachment records
@@ -237,7 +268,7 @@ impl Conn {
             .as_ref()
             .map_or(String::new(), |f| format!(", {}", f.codec()));
         crate::info!(
-            "{} (STREAMID {}): {label} -> {} (offset {start}{codec})",
+            "{} (STREAMID {}, {identity}): {label} -> {} (offset {start}{codec})",
             self.peer,
             self.stream_id,
             shared.outputs.path(output).display()
@@ -278,15 +309,37 @@ impl Conn {
         })
     }
 
-    /// Routes the stream and opens (or shares) its output.
-    fn open_output(
+    /// The client's identity (see [`auth`]), or a `401` refusal.
+    fn identify(
         &mut self,
-        info: &StreamInfo<'_>,
+        token: Option<&str>,
         label: &str,
         now: Instant,
         shared: &mut Shared,
+    ) -> Option<Identity> {
+        let tokens = &shared.cfg.auth.tokens;
+        match auth::identify(self.peer.ip(), &self.cert_names, token, tokens) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                crate::warn!("{}: refused stream {label}: {e}", self.peer);
+                shared.metrics.auth_refused(AuthRefusal::Token);
+                self.fail(401, e.reply(), now);
+                None
+            }
+        }
+    }
+
+    /// Routes the stream, checks that its identity may write it there
+    /// and may take it over, and opens (or shares) its output; nothing is
+    /// created for a stream that is refused.
+    fn open_output(
+        &mut self,
+        gate: &Gate<'_>,
+        now: Instant,
+        shared: &mut Shared,
     ) -> Option<(Route, OutputId)> {
-        let route = match shared.router.route(info) {
+        let label = gate.label;
+        let route = match shared.router.route(gate.info) {
             Ok(r) => r,
             Err(e) => {
                 crate::warn!("{}: refused stream {label}: {e}", self.peer);
@@ -301,6 +354,7 @@ impl Conn {
                 return None;
             }
         };
+        self.authorize(gate, &route, now, shared)?;
         match shared.outputs.acquire(&route) {
             Ok(output) => Some((route, output)),
             Err(e) => {
@@ -319,32 +373,97 @@ impl Conn {
             }
         }
     }
+
+    /// `[[allow]]` and stream ownership: `403` for a stream the identity
+    /// may not write, `409` for one another identity owns (whose
+    /// connection is left alone). Logged once, counted.
+    fn authorize(
+        &mut self,
+        gate: &Gate<'_>,
+        route: &Route,
+        now: Instant,
+        shared: &mut Shared,
+    ) -> Option<()> {
+        let (id, label) = (gate.identity, gate.label);
+        let cfg = &shared.cfg.auth;
+        let output = route.output.as_deref();
+        if let Err(denied) = auth::authorize(cfg, id, gate.info, output) {
+            let text = denied.explain(id, gate.info.host, output.unwrap_or(DEFAULT_ROUTE));
+            crate::warn!("{}: refused stream {label}: {text}", self.peer);
+            shared.metrics.auth_refused(denied.into());
+            self.fail(403, &format!("Forbidden: {text}"), now);
+            return None;
+        }
+        let Some(k) = gate.key else {
+            return Some(()); // not resumable: nothing to own
+        };
+        match auth::claim(cfg, shared.resume.owner(k), id, &k.host) {
+            Claim::Refused { owner } => {
+                crate::warn!(
+                    "{}: refused stream {label} (id {}): {id} may not take over a stream owned by {owner}",
+                    self.peer,
+                    k.id.escape_debug()
+                );
+                shared.metrics.auth_refused(AuthRefusal::Owner);
+                self.fail(409, "Conflict: stream owned by another identity", now);
+                None
+            }
+            Claim::Adopted { from } if !cfg.is_open() => {
+                crate::info!(
+                    "{label} (id {}): {from} may no longer write host {}; {id} adopts the stream",
+                    k.id.escape_debug(),
+                    k.host
+                );
+                Some(())
+            }
+            _ => Some(()),
+        }
+    }
 }
 
-/// Makes connection `conn` the writer of resumable stream `k` (replacing
-/// an older connection, which `step.replaced` names) and returns the
-/// offset to continue from: what the server holds, or `offset` for a
-/// stream it does not know (or one now routed to another output).
+/// What the checks on the way to an output look at.
+struct Gate<'a> {
+    info: &'a StreamInfo<'a>,
+    /// `host:path`, escaped for the log.
+    label: &'a str,
+    identity: &'a Identity,
+    /// The resumable stream's key, if it names an `id:`.
+    key: Option<&'a StreamKey>,
+}
+
+/// Who takes a resume slot: the connection, its route and its identity.
+struct Slot<'a> {
+    conn: Key,
+    route: &'a Route,
+    /// The identity's `Display` form: the stream's owner from now on.
+    owner: String,
+}
+
+/// Makes connection `slot.conn` the writer of resumable stream `k`
+/// (replacing an older connection, which `step.replaced` names) and its
+/// identity the owner, and returns the offset to continue from: what the
+/// server holds, or `offset` for a stream it does not know (or one now
+/// routed to another output).
 fn take_resume_slot(
     shared: &mut Shared,
     k: &StreamKey,
-    conn: Key,
-    route: &Route,
+    slot: Slot<'_>,
     offset: u64,
     step: &mut Step,
 ) -> u64 {
-    let out_path = route.full_path();
+    let out_path = slot.route.full_path();
     let seen = crate::sink::journal::unix_now();
     let entry = shared
         .resume
         .entry(k, || Resume::new(offset, out_path.clone(), seen));
-    step.replaced = entry.conn.replace(conn);
+    step.replaced = entry.conn.replace(slot.conn);
     if let Some(old) = step.replaced {
         crate::info!(
-            "{}:{} (id {}): a new connection takes the stream over; closing the older one",
+            "{}:{} (id {}): a new connection ({}) takes the stream over; closing the older one",
             k.host,
-            k.path,
-            k.id
+            k.path.escape_debug(),
+            k.id.escape_debug(),
+            slot.owner
         );
         // The replaced connection writes nothing more (the server closes
         // it next): drop its reference now, so the checkpoint does not
@@ -355,6 +474,7 @@ fn take_resume_slot(
         }
     }
     entry.seen = seen;
+    entry.owner = Some(slot.owner);
     if entry.output != out_path {
         // Routed elsewhere than before (config changed): the old offset
         // says nothing about the new output.
