@@ -5,6 +5,8 @@
 //! Nothing here decides by wall-clock time: every wait is for a reply
 //! line, a log line or a metric.
 
+#[path = "abuse/auth.rs"]
+mod auth;
 mod common;
 #[path = "abuse/measure.rs"]
 mod measure;
