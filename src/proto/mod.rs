@@ -12,7 +12,8 @@
 //!
 //! Files: `handshake.rs` holds the line parsers and emitters, `messages.rs`
 //! the client's typed view of them (the `INIT` it writes, the answer it
-//! reads), `invariants.rs` the checks the fuzz target runs. `client.rs` is
+//! reads), `token.rs` the `token:<name>:<secret>` value, `invariants.rs`
+//! the checks the fuzz target runs. `client.rs` is
 //! the one stateful piece: [`client::ClientConn`], the client's side of a
 //! connection as a state machine. It owns a bounded input buffer and an
 //! output queue, but still does no I/O and reads no clock; the socket
