@@ -39,7 +39,8 @@ pub enum Heard {
     /// `ACK n`: the server wrote everything before offset n.
     Ack(u64),
     /// The server asks us to finish (`421`): stop sending, half-close.
-    Finish,
+    /// Its reply text says why (shutting down, idle timeout).
+    Finish(String),
     /// `250 DONE n`: after our half-close, the server holds and committed
     /// everything up to n.
     Done(u64),
@@ -184,7 +185,7 @@ impl Link {
                 }
                 Event::Ack(n) => heard.push(Heard::Ack(n)),
                 Event::Done(n) => heard.push(Heard::Done(n)),
-                Event::FinishRequested => heard.push(Heard::Finish),
+                Event::FinishRequested(text) => heard.push(Heard::Finish(text)),
                 Event::Closed(Close::CodecRefused { text, .. }) => {
                     let code = crate::proto::UNSUPPORTED_CODEC;
                     heard.push(Heard::CodecRefused(format!("{code} {text}")));

@@ -96,8 +96,9 @@ pub enum Event {
     Ack(u64),
     /// `250 DONE n`: the server holds and committed everything before n.
     Done(u64),
-    /// `421`: the server asks us to stop sending and finish.
-    FinishRequested,
+    /// `421`: the server asks us to stop sending and finish; its reply
+    /// text (`Server shutting down`, `Idle timeout`, ...).
+    FinishRequested(String),
     /// The connection is over. Always the last event.
     Closed(Close),
 }
@@ -154,6 +155,9 @@ pub enum Close {
     WriteFailed(IoError),
     /// The server answered INIT with this status line instead of `200`.
     Refused { code: u16, text: String },
+    /// The server sent this status line instead of its greeting (e.g.
+    /// `503 Too many connections from your address`) and closes.
+    Turned { code: u16, text: String },
     /// `415` to the codec we asked for (its reply text).
     CodecRefused { codec: Codec, text: String },
     /// A status line other than `250 DONE` and `421` while streaming.
@@ -201,6 +205,9 @@ impl fmt::Display for Close {
             Close::ReadFailed(e) => write!(f, "read failed: {e}"),
             Close::WriteFailed(e) => write!(f, "write failed: {e}"),
             Close::Refused { code, text } => write!(f, "server refused the stream: {code} {text}"),
+            Close::Turned { code, text } => {
+                write!(f, "server refused the connection: {code} {text}")
+            }
             Close::CodecRefused { codec, text } => write!(
                 f,
                 "server refused compression {codec}: {UNSUPPORTED_CODEC} {text}"
@@ -442,7 +449,7 @@ impl ClientConn {
                     Ok(used)
                 }
                 Ok(Status::Partial) => Ok(0),
-                Err(e) => Err(Close::BadGreeting(e)),
+                Err(e) => Err(turned_away(buf).unwrap_or(Close::BadGreeting(e))),
             },
             Phase::Replying => match parse_init_answer(buf) {
                 Ok(Status::Complete(answer, used)) => self.answered(answer).map(|()| used),
@@ -513,9 +520,9 @@ impl ClientConn {
                 self.push(Event::Done(n));
             }
             ServerLine::Done(n) => return Err(Close::EarlyDone(n)),
-            ServerLine::FinishRequest(_) if self.phase == Phase::Up && !self.finish_requested => {
+            ServerLine::FinishRequest(r) if self.phase == Phase::Up && !self.finish_requested => {
                 self.finish_requested = true;
-                self.push(Event::FinishRequested);
+                self.push(Event::FinishRequested(r.text.to_owned()));
             }
             ServerLine::FinishRequest(_) => {}
             ServerLine::Reply(r) => {
@@ -526,6 +533,21 @@ impl ClientConn {
             }
         }
         Ok(())
+    }
+}
+
+/// A status line where the greeting should be: a server at a connection
+/// limit (or otherwise unwilling) says why instead of greeting, then
+/// closes. `None` when `buf` does not start with a whole status line.
+fn turned_away(buf: &[u8]) -> Option<Close> {
+    match parse_server_line(buf) {
+        Ok(Status::Complete(ServerLine::Reply(r) | ServerLine::FinishRequest(r), _)) => {
+            Some(Close::Turned {
+                code: r.code,
+                text: r.text.to_owned(),
+            })
+        }
+        _ => None,
     }
 }
 

@@ -278,7 +278,10 @@ fn finish_request_is_reported_once() {
     bytes.extend(reply(421, "Server shutting down"));
     assert_eq!(
         feed(&mut c, &bytes),
-        [Event::FinishRequested, Event::Ack(4)]
+        [
+            Event::FinishRequested("Server shutting down".into()),
+            Event::Ack(4)
+        ]
     );
     c.finish();
     assert_eq!(feed(&mut c, &reply(421, "again")), []);
@@ -369,7 +372,7 @@ fn several_lines_in_one_read() {
         Event::Greeted,
         ready,
         Event::Ack(5),
-        Event::FinishRequested,
+        Event::FinishRequested("Server shutting down".into()),
         Event::Ack(8),
     ];
     assert_eq!(feed(&mut c, &bytes), want);
@@ -498,7 +501,7 @@ fn every_split_of_the_server_bytes_gives_the_same_events() {
             compression: Negotiated::Confirmed(Codec::Zstd),
         },
         Event::Ack(120),
-        Event::FinishRequested,
+        Event::FinishRequested("Server shutting down".into()),
         Event::Ack(130),
         Event::Done(130),
         Event::Closed(Close::Finished),
@@ -540,6 +543,13 @@ fn every_close_reads_as_one_line() {
             "server refused the stream: 404 Not found",
         ),
         (
+            Close::Turned {
+                code: 503,
+                text: "Too many connections from your address".into(),
+            },
+            "server refused the connection: 503 Too many connections from your address",
+        ),
+        (
             Close::BadGreeting(ParseError::BadStreamId),
             "bad greeting from server: bad stream id",
         ),
@@ -563,4 +573,41 @@ fn every_close_reads_as_one_line() {
         assert_eq!(close.to_string(), line);
         assert!(!close.is_clean());
     }
+}
+
+#[test]
+fn a_status_line_instead_of_the_greeting_says_why() {
+    for (line, code, text) in [
+        (
+            reply(503, "Too many connections from your address"),
+            503,
+            "Too many connections from your address",
+        ),
+        (
+            reply(503, "Too many connections"),
+            503,
+            "Too many connections",
+        ),
+        (
+            reply(421, "Server shutting down"),
+            421,
+            "Server shutting down",
+        ),
+    ] {
+        let mut c = ClientConn::new(None);
+        c.connected();
+        let want = Close::Turned {
+            code,
+            text: text.into(),
+        };
+        assert_eq!(feed(&mut c, &line), [Event::Closed(want)]);
+    }
+    // Not a status line: still a bad greeting.
+    let mut c = ClientConn::new(None);
+    c.connected();
+    let got = feed(&mut c, b"HELLO\nthere\n");
+    assert!(
+        matches!(got[..], [Event::Closed(Close::BadGreeting(_))]),
+        "{got:?}"
+    );
 }

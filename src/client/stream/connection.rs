@@ -110,11 +110,17 @@ impl Stream {
             Heard::Done(n) => self.on_done(n, ctx),
             Heard::CodecRefused(line) => self.on_codec_refused(&line, ctx),
             Heard::CodecIgnored(codec) => on_codec_ignored(codec, ctx),
-            Heard::Finish => {
-                crate::info!(
-                    "{}: server is shutting down; finishing the connection",
-                    self.path().display()
-                );
+            Heard::Finish(text) => {
+                let path = self.path().display();
+                if text.starts_with("Idle timeout") {
+                    crate::info!("{path}: server closed the idle connection (421 {text}); finishing it, reconnecting when the file grows");
+                } else if text.starts_with("Server shutting down") {
+                    crate::info!("{path}: server is shutting down; finishing the connection");
+                } else {
+                    crate::info!(
+                        "{path}: server asks to finish (421 {text}); finishing the connection"
+                    );
+                }
                 if let Some(l) = &mut self.link {
                     l.finish();
                 }
