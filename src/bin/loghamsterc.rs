@@ -54,6 +54,10 @@ struct Args {
     /// print debug lines
     #[argh(switch)]
     debug: bool,
+    /// ship the file a symlink at a followed path leads to (overrides
+    /// `follow_symlinks`; default: symlinks are not opened)
+    #[argh(switch)]
+    follow_symlinks: bool,
     /// validate the config, print a summary and exit
     #[argh(switch)]
     check_config: bool,
@@ -173,5 +177,6 @@ fn build_config(args: &Args) -> Result<ClientConfig, String> {
         cfg.prometheus.enabled = true;
     }
     cfg.debug |= args.debug;
+    cfg.follow_symlinks |= args.follow_symlinks;
     Ok(cfg)
 }

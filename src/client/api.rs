@@ -133,6 +133,7 @@ impl Client {
                 .unwrap_or_else(default_client_state_file),
             hostname: self.hostname.clone(),
             debug: false,
+            follow_symlinks: false,
             tuning: self.tuning,
             prometheus: Prometheus::disabled(DEFAULT_PROMETHEUS_LISTEN),
             streams: self.streams.clone(),

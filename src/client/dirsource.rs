@@ -39,8 +39,9 @@ use crate::reactor::sys::tailfs::RealFs;
 use crate::reactor::Key;
 use crate::tail::closed::SETTLE;
 use crate::tail::closed::{Change, Closure, Look, Verdict};
-use crate::tail::fs::{Fs, Meta};
+use crate::tail::fs::{Fs, Kind, Meta};
 use crate::tail::state::Entry;
+use prometheus_client::metrics::counter::Counter;
 
 /// Files of one source sent at the same time.
 pub const MAX_IN_FLIGHT: usize = 4;
@@ -83,7 +84,19 @@ pub(crate) struct DirSource {
     unclosed: Vec<Unclosed>,
     /// It was logged that closure cannot be proven in this directory.
     warned_unprovable: bool,
+    /// `follow_symlinks`: a symlink among the files is opened.
+    follow_symlinks: bool,
+    /// Files refused at open (symlinks not followed, FIFOs, devices,
+    /// sockets, directories), by what was there (device, inode, kind):
+    /// each is reported once, again only when something else is there.
+    refused: HashMap<PathBuf, (u64, u64, Kind)>,
+    /// Counts each report (`loghamster_client_refused_files_total`).
+    refused_total: Counter,
 }
+
+/// Most refused names remembered per source (beyond, the memory starts
+/// over: a name may be reported once more).
+const REFUSED_MAX: usize = 4096;
 
 /// What the state file says about a file offered again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +134,18 @@ impl DirSource {
             queued_bytes: 0,
             unclosed: Vec::new(),
             warned_unprovable: false,
+            follow_symlinks: false,
+            refused: HashMap::new(),
+            refused_total: Counter::default(),
         }
+    }
+
+    /// Opens symlinks among the files only when `follow`; counts refused
+    /// files into `total`.
+    pub fn opening(mut self, follow: bool, total: Counter) -> Self {
+        self.follow_symlinks = follow;
+        self.refused_total = total;
+        self
     }
 
     /// Leaves the names `yields` to streams ranked before this one.
@@ -176,7 +200,7 @@ impl DirSource {
             return;
         }
         let i = self.unclosed.iter().position(|u| u.path == path);
-        let Some((file, meta)) = open_candidate(&path) else {
+        let Some((file, meta)) = self.open_candidate(&path) else {
             self.unclosed.retain(|u| u.path != path);
             return;
         };
@@ -269,11 +293,37 @@ impl DirSource {
     }
 }
 
-/// Opens a regular file at `path` read-only and without blocking (as the
-/// lease probe needs; a symlink is not followed), with its metadata;
-/// `None` when there is none.
-fn open_candidate(path: &Path) -> Option<(File, Meta)> {
-    RealFs.open(path, false).ok()
+impl DirSource {
+    /// Opens a regular file at `path` read-only and without blocking (as
+    /// the lease probe needs; a symlink only with `follow_symlinks`), with
+    /// its metadata; `None` when there is none. Anything else is reported
+    /// once (see `refused`).
+    fn open_candidate(&mut self, path: &Path) -> Option<(File, Meta)> {
+        let e = match RealFs.open(path, self.follow_symlinks) {
+            Ok(opened) => {
+                self.refused.remove(path);
+                return Some(opened);
+            }
+            Err(e) => e,
+        };
+        if e.kind() != std::io::ErrorKind::InvalidInput {
+            return None;
+        }
+        let there = RealFs.lstat(path).ok().flatten()?;
+        let seen = (there.dev, there.ino, there.kind);
+        if self.refused.get(path) != Some(&seen) {
+            if self.refused.len() >= REFUSED_MAX {
+                self.refused.clear();
+            }
+            self.refused.insert(path.to_path_buf(), seen);
+            self.refused_total.inc();
+            crate::warn!(
+                "{}: not shipped: {e}; saying so again only if something else is put there",
+                path.display()
+            );
+        }
+        None
+    }
 }
 
 /// Why the lease probe cannot tell for `file`, for the log.
@@ -312,7 +362,8 @@ fn sent_before(
 /// the whole-file stream then claims it and sends only the growth, under
 /// the same stream id.
 pub(crate) fn take_grown(path: &Path, completed: &mut Vec<Entry>) -> Option<Entry> {
-    let (file, meta) = open_candidate(path)?;
+    // (Only looks: the send itself opens the file as `follow_symlinks` says.)
+    let (file, meta) = RealFs.open(path, true).ok()?;
     let (Sent::Grown { .. }, Some(i)) = sent_before(path, &file, &meta, completed) else {
         return None;
     };

@@ -51,6 +51,10 @@ pub(crate) struct Meter {
     pub lost: Counter,
     /// Connections opened after a connection of the stream failed or broke.
     pub reconnects: Counter,
+    /// Files refused at open (the client-wide, unlabelled counter).
+    pub refused: Counter,
+    /// Server offsets beyond anything sent (client-wide, unlabelled).
+    pub offset_conflicts: Counter,
     /// Set at scrape time by [`View`].
     behind: Gauge,
     /// When the server last acknowledged new bytes of this stream; `None`
@@ -71,6 +75,8 @@ impl Meter {
             truncations: metrics.truncations.get_or_create_owned(&label),
             lost: metrics.losses.get_or_create_owned(&label),
             reconnects: metrics.reconnects.get_or_create_owned(&label),
+            refused: metrics.refused_files.clone(),
+            offset_conflicts: metrics.offset_conflicts.clone(),
             behind: metrics.behind_bytes.get_or_create_owned(&label),
             last_ack: None,
             label,

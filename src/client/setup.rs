@@ -171,7 +171,11 @@ impl ClientDaemon {
                 s.delete,
                 meter,
             )
-            .yielding(yields),
+            .yielding(yields)
+            .opening(
+                self.settings.follow_symlinks,
+                self.metrics.refused_files.clone(),
+            ),
         );
         self.add_unwatched(dir, None, Some(self.sources.len() - 1));
         Ok(())
@@ -232,7 +236,11 @@ impl ClientDaemon {
             false,
             meter,
         )
-        .yielding(yields);
+        .yielding(yields)
+        .opening(
+            self.settings.follow_symlinks,
+            self.metrics.refused_files.clone(),
+        );
         src.follow = true;
         self.sources.push(src);
         self.add_unwatched(dir, None, Some(self.sources.len() - 1));
@@ -336,6 +344,7 @@ fn settings(cfg: &ClientConfig) -> Result<Settings, ClientError> {
         idle_close: t.idle_close,
         compression: cfg.server.compression,
         token: cfg.server.token.clone(),
+        follow_symlinks: cfg.follow_symlinks,
     })
 }
 

@@ -70,6 +70,10 @@ pub struct ClientConfig {
     pub hostname: Option<String>,
     /// Top-level `debug`, default false.
     pub debug: bool,
+    /// Top-level `follow_symlinks`, default false: a symlink at a followed
+    /// path, among a directory's files, or rotated in is not opened (one
+    /// WARN per path) unless this is true.
+    pub follow_symlinks: bool,
     /// Optional `[tuning]` section.
     pub tuning: Tuning,
     /// Optional `[prometheus]` section: the metrics endpoint; default
@@ -283,6 +287,7 @@ struct RawClient {
     state_file: Option<PathBuf>,
     hostname: Option<Spanned<String>>,
     debug: Option<bool>,
+    follow_symlinks: Option<bool>,
     tuning: Option<RawTuning>,
     prometheus: Option<RawPrometheus>,
     stream: Option<Vec<RawStream>>,
@@ -405,6 +410,7 @@ impl RawClient {
             state_file: self.state_file.unwrap_or_else(default_client_state_file),
             hostname,
             debug: self.debug.unwrap_or(false),
+            follow_symlinks: self.follow_symlinks.unwrap_or(false),
             tuning: self
                 .tuning
                 .map_or(Ok(Tuning::default()), |t| t.validate(doc))?,

@@ -23,6 +23,8 @@
 //! | `loghamster_client_last_ack_age_seconds{stream}` | gauge | seconds since the server last acknowledged new bytes (since start before the first) |
 //! | `loghamster_client_inotify_overflows_total` | counter | times the kernel's inotify queue overflowed: events were lost, every followed path and directory source was looked at again (each is also a WARN line) |
 //! | `loghamster_client_rate_limit_delay_seconds_total` | counter | time sending was held back by a rate limit |
+//! | `loghamster_client_refused_files_total` | counter | files not opened because they are not regular files, or symlinks while `follow_symlinks = false` (each is also one WARN line, once per path until something else is put there) |
+//! | `loghamster_client_offset_conflicts_total` | counter | times a server's `200` named an offset beyond anything this client sent for the stream (each is also an ERROR line; the rest goes out under a new stream id) |
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -107,6 +109,10 @@ pub struct ClientMetrics {
     pub rate_limit_delay: Counter<f64, AtomicU64>,
     /// inotify queue overflows.
     pub inotify_overflows: Counter,
+    /// Files refused at open (symlinks not followed, not regular files).
+    pub refused_files: Counter,
+    /// Server offsets beyond anything sent for the stream.
+    pub offset_conflicts: Counter,
 }
 
 impl ClientMetrics {
@@ -138,6 +144,8 @@ impl ClientMetrics {
             last_ack_age: Family::default(),
             rate_limit_delay: Counter::default(),
             inotify_overflows: Counter::default(),
+            refused_files: Counter::default(),
+            offset_conflicts: Counter::default(),
         };
         m.register_all();
         for l in streams {
@@ -218,6 +226,16 @@ impl ClientMetrics {
             "inotify_overflows",
             "Times the inotify queue overflowed (events lost; every file looked at again)",
             self.inotify_overflows.clone(),
+        );
+        r.register(
+            "refused_files",
+            "Files not opened: symlinks (follow_symlinks = false) or not regular files",
+            self.refused_files.clone(),
+        );
+        r.register(
+            "offset_conflicts",
+            "Server offsets beyond anything this client sent for the stream",
+            self.offset_conflicts.clone(),
         );
     }
 

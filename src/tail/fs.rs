@@ -67,6 +67,10 @@ pub trait Fs {
     /// `lstat` of a name; `Ok(None)` when nothing has that name.
     fn lstat(&mut self, path: &Path) -> io::Result<Option<Meta>>;
 
+    /// `stat` of a name (a symlink is followed); `Ok(None)` when nothing
+    /// has that name or a symlink leads nowhere.
+    fn stat(&mut self, path: &Path) -> io::Result<Option<Meta>>;
+
     /// `pread`: up to `buf.len()` bytes at `at`; 0 at the end of the file.
     fn read_at(&mut self, file: &Self::File, buf: &mut [u8], at: u64) -> io::Result<usize>;
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use loghamster::tail::follow::{Env, Filled, Note, State, Tail};
-use loghamster::tail::fs::Fs;
+use loghamster::tail::fs::{Fs, Kind};
 use loghamster::tail::state::Entry;
 
 use crate::fs::{SimFile, SimFs, Writer};
@@ -405,18 +405,142 @@ fn the_server_holding_more_than_the_file_means_truncated() {
 }
 
 #[test]
-fn a_fifo_at_the_path_is_refused_and_retried_later() {
+fn a_fifo_at_the_path_is_refused_once_and_retried_quietly() {
     let mut s = Script::new();
     s.fs.mkfifo(Path::new(LOG)).unwrap();
     let notes = s.look();
     assert!(
-        matches!(&notes[..], [Note::Failed { what: "open", .. }]),
+        matches!(
+            &notes[..],
+            [Note::Refused {
+                kind: Kind::Fifo,
+                ..
+            }]
+        ),
         "{notes:?}"
     );
-    assert!(matches!(
-        s.tail.state(),
-        State::Missing { retry_at: Some(_) }
-    ));
+    let State::Missing { retry_at: Some(at) } = s.tail.state() else {
+        panic!("{:?}", s.tail.state());
+    };
+    // Every retry (and every look) finds the same FIFO: nothing to say.
+    for _ in 0..3 {
+        s.now = at.max(s.now) + Duration::from_secs(6);
+        s.tick(false);
+        assert_eq!(s.look(), vec![Note::StillRefused]);
+    }
+    // Something else there (a directory): said once more; then a file
+    // is followed.
+    s.fs.unlink(Path::new(LOG)).unwrap();
+    s.fs.mkdir(Path::new(LOG)).unwrap();
+    let notes = s.look();
+    assert!(
+        matches!(
+            &notes[..],
+            [Note::Refused {
+                kind: Kind::Dir,
+                ..
+            }]
+        ),
+        "{notes:?}"
+    );
+    s.fs.rmdir(Path::new(LOG)).unwrap();
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "a\n");
+    assert!(matches!(&s.look()[..], [Note::Opened { .. }]));
+    assert_eq!(s.ship(0), b"a\n");
+    s.fs.close(w);
+}
+
+#[test]
+fn a_symlink_at_the_path_is_not_opened_unless_followed() {
+    let mut s = Script::new();
+    s.fs.write_file(Path::new("/etc-shadow"), b"secret\n")
+        .unwrap();
+    s.fs.symlink(Path::new("/etc-shadow"), Path::new(LOG))
+        .unwrap();
+    let notes = s.look();
+    assert!(
+        matches!(
+            &notes[..],
+            [Note::Refused {
+                kind: Kind::Symlink,
+                ..
+            }]
+        ),
+        "{notes:?}"
+    );
+    assert!(s.tail.current().is_none(), "nothing opened");
+    s.now += Duration::from_secs(6);
+    s.tick(false);
+    assert_eq!(s.look(), vec![Note::StillRefused], "said once");
+    // Rotated in by rename over a followed file: not opened either.
+    s.fs.unlink(Path::new(LOG)).unwrap();
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "ok\n");
+    s.look();
+    assert_eq!(s.ship(0), b"ok\n");
+    s.confirm();
+    s.fs.symlink(Path::new("/etc-shadow"), Path::new("/var/log/evil"))
+        .unwrap();
+    s.fs.rename(Path::new("/var/log/evil"), Path::new(LOG))
+        .unwrap();
+    s.fs.close(w);
+    assert_eq!(s.look(), vec![Note::Rotated]);
+    for _ in 0..10 {
+        s.advance(600);
+        let t = s.tick(false);
+        if t.finish {
+            s.confirm();
+        }
+    }
+    assert!(
+        s.notes.iter().any(|n| matches!(
+            n,
+            Note::Refused {
+                kind: Kind::Symlink,
+                ..
+            }
+        )),
+        "{:?}",
+        s.notes
+    );
+    assert!(
+        s.tail.current().is_none(),
+        "the link's target is never opened"
+    );
+}
+
+#[test]
+fn a_followed_symlink_is_shipped_and_checked_again_when_repointed() {
+    let mut settings = tail_settings(false);
+    settings.follow_symlinks = true;
+    let mut s = Script::with(settings, Vec::new());
+    let a = s.fs.create(Path::new("/data-a")).unwrap();
+    s.write(&a, "a1\n");
+    s.fs.symlink(Path::new("/data-a"), Path::new(LOG)).unwrap();
+    assert!(matches!(&s.look()[..], [Note::Opened { .. }]));
+    assert_eq!(s.ship(0), b"a1\n");
+    s.confirm();
+    // Still the same target: no rotation.
+    assert_eq!(s.look(), vec![]);
+    assert_eq!(s.tail.state(), State::Following);
+    // Re-pointed: the old target is finished, the new one followed.
+    s.advance(1);
+    let b = s.fs.create(Path::new("/data-b")).unwrap();
+    s.write(&b, "b1\n");
+    s.fs.unlink(Path::new(LOG)).unwrap();
+    s.fs.symlink(Path::new("/data-b"), Path::new(LOG)).unwrap();
+    s.fs.close(a);
+    assert_eq!(s.look(), vec![Note::Rotated]);
+    for _ in 0..10 {
+        s.advance(600);
+        if s.tick(false).finish {
+            s.confirm();
+        }
+    }
+    assert_eq!(s.tail.state(), State::Following, "{:?}", s.notes);
+    assert_eq!(s.ship(0), b"b1\n");
+    s.fs.close(b);
 }
 
 #[test]

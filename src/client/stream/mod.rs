@@ -60,6 +60,8 @@ pub(crate) struct Settings {
     pub compression: Compression,
     /// `[server] token_file`: the token every INIT carries.
     pub token: Option<crate::config::client::ClientToken>,
+    /// `follow_symlinks`: open the file a symlink leads to.
+    pub follow_symlinks: bool,
 }
 
 impl Settings {
@@ -72,7 +74,7 @@ impl Settings {
             deleted_hold: self.deleted_hold,
             follow_rotations,
             whole,
-            follow_symlinks: true,
+            follow_symlinks: self.follow_symlinks,
             olddirs: Vec::new(),
         }
     }
@@ -497,6 +499,11 @@ fn log_note(path: &str, note: &Note, ctx: &mut Ctx<'_>, abandoned: &mut u64) {
             }
         }
         Note::Absent => crate::debug!("{path}: not there yet; waiting for it to appear"),
+        Note::Refused { error, .. } => {
+            ctx.meter.refused.inc();
+            crate::warn!("{path}: not shipped: {error}; looking again quietly, and saying so again only if something else is put there");
+        }
+        Note::StillRefused => crate::debug!("{path}: still not shipped (the same object is there)"),
     }
 }
 

@@ -126,6 +126,14 @@ impl Fs for RealFs {
         }
     }
 
+    fn stat(&mut self, path: &Path) -> io::Result<Option<Meta>> {
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some(meta_of(&m))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn read_at(&mut self, file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
         retry(|| file.read_at(buf, at))
     }

@@ -67,7 +67,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::batch;
-use super::fs::{Fs, Meta};
+use super::fs::{Fs, Kind, Meta};
 use super::identity::{Identity, StreamId};
 use super::state::Entry;
 pub use buffer::ReadBuf;
@@ -99,6 +99,9 @@ pub struct Settings {
     /// Sent whole after close: everything to the end, last partial line
     /// included, no rotation handling.
     pub whole: bool,
+    /// A symlink at the path is followed (and the file it names is
+    /// checked again on every look, so re-pointing it is a rotation);
+    /// otherwise it is refused like any other non-regular file.
     pub follow_symlinks: bool,
     /// More directories rotated files go to (logrotate's `olddir`).
     pub olddirs: Vec<PathBuf>,
@@ -192,6 +195,12 @@ pub enum Note {
     Abandoned { bytes: u64 },
     /// Opening or reading failed (not "missing").
     Failed { what: &'static str, error: String },
+    /// What is at the path is not shipped: a symlink (unless
+    /// `follow_symlinks`), a FIFO, a device, a socket or a directory.
+    /// Noted once; again only when something else is put there.
+    Refused { kind: Kind, error: String },
+    /// The same thing is still there (a quiet retry: a debug line).
+    StillRefused,
     /// Not there (yet); waiting for it to appear.
     Absent,
 }
@@ -253,6 +262,9 @@ pub struct Tail<H> {
     /// daemon's loaded entries.
     parked: bool,
     notes: Vec<Note>,
+    /// What was at the path when opening it was last refused (device,
+    /// inode, kind): the refusal is noted again only when that changes.
+    refused: Option<(u64, u64, Kind)>,
     /// The file a path names changed: save the state file soon.
     save_soon: bool,
     /// An acknowledged offset changed.
@@ -290,6 +302,7 @@ impl<H> Tail<H> {
             complete: false,
             parked: false,
             notes: Vec::new(),
+            refused: None,
             save_soon: false,
             dirty: false,
             nonce: nonce | 1,
@@ -364,6 +377,17 @@ impl<H> Tail<H> {
     /// True (once) when an acknowledged offset changed.
     pub fn take_dirty(&mut self) -> bool {
         std::mem::take(&mut self.dirty)
+    }
+
+    /// What the path names now: `lstat`, or with `follow_symlinks` the
+    /// file a symlink there leads to; `None` when there is nothing (or an
+    /// error).
+    pub(super) fn at_path<F: Fs<File = H>>(&self, env: &mut Env<'_, F>) -> Option<Meta> {
+        let m = env.fs.lstat(&self.path).ok().flatten()?;
+        if m.kind == Kind::Symlink && self.settings.follow_symlinks {
+            return env.fs.stat(&self.path).ok().flatten();
+        }
+        Some(m)
     }
 
     /// True when `meta` is a file this tail holds, or finished in this

@@ -190,7 +190,7 @@ impl<H> Tail<H> {
         // logrotate's copytruncate truncates the file at the path: a file
         // rotated away and then found shorter was truncated by someone
         // else, and the files next to it are generations, not its copies.
-        let at_path = env.fs.lstat(&self.path).ok().flatten().map(|m| m.inode());
+        let at_path = self.at_path(env).map(|m| m.inode());
         let candidates = if at_path == Some(cur.meta.inode()) {
             self.copy_candidates(env, &cur)
         } else {

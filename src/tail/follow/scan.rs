@@ -54,7 +54,7 @@ impl<H> Tail<H> {
             State::Missing { .. } => self.open(env),
             State::Following if !self.settings.whole => {
                 let Some(cur) = &self.cur else { return };
-                let at_path = env.fs.lstat(&self.path).ok().flatten();
+                let at_path = self.at_path(env);
                 if at_path.map(|m| m.inode()) != Some(cur.meta.inode()) {
                     self.notes.push(Note::Rotated);
                     self.state = State::Draining {
@@ -79,7 +79,7 @@ impl<H> Tail<H> {
     /// exist. While a copytruncate's copies are read, the path still names
     /// the held original, and the copies are not generations of the path.
     fn path_moved_on<F: Fs<File = H>>(&self, env: &mut Env<'_, F>) -> bool {
-        let at_path = env.fs.lstat(&self.path).ok().flatten();
+        let at_path = self.at_path(env);
         !at_path.is_some_and(|m| self.holds(m.inode()))
     }
 
@@ -190,6 +190,7 @@ impl<H> Tail<H> {
             Err(e) => return self.open_failed(env, e),
         };
         self.parked = false;
+        self.refused = None;
         let copies_after = env.fs.clock();
         self.cur = Some(self.fresh_gen(file, meta, identity, Vec::new(), copies_after));
         self.state = State::Following;
@@ -224,7 +225,7 @@ impl<H> Tail<H> {
         let Some(first) = gens.next() else {
             return false;
         };
-        let at_path = env.fs.lstat(&self.path).ok().flatten().map(|m| m.inode());
+        let at_path = self.at_path(env).map(|m| m.inode());
         let here = at_path == Some(first.meta.inode());
         self.parked = false;
         self.cur = Some(first);
@@ -271,7 +272,7 @@ impl<H> Tail<H> {
             }
         }
         mine.retain(|e| e.id != super::SINCE_MARKER);
-        let at_path = env.fs.lstat(&path).ok().flatten().map(|m| m.inode());
+        let at_path = self.at_path(env).map(|m| m.inode());
         let mut listing = None;
         let mut found = Vec::new();
         // The oldest birth among the recorded files: if none of them is
@@ -411,7 +412,25 @@ impl<H> Tail<H> {
                 if !self.parked {
                     self.notes.push(Note::Absent);
                 }
+                self.refused = None;
                 None
+            }
+            _ if e.kind() == io::ErrorKind::InvalidInput => {
+                // Not a regular file (or a symlink not to follow): noted
+                // once, retried quietly, noted again if it is replaced.
+                let there = env.fs.lstat(&self.path).ok().flatten();
+                let seen = there.map(|m| (m.dev, m.ino, m.kind));
+                if seen.is_some() && seen != self.refused {
+                    let kind = there.map_or(Kind::Other, |m| m.kind);
+                    self.notes.push(Note::Refused {
+                        kind,
+                        error: e.to_string(),
+                    });
+                } else {
+                    self.notes.push(Note::StillRefused);
+                }
+                self.refused = seen;
+                Some(env.now + REOPEN_RETRY)
             }
             _ => {
                 self.notes.push(Note::Failed {
@@ -562,7 +581,7 @@ impl<H> Tail<H> {
             };
             return;
         };
-        let at_path = env.fs.lstat(&self.path).ok().flatten().map(|m| m.inode());
+        let at_path = self.at_path(env).map(|m| m.inode());
         let at_path = at_path == Some(next.meta.inode());
         self.state = if at_path && self.queue.is_empty() {
             State::Following

@@ -511,6 +511,14 @@ impl Fs for SimFs {
         }
     }
 
+    fn stat(&mut self, path: &Path) -> io::Result<Option<Meta>> {
+        match self.lookup(path, true) {
+            Ok(l) => Ok(l.ino.map(|i| self.meta(i))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn read_at(&mut self, file: &SimFile, buf: &mut [u8], at: u64) -> io::Result<usize> {
         Ok(self.read_inode(file.ino, buf, at))
     }
