@@ -78,12 +78,25 @@ pub fn load_toml<T: DeserializeOwned>(
         }
     };
     let text = String::from_utf8(text).map_err(|_| corrupt("not UTF-8".into()))?;
-    let value: T = toml::from_str(&text).map_err(|e| corrupt(e.message().to_string()))?;
+    let value: T = toml::from_str(&text).map_err(|e| corrupt(toml_reason(&e)))?;
     match version_of(&value) {
         v if v == version => Ok(Some(value)),
         v => Err(corrupt(format!(
             "version {v} is not supported (expected {version})"
         ))),
+    }
+}
+
+/// Why TOML text did not parse, never empty: the parser's message with
+/// the line it found the problem on.
+pub fn toml_reason(e: &toml::de::Error) -> String {
+    let what = match e.message().trim() {
+        "" => "unparsable TOML",
+        m => m,
+    };
+    match e.span() {
+        Some(span) => format!("{what} (at byte {})", span.start),
+        None => what.to_string(),
     }
 }
 
@@ -116,6 +129,18 @@ pub fn save_toml<T: Serialize>(
 /// Replaces `path` with `bytes` atomically; [`Durability::Synced`] makes it
 /// durable too.
 pub fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
+    write_atomic_mode(path, bytes, durability, 0o666)
+}
+
+/// [`write_atomic`] with the temp file (and so the result) created with
+/// permission bits `mode` (before the umask): 0600 for a file holding a
+/// secret.
+pub fn write_atomic_mode(
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+    mode: u32,
+) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -124,7 +149,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) -> io::Re
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = dir.join(tmp_name);
-    let mut f = File::create(&tmp)?;
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?
+    };
+    // An existing temp file keeps its old mode: set it.
+    if mode != 0o666 {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
     f.write_all(bytes)?;
     if durability == Durability::ProcessCrash {
         drop(f);

@@ -146,3 +146,105 @@ fn a_fifo_at_a_followed_path_is_refused_once_and_stalls_nothing() {
     let said = format!("{}: not shipped", fifo.display());
     assert_eq!(c.log().matches(&said).count(), 1, "{}", c.log());
 }
+
+/// Ships `lines` lines of each of `logs` to `server` (writing into
+/// `out`) and stops cleanly: the state file then records every file at
+/// its end.
+fn shipped_and_stopped(server: &Server, out: &Path, state: &Path, logs: &[&Path], lines: usize) {
+    for log in logs {
+        append_lines(log, "s", 0, lines);
+    }
+    let mut c = client_for(server, state, "h", logs);
+    for log in logs {
+        wait_content(&routed(out, "h", log), &expected("s", 0, lines));
+    }
+    assert!(c.stop().success());
+}
+
+/// A damaged state file stops the client with a reason; after the
+/// documented recovery (moving it away) nothing is sent twice.
+fn refused_then_recovered(damage: impl FnOnce(&str) -> String, says: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let server = Server::with_directory(&out);
+    let (a, b) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+    let state = tmp.path().join("state");
+    shipped_and_stopped(&server, &out, &state, &[&a, &b], 1000);
+    let text = std::fs::read_to_string(&state).unwrap();
+    std::fs::write(&state, damage(&text)).unwrap();
+    let mut c = client_for(&server, &state, "h", &[&a, &b]);
+    let status = c.wait_exit();
+    assert!(!status.success());
+    let log = c.log();
+    assert!(log.contains("is corrupt (") && log.contains(says), "{log}");
+    assert!(!log.contains("()"), "an empty reason: {log}");
+    // Moved away, the secret beside it still names the same streams: the
+    // server's offsets say everything arrived.
+    std::fs::rename(&state, tmp.path().join("state.bad")).unwrap();
+    append_lines(&a, "s", 1000, 1010);
+    let mut c = client_for(&server, &state, "h", &[&a, &b]);
+    wait_content(&routed(&out, "h", &a), &expected("s", 0, 1010));
+    assert!(c.stop().success());
+    assert_eq!(
+        read(&routed(&out, "h", &b)),
+        expected("s", 0, 1000),
+        "no duplicates"
+    );
+}
+
+#[test]
+fn a_state_file_with_a_changed_fingerprint_is_refused() {
+    refused_then_recovered(
+        |text| {
+            let at = text.find("fp = \"").expect("an fp field") + 6;
+            let mut t = text.to_string();
+            let digit = if &t[at..at + 1] == "0" { "1" } else { "0" };
+            t.replace_range(at..at + 1, digit);
+            t
+        },
+        "checksum mismatch",
+    );
+}
+
+#[test]
+fn a_half_truncated_state_file_is_refused() {
+    refused_then_recovered(|text| text[..text.len() / 2].to_string(), "truncated");
+}
+
+#[test]
+fn a_state_file_of_the_previous_version_still_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let server = Server::with_directory(&out);
+    let a = tmp.path().join("a.log");
+    let state = tmp.path().join("state");
+    shipped_and_stopped(&server, &out, &state, &[&a], 100);
+    // What the previous version wrote: version 1, no checksum line, and
+    // stream ids of the old form (dev-ino-born) the server does not know.
+    let text = std::fs::read_to_string(&state).unwrap();
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with("# sha256"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut body = body.replace("version = 2", "version = 1");
+    while let Some(at) = body.find("~k") {
+        body.replace_range(at..at + 34, "");
+    }
+    std::fs::write(&state, body).unwrap();
+    append_lines(&a, "s", 100, 110);
+    let mut c = client_for(&server, &state, "h", &[&a]);
+    wait_content(&routed(&out, "h", &a), &expected("s", 0, 110));
+    assert!(c.stop().success());
+    let log = c.log();
+    assert_eq!(
+        log.matches("written by an earlier version").count(),
+        1,
+        "{log}"
+    );
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(
+        text.starts_with("version = 2") && text.contains("# sha256 "),
+        "{text}"
+    );
+}

@@ -25,6 +25,7 @@ use crate::reactor::sys::inotify::Inotify;
 use crate::reactor::sys::signal::{SignalFd, SIGINT, SIGTERM};
 use crate::reactor::{Armed, Reactor, Slots, StopHandle};
 use crate::tail::batch::Rules;
+use crate::tail::identity::IdKey;
 use crate::tail::state::{self, Entry};
 
 impl ClientDaemon {
@@ -41,10 +42,10 @@ impl ClientDaemon {
             )));
         }
         let base = open_event_loop(signals)?;
-        let (completed, loaded) = state::load(&cfg.state_file)?
-            .into_iter()
-            .partition(|e| e.complete);
-        let settings = settings(&cfg)?;
+        let loaded = state::load(&cfg.state_file)?;
+        let id_key = secret(&cfg.state_file, &loaded)?;
+        let (completed, loaded) = loaded.entries.into_iter().partition(|e| e.complete);
+        let settings = settings(&cfg, id_key)?;
         let mut daemon = ClientDaemon::assemble(&cfg, base, settings, completed, loaded);
         daemon.serve_metrics(&cfg)?;
         let reaches: Vec<Reach> = cfg.streams.iter().map(Reach::of).collect();
@@ -323,7 +324,7 @@ fn open_event_loop(signals: bool) -> Result<EventLoop, ClientError> {
 
 /// The shared [`Settings`] from the configuration (and the host name, if
 /// not configured).
-fn settings(cfg: &ClientConfig) -> Result<Settings, ClientError> {
+fn settings(cfg: &ClientConfig, id_key: IdKey) -> Result<Settings, ClientError> {
     let hostname = match &cfg.hostname {
         Some(h) => h.clone(),
         None => crate::reactor::sys::host::hostname().map_err(setup("read the host name"))?,
@@ -345,7 +346,28 @@ fn settings(cfg: &ClientConfig) -> Result<Settings, ClientError> {
         compression: cfg.server.compression,
         token: cfg.server.token.clone(),
         follow_symlinks: cfg.follow_symlinks,
+        id_key,
     })
+}
+
+/// The client's secret, kept beside the state file; on first start (or
+/// after an upgrade) a new one from the kernel, saved before any id is
+/// keyed with it, so a crash right after still finds the same secret.
+fn secret(path: &Path, state: &state::State) -> Result<IdKey, ClientError> {
+    if state.legacy {
+        crate::info!(
+            "state file {}: written by an earlier version (no checksum); loaded as it is, and written with one from now on",
+            path.display()
+        );
+    }
+    if let Some(k) = state::load_key(path)? {
+        return Ok(k);
+    }
+    let mut k = IdKey([0; 32]);
+    crate::reactor::sys::random::fill(&mut k.0)
+        .map_err(setup("read random bytes for the client's secret"))?;
+    state::save_key(path, &k)?;
+    Ok(k)
 }
 
 /// The directory holding `path` (`/` when it has none).

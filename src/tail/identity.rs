@@ -126,19 +126,62 @@ impl Identity {
 }
 
 /// The stream id sent to the server for one generation of a followed
-/// file: `dev-ino-born` in hex, so a client that crashed before saving its
-/// state derives the same id again and the server can tell it how far the
-/// stream got. A file whose content was replaced in place (truncated and
-/// rewritten) gets a `-t<nonce>` suffix: its new content is a new stream.
-/// Where the file system records no birth time, the id carries a nonce
-/// instead (a crash before the state is saved then re-sends the file).
+/// file. Its parts are `dev-ino-born` in hex, so a client that crashed
+/// before saving its state derives the same id again and the server can
+/// tell it how far the stream got. A file whose content was replaced in
+/// place (truncated and rewritten) gets a `-t<nonce>` suffix: its new
+/// content is a new stream. Where the file system records no birth time,
+/// the id carries a nonce instead (a crash before the state is saved then
+/// re-sends the file).
+///
+/// Keyed ids (every id this version creates): the id on the wire is `k`
+/// and 32 hex digits, the first 128 bits of SHA-256 over the client's
+/// secret ([`IdKey`]) and the parts, so nobody who can `stat` the file
+/// can compute it (and take the stream over on the server). Ids from a
+/// state file written before keep their form (`mac` is `None`), so
+/// nothing in flight is sent again. The state file records both:
+/// [`StreamId::record`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct StreamId {
     pub dev: u64,
     pub ino: u64,
     pub born: Born,
-    /// Set for content that replaced the file's earlier content in place.
+    /// Set for content that replaced the file's earlier content in place
+    /// (or, after an offset conflict, the rest of the file under a new id).
     pub rewrite: Option<u64>,
+    /// The keyed hash of the parts; `None` for an unkeyed (older) id.
+    pub mac: Option<u128>,
+}
+
+/// The client's secret: 256 random bits, created on first start and kept
+/// in the state file; keys new stream ids. Its `Debug` does not show it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct IdKey(pub [u8; 32]);
+
+impl std::fmt::Debug for IdKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdKey(..)")
+    }
+}
+
+impl IdKey {
+    /// 64 hex digits, as in the state file.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn from_hex(h: &str) -> Option<IdKey> {
+        let h = h.as_bytes();
+        if h.len() != 64 {
+            return None;
+        }
+        let mut k = [0u8; 32];
+        for (i, pair) in h.chunks(2).enumerate() {
+            let pair = std::str::from_utf8(pair).ok()?;
+            k[i] = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(IdKey(k))
+    }
 }
 
 /// When a file was born, as far as its id is concerned.
@@ -164,14 +207,45 @@ impl StreamId {
             ino: meta.ino,
             born,
             rewrite: None,
+            mac: None,
         }
     }
 
-    /// The same file's new content after an in-place rewrite.
+    /// The same file's new content after an in-place rewrite (unkeyed:
+    /// key it again with [`StreamId::keyed`]).
     pub fn rewritten(self, nonce: u64) -> StreamId {
         StreamId {
             rewrite: Some(nonce),
+            mac: None,
             ..self
+        }
+    }
+
+    /// This id keyed with `key`: what goes on the wire becomes the hash.
+    pub fn keyed(self, key: &IdKey) -> StreamId {
+        use sha2::Digest;
+        let unkeyed = StreamId { mac: None, ..self };
+        let mut h = sha2::Sha256::new();
+        h.update(b"loghamster stream id v1\0");
+        h.update(key.0);
+        h.update(unkeyed.to_string().as_bytes());
+        let d = h.finalize();
+        let mut mac = [0u8; 16];
+        mac.copy_from_slice(&d[..16]);
+        StreamId {
+            mac: Some(u128::from_be_bytes(mac)),
+            ..self
+        }
+    }
+
+    /// The id as the state file records it: the parts, and for a keyed id
+    /// `~` and the id sent on the wire. [`FromStr`](std::str::FromStr)
+    /// reads it back (and the unkeyed form alone).
+    pub fn record(&self) -> String {
+        let parts = StreamId { mac: None, ..*self }.to_string();
+        match self.mac {
+            Some(_) => format!("{parts}~{self}"),
+            None => parts,
         }
     }
 
@@ -185,7 +259,11 @@ impl StreamId {
 }
 
 impl std::fmt::Display for StreamId {
+    /// The id on the wire.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(mac) = self.mac {
+            return write!(f, "k{mac:032x}");
+        }
         write!(f, "{:x}-{:x}-", self.dev, self.ino)?;
         match self.born {
             Born::At(ns) => write!(f, "{:x}.{:x}", ns / 1_000_000_000, ns % 1_000_000_000)?,
@@ -201,8 +279,16 @@ impl std::fmt::Display for StreamId {
 impl std::str::FromStr for StreamId {
     type Err = BadStreamId;
 
-    /// Parses what [`Display`](std::fmt::Display) wrote (the state file).
+    /// Parses what [`StreamId::record`] wrote (the state file).
     fn from_str(s: &str) -> Result<StreamId, BadStreamId> {
+        let (s, mac) = match s.split_once('~') {
+            Some((parts, wire)) => {
+                let hex = wire.strip_prefix('k').filter(|h| h.len() == 32);
+                let mac = hex.and_then(|h| u128::from_str_radix(h, 16).ok());
+                (parts, Some(mac.ok_or(BadStreamId)?))
+            }
+            None => (s, None),
+        };
         let hex = |t: &str| u64::from_str_radix(t, 16).map_err(|_| BadStreamId);
         let mut parts = s.splitn(4, '-');
         let dev = hex(parts.next().ok_or(BadStreamId)?)?;
@@ -232,6 +318,7 @@ impl std::str::FromStr for StreamId {
             ino,
             born,
             rewrite,
+            mac,
         })
     }
 }
@@ -284,8 +371,46 @@ mod tests {
         }
         assert!(a.is_original_of(&meta(1_700_000_000_123_456_789)));
         assert!(!b.is_original_of(&meta(1_700_000_000_123_456_789)));
-        for bad in ["", "1-2", "x-2-3.4", "1-2-3", "1-2-3.4-5", "1-2-3.3b9aca00"] {
+        for bad in [
+            "",
+            "1-2",
+            "x-2-3.4",
+            "1-2-3",
+            "1-2-3.4-5",
+            "1-2-3.3b9aca00",
+            "1-2-3.4~k12",
+            "1-2-3.4~x00000000000000000000000000000000",
+        ] {
             assert_eq!(bad.parse::<StreamId>(), Err(BadStreamId), "{bad}");
         }
+    }
+
+    #[test]
+    fn keyed_ids_hide_their_parts_and_round_trip_through_the_record() {
+        let m = meta(1_700_000_000_123_456_789);
+        let (k1, k2) = (IdKey([1; 32]), IdKey([2; 32]));
+        let a = StreamId::new(&m, 7).keyed(&k1);
+        let wire = a.to_string();
+        assert_eq!(wire.len(), 33);
+        assert!(wire.starts_with('k') && !wire.contains("1234"), "{wire}");
+        assert_ne!(
+            wire,
+            StreamId::new(&m, 7).keyed(&k2).to_string(),
+            "the key matters"
+        );
+        assert_eq!(
+            wire,
+            StreamId::new(&m, 9).keyed(&k1).to_string(),
+            "stable per file"
+        );
+        let r = a.record();
+        assert!(r.starts_with("801-1234-6553f100.75bcd15~k"), "{r}");
+        assert_eq!(r.parse::<StreamId>(), Ok(a));
+        let t = a.rewritten(5).keyed(&k1);
+        assert_ne!(t.to_string(), wire);
+        assert_eq!(t.record().parse::<StreamId>(), Ok(t));
+        assert_eq!(IdKey::from_hex(&k1.to_hex()), Some(k1));
+        assert_eq!(IdKey::from_hex("00"), None);
+        assert_eq!(format!("{k1:?}"), "IdKey(..)");
     }
 }

@@ -1,10 +1,12 @@
 //! The client's state file: one file for all streams.
 //!
-//! Format (TOML, versioned):
+//! Format (TOML, versioned, sealed by a checksum line):
 //! ```toml
-//! version = 1
+//! version = 2
 //! [[file]]
-//! id = "fd01-83a2-18b4c6d2e0f1a000"   # stream id sent to the server
+//! id = "fd01-83a2-6553f100.75bcd15~k3f2a9c0d1e2f3a4b5c6d7e8f9a0b1c2"
+//!                                     # dev-ino-born, and after `~` the stream
+//!                                     # id sent to the server (see StreamId)
 //! path = "/var/log/app.log"           # %XX-escaped where not printable ASCII
 //! dev = 64769
 //! ino = 33698
@@ -16,7 +18,16 @@
 //! complete = false                    # true: sent whole after close and confirmed (`250 DONE`)
 //! copy = true                         # only when true: logrotate's copy, read as a snapshot
 //! copies_after = 1765056000000000000  # only when set: copies born up to then are accounted for
+//! # sha256 5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
 //! ```
+//! The last line is the SHA-256 of every byte before it. A file whose
+//! checksum does not match (a changed field, a flipped bit), that lacks
+//! the line (truncated), or that does not parse is refused at start-up
+//! with a reason naming what is wrong: the client does not start rather
+//! than re-send what the server already has. A version 1 file (written by
+//! an earlier loghamsterc, without checksum or secret) still loads, once:
+//! the next save writes version 2.
+//!
 //! Entries are keyed by identity (`dev`, `ino`, `fp`), not by path: on
 //! start-up a path resumes from an entry only if the file there is the same
 //! file. `offset` is what the server acknowledged, never merely what was
@@ -25,20 +36,41 @@
 //! restart reads every one of them, in the same order.
 //!
 //! Writes are atomic: a temp file beside the target, `fsync`, `rename`,
-//! `fsync` of the directory. A corrupt or unreadable state file is an error
-//! that names the file; the client refuses to start rather than silently
-//! re-sending everything from offset 0.
+//! `fsync` of the directory.
+//!
+//! The client's secret ([`IdKey`], which keys new stream ids) is kept
+//! beside it, in `<state file>.key` (64 hex digits and a newline, mode
+//! 0600), written once on first start: so the documented recovery from a
+//! damaged state file (move it away) keeps the secret, and with it the ids
+//! the server knows, and nothing is sent twice.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::identity::Identity;
+use super::identity::{IdKey, Identity};
 pub use crate::persist::Durability;
 pub use crate::persist::StateError;
-use crate::persist::{escape_path, load_toml, save_toml, unescape_path};
+use crate::persist::{escape_path, toml_reason, unescape_path, write_atomic, write_atomic_mode};
 
-pub const VERSION: u32 = 1;
+/// The version written; [`LEGACY_VERSION`] files still load.
+pub const VERSION: u32 = 2;
+/// Written by loghamsterc before the checksum and the secret.
+pub const LEGACY_VERSION: u32 = 1;
+
+/// How the checksum line starts.
+const SEAL: &str = "# sha256 ";
+
+/// What starting without the state file would cost (for messages).
+const RISK: &str = "every file would be sent again from the beginning";
+
+/// What the state file holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct State {
+    pub entries: Vec<Entry>,
+    /// Written by an earlier version (no checksum): loaded as it is.
+    pub legacy: bool,
+}
 
 /// One tracked file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,77 +132,201 @@ fn is_false(b: &bool) -> bool {
     !b
 }
 
-/// Loads the entries; a missing file means no entries.
-pub fn load(path: &Path) -> Result<Vec<Entry>, StateError> {
-    const RISK: &str = "every file would be sent again from the beginning";
-    let Some(raw) = load_toml(path, VERSION, |r: &Raw| r.version, RISK)? else {
-        return Ok(Vec::new());
+/// Loads the state; a missing file means an empty one.
+pub fn load(path: &Path) -> Result<State, StateError> {
+    let corrupt = |reason: String| StateError::Corrupt {
+        path: path.into(),
+        reason,
+        risk: RISK,
     };
-    raw.file
-        .into_iter()
-        .map(|r| {
-            let fp = u64::from_str_radix(&r.fp, 16).map_err(|_| StateError::Corrupt {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(source) => {
+            return Err(StateError::Read {
                 path: path.into(),
-                reason: format!("bad fingerprint {:?}", r.fp),
-                risk: RISK,
-            })?;
-            let head = match &r.head {
-                Some(h) => u64::from_str_radix(h, 16).map_err(|_| StateError::Corrupt {
-                    path: path.into(),
-                    reason: format!("bad head fingerprint {h:?}"),
-                    risk: RISK,
-                })?,
-                None => 0,
-            };
-            let identity = Identity {
-                dev: r.dev,
-                ino: r.ino,
-                fp,
-                fp_len: r.fp_len,
-                head,
-                head_len: r.head_len.min(crate::tail::identity::HEAD_LEN as u32),
-            };
-            Ok(Entry {
-                id: r.id,
-                path: unescape_path(&r.path),
-                identity,
-                offset: r.offset,
-                complete: r.complete,
-                copy: r.copy,
-                copies_after: r.copies_after,
+                source,
             })
+        }
+    };
+    let text = String::from_utf8(bytes).map_err(|e| {
+        corrupt(format!(
+            "not UTF-8 at byte {}: damaged or not a state file",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    let (body, sealed) = unseal(&text).map_err(corrupt)?;
+    let raw: Raw = toml::from_str(body).map_err(|e| {
+        let why = toml_reason(&e);
+        corrupt(match sealed {
+            true => why,
+            false => format!("{why}; it has no checksum line either: truncated?"),
         })
+    })?;
+    match (raw.version, sealed) {
+        (VERSION, true) | (LEGACY_VERSION, false) => {}
+        (VERSION, false) => {
+            return Err(corrupt(
+                "the checksum line at the end is missing: the file was truncated or edited".into(),
+            ))
+        }
+        (LEGACY_VERSION, true) => {
+            return Err(corrupt(
+                "version 1 with a checksum line: edited by hand?".into(),
+            ))
+        }
+        (v, _) => {
+            return Err(corrupt(format!(
+                "version {v} is not supported (expected {VERSION} or {LEGACY_VERSION})"
+            )))
+        }
+    }
+    let entries = raw
+        .file
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| entry(r).map_err(|why| corrupt(format!("[[file]] #{}: {why}", i + 1))))
+        .collect::<Result<_, _>>()?;
+    Ok(State {
+        entries,
+        legacy: !sealed,
+    })
+}
+
+/// Splits the checksum line off and checks it. Returns the body and
+/// whether it was sealed (a legacy file has no checksum line).
+fn unseal(text: &str) -> Result<(&str, bool), String> {
+    if text.is_empty() {
+        return Err("the file is empty".into());
+    }
+    let trimmed = text.strip_suffix('\n').unwrap_or(text);
+    let at = trimmed.rfind('\n').map_or(0, |i| i + 1);
+    let Some(recorded) = trimmed[at..].strip_prefix(SEAL) else {
+        return Ok((text, false));
+    };
+    let body = &text[..at];
+    let computed = sha256_hex(body.as_bytes());
+    if recorded.trim() != computed {
+        return Err(format!(
+            "checksum mismatch (recorded sha256 {}, content has {computed}): the file was changed or damaged after it was written",
+            recorded.trim()
+        ));
+    }
+    Ok((body, true))
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
         .collect()
 }
 
-/// Writes the entries atomically (temp file, rename); with
-/// [`Durability::Synced`] also durably (fsync of the file and directory).
+/// One `[[file]]` as the daemon knows it; `Err` says which field is bad.
+fn entry(r: RawEntry) -> Result<Entry, String> {
+    let hex = |what: &str, h: &str| {
+        u64::from_str_radix(h, 16).map_err(|_| format!("bad {what} {h:?} (expected hex)"))
+    };
+    let fp = hex("fingerprint `fp`", &r.fp)?;
+    let head = match &r.head {
+        Some(h) => hex("head fingerprint `head`", h)?,
+        None => 0,
+    };
+    let identity = Identity {
+        dev: r.dev,
+        ino: r.ino,
+        fp,
+        fp_len: r.fp_len,
+        head,
+        head_len: r.head_len.min(crate::tail::identity::HEAD_LEN as u32),
+    };
+    Ok(Entry {
+        id: r.id,
+        path: unescape_path(&r.path),
+        identity,
+        offset: r.offset,
+        complete: r.complete,
+        copy: r.copy,
+        copies_after: r.copies_after,
+    })
+}
+
+/// Writes the state atomically (temp file, rename), sealed with its
+/// checksum line; with [`Durability::Synced`] also durably (fsync of the
+/// file and directory).
 pub fn save(path: &Path, entries: &[Entry], durability: Durability) -> Result<(), StateError> {
-    let file = entries
-        .iter()
-        .map(|e| RawEntry {
-            id: e.id.clone(),
-            path: escape_path(&e.path),
-            dev: e.identity.dev,
-            ino: e.identity.ino,
-            fp: format!("{:016x}", e.identity.fp),
-            fp_len: e.identity.fp_len,
-            head: (e.identity.head_len > 0).then(|| format!("{:016x}", e.identity.head)),
-            head_len: e.identity.head_len,
-            offset: e.offset,
-            complete: e.complete,
-            copy: e.copy,
-            copies_after: e.copies_after,
-        })
-        .collect();
-    save_toml(
-        path,
-        &Raw {
-            version: VERSION,
-            file,
-        },
-        durability,
-    )
+    let file = entries.iter().map(raw_entry).collect();
+    let raw = Raw {
+        version: VERSION,
+        file,
+    };
+    let err = |source| StateError::Write {
+        path: path.into(),
+        source,
+    };
+    let mut text = toml::to_string(&raw)
+        .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    let seal = sha256_hex(text.as_bytes());
+    text.push_str(SEAL);
+    text.push_str(&seal);
+    text.push('\n');
+    write_atomic(path, text.as_bytes(), durability).map_err(err)
+}
+
+/// Where the secret of the state file `state` is kept.
+pub fn key_path(state: &Path) -> PathBuf {
+    let mut name = state.file_name().unwrap_or_default().to_os_string();
+    name.push(".key");
+    state.with_file_name(name)
+}
+
+/// The client's secret kept beside the state file `state`; `None` when
+/// there is none yet.
+pub fn load_key(state: &Path) -> Result<Option<IdKey>, StateError> {
+    let path = key_path(state);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StateError::Read { path, source }),
+    };
+    let hex = std::str::from_utf8(&text).ok().map(str::trim_end);
+    match hex.and_then(IdKey::from_hex) {
+        Some(k) => Ok(Some(k)),
+        None => Err(StateError::Corrupt {
+            path,
+            reason: format!(
+                "expected 64 hex digits and a newline, found {} bytes that are not",
+                text.len()
+            ),
+            risk: "stream ids the server knows could not be derived again, and files would be sent again",
+        }),
+    }
+}
+
+/// Writes the secret beside the state file `state` (mode 0600, durably).
+pub fn save_key(state: &Path, key: &IdKey) -> Result<(), StateError> {
+    let path = key_path(state);
+    let text = format!("{}\n", key.to_hex());
+    write_atomic_mode(&path, text.as_bytes(), Durability::Synced, 0o600)
+        .map_err(|source| StateError::Write { path, source })
+}
+
+fn raw_entry(e: &Entry) -> RawEntry {
+    RawEntry {
+        id: e.id.clone(),
+        path: escape_path(&e.path),
+        dev: e.identity.dev,
+        ino: e.identity.ino,
+        fp: format!("{:016x}", e.identity.fp),
+        fp_len: e.identity.fp_len,
+        head: (e.identity.head_len > 0).then(|| format!("{:016x}", e.identity.head)),
+        head_len: e.identity.head_len,
+        offset: e.offset,
+        complete: e.complete,
+        copy: e.copy,
+        copies_after: e.copies_after,
+    }
 }
 
 #[cfg(test)]
@@ -197,32 +353,116 @@ mod tests {
         }
     }
 
+    const KEY: IdKey = IdKey([0x5a; 32]);
+
     #[test]
     fn round_trips_including_odd_paths() {
         let dir = tempfile::tempdir().unwrap();
         let sf = dir.path().join("sub/state");
         let odd = Path::new(std::ffi::OsStr::from_bytes(b"/var/log/caf\xe9 100%.log"));
-        let entries = vec![entry(Path::new("/var/log/a.log")), entry(odd)];
+        let mut keyed = entry(Path::new("/var/log/k.log"));
+        keyed.id = "801-1234-6553f100.75bcd15~k0123456789abcdef0123456789abcdef".into();
+        let entries = vec![entry(Path::new("/var/log/a.log")), entry(odd), keyed];
         save(&sf, &entries, Durability::Synced).unwrap();
-        assert_eq!(load(&sf).unwrap(), entries);
+        let got = load(&sf).unwrap();
+        assert_eq!(got.entries, entries);
+        assert!(!got.legacy);
         assert!(!dir.path().join("sub/state.tmp").exists());
+    }
+
+    #[test]
+    fn the_key_is_kept_beside_privately() {
+        let dir = tempfile::tempdir().unwrap();
+        let sf = dir.path().join("state");
+        assert_eq!(load_key(&sf).unwrap(), None);
+        save_key(&sf, &KEY).unwrap();
+        assert_eq!(load_key(&sf).unwrap(), Some(KEY));
+        use std::os::unix::fs::PermissionsExt;
+        let kp = dir.path().join("state.key");
+        let mode = std::fs::metadata(&kp).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+        std::fs::write(&kp, "abc\n").unwrap();
+        let e = load_key(&sf).unwrap_err();
+        assert!(e.to_string().contains("state.key"), "{e}");
     }
 
     #[test]
     fn missing_is_empty_but_corrupt_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let sf = dir.path().join("state");
-        assert!(load(&sf).unwrap().is_empty());
+        assert_eq!(load(&sf).unwrap(), State::default());
         for bad in [
             "",
             "version = 1\n[[file]]\nid = 3\n",
             "version = 9\n",
             "garbage",
+            "version = 2\n",
         ] {
             std::fs::write(&sf, bad).unwrap();
             let e = load(&sf).unwrap_err();
             assert!(matches!(e, StateError::Corrupt { .. }), "{bad:?}: {e}");
             assert!(e.to_string().contains("state"), "{e}");
+            assert!(!e.to_string().contains("()"), "an empty reason: {e}");
         }
+    }
+
+    /// The text of a saved state with two entries.
+    fn saved(sf: &Path) -> String {
+        let entries = [entry(Path::new("/l/a.log")), entry(Path::new("/l/b.log"))];
+        save(sf, &entries, Durability::ProcessCrash).unwrap();
+        std::fs::read_to_string(sf).unwrap()
+    }
+
+    fn reason(sf: &Path) -> String {
+        match load(sf) {
+            Err(StateError::Corrupt { reason, .. }) => reason,
+            other => panic!("not refused as corrupt: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_changed_field_fails_the_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let sf = dir.path().join("state");
+        let text = saved(&sf);
+        // Still valid hex: only the checksum can tell.
+        let changed = text.replacen("fp = \"ffffffffffffffff\"", "fp = \"fffffffffffffffe\"", 1);
+        assert_ne!(changed, text);
+        std::fs::write(&sf, &changed).unwrap();
+        assert!(
+            reason(&sf).starts_with("checksum mismatch"),
+            "{}",
+            reason(&sf)
+        );
+        let changed = text.replacen("offset = 77", "offset = 7", 1);
+        std::fs::write(&sf, &changed).unwrap();
+        assert!(reason(&sf).starts_with("checksum mismatch"));
+    }
+
+    #[test]
+    fn every_truncation_is_refused_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let sf = dir.path().join("state");
+        let text = saved(&sf);
+        for cut in 0..text.len() - 1 {
+            std::fs::write(&sf, &text[..cut]).unwrap();
+            let why = reason(&sf);
+            assert!(!why.trim().is_empty(), "cut at {cut}");
+        }
+        std::fs::write(&sf, &text[..text.len() / 2]).unwrap();
+        assert!(reason(&sf).contains("truncated"), "{}", reason(&sf));
+    }
+
+    #[test]
+    fn a_legacy_file_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let sf = dir.path().join("state");
+        let legacy = "version = 1\n\n[[file]]\nid = \"801-1234-6553f100.75bcd15\"\npath = \"/l/a.log\"\ndev = 1\nino = 2\nfp = \"00000000000000ff\"\nfp_len = 10\noffset = 5\ncomplete = false\n";
+        std::fs::write(&sf, legacy).unwrap();
+        let got = load(&sf).unwrap();
+        assert!(got.legacy);
+        assert_eq!(got.entries.len(), 1);
+        assert_eq!(got.entries[0].id, "801-1234-6553f100.75bcd15");
+        assert_eq!(got.entries[0].offset, 5);
     }
 }

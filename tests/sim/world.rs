@@ -268,6 +268,7 @@ pub fn tail_settings(olddir: bool) -> follow::Settings {
         follow_rotations: true,
         whole: false,
         follow_symlinks: false,
+        id_key: None,
         olddirs: if olddir {
             vec![PathBuf::from(OLDDIR)]
         } else {

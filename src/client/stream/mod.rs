@@ -37,7 +37,7 @@ use crate::reactor::{Armed, Key, Timers};
 use crate::tail::batch;
 use crate::tail::follow::{self, Env, Note, State, Tail};
 use crate::tail::fs::Fs;
-use crate::tail::identity::StreamId;
+use crate::tail::identity::{IdKey, StreamId};
 use crate::tail::state::Entry;
 
 /// Most idle read buffers kept for reuse.
@@ -62,6 +62,8 @@ pub(crate) struct Settings {
     pub token: Option<crate::config::client::ClientToken>,
     /// `follow_symlinks`: open the file a symlink leads to.
     pub follow_symlinks: bool,
+    /// The client's secret, which keys new stream ids.
+    pub id_key: IdKey,
 }
 
 impl Settings {
@@ -76,6 +78,7 @@ impl Settings {
             whole,
             follow_symlinks: self.follow_symlinks,
             olddirs: Vec::new(),
+            id_key: Some(self.id_key),
         }
     }
 }

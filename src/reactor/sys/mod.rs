@@ -15,6 +15,8 @@
 //!   writing (send after close).
 //! - [`net`]: socket settings `mio` does not expose (the listen backlog).
 //! - [`uring`]: an io_uring for `fdatasync` without blocking the loop.
+//! - [`random`]: random bytes from the kernel (`getrandom`), for the
+//!   client's secret.
 //! - [`pipe`]: pipes and `splice(2)`, the server's zero-copy path from a
 //!   socket into an output file.
 
@@ -24,6 +26,7 @@ pub mod inotify;
 pub mod lease;
 pub mod net;
 pub mod pipe;
+pub mod random;
 pub mod signal;
 pub mod tailfs;
 pub mod uring;

@@ -68,7 +68,7 @@ use std::time::{Duration, Instant};
 
 use super::batch;
 use super::fs::{Fs, Kind, Meta};
-use super::identity::{Identity, StreamId};
+use super::identity::{IdKey, Identity, StreamId};
 use super::state::Entry;
 pub use buffer::ReadBuf;
 pub use read::Filled;
@@ -105,6 +105,9 @@ pub struct Settings {
     pub follow_symlinks: bool,
     /// More directories rotated files go to (logrotate's `olddir`).
     pub olddirs: Vec<PathBuf>,
+    /// The client's secret: new stream ids are keyed with it (see
+    /// [`StreamId`]); without one they are `dev-ino-born` as before.
+    pub id_key: Option<IdKey>,
 }
 
 /// The life of the followed path (see the module doc).
@@ -450,7 +453,7 @@ impl<H> Tail<H> {
 
     fn entry_of(&self, g: &Gen<H>, offset: u64) -> Entry {
         Entry {
-            id: g.id.to_string(),
+            id: g.id.record(),
             path: self.path.clone(),
             identity: g.identity,
             offset,
@@ -537,9 +540,10 @@ impl<H> Tail<H> {
         prefix: Vec<u8>,
         copies_after: u64,
     ) -> Gen<H> {
+        let id = StreamId::new(&meta, self.next_nonce());
         Gen {
             file,
-            id: StreamId::new(&meta, self.next_nonce()),
+            id: self.keyed(id),
             meta,
             identity,
             copy: false,
@@ -547,6 +551,14 @@ impl<H> Tail<H> {
             prefix,
             copies_after,
             order: u64::MAX - 1,
+        }
+    }
+
+    /// `id` keyed with the client's secret, when there is one.
+    fn keyed(&self, id: StreamId) -> StreamId {
+        match &self.settings.id_key {
+            Some(k) => id.keyed(k),
+            None => id,
         }
     }
 

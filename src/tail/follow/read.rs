@@ -213,7 +213,8 @@ impl<H> Tail<H> {
             Ok(meta) => Identity::with_prefix(env.fs, &cur.file, &meta, buffer::OVERLAP).ok(),
             Err(_) => None,
         };
-        let id = cur.id.rewritten(self.next_nonce());
+        let nonce = self.next_nonce();
+        let id = self.keyed(cur.id.rewritten(nonce));
         self.save_soon = true;
         self.notes.push(Note::Truncated {
             at: pos,
