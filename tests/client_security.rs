@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use common::*;
@@ -247,4 +248,134 @@ fn a_state_file_of_the_previous_version_still_loads() {
         text.starts_with("version = 2") && text.contains("# sha256 "),
         "{text}"
     );
+}
+
+/// The wire id of the first stream recorded in the state file (what a
+/// stream's id leaked to an attacker would give them).
+fn recorded_wire_id(state: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(state).ok()?;
+    let line = text.lines().find(|l| l.starts_with("id = \""))?;
+    let id = line.trim_start_matches("id = \"").trim_end_matches('"');
+    Some(id.split_once('~')?.1.to_string())
+}
+
+#[test]
+fn a_stream_taken_over_is_neither_skipped_nor_sent_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let server = Server::with_directory(&out);
+    let log = tmp.path().join("app.log");
+    append_lines(&log, "g", 0, 100);
+    let body = format!(
+        "[tuning]\nidle_close = \"1s\"\n[[stream]]\npath = \"{}\"\n",
+        log.display()
+    );
+    let cfg = client_config(tmp.path(), &server, &body);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("debug = true\n{}", text.replace("debug = true\n", "")),
+    )
+    .unwrap();
+    let mut c = client(&["--config", cfg.to_str().unwrap()]);
+    let dest = routed(&out, "h", &log);
+    wait_content(&dest, &expected("g", 0, 100));
+    // Everything acknowledged and the connection closed as idle.
+    c.wait_log("idle; closing its connection");
+    let state = tmp.path().join("state");
+    let mut id = None;
+    wait_for("the stream id in the state file", || {
+        id = recorded_wire_id(&state);
+        id.is_some()
+    });
+    let id = id.unwrap();
+    assert!(id.starts_with('k') && id.len() == 33, "{id}");
+    // The attacker appends forged lines to the stream.
+    let held = std::fs::metadata(&log).unwrap().len();
+    let mut raw = Raw::connect(server.addr);
+    raw.greeting();
+    let mut forged = format!(
+        "INIT STREAM h:{} id:{id} offset:{held} ack:1\n",
+        log.display()
+    );
+    let lines: String = (0..50).map(|i| format!("FORGED {i}\n")).collect();
+    forged.push_str(&lines);
+    raw.send(forged.as_bytes());
+    assert!(raw.line().starts_with("200 "));
+    raw.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    loop {
+        let l = raw.line();
+        assert!(!l.is_empty(), "closed before 250 DONE");
+        if l.starts_with("250 DONE") {
+            break;
+        }
+    }
+    // The victim's next lines: not after a skip, not the whole file again.
+    append_lines(&log, "g", 100, 200);
+    c.wait_log("another connection wrote to it");
+    let genuine = |t: &str| -> String {
+        t.lines()
+            .filter(|l| !l.starts_with("FORGED"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let want = expected("g", 0, 200);
+    wait_for("every genuine line once", || genuine(&read(&dest)) == want);
+    assert!(c.stop().success());
+    let got = read(&dest);
+    assert_eq!(
+        genuine(&got),
+        want,
+        "{}",
+        describe_difference(&genuine(&got), &want)
+    );
+    let log_text = c.log();
+    let said = format!(
+        "stream {id}: the server holds {} bytes, but this client sent at most {held}",
+        held + lines.len() as u64
+    );
+    assert!(log_text.contains(&said), "{log_text}");
+}
+
+#[test]
+fn a_connection_refused_before_the_greeting_says_why() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let busy = std::thread::spawn(move || {
+        // Two refusals: the client says so each time, then backs off.
+        for _ in 0..2 {
+            let (mut s, _) = listener.accept().unwrap();
+            let _ = s.write_all(b"503 Too many connections from your address\n");
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("a.log");
+    append_lines(&log, "x", 0, 1);
+    let state = tmp.path().join("state");
+    let mut c = client(&[
+        "--server",
+        &addr,
+        "--state-file",
+        state.to_str().unwrap(),
+        log.to_str().unwrap(),
+    ]);
+    c.wait_log("server refused the connection: 503 Too many connections from your address");
+    busy.join().unwrap();
+    assert!(c.stop().success());
+    assert!(!c.log().contains("bad greeting"), "{}", c.log());
+}
+
+#[test]
+fn an_idle_timeout_is_not_called_a_shutdown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let server = server_with(tmp.path(), &out, "idle_timeout = \"200ms\"\n");
+    let log = tmp.path().join("a.log");
+    append_lines(&log, "i", 0, 3);
+    let mut c = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
+    c.wait_log("server closed the idle connection (421 Idle timeout)");
+    append_lines(&log, "i", 3, 6);
+    wait_content(&routed(&out, "h", &log), &expected("i", 0, 6));
+    assert!(c.stop().success());
+    assert!(!c.log().contains("shutting down"), "{}", c.log());
 }

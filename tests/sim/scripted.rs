@@ -560,3 +560,68 @@ fn a_whole_file_is_complete_once_confirmed() {
     assert!(s.tail.is_complete());
     let _ = s.fs.lstat(Path::new(LOG));
 }
+
+#[test]
+fn a_server_offset_beyond_anything_sent_is_a_conflict_not_a_skip_or_a_resend() {
+    let mut s = Script::new();
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "one\ntwo\n");
+    s.look();
+    assert_eq!(s.ship(0), b"one\ntwo\n");
+    assert_eq!(s.tail.on_ack(4), Ok(4));
+    // Kicked off (someone else connected with this stream's id).
+    s.tail.on_link_lost();
+    s.write(&w, "three\nfour\nfive\n");
+    let id = s.tail.stream_id();
+    // Another writer pushed the server's offset past what was sent (8),
+    // though not past the file's length (24): a skip would lose lines.
+    let (tail, mut env) = s.env();
+    assert!(!tail.on_ready(&mut env, Some(20)));
+    let notes = s.take_notes();
+    assert!(
+        matches!(
+            &notes[..],
+            [Note::OffsetConflict {
+                server: 20,
+                high: 8,
+                acked: 4,
+                ..
+            }]
+        ),
+        "{notes:?}"
+    );
+    assert_ne!(s.tail.stream_id(), id, "the rest goes under a new id");
+    assert!(s.tail.needs_verify());
+    assert!(s.tail.take_save_soon(), "the new id is recorded at once");
+    // The new stream is unknown to the server: it echoes the offset sent.
+    assert_eq!(s.ship(4), b"two\nthree\nfour\nfive\n");
+    // Beyond the file's length: still a conflict, not a truncation.
+    s.tail.on_link_lost();
+    let id = s.tail.stream_id();
+    let (tail, mut env) = s.env();
+    assert!(!tail.on_ready(&mut env, Some(10_000)));
+    let notes = s.take_notes();
+    assert!(
+        matches!(&notes[..], [Note::OffsetConflict { .. }]),
+        "{notes:?}"
+    );
+    assert_ne!(s.tail.stream_id(), id);
+    s.fs.close(w);
+}
+
+#[test]
+fn a_server_offset_up_to_what_was_sent_is_believed() {
+    let mut s = Script::new();
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "one\ntwo\n");
+    s.look();
+    assert_eq!(s.ship(0), b"one\ntwo\n");
+    // The ACK for all 8 bytes was lost with the connection.
+    s.tail.on_link_lost();
+    let id = s.tail.stream_id();
+    s.write(&w, "three\n");
+    assert_eq!(s.ship(8), b"three\n");
+    assert_eq!(s.tail.stream_id(), id);
+    assert!(s.take_notes().is_empty());
+    s.fs.close(w);
+}

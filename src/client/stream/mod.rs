@@ -506,6 +506,15 @@ fn log_note(path: &str, note: &Note, ctx: &mut Ctx<'_>, abandoned: &mut u64) {
             ctx.meter.refused.inc();
             crate::warn!("{path}: not shipped: {error}; looking again quietly, and saying so again only if something else is put there");
         }
+        Note::OffsetConflict {
+            stream,
+            server,
+            high,
+            acked,
+        } => {
+            ctx.meter.offset_conflicts.inc();
+            crate::error!("{path}: stream {stream}: the server holds {server} bytes, but this client sent at most {high}: another connection wrote to it. Not skipping ahead and not sending the file again: the rest goes from the acknowledged offset {acked} under a new stream id");
+        }
         Note::StillRefused => crate::debug!("{path}: still not shipped (the same object is there)"),
     }
 }

@@ -204,6 +204,17 @@ pub enum Note {
     Refused { kind: Kind, error: String },
     /// The same thing is still there (a quiet retry: a debug line).
     StillRefused,
+    /// The server's `200` named an offset beyond anything this run sent
+    /// (or learned from the server) for the stream: someone else wrote to
+    /// it. Not skipped to, not re-sent from 0: the rest goes from `acked`
+    /// under a new stream id.
+    OffsetConflict {
+        /// The stream's id on the wire.
+        stream: String,
+        server: u64,
+        high: u64,
+        acked: u64,
+    },
     /// Not there (yet); waiting for it to appear.
     Absent,
 }
@@ -232,6 +243,11 @@ pub struct Tail<H> {
     done_at: Option<u64>,
     /// The server's offset must be learned again before sending.
     verify: bool,
+    /// The stream this run has spoken to the server about, and the
+    /// highest offset known for it in this run (the server's `200`s, what
+    /// was sent, what was acknowledged): a later `200` beyond it is an
+    /// offset conflict.
+    contact: Option<(StreamId, u64)>,
     /// When the oldest unsent byte and the current partial line were
     /// first seen (batching rules).
     since: Option<Instant>,
@@ -292,6 +308,7 @@ impl<H> Tail<H> {
             acked: 0,
             done_at: None,
             verify: true,
+            contact: None,
             since: None,
             partial_since: None,
             deleted_since: None,
@@ -593,6 +610,17 @@ impl<H> Tail<H> {
                 || len > self.acked)
     }
 
+    /// Raises the highest offset known for the current stream to `at`.
+    fn known_to(&mut self, at: u64) {
+        let Some(id) = self.cur.as_ref().map(|g| g.id) else {
+            return;
+        };
+        match &mut self.contact {
+            Some((c, high)) if *c == id => *high = (*high).max(at),
+            _ => {}
+        }
+    }
+
     /// `ACK n`. Returns the newly acknowledged byte count, or `Err` when
     /// the server acknowledged more than was sent (a protocol error: the
     /// caller drops the connection).
@@ -688,6 +716,7 @@ impl<H> Tail<H> {
     pub fn on_sent(&mut self, n: usize) {
         let whole = memchr::memrchr(b'\n', self.buf.unsent()).map_or(0, |i| i + 1);
         self.buf.consume(n);
+        self.known_to(self.buf.sent_pos());
         if self.buf.unsent().is_empty() {
             self.since = None;
             self.partial_since = None;
@@ -702,6 +731,7 @@ impl<H> Tail<H> {
         debug_assert!(self.buf.unsent().is_empty());
         let pos = self.sent() + n;
         self.buf.reset(pos);
+        self.known_to(pos);
     }
 
     fn complete_if_whole(&mut self) {

@@ -147,6 +147,18 @@ impl<H> Tail<H> {
         self.verify = false;
         self.done_at = None;
         let Some(cur) = &self.cur else { return true };
+        let id = cur.id;
+        match self.contact {
+            Some((c, high)) if c == id && at > high.max(self.acked) => {
+                self.offset_conflict(at, high.max(self.acked));
+                return false;
+            }
+            Some((c, high)) if c == id => self.contact = Some((id, high.max(at))),
+            // The first `200` for this stream in this run: the server may
+            // hold what an earlier run sent before it could save its state.
+            _ => self.contact = Some((id, at)),
+        }
+        let Some(cur) = &self.cur else { return true };
         let copy = cur.copy;
         let Ok(meta) = env.fs.fstat(&cur.file) else {
             return true;
@@ -173,6 +185,38 @@ impl<H> Tail<H> {
         self.since = None;
         self.partial_since = None;
         true
+    }
+
+    /// The server holds more of the current stream than this run ever
+    /// sent or heard of (`high`): another connection wrote to it. The
+    /// bytes after `acked` go again under a new stream id, from `acked`:
+    /// nothing the client read is skipped, and the file is not sent again
+    /// from 0.
+    fn offset_conflict(&mut self, server: u64, high: u64) {
+        let acked = self.acked;
+        let stream = self
+            .cur
+            .as_ref()
+            .map(|g| g.id.to_string())
+            .unwrap_or_default();
+        self.notes.push(Note::OffsetConflict {
+            stream,
+            server,
+            high,
+            acked,
+        });
+        let nonce = self.next_nonce();
+        if let Some(cur) = &self.cur {
+            let id = self.keyed(cur.id.rewritten(nonce));
+            if let Some(cur) = &mut self.cur {
+                cur.id = id;
+            }
+        }
+        let done = self.done_at;
+        self.restart_at(acked);
+        self.done_at = done;
+        self.verify = true;
+        self.save_soon = true;
     }
 
     /// The file at the path no longer holds what was read (shorter than
