@@ -149,6 +149,9 @@ fn rotate_50_times_paced(options: &str, pace: impl Fn()) {
     let app = App::start(&log, "lr");
     wait_for("the first lines", || log.exists());
     let mut c = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
+    // A file rotated away before the client first looked was never its
+    // to read: the rotations start once it follows the path.
+    c.wait_log("started: ");
     let status_file = tmp.path().join("logrotate.status");
     for _ in 0..50 {
         pace();
