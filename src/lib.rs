@@ -93,6 +93,7 @@ pub mod reactor;
 pub mod server;
 pub mod sink;
 pub mod tail;
+pub mod tls;
 
 pub use client::api::Client;
 pub use client::{ClientDaemon, ClientError};

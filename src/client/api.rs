@@ -137,6 +137,7 @@ impl Client {
             tuning: self.tuning,
             prometheus: Prometheus::disabled(DEFAULT_PROMETHEUS_LISTEN),
             streams: self.streams.clone(),
+            tls: None,
         })
     }
 

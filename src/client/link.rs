@@ -22,7 +22,7 @@
 //! nothing to do.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
@@ -30,6 +30,7 @@ use crate::codec::{Codec, Encoder};
 use crate::config::Compression;
 use crate::proto::client::{ClientConn, Event, Negotiated};
 pub use crate::proto::client::{Close, Phase};
+use crate::tls::{ClientSetup, Transport};
 
 /// Something the server said that the stream must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +57,8 @@ pub enum Heard {
 
 #[derive(Debug)]
 pub struct Link {
-    pub sock: TcpStream,
+    /// The socket, plain or TLS (see [`crate::tls::Transport`]).
+    pub sock: Transport,
     /// The machine's phase, copied after every call that may change it
     /// (read it; the machine owns it). A closed link keeps the phase it
     /// closed in (`Connecting` tells an unreachable server), never
@@ -75,9 +77,23 @@ pub struct Link {
 
 impl Link {
     /// Connects to `addr`; the INIT will ask for `compression` (when it
-    /// names a codec).
-    pub fn connect(addr: SocketAddr, compression: Compression) -> io::Result<Link> {
-        let sock = TcpStream::connect(addr)?;
+    /// names a codec). With `tls` the connection starts with a TLS
+    /// handshake (the ClientHello goes out once the connect completes).
+    pub fn connect(
+        addr: SocketAddr,
+        compression: Compression,
+        tls: Option<&ClientSetup>,
+    ) -> io::Result<Link> {
+        let tcp = TcpStream::connect(addr)?;
+        let sock = match tls {
+            None => Transport::plain(tcp),
+            Some(t) => {
+                let session =
+                    rustls::ClientConnection::new(t.config.clone(), t.server_name.clone())
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                Transport::tls(tcp, session)
+            }
+        };
         let conn = ClientConn::new(compression.codec);
         Ok(Link {
             sock,
@@ -95,10 +111,10 @@ impl Link {
         self.conn.asks_for()
     }
 
-    /// True when stream bytes are compressed on this connection (so they
-    /// cannot go out with `sendfile`).
-    pub fn compresses(&self) -> bool {
-        self.encoder.is_some()
+    /// True when file bytes may go out with `sendfile`: uncompressed, on a
+    /// plain socket (TLS encrypts in user space).
+    pub fn zero_copy(&self) -> bool {
+        self.encoder.is_none() && self.sock.as_plain().is_some()
     }
 
     /// Stream bytes written to the socket since the last call (after
@@ -120,10 +136,19 @@ impl Link {
         let mut init = Some(init);
         self.take_events(&mut init, heard);
         if let Err(e) = self.flush() {
-            self.conn.write_failed(&e);
+            self.failed(&e, |c, e| c.write_failed(e));
             self.take_events(&mut init, heard);
         }
         self.sync_phase();
+    }
+
+    /// Tells the machine an I/O error ended the connection: a TLS failure
+    /// with its own words, anything else through `io_failed`.
+    fn failed(&mut self, e: &io::Error, io_failed: fn(&mut ClientConn, &io::Error)) {
+        match crate::tls::failure(e) {
+            Some(f) => self.conn.abort(Close::Tls(f.to_string())),
+            None => io_failed(&mut self.conn, e),
+        }
     }
 
     /// Copies the machine's phase while it is open (see [`Link::phase`]).
@@ -135,12 +160,18 @@ impl Link {
 
     /// Tells the machine whether the non-blocking connect completed.
     fn check_connected(&mut self) {
-        match self.sock.take_error() {
+        match self.sock.tcp().take_error() {
             Ok(Some(e)) | Err(e) => return self.conn.connect_failed(&e),
             Ok(None) => {}
         }
-        match self.sock.peer_addr() {
-            Ok(_) => self.conn.connected(),
+        match self.sock.tcp().peer_addr() {
+            Ok(_) => {
+                self.conn.connected();
+                // With TLS the ClientHello goes out now.
+                if let Err(e) = self.sock.flush() {
+                    self.failed(&e, |c, e| c.write_failed(e));
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
             Err(e) => self.conn.connect_failed(&e),
         }
@@ -157,7 +188,7 @@ impl Link {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => self.conn.read_failed(&e),
+                Err(e) => self.failed(&e, |c, e| c.read_failed(e)),
             }
         }
     }
@@ -216,6 +247,8 @@ impl Link {
     /// Writes the machine's protocol lines, then compressed bytes still
     /// waiting, then the half-close the machine wants once they are out.
     fn flush(&mut self) -> io::Result<()> {
+        // Records TLS made earlier go first (nothing to do when plain).
+        self.sock.flush()?;
         while !self.conn.pending_output().is_empty() {
             match self.sock.write(self.conn.pending_output()) {
                 Ok(n) => self.conn.consumed(n),
@@ -227,7 +260,8 @@ impl Link {
         self.flush_wire()?;
         if self.wire.is_empty() && self.conn.wants_half_close() {
             // An error here (the peer is gone) shows up as the next read's.
-            let _ = self.sock.shutdown(Shutdown::Write);
+            // With TLS: `close_notify`, and the TCP half-close once it is out.
+            let _ = self.sock.shutdown_write();
             self.conn.half_closed();
         }
         Ok(())
@@ -280,7 +314,13 @@ impl Link {
         count: usize,
     ) -> io::Result<usize> {
         loop {
-            match crate::reactor::sys::fs::sendfile(&self.sock, file, offset, count) {
+            let Some(sock) = self.sock.as_plain() else {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "sendfile on a TLS connection",
+                ));
+            };
+            match crate::reactor::sys::fs::sendfile(sock, file, offset, count) {
                 Ok(n) => {
                     self.wire_count += n as u64;
                     return Ok(n);
@@ -310,7 +350,7 @@ impl Link {
             }
             if let Err(e) = self.flush() {
                 crate::debug!("write failed while finishing: {e}");
-                self.conn.write_failed(&e);
+                self.failed(&e, |c, e| c.write_failed(e));
             }
         }
         self.sync_phase();
@@ -319,7 +359,7 @@ impl Link {
 
 /// One `write` of stream bytes, counted into `count`; 0 when the socket is
 /// full.
-fn write_counted(sock: &mut TcpStream, data: &[u8], count: &mut u64) -> io::Result<usize> {
+fn write_counted(sock: &mut Transport, data: &[u8], count: &mut u64) -> io::Result<usize> {
     loop {
         match sock.write(data) {
             Ok(n) => {

@@ -82,6 +82,8 @@ pub enum ClientError {
     Config(String),
     /// The metrics endpoint could not start (names the address).
     Metrics(HttpError),
+    /// `[tls]`'s files could not be loaded.
+    Tls(crate::tls::TlsError),
 }
 
 impl std::fmt::Display for ClientError {
@@ -89,6 +91,7 @@ impl std::fmt::Display for ClientError {
         match self {
             ClientError::Setup { what, source } => write!(f, "cannot {what}: {source}"),
             ClientError::Metrics(e) => e.fmt(f),
+            ClientError::Tls(e) => e.fmt(f),
             ClientError::State(e) => e.fmt(f),
             ClientError::Config(e) => f.write_str(e),
             ClientError::Unsupported { stream, what } => {

@@ -347,6 +347,12 @@ fn settings(cfg: &ClientConfig, id_key: IdKey) -> Result<Settings, ClientError> 
         token: cfg.server.token.clone(),
         follow_symlinks: cfg.follow_symlinks,
         id_key,
+        tls: cfg
+            .tls
+            .as_ref()
+            .map(|tls| crate::tls::client_config(tls, &cfg.server.hostname))
+            .transpose()
+            .map_err(ClientError::Tls)?,
     })
 }
 

@@ -29,6 +29,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use super::auth::ClientToken;
+use super::tls::{ClientTls, RawClientTls};
 use super::{
     compile_glob, is_token, parse_toml, read_source, ConfigError, Doc, DurationValue, OrderedMap,
     Prometheus, RateValue, RawPrometheus, SizeValue,
@@ -81,6 +82,8 @@ pub struct ClientConfig {
     pub prometheus: Prometheus,
     /// The `[[stream]]`s in file order; never empty.
     pub streams: Vec<StreamConfig>,
+    /// `[tls]`: connect with TLS (see [`ClientTls`]); `None`: plain TCP.
+    pub tls: Option<ClientTls>,
 }
 
 /// The `[server]` section.
@@ -290,6 +293,7 @@ struct RawClient {
     follow_symlinks: Option<bool>,
     tuning: Option<RawTuning>,
     prometheus: Option<RawPrometheus>,
+    tls: Option<RawClientTls>,
     stream: Option<Vec<RawStream>>,
 }
 
@@ -419,6 +423,7 @@ impl RawClient {
                 None => Prometheus::disabled(DEFAULT_PROMETHEUS_LISTEN),
             },
             streams,
+            tls: self.tls.map(|t| t.validate(doc)).transpose()?,
         })
     }
 }

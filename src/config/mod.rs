@@ -40,6 +40,7 @@ pub mod interpolate;
 pub mod overlap;
 pub mod server;
 pub mod template;
+pub mod tls;
 
 pub use client::{
     default_client_state_file, ClientConfig, Codec, Compression, Method, OnRotate, ServerAddr,
@@ -47,6 +48,7 @@ pub use client::{
 };
 pub use server::{Limits, OutputConfig, ServerConfig, SyncPolicy};
 pub use template::{Piece, Template, TemplateError};
+pub use tls::{ClientTls, ServerTls};
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -45,6 +45,7 @@ use toml::Spanned;
 use crate::codec::Codec;
 
 use super::auth::{AuthConfig, RawAllow, RawToken, DEFAULT_ROUTE};
+use super::tls::{RawServerTls, ServerTls};
 use super::{
     compile_glob, is_token, parse_toml, read_source, ConfigError, Doc, DurationValue, OrderedMap,
     Prometheus, RateValue, RawPrometheus, SizeValue, Template,
@@ -104,6 +105,9 @@ pub struct ServerConfig {
     /// `[[token]]` and `[[allow]]`: who may write what (see
     /// [`super::auth`]); no rules, the default, is an open server.
     pub auth: AuthConfig,
+    /// `[tls]`: the listener speaks TLS (see [`ServerTls`]); `None`: plain
+    /// TCP only.
+    pub tls: Option<ServerTls>,
 }
 
 /// What one client, or many, may take of the server; every value is a
@@ -229,6 +233,7 @@ struct RawServer {
     idle_timeout: Option<Spanned<DurationValue>>,
     decoder_memory: Option<Spanned<SizeValue>>,
     stream_retention: Option<Spanned<DurationValue>>,
+    tls: Option<RawServerTls>,
     output: Option<OrderedMap<RawOutput>>,
     token: Option<Vec<Spanned<RawToken>>>,
     allow: Option<Vec<Spanned<RawAllow>>>,
@@ -286,6 +291,7 @@ impl ServerConfig {
             connection_rate_limit: None,
             limits: Limits::default(),
             auth: AuthConfig::default(),
+            tls: None,
         }
     }
 }
@@ -393,6 +399,7 @@ impl RawServer {
             [self.idle_timeout, self.stream_retention],
             self.decoder_memory,
         )?;
+        cfg.tls = self.tls.map(|t| t.validate(doc)).transpose()?;
         for (name, raw) in self.output.map_or_else(Vec::new, |o| o.0) {
             let out = raw.validate(doc, name, cfg.directory.as_deref())?;
             cfg.outputs.push(out);

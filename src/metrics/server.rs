@@ -112,11 +112,16 @@ pub enum HandshakeFailure {
     /// Its identity may not write the stream (`401`, `403`, `409`; the
     /// details are in `auth_refusals_total`).
     Unauthorized,
+    /// A plain connection on a listener that requires TLS (`403`).
+    TlsRequired,
+    /// The TLS handshake failed (no or an untrusted client certificate,
+    /// not TLS after all, ...).
+    Tls,
 }
 
 impl HandshakeFailure {
     /// Every value, for pre-creating the series.
-    pub const ALL: [HandshakeFailure; 10] = [
+    pub const ALL: [HandshakeFailure; 12] = [
         HandshakeFailure::Timeout,
         HandshakeFailure::TooLarge,
         HandshakeFailure::Malformed,
@@ -127,6 +132,8 @@ impl HandshakeFailure {
         HandshakeFailure::ClosedEarly,
         HandshakeFailure::Compression,
         HandshakeFailure::Unauthorized,
+        HandshakeFailure::TlsRequired,
+        HandshakeFailure::Tls,
     ];
 
     /// The label value.
@@ -142,6 +149,8 @@ impl HandshakeFailure {
             HandshakeFailure::ClosedEarly => "closed_early",
             HandshakeFailure::Compression => "unsupported_compression",
             HandshakeFailure::Unauthorized => "unauthorized",
+            HandshakeFailure::TlsRequired => "tls_required",
+            HandshakeFailure::Tls => "tls",
         }
     }
 

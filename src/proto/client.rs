@@ -176,6 +176,9 @@ pub enum Close {
     Abandoned,
     /// The shell could not start the encoder for the confirmed codec.
     EncoderFailed { codec: Codec, error: IoError },
+    /// TLS failed (a certificate refused by either side, not TLS at all);
+    /// the shell's description.
+    Tls(String),
 }
 
 impl Close {
@@ -221,6 +224,7 @@ impl fmt::Display for Close {
             Close::EncoderFailed { codec, error } => {
                 write!(f, "cannot start the {codec} encoder: {error}")
             }
+            Close::Tls(why) => f.write_str(why),
         }
     }
 }

@@ -15,16 +15,19 @@
 
 mod ack;
 mod attach;
+mod hello;
 mod idle;
 mod inflate;
 mod splice;
 mod throttle;
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
+
+use crate::tls::Transport;
 
 use super::{Shared, StreamKey};
 use crate::config::SyncPolicy;
@@ -35,6 +38,7 @@ use crate::reactor::sys::retry;
 use crate::reactor::Key;
 use crate::sink::output::{LineWriter, Outcome, OutputId, Owner};
 use ack::RoundMark;
+pub(crate) use hello::HELLO_WAIT;
 pub(crate) use inflate::Budget;
 use inflate::Inflow;
 use prometheus_client::metrics::counter::Counter;
@@ -176,7 +180,8 @@ pub(crate) struct Step {
 
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub sock: TcpStream,
+    /// The socket, plain or TLS (see [`crate::tls::Transport`]).
+    pub sock: Transport,
     pub peer: SocketAddr,
     pub stream_id: String,
     pub phase: ConnPhase,
@@ -195,12 +200,15 @@ pub(crate) struct Conn {
     /// CN); empty without one. Its strongest identity (see
     /// [`auth`](super::auth)).
     pub cert_names: Vec<String>,
+    /// On a `[tls]` listener: until when the first byte is awaited to tell
+    /// a TLS client from a plain one (see `hello`); `None` once decided.
+    hello: Option<Instant>,
 }
 
 impl Conn {
     pub fn new(sock: TcpStream, peer: SocketAddr, stream_id: String, deadline: Instant) -> Self {
         Conn {
-            sock,
+            sock: Transport::plain(sock),
             peer,
             stream_id,
             phase: ConnPhase::Handshake { deadline },
@@ -210,6 +218,7 @@ impl Conn {
             shut_write: false,
             round: None,
             cert_names: Vec::new(),
+            hello: None,
         }
     }
 
@@ -234,6 +243,10 @@ impl Conn {
                     crate::debug!("{}: handshake timed out", self.peer);
                     shared.metrics.handshake_failed(HandshakeFailure::Timeout);
                     self.fail(408, "Handshake timeout", now);
+                } else if self.hello.is_some() {
+                    if self.hello(now, shared, &mut step) {
+                        self.handshake(key, now, shared, &mut step);
+                    }
                 } else {
                     self.handshake(key, now, shared, &mut step);
                 }
@@ -269,15 +282,15 @@ impl Conn {
             }
         }
         if let Err(e) = self.flush() {
-            crate::debug!("{}: write failed: {e}", self.peer);
+            self.log_io("write", &e);
             step.close = true;
         }
         if let ConnPhase::Closing { deadline, eof } = self.phase {
             if self.outbuf.is_empty() && !self.shut_write {
-                let _ = self.sock.shutdown(Shutdown::Write);
+                let _ = self.sock.shutdown_write();
                 self.shut_write = true;
             }
-            if eof && self.outbuf.is_empty() {
+            if eof && self.outbuf.is_empty() && self.sock.is_flushed() {
                 step.close = true;
             }
             step.wake_at = Some(deadline);
@@ -431,7 +444,7 @@ impl Conn {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    crate::debug!("{}: read failed: {e}", self.peer);
+                    self.log_io("read", &e);
                     self.phase = ConnPhase::close_now(now);
                     return None;
                 }
@@ -615,6 +628,8 @@ impl Conn {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        // Records TLS made earlier go first (nothing to do when plain).
+        self.sock.flush()?;
         while !self.outbuf.is_empty() {
             match retry(|| self.sock.write(&self.outbuf)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

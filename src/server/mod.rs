@@ -55,7 +55,14 @@
 //! ## Signals
 //! SIGTERM/SIGINT: stop accepting, ask every acknowledging client to finish
 //! (`421`), write what they send until they close or `shutdown_timeout`
-//! passes, then exit. SIGHUP: reopen every output file.
+//! passes, then exit. SIGHUP: reopen every output file, and load `[tls]`'s
+//! certificate, key and client CA again (new connections use them; a
+//! failed reload keeps the old ones and logs why).
+//!
+//! ## TLS
+//! With `[tls]` a connection's first byte tells a TLS client from a plain
+//! one (`conn::hello`); a TLS connection reads and writes through
+//! [`crate::tls::Transport`] and never takes the zero-copy path.
 
 mod admit;
 pub mod api;
@@ -83,6 +90,7 @@ use crate::sink::checkpoint;
 use crate::sink::journal::Store;
 use crate::sink::output::Outputs;
 use crate::sink::route::Router;
+use crate::tls::Acceptor;
 use admit::Gate;
 use book::Book;
 use commit::{recover, Round};
@@ -120,6 +128,8 @@ pub enum ServerError {
     Recovery {
         source: io::Error,
     },
+    /// `[tls]`'s files could not be loaded.
+    Tls(crate::tls::TlsError),
 }
 
 impl std::fmt::Display for ServerError {
@@ -129,6 +139,7 @@ impl std::fmt::Display for ServerError {
             ServerError::Setup { what, source } => write!(f, "cannot {what}: {source}"),
             ServerError::State(e) => e.fmt(f),
             ServerError::Recovery { source } => write!(f, "crash recovery failed: {source}"),
+            ServerError::Tls(e) => e.fmt(f),
         }
     }
 }
@@ -180,6 +191,8 @@ pub(crate) struct Shared {
     round: Option<Round>,
     /// What the server counts (served when `[prometheus]` is enabled).
     pub metrics: ServerMetrics,
+    /// `[tls]`: what new connections start TLS with (reloaded on SIGHUP).
+    pub tls: Option<Acceptor>,
 }
 
 pub struct Server {
@@ -232,6 +245,12 @@ impl Server {
             }
         };
         let gate = Gate::new(&cfg.limits, fd_limit);
+        let tls = cfg
+            .tls
+            .as_ref()
+            .map(Acceptor::load)
+            .transpose()
+            .map_err(ServerError::Tls)?;
         let reactor = Reactor::new(1024).map_err(setup("create the event loop"))?;
         let addr = cfg.listen;
         let mut listener =
@@ -330,6 +349,7 @@ impl Server {
             ring,
             round: None,
             metrics,
+            tls,
         };
         Ok(Server {
             reactor,
@@ -365,6 +385,22 @@ impl Server {
             crate::warn!(
                 "open server: no [[allow]] rules, so anyone who can reach {} may write any host's streams to any output (see the README, \"Security\")",
                 self.local_addr
+            );
+        }
+        if let Some(tls) = &self.shared.tls {
+            crate::info!(
+                "TLS: certificate {} ({}); {}; {}",
+                tls.settings.cert.display(),
+                tls.describes,
+                match &tls.settings.client_ca {
+                    Some(ca) => format!("client certificates required (CA {})", ca.display()),
+                    None => "no client certificates".into(),
+                },
+                if tls.require {
+                    "plain TCP refused"
+                } else {
+                    "plain TCP accepted too"
+                }
             );
         }
         if let Some(why) = &self.gate.lowered {
@@ -522,7 +558,12 @@ impl Server {
         let deadline = now + self.shared.cfg.handshake_timeout;
         let mut conn = Conn::new(sock, peer, stream_id, deadline);
         crate::debug!("{peer}: connected (STREAMID {})", conn.stream_id);
-        conn.send_greeting();
+        if self.shared.tls.is_some() {
+            // TLS or plain: the first byte decides (see `conn::hello`).
+            conn.expect_hello(now + conn::HELLO_WAIT);
+        } else {
+            conn.send_greeting();
+        }
         self.reactor.timers.schedule(deadline, key.token());
         let inserted = self.conns.insert(conn);
         debug_assert_eq!(inserted, key);
@@ -575,6 +616,7 @@ impl Server {
                     for (path, e) in failed {
                         crate::error!("cannot reopen output {}: {e}", path.display());
                     }
+                    self.reload_tls();
                 }
                 Ok(Some(sig)) => {
                     self.begin_stop(if sig == SIGINT { "SIGINT" } else { "SIGTERM" }, now)
@@ -584,6 +626,24 @@ impl Server {
                     crate::error!("reading signals failed: {e}");
                     return;
                 }
+            }
+        }
+    }
+
+    /// SIGHUP: loads `[tls]`'s files again; new connections use them,
+    /// open ones keep theirs. A failure keeps the old ones.
+    fn reload_tls(&mut self) {
+        let Some(tls) = &mut self.shared.tls else {
+            return;
+        };
+        match tls.reload() {
+            Ok(()) => crate::info!(
+                "SIGHUP: reloaded TLS certificate {} ({})",
+                tls.settings.cert.display(),
+                tls.describes
+            ),
+            Err(e) => {
+                crate::error!("SIGHUP: TLS reload failed, keeping the certificate in use: {e}")
             }
         }
     }

@@ -271,7 +271,7 @@ impl Stream {
             ctx.links.compression(ctx.settings.compression, now)
         };
         let result = resolve(&ctx.settings.server).and_then(|addr| {
-            let mut link = Link::connect(addr, compression)?;
+            let mut link = Link::connect(addr, compression, ctx.settings.tls.as_ref())?;
             ctx.registry.register(
                 &mut link.sock,
                 self.key.token(),

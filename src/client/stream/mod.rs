@@ -64,6 +64,8 @@ pub(crate) struct Settings {
     pub follow_symlinks: bool,
     /// The client's secret, which keys new stream ids.
     pub id_key: IdKey,
+    /// `[tls]`: connections speak TLS with this configuration.
+    pub tls: Option<crate::tls::ClientSetup>,
 }
 
 impl Settings {

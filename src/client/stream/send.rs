@@ -39,8 +39,8 @@ impl Stream {
             if self.tail.sent().saturating_sub(start) >= PUMP_QUANTUM {
                 return Some(now);
             }
-            let compresses = self.link.as_ref().is_some_and(Link::compresses);
-            let step = if self.whole() && self.tail.pending().is_empty() && !compresses {
+            let zero_copy = self.link.as_ref().is_some_and(Link::zero_copy);
+            let step = if self.whole() && self.tail.pending().is_empty() && zero_copy {
                 self.pump_sendfile(ctx, start)
             } else {
                 self.pump_buffered(ctx, start)

@@ -5,7 +5,6 @@
 //! then get `250 DONE`. Connections that began or finished later wait for
 //! the next round.
 
-use std::net::Shutdown;
 use std::time::Instant;
 
 use super::{Conn, ConnPhase, Shared, Step, LINGER};
@@ -77,9 +76,10 @@ impl Conn {
         }
         if let ConnPhase::Closing { deadline, .. } = self.phase {
             if self.outbuf.is_empty() {
-                let _ = self.sock.shutdown(Shutdown::Write);
+                let _ = self.sock.shutdown_write();
                 self.shut_write = true;
-                step.close = true;
+                // With TLS the last records may still wait for the socket.
+                step.close = self.sock.is_flushed();
             }
             step.wake_at = Some(deadline);
         }

@@ -132,6 +132,9 @@ impl Conn {
                 }
             }
             Ok(Status::Partial) if eof => {
+                if self.sock.session().is_some_and(|s| s.is_handshaking()) {
+                    shared.metrics.handshake_failed(HandshakeFailure::Tls);
+                }
                 crate::debug!("{}: closed during the handshake", self.peer);
                 self.phase = ConnPhase::close_now(now);
             }
@@ -159,7 +162,11 @@ impl Conn {
                 Ok(n) => self.inbuf.truncate(start + n),
                 Err(e) => {
                     self.inbuf.truncate(start);
-                    return e.kind() != io::ErrorKind::WouldBlock;
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        return false;
+                    }
+                    self.log_io("read", &e);
+                    return true;
                 }
             }
         }
@@ -318,6 +325,9 @@ impl Conn {
         shared: &mut Shared,
     ) -> Option<Identity> {
         let tokens = &shared.cfg.auth.tokens;
+        // INIT comes inside TLS, so the handshake (and the client
+        // certificate's verification) is done by now.
+        self.cert_names = self.sock.peer_names();
         match auth::identify(self.peer.ip(), &self.cert_names, token, tokens) {
             Ok(id) => Some(id),
             Err(e) => {

@@ -135,6 +135,8 @@ impl Conn {
         let writers = shared.outputs.writers(s.output);
         let blocker = if shared.splice.off {
             Some("splice unavailable")
+        } else if self.sock.as_plain().is_none() {
+            Some("TLS connection")
         } else if s.inflow.is_some() {
             Some("compressed stream")
         } else if s.writer.pending_len() > 0 {
@@ -251,7 +253,10 @@ impl Conn {
     /// how the turn ends (the pipe is still empty then).
     fn fill_pipe(&mut self, pipe: &Pipe, now: Instant, shared: &mut Shared) -> Result<usize, Turn> {
         let allowed = self.allowance(now, pipe.capacity());
-        match retry(|| pipe.fill_from(&self.sock, allowed)) {
+        let Some(sock) = self.sock.as_plain() else {
+            return Err(Turn::Fallback);
+        };
+        match retry(|| pipe.fill_from(sock, allowed)) {
             Ok(0) => Err(Turn::Eof),
             Ok(n) => {
                 self.charge(now, n);
