@@ -13,8 +13,8 @@
 //!   [`RX_QUANTUM`] bytes into `rx` (one syscall, not rustls's 4 KiB
 //!   reads), fed to rustls, decrypted by `process_new_packets`, and copied
 //!   out by `read` until the caller's buffer is full or the socket is
-//!   empty. `rx` is given back to the allocator whenever it is drained and
-//!   the socket said `WouldBlock`, so an idle connection holds none of it.
+//!   empty. `rx` is given back to the allocator whenever rustls has taken
+//!   all of it, so an idle connection holds none of it.
 //! - **Out.** `write` first flushes records already made, then lets rustls
 //!   take at most what its buffer limit ([`TX_LIMIT`]) allows, encrypts
 //!   it, and flushes again (`writev` of the records). With nothing taken
@@ -137,6 +137,11 @@ impl Tls {
             let mut rest = &self.rx[self.rx_at..];
             let n = self.conn.read_tls(&mut rest)?;
             self.rx_at += n;
+            if self.rx_at == self.rx.len() {
+                // All with rustls: hold nothing between reads.
+                self.rx = Vec::new();
+                self.rx_at = 0;
+            }
         } else {
             // rustls notes the end of input from an empty read.
             self.conn.read_tls(&mut io::empty())?;
@@ -347,3 +352,7 @@ impl Source for Transport {
         self.sock.deregister(r)
     }
 }
+
+#[cfg(test)]
+#[path = "transport_tests.rs"]
+mod tests;
