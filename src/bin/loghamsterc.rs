@@ -76,6 +76,14 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
+        if let Some(tls) = &cfg.tls {
+            // The files too: a bad one is the same error as at start-up.
+            if let Err(e) = loghamster::tls::client_config(tls, &cfg.server.hostname) {
+                eprintln!("loghamsterc: {e}");
+                return ExitCode::from(2);
+            }
+            println!("tls: files OK");
+        }
         let metrics = match cfg.prometheus.enabled {
             true => format!(", metrics on {}", cfg.prometheus.listen),
             false => String::new(),

@@ -108,6 +108,16 @@ fn main() -> ExitCode {
                 cfg.auth.tokens.len()
             ),
         }
+        if let Some(tls) = &cfg.tls {
+            // The files too: a bad one is the same error as at start-up.
+            match loghamster::tls::Acceptor::load(tls) {
+                Ok(a) => println!("tls: certificate {} ({})", tls.cert.display(), a.describes),
+                Err(e) => {
+                    eprintln!("loghamsterd: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         return ExitCode::SUCCESS;
     }
     loghamster::log::init("loghamsterd", cfg.debug);
