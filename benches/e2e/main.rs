@@ -6,6 +6,7 @@
 //! cargo bench --bench e2e -- --size 256MiB --repeat 3
 //! cargo bench --bench e2e -- --only b,c --rate 0
 //! cargo bench --bench e2e -- --scale --size 64MiB
+//! cargo bench --bench e2e -- --only socat,a,b,a_tls,b_tls   # TLS against plain
 //! cargo bench --bench e2e -- --only socat,a,b --compression zstd   # or gzip:1, lz4, none
 //! ```
 //!
@@ -33,6 +34,10 @@
 //!      thread fills at `--rate` MiB/s for `--live-secs` seconds (at most
 //!      the data set); per-line write → server output latency, p50 / p99 /
 //!      p99.9 (see `live.rs`).
+//!    - `a_tls`, `b_tls`: `a` and `b` with `[tls]` on both daemons (a CA
+//!      and a server certificate for 127.0.0.1 made with rcgen at start;
+//!      the server requires TLS, the client trusts the CA). TLS takes the
+//!      copying paths on both sides (no sendfile, no splice).
 //! 4. `--scale` instead: `files` (the data set cut into `--files` files on
 //!    one client's command line, catch-up) and `idle` (`--idle-files`
 //!    one-line files followed by a glob, then `--idle-secs` of idleness),
@@ -120,8 +125,8 @@ struct Args {
     /// none)
     #[argh(option, from_str_fn(parse_compression))]
     compression: Option<Compression>,
-    /// comma-separated scenarios out of socat,a,b,c,files,idle (default
-    /// socat,a,b,c; with --scale files,idle)
+    /// comma-separated scenarios out of socat,a,b,a_tls,b_tls,c,files,idle
+    /// (default socat,a,b,c; with --scale files,idle)
     #[argh(option)]
     only: Option<String>,
     /// run the scale scenarios (files, idle) instead of socat,a,b,c
@@ -194,6 +199,43 @@ pub struct Ctx {
     pub engine: Option<String>,
     /// `--compression`: given to every client, if set.
     pub compression: Option<Compression>,
+    /// Certificates for the `_tls` scenarios (made at start, in the work dir).
+    pub tls: TlsFiles,
+}
+
+/// A CA and a server certificate for 127.0.0.1, as PEM files.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Makes them in `dir` with rcgen (ECDSA P-256, what rcgen makes by
+    /// default).
+    fn generate(dir: &Path) -> Result<TlsFiles, Error> {
+        let fail = |e: rcgen::Error| Error::Failed(format!("rcgen: {e}"));
+        let ca_key = rcgen::KeyPair::generate().map_err(fail)?;
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = p.self_signed(&ca_key).map_err(fail)?;
+        let key = rcgen::KeyPair::generate().map_err(fail)?;
+        let p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).map_err(fail)?;
+        let cert = p.signed_by(&key, &ca, &ca_key).map_err(fail)?;
+        let files = TlsFiles {
+            ca: dir.join("ca.crt"),
+            cert: dir.join("server.crt"),
+            key: dir.join("server.key"),
+        };
+        for (path, text) in [
+            (&files.ca, ca.pem()),
+            (&files.cert, cert.pem()),
+            (&files.key, key.serialize_pem()),
+        ] {
+            std::fs::write(path, text).map_err(Error::io(path.display()))?;
+        }
+        Ok(files)
+    }
 }
 
 impl Ctx {
@@ -266,16 +308,21 @@ pub enum Scenario {
     Socat,
     A,
     B,
+    /// `a` and `b` with `[tls]` on both daemons.
+    ATls,
+    BTls,
     C,
     Files,
     Idle,
 }
 
 impl Scenario {
-    const ALL: [(Scenario, &'static str); 6] = [
+    const ALL: [(Scenario, &'static str); 8] = [
         (Scenario::Socat, "socat"),
         (Scenario::A, "a"),
         (Scenario::B, "b"),
+        (Scenario::ATls, "a_tls"),
+        (Scenario::BTls, "b_tls"),
         (Scenario::C, "c"),
         (Scenario::Files, "files"),
         (Scenario::Idle, "idle"),
@@ -295,7 +342,7 @@ impl Scenario {
                 Some((s, _)) => out.push(*s),
                 None => {
                     return Err(format!(
-                        "--only: unknown scenario `{word}` (socat,a,b,c,files,idle)"
+                        "--only: unknown scenario `{word}` (socat,a,b,a_tls,b_tls,c,files,idle)"
                     ))
                 }
             }
@@ -451,6 +498,7 @@ fn prepare(args: &Args, work: &Path) -> Result<Ctx, Error> {
         sync: args.sync.clone(),
         engine: args.engine.clone(),
         compression: args.compression,
+        tls: TlsFiles::generate(work)?,
     })
 }
 
@@ -490,8 +538,10 @@ fn run_scenario(
         proc::sync_fs(work).map_err(Error::io(format!("syncfs {}", work.display())))?;
         let result = match scenario {
             Scenario::Socat => scenarios::socat(ctx, &run_dir),
-            Scenario::A => scenarios::send_whole(ctx, &run_dir),
-            Scenario::B => scenarios::catch_up(ctx, &run_dir),
+            Scenario::A => scenarios::send_whole(ctx, &run_dir, false),
+            Scenario::B => scenarios::catch_up(ctx, &run_dir, false),
+            Scenario::ATls => scenarios::send_whole(ctx, &run_dir, true),
+            Scenario::BTls => scenarios::catch_up(ctx, &run_dir, true),
             Scenario::C => live::live_tail(ctx, &run_dir),
             Scenario::Files => scale::many_files(ctx, &split_files, &run_dir),
             Scenario::Idle => scale::idle(ctx, &run_dir).map(|i| {

@@ -195,6 +195,11 @@ impl Server {
     /// `--sync` and `--engine` when given. Waits for its `listening on ADDR`
     /// and `serving metrics on http://ADDR/metrics` lines.
     pub fn start(ctx: &Ctx, run_dir: &Path) -> Result<Server, Error> {
+        Server::start_with(ctx, run_dir, false)
+    }
+
+    /// [`Server::start`], with `[tls]` (requiring TLS) when `tls`.
+    pub fn start_with(ctx: &Ctx, run_dir: &Path, tls: bool) -> Result<Server, Error> {
         let log = run_dir.join("server.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_loghamsterd"));
         cmd.arg("-l")
@@ -209,6 +214,13 @@ impl Server {
             text += &format!("engine = \"{engine}\"\n");
         }
         text += "\n[prometheus]\nlisten = \"127.0.0.1:0\"\n";
+        if tls {
+            text += &format!(
+                "\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                ctx.tls.cert.display(),
+                ctx.tls.key.display()
+            );
+        }
         let config = run_dir.join("server.toml");
         std::fs::write(&config, text).map_err(Error::io(config.display()))?;
         cmd.arg("--config").arg(config);

@@ -162,6 +162,8 @@ fn label(s: Scenario, ctx: &Ctx, args: &Args) -> String {
         Scenario::Socat => "socat → socat (baseline)".into(),
         Scenario::A => "a) whole file, send after close".into(),
         Scenario::B => "b) catch-up stream".into(),
+        Scenario::ATls => "a_tls) a over TLS".into(),
+        Scenario::BTls => "b_tls) b over TLS".into(),
         Scenario::C if ctx.rate_bytes() == 0 => {
             format!(
                 "c) live tail, {:.0} MiB at full speed",

@@ -80,7 +80,7 @@ pub fn idle(ctx: &Ctx, run_dir: &Path) -> Result<Idle, Error> {
     let outdir = run_dir.join("out");
     let mut server = Server::start(ctx, run_dir)?;
     let stream = format!("path = {}\n", toml_str(&dir.join("*.log")));
-    let config = client_config(ctx, run_dir, &server, "s2", &stream)?;
+    let config = client_config(ctx, run_dir, &server, "s2", &stream, false)?;
     let t0 = Instant::now();
     let mut client = spawn_client(run_dir, [OsStr::new("--config"), config.as_os_str()])?;
     let outputs: Vec<(PathBuf, u64)> = files

@@ -69,15 +69,15 @@ pub fn socat(ctx: &Ctx, run_dir: &Path) -> Result<Run, Error> {
 
 /// (a) `[[stream]] directory = ... method = "send"`: the client sends the
 /// file whole and exits once the server confirmed every byte.
-pub fn send_whole(ctx: &Ctx, run_dir: &Path) -> Result<Run, Error> {
+pub fn send_whole(ctx: &Ctx, run_dir: &Path, tls: bool) -> Result<Run, Error> {
     let outdir = run_dir.join("out");
-    let mut server = Server::start(ctx, run_dir)?;
+    let mut server = Server::start_with(ctx, run_dir, tls)?;
     let dir = ctx.data.parent().expect("the data file is in a directory");
     let stream = format!(
         "directory = {}\nfilepattern = \"*.log\"\nmethod = \"send\"\n",
         toml_str(dir)
     );
-    let config = client_config(ctx, run_dir, &server, "a", &stream)?;
+    let config = client_config(ctx, run_dir, &server, "a", &stream, tls)?;
 
     let t0 = Instant::now();
     let mut client = spawn_client(run_dir, [OsStr::new("--config"), config.as_os_str()])?;
@@ -110,12 +110,20 @@ pub fn send_whole(ctx: &Ctx, run_dir: &Path) -> Result<Run, Error> {
 
 /// (b) `loghamsterc FILE` on a file that is already complete: catch-up
 /// streaming until the server's output has every byte.
-pub fn catch_up(ctx: &Ctx, run_dir: &Path) -> Result<Run, Error> {
+pub fn catch_up(ctx: &Ctx, run_dir: &Path, tls: bool) -> Result<Run, Error> {
     let outdir = run_dir.join("out");
-    let mut server = Server::start(ctx, run_dir)?;
+    let mut server = Server::start_with(ctx, run_dir, tls)?;
+    // TLS needs a config file; the plain run keeps the command line.
+    let args = if tls {
+        let stream = format!("path = {}\n", toml_str(&ctx.data));
+        let config = client_config(ctx, run_dir, &server, "b", &stream, true)?;
+        vec![OsString::from("--config"), config.into()]
+    } else {
+        let mut args = cli_args(ctx, run_dir, &server, "b");
+        args.push(ctx.data.clone().into());
+        args
+    };
     let t0 = Instant::now();
-    let mut args = cli_args(ctx, run_dir, &server, "b");
-    args.push(ctx.data.clone().into());
     let mut client = spawn_client(run_dir, args)?;
     let out = output_path(&outdir, "b", &ctx.data);
     wait_for_len(
@@ -154,14 +162,15 @@ pub fn cli_args(ctx: &Ctx, run_dir: &Path, server: &Server, host: &str) -> Vec<O
 
 /// Writes `RUN_DIR/client.toml`: state file in the run dir, host name
 /// `host`, the server (with `compression` and `compression_level` when
-/// `--compression` was given), and one `[[stream]]` with the keys in
-/// `stream`.
+/// `--compression` was given), one `[[stream]]` with the keys in
+/// `stream`, and with `tls` a `[tls]` trusting the bench's CA.
 pub fn client_config(
     ctx: &Ctx,
     run_dir: &Path,
     server: &Server,
     host: &str,
     stream: &str,
+    tls: bool,
 ) -> Result<PathBuf, Error> {
     let (ip, port) = server
         .addr
@@ -175,11 +184,14 @@ pub fn client_config(
             compression += &format!("compression_level = {level}\n");
         }
     }
-    let config = format!(
+    let mut config = format!(
         "state_file = {}\nhostname = \"{host}\"\n\n[server]\nhostname = \"{ip}\"\nport = {port}\n\
          {compression}\n[[stream]]\n{stream}",
         toml_str(&run_dir.join("client.state")),
     );
+    if tls {
+        config += &format!("\n[tls]\nca = {}\n", toml_str(&ctx.tls.ca));
+    }
     let path = run_dir.join("client.toml");
     std::fs::write(&path, config).map_err(Error::io(path.display()))?;
     Ok(path)
