@@ -118,7 +118,7 @@ impl Conn {
     /// debugging.
     pub(super) fn log_io(&self, what: &str, e: &io::Error) {
         match crate::tls::failure(e) {
-            Some(f) => crate::warn!("{}: TLS handshake or record failed: {f}", self.peer),
+            Some(f) => crate::warn!("{}: {f}", self.peer),
             None => crate::debug!("{}: {what} failed: {e}", self.peer),
         }
     }
