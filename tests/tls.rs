@@ -450,3 +450,52 @@ fn sighup_rotates_the_certificate_and_a_bad_one_keeps_the_old() {
         .wait_log("SIGHUP: TLS reload failed, keeping the certificate in use");
     assert_eq!(presented_serial(&server, &ca.pem()), "22");
 }
+
+#[test]
+fn a_client_certificate_is_the_identity_allow_rules_match() {
+    let (dir, out, logs) = setup();
+    let ca = Ca::new(dir.path(), "ca");
+    let clients = Ca::new(dir.path(), "clients");
+    let (cert, key) = ca.issue("server", &["127.0.0.1"], 1, false);
+    let tls = format!(
+        "{}client_ca = \"{}\"\n[[allow]]\ncert = \"web*.example\"\nhosts = [\"web1\"]\noutputs = [\"(default)\"]\n",
+        server_tls(&cert, &key),
+        clients.pem().display()
+    );
+    let server = tls_server(dir.path(), &out, &tls);
+    let trust = format!("ca = \"{}\"\n", ca.pem().display());
+    let with_cert = |c: &Path, k: &Path| {
+        format!(
+            "{trust}cert = \"{}\"\nkey = \"{}\"\n",
+            c.display(),
+            k.display()
+        )
+    };
+    // web1.example may write host web1.
+    let (c1, k1) = clients.issue("web1", &["web1.example"], 7, true);
+    let file = logs.join("a.log");
+    append_lines(&file, "a", 0, 500);
+    let _a = tls_client(
+        dir.path(),
+        &server,
+        "web1",
+        &file,
+        Some(&with_cert(&c1, &k1)),
+    );
+    wait_content(&routed(&out, "web1", &file), &expected("a", 0, 500));
+    // A certificate the CA signed but no rule names is refused at INIT,
+    // and the refusal names the certificate's identity.
+    let (c2, k2) = clients.issue("db1", &["db1.example"], 8, true);
+    let file = logs.join("b.log");
+    append_lines(&file, "b", 0, 10);
+    let b = tls_client(
+        dir.path(),
+        &server,
+        "db1",
+        &file,
+        Some(&with_cert(&c2, &k2)),
+    );
+    b.wait_log("server refused the stream: 403");
+    server.proc.wait_log("db1.example");
+    assert!(!out.join("db1").exists());
+}
