@@ -207,7 +207,7 @@ fn a_plain_client_is_refused_by_a_listener_that_requires_tls() {
     let file = logs.join("plain.log");
     append_lines(&file, "p", 0, 10);
     let c = tls_client(dir.path(), &server, "plain", &file, None);
-    c.wait_log("server refused the stream: 403 TLS required");
+    c.wait_log("server refused the connection: 403 TLS required");
     server
         .proc
         .wait_log("plain TCP connection refused: this listener requires TLS");
