@@ -123,7 +123,7 @@ fn main() -> ExitCode {
 /// twice.
 fn cli_servers(given: &[String]) -> Result<Vec<Endpoint>, String> {
     for s in given {
-        Client::split_server(s).map_err(|e| format!("--server: {e}"))?;
+        Client::split_server(s)?;
     }
     Endpoint::parse_list(given, 0).map_err(|e| format!("--server: {e}"))
 }
