@@ -158,3 +158,39 @@ fn configs_are_filled_from_the_environment() {
     let _client = Proc::spawn("loghamsterc", cmd);
     wait_content(&routed(&out, "web7", &log), &expected("env", 0, 100));
 }
+
+#[test]
+fn several_servers_are_checked_and_printed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("a.log");
+    std::fs::write(&f, "x\n").unwrap();
+    let file = f.to_str().unwrap();
+    let (code, _, err) = run(CLIENT_BIN, &["--server", "a:1", "--server", "a:1", file]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("server a:1 is named twice"), "{err}");
+    let cfg = tmp.path().join("c.toml");
+    let body = format!("[[stream]]\npath = \"{file}\"\n");
+    let cases = [
+        ("hostnames = [\"log1:8901\", \"log2\", \"[::1]:7\"]\nport = 9\nfailover_after = \"3s\"\n", ""),
+        ("hostnames = []\n", "the list of servers is empty"),
+        ("hostnames = [\"log1:0\"]\n", "`server.hostnames`: server \"log1:0\""),
+        ("hostname = \"a\"\nhostnames = [\"b\"]\n", "not both"),
+        ("port = 1\n", "[server] names no server"),
+        ("hostname = \"a\"\nfailover_after = \"0s\"\n", "must be above zero"),
+    ];
+    for (server, want) in cases {
+        std::fs::write(&cfg, format!("[server]\n{server}{body}")).unwrap();
+        let (code, out, err) = run(CLIENT_BIN, &["--check-config", "-c", cfg.to_str().unwrap()]);
+        if want.is_empty() {
+            assert_eq!(code, 0, "{err}");
+            assert!(
+                out.contains("servers log1:8901, log2:9, [::1]:7")
+                    && out.contains("failover after 3s"),
+                "{out}"
+            );
+        } else {
+            assert_eq!(code, 2, "{server}: {out}");
+            assert!(err.contains(want), "{server}: {err}");
+        }
+    }
+}

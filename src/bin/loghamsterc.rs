@@ -15,6 +15,7 @@ const VERSION: &str = concat!(
     env!("LOGHAMSTER_COMMIT"),
     ")"
 );
+use loghamster::config::client::Endpoint;
 use loghamster::config::ClientConfig;
 use loghamster::{Client, ClientDaemon};
 
@@ -24,9 +25,10 @@ struct Args {
     /// TOML config file (the keys of the README's client section)
     #[argh(option, short = 'c')]
     config: Option<PathBuf>,
-    /// server as host:port (without --config; with it, overrides [server])
+    /// server as host:port; repeat it for several servers (without
+    /// --config; with it, replaces [server]'s servers)
     #[argh(option, short = 's')]
-    server: Option<String>,
+    server: Vec<String>,
     /// state file (overrides `state_file`)
     #[argh(option)]
     state_file: Option<PathBuf>,
@@ -88,14 +90,26 @@ fn main() -> ExitCode {
             true => format!(", metrics on {}", cfg.prometheus.listen),
             false => String::new(),
         };
+        let failover = match cfg.server.servers.len() {
+            1 => String::new(),
+            _ => format!(
+                ", failover after {:?}{}",
+                cfg.server.failover_after,
+                if cfg.server.resolve_all {
+                    ", every address of a name"
+                } else {
+                    ""
+                }
+            ),
+        };
         let token = match &cfg.server.token {
             Some(t) => format!(", token {}", t.name()),
             None => String::new(),
         };
         println!(
-            "config OK: server {}:{} (compression {}{token}), {} streams, state file {}{metrics}",
-            cfg.server.hostname,
-            cfg.server.port,
+            "config OK: {} {} (compression {}{token}{failover}), {} streams, state file {}{metrics}",
+            if cfg.server.servers.len() == 1 { "server" } else { "servers" },
+            cfg.server.list(),
             cfg.server.compression,
             cfg.streams.len(),
             cfg.state_file.display()
@@ -113,8 +127,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// The `--server` options: each `host:port` (`[v6addr]:port`), no server
+/// twice.
+fn cli_servers(given: &[String]) -> Result<Vec<Endpoint>, String> {
+    for s in given {
+        Client::split_server(s)?;
+    }
+    Endpoint::parse_list(given, 0).map_err(|e| format!("--server: {e}"))
+}
+
 fn build_config(args: &Args) -> Result<ClientConfig, String> {
-    let mut cfg = match (&args.config, &args.server) {
+    let mut cfg = match (&args.config, args.server.first()) {
         (Some(path), _) => {
             if !args.files.is_empty() {
                 return Err(
@@ -122,14 +145,12 @@ fn build_config(args: &Args) -> Result<ClientConfig, String> {
                 );
             }
             let mut cfg = ClientConfig::load(path).map_err(|e| e.to_string())?;
-            if let Some(server) = &args.server {
-                let (host, port) = Client::split_server(server)?;
-                cfg.server.hostname = host;
-                cfg.server.port = port;
+            if !args.server.is_empty() {
+                cfg.server.set_servers(cli_servers(&args.server)?);
             }
             cfg
         }
-        (None, Some(server)) => {
+        (None, Some(_)) => {
             if args.files.is_empty() {
                 return Err(
                     "no files to stream: name them after the options, or use --config".into(),
@@ -142,7 +163,8 @@ fn build_config(args: &Args) -> Result<ClientConfig, String> {
                     .ok_or_else(|| format!("--meta {kv:?}: expected key=value"))?;
                 meta.push((k.to_string(), v.to_string()));
             }
-            let mut client = Client::new(server);
+            cli_servers(&args.server)?;
+            let mut client = Client::new(args.server.as_slice());
             for f in &args.files {
                 client.stream_file_with(f, args.svc.clone(), meta.clone());
             }

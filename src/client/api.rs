@@ -6,19 +6,63 @@ use std::path::{Path, PathBuf};
 
 use super::{ClientDaemon, ClientError};
 use crate::config::client::{
-    default_client_state_file, Compression, ServerAddr, Tuning, DEFAULT_PROMETHEUS_LISTEN,
+    default_client_state_file, Endpoint, ServerAddr, Tuning, DEFAULT_PORT,
+    DEFAULT_PROMETHEUS_LISTEN,
 };
 use crate::config::{ClientConfig, Method, OnRotate, Prometheus, Source, StreamConfig};
 use crate::proto::is_host_name;
 
-/// A client under construction: a server address and the files to stream.
+/// What [`Client::new`] takes: one server as `host:port`, or several
+/// (`&["log1:8901", "log2:8901"]`, a `Vec<String>`, ...).
+pub trait IntoServers {
+    fn into_servers(self) -> Vec<String>;
+}
+
+impl IntoServers for &str {
+    fn into_servers(self) -> Vec<String> {
+        vec![self.to_string()]
+    }
+}
+
+impl IntoServers for &String {
+    fn into_servers(self) -> Vec<String> {
+        vec![self.clone()]
+    }
+}
+
+impl IntoServers for String {
+    fn into_servers(self) -> Vec<String> {
+        vec![self]
+    }
+}
+
+impl<S: AsRef<str>> IntoServers for &[S] {
+    fn into_servers(self) -> Vec<String> {
+        self.iter().map(|s| s.as_ref().to_string()).collect()
+    }
+}
+
+impl<S: AsRef<str>, const N: usize> IntoServers for &[S; N] {
+    fn into_servers(self) -> Vec<String> {
+        self.as_slice().into_servers()
+    }
+}
+
+impl<S: AsRef<str>> IntoServers for Vec<S> {
+    fn into_servers(self) -> Vec<String> {
+        self.as_slice().into_servers()
+    }
+}
+
+/// A client under construction: its servers and the files to stream.
 ///
 /// `build()` checks everything and returns a [`ClientDaemon`] ready to
 /// `run()`; its [`stop_handle`](ClientDaemon::stop_handle) stops it
 /// cleanly from another thread.
 #[derive(Debug, Clone)]
 pub struct Client {
-    server: String,
+    servers: Vec<String>,
+    failover_after: Option<std::time::Duration>,
     streams: Vec<StreamConfig>,
     state_file: Option<PathBuf>,
     hostname: Option<String>,
@@ -27,10 +71,13 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `server` given as `host:port`.
-    pub fn new(server: &str) -> Client {
+    /// A client for one server given as `host:port`, or for several
+    /// (each stream goes to one of them, by rendezvous hashing, and moves
+    /// on when its server fails; see the README, "Several servers").
+    pub fn new(servers: impl IntoServers) -> Client {
         Client {
-            server: server.to_string(),
+            servers: servers.into_servers(),
+            failover_after: None,
             streams: Vec::new(),
             state_file: None,
             hostname: None,
@@ -80,6 +127,13 @@ impl Client {
         self
     }
 
+    /// How long a server may fail a stream before the stream moves on
+    /// (default 10 s; several servers only).
+    pub fn failover_after(&mut self, after: std::time::Duration) -> &mut Self {
+        self.failover_after = Some(after);
+        self
+    }
+
     /// Let SIGTERM/SIGINT stop the client (off by default for library use).
     pub fn handle_signals(&mut self, on: bool) -> &mut Self {
         self.signals = on;
@@ -100,7 +154,25 @@ impl Client {
 
     /// The equivalent validated configuration.
     pub fn into_config(&self) -> Result<ClientConfig, String> {
-        let (hostname, port) = Client::split_server(&self.server)?;
+        let servers =
+            Endpoint::parse_list(&self.servers, DEFAULT_PORT).map_err(|e| e.to_string())?;
+        if let Some(s) = self
+            .servers
+            .iter()
+            .find(|s| Client::split_server(s).is_err())
+        {
+            // A bare host is fine in a config file, but here a port is
+            // expected: say so in the old words.
+            return Err(Client::split_server(s).unwrap_err());
+        }
+        if self.failover_after.is_some_and(|d| d.is_zero()) {
+            return Err("failover_after must be above zero".into());
+        }
+        let mut server = ServerAddr::one(&servers[0].host, servers[0].port);
+        server.set_servers(servers);
+        if let Some(d) = self.failover_after {
+            server.failover_after = d;
+        }
         if self.streams.is_empty() {
             return Err("no files to stream".into());
         }
@@ -121,12 +193,7 @@ impl Client {
             ));
         }
         Ok(ClientConfig {
-            server: ServerAddr {
-                hostname,
-                port,
-                compression: Compression::default(),
-                token: None,
-            },
+            server,
             state_file: self
                 .state_file
                 .clone()

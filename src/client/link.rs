@@ -76,21 +76,24 @@ pub struct Link {
 }
 
 impl Link {
-    /// Connects to `addr`; the INIT will ask for `compression` (when it
-    /// names a codec). With `tls` the connection starts with a TLS
-    /// handshake (the ClientHello goes out once the connect completes).
+    /// Connects to `addr`, the address of `server` (`host:port`); the INIT
+    /// will ask for `compression` (when it names a codec). With `tls` the
+    /// connection starts with a TLS handshake (the ClientHello goes out
+    /// once the connect completes), expecting the certificate of `server`.
     pub fn connect(
         addr: SocketAddr,
+        server: &str,
         compression: Compression,
         tls: Option<&ClientSetup>,
     ) -> io::Result<Link> {
+        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
         let tcp = TcpStream::connect(addr)?;
         let sock = match tls {
             None => Transport::plain(tcp),
             Some(t) => {
-                let session =
-                    rustls::ClientConnection::new(t.config.clone(), t.server_name.clone())
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let name = t.name_for(server).map_err(|e| invalid(e.to_string()))?;
+                let session = rustls::ClientConnection::new(t.config.clone(), name)
+                    .map_err(|e| invalid(e.to_string()))?;
                 Transport::tls(tcp, session)
             }
         };

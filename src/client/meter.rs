@@ -55,6 +55,8 @@ pub(crate) struct Meter {
     pub refused: Counter,
     /// Server offsets beyond anything sent (client-wide, unlabelled).
     pub offset_conflicts: Counter,
+    /// Bytes possibly on two servers after failovers (client-wide).
+    pub failover_duplicates: Counter,
     /// Set at scrape time by [`View`].
     behind: Gauge,
     /// When the server last acknowledged new bytes of this stream; `None`
@@ -77,6 +79,7 @@ impl Meter {
             reconnects: metrics.reconnects.get_or_create_owned(&label),
             refused: metrics.refused_files.clone(),
             offset_conflicts: metrics.offset_conflicts.clone(),
+            failover_duplicates: metrics.failover_duplicate_bytes.clone(),
             behind: metrics.behind_bytes.get_or_create_owned(&label),
             last_ack: None,
             label,
@@ -89,6 +92,34 @@ impl Meter {
         if bytes > 0 {
             self.acked.inc_by(bytes);
             self.last_ack = Some(now);
+        }
+    }
+}
+
+/// The metric handles of one server (series with its `server` label).
+#[derive(Debug)]
+pub(crate) struct ServerMeter {
+    /// Streams that moved away from it.
+    pub failovers: Counter,
+    /// Stream bytes written to its connections, after compression.
+    pub wire: Counter,
+    /// Set at scrape time by [`View`].
+    streams: Gauge,
+    connected: Gauge,
+}
+
+impl ServerMeter {
+    /// The handles of server `name` (its series created at 0).
+    pub fn new(metrics: &mut ClientMetrics, name: &str) -> ServerMeter {
+        metrics.add_server(name);
+        let l = crate::metrics::client::ServerLabels {
+            server: name.to_string(),
+        };
+        ServerMeter {
+            failovers: metrics.server_failovers.get_or_create_owned(&l),
+            wire: metrics.server_wire_bytes.get_or_create_owned(&l),
+            streams: metrics.server_streams.get_or_create_owned(&l),
+            connected: metrics.server_connected.get_or_create_owned(&l),
         }
     }
 }
@@ -116,6 +147,8 @@ pub(crate) struct View<'a> {
     pub meters: &'a [Meter],
     pub streams: &'a Slots<Stream>,
     pub sources: &'a [DirSource],
+    /// One per server, in the order of [`super::failover::Servers`].
+    pub servers: &'a [ServerMeter],
     /// Descriptors of followed files held now.
     pub open_files: usize,
 }
@@ -144,6 +177,17 @@ impl Scrape for View<'_> {
             }
         }
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let mut per_server = vec![(0usize, 0usize); self.servers.len()];
+        for s in self.streams.values() {
+            if let Some((n, c)) = s.server().and_then(|i| per_server.get_mut(i)) {
+                *n += 1;
+                *c += usize::from(s.connected());
+            }
+        }
+        for (m, (n, c)) in self.servers.iter().zip(per_server) {
+            m.streams.set(gauge(n));
+            m.connected.set(gauge(c));
+        }
         self.metrics.files_open.set(gauge(self.open_files));
         self.metrics.files_watched.set(gauge(watched));
         self.metrics.scrape(now, out);
@@ -180,6 +224,7 @@ mod tests {
             meters: &meters,
             streams: &streams,
             sources: &[],
+            servers: &[],
             open_files: 3,
         };
         let mut text = String::new();

@@ -30,8 +30,10 @@
 
 pub mod api;
 mod dirsource;
+pub mod failover;
 mod link;
 mod meter;
+pub mod rendezvous;
 mod setup;
 mod sources;
 mod stream;
@@ -177,6 +179,10 @@ pub struct ClientDaemon {
     throttled: Duration,
     /// The `/metrics` endpoint, when enabled.
     http: Option<MetricsServer>,
+    /// The servers and their health as connections saw it.
+    servers: failover::Servers,
+    /// Metric handles per server (same order as `servers`).
+    server_meters: Vec<meter::ServerMeter>,
     stop: StopHandle,
 }
 
@@ -248,10 +254,15 @@ impl ClientDaemon {
             self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
         }
         crate::info!(
-            "started: {} streams and {} directory sources, server {}, state file {}",
+            "started: {} streams and {} directory sources, {} {}, state file {}",
             self.streams.len(),
             self.sources.len(),
-            self.settings.server,
+            if self.servers.len() == 1 {
+                "server"
+            } else {
+                "servers"
+            },
+            self.servers.names().join(", "),
             self.state_file.display()
         );
         if let Some(http) = &self.http {
@@ -375,6 +386,7 @@ impl ClientDaemon {
             meters: &self.meters,
             streams: &self.streams,
             sources: &self.sources,
+            servers: &self.server_meters,
             open_files: self.open_files,
         };
         http.on_event(registry, timers, token, now, &mut view);
@@ -404,6 +416,8 @@ impl ClientDaemon {
             stream_limit,
             client_limit: self.client_limit.as_mut(),
             throttled: &mut self.throttled,
+            servers: &mut self.servers,
+            server_meters: &self.server_meters,
         };
         let held = stream.open_files();
         f(stream, &mut ctx);

@@ -14,8 +14,11 @@ use mio::unix::SourceFd;
 use mio::Interest;
 
 use super::dirsource::DirSource;
+use super::failover::Servers;
+use super::meter::ServerMeter;
 use super::stream::{LinkBudget, Settings, Stream};
 use super::{meter, ClientDaemon, ClientError, INOTIFY, SIGNALS, WAKER};
+use crate::config::client::ServerAddr;
 use crate::config::overlap::{self, is_glob, normalize, Names, Reach};
 use crate::config::{ClientConfig, Method, OnRotate, Source, StreamConfig};
 use crate::metrics::client::StreamLabels;
@@ -71,7 +74,16 @@ impl ClientDaemon {
         loaded: Vec<Entry>,
     ) -> ClientDaemon {
         let t = &cfg.tuning;
+        let servers = Servers::new(server_names(&cfg.server), cfg.server.failover_after);
+        let mut metrics = ClientMetrics::new(&cfg.streams, Instant::now());
+        let server_meters = servers
+            .names()
+            .iter()
+            .map(|n| ServerMeter::new(&mut metrics, n))
+            .collect();
         ClientDaemon {
+            servers,
+            server_meters,
             reactor: base.reactor,
             signals: base.signals,
             inotify: base.inotify,
@@ -109,7 +121,7 @@ impl ClientDaemon {
             max_open_files: max_open_files(t.max_open_files, t.max_connections, base.nofile),
             fd_pressure: false,
             park_round: Instant::now(),
-            metrics: ClientMetrics::new(&cfg.streams, Instant::now()),
+            metrics,
             meters: Vec::new(),
             limits: Vec::new(),
             client_limit: t.rate_limit.map(|l| Bucket::new(l, Instant::now())),
@@ -331,7 +343,6 @@ fn settings(cfg: &ClientConfig, id_key: IdKey) -> Result<Settings, ClientError> 
     };
     let t = &cfg.tuning;
     Ok(Settings {
-        server: format!("{}:{}", cfg.server.hostname, cfg.server.port),
         hostname,
         rules: Rules {
             batch: t.batch_bytes,
@@ -354,6 +365,41 @@ fn settings(cfg: &ClientConfig, id_key: IdKey) -> Result<Settings, ClientError> 
             .transpose()
             .map_err(ClientError::Tls)?,
     })
+}
+
+/// The servers to connect to: each configured `host:port`, or with
+/// `resolve_all` each address a name resolves to (a name that does not
+/// resolve now stays one server, resolved at every connect).
+fn server_names(cfg: &ServerAddr) -> Vec<String> {
+    use std::net::ToSocketAddrs;
+    let mut names: Vec<String> = Vec::new();
+    for ep in &cfg.servers {
+        let text = ep.to_string();
+        let addrs: Vec<String> = match cfg.resolve_all {
+            false => Vec::new(),
+            true => match (ep.host.as_str(), ep.port).to_socket_addrs() {
+                Ok(a) => a.map(|a| a.to_string()).collect(),
+                Err(e) => {
+                    crate::warn!("server {text}: cannot resolve it now ({e}); using the name, resolved at every connect");
+                    Vec::new()
+                }
+            },
+        };
+        let found = addrs.len();
+        for n in if addrs.is_empty() {
+            vec![text.clone()]
+        } else {
+            addrs
+        } {
+            if !names.contains(&n) {
+                names.push(n);
+            }
+        }
+        if found > 1 {
+            crate::info!("server {text}: {found} addresses, each one a server (resolve_all)");
+        }
+    }
+    names
 }
 
 /// The client's secret, kept beside the state file; on first start (or

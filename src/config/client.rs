@@ -4,8 +4,11 @@
 //! ```toml
 //! state_file = "/var/lib/loghamster/client.state"   # optional
 //! [server]
-//! hostname = "log.mgmt.neotel.at"
-//! port = 8901
+//! hostname = "log.mgmt.neotel.at"   # one server, or several:
+//! # hostnames = ["log1:8901", "log2:8901", "log3"]   (streams spread, fail over)
+//! port = 8901                 # for a hostname (or an entry) without one
+//! failover_after = "10s"      # several servers: move a stream after this long
+//! resolve_all = false         # true: every address of a name is a server
 //! compression = "zstd"        # or "none" (default), "gzip", "lz4"
 //! compression_level = 3       # optional: gzip 1-9 (6), zstd 1-19 (3)
 //! token_file = "/etc/loghamster/token"   # optional: <name>:<secret>, mode 600
@@ -29,6 +32,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use super::auth::ClientToken;
+pub use super::servers::{Endpoint, EntryError};
 use super::tls::{ClientTls, RawClientTls};
 use super::{
     compile_glob, is_token, parse_toml, read_source, ConfigError, Doc, DurationValue, OrderedMap,
@@ -50,6 +54,7 @@ pub const DEFAULT_PROMETHEUS_LISTEN: &str = "127.0.0.1:9101";
 pub const RESERVED_META_KEYS: &[&str] = &[
     "id",
     "offset",
+    "part_offset",
     "ack",
     "compression",
     "token",
@@ -86,13 +91,27 @@ pub struct ClientConfig {
     pub tls: Option<ClientTls>,
 }
 
+/// Default `[server] failover_after`.
+pub const DEFAULT_FAILOVER_AFTER: Duration = Duration::from_secs(10);
+
 /// The `[server]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerAddr {
-    /// Host name or IP address of `loghamsterd`; non-empty.
+    /// Host name or IP address of the first server (`servers[0]`); kept
+    /// for callers that know one server.
     pub hostname: String,
-    /// TCP port, default 8901; never 0.
+    /// TCP port of the first server, default 8901; never 0.
     pub port: u16,
+    /// Every server, in the order configured; never empty, no server
+    /// twice, `servers[0]` is `hostname:port`. Set it with
+    /// [`ServerAddr::set_servers`] to keep the two in step.
+    pub servers: Vec<Endpoint>,
+    /// `resolve_all`: a name with several addresses is several servers.
+    pub resolve_all: bool,
+    /// `failover_after`: how long a server may be unreachable or refuse a
+    /// stream before the stream moves to its next server (several servers
+    /// only). Never zero.
+    pub failover_after: Duration,
     /// Stream compression, default none.
     pub compression: Compression,
     /// `token_file`: the named token sent in every INIT, read (and
@@ -300,7 +319,10 @@ struct RawClient {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawServerAddr {
-    hostname: Spanned<String>,
+    hostname: Option<Spanned<String>>,
+    hostnames: Option<Spanned<Vec<String>>>,
+    resolve_all: Option<bool>,
+    failover_after: Option<Spanned<DurationValue>>,
     port: Option<Spanned<i64>>,
     compression: Option<Spanned<String>>,
     compression_level: Option<Spanned<i32>>,
@@ -430,10 +452,6 @@ impl RawClient {
 
 impl RawServerAddr {
     fn validate(self, doc: &Doc<'_>) -> Result<ServerAddr, ConfigError> {
-        let hostname = self.hostname;
-        if hostname.get_ref().trim().is_empty() {
-            return Err(doc.err_at(hostname.span(), "`server.hostname` must not be empty"));
-        }
         let port = match self.port {
             Some(p) => {
                 let text = p.get_ref().to_string();
@@ -444,6 +462,33 @@ impl RawServerAddr {
                 port.map_err(|e| doc.err_at(p.span(), format!("`server.port`: {e}")))?
             }
             None => DEFAULT_PORT,
+        };
+        let servers = match (self.hostname, self.hostnames) {
+            (Some(h), None) if h.get_ref().trim().is_empty() => {
+                return Err(doc.err_at(h.span(), "`server.hostname` must not be empty"));
+            }
+            (Some(h), None) => Endpoint::parse_list(&[h.get_ref()], port)
+                .map_err(|e| doc.err_at(h.span(), format!("`server.hostname`: {e}")))?,
+            (None, Some(list)) => Endpoint::parse_list(list.get_ref(), port)
+                .map_err(|e| doc.err_at(list.span(), format!("`server.hostnames`: {e}")))?,
+            (Some(h), Some(_)) => {
+                return Err(doc.err_at(
+                    h.span(),
+                    "give either `server.hostname` (one server) or `server.hostnames` (a list), not both",
+                ))
+            }
+            (None, None) => {
+                return Err(doc
+                    .err("[server] names no server")
+                    .with_hint("add hostname = \"...\" or hostnames = [\"log1:8901\", ...]"))
+            }
+        };
+        let failover_after = match self.failover_after {
+            None => DEFAULT_FAILOVER_AFTER,
+            Some(d) if d.get_ref().0.is_zero() => {
+                return Err(doc.err_at(d.span(), "`server.failover_after` must be above zero"))
+            }
+            Some(d) => d.into_inner().0,
         };
         let names = || {
             let all: Vec<&str> = Codec::ALL.iter().map(|c| c.name()).collect();
@@ -505,12 +550,47 @@ impl RawServerAddr {
                 )
             })?),
         };
-        Ok(ServerAddr {
-            hostname: hostname.into_inner(),
+        let mut addr = ServerAddr::one(&servers[0].host, servers[0].port);
+        addr.set_servers(servers);
+        addr.resolve_all = self.resolve_all.unwrap_or(false);
+        addr.failover_after = failover_after;
+        addr.compression = compression;
+        addr.token = token;
+        Ok(addr)
+    }
+}
+
+impl ServerAddr {
+    /// One server, with every other setting at its default.
+    pub fn one(host: &str, port: u16) -> ServerAddr {
+        ServerAddr {
+            hostname: host.to_string(),
             port,
-            compression,
-            token,
-        })
+            servers: vec![Endpoint {
+                host: host.to_string(),
+                port,
+            }],
+            resolve_all: false,
+            failover_after: DEFAULT_FAILOVER_AFTER,
+            compression: Compression::default(),
+            token: None,
+        }
+    }
+
+    /// Replaces the servers (`servers` must not be empty; an empty list
+    /// is ignored) and keeps `hostname` and `port` naming the first.
+    pub fn set_servers(&mut self, servers: Vec<Endpoint>) {
+        if let Some(first) = servers.first() {
+            self.hostname = first.host.clone();
+            self.port = first.port;
+            self.servers = servers;
+        }
+    }
+
+    /// The servers as `host:port` text, comma-separated (for messages).
+    pub fn list(&self) -> String {
+        let all: Vec<String> = self.servers.iter().map(Endpoint::to_string).collect();
+        all.join(", ")
     }
 }
 

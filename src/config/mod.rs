@@ -39,6 +39,7 @@ pub mod client;
 pub mod interpolate;
 pub mod overlap;
 pub mod server;
+pub mod servers;
 pub mod template;
 pub mod tls;
 

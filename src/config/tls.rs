@@ -13,7 +13,7 @@
 //! ca = "/etc/loghamster/ca.crt"         # optional: else the system's roots
 //! cert = "/etc/loghamster/web1.crt"     # optional, with key: mutual TLS
 //! key = "/etc/loghamster/web1.key"
-//! server_name = "logs.example.net"      # optional: else [server] hostname
+//! server_name = "logs.example.net"      # optional: else each server's host name
 //! ```
 //!
 //! This step checks the section's shape (which keys go together, no empty
@@ -54,7 +54,8 @@ pub struct ClientTls {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     /// `server_name`: the name the server's certificate must carry;
-    /// `None`: `[server] hostname`.
+    /// `None`: each server's own host name (`[server] hostname` or
+    /// every `hostnames` entry).
     pub server_name: Option<String>,
 }
 

@@ -24,6 +24,11 @@
 //! | `loghamster_client_inotify_overflows_total` | counter | times the kernel's inotify queue overflowed: events were lost, every followed path and directory source was looked at again (each is also a WARN line) |
 //! | `loghamster_client_rate_limit_delay_seconds_total` | counter | time sending was held back by a rate limit |
 //! | `loghamster_client_refused_files_total` | counter | files not opened because they are not regular files, or symlinks while `follow_symlinks = false` (each is also one WARN line, once per path until something else is put there) |
+//! | `loghamster_client_server_streams{server}` | gauge | streams assigned to the server now (several servers: by rendezvous hashing, or moved there by a failover) |
+//! | `loghamster_client_server_connected{server}` | gauge | connections open to the server |
+//! | `loghamster_client_server_failovers_total{server}` | counter | streams that moved away from the server (unreachable for `failover_after`, or `503`; each is also one WARN line naming the stream and both servers) |
+//! | `loghamster_client_server_wire_bytes_total{server}` | counter | stream bytes written to the server's connections (after compression) |
+//! | `loghamster_client_failover_duplicate_bytes_total` | counter | bytes that were sent to a server but not acknowledged when its stream moved away: at most this many may be on both servers |
 //! | `loghamster_client_offset_conflicts_total` | counter | times a server's `200` named an offset beyond anything this client sent for the stream (each is also an ERROR line; the rest goes out under a new stream id) |
 
 use std::collections::HashMap;
@@ -62,6 +67,14 @@ impl StreamLabels {
         };
         StreamLabels { stream }
     }
+}
+
+/// Labels of the per-server families.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ServerLabels {
+    /// The server as the client connects to it: `host:port` as
+    /// configured, or `address:port` with `resolve_all`.
+    pub server: String,
 }
 
 /// A gauge of seconds.
@@ -113,6 +126,16 @@ pub struct ClientMetrics {
     pub refused_files: Counter,
     /// Server offsets beyond anything sent for the stream.
     pub offset_conflicts: Counter,
+    /// Streams assigned to each server (set at scrape time).
+    pub server_streams: Family<ServerLabels, Gauge>,
+    /// Connections open to each server (set at scrape time).
+    pub server_connected: Family<ServerLabels, Gauge>,
+    /// Streams that moved away from each server.
+    pub server_failovers: Family<ServerLabels, Counter>,
+    /// Stream bytes written to each server, after compression.
+    pub server_wire_bytes: Family<ServerLabels, Counter>,
+    /// Bytes possibly on two servers after failovers.
+    pub failover_duplicate_bytes: Counter,
 }
 
 impl ClientMetrics {
@@ -146,6 +169,11 @@ impl ClientMetrics {
             inotify_overflows: Counter::default(),
             refused_files: Counter::default(),
             offset_conflicts: Counter::default(),
+            server_streams: Family::default(),
+            server_connected: Family::default(),
+            server_failovers: Family::default(),
+            server_wire_bytes: Family::default(),
+            failover_duplicate_bytes: Counter::default(),
         };
         m.register_all();
         for l in streams {
@@ -237,6 +265,49 @@ impl ClientMetrics {
             "Server offsets beyond anything this client sent for the stream",
             self.offset_conflicts.clone(),
         );
+        self.register_servers();
+    }
+
+    fn register_servers(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "server_streams",
+            "Streams assigned to the server",
+            self.server_streams.clone(),
+        );
+        r.register(
+            "server_connected",
+            "Connections open to the server",
+            self.server_connected.clone(),
+        );
+        r.register(
+            "server_failovers",
+            "Streams that moved away from the server (unreachable for failover_after, or 503)",
+            self.server_failovers.clone(),
+        );
+        r.register_with_unit(
+            "server_wire",
+            "Stream bytes written to the server, after compression",
+            Unit::Bytes,
+            self.server_wire_bytes.clone(),
+        );
+        r.register_with_unit(
+            "failover_duplicate",
+            "Bytes sent but not acknowledged when a stream moved to another server (at most this many are on both)",
+            Unit::Bytes,
+            self.failover_duplicate_bytes.clone(),
+        );
+    }
+
+    /// Creates the series of server `name` (all 0).
+    pub fn add_server(&mut self, name: &str) {
+        let l = ServerLabels {
+            server: name.to_string(),
+        };
+        drop(self.server_streams.get_or_create(&l));
+        drop(self.server_connected.get_or_create(&l));
+        drop(self.server_failovers.get_or_create(&l));
+        drop(self.server_wire_bytes.get_or_create(&l));
     }
 
     /// Creates a stream's series (all 0) and starts its ack age at `now`.

@@ -27,6 +27,10 @@ pub struct InitRequest<'a> {
     pub id: &'a str,
     /// `offset:` where our first byte sits in the stream.
     pub offset: u64,
+    /// `part_offset:` everything of the stream before it is acknowledged,
+    /// by this server or another: a server that holds less starts the
+    /// stream here (a client with several servers sends it).
+    pub part_offset: Option<u64>,
     /// `ack:1`: ask for `ACK` lines and `250 DONE`.
     pub ack: bool,
     /// `compression:` the codec we would like to send (its wire name).
@@ -36,7 +40,7 @@ pub struct InitRequest<'a> {
 }
 
 /// Writes `r` as an `INIT STREAM` line: target, `svc:`, the configured
-/// meta, then `id:`, `offset:`, `ack:1`, `compression:` and `token:` (the same
+/// meta, then `id:`, `offset:`, `part_offset:`, `ack:1`, `compression:` and `token:` (the same
 /// quoting rules as [`write_init`](super::write_init)).
 pub fn write_init_request(out: &mut Vec<u8>, r: &InitRequest<'_>) {
     push_init_target(out, r.host, r.path);
@@ -49,6 +53,10 @@ pub fn write_init_request(out: &mut Vec<u8>, r: &InitRequest<'_>) {
     push_meta(out, "id", r.id);
     out.extend_from_slice(b" offset:");
     push_u64(out, r.offset);
+    if let Some(p) = r.part_offset {
+        out.extend_from_slice(b" part_offset:");
+        push_u64(out, p);
+    }
     if r.ack {
         out.extend_from_slice(b" ack:1");
     }
@@ -111,6 +119,7 @@ mod tests {
             meta,
             id: "fe00-98c154-6745a1f0.1a2b3c",
             offset: 1_048_576,
+            part_offset: Some(1_000_000),
             ack: true,
             compression: Some("zstd"),
             token: None,
@@ -131,6 +140,7 @@ mod tests {
                 meta: &[],
                 id: "",
                 offset: 0,
+                part_offset: None,
                 ack: false,
                 compression: None,
                 ..request(&meta)
@@ -159,12 +169,15 @@ mod tests {
             assert_eq!(get("id").as_deref(), Some(r.id));
             let offset = init.get("offset").map(|v| v.as_u64());
             assert_eq!(offset, Some(Ok(r.offset)));
+            let part = init.get("part_offset").map(|v| v.as_u64());
+            assert_eq!(part, r.part_offset.map(Ok));
             assert_eq!(get("ack").as_deref(), r.ack.then_some("1"));
             assert_eq!(get("compression").as_deref(), r.compression);
             assert_eq!(get("token").as_deref(), r.token.map(|t| t.0));
             let pairs = usize::from(r.svc.is_some()) + r.meta.len() + 2;
             let extra = usize::from(r.ack)
                 + usize::from(r.compression.is_some())
+                + usize::from(r.part_offset.is_some())
                 + usize::from(r.token.is_some());
             assert_eq!(init.meta().count(), pairs + extra);
         }
@@ -177,6 +190,7 @@ mod tests {
             &mut out,
             &InitRequest {
                 path: "/a.log",
+                part_offset: None,
                 ..request(&[])
             },
         );

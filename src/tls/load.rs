@@ -220,12 +220,29 @@ pub fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ServerConfig>, TlsEr
 #[derive(Debug, Clone)]
 pub struct ClientSetup {
     pub config: Arc<rustls::ClientConfig>,
-    pub server_name: ServerName<'static>,
+    /// `[tls] server_name`: the name every server's certificate must
+    /// carry; without it, each server's own host name.
+    pub server_name: Option<ServerName<'static>>,
+}
+
+impl ClientSetup {
+    /// The name the certificate of `server` (`host:port`, as the client
+    /// connects to it) must carry.
+    pub fn name_for(&self, server: &str) -> Result<ServerName<'static>, TlsError> {
+        if let Some(name) = &self.server_name {
+            return Ok(name.clone());
+        }
+        let host = server.rsplit_once(':').map_or(server, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        ServerName::try_from(host.to_string())
+            .map_err(|_| TlsError::BadServerName(host.to_string()))
+    }
 }
 
 /// The client's rustls configuration from `[tls]`: trust `ca` (or the
 /// system's roots), present `cert`/`key` when given, and expect
-/// `server_name` (default: `host`, the server's host name).
+/// `server_name` (default: each server's host name; `host`, one server's
+/// `host:port` or host name, is checked to be one).
 pub fn client_config(tls: &ClientTls, host: &str) -> Result<ClientSetup, TlsError> {
     let provider = provider();
     let roots = match &tls.ca {
@@ -247,13 +264,19 @@ pub fn client_config(tls: &ClientTls, host: &str) -> Result<ClientSetup, TlsErro
         }
         _ => builder.with_no_client_auth(),
     };
-    let name = tls.server_name.as_deref().unwrap_or(host);
-    let server_name = ServerName::try_from(name.to_string())
-        .map_err(|_| TlsError::BadServerName(name.to_string()))?;
-    Ok(ClientSetup {
+    let server_name = match tls.server_name.as_deref() {
+        Some(name) => Some(
+            ServerName::try_from(name.to_string())
+                .map_err(|_| TlsError::BadServerName(name.to_string()))?,
+        ),
+        None => None,
+    };
+    let setup = ClientSetup {
         config: Arc::new(config),
         server_name,
-    })
+    };
+    setup.name_for(host)?;
+    Ok(setup)
 }
 
 fn refused(what: &str, e: impl fmt::Display) -> TlsError {
@@ -294,5 +317,45 @@ impl Acceptor {
     pub fn reload(&mut self) -> Result<(), TlsError> {
         *self = Acceptor::load(&self.settings)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(fixed: Option<&str>) -> ClientSetup {
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        ClientSetup {
+            config: Arc::new(config),
+            server_name: fixed.map(|n| ServerName::try_from(n.to_string()).unwrap()),
+        }
+    }
+
+    #[test]
+    fn each_server_is_expected_under_its_own_host_name() {
+        let s = setup(None);
+        let name = |server| s.name_for(server).map(|n| n.to_str().into_owned());
+        assert_eq!(name("log1.example.net:8901").unwrap(), "log1.example.net");
+        assert_eq!(name("log2.example.net").unwrap(), "log2.example.net");
+        assert_eq!(name("127.0.0.1:8901").unwrap(), "127.0.0.1");
+        assert_eq!(name("[::1]:8901").unwrap(), "::1");
+        assert!(matches!(
+            name("bad name:1"),
+            Err(TlsError::BadServerName(n)) if n == "bad name"
+        ));
+    }
+
+    #[test]
+    fn a_configured_server_name_is_expected_of_every_server() {
+        let s = setup(Some("logs.example.net"));
+        for server in ["log1:8901", "10.0.0.7:8901"] {
+            let n = s.name_for(server).unwrap();
+            assert_eq!(n.to_str(), "logs.example.net");
+        }
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use mio::Interest;
 
 use super::{Ctx, Settings, Stream};
+use crate::client::failover::Failure;
 use crate::client::link::{Close, Heard, Link, Phase};
 use crate::codec::Codec;
 use crate::config::Compression;
@@ -70,6 +71,7 @@ impl Stream {
     /// Socket readiness for this stream's connection.
     pub fn on_socket(&mut self, ctx: &mut Ctx<'_>) {
         let mut heard = Vec::new();
+        let part_offset = self.part_offset(ctx);
         if let Some(link) = &mut self.link {
             let (settings, path, svc, meta) =
                 (ctx.settings, self.tail.path(), &self.svc, &self.meta);
@@ -77,6 +79,7 @@ impl Stream {
             let init = Init {
                 id: &id,
                 offset: self.tail.acked(),
+                part_offset,
                 codec: link.asks_for(),
             };
             link.poll(
@@ -109,7 +112,10 @@ impl Stream {
             },
             Heard::Done(n) => self.on_done(n, ctx),
             Heard::CodecRefused(line) => self.on_codec_refused(&line, ctx),
-            Heard::CodecIgnored(codec) => on_codec_ignored(codec, ctx),
+            Heard::CodecIgnored(codec) => {
+                let server = self.server_name(ctx).to_string();
+                on_codec_ignored(codec, &server, ctx)
+            }
             Heard::Finish(text) => {
                 let path = self.path().display();
                 if text.starts_with("Idle timeout") {
@@ -132,10 +138,13 @@ impl Stream {
     /// `200`: streaming starts at the server's `offset` (or at `acked`),
     /// unless the file turns out truncated or rewritten meanwhile.
     fn on_ready(&mut self, offset: Option<u64>, ctx: &mut Ctx<'_>) {
+        if let Some(route) = &mut self.route {
+            route.on_ready(ctx.servers);
+        }
         if let Some(since) = ctx.links.outage_since.take() {
             crate::info!(
                 "server {} is reachable again after {:.1}s",
-                ctx.settings.server,
+                self.server_name(ctx),
                 ctx.now.saturating_duration_since(since).as_secs_f64()
             );
         }
@@ -189,7 +198,7 @@ impl Stream {
         if ctx.links.fall_back(ctx.now) {
             crate::warn!(
                 "server {} refused compression {} ({line}); sending uncompressed, asking again in {} min",
-                ctx.settings.server,
+                self.server_name(ctx),
                 codec.map_or("?", |c| c.name()),
                 CODEC_RETRY.as_secs() / 60
             );
@@ -204,8 +213,12 @@ impl Stream {
         if finished {
             self.tail.on_link_finished();
         }
-        let why = (!(self.stopping || finished)).then(|| why.to_string());
-        self.drop_link(ctx, why);
+        if self.stopping || finished {
+            self.drop_link(ctx, None);
+        } else {
+            let failure = super::route::failure_of(&why);
+            self.link_failed(ctx, why.to_string(), failure);
+        }
         if finished {
             // A clean end (idle close, rotation): reconnect at once
             // when there is something to send.
@@ -270,8 +283,10 @@ impl Stream {
         } else {
             ctx.links.compression(ctx.settings.compression, now)
         };
-        let result = resolve(&ctx.settings.server).and_then(|addr| {
-            let mut link = Link::connect(addr, compression, ctx.settings.tls.as_ref())?;
+        let server = self.choose_server(ctx);
+        let name = ctx.servers.name(server);
+        let result = resolve(name).and_then(|addr| {
+            let mut link = Link::connect(addr, name, compression, ctx.settings.tls.as_ref())?;
             ctx.registry.register(
                 &mut link.sock,
                 self.key.token(),
@@ -293,6 +308,7 @@ impl Stream {
                 self.reconnecting = true;
                 self.unreachable(ctx, &format!("cannot connect: {e}"));
                 self.schedule_retry(ctx);
+                self.after_failure(ctx, Failure::Unreachable, 0);
             }
         }
     }
@@ -300,9 +316,12 @@ impl Stream {
     /// Closes the connection (logging `why` if given) and schedules a retry.
     pub(super) fn drop_link(&mut self, ctx: &mut Ctx<'_>, why: Option<String>) {
         let mut connecting = false;
-        if let Some(mut link) = self.link.take() {
+        if let Some(link) = self.link.take() {
             connecting = link.phase == Phase::Connecting;
-            ctx.meter.wire.inc_by(link.take_wire_bytes());
+            self.link = Some(link);
+            self.count_wire(ctx);
+        }
+        if let Some(mut link) = self.link.take() {
             let _ = ctx.registry.deregister(&mut link.sock);
             ctx.links.open = ctx.links.open.saturating_sub(1);
         }
@@ -336,11 +355,20 @@ impl Stream {
     fn unreachable(&mut self, ctx: &mut Ctx<'_>, why: &str) {
         if ctx.links.outage_since.is_none() {
             ctx.links.outage_since = Some(ctx.now);
+            let then = match ctx.servers.len() {
+                1 => format!(
+                    "files wait and retry with back-off up to {}s",
+                    ctx.settings.reconnect_max.as_secs()
+                ),
+                _ => format!(
+                    "streams retry, and move to their next server after {:?}",
+                    ctx.servers.failover_after()
+                ),
+            };
             crate::warn!(
-                "server {} is unreachable ({}: {why}); files wait and retry with back-off up to {}s, nothing is lost",
-                ctx.settings.server,
+                "server {} is unreachable ({}: {why}); {then}, nothing is lost",
+                self.server_name(ctx),
                 self.path().display(),
-                ctx.settings.reconnect_max.as_secs()
             );
         } else {
             crate::debug!("{}: {why}", self.path().display());
@@ -365,11 +393,10 @@ impl Stream {
 
 /// The server's `200` did not confirm `codec`: send plain for a while
 /// (this connection already does).
-fn on_codec_ignored(codec: Codec, ctx: &mut Ctx<'_>) {
+fn on_codec_ignored(codec: Codec, server: &str, ctx: &mut Ctx<'_>) {
     if ctx.links.fall_back(ctx.now) {
         crate::warn!(
-            "server {} did not confirm compression {codec} (it predates compression); sending uncompressed, asking again in {} min",
-            ctx.settings.server,
+            "server {server} did not confirm compression {codec} (it predates compression); sending uncompressed, asking again in {} min",
             CODEC_RETRY.as_secs() / 60
         );
     }
@@ -379,6 +406,9 @@ fn on_codec_ignored(codec: Codec, ctx: &mut Ctx<'_>) {
 struct Init<'a> {
     id: &'a str,
     offset: u64,
+    /// `part_offset:` (several servers): everything before it is
+    /// acknowledged, here or on another server.
+    part_offset: Option<u64>,
     codec: Option<Codec>,
 }
 
@@ -398,6 +428,7 @@ fn write_init(
         meta,
         id: init.id,
         offset: init.offset,
+        part_offset: init.part_offset,
         ack: true,
         compression: init.codec.map(Codec::name),
         token: s

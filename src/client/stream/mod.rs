@@ -18,6 +18,7 @@
 //! under the batching rules and rate limits.
 
 mod connection;
+mod route;
 mod send;
 
 pub(crate) use connection::LinkBudget;
@@ -28,8 +29,9 @@ use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
 
+use super::failover::{Route, Servers};
 use super::link::{Link, Phase};
-use super::meter::Meter;
+use super::meter::{Meter, ServerMeter};
 use crate::config::Compression;
 use crate::rate::Bucket;
 use crate::reactor::sys::tailfs::RealFs;
@@ -46,7 +48,6 @@ const POOL_MAX: usize = 64;
 /// Settings shared by every stream.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
-    pub server: String,
     pub hostname: String,
     pub rules: batch::Rules,
     pub max_batch: usize,
@@ -115,6 +116,10 @@ pub(crate) struct Ctx<'a> {
     pub client_limit: Option<&'a mut Bucket>,
     /// Time spent waiting for rate-limit credit (the daemon counts it).
     pub throttled: &'a mut Duration,
+    /// The servers, and what connections saw of them.
+    pub servers: &'a mut Servers,
+    /// Metric handles per server (same order as `servers`).
+    pub server_meters: &'a [ServerMeter],
 }
 
 #[derive(Debug)]
@@ -148,6 +153,11 @@ pub(crate) struct Stream {
     jitter: u64,
     /// Since when a rate limit holds this stream back.
     throttled_since: Option<Instant>,
+    /// Which server the stream uses (made at its first connect).
+    route: Option<Route>,
+    /// The stream id the route last connected for: a new one is a new
+    /// part, where a moved stream may return to its first choice.
+    route_part: Option<StreamId>,
 }
 
 impl Stream {
@@ -180,6 +190,8 @@ impl Stream {
             last_active: Instant::now(),
             jitter: seed | 1,
             throttled_since: None,
+            route: None,
+            route_part: None,
         }
     }
 
@@ -244,6 +256,16 @@ impl Stream {
     /// Marks a stream started for a `path` glob match (see [`gone`](Self::gone)).
     pub fn set_ephemeral(&mut self) {
         self.ephemeral = true;
+    }
+
+    /// The server the stream is assigned to (once it connected).
+    pub fn server(&self) -> Option<usize> {
+        self.route.as_ref().map(Route::server)
+    }
+
+    /// True while the stream has a connection (in any phase).
+    pub fn connected(&self) -> bool {
+        self.link.is_some()
     }
 
     /// Bytes of the current file handed to the connection so far.
@@ -325,7 +347,8 @@ impl Stream {
         let now = ctx.now;
         self.timer.fired(now);
         if self.link_deadline.is_some_and(|t| t <= now) {
-            self.drop_link(ctx, Some("connect or handshake timed out".into()));
+            let why = "connect or handshake timed out".to_string();
+            self.link_failed(ctx, why, Some(super::failover::Failure::Unreachable));
         }
         let mut wake = None;
         if !self.stopping {
@@ -355,9 +378,7 @@ impl Stream {
             self.connect(ctx);
         }
         wake = earliest(wake, self.pump(ctx));
-        if let Some(link) = &mut self.link {
-            ctx.meter.wire.inc_by(link.take_wire_bytes());
-        }
+        self.count_wire(ctx);
         wake = earliest(wake, self.close_if_idle(ctx));
         wake = earliest(wake, self.link_deadline);
         if self.link.is_none() && self.tail.current().is_some() && !self.stopping {

@@ -39,6 +39,9 @@ use crate::sink::route::{Route, StreamInfo};
 struct Request {
     /// `offset:` the client's first byte (resume), below 2^63.
     offset: Option<u64>,
+    /// `part_offset:` the stream's bytes before it are acknowledged (here
+    /// or by another server): a known stream held shorter starts there.
+    part_offset: Option<u64>,
     /// `ack:1`.
     ack: bool,
     /// `compression:` a codec this server accepts.
@@ -59,17 +62,17 @@ fn request<'a>(
     get: impl Fn(&str) -> Option<&'a str>,
     accept: &[Codec],
 ) -> Result<Request, Refusal> {
-    let offset = match get("offset").map(str::parse::<u64>) {
-        None => None,
-        Some(Ok(n)) if n <= proto::MAX_OFFSET => Some(n),
-        Some(_) => {
-            return Err(Refusal {
-                code: 400,
-                text: "Bad request: offset must be a decimal number below 2^63".into(),
-                reason: HandshakeFailure::Malformed,
-            })
-        }
+    let number = |key: &str| match get(key).map(str::parse::<u64>) {
+        None => Ok(None),
+        Some(Ok(n)) if n <= proto::MAX_OFFSET => Ok(Some(n)),
+        Some(_) => Err(Refusal {
+            code: 400,
+            text: format!("Bad request: {key} must be a decimal number below 2^63"),
+            reason: HandshakeFailure::Malformed,
+        }),
     };
+    let offset = number("offset")?;
+    let part_offset = number("part_offset")?;
     let codec = match get("compression") {
         None | Some("none") => None,
         Some(name) => match Codec::from_name(name) {
@@ -88,6 +91,7 @@ fn request<'a>(
     };
     Ok(Request {
         offset,
+        part_offset,
         ack: matches!(get("ack"), Some("1" | "yes" | "true")),
         codec,
     })
@@ -256,7 +260,8 @@ impl Conn {
                     route: &route,
                     owner,
                 };
-                take_resume_slot(shared, k, slot, req.offset.unwrap_or(0), step)
+                let start = take_resume_slot(shared, k, slot, req.offset.unwrap_or(0), step);
+                skip_to_part(shared, k, start, req.part_offset)
             }
             None => req.offset.unwrap_or(0),
         };
@@ -494,6 +499,25 @@ fn take_resume_slot(
     entry.offset
 }
 
+/// A stream that continues here after a stretch on another server
+/// (`part_offset` beyond what this server holds): it starts at
+/// `part_offset`, and the bytes between are the other server's.
+fn skip_to_part(shared: &mut Shared, k: &StreamKey, start: u64, part: Option<u64>) -> u64 {
+    match part {
+        Some(p) if p > start => {
+            crate::info!(
+                "{}:{} (id {}): continues here from offset {p} (this server held {start}; the bytes between are on another server)",
+                k.host,
+                k.path.escape_debug(),
+                k.id.escape_debug()
+            );
+            shared.resume.set_offset(k, p);
+            p
+        }
+        _ => start,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,11 +534,17 @@ mod tests {
         let all = Codec::ALL;
         let want = Request {
             offset: Some(5),
+            part_offset: Some(3),
             ack: true,
             codec: Some(Codec::Zstd),
         };
         let got = req(
-            &[("offset", "5"), ("ack", "1"), ("compression", "zstd")],
+            &[
+                ("offset", "5"),
+                ("part_offset", "3"),
+                ("ack", "1"),
+                ("compression", "zstd"),
+            ],
             &all,
         );
         assert_eq!(got, Ok(want));
