@@ -163,6 +163,52 @@ fn rename_rotation_drains_the_old_file_then_switches() {
     s.fs.close(w2);
 }
 
+/// An application that never reopens keeps writing into nothing but its
+/// rotated-away file's descriptor, which stays open for good. Once a later
+/// generation has data the old one is a leftover, also when the next one
+/// in line was emptied (truncated, then deleted) and the data went to the
+/// one after it (found by the model test, `tests/model.rs`).
+#[test]
+fn a_writer_left_on_a_rotated_file_does_not_hold_back_a_generation_behind_an_emptied_one() {
+    let mut s = Script::new();
+    let w = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w, "a0\n");
+    s.look();
+    assert_eq!(s.ship(0), b"a0\n");
+    s.fs.rename(Path::new(LOG), Path::new("/var/log/app.log.1"))
+        .unwrap();
+    s.advance(1);
+    let w2 = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w2, "b0\n");
+    assert_eq!(s.look(), vec![Note::Rotated]);
+    // The second file is emptied and deleted before it was read; a third
+    // one gets the lines. `w` stays open on the first file for good.
+    s.fs.truncate_fd(&w2, 0);
+    s.fs.unlink(Path::new(LOG)).unwrap();
+    s.advance(1);
+    let w3 = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&w3, "c0\n");
+    s.look();
+    let mut got = Vec::new();
+    let mut held = 3;
+    for _ in 0..4 {
+        if s.tail.state() == State::Following {
+            break;
+        }
+        got.extend(s.ship(held));
+        held = 0;
+        s.confirm();
+        s.advance(1000);
+        s.tick(false);
+    }
+    assert_eq!(s.tail.state(), State::Following, "{:?}", s.notes);
+    got.extend(s.ship(0));
+    assert_eq!(got, b"c0\n", "{:?}", s.notes);
+    s.fs.close(w);
+    s.fs.close(w2);
+    s.fs.close(w3);
+}
+
 #[test]
 fn generations_rotated_away_before_the_tail_looked_are_found_in_birth_order() {
     let mut s = Script::new();

@@ -150,10 +150,12 @@ impl<H> Tail<H> {
     /// quiet for a grace period (short once the next file has data).
     fn quiet<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>, last_growth: Instant) -> bool {
         let Some(cur) = &self.cur else { return true };
+        // Any later generation with data: the front one may have been
+        // truncated (or deleted) empty while lines go to one after it.
         let moved_on = self
             .queue
-            .front()
-            .is_some_and(|g| env.fs.fstat(&g.file).is_ok_and(|m| m.len > 0));
+            .iter()
+            .any(|g| env.fs.fstat(&g.file).is_ok_and(|m| m.len > 0));
         match env.fs.writers(&cur.file) {
             Ok(Some(false)) => true,
             // A writer still holds it: wait for it while it is the only
