@@ -288,9 +288,9 @@ fn storable(k: &StreamKey, r: &Resume) -> bool {
     if !ok {
         crate::error!(
             "{}:{} (id {}): offset {} cannot be recorded; leaving it out of the checkpoint",
-            k.host,
-            k.path,
-            k.id,
+            crate::log::esc(&k.host),
+            crate::log::esc(&k.path),
+            crate::log::esc(&k.id),
             r.offset
         );
     }

@@ -614,7 +614,7 @@ impl Server {
                         self.shared.outputs.len() - failed.len()
                     );
                     for (path, e) in failed {
-                        crate::error!("cannot reopen output {}: {e}", path.display());
+                        crate::error!("cannot reopen output {}: {e}", crate::log::esc(&path));
                     }
                     self.reload_tls();
                 }
