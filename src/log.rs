@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
+static MUTED: AtomicBool = AtomicBool::new(false);
 static PROGRAM: OnceLock<&'static str> = OnceLock::new();
 
 /// Sets the program name shown in each line and whether debug lines print.
@@ -28,11 +29,21 @@ pub fn debug_enabled() -> bool {
     DEBUG.load(Ordering::Relaxed)
 }
 
+/// Formats every line but writes none (`true`): for fuzz targets, which
+/// run the daemons' code millions of times.
+#[doc(hidden)]
+pub fn mute(on: bool) {
+    MUTED.store(on, Ordering::Relaxed);
+}
+
 #[doc(hidden)]
 pub fn emit(level: &str, args: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let prog = PROGRAM.get().copied().unwrap_or("loghamster");
     let line = format!("{} {prog} {level} {args}\n", timestamp(SystemTime::now()));
+    if MUTED.load(Ordering::Relaxed) {
+        return;
+    }
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 

@@ -55,3 +55,10 @@ fn checkpoint_corpus_holds_invariants() {
         in_scratch(loghamster::fuzzing::checkpoint, d)
     });
 }
+
+#[test]
+fn server_corpus_holds_invariants() {
+    replay("server", 10, |d| {
+        in_scratch(loghamster::server::harness::run, d)
+    });
+}
