@@ -6,6 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    loghamster::log::mute(true);
     let dir = loghamster::fuzzing::scratch_dir("checkpoint");
     loghamster::fuzzing::checkpoint(dir, data);
 });

@@ -6,5 +6,6 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    loghamster::log::mute(true);
     loghamster::fuzzing::config(data);
 });
