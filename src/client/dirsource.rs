@@ -319,7 +319,7 @@ impl DirSource {
             self.refused_total.inc();
             crate::warn!(
                 "{}: not shipped: {e}; saying so again only if something else is put there",
-                path.display()
+                crate::log::esc(&path)
             );
         }
         None

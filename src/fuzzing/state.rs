@@ -13,25 +13,49 @@ use crate::tail::state::{self, Durability};
 /// input (never in UTF-8 text).
 pub const SPLIT: u8 = 0xff;
 
-/// Loads `data` as the client's state file in `dir`. A file that loads
-/// must save and load again to the same entries; one that does not must
-/// say so.
+/// Loads `data` as the client's state file in `dir`. An input whose first
+/// byte is odd has its rest sealed first (a correct `# sha256` line
+/// appended), so mutations reach the parser behind the checksum; an even
+/// one is written as it is. A file that loads must save and load again to
+/// the same entries; one that does not must say why (never `()`).
 pub fn client_state(dir: &Path, data: &[u8]) {
     let path = dir.join("client.state");
     let _ = fs::remove_file(dir.join("client.state.tmp"));
-    fs::write(&path, data).expect("scratch directory is writable");
+    let text = match data.split_first() {
+        Some((first, rest)) if first & 1 == 1 => seal(rest),
+        _ => data.to_vec(),
+    };
+    fs::write(&path, text).expect("scratch directory is writable");
     match state::load(&path) {
-        Ok(entries) => {
+        Ok(loaded) => {
             let again = dir.join("again.state");
-            state::save(&again, &entries, Durability::ProcessCrash).expect("loaded entries save");
+            state::save(&again, &loaded.entries, Durability::ProcessCrash)
+                .expect("loaded entries save");
             let reloaded = state::load(&again).expect("saved entries load");
-            assert_eq!(reloaded, entries, "state file does not round-trip");
+            assert_eq!(
+                reloaded.entries, loaded.entries,
+                "state file does not round-trip"
+            );
+            assert!(!reloaded.legacy, "a saved state file is sealed");
         }
-        // An empty reason, `is corrupt ()`, is finding 8 of issue 12 and
-        // is fixed with the state file's checksum; tighten this to
-        // `!contains("()")` once that lands.
-        Err(e) => assert!(!e.to_string().is_empty()),
+        Err(e) => {
+            let text = e.to_string();
+            assert!(!text.contains("()"), "refused without a reason: {text}");
+        }
     }
+}
+
+/// `body` with the checksum line the client writes after it.
+fn seal(body: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut out = body.to_vec();
+    if !out.is_empty() && !out.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    let sum = sha2::Sha256::digest(&out);
+    let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
+    out.extend(format!("# sha256 {hex}\n").bytes());
+    out
 }
 
 /// Loads `data` as a server checkpoint in `dir`: the bytes up to the

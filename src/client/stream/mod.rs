@@ -399,7 +399,7 @@ impl Stream {
         if self.tail.has_notes() {
             // (Only when there is something to say: this runs on every
             // read, and the path's text is an allocation.)
-            let path = self.tail.path().display().to_string();
+            let path = crate::log::esc(self.tail.path()).to_string();
             let mut abandoned = 0;
             for note in self.tail.take_notes() {
                 log_note(&path, &note, ctx, &mut abandoned);
