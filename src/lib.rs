@@ -85,6 +85,8 @@ pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod persist;
 pub mod proto;

@@ -3,12 +3,20 @@
 //! `info`/`warn`/`error` always print; `debug` prints only when enabled
 //! (config `debug = true` or `--debug`). Format:
 //! `2026-11-25T14:00:05.123Z loghamsterd WARN message`.
+//!
+//! One event is one line, whatever a peer sent: every string that came
+//! from outside (INIT's host, path and meta values, reply lines, file and
+//! output paths) goes into a message through [`esc`], which writes control
+//! characters, the Unicode line separators and `\\` as escapes. A peer can
+//! then neither end a line early nor forge one that starts with our
+//! prefix.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
+static MUTED: AtomicBool = AtomicBool::new(false);
 static PROGRAM: OnceLock<&'static str> = OnceLock::new();
 
 /// Sets the program name shown in each line and whether debug lines print.
@@ -21,12 +29,59 @@ pub fn debug_enabled() -> bool {
     DEBUG.load(Ordering::Relaxed)
 }
 
+/// Formats every line but writes none (`true`): for fuzz targets, which
+/// run the daemons' code millions of times.
+#[doc(hidden)]
+pub fn mute(on: bool) {
+    MUTED.store(on, Ordering::Relaxed);
+}
+
 #[doc(hidden)]
 pub fn emit(level: &str, args: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let prog = PROGRAM.get().copied().unwrap_or("loghamster");
     let line = format!("{} {prog} {level} {args}\n", timestamp(SystemTime::now()));
+    if MUTED.load(Ordering::Relaxed) {
+        return;
+    }
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// Shows `s` (a `str`, `String`, `Path` or `OsStr`) in a log line: C0
+/// control characters, DEL, C1 controls, U+2028 and U+2029 become `\n`,
+/// `\t`, `\r` or `\u{..}`, a `\` becomes `\\`, bytes that are not UTF-8
+/// become `\xHH`; everything else shows as is. Allocates nothing.
+pub fn esc<S: AsRef<std::ffi::OsStr> + ?Sized>(s: &S) -> Escaped<'_> {
+    use std::os::unix::ffi::OsStrExt;
+    Escaped(s.as_ref().as_bytes())
+}
+
+/// Untrusted bytes as [`esc`] shows them.
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a>(&'a [u8]);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for chunk in self.0.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                match c {
+                    '\\' => f.write_str("\\\\")?,
+                    '\n' => f.write_str("\\n")?,
+                    '\t' => f.write_str("\\t")?,
+                    '\r' => f.write_str("\\r")?,
+                    c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                        write!(f, "\\u{{{:x}}}", u32::from(c))?
+                    }
+                    c => f.write_char(c)?,
+                }
+            }
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// RFC 3339 UTC timestamp with milliseconds.
@@ -79,6 +134,30 @@ macro_rules! error {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn escapes_what_could_break_a_line() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let cases: &[(&[u8], &str)] = &[
+            (b"web1:/var/log/app.log", "web1:/var/log/app.log"),
+            (b"h:/x\nFORGED line", "h:/x\\nFORGED line"),
+            (b"a\tb\rc\x1b[31m\x7f", "a\\tb\\rc\\u{1b}[31m\\u{7f}"),
+            (
+                "\u{85}\u{2028}\u{2029}é".as_bytes(),
+                "\\u{85}\\u{2028}\\u{2029}é",
+            ),
+            (b"back\\slash", "back\\\\slash"),
+            (b"not \xff utf8", "not \\xff utf8"),
+        ];
+        for (raw, want) in cases {
+            let shown = esc(OsStr::from_bytes(raw)).to_string();
+            assert_eq!(&shown, want);
+            assert!(!shown.chars().any(|c| c.is_control()), "{shown:?}");
+        }
+        assert_eq!(esc("plain").to_string(), "plain");
+        assert_eq!(esc(std::path::Path::new("/a b")).to_string(), "/a b");
+    }
 
     #[test]
     fn formats_known_instants() {

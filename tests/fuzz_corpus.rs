@@ -30,3 +30,35 @@ fn fuzz_corpus_holds_invariants() {
 fn decode_corpus_holds_invariants() {
     replay("decode", 10, loghamster::codec::check_invariants);
 }
+
+#[test]
+fn config_corpus_holds_invariants() {
+    replay("config", 4, loghamster::fuzzing::config);
+}
+
+/// Runs a loader's check with a scratch directory of its own.
+fn in_scratch(check: fn(&std::path::Path, &[u8]), data: &[u8]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    check(dir.path(), data);
+}
+
+#[test]
+fn client_state_corpus_holds_invariants() {
+    replay("client_state", 4, |d| {
+        in_scratch(loghamster::fuzzing::client_state, d)
+    });
+}
+
+#[test]
+fn checkpoint_corpus_holds_invariants() {
+    replay("checkpoint", 3, |d| {
+        in_scratch(loghamster::fuzzing::checkpoint, d)
+    });
+}
+
+#[test]
+fn server_corpus_holds_invariants() {
+    replay("server", 10, |d| {
+        in_scratch(loghamster::server::harness::run, d)
+    });
+}

@@ -125,3 +125,83 @@ fn streams_without_a_route_are_refused_with_404() {
     assert!(raw.closed());
     wait_content(&tmp.path().join("only.log"), "hello\n");
 }
+
+/// Whether `line` starts like every line the daemons log:
+/// `2026-11-25T14:00:05.123Z loghamsterd LEVEL ...`.
+fn has_log_prefix(line: &str) -> bool {
+    let b = line.as_bytes();
+    b.len() > 25
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[10] == b'T'
+        && b[23] == b'Z'
+        && line[24..].starts_with(" loghamsterd ")
+}
+
+/// Every name below `dir`, recursively.
+fn names_below(dir: &std::path::Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        names.push(e.file_name().to_string_lossy().into_owned());
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            names.extend(names_below(&e.path()));
+        }
+    }
+    names
+}
+
+#[test]
+fn control_characters_are_refused_and_never_forge_log_lines_or_file_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let by_svc = "[output.bysvc]\npath = \"bysvc/{svc}.log\"\nmatch = { host = \"m*\" }\n";
+    let server = server_with(tmp.path(), &out, &format!("debug = true\n{by_svc}"));
+    let attempts: &[(&[u8], &str)] = &[
+        (b"INIT STREAM \"h:/x\\nFORGED line\"\n", "path"),
+        (
+            b"INIT STREAM \"h:/x\\x0d2026-01-01T00:00:00.000Z loghamsterd ERROR forged\"\n",
+            "path",
+        ),
+        (b"INIT STREAM \"h:/\\x1b[2Jx\"\n", "path"),
+        (b"INIT STREAM \"h:/tab\\there\"\n", "path"),
+        (b"INIT STREAM \"h:/raw\ttab\"\n", "path"),
+        (b"INIT STREAM \"h\\nFORGED:/x\"\n", "host"),
+        (b"INIT STREAM m1:/x svc:\"a\\nFORGED\"\n", "meta value"),
+        (b"INIT STREAM m1:/x svc:ok note:\"\\x7f\"\n", "meta value"),
+    ];
+    for (init, what) in attempts {
+        let reply = refused(&server, init);
+        let want = format!("400 Bad request: control character in {what}\n");
+        assert_eq!(reply, want, "{:?}", String::from_utf8_lossy(init));
+    }
+    // Raw C1 controls and Unicode line separators are refused anywhere.
+    for raw in [
+        "h:/a\u{2028}FORGED",
+        "h:/a\u{85}FORGED",
+        "\"h:/a\u{2029}b\"",
+    ] {
+        let reply = refused(&server, format!("INIT STREAM {raw}\n").as_bytes());
+        assert_eq!(reply, "400 Bad request: control character\n", "{raw:?}");
+    }
+    // A stream that is fine still flows, and its log line marks the end of
+    // the refusals' lines.
+    let mut good = Raw::connect(server.addr);
+    good.greeting();
+    good.send(b"INIT STREAM m1:/x svc:fine\nhello\n");
+    assert!(good.line().starts_with("200 "));
+    good.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(good.closed());
+    wait_content(&out.join("bysvc/fine.log"), "hello\n");
+    server.proc.wait_log("m1:/x -> ");
+    let log = server.proc.log();
+    assert_eq!(log.matches("control character in").count(), 8, "{log}");
+    for line in log.lines() {
+        assert!(has_log_prefix(line), "forged or broken log line {line:?}");
+    }
+    for name in names_below(&out) {
+        assert!(
+            !name.chars().any(|c| c.is_control() || c == '\u{2028}'),
+            "output name with a control character: {name:?}"
+        );
+    }
+}

@@ -206,13 +206,13 @@ impl DirSource {
         };
         match sent_before(&path, &file, &meta, completed).0 {
             Sent::Complete => {
-                crate::debug!("{}: already sent", path.display());
+                crate::debug!("{}: already sent", crate::log::esc(&path));
                 self.unclosed.retain(|u| u.path != path);
                 return;
             }
             Sent::Grown { offset, len } if i.is_none() => crate::info!(
                 "{}: grew from {offset} to {len} bytes since it was sent; sending the rest",
-                path.display()
+                crate::log::esc(&path)
             ),
             Sent::Grown { .. } | Sent::No => {}
         }
@@ -253,14 +253,14 @@ impl DirSource {
             Change::None => {}
             Change::WriterFound => crate::info!(
                 "{}: open for writing; sending it once it is closed",
-                path.display()
+                crate::log::esc(&path)
             ),
             Change::Unprovable if !self.warned_unprovable => {
                 self.warned_unprovable = true;
                 let why = unprovable(file);
                 crate::warn!(
                     "{}: cannot prove that files here are closed ({why}); a file counts as closed once its size and modification time stayed the same for {}s",
-                    self.dir.display(),
+                    crate::log::esc(&self.dir),
                     SETTLE.as_secs()
                 );
             }
@@ -319,7 +319,7 @@ impl DirSource {
             self.refused_total.inc();
             crate::warn!(
                 "{}: not shipped: {e}; saying so again only if something else is put there",
-                path.display()
+                crate::log::esc(&path)
             );
         }
         None

@@ -263,7 +263,7 @@ impl ClientDaemon {
                 "servers"
             },
             self.servers.names().join(", "),
-            self.state_file.display()
+            crate::log::esc(&self.state_file)
         );
         if let Some(http) = &self.http {
             crate::info!("serving metrics on http://{}/metrics", http.local_addr());

@@ -409,7 +409,7 @@ fn secret(path: &Path, state: &state::State) -> Result<IdKey, ClientError> {
     if state.legacy {
         crate::info!(
             "state file {}: written by an earlier version (no checksum); loaded as it is, and written with one from now on",
-            path.display()
+            crate::log::esc(&path)
         );
     }
     if let Some(k) = state::load_key(path)? {

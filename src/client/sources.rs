@@ -62,15 +62,18 @@ impl ClientDaemon {
             match std::fs::remove_file(stream.path()) {
                 Ok(()) => crate::info!(
                     "{}: sent ({len} bytes, confirmed); deleted",
-                    stream.path().display()
+                    crate::log::esc(&stream.path())
                 ),
                 Err(e) => crate::warn!(
                     "{}: sent ({len} bytes, confirmed) but cannot delete it: {e}",
-                    stream.path().display()
+                    crate::log::esc(&stream.path())
                 ),
             }
         } else {
-            crate::info!("{}: sent ({len} bytes, confirmed)", stream.path().display());
+            crate::info!(
+                "{}: sent ({len} bytes, confirmed)",
+                crate::log::esc(&stream.path())
+            );
         }
         self.completed.extend(stream.entry());
         self.sent_files += 1;
@@ -84,7 +87,10 @@ impl ClientDaemon {
         let Some(stream) = self.streams.remove(key) else {
             return;
         };
-        crate::debug!("{}: gone; no longer followed", stream.path().display());
+        crate::debug!(
+            "{}: gone; no longer followed",
+            crate::log::esc(&stream.path())
+        );
         self.draining.remove(&key);
         for dw in self.dirs.values_mut() {
             if let Some(keys) = dw.streams.get_mut(stream.name()) {

@@ -181,7 +181,7 @@ impl ClientDaemon {
         );
         for src in &mut self.sources {
             if let Err(e) = src.scan(now, &mut self.completed) {
-                crate::warn!("cannot list directory {}: {e}", src.dir.display());
+                crate::warn!("cannot list directory {}: {e}", crate::log::esc(&src.dir));
             }
         }
         hits.extend(
@@ -198,7 +198,7 @@ impl ClientDaemon {
         if let Some(dw) = self.dirs.remove(&watch) {
             crate::warn!(
                 "directory {} went away; watching for it to come back",
-                dw.dir.display()
+                crate::log::esc(&dw.dir)
             );
             let keys = dw.streams.into_values().flatten().collect();
             self.unwatched.push((dw.dir, keys, dw.sources));
@@ -215,7 +215,7 @@ impl ClientDaemon {
                     }
                     for &i in &sources {
                         if let Err(e) = self.sources[i].scan(now, &mut self.completed) {
-                            crate::warn!("cannot list directory {}: {e}", dir.display());
+                            crate::warn!("cannot list directory {}: {e}", crate::log::esc(&dir));
                         }
                     }
                     let dw = self.dirs.entry(w).or_insert_with(|| DirWatch {
@@ -236,7 +236,7 @@ impl ClientDaemon {
                 Err(e) => {
                     crate::warn!(
                         "cannot watch directory {}: {e}; retrying every {}s",
-                        dir.display(),
+                        crate::log::esc(&dir),
                         DIR_RETRY.as_secs()
                     );
                     self.unwatched.push((dir, keys, sources));

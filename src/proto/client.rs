@@ -47,6 +47,7 @@ use super::{
     Status, MAX_LINE, UNSUPPORTED_CODEC,
 };
 use crate::codec::Codec;
+use crate::log::esc;
 
 /// Most input bytes held between calls: a partial greeting (two lines).
 pub const INPUT_LIMIT: usize = 2 * MAX_LINE;
@@ -207,15 +208,21 @@ impl fmt::Display for Close {
             Close::ConnectFailed(e) => write!(f, "connect failed: {e}"),
             Close::ReadFailed(e) => write!(f, "read failed: {e}"),
             Close::WriteFailed(e) => write!(f, "write failed: {e}"),
-            Close::Refused { code, text } => write!(f, "server refused the stream: {code} {text}"),
+            // The server's text goes to the client's log: escaped.
+            Close::Refused { code, text } => {
+                write!(f, "server refused the stream: {code} {}", esc(text))
+            }
             Close::Turned { code, text } => {
-                write!(f, "server refused the connection: {code} {text}")
+                write!(f, "server refused the connection: {code} {}", esc(text))
             }
             Close::CodecRefused { codec, text } => write!(
                 f,
-                "server refused compression {codec}: {UNSUPPORTED_CODEC} {text}"
+                "server refused compression {codec}: {UNSUPPORTED_CODEC} {}",
+                esc(text)
             ),
-            Close::Ended { code, text } => write!(f, "server ended the stream: {code} {text}"),
+            Close::Ended { code, text } => {
+                write!(f, "server ended the stream: {code} {}", esc(text))
+            }
             Close::EarlyDone(n) => write!(f, "server sent 250 DONE {n} before the stream ended"),
             Close::BadGreeting(e) => write!(f, "bad greeting from server: {}", what(*e)),
             Close::BadLine(e) => write!(f, "bad line from server: {}", what(*e)),

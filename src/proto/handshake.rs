@@ -35,8 +35,16 @@ pub enum ParseError {
     NotUtf8,
     /// A NUL byte, raw or as `\x00`.
     NulByte,
-    /// An ASCII control character other than tab.
+    /// A raw control character in a line: ASCII other than tab, DEL, a
+    /// C1 control (U+0080..U+009F) or a line separator (U+2028, U+2029).
     ControlChar,
+    /// The target's host decodes to a control character (an escape).
+    ControlInHost,
+    /// The target's path decodes to a control character (an escape such
+    /// as `\n`: it would forge log lines and land in file names).
+    ControlInPath,
+    /// A meta value decodes to a control character (an escape).
+    ControlInValue,
     /// The line does not start with `INIT STREAM`.
     UnknownCommand,
     /// `INIT STREAM` with no target.
@@ -93,6 +101,9 @@ impl ParseError {
             NotUtf8 => "Bad request: not UTF-8",
             NulByte => "Bad request: NUL byte",
             ControlChar => "Bad request: control character",
+            ControlInHost => "Bad request: control character in host",
+            ControlInPath => "Bad request: control character in path",
+            ControlInValue => "Bad request: control character in meta value",
             UnknownCommand => "Bad request: unknown command",
             MissingTarget => "Bad request: missing target",
             BadTarget => "Bad request: target is not host:path",
@@ -296,16 +307,63 @@ fn is_key_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-'
 }
 
-/// Checks a line's content (no `\n`) for NUL, UTF-8 and control characters.
+/// Whether `c` is a character no value may hold: an ASCII control
+/// character (tab included), DEL, a C1 control (U+0085, the next line, is
+/// one) or a Unicode line or paragraph separator (U+2028, U+2029). Any of
+/// them would end or forge a line in a log, and none belongs in a host
+/// name or a file name.
+pub fn is_control(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// Checks a line's content (no `\n`) for NUL, UTF-8 and control
+/// characters (as [`is_control`], but a raw tab is a separator).
 fn check_line(line: &[u8]) -> Result<&str, ParseError> {
     if memchr::memchr(0, line).is_some() {
         return Err(ParseError::NulByte);
     }
     let s = std::str::from_utf8(line).map_err(|_| ParseError::NotUtf8)?;
-    if line.iter().any(|&b| is_ctl(b)) {
+    if line.iter().any(|&b| is_ctl(b)) || (!s.is_ascii() && s.chars().any(is_control)) {
         return Err(ParseError::ControlChar);
     }
     Ok(s)
+}
+
+/// Whether a parser-checked raw value decodes to a control character: a
+/// raw tab (inside quotes), or an escape `\t`, `\n`, `\x01`..`\x1f` or
+/// `\x7f` (other raw control characters never pass [`check_line`]).
+fn has_control(raw: &str) -> bool {
+    let mut bytes = raw.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'\t' {
+            return true;
+        }
+        if b != b'\\' {
+            continue;
+        }
+        match bytes.next() {
+            Some(b't' | b'n') => return true,
+            Some(b'x') => {
+                let hi = bytes.next().and_then(hex_val);
+                let lo = bytes.next().and_then(hex_val);
+                if let (Some(hi), Some(lo)) = (hi, lo) {
+                    if is_ctl(hi * 16 + lo) || hi * 16 + lo == b'\t' {
+                        return true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// `err` when `v` decodes to a control character.
+fn no_control(v: Value<'_>, err: ParseError) -> Result<(), ParseError> {
+    match has_control(v.raw) {
+        true => Err(err),
+        false => Ok(()),
+    }
 }
 
 /// A plain decimal `u64`: digits only (no sign, no spaces), no overflow.
@@ -501,6 +559,8 @@ fn parse_init_line(line: &str) -> Result<Init<'_>, ParseError> {
         return Err(ParseError::MissingTarget);
     }
     let (host, path) = split_target(c.value()?)?;
+    no_control(host, ParseError::ControlInHost)?;
+    no_control(path, ParseError::ControlInPath)?;
     let mut init = Init {
         host,
         path,
@@ -513,6 +573,7 @@ fn parse_init_line(line: &str) -> Result<Init<'_>, ParseError> {
             return Ok(init);
         }
         let (key, value) = c.meta()?;
+        no_control(value, ParseError::ControlInValue)?;
         if init.get(key).is_some() {
             return Err(ParseError::DuplicateKey);
         }
@@ -525,7 +586,9 @@ fn parse_init_line(line: &str) -> Result<Init<'_>, ParseError> {
     }
 }
 
-/// Parses the client's `INIT STREAM host:path key:value...` line.
+/// Parses the client's `INIT STREAM host:path key:value...` line. No
+/// decoded host, path or meta value holds a control character (see
+/// [`is_control`]): escapes that would give one are refused.
 pub fn parse_init(buf: &[u8]) -> Result<Status<Init<'_>>, ParseError> {
     let Some((line, n)) = take_line(buf)? else {
         return Ok(Status::Partial);
@@ -666,10 +729,19 @@ pub(super) fn push_u64(out: &mut Vec<u8>, n: u64) {
     let _ = write!(out, "{n}");
 }
 
-/// Pushes `s` with every control character (`\n` included) made a space,
-/// so free text can never end the line early.
+/// Pushes `s` with every control character (`\n` included, and those of
+/// [`is_control`] beyond ASCII) made a space, so free text can never end
+/// the line early or make the peer refuse it.
 fn push_text(out: &mut Vec<u8>, s: &str) {
-    out.extend(s.bytes().map(|b| if is_ctl(b) { b' ' } else { b }));
+    if s.is_ascii() {
+        out.extend(s.bytes().map(|b| if is_ctl(b) { b' ' } else { b }));
+        return;
+    }
+    let mut buf = [0; 4];
+    for c in s.chars() {
+        let c = if c != '\t' && is_control(c) { ' ' } else { c };
+        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    }
 }
 
 fn needs_quotes(s: &str) -> bool {

@@ -87,8 +87,15 @@
 //! - At most [`MAX_META`] meta pairs; keys and stream ids at most 64 bytes.
 //! - Every line must be UTF-8 and contain no NUL, not even through `\x00`.
 //!   ASCII control characters other than HTAB (including a CR that is not
-//!   right before the LF, and DEL) are rejected anywhere in a line, inside
-//!   quotes too: the emitters escape them, so nothing legitimate needs them.
+//!   right before the LF, and DEL), C1 controls (U+0085 among them) and
+//!   U+2028/U+2029 are rejected anywhere in a line, inside quotes too.
+//! - No decoded INIT value (host, path, meta value) holds a control
+//!   character ([`is_control`]): an escape that decodes to one (`\t`,
+//!   `\n`, `\x01`..`\x1f`, `\x7f`) or a raw tab inside quotes is
+//!   [`ParseError::ControlInHost`], [`ParseError::ControlInPath`] or
+//!   [`ParseError::ControlInValue`]. Such values would forge lines in the
+//!   server's log and land in output file names; nothing legitimate needs
+//!   them.
 //! - A CR right before the LF is accepted (people type at us with `nc` and
 //!   `socat`); emitters never write CR.
 //!

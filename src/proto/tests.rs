@@ -55,8 +55,12 @@ fn init_table() {
             ok("web1", "/var/log/my app.log", &[("svc", "x")]),
         ),
         (
-            r#"INIT STREAM h:/p msg:"a \"b\" \\ \t\n\x41" e:"""#.to_string() + "\n",
-            ok("h", "/p", &[("msg", "a \"b\" \\ \t\nA"), ("e", "")]),
+            r#"INIT STREAM h:/p msg:"a \"b\" \\ \x41\x7e" e:"""#.to_string() + "\n",
+            ok("h", "/p", &[("msg", "a \"b\" \\ A~"), ("e", "")]),
+        ),
+        (
+            r#"INIT STREAM "h:/p\\n" k:"\\t""#.to_string() + "\n",
+            ok("h", "/p\\n", &[("k", "\\t")]),
         ),
         (
             "INIT STREAM h:/p a:1\r\n".into(),
@@ -116,6 +120,53 @@ fn init_table() {
         ("INIT STREAM h:/p k:\"a\rb\"\n".into(), Err(ControlChar)),
         ("INIT STREAM h:/p\r\r\n".into(), Err(ControlChar)),
         ("INIT STREAM h:/p\x7f\n".into(), Err(ControlChar)),
+        // Control characters that escapes would smuggle into a value.
+        (
+            r#"INIT STREAM "h:/x\nFORGED line""#.to_string() + "\n",
+            Err(ControlInPath),
+        ),
+        (
+            r#"INIT STREAM "h:/p\t""#.to_string() + "\n",
+            Err(ControlInPath),
+        ),
+        (
+            r#"INIT STREAM "h:/\x1b[2J""#.to_string() + "\n",
+            Err(ControlInPath),
+        ),
+        (
+            r#"INIT STREAM "h:/p\x7F""#.to_string() + "\n",
+            Err(ControlInPath),
+        ),
+        (
+            r#"INIT STREAM "h:/p\x09""#.to_string() + "\n",
+            Err(ControlInPath),
+        ),
+        (
+            r#"INIT STREAM "h\x0a:/p""#.to_string() + "\n",
+            Err(ControlInHost),
+        ),
+        (
+            r#"INIT STREAM "h\n:/p\n""#.to_string() + "\n",
+            Err(ControlInHost),
+        ),
+        (
+            r#"INIT STREAM h:/p k:"a\tb""#.to_string() + "\n",
+            Err(ControlInValue),
+        ),
+        (
+            r#"INIT STREAM h:/p svc:"\x0d""#.to_string() + "\n",
+            Err(ControlInValue),
+        ),
+        ("INIT STREAM \"h:/raw\ttab\"\n".into(), Err(ControlInPath)),
+        (
+            "INIT STREAM h:/p k:\"raw\ttab\"\n".into(),
+            Err(ControlInValue),
+        ),
+        // Raw C1 controls and Unicode line separators, anywhere.
+        ("INIT STREAM h:/p\u{85}x\n".into(), Err(ControlChar)),
+        ("INIT STREAM h:/p\u{2028}x\n".into(), Err(ControlChar)),
+        ("INIT STREAM h:/p k:\"\u{2029}\"\n".into(), Err(ControlChar)),
+        ("INIT STREAM h:/p k:\u{9b}\n".into(), Err(ControlChar)),
     ];
     for (line, want) in &cases {
         let got = init_owned(line.as_bytes());
@@ -162,7 +213,7 @@ fn init_consumes_only_its_line() {
 
 #[test]
 fn decode_borrows_without_escapes() {
-    let line = b"INIT STREAM \"h:/a b\" k:plain q:\"quoted\" e:\"x\\ty\"\n";
+    let line = b"INIT STREAM \"h:/a b\" k:plain q:\"quoted\" e:\"x\\\"y\"\n";
     let Ok(Status::Complete(init, _)) = parse_init(line) else {
         panic!("no parse");
     };
@@ -178,8 +229,8 @@ fn decode_borrows_without_escapes() {
     ));
     let e = init.get("e").unwrap_or_default();
     assert!(e.has_escapes());
-    assert_eq!(e.raw(), "x\\ty");
-    assert!(matches!(e.decode(), Cow::Owned(s) if s == "x\ty"));
+    assert_eq!(e.raw(), "x\\\"y");
+    assert!(matches!(e.decode(), Cow::Owned(s) if s == "x\"y"));
 }
 
 /// One valid message per parser, as (name, bytes, parser).
@@ -460,12 +511,18 @@ const NASTY: &[&str] = &[
     "ends with backslash \\",
 ];
 
+/// Whether a value holds a character INIT refuses.
+fn has_control(s: &str) -> bool {
+    s.chars().any(is_control)
+}
+
 #[test]
 fn init_round_trips() {
     for host in NASTY.iter().filter(|s| !s.is_empty()) {
         for path in NASTY.iter().filter(|s| !s.is_empty()) {
             let meta: Vec<(String, &str)> = NASTY
                 .iter()
+                .filter(|v| !has_control(v))
                 .enumerate()
                 .map(|(i, v)| (format!("k{i}"), *v))
                 .collect();
@@ -473,7 +530,11 @@ fn init_round_trips() {
             let mut out = Vec::new();
             write_init(&mut out, host, path, &meta);
             assert!(!out.contains(&b'\r'));
-            let want = ok(host, path, &meta);
+            let want = match (has_control(host), has_control(path)) {
+                (true, _) => Err(ControlInHost),
+                (false, true) => Err(ControlInPath),
+                (false, false) => ok(host, path, &meta),
+            };
             assert_eq!(
                 init_owned(&out),
                 want,
@@ -482,6 +543,16 @@ fn init_round_trips() {
             );
             check_invariants(&out);
         }
+    }
+}
+
+#[test]
+fn init_refuses_meta_values_with_control_characters() {
+    for value in NASTY.iter().filter(|v| has_control(v)) {
+        let mut out = Vec::new();
+        write_init(&mut out, "h", "/p", &[("svc", "ok"), ("k", value)]);
+        assert_eq!(init_owned(&out), Err(ControlInValue), "{value:?}");
+        check_invariants(&out);
     }
 }
 

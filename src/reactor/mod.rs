@@ -70,8 +70,19 @@ impl Reactor {
     /// daemon mutably while iterating. Expired timers
     /// are not included: the caller drains them with `timers.pop_expired`.
     pub fn wait(&mut self, out: &mut Vec<Token>, now: Instant) -> io::Result<()> {
-        out.clear();
         let timeout = self.timers.timeout(now);
+        self.wait_at_most(out, timeout)
+    }
+
+    /// As [`wait`](Self::wait), but sleeps at most `timeout` whatever the
+    /// timers say (`Some(Duration::ZERO)`: only looks). For a caller that
+    /// keeps its own clock, such as a simulation.
+    pub fn wait_at_most(
+        &mut self,
+        out: &mut Vec<Token>,
+        timeout: Option<std::time::Duration>,
+    ) -> io::Result<()> {
+        out.clear();
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             // Not `sys::retry`: a signal ends the wait early, like an

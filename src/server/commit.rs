@@ -43,7 +43,10 @@ impl Shared {
             let failed = self.outputs.sync_dirty();
             self.metrics.observe_fsync(t0.elapsed());
             if let Some((path, e)) = failed.first() {
-                self.commit_failed(&format!("fdatasync of {} failed: {e}", path.display()));
+                self.commit_failed(&format!(
+                    "fdatasync of {} failed: {e}",
+                    crate::log::esc(&path)
+                ));
                 return false;
             }
         }
@@ -215,7 +218,7 @@ impl Server {
                 let path = self.shared.outputs.path_of(id).unwrap_or_default();
                 if let Some(r) = self.shared.round.as_mut() {
                     r.failed.get_or_insert_with(|| {
-                        format!("fdatasync of {} failed: {e}", path.display())
+                        format!("fdatasync of {} failed: {e}", crate::log::esc(&path))
                     });
                 }
             }
@@ -288,9 +291,9 @@ fn storable(k: &StreamKey, r: &Resume) -> bool {
     if !ok {
         crate::error!(
             "{}:{} (id {}): offset {} cannot be recorded; leaving it out of the checkpoint",
-            k.host,
-            k.path,
-            k.id,
+            crate::log::esc(&k.host),
+            crate::log::esc(&k.path),
+            crate::log::esc(&k.id),
             r.offset
         );
     }

@@ -525,7 +525,7 @@ impl Conn {
                     crate::info!(
                         "{}: output {} is writable again; resuming {}",
                         self.peer,
-                        shared.outputs.path(s.output).display(),
+                        crate::log::esc(&shared.outputs.path(s.output)),
                         s.label
                     );
                 }
@@ -537,7 +537,7 @@ impl Conn {
                         Err(e) => crate::error!(
                             "{}: fdatasync of {} failed: {e}",
                             self.peer,
-                            shared.outputs.path(s.output).display()
+                            crate::log::esc(&shared.outputs.path(s.output))
                         ),
                     },
                     SyncPolicy::Interval => {}
@@ -553,14 +553,14 @@ impl Conn {
                     crate::warn!(
                         "{}: another stream left the last line of {} unterminated for {}s; ending it with a newline",
                         self.peer,
-                        shared.outputs.path(s.output).display(),
+                        crate::log::esc(&shared.outputs.path(s.output)),
                         OPEN_LINE_TIMEOUT.as_secs()
                     );
                     if let Err(e) = shared.outputs.close_open_line(s.output) {
                         crate::error!(
                             "{}: writing to {} failed: {e}",
                             self.peer,
-                            shared.outputs.path(s.output).display()
+                            crate::log::esc(&shared.outputs.path(s.output))
                         );
                     }
                     s.stall = None;
@@ -576,7 +576,7 @@ impl Conn {
                         "{}: writing {} to {} failed: {e}; holding the stream (the client waits) and retrying every {}s",
                         self.peer,
                         s.label,
-                        shared.outputs.path(s.output).display(),
+                        crate::log::esc(&shared.outputs.path(s.output)),
                         STALL_RETRY.as_secs()
                     );
                     shared.write_errors += 1;
@@ -597,7 +597,7 @@ impl Conn {
             crate::error!(
                 "{}: fdatasync of {} failed: {e}",
                 self.peer,
-                shared.outputs.path(s.output).display()
+                crate::log::esc(&shared.outputs.path(s.output))
             );
             self.phase = ConnPhase::close_now(now);
             return;

@@ -70,6 +70,8 @@ pub mod auth;
 mod book;
 mod commit;
 mod conn;
+#[doc(hidden)]
+pub mod harness;
 
 use std::io;
 use std::net::SocketAddr;
@@ -427,57 +429,7 @@ impl Server {
                     what: "wait for events",
                     source,
                 })?;
-            let now = Instant::now();
-            for &token in &ready {
-                match token {
-                    LISTENER => self.accept(now),
-                    SIGNALS => self.on_signals(now),
-                    WAKER if self.stop.requested() => self.begin_stop("stop requested", now),
-                    RING => self.on_ring(now),
-                    t if MetricsServer::owns(t) => {
-                        if let Some(http) = &mut self.http {
-                            let (registry, timers) = self.reactor.parts();
-                            http.on_event(registry, timers, t, now, &mut self.shared.metrics);
-                        }
-                    }
-                    token => self.on_conn_event(token, now),
-                }
-            }
-            while let Some(token) = self.reactor.timers.pop_expired(now) {
-                if MetricsServer::owns(token) {
-                    if let Some(http) = &mut self.http {
-                        let (registry, timers) = self.reactor.parts();
-                        http.tick(registry, timers, now);
-                    }
-                    continue;
-                }
-                if token == IDLE {
-                    self.shared.expire_streams(now);
-                    let next = self.sweep_idle(now);
-                    self.reactor.timers.schedule(next, IDLE);
-                    continue;
-                }
-                if token == SYNC {
-                    self.sync_timer.fired(now);
-                    if self.shared.dirty {
-                        self.commit_and_ack(now);
-                    }
-                    continue;
-                }
-                self.on_conn_event(token, now);
-            }
-            if self.shared.commit_requested {
-                self.commit_and_ack(now);
-            }
-            let next = now + self.shared.cfg.sync_interval;
-            if self.shared.dirty && self.sync_timer.arm(next) {
-                self.reactor.timers.schedule(next, SYNC);
-            }
-            // Due now: the next poll does not sleep, serves whatever else is
-            // ready first, then these connections through the timer loop.
-            for token in self.again.drain(..) {
-                self.reactor.timers.schedule(now, token);
-            }
+            self.dispatch(&ready, Instant::now());
         }
         let left = self.conns.len();
         for key in self.conns.keys() {
@@ -491,6 +443,63 @@ impl Server {
             n => crate::warn!("stopped; {n} connections were cut off at the deadline"),
         }
         Ok(())
+    }
+
+    /// One turn of the loop after a poll: hands each ready token to its
+    /// owner, runs the timers due at `now`, the checkpoint a connection
+    /// asked for, and arranges the next sync and the connections to serve
+    /// again. The only clock it knows is `now`.
+    fn dispatch(&mut self, ready: &[Token], now: Instant) {
+        for &token in ready {
+            match token {
+                LISTENER => self.accept(now),
+                SIGNALS => self.on_signals(now),
+                WAKER if self.stop.requested() => self.begin_stop("stop requested", now),
+                RING => self.on_ring(now),
+                t if MetricsServer::owns(t) => {
+                    if let Some(http) = &mut self.http {
+                        let (registry, timers) = self.reactor.parts();
+                        http.on_event(registry, timers, t, now, &mut self.shared.metrics);
+                    }
+                }
+                token => self.on_conn_event(token, now),
+            }
+        }
+        while let Some(token) = self.reactor.timers.pop_expired(now) {
+            if MetricsServer::owns(token) {
+                if let Some(http) = &mut self.http {
+                    let (registry, timers) = self.reactor.parts();
+                    http.tick(registry, timers, now);
+                }
+                continue;
+            }
+            if token == IDLE {
+                self.shared.expire_streams(now);
+                let next = self.sweep_idle(now);
+                self.reactor.timers.schedule(next, IDLE);
+                continue;
+            }
+            if token == SYNC {
+                self.sync_timer.fired(now);
+                if self.shared.dirty {
+                    self.commit_and_ack(now);
+                }
+                continue;
+            }
+            self.on_conn_event(token, now);
+        }
+        if self.shared.commit_requested {
+            self.commit_and_ack(now);
+        }
+        let next = now + self.shared.cfg.sync_interval;
+        if self.shared.dirty && self.sync_timer.arm(next) {
+            self.reactor.timers.schedule(next, SYNC);
+        }
+        // Due now: the next poll does not sleep, serves whatever else is
+        // ready first, then these connections through the timer loop.
+        for token in self.again.drain(..) {
+            self.reactor.timers.schedule(now, token);
+        }
     }
 
     fn accept(&mut self, now: Instant) {
@@ -614,7 +623,7 @@ impl Server {
                         self.shared.outputs.len() - failed.len()
                     );
                     for (path, e) in failed {
-                        crate::error!("cannot reopen output {}: {e}", path.display());
+                        crate::error!("cannot reopen output {}: {e}", crate::log::esc(&path));
                     }
                     self.reload_tls();
                 }

@@ -440,12 +440,12 @@ pub fn apply_recovery(cp: &mut Checkpoint, plan: &[Repair]) -> io::Result<Vec<St
                 f.sync_all()?;
                 lines.push(format!(
                     "{}: removed {excess} bytes written after the last checkpoint; their client sends them again",
-                    output.display()
+                    crate::log::esc(output)
                 ));
             }
             Repair::SharedExcess { output, excess } => lines.push(format!(
                 "{}: {excess} bytes written after the last checkpoint by one of several streams; those lines may arrive twice",
-                output.display()
+                crate::log::esc(output)
             )),
             Repair::Rewind { output, missing } => {
                 for s in cp.streams.iter_mut().filter(|s| s.attached && s.output == *output) {
@@ -453,12 +453,12 @@ pub fn apply_recovery(cp: &mut Checkpoint, plan: &[Repair]) -> io::Result<Vec<St
                 }
                 lines.push(format!(
                     "{}: {missing} committed bytes are missing (power loss without sync?); asking the client to send them again",
-                    output.display()
+                    crate::log::esc(output)
                 ));
             }
             Repair::SharedLoss { output, missing } => lines.push(format!(
                 "{}: {missing} committed bytes of a shared output are missing (power loss without sync); they are lost",
-                output.display()
+                crate::log::esc(output)
             )),
         }
     }

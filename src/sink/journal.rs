@@ -106,7 +106,7 @@ impl Store {
         if replayed > 0 {
             crate::info!(
                 "state: {replayed} journal records applied over {}",
-                path.display()
+                crate::log::esc(&path)
             );
         }
         let cp = tables.into_checkpoint();
@@ -276,7 +276,7 @@ fn replay(
                 Err(why) => {
                     crate::warn!(
                         "{}: record {} does not parse ({why}); ignoring it and what follows",
-                        path.display(),
+                        crate::log::esc(&path),
                         n + 1
                     );
                     break;
@@ -285,7 +285,7 @@ fn replay(
             None => {
                 crate::warn!(
                     "{}: the last {} bytes are a torn record (a crash while writing it); ignoring them",
-                    path.display(),
+                    crate::log::esc(&path),
                     rest.len()
                 );
                 break;

@@ -188,7 +188,7 @@ impl Outputs {
                 if let Err(e) = out.file.sync_data() {
                     crate::error!(
                         "fdatasync of {} before closing it failed: {e}",
-                        path.display()
+                        crate::log::esc(&path)
                     );
                 }
             }

@@ -117,14 +117,15 @@ impl Stream {
                 on_codec_ignored(codec, &server, ctx)
             }
             Heard::Finish(text) => {
-                let path = self.path().display();
+                let path = crate::log::esc(self.path());
+                let shown = crate::log::esc(&text);
                 if text.starts_with("Idle timeout") {
-                    crate::info!("{path}: server closed the idle connection (421 {text}); finishing it, reconnecting when the file grows");
+                    crate::info!("{path}: server closed the idle connection (421 {shown}); finishing it, reconnecting when the file grows");
                 } else if text.starts_with("Server shutting down") {
                     crate::info!("{path}: server is shutting down; finishing the connection");
                 } else {
                     crate::info!(
-                        "{path}: server asks to finish (421 {text}); finishing the connection"
+                        "{path}: server asks to finish (421 {shown}); finishing the connection"
                     );
                 }
                 if let Some(l) = &mut self.link {
@@ -164,7 +165,7 @@ impl Stream {
         if at != before {
             crate::info!(
                 "{}: server holds {at} bytes, continuing from there (state had {before})",
-                self.tail.path().display(),
+                crate::log::esc(&self.tail.path()),
             );
         }
         // The server holds more than we knew: bytes whose ACK was
@@ -172,7 +173,10 @@ impl Stream {
         ctx.meter.acknowledged(at.saturating_sub(before), ctx.now);
         self.link_deadline = None;
         self.backoff = Duration::ZERO;
-        crate::debug!("{}: streaming from offset {at}", self.tail.path().display());
+        crate::debug!(
+            "{}: streaming from offset {at}",
+            crate::log::esc(&self.tail.path())
+        );
     }
 
     /// `250 DONE n`: the server committed everything up to `n`.
@@ -180,7 +184,7 @@ impl Stream {
         if n != self.tail.sent() {
             crate::warn!(
                 "{}: server confirmed {n} bytes, {} were sent",
-                self.tail.path().display(),
+                crate::log::esc(&self.tail.path()),
                 self.tail.sent()
             );
         }
@@ -197,9 +201,10 @@ impl Stream {
         let codec = self.link.as_ref().and_then(|l| l.asks_for());
         if ctx.links.fall_back(ctx.now) {
             crate::warn!(
-                "server {} refused compression {} ({line}); sending uncompressed, asking again in {} min",
+                "server {} refused compression {} ({}); sending uncompressed, asking again in {} min",
                 self.server_name(ctx),
                 codec.map_or("?", |c| c.name()),
+                crate::log::esc(line),
                 CODEC_RETRY.as_secs() / 60
             );
         }
@@ -253,7 +258,10 @@ impl Stream {
         }
         let at_eof = self.file_len().is_none_or(|len| len <= self.tail.sent());
         if self.tail.pending().is_empty() && self.tail.acked() == self.tail.sent() && at_eof {
-            crate::debug!("{}: idle; closing its connection", self.path().display());
+            crate::debug!(
+                "{}: idle; closing its connection",
+                crate::log::esc(&self.path())
+            );
             if let Some(link) = &mut self.link {
                 link.finish();
             }
@@ -334,10 +342,10 @@ impl Stream {
             } else if unacked > 0 {
                 crate::warn!(
                     "{}: {why}; {unacked} unacknowledged bytes will be sent again",
-                    self.path().display()
+                    crate::log::esc(&self.path())
                 );
             } else {
-                crate::warn!("{}: {why}", self.path().display());
+                crate::warn!("{}: {why}", crate::log::esc(&self.path()));
             }
         } else if self.tail.sent() != self.tail.acked() || self.tail.needs_verify() {
             self.tail.on_link_lost();
@@ -368,10 +376,10 @@ impl Stream {
             crate::warn!(
                 "server {} is unreachable ({}: {why}); {then}, nothing is lost",
                 self.server_name(ctx),
-                self.path().display(),
+                crate::log::esc(&self.path()),
             );
         } else {
-            crate::debug!("{}: {why}", self.path().display());
+            crate::debug!("{}: {why}", crate::log::esc(&self.path()));
         }
     }
 

@@ -399,7 +399,7 @@ impl Stream {
         if self.tail.has_notes() {
             // (Only when there is something to say: this runs on every
             // read, and the path's text is an allocation.)
-            let path = self.tail.path().display().to_string();
+            let path = crate::log::esc(self.tail.path()).to_string();
             let mut abandoned = 0;
             for note in self.tail.take_notes() {
                 log_note(&path, &note, ctx, &mut abandoned);
@@ -430,7 +430,7 @@ impl Stream {
             if let Some(entry) = self.tail.park(&mut RealFs) {
                 crate::debug!(
                     "{}: parked at offset {} (too many open files)",
-                    self.path().display(),
+                    crate::log::esc(&self.path()),
                     entry.offset
                 );
                 ctx.loaded.push(entry);
@@ -469,7 +469,7 @@ fn log_note(path: &str, note: &Note, ctx: &mut Ctx<'_>, abandoned: &mut u64) {
             ctx.meter.rotations.inc();
             crate::info!(
                 "{path}: rotated to {} while not held open (client restart or parked file); finishing it from offset {offset} first",
-                name.display()
+                crate::log::esc(&name)
             );
         }
         Note::Rotated => {
@@ -480,7 +480,7 @@ fn log_note(path: &str, note: &Note, ctx: &mut Ctx<'_>, abandoned: &mut u64) {
             ctx.meter.rotations.inc();
             crate::info!(
                 "{path}: found a later file rotated away before it was read: {}; reading it whole, in order",
-                name.display()
+                crate::log::esc(&name)
             );
         }
         Note::Truncated { at, no_copy } => {
@@ -496,7 +496,7 @@ fn log_note(path: &str, note: &Note, ctx: &mut Ctx<'_>, abandoned: &mut u64) {
             ctx.meter.rotations.inc();
             crate::warn!(
                 "{path}: copytruncate: reading the rest of the old content from its copy {} from offset {at}, then the file from 0",
-                name.display()
+                crate::log::esc(&name)
             );
         }
         Note::Lost { bytes, why } => {

@@ -136,7 +136,7 @@ impl Stream {
             Ok(Filled::Eof) => {}
             Ok(Filled::Truncated) => return ControlFlow::Break(Some(now)),
             Err(e) => {
-                crate::error!("reading {} failed: {e}", self.path().display());
+                crate::error!("reading {} failed: {e}", crate::log::esc(&self.path()));
                 return ControlFlow::Break(Some(now + REOPEN_RETRY));
             }
         }

@@ -81,7 +81,8 @@ fn request<'a>(
                 return Err(Refusal {
                     code: 415,
                     text: format!(
-                        "Unsupported compression: {name} (this server accepts {})",
+                        "Unsupported compression: {} (this server accepts {})",
+                        crate::log::esc(name),
                         accepted(accept)
                     ),
                     reason: HandshakeFailure::Compression,
@@ -206,8 +207,8 @@ impl Conn {
             .collect();
         let meta_refs: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_ref())).collect();
         let get = |name: &str| meta_refs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
-        // Peer text, escaped for the log.
-        let label = format!("{}:{}", host.escape_debug(), path.escape_debug());
+        // Everything the peer sent reaches the log through `esc`.
+        let label = format!("{}:{}", crate::log::esc(&*host), crate::log::esc(&*path));
         let req = match request(get, &shared.cfg.accept_compression) {
             Ok(r) => r,
             Err(r) => {
@@ -283,7 +284,7 @@ impl Conn {
             "{} (STREAMID {}, {identity}): {label} -> {} (offset {start}{codec})",
             self.peer,
             self.stream_id,
-            shared.outputs.path(output).display()
+            crate::log::esc(&shared.outputs.path(output))
         );
         let resumable = req.offset.is_some() || stream_key.is_some();
         let labels = OutputLabels::for_route(route.output.as_deref());
@@ -376,7 +377,7 @@ impl Conn {
                 crate::error!(
                     "{}: cannot open output {} for {label}: {e}",
                     self.peer,
-                    route.full_path().display()
+                    crate::log::esc(&route.full_path())
                 );
                 let refusal = Refusal {
                     code: 503,
@@ -417,7 +418,7 @@ impl Conn {
                 crate::warn!(
                     "{}: refused stream {label} (id {}): {id} may not take over a stream owned by {owner}",
                     self.peer,
-                    k.id.escape_debug()
+                    crate::log::esc(&k.id)
                 );
                 shared.metrics.auth_refused(AuthRefusal::Owner);
                 self.fail(409, "Conflict: stream owned by another identity", now);
@@ -426,8 +427,8 @@ impl Conn {
             Claim::Adopted { from } if !cfg.is_open() => {
                 crate::info!(
                     "{label} (id {}): {from} may no longer write host {}; {id} adopts the stream",
-                    k.id.escape_debug(),
-                    k.host
+                    crate::log::esc(&k.id),
+                    crate::log::esc(&k.host)
                 );
                 Some(())
             }
@@ -475,9 +476,9 @@ fn take_resume_slot(
     if let Some(old) = step.replaced {
         crate::info!(
             "{}:{} (id {}): a new connection ({}) takes the stream over; closing the older one",
-            k.host,
-            k.path.escape_debug(),
-            k.id.escape_debug(),
+            crate::log::esc(&k.host),
+            crate::log::esc(&k.path),
+            crate::log::esc(&k.id),
             slot.owner
         );
         // The replaced connection writes nothing more (the server closes

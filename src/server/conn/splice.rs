@@ -163,14 +163,14 @@ impl Conn {
                     "{}: {} zero-copy on: splicing into {} at offset {}",
                     self.peer,
                     s.label,
-                    out.display(),
+                    crate::log::esc(&out),
                     s.writer.written()
                 ),
                 Some(why) => crate::debug!(
                     "{}: {} zero-copy off ({why}, {writers} writers): line-aligned writes into {} at offset {}; {} bytes spliced so far",
                     self.peer,
                     s.label,
-                    out.display(),
+                    crate::log::esc(&out),
                     s.writer.written(),
                     s.spliced
                 ),

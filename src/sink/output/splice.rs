@@ -52,7 +52,7 @@ impl Outputs {
                 Err(e) => {
                     crate::debug!(
                         "output {}: no zero-copy writes ({e}); writing it line by line",
-                        out.route.full_path().display()
+                        crate::log::esc(&out.route.full_path())
                     );
                     Positional::Refused
                 }
@@ -116,7 +116,7 @@ impl Outputs {
             if let Some(out) = self.open.get_mut(id) {
                 crate::debug!(
                     "output {}: splice refused ({e}); writing it line by line",
-                    out.route.full_path().display()
+                    crate::log::esc(&out.route.full_path())
                 );
                 out.positional = Positional::Refused;
             }
