@@ -144,6 +144,8 @@ fn the_shipped_example_configs_are_valid() {
     for (bin, file) in [
         (CLIENT_BIN, "etc/client.toml"),
         (SERVER_BIN, "etc/server.toml"),
+        (CLIENT_BIN, "docs/examples/seed-client.toml"),
+        (SERVER_BIN, "docs/examples/seed-server.toml"),
     ] {
         let path = format!("{root}/{file}");
         let out = Command::new(bin)

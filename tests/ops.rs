@@ -27,7 +27,7 @@ fn systemd_units_verify_cleanly() {
         let text = std::fs::read_to_string(Path::new("etc/systemd").join(unit)).unwrap();
         let name = unit.trim_end_matches(".service");
         // Point ExecStart at the binary just built (verify checks it exists).
-        let text = text.replace(&format!("/usr/local/bin/{name}"), bin);
+        let text = text.replace(&format!("/usr/bin/{name}"), bin);
         let path = tmp.path().join(unit);
         std::fs::write(&path, text).unwrap();
         let out = Command::new("systemd-analyze")
@@ -43,36 +43,64 @@ fn systemd_units_verify_cleanly() {
     }
 }
 
-#[test]
-fn the_logrotate_sample_rotates_server_outputs_without_loss() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("out");
-    let log = tmp.path().join("app.log");
-    let server = Server::with_directory(&out);
-    let dest = routed(&out, "h", &log);
-    // The sample as shipped, pointed at this server's output and pid.
+/// The sample as shipped, its globs moved from /var/log/loghamster to
+/// `out`, its owners dropped (the test is not root everywhere) and its
+/// postrotate pointed at `pid`.
+fn logrotate_sample_for(out: &Path, pid: u32) -> String {
     let sample = std::fs::read_to_string("etc/logrotate.d/loghamsterd").unwrap();
+    let root = format!("{}/", out.display());
     let conf: String = sample
         .lines()
         .map(|l| {
+            let t = l.trim_start();
             if l.starts_with("/var/log/loghamster/") {
-                format!("{} {{", dest.display())
-            } else if l.trim_start().starts_with("create ") {
+                l.replace("/var/log/loghamster/", &root)
+            } else if t.starts_with("create ") {
                 "    create".to_string()
+            } else if t.starts_with("createolddir ") {
+                "    createolddir".to_string()
             } else if l.contains("systemctl kill --signal=HUP loghamsterd.service") {
-                format!("        kill -HUP {}", server.proc.pid())
+                format!("        kill -HUP {pid}")
             } else {
                 l.to_string()
             }
         })
         .map(|l| l + "\n")
         .collect();
-    assert!(
-        conf.contains("kill -HUP"),
-        "the sample's postrotate line changed"
-    );
+    assert!(conf.contains("kill -HUP"), "the postrotate line changed");
+    assert!(conf.contains(&format!("{root}*/* ")), "the globs changed");
+    conf
+}
+
+fn logrotate(conf: &Path, state: &Path, flag: &str) -> String {
+    let st = Command::new("/usr/sbin/logrotate")
+        .args([flag, "-s"])
+        .arg(state)
+        .arg(conf)
+        .output()
+        .expect("logrotate runs (.ci/run installs it)");
+    let said = String::from_utf8_lossy(&st.stderr).into_owned();
+    assert!(st.status.success(), "{said}");
+    said
+}
+
+/// The default route's layout (`<host>/<client path>`, several levels
+/// deep, a name without `.log`) is what the sample's globs match: rotated
+/// five times under a running server, SIGHUP after each, shipping on; the
+/// rotated files (in `.rotated/`, never rotated again) and the current
+/// one hold every line once, in order.
+#[test]
+fn the_logrotate_sample_rotates_server_outputs_without_loss() {
+    // No dot in the path: a glob's `*` does not match a leading dot.
+    let tmp = tempfile::Builder::new().prefix("lh").tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("var/log/syslog");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let server = Server::with_directory(&out);
+    let dest = routed(&out, "h", &log);
     let conf_path = tmp.path().join("logrotate.conf");
-    std::fs::write(&conf_path, conf).unwrap();
+    std::fs::write(&conf_path, logrotate_sample_for(&out, server.proc.pid())).unwrap();
+    let status = tmp.path().join("status");
     let mut client = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
     let mut n = 0;
     for r in 0..5 {
@@ -81,18 +109,12 @@ fn the_logrotate_sample_rotates_server_outputs_without_loss() {
         wait_for("the lines in the current output", || {
             read(&dest).ends_with(&line("o", n - 1))
         });
-        let st = Command::new("/usr/sbin/logrotate")
-            .arg("-f")
-            .arg("-s")
-            .arg(tmp.path().join("status"))
-            .arg(&conf_path)
-            .output()
-            .expect("logrotate runs (.ci/run installs it)");
-        assert!(
-            st.status.success(),
-            "{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
+        if r == 0 {
+            let said = logrotate(&conf_path, &status, "-d");
+            let considered = format!("considering log {}", dest.display());
+            assert!(said.contains(&considered), "{considered} not in:\n{said}");
+        }
+        logrotate(&conf_path, &status, "-f");
         wait_for("the server to reopen its output", || {
             server.proc.log().matches("SIGHUP: reopened").count() > r
         });
@@ -102,11 +124,25 @@ fn the_logrotate_sample_rotates_server_outputs_without_loss() {
     wait_for("the last lines in the new output", || {
         read(&dest).ends_with(&line("o", n - 1))
     });
-    // Oldest first: app.log.5.gz ... app.log.2.gz, app.log.1, app.log.
+    // Oldest first: syslog.5.gz ... syslog.2.gz, syslog.1, syslog.
+    let old = dest.parent().unwrap().join(".rotated");
+    let mut names: Vec<String> = std::fs::read_dir(&old)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let want = [
+        "syslog.1",
+        "syslog.2.gz",
+        "syslog.3.gz",
+        "syslog.4.gz",
+        "syslog.5.gz",
+    ];
+    assert_eq!(names, want, "rotated files");
     let mut all = String::new();
     for k in (1..=5).rev() {
-        let plain = dest.with_extension(format!("log.{k}"));
-        let gz = dest.with_extension(format!("log.{k}.gz"));
+        let plain = old.join(format!("syslog.{k}"));
+        let gz = old.join(format!("syslog.{k}.gz"));
         if gz.exists() {
             let o = Command::new("gzip").arg("-dc").arg(&gz).output().unwrap();
             all += &String::from_utf8(o.stdout).unwrap();

@@ -51,7 +51,7 @@ use crate::metrics::{ClientMetrics, MetricsServer};
 use crate::rate::Bucket;
 use crate::reactor::sys::inotify::{Inotify, Watch};
 use crate::reactor::sys::signal::SignalFd;
-use crate::reactor::{Armed, Key, Reactor, Slots, StopHandle};
+use crate::reactor::{Armed, Key, Reactor, Slots, StopHandle, Supervisor};
 use crate::tail::state::{self, Entry, StateError};
 use dirsource::DirSource;
 use meter::{Meter, View};
@@ -65,6 +65,8 @@ const WAKER: Token = Token(4);
 const PROGRESS: Token = Token(5);
 /// The next parking round while more files are open than `max_open_files`.
 const PARK: Token = Token(6);
+/// Timer: tell systemd's watchdog the loop still turns.
+const WATCHDOG: Token = Token(7);
 /// Least time between two parking rounds (connections being ended for
 /// parking need a moment).
 const PARK_ROUND: Duration = Duration::from_millis(500);
@@ -184,6 +186,8 @@ pub struct ClientDaemon {
     /// Metric handles per server (same order as `servers`).
     server_meters: Vec<meter::ServerMeter>,
     stop: StopHandle,
+    /// systemd's notification socket (`Type=notify`, `WatchdogSec=`).
+    supervisor: Supervisor,
 }
 
 impl ClientDaemon {
@@ -199,6 +203,11 @@ impl ClientDaemon {
         // What the first look found (or since when each path is followed)
         // is on disk before the loop first waits.
         self.after_events(now);
+        self.supervisor
+            .ready(&format!("following {} streams", self.streams.len()));
+        if let Some(at) = self.supervisor.first_ping(now) {
+            self.reactor.timers.schedule(at, WATCHDOG);
+        }
         let mut deadline: Option<Instant> = None;
         let started = now;
         let progress = self.send_only && std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -311,6 +320,11 @@ impl ClientDaemon {
                 }
                 PROGRESS => {}
                 PARK => {}
+                WATCHDOG => {
+                    if let Some(next) = self.supervisor.ping(now) {
+                        self.reactor.timers.schedule(next, WATCHDOG);
+                    }
+                }
                 t if MetricsServer::owns(t) => {
                     if let Some(http) = &mut self.http {
                         let (registry, timers) = self.reactor.parts();
@@ -366,6 +380,7 @@ impl ClientDaemon {
 
     fn begin_stop(&mut self, now: Instant) -> Instant {
         self.stopping = true;
+        self.supervisor.stopping();
         for key in self.streams.keys() {
             self.with_stream(key, now, |s, ctx| s.stop(ctx));
         }

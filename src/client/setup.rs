@@ -26,15 +26,16 @@ use crate::metrics::{ClientMetrics, MetricsServer};
 use crate::rate::Bucket;
 use crate::reactor::sys::inotify::Inotify;
 use crate::reactor::sys::signal::{SignalFd, SIGINT, SIGTERM};
-use crate::reactor::{Armed, Reactor, Slots, StopHandle};
+use crate::reactor::{Armed, Reactor, Slots, StopHandle, Supervisor};
 use crate::tail::batch::Rules;
 use crate::tail::identity::IdKey;
 use crate::tail::state::{self, Entry};
 
 impl ClientDaemon {
     /// Loads the state file and sets up watches; `signals` makes SIGTERM and
-    /// SIGINT stop the client (the binary wants that; a library user may
-    /// prefer [`StopHandle`]).
+    /// SIGINT stop the client and tells the service manager named by
+    /// `$NOTIFY_SOCKET` ready, stopping and watchdog pings (the binary
+    /// wants that; a library user may prefer [`StopHandle`]).
     pub fn new(cfg: ClientConfig, signals: bool) -> Result<ClientDaemon, ClientError> {
         if let Some((first, second)) = overlap::duplicate(&cfg.streams) {
             return Err(ClientError::Config(format!(
@@ -62,6 +63,9 @@ impl ClientDaemon {
             daemon.add_stream(i, s, yields)?;
         }
         daemon.send_only = cfg.streams.iter().all(|s| s.method == Method::Send);
+        if signals {
+            daemon.supervisor = Supervisor::from_env();
+        }
         Ok(daemon)
     }
 
@@ -128,6 +132,7 @@ impl ClientDaemon {
             throttled: Duration::ZERO,
             http: None,
             stop: base.stop,
+            supervisor: Supervisor::default(),
         }
     }
 

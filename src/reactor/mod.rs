@@ -22,9 +22,13 @@
 //! handler as an event would; owners re-check their own deadlines, so a
 //! stale or early wake-up is harmless.
 //!
+//! [`Supervisor`] tells systemd when the daemon is ready and stopping, and
+//! pings its watchdog from a timer of this loop.
+//!
 //! All raw system calls live in [`sys`], the only module allowed `unsafe`.
 
 pub mod slots;
+pub mod supervisor;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod timer;
@@ -37,6 +41,7 @@ use std::time::Instant;
 use mio::{Events, Poll, Registry, Token, Waker};
 
 pub use slots::{Key, Slots};
+pub use supervisor::Supervisor;
 pub use timer::{Armed, Timers};
 
 #[derive(Debug)]

@@ -87,7 +87,7 @@ use crate::metrics::{MetricsServer, ServerMetrics};
 use crate::reactor::sys::retry;
 use crate::reactor::sys::signal::{SignalFd, SIGHUP, SIGINT, SIGTERM};
 use crate::reactor::sys::uring::Ring;
-use crate::reactor::{Armed, Key, Reactor, Slots, StopHandle};
+use crate::reactor::{Armed, Key, Reactor, Slots, StopHandle, Supervisor};
 use crate::sink::checkpoint;
 use crate::sink::journal::Store;
 use crate::sink::output::Outputs;
@@ -106,6 +106,8 @@ const SYNC: Token = Token(3);
 const RING: Token = Token(4);
 /// Timer: look for idle connections (`idle_timeout`).
 const IDLE: Token = Token(5);
+/// Timer: tell systemd's watchdog the loop still turns.
+const WATCHDOG: Token = Token(6);
 
 /// How long a server waits for clients to finish after SIGTERM.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -216,6 +218,8 @@ pub struct Server {
     http: Option<MetricsServer>,
     /// Connection limits (see `admit`).
     gate: Gate,
+    /// systemd's notification socket (`Type=notify`, `WatchdogSec=`).
+    supervisor: Supervisor,
 }
 
 impl Server {
@@ -225,11 +229,13 @@ impl Server {
     }
 
     /// Binds the listener and prepares the loop; nothing runs until
-    /// [`run`](Self::run). With `signals`, SIGTERM/SIGINT stop the server
-    /// and SIGHUP reopens its outputs (the binary wants that; a library
-    /// user may prefer [`StopHandle`]).
+    /// [`run`](Self::run). With `signals`, SIGTERM/SIGINT stop the server,
+    /// SIGHUP reopens its outputs, and the service manager named by
+    /// `$NOTIFY_SOCKET` is told ready, stopping and watchdog pings (the
+    /// binary wants that; a library user may prefer [`StopHandle`]).
     pub fn bind(cfg: ServerConfig, signals: bool) -> Result<Server, ServerError> {
         let setup = |what| move |source| ServerError::Setup { what, source };
+        let signals_wanted = signals;
         let signals = if signals {
             Some(
                 SignalFd::new(&[SIGINT, SIGTERM, SIGHUP])
@@ -368,6 +374,10 @@ impl Server {
             gate,
             http,
             again: Vec::new(),
+            supervisor: match signals_wanted {
+                true => Supervisor::from_env(),
+                false => Supervisor::default(),
+            },
         })
     }
 
@@ -416,6 +426,11 @@ impl Server {
         let first_sweep =
             Instant::now() + admit::sweep_interval(self.shared.cfg.limits.idle_timeout);
         self.reactor.timers.schedule(first_sweep, IDLE);
+        self.supervisor
+            .ready(&format!("listening on {}", self.local_addr));
+        if let Some(at) = self.supervisor.first_ping(Instant::now()) {
+            self.reactor.timers.schedule(at, WATCHDOG);
+        }
         loop {
             let now = Instant::now();
             if let Some(deadline) = self.deadline {
@@ -470,6 +485,12 @@ impl Server {
                 if let Some(http) = &mut self.http {
                     let (registry, timers) = self.reactor.parts();
                     http.tick(registry, timers, now);
+                }
+                continue;
+            }
+            if token == WATCHDOG {
+                if let Some(next) = self.supervisor.ping(now) {
+                    self.reactor.timers.schedule(next, WATCHDOG);
                 }
                 continue;
             }
@@ -665,6 +686,7 @@ impl Server {
             0 => crate::info!("{why}: stopping"),
             n => crate::info!("{why}: stopping; letting {n} connections finish"),
         }
+        self.supervisor.stopping();
         if let Some(mut l) = self.listener.take() {
             let _ = self.reactor.registry().deregister(&mut l);
         }

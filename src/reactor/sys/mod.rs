@@ -13,6 +13,7 @@
 //! - [`host`]: the host name and process limits.
 //! - [`lease`]: file leases, to prove that nobody holds a file open for
 //!   writing (send after close).
+//! - [`notify`]: the service manager's notification socket (`sd_notify`).
 //! - [`net`]: socket settings `mio` does not expose (the listen backlog).
 //! - [`uring`]: an io_uring for `fdatasync` without blocking the loop.
 //! - [`random`]: random bytes from the kernel (`getrandom`), for the
@@ -25,6 +26,7 @@ pub mod host;
 pub mod inotify;
 pub mod lease;
 pub mod net;
+pub mod notify;
 pub mod pipe;
 pub mod random;
 pub mod signal;
