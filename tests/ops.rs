@@ -158,3 +158,27 @@ fn the_logrotate_sample_rotates_server_outputs_without_loss() {
     );
     assert!(client.stop().success());
 }
+
+/// `kill -HUP` (what every service manager sends for reload) used to kill
+/// loghamsterc with exit 129, which systemd counts as a clean stop. It now
+/// keeps running, writes its state file at once, and says that a changed
+/// configuration needs a restart; lines written after it still arrive.
+#[test]
+fn sighup_keeps_the_client_running_and_saves_its_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let server = Server::with_directory(&out);
+    let log = tmp.path().join("app.log");
+    append_lines(&log, "hup", 0, 100);
+    let state = tmp.path().join("state");
+    let mut client = client_for(&server, &state, "h", &[&log]);
+    let routed = routed(&out, "h", &log);
+    wait_content(&routed, &expected("hup", 0, 100));
+    let _ = std::fs::remove_file(&state);
+    client.signal("HUP");
+    client.wait_log("SIGHUP: state file saved");
+    assert!(state.exists(), "the state file is written on SIGHUP");
+    append_lines(&log, "hup", 100, 200);
+    wait_content(&routed, &expected("hup", 0, 200));
+    assert!(client.stop().success(), "a clean stop after SIGHUP");
+}

@@ -50,7 +50,7 @@ use crate::metrics::http::HttpError;
 use crate::metrics::{ClientMetrics, MetricsServer};
 use crate::rate::Bucket;
 use crate::reactor::sys::inotify::{Inotify, Watch};
-use crate::reactor::sys::signal::SignalFd;
+use crate::reactor::sys::signal::{SignalFd, SIGHUP};
 use crate::reactor::{Armed, Key, Reactor, Slots, StopHandle, Supervisor};
 use crate::tail::state::{self, Entry, StateError};
 use dirsource::DirSource;
@@ -295,8 +295,20 @@ impl ClientDaemon {
 
     /// Reads the pending signals: the first begins a clean stop (sets
     /// `deadline`), another one stops at once.
+    ///
+    /// SIGHUP does not stop the client (every peer takes it as reload or
+    /// reopen, and systemd counts a death by SIGHUP as a clean exit, so
+    /// the unit would stay down): the state file is written at once and
+    /// one WARN says that a configuration change needs a restart.
     fn on_signals(&mut self, deadline: &mut Option<Instant>, now: Instant) {
         while let Some(sig) = self.signals.as_ref().and_then(|s| s.read().ok().flatten()) {
+            if sig == SIGHUP {
+                self.save_state(state::Durability::Synced);
+                crate::warn!(
+                    "SIGHUP: state file saved; this version does not reload its configuration, restart loghamsterc to apply changes"
+                );
+                continue;
+            }
             if deadline.is_some() {
                 crate::info!("signal {sig} again: stopping now");
                 *deadline = Some(now);

@@ -25,7 +25,7 @@ use crate::metrics::client::StreamLabels;
 use crate::metrics::{ClientMetrics, MetricsServer};
 use crate::rate::Bucket;
 use crate::reactor::sys::inotify::Inotify;
-use crate::reactor::sys::signal::{SignalFd, SIGINT, SIGTERM};
+use crate::reactor::sys::signal::{SignalFd, SIGHUP, SIGINT, SIGTERM};
 use crate::reactor::{Armed, Reactor, Slots, StopHandle, Supervisor};
 use crate::tail::batch::Rules;
 use crate::tail::identity::IdKey;
@@ -304,7 +304,7 @@ fn setup(what: &'static str) -> impl FnOnce(std::io::Error) -> ClientError {
 /// creates the event loop with inotify, signals and the waker registered.
 fn open_event_loop(signals: bool) -> Result<EventLoop, ClientError> {
     let signals = if signals {
-        Some(SignalFd::new(&[SIGINT, SIGTERM]).map_err(setup("set up signal handling"))?)
+        Some(SignalFd::new(&[SIGINT, SIGTERM, SIGHUP]).map_err(setup("set up signal handling"))?)
     } else {
         None
     };
