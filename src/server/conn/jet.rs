@@ -211,10 +211,12 @@ impl Conn {
         }
         match self.phase {
             ConnPhase::Streaming => {
-                if let Some(s) = self.stream.as_mut() {
-                    s.stall = None;
+                // What was staged meanwhile goes out now; the socket is
+                // read again unless that still fills the staging.
+                match self.write_data(&[], now, shared) {
+                    Some(at) => step.wake_at = Some(at),
+                    None => self.stream(now, shared, step),
                 }
-                self.stream(now, shared, step);
                 self.queue_ack();
             }
             ConnPhase::Finishing { .. } => {
