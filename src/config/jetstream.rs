@@ -11,7 +11,7 @@
 //! # user = "gw" / password = "..." | token = "..." | creds_file = "/etc/loghamster/gw.creds"
 //! # tls_ca = "/etc/loghamster/nats-ca.pem"  # verify the servers with this CA (and require TLS)
 //! # max_message = "1MiB"                  # largest message (capped by the servers' max_payload)
-//! # max_outstanding = 256                 # messages published and not yet acknowledged, at most
+//! # max_outstanding = 64                  # messages published and not yet acknowledged, at most
 //! # ack_timeout = "5s"                    # a publish not acknowledged by then is sent again
 //! ```
 //!
@@ -136,7 +136,7 @@ impl RawJetStream {
             Some(m) => m.into_inner().0,
         };
         let max_outstanding = match self.max_outstanding {
-            None => 256,
+            None => 64,
             Some(m) if *m.get_ref() == 0 => {
                 return Err(doc.err_at(
                     m.span(),
@@ -212,5 +212,104 @@ fn auth(
         (None, None, Some(t), None) => Ok(NatsAuth::Token(t.into_inner())),
         (None, None, None, Some(c)) => Ok(NatsAuth::CredsFile(c.into_inner())),
         _ => Ok(NatsAuth::None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::server::OutputKind;
+    use crate::config::ServerConfig;
+
+    const HEAD: &str = "[output.logs]\n[output.logs.jetstream]\n";
+
+    fn load(body: &str) -> Result<ServerConfig, String> {
+        ServerConfig::from_toml_str(&format!("{HEAD}{body}"), "server.toml")
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_jetstream_output_is_read_with_its_defaults() {
+        let c = load(
+            "servers = [\"nats://127.0.0.1:4222\", \"tls://n2:4222\"]\nstream = \"LOGS\"\nsubject = \"logs.{host}.{path}\"\ncreds_file = \"/etc/gw.creds\"\n",
+        )
+        .unwrap();
+        let OutputKind::JetStream(js) = &c.outputs[0].kind else {
+            panic!("a JetStream output");
+        };
+        assert_eq!(js.servers.len(), 2);
+        assert_eq!(js.auth, NatsAuth::CredsFile("/etc/gw.creds".into()));
+        assert_eq!((js.max_message, js.max_outstanding), (1 << 20, 64));
+        assert_eq!(js.ack_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn every_mistake_is_one_line_naming_the_key() {
+        let ok =
+            "servers = [\"nats://127.0.0.1:4222\"]\nstream = \"LOGS\"\nsubject = \"logs.{host}\"\n";
+        for (body, want) in [
+            (
+                "stream = \"LOGS\"\nsubject = \"a\"\n",
+                "`output.logs.jetstream.servers` is missing",
+            ),
+            (
+                "servers = []\nstream = \"L\"\nsubject = \"a\"\n",
+                "`output.logs.jetstream.servers` is empty",
+            ),
+            (
+                "servers = [\"nats://[::1\"]\nstream = \"L\"\nsubject = \"a\"\n",
+                "`output.logs.jetstream.servers`",
+            ),
+            (
+                "servers = [\"nats://h:1\"]\nsubject = \"a\"\n",
+                "`output.logs.jetstream.stream` is missing",
+            ),
+            (
+                "servers = [\"nats://h:1\"]\nstream = \"a.b\"\nsubject = \"a\"\n",
+                "`output.logs.jetstream.stream`: \"a.b\"",
+            ),
+            (
+                "servers = [\"nats://h:1\"]\nstream = \"L\"\nsubject = \"a..b\"\n",
+                "`output.logs.jetstream.subject`: ",
+            ),
+            (
+                "servers = [\"nats://h:1\"]\nstream = \"L\"\nsubject = \"a.{x}\"\n",
+                "unknown placeholder {x}",
+            ),
+            (
+                &format!("{ok}user = \"u\"\n"),
+                "`output.logs.jetstream.user` needs a `output.logs.jetstream.password`",
+            ),
+            (
+                &format!("{ok}token = \"t\"\ncreds_file = \"c\"\n"),
+                "two ways to authenticate",
+            ),
+            (
+                &format!("{ok}max_message = 10\n"),
+                "`output.logs.jetstream.max_message` must be at least 1KiB",
+            ),
+            (
+                &format!("{ok}max_outstanding = 0\n"),
+                "`output.logs.jetstream.max_outstanding` must be at least 1",
+            ),
+            (
+                &format!("{ok}ack_timeout = \"0s\"\n"),
+                "`output.logs.jetstream.ack_timeout` must be greater than 0",
+            ),
+        ] {
+            let e = load(body).expect_err(body);
+            assert!(e.contains(want), "{body:?}: {e}");
+            assert!(!e.trim_end().contains('\n') || e.contains("hint"), "{e}");
+        }
+        let both = ServerConfig::from_toml_str(
+            &format!("[output.logs]\npath = \"/x/{{host}}\"\n[output.logs.jetstream]\n{ok}"),
+            "s.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            both.contains("both a `path` and a `jetstream` table"),
+            "{both}"
+        );
     }
 }

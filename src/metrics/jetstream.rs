@@ -119,3 +119,28 @@ impl JetStreamMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_shows_for_every_jetstream_output_from_the_start() {
+        let mut registry = Registry::with_prefix("loghamster_server");
+        let m = JetStreamMetrics::register(&mut registry, ["logs"]);
+        m.series("logs").acked_bytes.inc_by(5);
+        let text = crate::metrics::encode(&registry);
+        for line in [
+            "loghamster_server_jetstream_published_messages_total{output=\"logs\"} 0",
+            "loghamster_server_jetstream_acked_messages_total{output=\"logs\"} 0",
+            "loghamster_server_jetstream_acked_bytes_total{output=\"logs\"} 5",
+            "loghamster_server_jetstream_duplicates_total{output=\"logs\"} 0",
+            "loghamster_server_jetstream_outstanding_messages{output=\"logs\"} 0",
+            "loghamster_server_jetstream_outstanding_bytes{output=\"logs\"} 0",
+            "loghamster_server_jetstream_errors_total{output=\"logs\"} 0",
+            "loghamster_server_jetstream_connected{output=\"logs\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing in:\n{text}");
+        }
+    }
+}
