@@ -45,8 +45,8 @@ use toml::Spanned;
 use crate::codec::Codec;
 
 use super::auth::{AuthConfig, RawAllow, RawToken, DEFAULT_ROUTE};
-use super::tls::{RawServerTls, ServerTls};
 use super::jetstream::{JetStreamConfig, RawJetStream};
+use super::tls::{RawServerTls, ServerTls};
 use super::{
     compile_glob, is_token, parse_toml, read_source, ConfigError, Doc, DurationValue, OrderedMap,
     Prometheus, RateValue, RawPrometheus, SizeValue, Template,

@@ -367,6 +367,31 @@ mod tests {
     use std::path::Path;
 
     #[test]
+    fn a_jetstream_output_routes_to_an_escaped_subject() {
+        let cfg = ServerConfig::from_toml_str(
+            "directory = \"/srv/logs\"\n[output.logs]\nmatch = { svc = \"app\" }\n[output.logs.jetstream]\nservers = [\"nats://127.0.0.1:4222\"]\nstream = \"LOGS\"\nsubject = \"logs.{host}.{path}\"\n",
+            "server.toml",
+        )
+        .unwrap();
+        let r = Router::new(&cfg);
+        let meta = [("svc", "app")];
+        let info = StreamInfo {
+            host: "web1",
+            path: "/var/log/app.log",
+            meta: &meta,
+        };
+        let want = Destination::JetStream(SubjectRoute {
+            output: "logs".into(),
+            index: 0,
+            subject: "logs.web1.var.log.app%2Elog".into(),
+        });
+        assert_eq!(r.destination(&info), Ok(want));
+        assert_eq!(r.route(&info), Err(RouteError::NoOutput));
+        let other = StreamInfo { meta: &[], ..info };
+        assert!(matches!(r.destination(&other), Ok(Destination::File(_))));
+    }
+
+    #[test]
     fn the_state_file_its_siblings_and_its_ancestors_are_reserved() {
         let state = Path::new("/srv/logs/.loghamsterd.state");
         let name = std::ffi::OsStr::new(".loghamsterd.state");
