@@ -326,7 +326,10 @@ directory = "/srv/logs"
     assert_eq!(names, ["zeta", "alpha"]);
     let keys: Vec<_> = c.outputs[0].matchers.iter().map(|m| m.0.as_str()).collect();
     assert_eq!(keys, ["host", "svc"]);
-    assert_eq!(c.outputs[1].template.base(), Path::new("/srv/logs/apps"));
+    assert_eq!(
+        c.outputs[1].template().unwrap().base(),
+        Path::new("/srv/logs/apps")
+    );
     let f = ServerConfig::from_flags(None, Some("/o".into()), true);
     assert!(f.debug && f.outputs.is_empty());
     assert_eq!(f.accept_compression, Codec::ALL);

@@ -42,6 +42,10 @@
 //!    one client's command line, catch-up) and `idle` (`--idle-files`
 //!    one-line files followed by a glob, then `--idle-secs` of idleness),
 //!    see `scale.rs`.
+//! 5. `--only js1,js3`: the data set into JetStream (R1 on one
+//!    `nats-server`, R3 on three), through the daemons and, as the
+//!    baseline in the same run, straight from a minimal async-nats
+//!    publisher (see `jetstream.rs`); needs `nats-server` in PATH.
 //!
 //! `--compression CODEC` (`none`, `gzip`, `lz4`, `zstd`, or with a level as
 //! `zstd:9`) is given to every `loghamsterc`: as `--compression` on the
@@ -78,6 +82,7 @@
 //! cost varies from run to run: use `--repeat`.
 
 mod data;
+mod jetstream;
 mod live;
 mod proc;
 mod report;
@@ -125,7 +130,7 @@ struct Args {
     /// none)
     #[argh(option, from_str_fn(parse_compression))]
     compression: Option<Compression>,
-    /// comma-separated scenarios out of socat,a,b,a_tls,b_tls,c,files,idle
+    /// comma-separated scenarios out of socat,a,b,a_tls,b_tls,c,files,idle,js1,js3
     /// (default socat,a,b,c; with --scale files,idle)
     #[argh(option)]
     only: Option<String>,
@@ -314,10 +319,14 @@ pub enum Scenario {
     C,
     Files,
     Idle,
+    /// The data set into JetStream R1, with its baseline (`jetstream.rs`).
+    Js1,
+    /// The same into JetStream R3 on three local nodes.
+    Js3,
 }
 
 impl Scenario {
-    const ALL: [(Scenario, &'static str); 8] = [
+    const ALL: [(Scenario, &'static str); 10] = [
         (Scenario::Socat, "socat"),
         (Scenario::A, "a"),
         (Scenario::B, "b"),
@@ -326,6 +335,8 @@ impl Scenario {
         (Scenario::C, "c"),
         (Scenario::Files, "files"),
         (Scenario::Idle, "idle"),
+        (Scenario::Js1, "js1"),
+        (Scenario::Js3, "js3"),
     ];
 
     pub fn name(self) -> &'static str {
@@ -342,7 +353,7 @@ impl Scenario {
                 Some((s, _)) => out.push(*s),
                 None => {
                     return Err(format!(
-                        "--only: unknown scenario `{word}` (socat,a,b,a_tls,b_tls,c,files,idle)"
+                        "--only: unknown scenario `{word}` (socat,a,b,a_tls,b_tls,c,files,idle,js1,js3)"
                     ))
                 }
             }
@@ -544,6 +555,8 @@ fn run_scenario(
             Scenario::BTls => scenarios::catch_up(ctx, &run_dir, true),
             Scenario::C => live::live_tail(ctx, &run_dir),
             Scenario::Files => scale::many_files(ctx, &split_files, &run_dir),
+            Scenario::Js1 => jetstream::run(ctx, &run_dir, 1),
+            Scenario::Js3 => jetstream::run(ctx, &run_dir, 3),
             Scenario::Idle => scale::idle(ctx, &run_dir).map(|i| {
                 *idle = Some(i);
                 Run::new(0, 0.0, Usage::default(), Usage::default())

@@ -200,6 +200,12 @@ impl Server {
 
     /// [`Server::start`], with `[tls]` (requiring TLS) when `tls`.
     pub fn start_with(ctx: &Ctx, run_dir: &Path, tls: bool) -> Result<Server, Error> {
+        Server::start_extra(ctx, run_dir, tls, "")
+    }
+
+    /// [`Server::start_with`] with `extra` TOML at the end of its config
+    /// (the JetStream scenarios' output).
+    pub fn start_extra(ctx: &Ctx, run_dir: &Path, tls: bool, extra: &str) -> Result<Server, Error> {
         let log = run_dir.join("server.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_loghamsterd"));
         cmd.arg("-l")
@@ -221,6 +227,7 @@ impl Server {
                 ctx.tls.key.display()
             );
         }
+        text += extra;
         let config = run_dir.join("server.toml");
         std::fs::write(&config, text).map_err(Error::io(config.display()))?;
         cmd.arg("--config").arg(config);

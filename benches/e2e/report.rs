@@ -177,6 +177,8 @@ fn label(s: Scenario, ctx: &Ctx, args: &Args) -> String {
         ),
         Scenario::Files => format!("files: {} files, one client (catch-up)", args.files),
         Scenario::Idle => format!("idle: {} files", ctx.idle_files),
+        Scenario::Js1 => "js1) catch-up stream into JetStream R1".into(),
+        Scenario::Js3 => "js3) catch-up stream into JetStream R3 (3 local nodes)".into(),
     }
 }
 

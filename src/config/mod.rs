@@ -37,6 +37,7 @@
 pub mod auth;
 pub mod client;
 pub mod interpolate;
+pub mod jetstream;
 pub mod overlap;
 pub mod server;
 pub mod servers;

@@ -45,6 +45,7 @@ use toml::Spanned;
 use crate::codec::Codec;
 
 use super::auth::{AuthConfig, RawAllow, RawToken, DEFAULT_ROUTE};
+use super::jetstream::{JetStreamConfig, RawJetStream};
 use super::tls::{RawServerTls, ServerTls};
 use super::{
     compile_glob, is_token, parse_toml, read_source, ConfigError, Doc, DurationValue, OrderedMap,
@@ -202,14 +203,33 @@ pub enum SyncPolicy {
 pub struct OutputConfig {
     /// The table name; a token (`[A-Za-z0-9_.-]+`).
     pub name: String,
-    /// The `path` template as written.
+    /// The `path` template as written (a JetStream output: its subject).
     pub path: String,
-    /// `path` parsed and validated; what routing uses.
-    pub template: Template,
+    /// Where its streams go: files, or a JetStream stream.
+    pub kind: OutputKind,
     /// `match` table in file order: (key, compiled glob, glob text). Keys
     /// `host` and `path` match the stream's host and path, any other key a
     /// meta value (`svc` included). Empty means "no match table".
     pub matchers: Vec<(String, globset::GlobMatcher, String)>,
+}
+
+/// What an output is.
+#[derive(Debug, Clone)]
+pub enum OutputKind {
+    /// `path`, parsed and validated; what routing uses.
+    File(Template),
+    /// `jetstream = { ... }`: messages in a JetStream stream.
+    JetStream(Box<JetStreamConfig>),
+}
+
+impl OutputConfig {
+    /// The path template of a file output.
+    pub fn template(&self) -> Option<&Template> {
+        match &self.kind {
+            OutputKind::File(t) => Some(t),
+            OutputKind::JetStream(_) => None,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -242,7 +262,8 @@ struct RawServer {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawOutput {
-    path: Spanned<String>,
+    path: Option<Spanned<String>>,
+    jetstream: Option<Spanned<RawJetStream>>,
     #[serde(rename = "match")]
     matches: Option<Spanned<OrderedMap<Spanned<String>>>>,
 }
@@ -466,14 +487,36 @@ impl RawOutput {
         name: String,
         directory: Option<&Path>,
     ) -> Result<OutputConfig, ConfigError> {
+        let (path, kind) = match (self.path, self.jetstream) {
+            (Some(p), None) => {
+                let t = Template::parse(p.get_ref(), directory)
+                    .map_err(|e| doc.err_at(p.span(), format!("`output.{name}.path`: {e}")))?;
+                (p, OutputKind::File(t))
+            }
+            (None, Some(js)) => {
+                let span = js.span();
+                let js = js.into_inner().validate(doc, &name, span.clone())?;
+                let subject = Spanned::new(span, js.subject_text.clone());
+                (subject, OutputKind::JetStream(Box::new(js)))
+            }
+            (Some(p), Some(_)) => {
+                return Err(doc.err_at(
+                    p.span(),
+                    format!("`output.{name}` has both a `path` and a `jetstream` table; an output is a file or a JetStream stream"),
+                ))
+            }
+            (None, None) => {
+                return Err(doc.err(format!(
+                    "`output.{name}` needs a `path` (files) or a `jetstream` table"
+                )))
+            }
+        };
         if !is_token(&name) {
             return Err(doc.err_at(
-                self.path.span(),
+                path.span(),
                 format!("output name {name:?}: may contain only letters, digits, '_', '.', '-'"),
             ));
         }
-        let template = Template::parse(self.path.get_ref(), directory)
-            .map_err(|e| doc.err_at(self.path.span(), format!("`output.{name}.path`: {e}")))?;
         let mut matchers = Vec::new();
         if let Some(m) = self.matches {
             let span = m.span();
@@ -498,8 +541,8 @@ impl RawOutput {
         }
         Ok(OutputConfig {
             name,
-            path: self.path.into_inner(),
-            template,
+            path: path.into_inner(),
+            kind,
             matchers,
         })
     }

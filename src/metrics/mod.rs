@@ -71,6 +71,7 @@
 
 pub mod client;
 pub mod http;
+pub mod jetstream;
 pub mod server;
 
 use std::time::Instant;

@@ -341,6 +341,8 @@ pub struct ServerMetrics {
     pub streams_expired: Counter,
     /// Bytes the last checkpoint round wrote.
     pub checkpoint_bytes: Gauge,
+    /// The JetStream outputs' families (see [`super::jetstream`]).
+    pub jetstream: super::jetstream::JetStreamMetrics,
 }
 
 impl ServerMetrics {
@@ -353,7 +355,13 @@ impl ServerMetrics {
         if cfg.directory.is_some() {
             outputs.push(None);
         }
-        ServerMetrics::with_outputs(outputs)
+        let mut m = ServerMetrics::with_outputs(outputs);
+        let jet = cfg.outputs.iter().filter(|o| o.template().is_none());
+        m.jetstream = super::jetstream::JetStreamMetrics::register(
+            &mut m.registry,
+            jet.map(|o| o.name.as_str()),
+        );
+        m
     }
 
     /// Like [`ServerMetrics::new`], with the outputs given directly
@@ -380,6 +388,7 @@ impl ServerMetrics {
             streams_known: Gauge::default(),
             streams_expired: Counter::default(),
             checkpoint_bytes: Gauge::default(),
+            jetstream: Default::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;

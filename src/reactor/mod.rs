@@ -124,6 +124,12 @@ impl StopHandle {
     pub fn requested(&self) -> bool {
         self.flag.load(Ordering::SeqCst)
     }
+
+    /// The loop's one waker (mio allows one per `Poll`), for other threads
+    /// that have news for the loop: it looks at them whenever it wakes.
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
 }
 
 /// Reads and drops whatever a non-blocking socket has; true once the peer

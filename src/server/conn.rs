@@ -10,14 +10,17 @@
 //! The parts: `attach` (INIT to an [`Attachment`]: a stream bound to an
 //! output, or a refusal), this file (streaming turns, stalls, the end of a
 //! stream), [`splice`] (the zero-copy path), `inflate` (compressed
-//! streams), `throttle` (`connection_rate_limit`) and `ack` (what a
-//! completed checkpoint round lets each connection acknowledge).
+//! streams), `throttle` (`connection_rate_limit`), `ack` (what a
+//! completed checkpoint round lets each connection acknowledge) and `jet`
+//! (a stream whose output is JetStream: staged, published, acknowledged
+//! on PubAck).
 
 mod ack;
 mod attach;
 mod hello;
 mod idle;
 mod inflate;
+mod jet;
 mod splice;
 mod throttle;
 
@@ -111,6 +114,9 @@ enum Stall {
     Disk { retry_at: Instant },
     /// Another stream's line is open in the shared output since `since`.
     Line { since: Instant, retry_at: Instant },
+    /// A JetStream output holds a whole message of this stream already, or
+    /// takes no command now (see `jet`).
+    Jet { retry_at: Instant },
 }
 
 /// A stream that passed the handshake and writes to an output.
@@ -131,8 +137,11 @@ pub(crate) struct Attachment {
     unacked: Gauge,
     /// `loghamster_server_write_errors_total` for this stream's output.
     write_errors: Counter,
+    /// The output file (unused for a JetStream output: `jet` is set).
     output: OutputId,
     writer: LineWriter,
+    /// Set when the stream's output is a JetStream stream (see `jet`).
+    jet: Option<Box<jet::JetLink>>,
     key: Option<StreamKey>,
     /// The client asked for `ACK` lines.
     ack: bool,
@@ -318,7 +327,9 @@ impl Conn {
         self.new_turn();
         if let Some(stall) = self.stream.as_ref().and_then(|s| s.stall) {
             let retry_at = match stall {
-                Stall::Disk { retry_at } | Stall::Line { retry_at, .. } => retry_at,
+                Stall::Disk { retry_at }
+                | Stall::Line { retry_at, .. }
+                | Stall::Jet { retry_at } => retry_at,
             };
             if now < retry_at {
                 step.wake_at = Some(retry_at);
@@ -478,6 +489,9 @@ impl Conn {
             s.lines
                 .inc_by(memchr::memchr_iter(b'\n', data).count() as u64);
         }
+        if s.jet.is_some() {
+            return self.jet_write(data, now, shared);
+        }
         let outcome = shared
             .outputs
             .write(s.output, &mut s.writer, s.owner, data, s.eof);
@@ -593,6 +607,9 @@ impl Conn {
     /// and wait for the next checkpoint to answer `250 DONE`.
     fn end_of_stream(&mut self, now: Instant, shared: &mut Shared) {
         let Some(s) = &mut self.stream else { return };
+        if s.jet.is_some() {
+            return self.jet_end(now);
+        }
         if let Err(e) = shared.outputs.sync_one(s.output) {
             crate::error!(
                 "{}: fdatasync of {} failed: {e}",
@@ -662,7 +679,9 @@ impl Conn {
             shared.metrics.streams_active.dec();
             // What was never acknowledged leaves the gauge with it.
             s.unacked.dec_by(s.counted.saturating_sub(s.acked) as i64);
-            if !evicted {
+            if let Some(j) = &s.jet {
+                jet::forget(j, shared);
+            } else if !evicted {
                 shared.outputs.release(s.output);
             }
             release_resume(shared, s.key.as_ref(), key);

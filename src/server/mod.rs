@@ -89,6 +89,7 @@ use crate::reactor::sys::signal::{SignalFd, SIGHUP, SIGINT, SIGTERM};
 use crate::reactor::sys::uring::Ring;
 use crate::reactor::{Armed, Key, Reactor, Slots, StopHandle, Supervisor};
 use crate::sink::checkpoint;
+use crate::sink::jetstream::{Event as JetEvent, JetOutputs};
 use crate::sink::journal::Store;
 use crate::sink::output::Outputs;
 use crate::sink::route::Router;
@@ -197,6 +198,8 @@ pub(crate) struct Shared {
     pub metrics: ServerMetrics,
     /// `[tls]`: what new connections start TLS with (reloaded on SIGHUP).
     pub tls: Option<Acceptor>,
+    /// The JetStream outputs (`[output.NAME.jetstream]`), by output index.
+    pub jet: JetOutputs,
 }
 
 pub struct Server {
@@ -334,6 +337,9 @@ impl Server {
             None
         };
         let (store, resume) = recover(&cfg)?;
+        // The JetStream client threads wake the loop through its one waker.
+        let jet = JetOutputs::start(&cfg, &stop.waker(), &metrics.jetstream)
+            .map_err(setup("start a JetStream client thread"))?;
         let mut outputs = Outputs::default();
         outputs.sync_on_close = cfg.sync != SyncPolicy::None;
         let decoders = conn::Budget::new(cfg.limits.decoder_memory, metrics.decoder_memory.clone());
@@ -358,6 +364,7 @@ impl Server {
             round: None,
             metrics,
             tls,
+            jet,
         };
         Ok(Server {
             reactor,
@@ -469,7 +476,12 @@ impl Server {
             match token {
                 LISTENER => self.accept(now),
                 SIGNALS => self.on_signals(now),
-                WAKER if self.stop.requested() => self.begin_stop("stop requested", now),
+                WAKER => {
+                    if self.stop.requested() {
+                        self.begin_stop("stop requested", now);
+                    }
+                    self.on_jet(now);
+                }
                 RING => self.on_ring(now),
                 t if MetricsServer::owns(t) => {
                     if let Some(http) = &mut self.http {
@@ -608,6 +620,34 @@ impl Server {
             return;
         };
         let step = conn.on_event(key, now, &mut self.shared);
+        self.apply(key, step);
+    }
+
+    /// Events from the JetStream outputs, each to its connection.
+    fn on_jet(&mut self, now: Instant) {
+        let mut events = Vec::new();
+        self.shared.jet.drain(|e| events.push(e));
+        for e in events {
+            let conn = match &e {
+                JetEvent::Acked { conn, .. }
+                | JetEvent::PublishFailed { conn, .. }
+                | JetEvent::Looked { conn, .. } => *conn,
+                JetEvent::Connected { .. } | JetEvent::Disconnected => continue,
+            };
+            let Some(key) = Key::from_token(Token(conn)) else {
+                continue;
+            };
+            let Some(c) = self.conns.get_mut(key) else {
+                continue; // closed meanwhile
+            };
+            let step = c.on_jet_event(e, now, &mut self.shared);
+            self.apply(key, step);
+        }
+    }
+
+    /// Does what a connection's handler asked for.
+    fn apply(&mut self, key: Key, step: conn::Step) {
+        let token = key.token();
         if let Some(at) = step.wake_at {
             self.reactor.timers.schedule(at, token);
         }

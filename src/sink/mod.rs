@@ -14,8 +14,15 @@
 //!   server side. A stream alone on its output may instead hand over bytes
 //!   that sit in a pipe ([`output::Outputs::splice`]): the server's
 //!   zero-copy path, which writes them at the end of the same file.
+//! - [`jetstream`] is the other kind of output: a NATS JetStream stream,
+//!   written by a client thread of its own, acknowledged on PubAck. A
+//!   route names its output ([`route::Destination`]); the server keeps one
+//!   path per kind (files: `Outputs` and checkpoints; JetStream: staged
+//!   messages and lookups), and another engine (Kafka, an object store)
+//!   would be a third `Destination` with a thread like JetStream's.
 
 pub mod checkpoint;
+pub mod jetstream;
 pub mod journal;
 pub mod output;
 pub mod route;

@@ -356,6 +356,12 @@ impl LineWriter {
         self.written
     }
 
+    /// The stream starts at `offset` after all: bytes already held (sent
+    /// right behind INIT) follow it. Only before anything was written.
+    pub fn rebase(&mut self, offset: u64) {
+        self.written = offset;
+    }
+
     /// Accounts for `n` bytes of the stream that reached the output without
     /// passing through this writer ([`Outputs::splice`]); `line_open`: the
     /// last of them was not a newline. Only while nothing is pending, so

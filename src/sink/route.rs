@@ -52,6 +52,7 @@
 use std::fmt;
 use std::path::{Component, PathBuf};
 
+use crate::config::server::OutputKind;
 use crate::config::{OutputConfig, Piece, ServerConfig};
 use crate::proto::is_host_name;
 
@@ -99,6 +100,26 @@ impl Route {
     pub fn full_path(&self) -> PathBuf {
         self.base.join(&self.relative)
     }
+}
+
+/// Where a stream goes: a file ([`Route`]), or a subject of a JetStream
+/// output (`[output.NAME.jetstream]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    File(Route),
+    JetStream(SubjectRoute),
+}
+
+/// A stream routed to a JetStream output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectRoute {
+    /// The output's name.
+    pub output: String,
+    /// The output's place in the configuration's `outputs`.
+    pub index: usize,
+    /// The rendered subject: valid tokens only (see
+    /// [`crate::sink::jetstream::subject`]).
+    pub subject: String,
 }
 
 /// Why a stream was refused.
@@ -163,19 +184,29 @@ impl Router {
         }
     }
 
-    /// Picks the output for a stream and renders its path; refuses one
-    /// that reaches the server's state ([`RouteError::Reserved`]).
-    pub fn route(&self, s: &StreamInfo<'_>) -> Result<Route, RouteError> {
-        let route = self.pick(s)?;
-        if let Some((state, name)) = &self.reserved {
+    /// Picks the output for a stream and renders its path (or subject);
+    /// refuses a path that reaches the server's state
+    /// ([`RouteError::Reserved`]).
+    pub fn destination(&self, s: &StreamInfo<'_>) -> Result<Destination, RouteError> {
+        let dest = self.pick(s)?;
+        if let (Destination::File(route), Some((state, name))) = (&dest, &self.reserved) {
             if reaches(&route.full_path(), state, name) {
                 return Err(RouteError::Reserved);
             }
         }
-        Ok(route)
+        Ok(dest)
     }
 
-    fn pick(&self, s: &StreamInfo<'_>) -> Result<Route, RouteError> {
+    /// [`destination`](Self::destination) for file outputs only: a stream
+    /// routed to a JetStream output is [`RouteError::NoOutput`] here.
+    pub fn route(&self, s: &StreamInfo<'_>) -> Result<Route, RouteError> {
+        match self.destination(s)? {
+            Destination::File(r) => Ok(r),
+            Destination::JetStream(_) => Err(RouteError::NoOutput),
+        }
+    }
+
+    fn pick(&self, s: &StreamInfo<'_>) -> Result<Destination, RouteError> {
         if !is_host_name(s.host) {
             return Err(RouteError::BadHost);
         }
@@ -191,10 +222,21 @@ impl Router {
                 .find(|o| o.matchers.is_empty() && o.name == svc)
         };
         if let Some(out) = by_match.or_else(by_name) {
-            return Ok(Route {
-                output: Some(out.name.clone()),
-                base: out.template.base().to_path_buf(),
-                relative: render(out.template.components(), s)?,
+            return Ok(match &out.kind {
+                OutputKind::File(t) => Destination::File(Route {
+                    output: Some(out.name.clone()),
+                    base: t.base().to_path_buf(),
+                    relative: render(t.components(), s)?,
+                }),
+                OutputKind::JetStream(js) => Destination::JetStream(SubjectRoute {
+                    output: out.name.clone(),
+                    index: self
+                        .outputs
+                        .iter()
+                        .position(|o| o.name == out.name)
+                        .unwrap_or(0),
+                    subject: js.subject.render(s)?,
+                }),
             });
         }
         let dir = self.directory.as_ref().ok_or(RouteError::NoOutput)?;
@@ -202,11 +244,11 @@ impl Router {
         for c in path_components(s.path)? {
             relative.push(c);
         }
-        Ok(Route {
+        Ok(Destination::File(Route {
             output: None,
             base: dir.clone(),
             relative: checked(relative)?,
-        })
+        }))
     }
 }
 
@@ -323,6 +365,31 @@ fn checked(rel: PathBuf) -> Result<PathBuf, RouteError> {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn a_jetstream_output_routes_to_an_escaped_subject() {
+        let cfg = ServerConfig::from_toml_str(
+            "directory = \"/srv/logs\"\n[output.logs]\nmatch = { svc = \"app\" }\n[output.logs.jetstream]\nservers = [\"nats://127.0.0.1:4222\"]\nstream = \"LOGS\"\nsubject = \"logs.{host}.{path}\"\n",
+            "server.toml",
+        )
+        .unwrap();
+        let r = Router::new(&cfg);
+        let meta = [("svc", "app")];
+        let info = StreamInfo {
+            host: "web1",
+            path: "/var/log/app.log",
+            meta: &meta,
+        };
+        let want = Destination::JetStream(SubjectRoute {
+            output: "logs".into(),
+            index: 0,
+            subject: "logs.web1.var.log.app%2Elog".into(),
+        });
+        assert_eq!(r.destination(&info), Ok(want));
+        assert_eq!(r.route(&info), Err(RouteError::NoOutput));
+        let other = StreamInfo { meta: &[], ..info };
+        assert!(matches!(r.destination(&other), Ok(Destination::File(_))));
+    }
 
     #[test]
     fn the_state_file_its_siblings_and_its_ancestors_are_reserved() {

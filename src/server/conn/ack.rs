@@ -40,6 +40,10 @@ impl Conn {
         let Some(mark) = self.round.take() else {
             return Step::default();
         };
+        if self.stream.as_ref().is_some_and(|s| s.jet.is_some()) {
+            // JetStream acknowledges these streams, not checkpoints.
+            return Step::default();
+        }
         if let ConnPhase::Attaching { .. } = self.phase {
             if !mark.attaching {
                 return Step::default();
@@ -55,17 +59,7 @@ impl Conn {
         }
         if finishing {
             let end = s.writer.written();
-            if s.ack {
-                if end > s.acked {
-                    s.acknowledge(end);
-                    proto::write_ack(&mut self.outbuf, end);
-                }
-                proto::write_done(&mut self.outbuf, end);
-            }
-            self.phase = ConnPhase::Closing {
-                deadline: now + LINGER,
-                eof: true,
-            };
+            self.answer_done(end, now);
         } else {
             self.queue_ack();
         }
@@ -86,9 +80,25 @@ impl Conn {
         step
     }
 
+    /// The stream ended at `end`, all of it acknowledged: the last `ACK`
+    /// and `250 DONE` (to a client that asked for ACKs), then closing.
+    pub(super) fn answer_done(&mut self, end: u64, now: Instant) {
+        if let Some(s) = self.stream.as_mut().filter(|s| s.ack) {
+            if end > s.acked {
+                s.acknowledge(end);
+                proto::write_ack(&mut self.outbuf, end);
+            }
+            proto::write_done(&mut self.outbuf, end);
+        }
+        self.phase = ConnPhase::Closing {
+            deadline: now + LINGER,
+            eof: true,
+        };
+    }
+
     /// The checkpoint covering this new stream is written: answer `200`,
     /// write what came with INIT, and read what arrived meanwhile.
-    fn attached(&mut self, now: Instant, shared: &mut Shared) -> Step {
+    pub(super) fn attached(&mut self, now: Instant, shared: &mut Shared) -> Step {
         let s = self.stream.as_ref();
         let ready = proto::Reply {
             code: 200,
@@ -114,6 +124,10 @@ impl Conn {
     /// The group checkpoint failed: refuse the stream if it was still
     /// attaching (returns true then).
     pub fn commit_failed(&mut self, now: Instant) -> bool {
+        if self.stream.as_ref().is_some_and(|s| s.jet.is_some()) {
+            self.round = None;
+            return false;
+        }
         let marked = self.round.take().is_some_and(|m| m.attaching);
         let attaching = marked && matches!(self.phase, ConnPhase::Attaching { .. });
         if attaching {

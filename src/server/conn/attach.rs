@@ -17,6 +17,7 @@ use std::time::Instant;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::inflate::{Inflow, InflowError};
+use super::jet::JetLink;
 use super::{Attachment, Conn, ConnPhase, Shared, Step, DONE_TIMEOUT};
 use crate::codec::Codec;
 use crate::config::auth::DEFAULT_ROUTE;
@@ -32,7 +33,7 @@ use crate::server::auth::{self, Claim, Identity};
 use crate::server::book::Resume;
 use crate::server::StreamKey;
 use crate::sink::output::{LineWriter, OutputId};
-use crate::sink::route::{Route, StreamInfo};
+use crate::sink::route::{Destination, Route, StreamInfo, SubjectRoute};
 
 /// What an INIT asks for beyond routing, from its reserved meta keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +179,21 @@ impl Conn {
         false
     }
 
+    /// Refuses the stream with `503 text`: its output cannot take it.
+    fn unavailable(&mut self, text: &str, now: Instant, shared: &mut Shared) {
+        let reason = HandshakeFailure::OutputUnavailable;
+        let text = text.to_string();
+        self.refuse(
+            Refusal {
+                code: 503,
+                text,
+                reason,
+            },
+            now,
+            shared,
+        );
+    }
+
     /// Queues a refusal line, counts it, and moves to `Closing`.
     fn refuse(&mut self, r: Refusal, now: Instant, shared: &mut Shared) {
         shared.metrics.handshake_failed(r.reason);
@@ -252,13 +268,13 @@ impl Conn {
             identity: &identity,
             key: stream_key.as_ref(),
         };
-        let (route, output) = self.open_output(&gate, now, shared)?;
+        let opened = self.open_output(&gate, now, shared)?;
         let start = match &stream_key {
             Some(k) => {
                 let owner = identity.to_string();
                 let slot = Slot {
                     conn: key,
-                    route: &route,
+                    out_path: opened.resume_path(),
                     owner,
                 };
                 let start = take_resume_slot(shared, k, slot, req.offset.unwrap_or(0), step);
@@ -271,8 +287,28 @@ impl Conn {
         // knows whose bytes follow it (and forgives excess it reported).
         // It is a group commit: the server checkpoints once after this turn
         // of the loop for every INIT that arrived, and only then answers
-        // `200` (see `after_commit`).
-        shared.commit_requested = true;
+        // `200` (see `after_commit`). A JetStream stream waits for the
+        // lookup of its end instead (see `jet`).
+        let jet = match &opened {
+            Opened::File(..) => {
+                shared.commit_requested = true;
+                None
+            }
+            Opened::Jet(sr) => {
+                let j = JetLink::new(sr, &info, stream_key.as_ref(), &self.stream_id, key, start);
+                if !Conn::jet_lookup(&j, shared) {
+                    crate::warn!(
+                        "{}: refused stream {label}: output {} takes no more commands now",
+                        self.peer,
+                        sr.output
+                    );
+                    self.unavailable("JetStream busy", now, shared);
+                    release_slot(shared, stream_key.as_ref(), key);
+                    return None;
+                }
+                Some(Box::new(j))
+            }
+        };
         let owner = match &stream_key {
             Some(k) => fnv1a(format!("{}\0{}\0{}", k.host, k.path, k.id).as_bytes()),
             None => u64::MAX - key.token().0 as u64,
@@ -284,10 +320,11 @@ impl Conn {
             "{} (STREAMID {}, {identity}): {label} -> {} (offset {start}{codec})",
             self.peer,
             self.stream_id,
-            crate::log::esc(&shared.outputs.path(output))
+            opened.describe(shared)
         );
         let resumable = req.offset.is_some() || stream_key.is_some();
-        let labels = OutputLabels::for_route(route.output.as_deref());
+        let labels = OutputLabels::for_route(opened.name());
+        let output = opened.id();
         shared.metrics.streams_active.inc();
         let m = &shared.metrics;
         Some(Attachment {
@@ -302,6 +339,7 @@ impl Conn {
             write_errors: m.write_errors.get_or_create_owned(&labels),
             counted: start,
             writer: LineWriter::new(start, shared.cfg.max_line),
+            jet,
             key: stream_key,
             ack: req.ack,
             acked: start,
@@ -353,9 +391,9 @@ impl Conn {
         gate: &Gate<'_>,
         now: Instant,
         shared: &mut Shared,
-    ) -> Option<(Route, OutputId)> {
+    ) -> Option<Opened> {
         let label = gate.label;
-        let route = match shared.router.route(gate.info) {
+        let route = match shared.router.destination(gate.info) {
             Ok(r) => r,
             Err(e) => {
                 crate::warn!("{}: refused stream {label}: {e}", self.peer);
@@ -370,9 +408,20 @@ impl Conn {
                 return None;
             }
         };
-        self.authorize(gate, &route, now, shared)?;
+        let route = match route {
+            Destination::File(r) => r,
+            Destination::JetStream(sr) => {
+                self.authorize(gate, Some(&sr.output), now, shared)?;
+                if shared.jet.get(sr.index).is_none() {
+                    self.unavailable("Output unavailable", now, shared);
+                    return None;
+                }
+                return Some(Opened::Jet(sr));
+            }
+        };
+        self.authorize(gate, route.output.as_deref(), now, shared)?;
         match shared.outputs.acquire(&route) {
-            Ok(output) => Some((route, output)),
+            Ok(output) => Some(Opened::File(route, output)),
             Err(e) => {
                 crate::error!(
                     "{}: cannot open output {} for {label}: {e}",
@@ -396,13 +445,12 @@ impl Conn {
     fn authorize(
         &mut self,
         gate: &Gate<'_>,
-        route: &Route,
+        output: Option<&str>,
         now: Instant,
         shared: &mut Shared,
     ) -> Option<()> {
         let (id, label) = (gate.identity, gate.label);
         let cfg = &shared.cfg.auth;
-        let output = route.output.as_deref();
         if let Err(denied) = auth::authorize(cfg, id, gate.info, output) {
             let text = denied.explain(id, gate.info.host, output.unwrap_or(DEFAULT_ROUTE));
             crate::warn!("{}: refused stream {label}: {text}", self.peer);
@@ -447,10 +495,12 @@ struct Gate<'a> {
     key: Option<&'a StreamKey>,
 }
 
-/// Who takes a resume slot: the connection, its route and its identity.
-struct Slot<'a> {
+/// Who takes a resume slot: the connection, where its stream goes and its
+/// identity.
+struct Slot {
     conn: Key,
-    route: &'a Route,
+    /// The output file, or `jetstream:NAME:SUBJECT` (see [`Opened`]).
+    out_path: std::path::PathBuf,
     /// The identity's `Display` form: the stream's owner from now on.
     owner: String,
 }
@@ -463,11 +513,11 @@ struct Slot<'a> {
 fn take_resume_slot(
     shared: &mut Shared,
     k: &StreamKey,
-    slot: Slot<'_>,
+    slot: Slot,
     offset: u64,
     step: &mut Step,
 ) -> u64 {
-    let out_path = slot.route.full_path();
+    let out_path = slot.out_path;
     let seen = crate::sink::journal::unix_now();
     let entry = shared
         .resume
@@ -516,6 +566,56 @@ fn skip_to_part(shared: &mut Shared, k: &StreamKey, start: u64, part: Option<u64
             p
         }
         _ => start,
+    }
+}
+
+/// Where an attaching stream goes: an opened output file, or a JetStream
+/// output's subject.
+enum Opened {
+    File(Route, OutputId),
+    Jet(SubjectRoute),
+}
+
+impl Opened {
+    /// What the resume book records as the stream's output: the file, or
+    /// `jetstream:NAME:SUBJECT` (no file is ever opened at that path).
+    fn resume_path(&self) -> std::path::PathBuf {
+        match self {
+            Opened::File(r, _) => r.full_path(),
+            Opened::Jet(sr) => format!("jetstream:{}:{}", sr.output, sr.subject).into(),
+        }
+    }
+
+    fn name(&self) -> Option<&str> {
+        match self {
+            Opened::File(r, _) => r.output.as_deref(),
+            Opened::Jet(sr) => Some(&sr.output),
+        }
+    }
+
+    /// The output file's id; none for JetStream (every `Outputs` method
+    /// ignores an id that is not open).
+    fn id(&self) -> OutputId {
+        match self {
+            Opened::File(_, id) => *id,
+            Opened::Jet(_) => OutputId::MAX,
+        }
+    }
+
+    fn describe(&self, shared: &Shared) -> String {
+        match self {
+            Opened::File(_, id) => crate::log::esc(&shared.outputs.path(*id)).to_string(),
+            Opened::Jet(sr) => format!("JetStream output {} subject {}", sr.output, sr.subject),
+        }
+    }
+}
+
+/// A refused JetStream stream gives its resume slot back.
+fn release_slot(shared: &mut Shared, key: Option<&StreamKey>, conn: Key) {
+    if let Some(k) = key {
+        shared
+            .resume
+            .detach(k, conn, crate::sink::journal::unix_now());
     }
 }
 

@@ -133,7 +133,9 @@ impl Conn {
             return false;
         };
         let writers = shared.outputs.writers(s.output);
-        let blocker = if shared.splice.off {
+        let blocker = if s.jet.is_some() {
+            Some("JetStream output")
+        } else if shared.splice.off {
             Some("splice unavailable")
         } else if self.sock.as_plain().is_none() {
             Some("TLS connection")
