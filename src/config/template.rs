@@ -28,7 +28,8 @@ use super::is_token;
 /// One piece of a template component.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Piece {
-    /// Literal text; never contains `/` or NUL.
+    /// Literal text; never contains `/` or NUL (in a JetStream subject
+    /// template: subject-safe, see `sink::jetstream::subject`).
     Lit(String),
     /// `{host}`
     Host,
@@ -190,7 +191,8 @@ fn parse_component(raw: &str) -> Result<Vec<Piece>, TemplateError> {
     Ok(pieces)
 }
 
-fn placeholder(name: &str) -> Result<Piece, TemplateError> {
+/// The placeholder `{name}` (also used by JetStream subject templates).
+pub(crate) fn placeholder(name: &str) -> Result<Piece, TemplateError> {
     Ok(match name {
         "host" => Piece::Host,
         "path" => Piece::Path,

@@ -17,18 +17,8 @@
 
 use std::fmt::Write as _;
 
+use crate::config::template::{placeholder, Piece};
 use crate::sink::route::{RouteError, StreamInfo};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Piece {
-    /// Literal text: subject-safe, never empty within its token.
-    Lit(String),
-    Host,
-    Path,
-    File,
-    /// `{svc}` (as `Meta("svc")`) or `{meta.KEY}`.
-    Meta(String),
-}
 
 /// A parsed subject template: one `Vec<Piece>` per token, none empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,20 +128,11 @@ fn parse_token(tok: &str) -> Result<Vec<Piece>, String> {
                 .find('}')
                 .ok_or_else(|| format!("unclosed '{{' in {tok:?}"))?;
             let name = &after[..end];
-            pieces.push(match name {
-                "host" => Piece::Host,
-                "path" => Piece::Path,
-                "file" => Piece::File,
-                "svc" => Piece::Meta("svc".into()),
-                _ => match name.strip_prefix("meta.") {
-                    Some(k) if crate::config::is_token(k) => Piece::Meta(k.into()),
-                    _ => {
-                        return Err(format!(
-                            "unknown placeholder {{{name}}} (use {{host}}, {{svc}}, {{path}}, {{file}} or {{meta.KEY}})"
-                        ))
-                    }
-                },
-            });
+            pieces.push(placeholder(name).map_err(|_| {
+                format!(
+                    "unknown placeholder {{{name}}} (use {{host}}, {{svc}}, {{path}}, {{file}} or {{meta.KEY}})"
+                )
+            })?);
             rest = &after[end + 1..];
         } else {
             let end = rest.find('{').unwrap_or(rest.len());
