@@ -445,25 +445,6 @@ fn rotated_then_rewritten_truncated_deleted_and_recreated() {
 }
 
 #[test]
-fn truncated_twice_rotated_then_started_written_rotated_and_deleted() {
-    use Op::*;
-    run(&[
-        Write(203),
-        Rotate(37),
-        Write(119),
-        Truncate,
-        Truncate,
-        Write(45),
-        Rotate(3),
-        Start,
-        Write(283),
-        Rotate(0),
-        Rotate(39),
-        Delete,
-    ]);
-}
-
-#[test]
 fn truncated_after_restarts_and_rotations_with_a_shorter_rewrite() {
     use Op::*;
     run(&[
