@@ -9,15 +9,37 @@
 //! output paths) goes into a message through [`esc`], which writes control
 //! characters, the Unicode line separators and `\\` as escapes. A peer can
 //! then neither end a line early nor forge one that starts with our
-//! prefix.
+//! prefix. (A control character that reaches a text message anyway is
+//! escaped when the line is written.)
+//!
+//! With `log_format = "json"` (or `--log-format json`, see [`Format`]) each
+//! line is one JSON object instead: `ts`, `level`, `daemon`, `msg` (the
+//! text line's message) and the event's structured fields, which a call
+//! passes before a `;` (`info!(path = p, offset = o; "...")`) or a handler
+//! sets for all its lines with `log_scope!` (see `fields.rs`).
+//!
+//! A status line (the progress of a `method = "send"` backfill on a
+//! terminal, [`status`]) stays at the bottom of the terminal: every log
+//! line first clears it (`\r` and erase to the end of the line), then
+//! draws it again below itself, so the two never run into each other.
+
+mod fields;
+
+pub use fields::{scope, Scope, ToValue, Value};
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
 static MUTED: AtomicBool = AtomicBool::new(false);
+static JSON: AtomicBool = AtomicBool::new(false);
 static PROGRAM: OnceLock<&'static str> = OnceLock::new();
+/// The status line on screen (empty: none); see [`status`].
+static STATUS: Mutex<String> = Mutex::new(String::new());
+
+/// Clears the rest of a terminal line after a carriage return.
+const CLEAR_LINE: &str = "\r\x1b[K";
 
 /// Sets the program name shown in each line and whether debug lines print.
 pub fn init(program: &'static str, debug: bool) {
@@ -29,6 +51,51 @@ pub fn debug_enabled() -> bool {
     DEBUG.load(Ordering::Relaxed)
 }
 
+/// How lines are written: `log_format` in both configs, `--log-format`
+/// on both command lines (the flag wins).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// `2026-11-25T14:00:05.123Z loghamsterd WARN message` (the default).
+    #[default]
+    Text,
+    /// One JSON object per line (see the module doc).
+    Json,
+}
+
+impl Format {
+    /// `"text"` or `"json"`.
+    pub fn parse(s: &str) -> Option<Format> {
+        match s {
+            "text" => Some(Format::Text),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Text => "text",
+            Format::Json => "json",
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Chooses text or JSON lines (text until called).
+pub fn set_format(format: Format) {
+    JSON.store(format == Format::Json, Ordering::Relaxed);
+}
+
+/// True when lines are JSON objects.
+pub fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
 /// Formats every line but writes none (`true`): for fuzz targets, which
 /// run the daemons' code millions of times.
 #[doc(hidden)]
@@ -38,13 +105,113 @@ pub fn mute(on: bool) {
 
 #[doc(hidden)]
 pub fn emit(level: &str, args: std::fmt::Arguments<'_>) {
-    use std::io::Write;
+    emit_with(level, &[], args)
+}
+
+/// One line with structured fields (shown in JSON mode only); the
+/// macros' `key = value, ...;` form.
+#[doc(hidden)]
+pub fn emit_with(level: &str, fields: &[(&'static str, Value<'_>)], args: std::fmt::Arguments<'_>) {
     let prog = PROGRAM.get().copied().unwrap_or("loghamster");
-    let line = format!("{} {prog} {level} {args}\n", timestamp(SystemTime::now()));
+    let line = format_line(json(), SystemTime::now(), level, prog, args, fields);
     if MUTED.load(Ordering::Relaxed) {
         return;
     }
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    write_line(&line);
+}
+
+/// A line as [`emit_with`] writes it.
+fn format_line(
+    json: bool,
+    now: SystemTime,
+    level: &str,
+    prog: &str,
+    args: std::fmt::Arguments<'_>,
+    fields: &[(&'static str, Value<'_>)],
+) -> Vec<u8> {
+    let msg = one_line(match args.as_str() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(args.to_string()),
+    });
+    let ts = timestamp(now);
+    match json {
+        true => fields::line(&ts, level, prog, &msg, fields),
+        false => format!("{ts} {prog} {level} {msg}\n").into_bytes(),
+    }
+}
+
+/// `msg` with any control character (`\n` above all) escaped as [`esc`]
+/// would: one event stays one line even if a message was built without
+/// `esc`.
+fn one_line(msg: std::borrow::Cow<'_, str>) -> std::borrow::Cow<'_, str> {
+    if !msg.chars().any(char::is_control) {
+        return msg;
+    }
+    let mut out = String::with_capacity(msg.len() + 8);
+    for c in msg.chars() {
+        match c {
+            c if c.is_control() => out.push_str(&esc(c.encode_utf8(&mut [0; 4])).to_string()),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Writes one line to stderr in one write, clearing the status line
+/// before it and drawing it again after it.
+fn write_line(line: &[u8]) {
+    use std::io::Write;
+    let status = STATUS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut err = std::io::stderr().lock();
+    if status.is_empty() {
+        let _ = err.write_all(line);
+    } else {
+        let mut all = Vec::with_capacity(line.len() + status.len() + 8);
+        all.extend_from_slice(CLEAR_LINE.as_bytes());
+        all.extend_from_slice(line);
+        all.extend_from_slice(status.as_bytes());
+        let _ = err.write_all(&all);
+    }
+}
+
+/// Shows `text` as the status line at the bottom of a terminal, in place
+/// of the previous one; log lines clear it and draw it again below them
+/// (see the module doc). The caller decides that stderr is a terminal.
+/// Control characters in `text` are dropped (it must stay one line).
+pub fn status(text: &str) {
+    use std::io::Write;
+    if MUTED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut status = STATUS.lock().unwrap_or_else(|e| e.into_inner());
+    status.clear();
+    status.extend(text.chars().filter(|c| !c.is_control()));
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{CLEAR_LINE}{status}");
+}
+
+/// Clears the status line from the terminal and forgets it (nothing
+/// happens when none is shown).
+pub fn clear_status() {
+    use std::io::Write;
+    let mut status = STATUS.lock().unwrap_or_else(|e| e.into_inner());
+    if !status.is_empty() {
+        status.clear();
+        let _ = std::io::stderr().lock().write_all(CLEAR_LINE.as_bytes());
+    }
+}
+
+/// Prints why a daemon cannot go on (before it exits non-zero): one
+/// `program: error` line, or an ERROR line in JSON mode.
+pub fn fatal(program: &'static str, error: &dyn std::fmt::Display) {
+    clear_status();
+    match json() {
+        true => {
+            let _ = PROGRAM.set(program);
+            emit("ERROR", format_args!("{error}"));
+        }
+        false => eprintln!("{program}: {}", one_line(error.to_string().into())),
+    }
 }
 
 /// Shows `s` (a `str`, `String`, `Path` or `OsStr`) in a log line: C0
@@ -113,20 +280,39 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// `debug!("...")`, or with fields for JSON lines:
+/// `debug!(path = p, offset = o; "...")` (see the module doc).
 #[macro_export]
 macro_rules! debug {
+    ($($k:ident = $v:expr),+ ; $($t:tt)+) => {
+        if $crate::log::debug_enabled() {
+            $crate::log::emit_with("DEBUG", &$crate::log_fields!($($k = $v),+), format_args!($($t)+))
+        }
+    };
     ($($t:tt)*) => { if $crate::log::debug_enabled() { $crate::log::emit("DEBUG", format_args!($($t)*)) } };
 }
+/// `info!("...")`, or `info!(key = value, ...; "...")`.
 #[macro_export]
 macro_rules! info {
+    ($($k:ident = $v:expr),+ ; $($t:tt)+) => {
+        $crate::log::emit_with("INFO", &$crate::log_fields!($($k = $v),+), format_args!($($t)+))
+    };
     ($($t:tt)*) => { $crate::log::emit("INFO", format_args!($($t)*)) };
 }
+/// `warn!("...")`, or `warn!(key = value, ...; "...")`.
 #[macro_export]
 macro_rules! warn {
+    ($($k:ident = $v:expr),+ ; $($t:tt)+) => {
+        $crate::log::emit_with("WARN", &$crate::log_fields!($($k = $v),+), format_args!($($t)+))
+    };
     ($($t:tt)*) => { $crate::log::emit("WARN", format_args!($($t)*)) };
 }
+/// `error!("...")`, or `error!(key = value, ...; "...")`.
 #[macro_export]
 macro_rules! error {
+    ($($k:ident = $v:expr),+ ; $($t:tt)+) => {
+        $crate::log::emit_with("ERROR", &$crate::log_fields!($($k = $v),+), format_args!($($t)+))
+    };
     ($($t:tt)*) => { $crate::log::emit("ERROR", format_args!($($t)*)) };
 }
 
@@ -166,5 +352,68 @@ mod tests {
         assert_eq!(timestamp(t), "2026-11-25T14:00:05.123Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(&timestamp(leap)[..10], "2000-02-29");
+    }
+
+    fn line(json: bool, args: std::fmt::Arguments<'_>) -> String {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_615_205_123);
+        let fields = crate::log_fields!(path = "/a", offset = 3u64);
+        String::from_utf8(format_line(json, t, "INFO", "loghamsterc", args, &fields)).unwrap()
+    }
+
+    #[test]
+    fn text_lines_show_the_message_and_not_the_fields() {
+        assert_eq!(
+            line(false, format_args!("/a: following from offset {}", 3)),
+            "2026-11-25T14:00:05.123Z loghamsterc INFO /a: following from offset 3\n"
+        );
+    }
+
+    #[test]
+    fn json_lines_carry_the_message_and_the_fields() {
+        let l = line(true, format_args!("/a: following from offset {}", 3));
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        assert_eq!(v["ts"], "2026-11-25T14:00:05.123Z");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["daemon"], "loghamsterc");
+        assert_eq!(v["msg"], "/a: following from offset 3");
+        assert_eq!(v["path"], "/a");
+        assert_eq!(v["offset"], 3);
+    }
+
+    #[test]
+    fn a_message_never_spans_two_lines() {
+        let bad = "cannot parse:\n  line 2\r\x1b[31m";
+        for json in [false, true] {
+            let l = line(json, format_args!("{bad}"));
+            assert_eq!(l.matches('\n').count(), 1, "{l:?}");
+            assert!(l.ends_with('\n'));
+            assert!(!l[..l.len() - 1].chars().any(char::is_control), "{l:?}");
+        }
+        let l = line(false, format_args!("{bad}"));
+        assert!(
+            l.ends_with("cannot parse:\\n  line 2\\r\\u{1b}[31m\n"),
+            "{l:?}"
+        );
+    }
+
+    #[test]
+    fn formats_parse_by_name() {
+        assert_eq!(Format::parse("json"), Some(Format::Json));
+        assert_eq!(Format::parse("text"), Some(Format::Text));
+        assert_eq!(Format::parse("JSON"), None);
+        assert_eq!(Format::default(), Format::Text);
+        assert_eq!(Format::Json.to_string(), "json");
+    }
+
+    #[test]
+    fn the_macros_take_fields_before_a_semicolon() {
+        mute(true);
+        let p = std::path::Path::new("/x");
+        crate::info!(path = p, offset = 1u64; "{}: x", esc(p));
+        crate::warn!(path = p; "plain {}", 1);
+        crate::error!(n = 2usize; "n");
+        crate::debug!(n = 2usize; "n {}", 2);
+        crate::info!("no fields {}", 1);
+        crate::info!("no args");
     }
 }
