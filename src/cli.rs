@@ -124,6 +124,11 @@ fn port_in(text: &str, min: u16) -> Result<u16, AddrError> {
     }
 }
 
+/// `--log-format`: `text` or `json` (see [`crate::log::Format`]).
+pub fn log_format(text: &str) -> Result<crate::log::Format, String> {
+    crate::log::Format::parse(text).ok_or_else(|| "expected text or json".to_string())
+}
+
 /// An address to listen on: `ip:port` or `[ipv6]:port`, port 0 to 65535.
 pub fn listen_addr(text: &str) -> Result<SocketAddr, AddrError> {
     let (ip, port) = text

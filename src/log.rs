@@ -210,7 +210,7 @@ pub fn fatal(program: &'static str, error: &dyn std::fmt::Display) {
             let _ = PROGRAM.set(program);
             emit("ERROR", format_args!("{error}"));
         }
-        false => eprintln!("{program}: {}", one_line(error.to_string().into())),
+        false => eprintln!("{program}: {error}"),
     }
 }
 

@@ -56,6 +56,10 @@ struct Args {
     /// print debug lines
     #[argh(switch)]
     debug: bool,
+    /// log lines as text (default) or json, one object per line
+    /// (overrides `log_format`)
+    #[argh(option, from_str_fn(log_format))]
+    log_format: Option<loghamster::log::Format>,
     /// ship the file a symlink at a followed path leads to (overrides
     /// `follow_symlinks`; default: symlinks are not opened)
     #[argh(switch)]
@@ -68,12 +72,19 @@ struct Args {
     files: Vec<PathBuf>,
 }
 
+fn log_format(text: &str) -> Result<loghamster::log::Format, String> {
+    loghamster::cli::log_format(text)
+}
+
 fn main() -> ExitCode {
     let args: Args = loghamster::cli::parse("loghamsterc", VERSION);
+    if let Some(f) = args.log_format {
+        loghamster::log::set_format(f);
+    }
     let cfg = match build_config(&args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("loghamsterc: {e}");
+            loghamster::log::fatal("loghamsterc", &e);
             return ExitCode::from(2);
         }
     };
@@ -114,14 +125,16 @@ fn main() -> ExitCode {
             cfg.streams.len(),
             cfg.state_file.display()
         );
+        println!("logs: {}", args.log_format.unwrap_or(cfg.log_format));
         return ExitCode::SUCCESS;
     }
     loghamster::log::init("loghamsterc", cfg.debug);
+    loghamster::log::set_format(args.log_format.unwrap_or(cfg.log_format));
     let result = ClientDaemon::new(cfg, true).and_then(ClientDaemon::run);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("loghamsterc: {e}");
+            loghamster::log::fatal("loghamsterc", &e);
             ExitCode::from(1)
         }
     }

@@ -38,6 +38,10 @@ struct Args {
     /// print debug lines
     #[argh(switch)]
     debug: bool,
+    /// log lines as text (default) or json, one object per line
+    /// (overrides `log_format`)
+    #[argh(option, from_str_fn(log_format))]
+    log_format: Option<loghamster::log::Format>,
     /// validate the config, print a summary and exit
     #[argh(switch)]
     check_config: bool,
@@ -51,10 +55,17 @@ fn listen_addr(text: &str) -> Result<SocketAddr, String> {
     loghamster::cli::listen_addr(text).map_err(|e| e.to_string())
 }
 
+fn log_format(text: &str) -> Result<loghamster::log::Format, String> {
+    loghamster::cli::log_format(text)
+}
+
 fn main() -> ExitCode {
     let args: Args = loghamster::cli::parse("loghamsterd", VERSION);
     if args.hash_token {
         return hash_token();
+    }
+    if let Some(f) = args.log_format {
+        loghamster::log::set_format(f);
     }
     let cfg = match &args.config {
         Some(path) => match ServerConfig::load(path) {
@@ -69,7 +80,7 @@ fn main() -> ExitCode {
                 cfg
             }
             Err(e) => {
-                eprintln!("loghamsterd: {e}");
+                loghamster::log::fatal("loghamsterd", &e);
                 return ExitCode::from(2);
             }
         },
@@ -100,6 +111,7 @@ fn main() -> ExitCode {
             }
         );
         println!("limits: {}", cfg.limits);
+        println!("logs: {}", args.log_format.unwrap_or(cfg.log_format));
         match cfg.auth.is_open() {
             true => println!("authorization: open (no [[allow]] rules: anyone who can connect may write anything)"),
             false => println!(
@@ -121,17 +133,18 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     loghamster::log::init("loghamsterd", cfg.debug);
+    loghamster::log::set_format(args.log_format.unwrap_or(cfg.log_format));
     let server = match Server::bind(cfg, true) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("loghamsterd: {e}");
+            loghamster::log::fatal("loghamsterd", &e);
             return ExitCode::from(1);
         }
     };
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("loghamsterd: {e}");
+            loghamster::log::fatal("loghamsterd", &e);
             ExitCode::from(1)
         }
     }

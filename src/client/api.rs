@@ -200,6 +200,7 @@ impl Client {
                 .unwrap_or_else(default_client_state_file),
             hostname: self.hostname.clone(),
             debug: false,
+            log_format: crate::log::Format::default(),
             follow_symlinks: false,
             tuning: self.tuning,
             prometheus: Prometheus::disabled(DEFAULT_PROMETHEUS_LISTEN),

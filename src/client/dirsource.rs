@@ -252,6 +252,7 @@ impl DirSource {
         match change {
             Change::None => {}
             Change::WriterFound => crate::info!(
+                path = path;
                 "{}: open for writing; sending it once it is closed",
                 crate::log::esc(&path)
             ),
@@ -259,6 +260,7 @@ impl DirSource {
                 self.warned_unprovable = true;
                 let why = unprovable(file);
                 crate::warn!(
+                    path = self.dir;
                     "{}: cannot prove that files here are closed ({why}); a file counts as closed once its size and modification time stayed the same for {}s",
                     crate::log::esc(&self.dir),
                     SETTLE.as_secs()

@@ -423,6 +423,8 @@ impl ClientDaemon {
         let Some(stream) = self.streams.get_mut(key) else {
             return;
         };
+        // Every line this stream's handlers log names its path.
+        let _log = crate::log_scope!(path = stream.path());
         // In range: a stream's meter index comes from `meters`.
         let meter = &mut self.meters[stream.meter()];
         let stream_limit = self.limits.get_mut(stream.meter()).and_then(Option::as_mut);

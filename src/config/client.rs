@@ -76,6 +76,8 @@ pub struct ClientConfig {
     pub hostname: Option<String>,
     /// Top-level `debug`, default false.
     pub debug: bool,
+    /// Top-level `log_format`: text (default) or JSON lines.
+    pub log_format: crate::log::Format,
     /// Top-level `follow_symlinks`, default false: a symlink at a followed
     /// path, among a directory's files, or rotated in is not opened (one
     /// WARN per path) unless this is true.
@@ -309,6 +311,7 @@ struct RawClient {
     state_file: Option<PathBuf>,
     hostname: Option<Spanned<String>>,
     debug: Option<bool>,
+    log_format: Option<Spanned<String>>,
     follow_symlinks: Option<bool>,
     tuning: Option<RawTuning>,
     prometheus: Option<RawPrometheus>,
@@ -436,6 +439,7 @@ impl RawClient {
             state_file: self.state_file.unwrap_or_else(default_client_state_file),
             hostname,
             debug: self.debug.unwrap_or(false),
+            log_format: doc.log_format(self.log_format)?,
             follow_symlinks: self.follow_symlinks.unwrap_or(false),
             tuning: self
                 .tuning

@@ -203,6 +203,26 @@ impl Doc<'_> {
         }
     }
 
+    /// Top-level `log_format` (both daemons): `"text"` (the default) or
+    /// `"json"`.
+    pub fn log_format(
+        &self,
+        value: Option<Spanned<String>>,
+    ) -> Result<crate::log::Format, ConfigError> {
+        let Some(v) = value else {
+            return Ok(crate::log::Format::default());
+        };
+        crate::log::Format::parse(v.get_ref()).ok_or_else(|| {
+            self.err_at(
+                v.span(),
+                format!(
+                    "`log_format` {:?}: expected \"text\" or \"json\"",
+                    v.get_ref()
+                ),
+            )
+        })
+    }
+
     /// An error at the `n`th (0-based) line whose trimmed text starts with
     /// `header`, e.g. the third `[[stream]]`.
     pub fn err_at_header(&self, header: &str, n: usize, message: String) -> ConfigError {

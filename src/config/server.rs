@@ -64,6 +64,8 @@ pub const DEFAULT_PROMETHEUS_LISTEN: &str = "127.0.0.1:8091";
 pub struct ServerConfig {
     /// Top-level `debug`, default false.
     pub debug: bool,
+    /// Top-level `log_format`: text (default) or JSON lines.
+    pub log_format: crate::log::Format,
     /// `listen = "ip:port"`, default `127.0.0.1:8901`.
     pub listen: SocketAddr,
     /// Root of the default route (`directory/<host>/<path>`); `None`
@@ -236,6 +238,7 @@ impl OutputConfig {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     debug: Option<bool>,
+    log_format: Option<Spanned<String>>,
     listen: Option<Spanned<String>>,
     directory: Option<Spanned<PathBuf>>,
     state_file: Option<PathBuf>,
@@ -298,6 +301,7 @@ impl ServerConfig {
     ) -> ServerConfig {
         ServerConfig {
             debug,
+            log_format: crate::log::Format::default(),
             listen: listen.unwrap_or(DEFAULT_LISTEN),
             directory,
             state_file: None,
@@ -333,6 +337,7 @@ impl ServerConfig {
 impl RawServer {
     fn validate(self, doc: &Doc<'_>) -> Result<ServerConfig, ConfigError> {
         let mut cfg = ServerConfig::from_flags(None, None, self.debug.unwrap_or(false));
+        cfg.log_format = doc.log_format(self.log_format)?;
         if let Some(l) = self.listen {
             cfg.listen = crate::cli::listen_addr(l.get_ref()).map_err(|why| {
                 let e = doc.err_at(

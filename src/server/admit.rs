@@ -167,6 +167,7 @@ impl super::Server {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
+            let _log = crate::log_scope!(peer = conn.peer);
             if conn.idle(now, timeout, &mut self.shared) {
                 self.on_conn_event(key.token(), now);
             }

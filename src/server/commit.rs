@@ -269,6 +269,7 @@ impl Server {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
+            let _log = crate::log_scope!(peer = conn.peer);
             let step = conn.after_commit(now, &mut self.shared);
             if let Some(at) = step.wake_at {
                 self.reactor.timers.schedule(at, key.token());

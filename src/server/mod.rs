@@ -399,7 +399,7 @@ impl Server {
 
     /// Runs until SIGTERM/SIGINT and the following drain are done.
     pub fn run(mut self) -> Result<(), ServerError> {
-        crate::info!("listening on {}", self.local_addr);
+        crate::info!(listen = self.local_addr; "listening on {}", self.local_addr);
         if self.shared.cfg.auth.is_open() {
             crate::warn!(
                 "open server: no [[allow]] rules, so anyone who can reach {} may write any host's streams to any output (see the README, \"Security\")",
@@ -577,7 +577,7 @@ impl Server {
         self.shared.metrics.connections_refused.inc();
         self.shared.metrics.limit_hit(hit);
         if self.gate.should_log(peer.ip(), now) {
-            crate::warn!("{}", admit::describe(hit, peer, &self.gate));
+            crate::warn!(peer = peer; "{}", admit::describe(hit, peer, &self.gate));
         }
     }
 
@@ -590,7 +590,7 @@ impl Server {
             key.token(),
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            crate::warn!("cannot register connection from {peer}: {e}");
+            crate::warn!(peer = peer; "cannot register connection from {peer}: {e}");
             self.shared.metrics.connections_refused.inc();
             return;
         }
@@ -599,7 +599,7 @@ impl Server {
         self.shared.metrics.connections_open.inc();
         let deadline = now + self.shared.cfg.handshake_timeout;
         let mut conn = Conn::new(sock, peer, stream_id, deadline);
-        crate::debug!("{peer}: connected (STREAMID {})", conn.stream_id);
+        crate::debug!(peer = peer; "{peer}: connected (STREAMID {})", conn.stream_id);
         if self.shared.tls.is_some() {
             // TLS or plain: the first byte decides (see `conn::hello`).
             conn.expect_hello(now + conn::HELLO_WAIT);
@@ -619,6 +619,8 @@ impl Server {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        // Every line this connection's handlers log names its peer.
+        let _log = crate::log_scope!(peer = conn.peer);
         let step = conn.on_event(key, now, &mut self.shared);
         self.apply(key, step);
     }
@@ -640,6 +642,7 @@ impl Server {
             let Some(c) = self.conns.get_mut(key) else {
                 continue; // closed meanwhile
             };
+            let _log = crate::log_scope!(peer = c.peer);
             let step = c.on_jet_event(e, now, &mut self.shared);
             self.apply(key, step);
         }
@@ -669,7 +672,7 @@ impl Server {
         self.shared.metrics.connections_open.dec();
         self.gate.closed(conn.peer.ip());
         let _ = self.reactor.registry().deregister(&mut conn.sock);
-        crate::debug!("{}: closed ({})", conn.peer, conn.summary());
+        crate::debug!(peer = conn.peer; "{}: closed ({})", conn.peer, conn.summary());
         conn.release(key, &mut self.shared);
     }
 

@@ -119,6 +119,7 @@ impl Stream {
             Heard::Finish(text) => {
                 let path = crate::log::esc(self.path());
                 let shown = crate::log::esc(&text);
+                let _log = crate::log_scope!(server = self.server_name(ctx));
                 if text.starts_with("Idle timeout") {
                     crate::info!("{path}: server closed the idle connection (421 {shown}); finishing it, reconnecting when the file grows");
                 } else if text.starts_with("Server shutting down") {
@@ -144,6 +145,7 @@ impl Stream {
         }
         if let Some(since) = ctx.links.outage_since.take() {
             crate::info!(
+                server = self.server_name(ctx);
                 "server {} is reachable again after {:.1}s",
                 self.server_name(ctx),
                 ctx.now.saturating_duration_since(since).as_secs_f64()
@@ -164,6 +166,7 @@ impl Stream {
         let at = self.tail.acked();
         if at != before {
             crate::info!(
+                offset = at, server = self.server_name(ctx);
                 "{}: server holds {at} bytes, continuing from there (state had {before})",
                 crate::log::esc(&self.tail.path()),
             );
@@ -174,6 +177,7 @@ impl Stream {
         self.link_deadline = None;
         self.backoff = Duration::ZERO;
         crate::debug!(
+            offset = at, server = self.server_name(ctx);
             "{}: streaming from offset {at}",
             crate::log::esc(&self.tail.path())
         );
@@ -201,6 +205,7 @@ impl Stream {
         let codec = self.link.as_ref().and_then(|l| l.asks_for());
         if ctx.links.fall_back(ctx.now) {
             crate::warn!(
+                server = self.server_name(ctx);
                 "server {} refused compression {} ({}); sending uncompressed, asking again in {} min",
                 self.server_name(ctx),
                 codec.map_or("?", |c| c.name()),
@@ -341,11 +346,12 @@ impl Stream {
                 self.unreachable(ctx, &why);
             } else if unacked > 0 {
                 crate::warn!(
+                    server = self.server_name(ctx), unacked = unacked;
                     "{}: {why}; {unacked} unacknowledged bytes will be sent again",
                     crate::log::esc(&self.path())
                 );
             } else {
-                crate::warn!("{}: {why}", crate::log::esc(&self.path()));
+                crate::warn!(server = self.server_name(ctx); "{}: {why}", crate::log::esc(&self.path()));
             }
         } else if self.tail.sent() != self.tail.acked() || self.tail.needs_verify() {
             self.tail.on_link_lost();
@@ -374,12 +380,13 @@ impl Stream {
                 ),
             };
             crate::warn!(
+                server = self.server_name(ctx);
                 "server {} is unreachable ({}: {why}); {then}, nothing is lost",
                 self.server_name(ctx),
                 crate::log::esc(&self.path()),
             );
         } else {
-            crate::debug!("{}: {why}", crate::log::esc(&self.path()));
+            crate::debug!(server = self.server_name(ctx); "{}: {why}", crate::log::esc(&self.path()));
         }
     }
 
@@ -404,6 +411,7 @@ impl Stream {
 fn on_codec_ignored(codec: Codec, server: &str, ctx: &mut Ctx<'_>) {
     if ctx.links.fall_back(ctx.now) {
         crate::warn!(
+            server = server;
             "server {server} did not confirm compression {codec} (it predates compression); sending uncompressed, asking again in {} min",
             CODEC_RETRY.as_secs() / 60
         );

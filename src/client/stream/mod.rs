@@ -400,9 +400,15 @@ impl Stream {
             // (Only when there is something to say: this runs on every
             // read, and the path's text is an allocation.)
             let path = crate::log::esc(self.tail.path()).to_string();
+            // A whole file (`method = "send"`, a directory source) is
+            // sent, not followed: its opening says so, with its size.
+            let send = self.whole().then(|| self.file_len().unwrap_or(0));
             let mut abandoned = 0;
             for note in self.tail.take_notes() {
-                log_note(&path, &note, ctx, &mut abandoned);
+                match (&note, send) {
+                    (Note::Opened { offset, .. }, Some(len)) => log_send(&path, *offset, len),
+                    _ => log_note(&path, &note, ctx, &mut abandoned),
+                }
             }
             *ctx.abandoned_bytes += abandoned;
         }
@@ -461,13 +467,27 @@ impl Stream {
     }
 }
 
+/// The opening of a file sent whole: `sending PATH whole (N bytes)`.
+fn log_send(path: &str, offset: u64, len: u64) {
+    match offset {
+        0 => crate::info!(offset = offset, bytes = len; "sending {path} whole ({len} bytes)"),
+        _ => crate::info!(
+            offset = offset, bytes = len;
+            "sending {path} whole ({len} bytes), from offset {offset} (the rest was sent before)"
+        ),
+    }
+}
+
 /// One log line (and metric) for something the tail did.
 fn log_note(path: &str, note: &Note, ctx: &mut Ctx<'_>, abandoned: &mut u64) {
     match note {
-        Note::Opened { offset, .. } => crate::info!("{path}: following from offset {offset}"),
+        Note::Opened { offset, .. } => {
+            crate::info!(offset = *offset; "{path}: following from offset {offset}")
+        }
         Note::ResumedRotated { name, offset } => {
             ctx.meter.rotations.inc();
             crate::info!(
+                file = name, offset = *offset;
                 "{path}: rotated to {} while not held open (client restart or parked file); finishing it from offset {offset} first",
                 crate::log::esc(&name)
             );
@@ -479,6 +499,7 @@ fn log_note(path: &str, note: &Note, ctx: &mut Ctx<'_>, abandoned: &mut u64) {
         Note::FoundRotated { name } => {
             ctx.meter.rotations.inc();
             crate::info!(
+                file = name;
                 "{path}: found a later file rotated away before it was read: {}; reading it whole, in order",
                 crate::log::esc(&name)
             );
@@ -489,12 +510,14 @@ fn log_note(path: &str, note: &Note, ctx: &mut Ctx<'_>, abandoned: &mut u64) {
             }
             ctx.meter.truncations.inc();
             crate::warn!(
+                offset = *at;
                 "{path}: truncated and rewritten (or shortened) under the reader at offset {at}"
             );
         }
         Note::ReadingCopy { name, at } => {
             ctx.meter.rotations.inc();
             crate::warn!(
+                file = name, offset = *at;
                 "{path}: copytruncate: reading the rest of the old content from its copy {} from offset {at}, then the file from 0",
                 crate::log::esc(&name)
             );
@@ -502,10 +525,10 @@ fn log_note(path: &str, note: &Note, ctx: &mut Ctx<'_>, abandoned: &mut u64) {
         Note::Lost { bytes, why } => {
             *abandoned += bytes;
             ctx.meter.lost.inc();
-            crate::error!("{path}: {bytes} bytes lost: {why}");
+            crate::error!(bytes = *bytes; "{path}: {bytes} bytes lost: {why}");
         }
         Note::Done { offset } => {
-            crate::info!("{path}: old file done at offset {offset}; switching to the new file")
+            crate::info!(offset = *offset; "{path}: old file done at offset {offset}; switching to the new file")
         }
         Note::StoppedAfterRotation => {
             crate::info!("{path}: onrotate = \"stop\": not following the new file")
@@ -513,6 +536,7 @@ fn log_note(path: &str, note: &Note, ctx: &mut Ctx<'_>, abandoned: &mut u64) {
         Note::Abandoned { bytes } => {
             *abandoned += bytes;
             crate::error!(
+                bytes = *bytes;
                 "{path}: a deleted file was held {}s without being delivered; abandoning its last {bytes} bytes to free the disk space",
                 ctx.settings.deleted_hold.as_secs()
             );
@@ -536,7 +560,7 @@ fn log_note(path: &str, note: &Note, ctx: &mut Ctx<'_>, abandoned: &mut u64) {
             acked,
         } => {
             ctx.meter.offset_conflicts.inc();
-            crate::error!("{path}: stream {stream}: the server holds {server} bytes, but this client sent at most {high}: another connection wrote to it. Not skipping ahead and not sending the file again: the rest goes from the acknowledged offset {acked} under a new stream id");
+            crate::error!(stream = stream, offset = *acked; "{path}: stream {stream}: the server holds {server} bytes, but this client sent at most {high}: another connection wrote to it. Not skipping ahead and not sending the file again: the rest goes from the acknowledged offset {acked} under a new stream id");
         }
         Note::StillRefused => crate::debug!("{path}: still not shipped (the same object is there)"),
     }

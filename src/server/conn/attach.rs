@@ -225,6 +225,8 @@ impl Conn {
         let get = |name: &str| meta_refs.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
         // Everything the peer sent reaches the log through `esc`.
         let label = format!("{}:{}", crate::log::esc(&*host), crate::log::esc(&*path));
+        // Every line about this stream names its host and path.
+        let _log = crate::log_scope!(host = host, path = path);
         let req = match request(get, &shared.cfg.accept_compression) {
             Ok(r) => r,
             Err(r) => {
@@ -316,11 +318,12 @@ impl Conn {
         let codec = inflow
             .as_ref()
             .map_or(String::new(), |f| format!(", {}", f.codec()));
+        let output = opened.describe(shared);
         crate::info!(
-            "{} (STREAMID {}, {identity}): {label} -> {} (offset {start}{codec})",
+            stream_id = self.stream_id, output = output, offset = start;
+            "{} (STREAMID {}, {identity}): {label} -> {output} (offset {start}{codec})",
             self.peer,
             self.stream_id,
-            opened.describe(shared)
         );
         let resumable = req.offset.is_some() || stream_key.is_some();
         let labels = OutputLabels::for_route(opened.name());
