@@ -162,16 +162,22 @@ fn one_line(msg: std::borrow::Cow<'_, str>) -> std::borrow::Cow<'_, str> {
 fn write_line(line: &[u8]) {
     use std::io::Write;
     let status = STATUS.lock().unwrap_or_else(|e| e.into_inner());
-    let mut err = std::io::stderr().lock();
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(&around_status(line, &status));
+}
+
+/// `line` as written while `status` is on screen: the status line
+/// cleared, the line, the status line drawn again below it.
+fn around_status<'a>(line: &'a [u8], status: &str) -> std::borrow::Cow<'a, [u8]> {
     if status.is_empty() {
-        let _ = err.write_all(line);
-    } else {
-        let mut all = Vec::with_capacity(line.len() + status.len() + 8);
-        all.extend_from_slice(CLEAR_LINE.as_bytes());
-        all.extend_from_slice(line);
-        all.extend_from_slice(status.as_bytes());
-        let _ = err.write_all(&all);
+        return std::borrow::Cow::Borrowed(line);
     }
+    let mut all = Vec::with_capacity(line.len() + status.len() + 8);
+    all.extend_from_slice(CLEAR_LINE.as_bytes());
+    all.extend_from_slice(line);
+    all.extend_from_slice(status.as_bytes());
+    std::borrow::Cow::Owned(all)
 }
 
 /// Shows `text` as the status line at the bottom of a terminal, in place
@@ -393,6 +399,18 @@ mod tests {
         assert!(
             l.ends_with("cannot parse:\\n  line 2\\r\\u{1b}[31m\n"),
             "{l:?}"
+        );
+    }
+
+    #[test]
+    fn a_log_line_clears_the_status_line_and_draws_it_again_below() {
+        let line = b"2026-11-25T14:00:05.123Z loghamsterc INFO x\n";
+        assert_eq!(&*around_status(line, ""), line);
+        let framed = around_status(line, "sent 1.0 of 2.0 MiB");
+        let text = std::str::from_utf8(&framed).unwrap();
+        assert_eq!(
+            text,
+            "\r\x1b[K2026-11-25T14:00:05.123Z loghamsterc INFO x\nsent 1.0 of 2.0 MiB"
         );
     }
 

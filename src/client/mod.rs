@@ -33,6 +33,7 @@ mod dirsource;
 pub mod failover;
 mod link;
 mod meter;
+mod progress;
 pub mod rendezvous;
 mod setup;
 mod sources;
@@ -145,6 +146,8 @@ pub struct ClientDaemon {
     /// Files and bytes confirmed by `250 DONE` since start.
     sent_files: u64,
     sent_bytes: u64,
+    /// When to show how far `method = "send"` has come (see `progress.rs`).
+    progress: progress::Progress<Key>,
     settings: Settings,
     state_file: PathBuf,
     state_interval: Duration,
@@ -199,6 +202,7 @@ impl ClientDaemon {
     pub fn run(mut self) -> Result<(), ClientError> {
         let mut ready = Vec::with_capacity(1024);
         let mut now = Instant::now();
+        self.start_progress(now);
         self.start(now);
         // What the first look found (or since when each path is followed)
         // is on disk before the loop first waits.
@@ -210,21 +214,13 @@ impl ClientDaemon {
         }
         let mut deadline: Option<Instant> = None;
         let started = now;
-        let progress = self.send_only && std::io::IsTerminal::is_terminal(&std::io::stderr());
-        if progress {
-            self.reactor
-                .timers
-                .schedule(now + Duration::from_secs(1), PROGRESS);
-        }
         loop {
             if self.send_only
                 && deadline.is_none()
                 && self.streams.is_empty()
                 && self.sources.iter().all(DirSource::idle)
             {
-                if progress {
-                    eprintln!();
-                }
+                crate::log::clear_status();
                 crate::info!(
                     "method = \"send\": {} files ({} bytes) sent and confirmed in {:.1}s; exiting",
                     self.sent_files,
@@ -253,6 +249,20 @@ impl ClientDaemon {
         }
         self.finish_run();
         Ok(())
+    }
+
+    /// Picks where the progress of `method = "send"` goes: a status line
+    /// for a backfill on a terminal, INFO lines otherwise.
+    fn start_progress(&mut self, now: Instant) {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let mode = progress::Mode::pick(self.send_only, terminal);
+        let every = std::env::var(progress::EVERY_ENV).ok();
+        let every = progress::log_every(every.as_deref()).unwrap_or_else(|e| {
+            crate::warn!("{e}");
+            progress::LOG_EVERY
+        });
+        self.progress = progress::Progress::new(mode, every, now);
+        self.arm_progress();
     }
 
     /// Sets up the directory watches, gives every followed path its first
@@ -324,12 +334,7 @@ impl ClientDaemon {
     fn on_timers(&mut self, deadline: Option<Instant>, started: Instant, now: Instant) {
         while let Some(token) = self.reactor.timers.pop_expired(now) {
             match token {
-                PROGRESS if deadline.is_none() => {
-                    self.print_progress(now.duration_since(started));
-                    self.reactor
-                        .timers
-                        .schedule(now + Duration::from_secs(1), PROGRESS);
-                }
+                PROGRESS if deadline.is_none() => self.on_progress(started, now),
                 PROGRESS => {}
                 PARK => {}
                 WATCHDOG => {
@@ -392,6 +397,7 @@ impl ClientDaemon {
 
     fn begin_stop(&mut self, now: Instant) -> Instant {
         self.stopping = true;
+        crate::log::clear_status();
         self.supervisor.stopping();
         for key in self.streams.keys() {
             self.with_stream(key, now, |s, ctx| s.stop(ctx));

@@ -120,6 +120,7 @@ impl ClientDaemon {
             send_only: false,
             sent_files: 0,
             sent_bytes: 0,
+            progress: Default::default(),
             pool: Vec::new(),
             open_files: 0,
             max_open_files: max_open_files(t.max_open_files, t.max_connections, base.nofile),

@@ -5,41 +5,51 @@
 //! file is gone, and the progress line of a `method = "send"` backfill.
 
 use std::os::unix::fs::MetadataExt;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::dirsource;
 use super::stream::Stream;
-use super::{ClientDaemon, STATE};
+use super::{dirsource, progress};
+use super::{ClientDaemon, PROGRESS, STATE};
 use crate::reactor::Key;
 
 impl ClientDaemon {
-    /// One status line for a backfill on a terminal: bytes, rate, ETA.
-    pub(super) fn print_progress(&self, elapsed: Duration) {
-        use std::io::Write;
-        let in_flight: u64 = self.streams.values().map(Stream::sent).sum();
-        let done = self.sent_bytes + in_flight;
-        let total = self
-            .sources
-            .iter()
-            .map(|s| s.queued_bytes)
-            .sum::<u64>()
-            .max(done);
-        let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
-        let eta = if rate > 0.0 {
-            (total - done) as f64 / rate
-        } else {
-            0.0
+    /// The progress timer: the terminal's status line, or the INFO line
+    /// of each file sent by `method = "send"` whose time has come (see
+    /// `progress.rs`).
+    pub(super) fn on_progress(&mut self, started: Instant, now: Instant) {
+        self.progress.fired(now);
+        if self.progress.status_due(now) {
+            let in_flight: u64 = self.streams.values().map(Stream::sent).sum();
+            let done = self.sent_bytes + in_flight;
+            let total = self.sources.iter().map(|s| s.queued_bytes).sum::<u64>();
+            let elapsed = now.saturating_duration_since(started);
+            let line = progress::status_line(done, total, self.sent_files, elapsed);
+            crate::log::status(&line);
+        }
+        let streams = &self.streams;
+        let look = |k: Key| {
+            streams
+                .get(k)
+                .map(|s| (s.sent(), s.file_len().unwrap_or(0)))
         };
-        let mib = |b: f64| b / (1024.0 * 1024.0);
-        let line = format!(
-            "\rsent {:.1} of {:.1} MiB ({} files confirmed), {:.1} MiB/s, ETA {:.0}s   ",
-            mib(done as f64),
-            mib(total as f64),
-            self.sent_files,
-            mib(rate),
-            eta
-        );
-        let _ = std::io::stderr().write_all(line.as_bytes());
+        for (key, r) in self.progress.due_files(now, look) {
+            let Some(path) = self.streams.get(key).map(Stream::path) else {
+                continue;
+            };
+            crate::info!(
+                path = path, sent = r.sent, total = r.total, rate = r.rate,
+                eta_s = r.eta.map(|d| d.as_secs());
+                "{}: {}", crate::log::esc(path), r.text()
+            );
+        }
+        self.arm_progress();
+    }
+
+    /// Schedules the progress timer if it is needed earlier than armed.
+    pub(super) fn arm_progress(&mut self) {
+        if let Some(at) = self.progress.arm() {
+            self.reactor.timers.schedule(at, PROGRESS);
+        }
     }
 
     /// A whole file was confirmed by `250 DONE`: record it as complete,
@@ -57,6 +67,7 @@ impl ClientDaemon {
             return;
         };
         src.in_flight.remove(stream.path());
+        self.progress.forget(key);
         let len = stream.file_len().unwrap_or(0);
         if src.delete && stream.path_is_same_file() {
             match std::fs::remove_file(stream.path()) {
@@ -151,6 +162,7 @@ impl ClientDaemon {
                 if let Some(e) = dirsource::take_grown(&path, &mut self.completed) {
                     self.loaded.push(e);
                 }
+                let once = src.once;
                 let stream = Stream::new(
                     key,
                     src.meter,
@@ -162,6 +174,11 @@ impl ClientDaemon {
                 self.streams.insert(stream);
                 self.sources[i].in_flight.insert(path, key);
                 self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
+                // (Not yet connected: `sent` is where the send starts.)
+                if let Some(from) = self.streams.get(key).filter(|_| once).map(Stream::sent) {
+                    self.progress.watch(key, now, from);
+                    self.arm_progress();
+                }
             }
         }
     }
