@@ -318,12 +318,12 @@ impl Conn {
         let codec = inflow
             .as_ref()
             .map_or(String::new(), |f| format!(", {}", f.codec()));
-        let output = opened.describe(shared);
         crate::info!(
-            stream_id = self.stream_id, output = output, offset = start;
-            "{} (STREAMID {}, {identity}): {label} -> {output} (offset {start}{codec})",
+            stream_id = self.stream_id, output = opened.resume_path(), offset = start;
+            "{} (STREAMID {}, {identity}): {label} -> {} (offset {start}{codec})",
             self.peer,
             self.stream_id,
+            opened.describe(shared)
         );
         let resumable = req.offset.is_some() || stream_key.is_some();
         let labels = OutputLabels::for_route(opened.name());
