@@ -32,7 +32,7 @@ use crate::sink::jetstream::subject::SubjectTemplate;
 pub const HEADER_ROOM: usize = 8 << 10;
 
 /// A validated `[output.NAME.jetstream]` table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JetStreamConfig {
     /// `nats://host:port` (or `tls://`) URLs, at least one, all parsed.
     pub servers: Vec<String>,

@@ -39,6 +39,7 @@ pub mod client;
 pub mod interpolate;
 pub mod jetstream;
 pub mod overlap;
+pub mod reload;
 pub mod server;
 pub mod servers;
 pub mod template;
