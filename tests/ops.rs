@@ -161,8 +161,9 @@ fn the_logrotate_sample_rotates_server_outputs_without_loss() {
 
 /// `kill -HUP` (what every service manager sends for reload) used to kill
 /// loghamsterc with exit 129, which systemd counts as a clean stop. It now
-/// keeps running, writes its state file at once, and says that a changed
-/// configuration needs a restart; lines written after it still arrive.
+/// keeps running and writes its state file at once; streams named on the
+/// command line have no file to reload (see tests/reload.rs for a
+/// configuration file). Lines written after it still arrive.
 #[test]
 fn sighup_keeps_the_client_running_and_saves_its_state() {
     let tmp = tempfile::tempdir().unwrap();

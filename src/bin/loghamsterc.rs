@@ -130,7 +130,13 @@ fn main() -> ExitCode {
     }
     loghamster::log::init("loghamsterc", cfg.debug);
     loghamster::log::set_format(args.log_format.unwrap_or(cfg.log_format));
-    let result = ClientDaemon::new(cfg, true).and_then(ClientDaemon::run);
+    let result = ClientDaemon::new(cfg, true).and_then(|mut daemon| {
+        if args.config.is_some() {
+            // SIGHUP loads the file again, with the same overrides.
+            daemon.reload_with(Box::new(move || build_config(&args)));
+        }
+        daemon.run()
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

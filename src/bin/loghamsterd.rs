@@ -67,34 +67,13 @@ fn main() -> ExitCode {
     if let Some(f) = args.log_format {
         loghamster::log::set_format(f);
     }
-    let cfg = match &args.config {
-        Some(path) => match ServerConfig::load(path) {
-            Ok(mut cfg) => {
-                if let Some(l) = args.listen {
-                    cfg.listen = l;
-                }
-                if let Some(d) = &args.directory {
-                    cfg.directory = Some(d.clone());
-                }
-                cfg.debug |= args.debug;
-                cfg
-            }
-            Err(e) => {
-                loghamster::log::fatal("loghamsterd", &e);
-                return ExitCode::from(2);
-            }
-        },
-        None => ServerConfig::from_flags(args.listen, args.directory.clone(), args.debug),
-    };
-    let mut cfg = cfg;
-    if let Some(listen) = &args.metrics_listen {
-        if loghamster::config::parse_listen(listen).is_none() {
-            eprintln!("loghamsterd: --metrics-listen {listen:?}: expected ip:port or :port");
+    let cfg = match load_config(&args) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            loghamster::log::fatal("loghamsterd", &e);
             return ExitCode::from(2);
         }
-        cfg.prometheus.listen = listen.clone();
-        cfg.prometheus.enabled = true;
-    }
+    };
     if args.check_config {
         let codecs: Vec<&str> = cfg.accept_compression.iter().map(|c| c.name()).collect();
         println!(
@@ -134,13 +113,17 @@ fn main() -> ExitCode {
     }
     loghamster::log::init("loghamsterd", cfg.debug);
     loghamster::log::set_format(args.log_format.unwrap_or(cfg.log_format));
-    let server = match Server::bind(cfg, true) {
+    let mut server = match Server::bind(cfg, true) {
         Ok(s) => s,
         Err(e) => {
             loghamster::log::fatal("loghamsterd", &e);
             return ExitCode::from(1);
         }
     };
+    if args.config.is_some() {
+        // SIGHUP loads the file again, with the same overrides.
+        server.reload_with(Box::new(move || load_config(&args)));
+    }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -148,6 +131,32 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The configuration: the file (or defaults) with the command line's
+/// overrides; at start-up and again on SIGHUP.
+fn load_config(args: &Args) -> Result<ServerConfig, String> {
+    let mut cfg = match &args.config {
+        Some(path) => ServerConfig::load(path).map_err(|e| e.to_string())?,
+        None => ServerConfig::from_flags(None, None, false),
+    };
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    if let Some(d) = &args.directory {
+        cfg.directory = Some(d.clone());
+    }
+    cfg.debug |= args.debug;
+    if let Some(listen) = &args.metrics_listen {
+        if loghamster::config::parse_listen(listen).is_none() {
+            return Err(format!(
+                "--metrics-listen {listen:?}: expected ip:port or :port"
+            ));
+        }
+        cfg.prometheus.listen = listen.clone();
+        cfg.prometheus.enabled = true;
+    }
+    Ok(cfg)
 }
 
 /// `--hash-token`: one `<name>:<secret>` line from stdin to a `[[token]]`

@@ -73,6 +73,9 @@ pub(crate) struct DirSource {
     pub svc: Option<String>,
     pub meta: Vec<(String, String)>,
     pub delete: bool,
+    /// A reload removes or replaces this source: it offers and starts no
+    /// more files while its files in flight finish.
+    pub retiring: bool,
     /// Index of the configured stream's meter (`ClientDaemon::meters`).
     pub meter: usize,
     /// Files to start, with their size when queued.
@@ -128,6 +131,7 @@ impl DirSource {
             svc,
             meta,
             delete,
+            retiring: false,
             meter,
             queue: VecDeque::new(),
             in_flight: HashMap::new(),

@@ -12,6 +12,9 @@
 //! clean stop. SIGTERM/SIGINT stop cleanly: every connection is
 //! half-closed, the server writes and acknowledges what it received, then
 //! the state is saved. A second signal stops at once (state still saved).
+//! SIGHUP reloads the configuration file: streams added, removed or
+//! changed take effect, every other stream carries on untouched, and no
+//! position is lost (`reload.rs`).
 //!
 //! With `[prometheus]` enabled, the metrics endpoint
 //! ([`crate::metrics::MetricsServer`]) is one more event source in the same
@@ -26,7 +29,8 @@
 //! source events, `sources.rs` starts and retires the streams of directory
 //! sources (`dirsource.rs` is one source's queue of files), `stream/` is one
 //! followed file and its connection, `link.rs` the wire side of that
-//! connection, `meter.rs` the metrics, and `api.rs` the library face.
+//! connection, `meter.rs` the metrics, `reload.rs` SIGHUP, and `api.rs`
+//! the library face.
 
 pub mod api;
 mod dirsource;
@@ -34,6 +38,7 @@ pub mod failover;
 mod link;
 mod meter;
 mod progress;
+mod reload;
 pub mod rendezvous;
 mod setup;
 mod sources;
@@ -58,6 +63,8 @@ use dirsource::DirSource;
 use meter::{Meter, View};
 use stream::{Ctx, LinkBudget, Settings, Stream};
 use watch::DirWatch;
+
+pub use reload::Reloader;
 
 const SIGNALS: Token = Token(1);
 const INOTIFY: Token = Token(2);
@@ -120,6 +127,18 @@ impl From<StateError> for ClientError {
 /// The client daemon. Build it with [`ClientDaemon::new`], run it with
 /// [`ClientDaemon::run`].
 pub struct ClientDaemon {
+    /// The running configuration (what a reload is compared with).
+    config: crate::config::ClientConfig,
+    /// What each of `config.streams` runs as (same index).
+    units: Vec<reload::Unit>,
+    /// Loads the configuration again on SIGHUP (see `reload`).
+    reloader: Option<Reloader>,
+    /// A reload waiting for the streams it retires to finish.
+    pending: Option<reload::Pending>,
+    /// SIGHUP arrived while a reload was pending: reload again after it.
+    hup_again: bool,
+    /// The open-files limit (for `max_open_files = 0`).
+    nofile: u64,
     reactor: Reactor,
     signals: Option<SignalFd>,
     inotify: Inotify,
@@ -303,20 +322,13 @@ impl ClientDaemon {
         }
     }
 
-    /// Reads the pending signals: the first begins a clean stop (sets
+    /// Reads the pending signals: SIGHUP reloads the configuration (see
+    /// `reload`); the first other one begins a clean stop (sets
     /// `deadline`), another one stops at once.
-    ///
-    /// SIGHUP does not stop the client (every peer takes it as reload or
-    /// reopen, and systemd counts a death by SIGHUP as a clean exit, so
-    /// the unit would stay down): the state file is written at once and
-    /// one WARN says that a configuration change needs a restart.
     fn on_signals(&mut self, deadline: &mut Option<Instant>, now: Instant) {
         while let Some(sig) = self.signals.as_ref().and_then(|s| s.read().ok().flatten()) {
             if sig == SIGHUP {
-                self.save_state(state::Durability::Synced);
-                crate::warn!(
-                    "SIGHUP: state file saved; this version does not reload its configuration, restart loghamsterc to apply changes"
-                );
+                self.on_hup(now);
                 continue;
             }
             if deadline.is_some() {
@@ -336,7 +348,7 @@ impl ClientDaemon {
             match token {
                 PROGRESS if deadline.is_none() => self.on_progress(started, now),
                 PROGRESS => {}
-                PARK => {}
+                PARK | reload::RELOAD => {}
                 WATCHDOG => {
                     if let Some(next) = self.supervisor.ping(now) {
                         self.reactor.timers.schedule(next, WATCHDOG);
@@ -364,6 +376,7 @@ impl ClientDaemon {
     /// After a turn's events and timers: parks idle files while too many
     /// are open, and saves the state soon or arms the state timer.
     fn after_events(&mut self, now: Instant) {
+        self.reload_if_ready(now);
         let over = self.open_files > self.max_open_files;
         if self.fd_pressure || (over && self.park_round <= now) {
             self.park_round = now + PARK_ROUND;

@@ -16,6 +16,7 @@ use mio::Interest;
 use super::dirsource::DirSource;
 use super::failover::Servers;
 use super::meter::ServerMeter;
+use super::reload::Unit;
 use super::stream::{LinkBudget, Settings, Stream};
 use super::{meter, ClientDaemon, ClientError, INOTIFY, SIGNALS, WAKER};
 use crate::config::client::ServerAddr;
@@ -26,7 +27,7 @@ use crate::metrics::{ClientMetrics, MetricsServer};
 use crate::rate::Bucket;
 use crate::reactor::sys::inotify::Inotify;
 use crate::reactor::sys::signal::{SignalFd, SIGHUP, SIGINT, SIGTERM};
-use crate::reactor::{Armed, Reactor, Slots, StopHandle, Supervisor};
+use crate::reactor::{Armed, Key, Reactor, Slots, StopHandle, Supervisor};
 use crate::tail::batch::Rules;
 use crate::tail::identity::IdKey;
 use crate::tail::state::{self, Entry};
@@ -37,14 +38,7 @@ impl ClientDaemon {
     /// `$NOTIFY_SOCKET` ready, stopping and watchdog pings (the binary
     /// wants that; a library user may prefer [`StopHandle`]).
     pub fn new(cfg: ClientConfig, signals: bool) -> Result<ClientDaemon, ClientError> {
-        if let Some((first, second)) = overlap::duplicate(&cfg.streams) {
-            return Err(ClientError::Config(format!(
-                "streams #{} and #{} read the same file {}; a file can belong to only one stream",
-                first + 1,
-                second + 1,
-                Reach::of(&cfg.streams[second])
-            )));
-        }
+        check_streams(&cfg.streams)?;
         let base = open_event_loop(signals)?;
         let loaded = state::load(&cfg.state_file)?;
         let id_key = secret(&cfg.state_file, &loaded)?;
@@ -52,20 +46,16 @@ impl ClientDaemon {
         let settings = settings(&cfg, id_key)?;
         let mut daemon = ClientDaemon::assemble(&cfg, base, settings, completed, loaded);
         daemon.serve_metrics(&cfg)?;
-        let reaches: Vec<Reach> = cfg.streams.iter().map(Reach::of).collect();
-        let claims = overlap::claims(&reaches);
-        for o in &claims.overlaps {
-            crate::info!("{}", o.describe(&reaches));
-        }
-        for (i, s) in cfg.streams.iter().enumerate() {
-            let yields = claims.yields[i].iter();
-            let yields = yields.map(|&j| reaches[j].names.clone()).collect();
-            daemon.add_stream(i, s, yields)?;
+        let yields = stream_yields(&cfg.streams, true);
+        for (i, (s, yields)) in cfg.streams.iter().zip(yields).enumerate() {
+            let unit = daemon.add_stream(i, s, yields)?;
+            daemon.units.push(unit);
         }
         daemon.send_only = cfg.streams.iter().all(|s| s.method == Method::Send);
         if signals {
             daemon.supervisor = Supervisor::from_env();
         }
+        daemon.config = cfg;
         Ok(daemon)
     }
 
@@ -86,6 +76,12 @@ impl ClientDaemon {
             .map(|n| ServerMeter::new(&mut metrics, n))
             .collect();
         ClientDaemon {
+            config: cfg.clone(),
+            units: Vec::new(),
+            reloader: None,
+            pending: None,
+            hup_again: false,
+            nofile: base.nofile,
             servers,
             server_meters,
             reactor: base.reactor,
@@ -156,26 +152,21 @@ impl ClientDaemon {
     /// Adds configured stream #`i + 1`: a followed [`Stream`], or a
     /// [`DirSource`] that leaves the names `yields` to other streams,
     /// queued for a directory watch.
-    fn add_stream(
+    pub(super) fn add_stream(
         &mut self,
         i: usize,
         s: &StreamConfig,
         yields: Vec<Names>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Unit, ClientError> {
+        check_stream(i, s)?;
         let once = s.method == Method::Send;
         let meter = self.stream_meter(s);
         match &s.source {
-            Source::Path(_) if s.delete && !once => {
-                return Err(ClientError::Unsupported {
-                    stream: i + 1,
-                    what: "`delete = true` on a followed `path`",
-                });
+            Source::Path(p) if !once && is_glob(p) => {
+                self.add_glob(i, s, p, meter, yields)?;
+                return Ok(Unit::Source(self.sources.len() - 1));
             }
-            Source::Path(p) if !once && is_glob(p) => return self.add_glob(i, s, p, meter, yields),
-            Source::Path(p) if !once => {
-                self.add_followed(s, p, meter);
-                return Ok(());
-            }
+            Source::Path(p) if !once => return Ok(Unit::Stream(self.add_followed(s, p, meter))),
             // A backfilled `path` (one name) or a `directory` source.
             Source::Path(_) | Source::Directory { .. } => {}
         }
@@ -197,12 +188,12 @@ impl ClientDaemon {
             ),
         );
         self.add_unwatched(dir, None, Some(self.sources.len() - 1));
-        Ok(())
+        Ok(Unit::Source(self.sources.len() - 1))
     }
 
     /// The meter index for configured stream `s` (shared by streams with
     /// the same labels), with its `rate_limit` bucket set up.
-    fn stream_meter(&mut self, s: &StreamConfig) -> usize {
+    pub(super) fn stream_meter(&mut self, s: &StreamConfig) -> usize {
         let label = StreamLabels::for_config(s);
         let meter = meter::meter_for(&mut self.meters, &self.metrics, label);
         if self.limits.len() < self.meters.len() {
@@ -226,23 +217,7 @@ impl ClientDaemon {
     ) -> Result<(), ClientError> {
         let path = normalize(p);
         let dir = parent_dir(&path);
-        if is_glob(&dir) {
-            return Err(ClientError::Unsupported {
-                stream: i + 1,
-                what: "a glob in a directory of `path` (only the file name may be a pattern)",
-            });
-        }
-        let name = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let glob = globset::GlobBuilder::new(&name)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| {
-                ClientError::Config(format!("stream #{}: `path` pattern {name:?}: {e}", i + 1))
-            })?;
+        let (name, glob) = path_glob(i, &path)?;
         let mut src = DirSource::new(
             dir.clone(),
             Names::Glob {
@@ -268,7 +243,7 @@ impl ClientDaemon {
 
     /// A followed `path`: one [`Stream`], queued for a watch on its
     /// directory.
-    fn add_followed(&mut self, s: &StreamConfig, p: &Path, meter: usize) {
+    fn add_followed(&mut self, s: &StreamConfig, p: &Path, meter: usize) -> Key {
         let path = normalize(p);
         let key = self.streams.vacant_key();
         let follow = s.onrotate == OnRotate::Follow;
@@ -282,7 +257,79 @@ impl ClientDaemon {
         ));
         let dir = parent_dir(&path);
         self.add_unwatched(dir, Some(key), None);
+        key
     }
+}
+
+/// What the client refuses in a configuration before it starts (or
+/// reloads) anything: a file named by two streams, and what this version
+/// does not support.
+pub(super) fn check_streams(streams: &[StreamConfig]) -> Result<(), ClientError> {
+    if let Some((first, second)) = overlap::duplicate(streams) {
+        return Err(ClientError::Config(format!(
+            "streams #{} and #{} read the same file {}; a file can belong to only one stream",
+            first + 1,
+            second + 1,
+            Reach::of(&streams[second])
+        )));
+    }
+    streams
+        .iter()
+        .enumerate()
+        .try_for_each(|(i, s)| check_stream(i, s))
+}
+
+/// Configured stream #`i + 1` is one this version can run.
+fn check_stream(i: usize, s: &StreamConfig) -> Result<(), ClientError> {
+    match &s.source {
+        Source::Path(_) if s.delete && s.method != Method::Send => Err(ClientError::Unsupported {
+            stream: i + 1,
+            what: "`delete = true` on a followed `path`",
+        }),
+        Source::Path(p) if s.method != Method::Send && is_glob(p) => {
+            path_glob(i, &normalize(p)).map(drop)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The file-name glob of a followed `path` (stream #`i + 1`), normalized;
+/// a pattern in its directory is not supported.
+fn path_glob(i: usize, path: &Path) -> Result<(String, globset::Glob), ClientError> {
+    if is_glob(&parent_dir(path)) {
+        return Err(ClientError::Unsupported {
+            stream: i + 1,
+            what: "a glob in a directory of `path` (only the file name may be a pattern)",
+        });
+    }
+    let name = path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let glob = globset::GlobBuilder::new(&name)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| {
+            ClientError::Config(format!("stream #{}: `path` pattern {name:?}: {e}", i + 1))
+        })?;
+    Ok((name, glob))
+}
+
+/// For each configured stream, the names it leaves to streams ranked
+/// before it (see [`overlap::claims`]); with `log`, each overlap is
+/// logged once.
+pub(super) fn stream_yields(streams: &[StreamConfig], log: bool) -> Vec<Vec<Names>> {
+    let reaches: Vec<Reach> = streams.iter().map(Reach::of).collect();
+    let claims = overlap::claims(&reaches);
+    if log {
+        for o in &claims.overlaps {
+            crate::info!("{}", o.describe(&reaches));
+        }
+    }
+    let each = claims.yields.iter();
+    each.map(|ys| ys.iter().map(|&j| reaches[j].names.clone()).collect())
+        .collect()
 }
 
 /// The event loop and the event sources every client has. (Fields drop in
@@ -342,7 +389,7 @@ fn open_event_loop(signals: bool) -> Result<EventLoop, ClientError> {
 
 /// The shared [`Settings`] from the configuration (and the host name, if
 /// not configured).
-fn settings(cfg: &ClientConfig, id_key: IdKey) -> Result<Settings, ClientError> {
+pub(super) fn settings(cfg: &ClientConfig, id_key: IdKey) -> Result<Settings, ClientError> {
     let hostname = match &cfg.hostname {
         Some(h) => h.clone(),
         None => crate::reactor::sys::host::hostname().map_err(setup("read the host name"))?,
@@ -376,7 +423,7 @@ fn settings(cfg: &ClientConfig, id_key: IdKey) -> Result<Settings, ClientError> 
 /// The servers to connect to: each configured `host:port`, or with
 /// `resolve_all` each address a name resolves to (a name that does not
 /// resolve now stays one server, resolved at every connect).
-fn server_names(cfg: &ServerAddr) -> Vec<String> {
+pub(super) fn server_names(cfg: &ServerAddr) -> Vec<String> {
     use std::net::ToSocketAddrs;
     let mut names: Vec<String> = Vec::new();
     for ep in &cfg.servers {
@@ -437,7 +484,7 @@ fn parent_dir(path: &Path) -> PathBuf {
 
 /// `max_open_files`: as configured, or (0) the open-files limit minus
 /// what connections and the daemon itself need.
-fn max_open_files(configured: usize, max_connections: usize, nofile: u64) -> usize {
+pub(super) fn max_open_files(configured: usize, max_connections: usize, nofile: u64) -> usize {
     if configured > 0 {
         return configured;
     }

@@ -124,6 +124,9 @@ impl ClientDaemon {
             return;
         }
         for i in 0..self.sources.len() {
+            if self.sources[i].retiring {
+                continue;
+            }
             while let Some(path) = self.sources[i].next_to_start() {
                 let src = &self.sources[i];
                 let key = self.streams.vacant_key();

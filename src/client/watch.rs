@@ -144,7 +144,7 @@ impl ClientDaemon {
                 } else {
                     mask::CLOSE_WRITE | mask::MOVED_TO
                 };
-                if ev.mask & wanted != 0 && !src.once && src.matches(name) {
+                if ev.mask & wanted != 0 && !src.once && !src.retiring && src.matches(name) {
                     let path = src.dir.join(name);
                     src.offer(path, now, &self.completed);
                 }

@@ -359,19 +359,17 @@ impl PartialEq for OutputConfig {
 /// Two `[[allow]]` lists with the same rules in the same order (rules
 /// are tried in order).
 fn same_rules(a: &[AllowRule], b: &[AllowRule]) -> bool {
-    fn globs(g: &[(globset::GlobMatcher, String)]) -> Vec<&str> {
-        g.iter().map(|(_, t)| t.as_str()).collect()
-    }
-    fn text(r: &AllowRule) -> (String, Vec<&str>, Vec<&str>, Vec<(&str, &str)>) {
-        let m = r.matchers.iter().map(|(k, _, t)| (k.as_str(), t.as_str()));
-        (
-            r.who.to_string(),
-            globs(&r.hosts),
-            globs(&r.outputs),
-            m.collect(),
-        )
-    }
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| text(x) == text(y))
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| rule_text(x) == rule_text(y))
+}
+
+/// An `[[allow]]` rule as written: who, then every glob's text.
+fn rule_text(r: &AllowRule) -> Vec<String> {
+    let mut text = vec![r.who.to_string()];
+    text.extend(r.hosts.iter().map(|(_, t)| format!("host {t}")));
+    text.extend(r.outputs.iter().map(|(_, t)| format!("output {t}")));
+    let m = r.matchers.iter();
+    text.extend(m.map(|(k, _, t)| format!("match {k} {t}")));
+    text
 }
 
 #[cfg(test)]

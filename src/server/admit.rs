@@ -58,6 +58,8 @@ pub(super) struct Gate {
     /// Why `max_total` is below `max_connections`, for the start-up log.
     pub lowered: Option<String>,
     max_per_address: usize,
+    /// The open-files limit, when known (`max_total` fits within it).
+    fd_limit: Option<u64>,
     /// Open connections per source address (entries are removed at 0).
     open: HashMap<IpAddr, usize>,
     /// When a refusal was last logged, per address.
@@ -70,27 +72,37 @@ impl Gate {
     /// The limits, with `max_connections` lowered to fit `fd_limit`
     /// descriptors (when known; [`lowered`](Self::lowered) says so).
     pub fn new(limits: &Limits, fd_limit: Option<u64>) -> Gate {
+        let mut gate = Gate {
+            lowered: None,
+            max_total: 0,
+            max_per_address: 0,
+            fd_limit,
+            open: HashMap::new(),
+            logged: HashMap::new(),
+            spare: open_spare(),
+        };
+        gate.set_limits(limits);
+        gate
+    }
+
+    /// Takes new limits (a reload): connections already open stay, new
+    /// ones are checked against these.
+    pub fn set_limits(&mut self, limits: &Limits) {
         let mut max_total = limits.max_connections;
-        let mut lowered = None;
-        if let Some(fds) = fd_limit {
+        self.lowered = None;
+        if let Some(fds) = self.fd_limit {
             let fit = usize::try_from(fds.saturating_sub(RESERVED_FDS) / FDS_PER_CONNECTION)
                 .unwrap_or(usize::MAX)
                 .max(1);
             if fit < max_total {
-                lowered = Some(format!(
+                self.lowered = Some(format!(
                     "max_connections is {fit}, not {max_total}: the open-files limit is {fds} ({FDS_PER_CONNECTION} per connection, {RESERVED_FDS} kept for the server's own files)"
                 ));
                 max_total = fit;
             }
         }
-        Gate {
-            lowered,
-            max_total,
-            max_per_address: limits.max_connections_per_address,
-            open: HashMap::new(),
-            logged: HashMap::new(),
-            spare: open_spare(),
-        }
+        self.max_total = max_total;
+        self.max_per_address = limits.max_connections_per_address;
     }
 
     /// Whether a new connection from `ip` may be kept while `total` are

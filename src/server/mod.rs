@@ -55,9 +55,10 @@
 //! ## Signals
 //! SIGTERM/SIGINT: stop accepting, ask every acknowledging client to finish
 //! (`421`), write what they send until they close or `shutdown_timeout`
-//! passes, then exit. SIGHUP: reopen every output file, and load `[tls]`'s
-//! certificate, key and client CA again (new connections use them; a
-//! failed reload keeps the old ones and logs why).
+//! passes, then exit. SIGHUP: reopen every output file, then load the
+//! configuration again and apply routes, limits, `[[allow]]` rules and
+//! `[tls]` to new connections without dropping any (`reload`); a bad
+//! file is refused and the running configuration stays.
 //!
 //! ## TLS
 //! With `[tls]` a connection's first byte tells a TLS client from a plain
@@ -70,6 +71,8 @@ pub mod auth;
 mod book;
 mod commit;
 mod conn;
+mod reload;
+pub use reload::Reloader;
 #[doc(hidden)]
 pub mod harness;
 
@@ -223,6 +226,8 @@ pub struct Server {
     gate: Gate,
     /// systemd's notification socket (`Type=notify`, `WatchdogSec=`).
     supervisor: Supervisor,
+    /// Loads the configuration again on SIGHUP (see `reload`).
+    reloader: Option<reload::Reloader>,
 }
 
 impl Server {
@@ -385,6 +390,7 @@ impl Server {
                 true => Supervisor::from_env(),
                 false => Supervisor::default(),
             },
+            reloader: None,
         })
     }
 
@@ -680,17 +686,7 @@ impl Server {
         loop {
             let Some(signals) = &self.signals else { return };
             match signals.read() {
-                Ok(Some(SIGHUP)) => {
-                    let failed = self.shared.outputs.reopen_all();
-                    crate::info!(
-                        "SIGHUP: reopened {} outputs",
-                        self.shared.outputs.len() - failed.len()
-                    );
-                    for (path, e) in failed {
-                        crate::error!("cannot reopen output {}: {e}", crate::log::esc(&path));
-                    }
-                    self.reload_tls();
-                }
+                Ok(Some(SIGHUP)) => self.on_hup(),
                 Ok(Some(sig)) => {
                     self.begin_stop(if sig == SIGINT { "SIGINT" } else { "SIGTERM" }, now)
                 }
@@ -699,24 +695,6 @@ impl Server {
                     crate::error!("reading signals failed: {e}");
                     return;
                 }
-            }
-        }
-    }
-
-    /// SIGHUP: loads `[tls]`'s files again; new connections use them,
-    /// open ones keep theirs. A failure keeps the old ones.
-    fn reload_tls(&mut self) {
-        let Some(tls) = &mut self.shared.tls else {
-            return;
-        };
-        match tls.reload() {
-            Ok(()) => crate::info!(
-                "SIGHUP: reloaded TLS certificate {} ({})",
-                tls.settings.cert.display(),
-                tls.describes
-            ),
-            Err(e) => {
-                crate::error!("SIGHUP: TLS reload failed, keeping the certificate in use: {e}")
             }
         }
     }

@@ -326,6 +326,16 @@ impl Stream {
         }
     }
 
+    /// Ends the stream for good (a reload retired it): a connection still
+    /// open is cut; what it did not acknowledge is sent again by the
+    /// stream that takes the file next, from the acknowledged offset.
+    pub fn end(&mut self, ctx: &mut Ctx<'_>) {
+        self.stopping = true;
+        if self.link.is_some() {
+            self.drop_link(ctx, None);
+        }
+    }
+
     /// An inotify event about this stream's name in its directory (or a
     /// start-up look, or an overflow).
     pub fn on_file_event(&mut self, ctx: &mut Ctx<'_>) {
