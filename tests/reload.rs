@@ -306,3 +306,24 @@ fn a_changed_glob_stream_continues_every_file_from_its_position() {
     }
     assert!(client.stop().success());
 }
+
+/// A lower connection limit applies to the next connection; the one
+/// already open keeps streaming.
+#[test]
+fn a_connection_limit_lowered_by_reload_refuses_the_next_connection_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let server = server_with(tmp.path(), &out, "");
+    let f = tmp.path().join("f.log");
+    append_lines(&f, "l", 0, 50);
+    let _c = client_for(&server, &tmp.path().join("s"), "h", &[&f]);
+    let dest = routed(&out, "h", &f);
+    wait_content(&dest, &expected("l", 0, 50));
+    write_server_config(tmp.path(), &out, "max_connections_per_address = 1\n");
+    server.proc.signal("HUP");
+    server.proc.wait_log("changed: max_connections_per_address");
+    let mut raw = Raw::connect(server.addr);
+    assert_eq!(raw.line(), "503 Too many connections from your address\n");
+    append_lines(&f, "l", 50, 100);
+    wait_content(&dest, &expected("l", 0, 100));
+}
