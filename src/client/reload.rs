@@ -112,7 +112,7 @@ impl ClientDaemon {
 
     /// Checks `cfg` as start-up would and plans it against the running
     /// configuration.
-    fn prepare(&mut self, mut cfg: ClientConfig) -> Result<Pending, ClientError> {
+    fn prepare(&self, mut cfg: ClientConfig) -> Result<Pending, ClientError> {
         check_streams(&cfg.streams)?;
         let plan = client_plan(&self.config, &mut cfg);
         let settings = settings(&cfg, self.settings.id_key)?;
@@ -122,7 +122,7 @@ impl ClientDaemon {
             settings,
             keys: Vec::new(),
             sources: Vec::new(),
-            until: Instant::now(),
+            until: Instant::now(), // set when it begins
         })
     }
 
