@@ -30,7 +30,7 @@
 //! steps is remembered and reloads again afterwards.
 //!
 //! Keys that cannot change in a running client (`state_file`,
-//! `[prometheus]`, `debug`) are named in one WARN and keep their running
+//! `[prometheus]`, `debug`, `log_format`) are named in one WARN and keep their running
 //! values. A client started without a configuration file (streams named
 //! on the command line) has nothing to re-read: SIGHUP saves the state
 //! file and says so.

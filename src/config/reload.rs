@@ -148,6 +148,10 @@ pub fn client_plan(old: &ClientConfig, new: &mut ClientConfig) -> ClientPlan {
         restart_only.push("debug");
         new.debug = old.debug;
     }
+    if new.log_format != old.log_format {
+        restart_only.push("log_format");
+        new.log_format = old.log_format;
+    }
     let shared: Vec<&'static str> = [
         ("[server]", new.server != old.server),
         ("hostname", new.hostname != old.hostname),
@@ -320,6 +324,10 @@ fn pin_server(old: &ServerConfig, new: &mut ServerConfig) -> Vec<&'static str> {
     if new.debug != old.debug {
         pinned.push("debug");
         new.debug = old.debug;
+    }
+    if new.log_format != old.log_format {
+        pinned.push("log_format");
+        new.log_format = old.log_format;
     }
     if jet_outputs(&new.outputs) != jet_outputs(&old.outputs) {
         pinned.push("JetStream outputs (the whole [output.*] table is kept)");

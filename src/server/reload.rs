@@ -33,7 +33,7 @@
 //! restart loghamsterd to cut every connection at once.
 //!
 //! Keys that cannot change in a running server (`listen`, the state
-//! file, `sync`, `engine`, `[prometheus]`, `debug`, JetStream outputs)
+//! file, `sync`, `engine`, `[prometheus]`, `debug`, `log_format`, JetStream outputs)
 //! are named in one WARN and keep their running values.
 
 use super::{conn, Server};

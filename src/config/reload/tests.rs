@@ -119,13 +119,13 @@ fn a_shared_setting_changes_every_kept_stream() {
 fn client_restart_only_keys_keep_their_running_values() {
     let old = client_with("state_file = \"/a/state\"", THREE);
     let mut new = client_with(
-        "state_file = \"/b/state\"\ndebug = true\n[prometheus]\nenabled = true",
+        "state_file = \"/b/state\"\ndebug = true\nlog_format = \"json\"\n[prometheus]\nenabled = true",
         THREE,
     );
     let plan = client_plan(&old, &mut new);
     assert_eq!(
         plan.restart_only,
-        vec!["state_file", "[prometheus]", "debug"]
+        vec!["state_file", "[prometheus]", "debug", "log_format"]
     );
     assert_eq!(new.state_file, PathBuf::from("/a/state"));
     assert!(!new.debug && !new.prometheus.enabled);
