@@ -88,6 +88,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;
+pub mod once;
 pub mod persist;
 pub mod proto;
 pub mod rate;
@@ -96,6 +97,7 @@ pub mod server;
 pub mod sink;
 pub mod tail;
 pub mod tls;
+pub mod writable;
 
 pub use client::api::Client;
 pub use client::{ClientDaemon, ClientError};

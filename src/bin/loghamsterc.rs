@@ -113,12 +113,18 @@ fn main() -> ExitCode {
                 }
             ),
         };
+        // The state file as at start-up, but nothing is created or
+        // changed (a missing directory is asked about, not made).
+        if let Err(e) = loghamster::writable::client(&cfg, loghamster::writable::Mode::Check) {
+            eprintln!("loghamsterc: {e}");
+            return ExitCode::from(1);
+        }
         let token = match &cfg.server.token {
             Some(t) => format!(", token {}", t.name()),
             None => String::new(),
         };
         println!(
-            "config OK: {} {} (compression {}{token}{failover}), {} streams, state file {}{metrics}",
+            "config OK: {} {} (compression {}{token}{failover}), {} streams, state file {} (writable){metrics}",
             if cfg.server.servers.len() == 1 { "server" } else { "servers" },
             cfg.server.list(),
             cfg.server.compression,

@@ -89,6 +89,27 @@ fn main() -> ExitCode {
                 false => codecs.join(", "),
             }
         );
+        match cfg.prometheus.enabled {
+            true => println!(
+                "metrics: http://{}/metrics and /health",
+                cfg.prometheus
+                    .addr()
+                    .map_or_else(|| cfg.prometheus.listen.clone(), |a| a.to_string())
+            ),
+            false => println!("metrics: off (no [prometheus] enabled, no --metrics-listen)"),
+        }
+        // Where it writes, as at start-up, but nothing is created or
+        // changed (a missing directory is asked about, not made).
+        match loghamster::writable::server(&cfg, loghamster::writable::Mode::Check) {
+            Ok(checked) if checked.is_empty() => {
+                println!("writes: nothing on disk (no directory, state file or file output)")
+            }
+            Ok(checked) => println!("writable: {}", checked.join(", ")),
+            Err(e) => {
+                eprintln!("loghamsterd: {e}");
+                return ExitCode::from(1);
+            }
+        }
         println!("limits: {}", cfg.limits);
         println!("logs: {}", args.log_format.unwrap_or(cfg.log_format));
         match cfg.auth.is_open() {

@@ -42,6 +42,7 @@ mod reload;
 pub mod rendezvous;
 mod setup;
 mod sources;
+mod statefile;
 mod stream;
 mod watch;
 
@@ -96,6 +97,8 @@ pub enum ClientError {
     Metrics(HttpError),
     /// `[tls]`'s files could not be loaded.
     Tls(crate::tls::TlsError),
+    /// The state file cannot be written (found at start-up).
+    NotWritable(crate::writable::NotWritable),
 }
 
 impl std::fmt::Display for ClientError {
@@ -106,6 +109,7 @@ impl std::fmt::Display for ClientError {
             ClientError::Tls(e) => e.fmt(f),
             ClientError::State(e) => e.fmt(f),
             ClientError::Config(e) => f.write_str(e),
+            ClientError::NotWritable(e) => e.fmt(f),
             ClientError::Unsupported { stream, what } => {
                 write!(
                     f,
@@ -210,6 +214,10 @@ pub struct ClientDaemon {
     stop: StopHandle,
     /// systemd's notification socket (`Type=notify`, `WatchdogSec=`).
     supervisor: Supervisor,
+    /// Whether state saves work, and when to try again if not.
+    saving: statefile::Saving,
+    /// Directories that cannot be watched, by the error last reported.
+    dir_errors: crate::once::SaidBy<PathBuf, io::ErrorKind>,
 }
 
 impl ClientDaemon {
@@ -267,7 +275,12 @@ impl ClientDaemon {
             self.after_events(now);
         }
         self.finish_run();
-        Ok(())
+        // The last save failed: the positions since the last good one
+        // are not on disk (the files are sent again from there).
+        match self.saving.take_error() {
+            Some(e) => Err(ClientError::State(e)),
+            None => Ok(()),
+        }
     }
 
     /// Picks where the progress of `method = "send"` goes: a status line
@@ -362,7 +375,9 @@ impl ClientDaemon {
                 }
                 STATE => {
                     self.state_timer.fired(now);
-                    self.save_state_if_dirty();
+                    if self.saving.due(now) {
+                        self.save_state_if_dirty();
+                    }
                     if !self.unwatched.is_empty() {
                         self.watch_dirs(now);
                     }
@@ -386,7 +401,10 @@ impl ClientDaemon {
             }
         }
         if std::mem::take(&mut self.save_soon) {
-            self.save_state(state::Durability::ProcessCrash);
+            match self.saving.due(now) {
+                true => self.save_state(state::Durability::ProcessCrash),
+                false => self.dirty = true,
+            }
         }
         if self.dirty && self.state_timer.arm(now + self.state_interval) {
             self.reactor
@@ -560,10 +578,34 @@ impl ClientDaemon {
         let mut entries: Vec<Entry> = self.streams.values().flat_map(Stream::entries).collect();
         entries.extend(self.loaded.iter().cloned());
         entries.extend(self.completed.iter().cloned());
-        match state::save(&self.state_file, &entries, durability) {
-            Ok(()) if durability == state::Durability::Synced => self.dirty = false,
-            Ok(()) => self.dirty = true,
-            Err(e) => crate::error!("{e}"),
+        let result = state::save(&self.state_file, &entries, durability);
+        self.dirty = result.is_err() || durability != state::Durability::Synced;
+        let shown = result.as_ref().err().map(ToString::to_string);
+        if shown.is_some() {
+            self.metrics.state_write_failures.inc();
+        }
+        // (The shell reads the clock here: saves come from signals,
+        // timers and the end of the loop alike.)
+        let now = Instant::now();
+        match self.saving.record(now, self.state_interval, result) {
+            statefile::Verdict::Saved => {}
+            statefile::Verdict::Recovered(after) => crate::info!(
+                "state file {} written again after {:.0}s of failures",
+                crate::log::esc(&self.state_file),
+                after.as_secs_f64()
+            ),
+            statefile::Verdict::Failed { say, retry_at } => {
+                if say {
+                    crate::error!(
+                        "{}; the positions are kept in memory and saved once it works again (retrying with back-off up to {}s)",
+                        shown.unwrap_or_default(),
+                        statefile::MAX_RETRY.as_secs()
+                    );
+                }
+                if self.state_timer.arm(retry_at) {
+                    self.reactor.timers.schedule(retry_at, STATE);
+                }
+            }
         }
     }
 }

@@ -42,6 +42,8 @@ impl ClientDaemon {
         let base = open_event_loop(signals)?;
         let loaded = state::load(&cfg.state_file)?;
         let id_key = secret(&cfg.state_file, &loaded)?;
+        crate::writable::client(&cfg, crate::writable::Mode::Start)
+            .map_err(ClientError::NotWritable)?;
         let (completed, loaded) = loaded.entries.into_iter().partition(|e| e.complete);
         let settings = settings(&cfg, id_key)?;
         let mut daemon = ClientDaemon::assemble(&cfg, base, settings, completed, loaded);
@@ -130,6 +132,8 @@ impl ClientDaemon {
             http: None,
             stop: base.stop,
             supervisor: Supervisor::default(),
+            saving: Default::default(),
+            dir_errors: Default::default(),
         }
     }
 

@@ -196,6 +196,7 @@ impl ClientDaemon {
     /// sources wait in `unwatched` for it to come back.
     fn on_dir_gone(&mut self, watch: Watch) {
         if let Some(dw) = self.dirs.remove(&watch) {
+            self.dir_errors.say(dw.dir.clone(), io::ErrorKind::NotFound);
             crate::warn!(
                 "directory {} went away; watching for it to come back",
                 crate::log::esc(&dw.dir)
@@ -210,6 +211,9 @@ impl ClientDaemon {
         for (dir, keys, sources) in std::mem::take(&mut self.unwatched) {
             match self.inotify.add_watch(&dir, DIR_EVENTS) {
                 Ok(w) => {
+                    if self.dir_errors.clear(&dir) {
+                        crate::info!("directory {}: watching it now", crate::log::esc(&dir));
+                    }
                     for &key in &keys {
                         self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
                     }
@@ -234,11 +238,17 @@ impl ClientDaemon {
                     dw.sources.extend(sources);
                 }
                 Err(e) => {
-                    crate::warn!(
-                        "cannot watch directory {}: {e}; retrying every {}s",
-                        crate::log::esc(&dir),
-                        DIR_RETRY.as_secs()
-                    );
+                    // A missing directory of followed paths: each path
+                    // says so once (see `stream/story.rs`). Anything else
+                    // once per directory and error, not at every retry.
+                    let streams_say_it = e.kind() == io::ErrorKind::NotFound && sources.is_empty();
+                    if !streams_say_it && self.dir_errors.say(dir.clone(), e.kind()) {
+                        crate::warn!(
+                            "cannot watch directory {}: {e}; trying again every {}s (said again only if the error changes)",
+                            crate::log::esc(&dir),
+                            DIR_RETRY.as_secs()
+                        );
+                    }
                     self.unwatched.push((dir, keys, sources));
                 }
             }

@@ -29,6 +29,7 @@
 //! | `loghamster_client_server_failovers_total{server}` | counter | streams that moved away from the server (unreachable for `failover_after`, or `503`; each is also one WARN line naming the stream and both servers) |
 //! | `loghamster_client_server_wire_bytes_total{server}` | counter | stream bytes written to the server's connections (after compression) |
 //! | `loghamster_client_failover_duplicate_bytes_total` | counter | bytes that were sent to a server but not acknowledged when its stream moved away: at most this many may be on both servers |
+//! | `loghamster_client_state_write_failures_total` | counter | attempts to write the state file that failed (the first of a run, and each new reason, is also an ERROR line; attempts back off up to a minute, positions stay in memory) |
 //! | `loghamster_client_offset_conflicts_total` | counter | times a server's `200` named an offset beyond anything this client sent for the stream (each is also an ERROR line; the rest goes out under a new stream id) |
 
 use std::collections::HashMap;
@@ -126,6 +127,8 @@ pub struct ClientMetrics {
     pub refused_files: Counter,
     /// Server offsets beyond anything sent for the stream.
     pub offset_conflicts: Counter,
+    /// Failed attempts to write the state file.
+    pub state_write_failures: Counter,
     /// Streams assigned to each server (set at scrape time).
     pub server_streams: Family<ServerLabels, Gauge>,
     /// Connections open to each server (set at scrape time).
@@ -169,6 +172,7 @@ impl ClientMetrics {
             inotify_overflows: Counter::default(),
             refused_files: Counter::default(),
             offset_conflicts: Counter::default(),
+            state_write_failures: Counter::default(),
             server_streams: Family::default(),
             server_connected: Family::default(),
             server_failovers: Family::default(),
@@ -264,6 +268,11 @@ impl ClientMetrics {
             "offset_conflicts",
             "Server offsets beyond anything this client sent for the stream",
             self.offset_conflicts.clone(),
+        );
+        r.register(
+            "state_write_failures",
+            "Attempts to write the state file that failed (positions stay in memory)",
+            self.state_write_failures.clone(),
         );
         self.register_servers();
     }

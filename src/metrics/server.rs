@@ -29,6 +29,7 @@
 //! | `loghamster_server_streams_known` | gauge | resumable streams the server keeps an offset for |
 //! | `loghamster_server_streams_expired_total` | counter | resumable streams forgotten after `stream_retention` (or the `max_streams` cap) |
 //! | `loghamster_server_checkpoint_bytes` | gauge | bytes the last checkpoint round wrote to the state file or its journal |
+//! | `loghamster_server_checkpoint_failures_total` | counter | checkpoint rounds that failed (an output's `fdatasync` or the state file's write; the first of a series is also an ERROR line; nothing is acknowledged meanwhile) |
 
 use std::time::{Duration, Instant};
 
@@ -341,6 +342,8 @@ pub struct ServerMetrics {
     pub streams_expired: Counter,
     /// Bytes the last checkpoint round wrote.
     pub checkpoint_bytes: Gauge,
+    /// Checkpoint rounds that failed.
+    pub checkpoint_failures: Counter,
     /// The JetStream outputs' families (see [`super::jetstream`]).
     pub jetstream: super::jetstream::JetStreamMetrics,
 }
@@ -388,6 +391,7 @@ impl ServerMetrics {
             streams_known: Gauge::default(),
             streams_expired: Counter::default(),
             checkpoint_bytes: Gauge::default(),
+            checkpoint_failures: Counter::default(),
             jetstream: Default::default(),
             registry: Registry::default(),
         };
@@ -493,6 +497,11 @@ impl ServerMetrics {
             "Bytes the last checkpoint round wrote to the state file or its journal",
             Unit::Bytes,
             m.checkpoint_bytes.clone(),
+        );
+        r.register(
+            "checkpoint_failures",
+            "Checkpoint rounds that failed (fdatasync or state file write); nothing is acknowledged meanwhile",
+            m.checkpoint_failures.clone(),
         );
         for limit in LimitHit::ALL {
             drop(m.limit_hits.get_or_create(&LimitLabels { limit }));

@@ -129,6 +129,7 @@ impl Shared {
     }
 
     fn commit_failed(&mut self, why: &str) {
+        self.metrics.checkpoint_failures.inc();
         if !self.commit_failing {
             crate::error!("checkpoint failed: {why}; not acknowledging until it works");
             self.commit_failing = true;

@@ -138,6 +138,9 @@ pub enum ServerError {
     },
     /// `[tls]`'s files could not be loaded.
     Tls(crate::tls::TlsError),
+    /// The state file or an output directory cannot be written (found
+    /// at start-up).
+    NotWritable(crate::writable::NotWritable),
 }
 
 impl std::fmt::Display for ServerError {
@@ -148,6 +151,7 @@ impl std::fmt::Display for ServerError {
             ServerError::State(e) => e.fmt(f),
             ServerError::Recovery { source } => write!(f, "crash recovery failed: {source}"),
             ServerError::Tls(e) => e.fmt(f),
+            ServerError::NotWritable(e) => e.fmt(f),
         }
     }
 }
@@ -192,6 +196,9 @@ pub(crate) struct Shared {
     pub evicted: std::collections::HashSet<Key>,
     /// The last checkpoint attempt failed (logged once until it works).
     commit_failing: bool,
+    /// Outputs that could not be opened, by the error last logged: one
+    /// ERROR per output and cause, not one per connection attempt.
+    pub unopenable: crate::once::SaidBy<std::path::PathBuf, io::ErrorKind>,
     /// `engine`: the ring that syncs outputs without stalling the loop
     /// (`None`: blocking `fdatasync`).
     ring: Option<Ring>,
@@ -341,6 +348,8 @@ impl Server {
         } else {
             None
         };
+        crate::writable::server(&cfg, crate::writable::Mode::Start)
+            .map_err(ServerError::NotWritable)?;
         let (store, resume) = recover(&cfg)?;
         // The JetStream client threads wake the loop through its one waker.
         let jet = JetOutputs::start(&cfg, &stop.waker(), &metrics.jetstream)
@@ -365,6 +374,7 @@ impl Server {
             write_errors: 0,
             evicted: Default::default(),
             commit_failing: false,
+            unopenable: Default::default(),
             ring,
             round: None,
             metrics,

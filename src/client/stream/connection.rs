@@ -104,6 +104,13 @@ impl Stream {
                     ctx.meter.acknowledged(new, ctx.now);
                     self.last_active = ctx.now;
                     *ctx.dirty = true;
+                    let at = self.tail.acked();
+                    if crate::log::debug_enabled() && self.told.acknowledged(ctx.now, at) {
+                        crate::debug!(
+                            "{}: sent up to offset {at} (acknowledged)",
+                            crate::log::esc(&self.tail.path())
+                        );
+                    }
                 }
                 Err(sent) => {
                     let why = format!("server acknowledged {n} bytes but only {sent} were sent");
@@ -176,6 +183,7 @@ impl Stream {
         ctx.meter.acknowledged(at.saturating_sub(before), ctx.now);
         self.link_deadline = None;
         self.backoff = Duration::ZERO;
+        self.told.streaming(ctx.now, at);
         crate::debug!(
             offset = at, server = self.server_name(ctx);
             "{}: streaming from offset {at}",
@@ -264,8 +272,9 @@ impl Stream {
         let at_eof = self.file_len().is_none_or(|len| len <= self.tail.sent());
         if self.tail.pending().is_empty() && self.tail.acked() == self.tail.sent() && at_eof {
             crate::debug!(
-                "{}: idle; closing its connection",
-                crate::log::esc(&self.path())
+                "{}: idle; closing its connection (acknowledged up to offset {})",
+                crate::log::esc(&self.path()),
+                self.tail.acked()
             );
             if let Some(link) = &mut self.link {
                 link.finish();
@@ -344,6 +353,10 @@ impl Stream {
             self.reconnecting = true;
             if connecting {
                 self.unreachable(ctx, &why);
+            } else if !self.told.link_ended(&why) {
+                // The same reason as last time (a server that refuses on
+                // every reconnect): said once, until a handshake works.
+                crate::debug!("{}: {why} (again)", crate::log::esc(&self.path()));
             } else if unacked > 0 {
                 crate::warn!(
                     server = self.server_name(ctx), unacked = unacked;

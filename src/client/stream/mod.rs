@@ -20,6 +20,7 @@
 mod connection;
 mod route;
 mod send;
+mod story;
 
 pub(crate) use connection::LinkBudget;
 
@@ -158,6 +159,8 @@ pub(crate) struct Stream {
     /// The stream id the route last connected for: a new one is a new
     /// part, where a moved stream may return to its first choice.
     route_part: Option<StreamId>,
+    /// What was told about this path (see `story.rs`).
+    told: story::Told,
 }
 
 impl Stream {
@@ -192,6 +195,7 @@ impl Stream {
             throttled_since: None,
             route: None,
             route_part: None,
+            told: story::Told::default(),
         }
     }
 
@@ -414,10 +418,15 @@ impl Stream {
             // sent, not followed: its opening says so, with its size.
             let send = self.whole().then(|| self.file_len().unwrap_or(0));
             let mut abandoned = 0;
+            let mut told = Telling {
+                told: &mut self.told,
+                configured: !self.ephemeral && send.is_none(),
+                path: self.tail.path().to_path_buf(),
+            };
             for note in self.tail.take_notes() {
                 match (&note, send) {
                     (Note::Opened { offset, .. }, Some(len)) => log_send(&path, *offset, len),
-                    _ => log_note(&path, &note, ctx, &mut abandoned),
+                    _ => log_note(&path, &note, ctx, &mut abandoned, &mut told),
                 }
             }
             *ctx.abandoned_bytes += abandoned;
@@ -488,9 +497,20 @@ fn log_send(path: &str, offset: u64, len: u64) {
     }
 }
 
+/// A stream's [`story::Told`] while its notes are logged.
+struct Telling<'a> {
+    told: &'a mut story::Told,
+    /// A configured path (not a glob match or a whole file).
+    configured: bool,
+    path: PathBuf,
+}
+
 /// One log line (and metric) for something the tail did.
-fn log_note(path: &str, note: &Note, ctx: &mut Ctx<'_>, abandoned: &mut u64) {
+fn log_note(path: &str, note: &Note, ctx: &mut Ctx<'_>, abandoned: &mut u64, t: &mut Telling<'_>) {
     match note {
+        Note::Opened { offset, .. } if t.told.opened() => {
+            crate::info!(offset = *offset; "{path}: appeared; following from offset {offset}")
+        }
         Note::Opened { offset, .. } => {
             crate::info!(offset = *offset; "{path}: following from offset {offset}")
         }
@@ -554,11 +574,30 @@ fn log_note(path: &str, note: &Note, ctx: &mut Ctx<'_>, abandoned: &mut u64) {
         Note::Failed { what, error } => {
             if what.contains("descriptors") {
                 *ctx.fd_pressure = true;
+            } else if t.told.failed(what, error) {
+                crate::warn!("{path}: {what} failed: {error}; retrying (said again only if the error changes)");
             } else {
-                crate::warn!("{path}: {what} failed: {error}; retrying");
+                crate::debug!("{path}: {what} failed again: {error}");
             }
         }
-        Note::Absent => crate::debug!("{path}: not there yet; waiting for it to appear"),
+        Note::Absent => match t.told.absent(t.configured) {
+            story::Absence::Warn => {
+                let dir = t.path.parent().filter(|d| !d.as_os_str().is_empty());
+                let no_dir = dir.is_some_and(|d| std::fs::symlink_metadata(d).is_err());
+                crate::warn!(
+                    "{path}: does not exist{}; following it from when it appears",
+                    if no_dir {
+                        ", nor does its directory"
+                    } else {
+                        ""
+                    }
+                )
+            }
+            story::Absence::Debug => {
+                crate::debug!("{path}: not there; waiting for it to appear")
+            }
+            story::Absence::Quiet => {}
+        },
         Note::Refused { error, .. } => {
             ctx.meter.refused.inc();
             crate::warn!("{path}: not shipped: {error}; looking again quietly, and saying so again only if something else is put there");

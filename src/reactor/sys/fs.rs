@@ -110,6 +110,25 @@ pub fn reopen_positional(file: &File) -> io::Result<File> {
         .open(link)
 }
 
+/// `faccessat(2)` with `W_OK | X_OK` and the effective ids: whether this
+/// process may create files in the directory `dir`, without creating one
+/// (for `--check-config` about a directory that does not exist yet).
+/// Root passes unless the file system is read-only.
+pub fn may_create_in(dir: &Path) -> io::Result<()> {
+    let c = c_name(dir.as_os_str())?;
+    // SAFETY: `c` is NUL-terminated and outlives the call; no memory is
+    // written.
+    cvt(unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::W_OK | libc::X_OK,
+            libc::AT_EACCESS,
+        )
+    })
+    .map(drop)
+}
+
 /// `sendfile(2)`: copies up to `count` bytes of `input` starting at
 /// `offset` to the socket `out` inside the kernel. Returns the bytes sent
 /// (`WouldBlock` when the socket is full).

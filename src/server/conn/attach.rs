@@ -424,13 +424,30 @@ impl Conn {
         };
         self.authorize(gate, route.output.as_deref(), now, shared)?;
         match shared.outputs.acquire(&route) {
-            Ok(output) => Some(Opened::File(route, output)),
+            Ok(output) => {
+                if !shared.unopenable.is_empty() && shared.unopenable.clear(&route.full_path()) {
+                    crate::info!(
+                        "output {} opened again",
+                        crate::log::esc(&route.full_path())
+                    );
+                }
+                Some(Opened::File(route, output))
+            }
             Err(e) => {
-                crate::error!(
-                    "{}: cannot open output {} for {label}: {e}",
-                    self.peer,
-                    crate::log::esc(&route.full_path())
-                );
+                let path = route.full_path();
+                if shared.unopenable.say(path.clone(), e.kind()) {
+                    crate::error!(
+                        "{}: cannot open output {} for {label}: {e} (said again only if the error changes; clients get 503 and retry)",
+                        self.peer,
+                        crate::log::esc(&path)
+                    );
+                } else {
+                    crate::debug!(
+                        "{}: cannot open output {} for {label}: {e}",
+                        self.peer,
+                        crate::log::esc(&path)
+                    );
+                }
                 let refusal = Refusal {
                     code: 503,
                     text: "Output unavailable".into(),
