@@ -43,18 +43,19 @@ pub struct NotWritable {
     /// What the path is for ("state file", "output directory", ...).
     pub what: &'static str,
     pub path: PathBuf,
+    /// The directory in which no file can be created, when the path
+    /// itself is a file in it.
+    pub dir: Option<PathBuf>,
     pub source: io::Error,
 }
 
 impl fmt::Display for NotWritable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot write {} {}: {}",
-            self.what,
-            crate::log::esc(&self.path),
-            self.source
-        )
+        write!(f, "cannot write {} {}", self.what, crate::log::esc(&self.path))?;
+        if let Some(d) = &self.dir {
+            write!(f, " (cannot create files in {})", crate::log::esc(d))?;
+        }
+        write!(f, ": {}", self.source)
     }
 }
 
@@ -65,6 +66,7 @@ pub fn dir(what: &'static str, dir: &Path, mode: Mode) -> Result<(), NotWritable
     let fail = |path: &Path, source| NotWritable {
         what,
         path: path.to_path_buf(),
+        dir: None,
         source,
     };
     match std::fs::metadata(dir) {
@@ -91,7 +93,11 @@ pub fn dir(what: &'static str, dir: &Path, mode: Mode) -> Result<(), NotWritable
 /// The file `path` can be written: its directory can hold new files and,
 /// if it exists, it is a regular file open for writing.
 pub fn file(what: &'static str, path: &Path, mode: Mode) -> Result<(), NotWritable> {
-    dir(what, &parent(path), mode)?;
+    dir(what, &parent(path), mode).map_err(|e| NotWritable {
+        path: path.to_path_buf(),
+        dir: Some(e.path),
+        ..e
+    })?;
     match std::fs::OpenOptions::new().write(true).open(path) {
         Ok(f) => match f.metadata() {
             Ok(m) if m.is_file() => Ok(()),
@@ -107,6 +113,7 @@ pub fn file(what: &'static str, path: &Path, mode: Mode) -> Result<(), NotWritab
     .map_err(|source| NotWritable {
         what,
         path: path.to_path_buf(),
+        dir: None,
         source,
     })
 }
@@ -230,6 +237,9 @@ mod tests {
             assert_eq!(e.source.raw_os_error(), Some(libc::ENOTDIR), "{e}");
             assert!(e.to_string().starts_with("cannot write state file "), "{e}");
         }
+        let e = file("state file", &plain.join("state"), Mode::Check).unwrap_err();
+        assert_eq!(e.dir.as_deref(), Some(plain.as_path()), "{e}");
+        assert!(e.to_string().contains("(cannot create files in "), "{e}");
         let e = dir("output directory", &plain, Mode::Check).unwrap_err();
         assert_eq!(e.path, plain);
         // A directory where the state file should be.
