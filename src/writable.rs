@@ -51,7 +51,12 @@ pub struct NotWritable {
 
 impl fmt::Display for NotWritable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot write {} {}", self.what, crate::log::esc(&self.path))?;
+        write!(
+            f,
+            "cannot write {} {}",
+            self.what,
+            crate::log::esc(&self.path)
+        )?;
         if let Some(d) = &self.dir {
             write!(f, " (cannot create files in {})", crate::log::esc(d))?;
         }

@@ -74,7 +74,10 @@ fn a_missing_path_is_one_warning_at_start_and_one_info_when_it_appears() {
     assert_eq!(count(&log, &warn_dir), 1, "{log}");
 
     append_lines(&missing, "m", 0, 5);
-    c.wait_log(&format!("INFO {}: appeared; following from offset 0", missing.display()));
+    c.wait_log(&format!(
+        "INFO {}: appeared; following from offset 0",
+        missing.display()
+    ));
     wait_content(&routed(&out, "h", &missing), &expected("m", 0, 5));
     std::fs::create_dir(tmp.path().join("later")).unwrap();
     append_lines(&in_missing_dir, "d", 0, 5);
@@ -149,7 +152,11 @@ fn an_unwritable_state_file_stops_the_client_at_start_up() {
     let mut check = unprivileged(CLIENT_BIN).unwrap();
     let out = check.arg("--check-config").args(args).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         stdout.contains(&format!("state file {} (writable)", state.display())),
         "{stdout}"
@@ -229,7 +236,11 @@ fn an_unwritable_server_directory_stops_the_server_at_start_up() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&res.stdout);
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
     assert!(
         stdout.contains("metrics: http://127.0.0.1:0/metrics"),
         "{stdout}"
@@ -242,7 +253,11 @@ fn an_unwritable_server_directory_stops_the_server_at_start_up() {
         )),
         "{stdout}"
     );
-    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing created");
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "nothing created"
+    );
 }
 
 /// The state file becomes unwritable while the client runs: one ERROR,

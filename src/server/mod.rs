@@ -235,6 +235,9 @@ pub struct Server {
     supervisor: Supervisor,
     /// Loads the configuration again on SIGHUP (see `reload`).
     reloader: Option<reload::Reloader>,
+    /// The error `accept` last logged (once until it changes or an
+    /// accept works, not once per connection attempt).
+    accept_error: crate::once::Said<io::ErrorKind>,
 }
 
 impl Server {
@@ -396,6 +399,7 @@ impl Server {
             gate,
             http,
             again: Vec::new(),
+            accept_error: Default::default(),
             supervisor: match signals_wanted {
                 true => Supervisor::from_env(),
                 false => Supervisor::default(),
@@ -557,10 +561,15 @@ impl Server {
                 return;
             };
             match retry(|| listener.accept()) {
-                Ok((sock, peer)) => match self.gate.check(self.conns.len(), peer.ip()) {
-                    None => self.admit(sock, peer, now),
-                    Some(hit) => self.refuse(sock, peer, hit, now),
-                },
+                Ok((sock, peer)) => {
+                    if self.accept_error.clear() {
+                        crate::info!("accepting connections again");
+                    }
+                    match self.gate.check(self.conns.len(), peer.ip()) {
+                        None => self.admit(sock, peer, now),
+                        Some(hit) => self.refuse(sock, peer, hit, now),
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if admit::out_of_descriptors(&e) && self.gate.release_spare() => {
                     // Accept one with the spare descriptor and refuse it, so
@@ -573,8 +582,11 @@ impl Server {
                 }
                 Err(e) => {
                     // EMFILE without a spare, and friends: log and retry on
-                    // the next event.
-                    crate::warn!("accept failed: {e}");
+                    // the next event (said once per error).
+                    match self.accept_error.say(e.kind()) {
+                        true => crate::warn!("accept failed: {e}; retrying at every connection attempt (said again only if the error changes)"),
+                        false => crate::debug!("accept failed again: {e}"),
+                    }
                     return;
                 }
             }
