@@ -407,3 +407,41 @@ fn debug_tells_progress_without_a_line_per_append() {
     );
     assert!(count(&log, ": sent up to offset ") <= 2, "{log}");
 }
+
+/// A followed file the client may not read: one WARN, the retries are
+/// debug lines, and it is followed once it can be opened.
+#[test]
+fn a_file_that_cannot_be_opened_is_one_warning_not_one_per_retry() {
+    let tmp = open_tempdir();
+    let Some(mut cmd) = unprivileged(CLIENT_BIN) else {
+        eprintln!("SKIPPED: running as root without setpriv");
+        return;
+    };
+    let out = tmp.path().join("out");
+    let server = Server::with_directory(&out);
+    let file = tmp.path().join("secret.log");
+    append_lines(&file, "s", 0, 5);
+    chmod(&file, 0o000);
+    let sdir = tmp.path().join("state");
+    std::fs::create_dir(&sdir).unwrap();
+    chmod(&sdir, 0o777);
+    let addr = server.addr.to_string();
+    cmd.args([
+        "--debug",
+        "--server",
+        &addr,
+        "--hostname",
+        "h",
+        "--state-file",
+        sdir.join("st").to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    let mut c = Proc::spawn("loghamsterc", cmd);
+    c.wait_log("open failed again: Permission denied");
+    let log = c.log();
+    assert_eq!(count(&log, "WARN"), 1, "{log}");
+    assert_eq!(count(&log, "open failed: Permission denied"), 1, "{log}");
+    chmod(&file, 0o644);
+    wait_content(&routed(&out, "h", &file), &expected("s", 0, 5));
+    assert!(c.stop().success());
+}
