@@ -445,3 +445,39 @@ fn a_file_that_cannot_be_opened_is_one_warning_not_one_per_retry() {
     wait_content(&routed(&out, "h", &file), &expected("s", 0, 5));
     assert!(c.stop().success());
 }
+
+/// `--debug` with more files than `max_open_files`: a parked file says
+/// so, and says so again when an append reopens it.
+#[test]
+fn debug_tells_when_a_file_is_parked_and_reopened() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let server = Server::with_directory(&out);
+    let path = |i: usize| logs.join(format!("f{i}.log"));
+    for i in 0..4 {
+        append_lines(&path(i), "f", 0, 3);
+    }
+    let cfg = client_config(
+        tmp.path(),
+        &server,
+        &format!(
+            "[tuning]\nmax_open_files = 2\n[[stream]]\npath = \"{}/*.log\"\n",
+            logs.display()
+        ),
+    );
+    let mut c = client(&["--config", cfg.to_str().unwrap(), "--debug"]);
+    c.wait_log(": parked at offset ");
+    let log = c.log();
+    let at = log.find(": parked at offset ").unwrap();
+    let start = log[..at].rfind(" DEBUG ").unwrap() + " DEBUG ".len();
+    let parked = std::path::PathBuf::from(&log[start..at]);
+    append_lines(&parked, "f", 3, 6);
+    c.wait_log(&format!(
+        "{}: reopened after parking, at offset",
+        parked.display()
+    ));
+    wait_content(&routed(&out, "h", &parked), &expected("f", 0, 6));
+    assert!(c.stop().success());
+}

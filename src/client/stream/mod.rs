@@ -431,6 +431,13 @@ impl Stream {
             }
             *ctx.abandoned_bytes += abandoned;
         }
+        if self.told.unparked(self.tail.is_parked()) {
+            crate::debug!(
+                "{}: reopened after parking, at offset {}",
+                crate::log::esc(&self.tail.path()),
+                self.tail.acked()
+            );
+        }
         *ctx.save_soon |= self.tail.take_save_soon();
         *ctx.dirty |= self.tail.take_dirty();
         if self.link.is_some() && self.link_id != self.tail.stream_id() {
@@ -453,6 +460,7 @@ impl Stream {
     pub fn release_idle(&mut self, ctx: &mut Ctx<'_>) -> bool {
         if self.link.is_none() && !self.stopping {
             if let Some(entry) = self.tail.park(&mut RealFs) {
+                self.told.park();
                 crate::debug!(
                     "{}: parked at offset {} (too many open files)",
                     crate::log::esc(&self.path()),

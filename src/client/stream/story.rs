@@ -56,6 +56,8 @@ pub(super) struct Told {
     link: Said<String>,
     /// When progress was last told, and the offset it named.
     progress: Option<(Instant, u64)>,
+    /// The file was parked when last looked at.
+    parked: bool,
 }
 
 impl Told {
@@ -90,6 +92,17 @@ impl Told {
     /// A connection ended for `why`; true when the reason is new.
     pub fn link_ended(&mut self, why: &str) -> bool {
         self.link.say(why.to_string())
+    }
+
+    /// The file was parked (closed while idle).
+    pub fn park(&mut self) {
+        self.parked = true;
+    }
+
+    /// Whether the file is parked now; true when it was and no longer is
+    /// (reopened: a debug line, as its parking was).
+    pub fn unparked(&mut self, parked: bool) -> bool {
+        std::mem::replace(&mut self.parked, parked) && !parked
     }
 
     /// The server accepted the stream from `offset` at `now`.
@@ -147,6 +160,11 @@ mod tests {
         assert!(t.link_ended("connection reset"));
         t.streaming(now, 0);
         assert!(t.link_ended("connection reset"), "again after a handshake");
+        assert!(!t.unparked(false));
+        assert!(!t.unparked(true));
+        assert!(!t.unparked(true));
+        assert!(t.unparked(false), "reopened");
+        assert!(!t.unparked(false));
     }
 
     #[test]
