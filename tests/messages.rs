@@ -479,3 +479,43 @@ fn debug_tells_when_a_file_is_parked_and_reopened() {
     wait_content(&routed(&out, "h", &parked), &expected("f", 0, 6));
     assert!(c.stop().success());
 }
+
+/// The server's checkpoint cannot be written while it runs: one ERROR
+/// and a counted failure per round, nothing acknowledged meanwhile; one
+/// INFO when it works again, and the client's lines arrive.
+#[test]
+fn a_checkpoint_failing_at_run_time_is_one_error_and_a_metric() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let scfg = tmp.path().join("server.toml");
+    std::fs::write(
+        &scfg,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndirectory = \"{}\"\nsync_interval = \"50ms\"\n[prometheus]\nenabled = true\nlisten = \"127.0.0.1:0\"\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start(&["--config", scfg.to_str().unwrap()]);
+    let metrics = metrics_addr(&server.proc);
+    // The first round writes a snapshot through this temp file.
+    let blocker = out.join(".loghamsterd.state.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let file = tmp.path().join("app.log");
+    append_lines(&file, "a", 0, 10);
+    let state = tmp.path().join("state");
+    let mut c = client_for(&server, &state, "h", &[&file]);
+    let failures = "loghamster_server_checkpoint_failures_total";
+    scrape_until(metrics, "three failed rounds", |b| {
+        value(b, failures).is_some_and(|v| v >= 3.0)
+    });
+    let log = server.proc.log();
+    assert_eq!(count(&log, "checkpoint failed"), 1, "{log}");
+
+    std::fs::remove_dir(&blocker).unwrap();
+    server.proc.wait_log("state file written again");
+    wait_content(&routed(&out, "h", &file), &expected("a", 0, 10));
+    assert!(c.stop().success());
+    assert!(server.proc.stop().success());
+    assert_eq!(count(&server.proc.log(), "checkpoint failed"), 1);
+}
