@@ -3,15 +3,18 @@
 //! letting connections acknowledge.
 //!
 //! A round marks every connection (what each had written when it began),
-//! syncs the dirty outputs (on the io_uring, at most [`RING_DEPTH`] in
-//! flight, or with blocking `fdatasync`), writes the checkpoint taken when
-//! it began, and hands each connection `after_commit`. At start-up,
+//! syncs the dirty outputs (a file system with many of them with one
+//! `syncfs` on the syncer thread, see [`super::durable`]; the others on the
+//! io_uring, at most [`RING_DEPTH`] in flight, or with blocking
+//! `fdatasync`), writes the checkpoint taken when it began, and hands each
+//! connection `after_commit`. At start-up,
 //! [`recover`] loads the last checkpoint and repairs the outputs a crash
 //! left longer than it says.
 
 use std::time::{Duration, Instant};
 
 use super::book::{Book, Resume};
+use super::durable::{self, SYNCFS_AT};
 use super::{Server, ServerError, Shared, StreamKey};
 use crate::config::{ServerConfig, SyncPolicy};
 use crate::sink::checkpoint::{self, Checkpoint, Delta};
@@ -24,6 +27,9 @@ pub(super) struct Round {
     started: Instant,
     /// Outputs whose sync has not been submitted yet.
     queue: Vec<usize>,
+    /// `syncfs` jobs on the syncer thread, by token, with the outputs
+    /// each one makes durable.
+    filesystems: Vec<(u64, Vec<usize>)>,
     failed: Option<String>,
     checkpoint: Option<RoundWrite>,
 }
@@ -128,6 +134,29 @@ impl Shared {
         }
     }
 
+    /// Hands a `syncfs` of the file system of `ids` (outputs on one file
+    /// system) to the syncer thread; false when it could not (no thread,
+    /// no open descriptor): the caller syncs them one by one.
+    fn submit_syncfs(&mut self, token: u64, ids: &[usize]) -> bool {
+        let Some(syncer) = self.syncer.as_mut() else {
+            return false;
+        };
+        let Some(file) = ids
+            .iter()
+            .find_map(|&id| self.outputs.clone_file(id).and_then(Result::ok))
+        else {
+            return false;
+        };
+        match syncer.submit(token, file) {
+            Ok(()) => true,
+            Err(e) => {
+                crate::warn!("{e}; syncing outputs one by one");
+                self.syncer = None;
+                false
+            }
+        }
+    }
+
     fn commit_failed(&mut self, why: &str) {
         if !self.commit_failing {
             crate::error!("checkpoint failed: {why}; not acknowledging until it works");
@@ -148,7 +177,8 @@ impl Server {
         for conn in self.conns.values_mut() {
             conn.mark_round();
         }
-        if self.shared.ring.is_some() && self.shared.cfg.sync != SyncPolicy::None {
+        let offloaded = self.shared.ring.is_some() || self.shared.syncer.is_some();
+        if offloaded && self.shared.cfg.sync != SyncPolicy::None {
             self.begin_round(now);
             return;
         }
@@ -159,9 +189,12 @@ impl Server {
         self.finish_commit(ok, now);
     }
 
-    /// Starts a round on the ring: takes the checkpoint now, queues an
-    /// `fdatasync` of every dirty output (at most [`RING_DEPTH`] in flight),
-    /// and returns to the loop; [`on_ring`](Self::on_ring) finishes it.
+    /// Starts a round off the loop: takes the checkpoint now, plans the
+    /// syncs of the dirty outputs ([`durable::plan`]), hands each file
+    /// system with many of them to the syncer thread, queues an
+    /// `fdatasync` of every other one (on the ring, at most [`RING_DEPTH`]
+    /// in flight), and returns to the loop; [`on_ring`](Self::on_ring) and
+    /// [`on_syncfs`](Self::on_syncfs) finish it.
     fn begin_round(&mut self, now: Instant) {
         let sh = &mut self.shared;
         sh.commit_requested = false;
@@ -174,34 +207,95 @@ impl Server {
         };
         // What is written from now on belongs to the next round.
         sh.dirty = false;
-        sh.round = Some(Round {
+        let plan = durable::plan(&sh.outputs.take_dirty(), sh.syncer.is_some(), SYNCFS_AT);
+        let mut round = Round {
             started: Instant::now(),
-            queue: sh.outputs.take_dirty(),
+            queue: plan.per_file,
+            filesystems: Vec::new(),
             failed: None,
             checkpoint,
-        });
+        };
+        for (token, ids) in (0u64..).zip(plan.filesystems) {
+            if sh.submit_syncfs(token, &ids) {
+                round.filesystems.push((token, ids));
+            } else {
+                round.queue.extend(ids);
+            }
+        }
+        sh.round = Some(round);
         self.feed_ring(now);
     }
 
-    /// Submits queued syncs while fewer than [`RING_DEPTH`] are in flight;
-    /// ends the round when nothing is queued or in flight.
+    /// Submits queued syncs while fewer than [`RING_DEPTH`] are in flight
+    /// (without a ring: runs them here, blocking); ends the round when
+    /// nothing is queued or in flight.
     fn feed_ring(&mut self, now: Instant) {
         let sh = &mut self.shared;
-        let (Some(ring), Some(round)) = (sh.ring.as_mut(), sh.round.as_mut()) else {
+        let Some(round) = sh.round.as_mut() else {
             return;
         };
-        while ring.in_flight() < RING_DEPTH {
-            let Some(id) = round.queue.pop() else { break };
-            if let Err(e) = sh.outputs.submit_sync(ring, id) {
-                sh.outputs.mark_dirty(id);
-                round
-                    .failed
-                    .get_or_insert_with(|| format!("cannot submit fdatasync: {e}"));
+        match sh.ring.as_mut() {
+            Some(ring) => {
+                while ring.in_flight() < RING_DEPTH {
+                    let Some(id) = round.queue.pop() else { break };
+                    if let Err(e) = sh.outputs.submit_sync(ring, id) {
+                        sh.outputs.mark_dirty(id);
+                        round
+                            .failed
+                            .get_or_insert_with(|| format!("cannot submit fdatasync: {e}"));
+                    }
+                }
+            }
+            None => {
+                while let Some(id) = round.queue.pop() {
+                    if let Err(e) = sh.outputs.sync_one(id) {
+                        sh.outputs.mark_dirty(id);
+                        let path = sh.outputs.path(id);
+                        round.failed.get_or_insert_with(|| {
+                            format!("fdatasync of {} failed: {e}", crate::log::esc(&path))
+                        });
+                    }
+                }
             }
         }
-        if round.queue.is_empty() && ring.in_flight() == 0 {
+        let in_flight = sh.ring.as_ref().map_or(0, |r| r.in_flight());
+        if round.queue.is_empty() && in_flight == 0 && round.filesystems.is_empty() {
             self.end_round(now);
         }
+    }
+
+    /// `syncfs` jobs completed: a failed one leaves its outputs dirty and
+    /// the round failed; the round ends once nothing else is pending.
+    pub(super) fn on_syncfs(&mut self, now: Instant) {
+        let mut done = Vec::new();
+        if let Some(s) = self.shared.syncer.as_mut() {
+            s.reap(&mut done);
+        }
+        if done.is_empty() {
+            return;
+        }
+        let sh = &mut self.shared;
+        if let Some(round) = sh.round.as_mut() {
+            for (token, result) in done {
+                let Some(at) = round.filesystems.iter().position(|f| f.0 == token) else {
+                    continue;
+                };
+                let (_, ids) = round.filesystems.swap_remove(at);
+                if let Err(e) = result {
+                    let path = sh.outputs.path(ids[0]);
+                    for id in ids {
+                        sh.outputs.mark_dirty(id);
+                    }
+                    round.failed.get_or_insert_with(|| {
+                        format!(
+                            "syncfs of the file system of {} failed: {e}",
+                            crate::log::esc(&path)
+                        )
+                    });
+                }
+            }
+        }
+        self.feed_ring(now);
     }
 
     /// Output syncs completed: when the round has none left, write its
