@@ -179,6 +179,21 @@ pub(crate) struct Attachment {
     idle_deadline: Option<Instant>,
 }
 
+/// What one read of a connection's socket came to ([`Conn::read_once`]).
+enum Took {
+    /// This many bytes were read and written (or held: the stream closed
+    /// for them is seen in its phase).
+    Wrote(usize),
+    /// Nothing to read now.
+    Empty,
+    /// The client half-closed.
+    Eof,
+    /// The bytes are held; the stream is stalled until then.
+    Stalled(Instant),
+    /// The read failed; the connection is closing.
+    Closed,
+}
+
 /// What the server must do after a connection handled an event.
 #[derive(Debug, Default)]
 pub(crate) struct Step {
@@ -392,41 +407,59 @@ impl Conn {
     /// against a splice in, an `fstat`, a splice out and a read-back of the
     /// last byte. So up to [`SIP`] bytes are read and written the
     /// line-aligned way (alone on its output, the stream's tail is written
-    /// too, so nothing stays held); a read that fills them means bulk, and
-    /// true is returned: the caller splices the rest of the turn. Otherwise
-    /// the turn ends here, line-aligned, with `step` set.
+    /// too, so nothing stays held), and true is returned when the rest of
+    /// the turn may be spliced (what a small send left is then found with
+    /// one splice that finds the socket empty, as a `read` would; a bulk
+    /// stream copies only its first 64 KiB a turn). Otherwise the turn
+    /// ends here, line-aligned, with `step` set.
     fn sip(&mut self, now: Instant, shared: &mut Shared, step: &mut Step) -> bool {
-        let allowed = self.allowance(now, SIP);
-        let n = match retry(|| self.sock.read(&mut shared.scratch[..allowed])) {
-            Ok(0) => {
+        match self.read_once(SIP, now, shared) {
+            Took::Wrote(_) => {
+                if self.splice_ready(shared) {
+                    return true;
+                }
+            }
+            Took::Empty => {
+                self.queue_ack();
+                return false;
+            }
+            Took::Eof => {
                 step.wake_at = self.at_eof(now, shared);
                 step.again |= self.holds_input() && matches!(self.phase, ConnPhase::Streaming);
                 return false;
             }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.queue_ack();
+            Took::Stalled(at) => {
+                step.wake_at = Some(at);
                 return false;
             }
+            Took::Closed => return false,
+        }
+        step.wake_at = self.read_and_write(now, shared, &mut step.again);
+        false
+    }
+
+    /// One read of at most `limit` bytes from the socket into the shared
+    /// buffer, written (or held) at once.
+    fn read_once(&mut self, limit: usize, now: Instant, shared: &mut Shared) -> Took {
+        let allowed = self.allowance(now, limit);
+        let n = match retry(|| self.sock.read(&mut shared.scratch[..allowed])) {
+            Ok(0) => return Took::Eof,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Took::Empty,
             Err(e) => {
                 self.log_io("read", &e);
                 self.phase = ConnPhase::close_now(now);
-                return false;
+                return Took::Closed;
             }
         };
         self.charge(now, n);
         let data = std::mem::take(&mut shared.scratch);
         let stalled = self.write_input(&data[..n], now, shared);
         shared.scratch = data;
-        if stalled.is_some() || !matches!(self.phase, ConnPhase::Streaming) {
-            step.wake_at = stalled;
-            return false;
+        match stalled {
+            Some(at) => Took::Stalled(at),
+            None => Took::Wrote(n),
         }
-        if n == SIP && self.splice_ready(shared) {
-            return true;
-        }
-        step.wake_at = self.read_and_write(now, shared, &mut step.again);
-        false
     }
 
     /// The client half-closed: writes the tail, then finishes the stream
@@ -495,28 +528,17 @@ impl Conn {
                 self.queue_ack();
                 return Some(at);
             }
-            let allowed = self.allowance(now, shared.scratch.len());
-            let n = match retry(|| self.sock.read(&mut shared.scratch[..allowed])) {
-                Ok(0) => {
+            let n = match self.read_once(shared.scratch.len(), now, shared) {
+                Took::Wrote(n) => n,
+                Took::Empty => break,
+                Took::Eof => {
                     let at = self.at_eof(now, shared);
                     *again |= self.holds_input() && matches!(self.phase, ConnPhase::Streaming);
                     return at;
                 }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    self.log_io("read", &e);
-                    self.phase = ConnPhase::close_now(now);
-                    return None;
-                }
+                Took::Stalled(at) => return Some(at),
+                Took::Closed => return None,
             };
-            self.charge(now, n);
-            let data = std::mem::take(&mut shared.scratch);
-            let stalled = self.write_input(&data[..n], now, shared);
-            shared.scratch = data;
-            if stalled.is_some() {
-                return stalled;
-            }
             moved += n;
             if moved >= QUANTUM {
                 *again = true;
