@@ -17,6 +17,7 @@ use super::book::{Book, Resume};
 use super::durable::{self, SYNCFS_AT};
 use super::{Server, ServerError, Shared, StreamKey};
 use crate::config::{ServerConfig, SyncPolicy};
+use crate::reactor::sys::fs::syncfs;
 use crate::sink::checkpoint::{self, Checkpoint, Delta};
 use crate::sink::journal::{unix_now, RoundWrite, Store};
 
@@ -25,6 +26,9 @@ use crate::sink::journal::{unix_now, RoundWrite, Store};
 /// sync completed.
 pub(super) struct Round {
     started: Instant,
+    /// Every output the round syncs (marked dirty again if the server
+    /// stops before the round ends).
+    all: Vec<usize>,
     /// Outputs whose sync has not been submitted yet.
     queue: Vec<usize>,
     /// `syncfs` jobs on the syncer thread, by token, with the outputs
@@ -44,15 +48,20 @@ impl Shared {
     /// false (and logs) when that failed; nothing may be acknowledged then.
     pub fn commit(&mut self) -> bool {
         self.commit_requested = false;
+        if let Some(cut) = self.round.take() {
+            // The server stops with a round's syncs in flight: sync its
+            // outputs here, so this checkpoint never vouches for bytes
+            // only a killed `syncfs` thread would have written back.
+            for id in cut.all {
+                self.outputs.mark_dirty(id);
+            }
+        }
         if self.cfg.sync != SyncPolicy::None {
             let t0 = Instant::now();
-            let failed = self.outputs.sync_dirty();
+            let failed = self.sync_dirty_here();
             self.metrics.observe_fsync(t0.elapsed());
-            if let Some((path, e)) = failed.first() {
-                self.commit_failed(&format!(
-                    "fdatasync of {} failed: {e}",
-                    crate::log::esc(&path)
-                ));
+            if let Some(why) = failed {
+                self.commit_failed(&why);
                 return false;
             }
         }
@@ -134,6 +143,42 @@ impl Shared {
         }
     }
 
+    /// Syncs every dirty output in the loop, blocking (no ring and no
+    /// syncer thread, or at the last checkpoint): one `syncfs` for a file
+    /// system with many of them, as a round does. Returns why it failed;
+    /// what failed stays dirty.
+    fn sync_dirty_here(&mut self) -> Option<String> {
+        let dirty = self.outputs.take_dirty();
+        let plan = durable::plan(&dirty, self.syncer.is_some(), SYNCFS_AT);
+        let mut failed = None;
+        for ids in plan.filesystems {
+            let synced = self
+                .outputs
+                .clone_file(ids[0])
+                .map(|f| f.and_then(|f| syncfs(&f)));
+            if let Some(Err(e)) = synced {
+                let path = self.outputs.path(ids[0]);
+                failed.get_or_insert_with(|| {
+                    format!(
+                        "syncfs of the file system of {} failed: {e}",
+                        crate::log::esc(&path)
+                    )
+                });
+                ids.iter().for_each(|&id| self.outputs.mark_dirty(id));
+            }
+        }
+        for id in plan.per_file {
+            if let Err(e) = self.outputs.sync_one(id) {
+                self.outputs.mark_dirty(id);
+                let path = self.outputs.path(id);
+                failed.get_or_insert_with(|| {
+                    format!("fdatasync of {} failed: {e}", crate::log::esc(&path))
+                });
+            }
+        }
+        failed
+    }
+
     /// Hands a `syncfs` of the file system of `ids` (outputs on one file
     /// system) to the syncer thread; false when it could not (no thread,
     /// no open descriptor): the caller syncs them one by one.
@@ -207,9 +252,11 @@ impl Server {
         };
         // What is written from now on belongs to the next round.
         sh.dirty = false;
-        let plan = durable::plan(&sh.outputs.take_dirty(), sh.syncer.is_some(), SYNCFS_AT);
+        let dirty = sh.outputs.take_dirty();
+        let plan = durable::plan(&dirty, sh.syncer.is_some(), SYNCFS_AT);
         let mut round = Round {
             started: Instant::now(),
+            all: dirty.into_iter().map(|(id, _)| id).collect(),
             queue: plan.per_file,
             filesystems: Vec::new(),
             failed: None,

@@ -103,19 +103,6 @@ impl Outputs {
         Ok(id)
     }
 
-    /// `fdatasync`s every output written since its last sync. Returns the
-    /// outputs that failed (they stay dirty).
-    pub fn sync_dirty(&mut self) -> Vec<(PathBuf, io::Error)> {
-        let mut failed = Vec::new();
-        for (_, out) in self.open.iter_mut().filter(|(_, o)| o.dirty) {
-            match out.file.sync_data() {
-                Ok(()) => out.dirty = false,
-                Err(e) => failed.push((out.route.full_path(), e)),
-            }
-        }
-        failed
-    }
-
     /// The outputs written since their last sync, with the device of
     /// their file system, counted clean from now on (a sync of each is
     /// about to start; a failure marks it dirty again with
