@@ -56,15 +56,21 @@ fn io_uring_syncs_deliver_every_line_or_it_refuses_to_start() {
     assert!(log.contains("outputs are synced with io_uring"), "{log}");
 }
 
-#[test]
-fn a_round_syncing_hundreds_of_outputs_completes() {
+/// Ships two rounds of lines through 300 files, each to its own output,
+/// with `engine`; returns the server's log.
+fn hundreds_of_outputs(engine: &str) -> String {
     // More outputs to sync than the ring's completion queue holds: syncs
-    // are fed to the ring a few dozen at a time.
+    // are fed to the ring a few dozen at a time; and more on one file
+    // system than `syncfs` pays off for: one `syncfs` does.
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let logs = tmp.path().join("logs");
     std::fs::create_dir(&logs).unwrap();
-    let server = server_with(tmp.path(), &out, "sync_interval = \"50ms\"\n");
+    let server = server_with(
+        tmp.path(),
+        &out,
+        &format!("sync_interval = \"50ms\"\nengine = \"{engine}\"\n"),
+    );
     let path = |i: usize| logs.join(format!("f{i}.log"));
     for i in 0..300 {
         append_lines(&path(i), "r", 0, 20);
@@ -87,4 +93,27 @@ fn a_round_syncing_hundreds_of_outputs_completes() {
     // A clean stop waits for every file's last ACK, which needs the rounds.
     assert!(client.stop().success());
     assert!(!client.log().contains("server refused"), "{}", client.log());
+    server.proc.log()
+}
+
+#[test]
+fn a_round_syncing_hundreds_of_outputs_completes_with_one_syncfs_on_the_ring() {
+    if loghamster::reactor::sys::uring::Ring::new(8).is_err() {
+        eprintln!("io_uring is not available here; covered by the epoll test");
+        return;
+    }
+    let log = hundreds_of_outputs("io_uring");
+    assert!(log.contains("outputs are synced with io_uring"), "{log}");
+    if loghamster::reactor::sys::fs::syncfs_reports_errors() {
+        assert!(log.contains("one syncfs for them"), "{log}");
+    }
+}
+
+#[test]
+fn a_round_syncing_hundreds_of_outputs_completes_with_one_syncfs_without_the_ring() {
+    let log = hundreds_of_outputs("epoll");
+    if loghamster::reactor::sys::fs::syncfs_reports_errors() {
+        assert!(log.contains("one syncfs for them"), "{log}");
+    }
+    assert!(!log.contains("io_uring"), "{log}");
 }

@@ -3,17 +3,21 @@
 //! letting connections acknowledge.
 //!
 //! A round marks every connection (what each had written when it began),
-//! syncs the dirty outputs (on the io_uring, at most [`RING_DEPTH`] in
-//! flight, or with blocking `fdatasync`), writes the checkpoint taken when
-//! it began, and hands each connection `after_commit`. At start-up,
+//! syncs the dirty outputs (a file system with many of them with one
+//! `syncfs` on the syncer thread, see [`super::durable`]; the others on the
+//! io_uring, at most [`RING_DEPTH`] in flight, or with blocking
+//! `fdatasync`), writes the checkpoint taken when it began, and hands each
+//! connection `after_commit`. At start-up,
 //! [`recover`] loads the last checkpoint and repairs the outputs a crash
 //! left longer than it says.
 
 use std::time::{Duration, Instant};
 
 use super::book::{Book, Resume};
+use super::durable::{self, SYNCFS_AT};
 use super::{Server, ServerError, Shared, StreamKey};
 use crate::config::{ServerConfig, SyncPolicy};
+use crate::reactor::sys::fs::syncfs;
 use crate::sink::checkpoint::{self, Checkpoint, Delta};
 use crate::sink::journal::{unix_now, RoundWrite, Store};
 
@@ -22,8 +26,14 @@ use crate::sink::journal::{unix_now, RoundWrite, Store};
 /// sync completed.
 pub(super) struct Round {
     started: Instant,
+    /// Every output the round syncs (marked dirty again if the server
+    /// stops before the round ends).
+    all: Vec<usize>,
     /// Outputs whose sync has not been submitted yet.
     queue: Vec<usize>,
+    /// `syncfs` jobs on the syncer thread, by token, with the outputs
+    /// each one makes durable.
+    filesystems: Vec<(u64, Vec<usize>)>,
     failed: Option<String>,
     checkpoint: Option<RoundWrite>,
 }
@@ -38,15 +48,20 @@ impl Shared {
     /// false (and logs) when that failed; nothing may be acknowledged then.
     pub fn commit(&mut self) -> bool {
         self.commit_requested = false;
+        if let Some(cut) = self.round.take() {
+            // The server stops with a round's syncs in flight: sync its
+            // outputs here, so this checkpoint never vouches for bytes
+            // only a killed `syncfs` thread would have written back.
+            for id in cut.all {
+                self.outputs.mark_dirty(id);
+            }
+        }
         if self.cfg.sync != SyncPolicy::None {
             let t0 = Instant::now();
-            let failed = self.outputs.sync_dirty();
+            let failed = self.sync_dirty_here();
             self.metrics.observe_fsync(t0.elapsed());
-            if let Some((path, e)) = failed.first() {
-                self.commit_failed(&format!(
-                    "fdatasync of {} failed: {e}",
-                    crate::log::esc(&path)
-                ));
+            if let Some(why) = failed {
+                self.commit_failed(&why);
                 return false;
             }
         }
@@ -128,6 +143,65 @@ impl Shared {
         }
     }
 
+    /// Syncs every dirty output in the loop, blocking (no ring and no
+    /// syncer thread, or at the last checkpoint): one `syncfs` for a file
+    /// system with many of them, as a round does. Returns why it failed;
+    /// what failed stays dirty.
+    fn sync_dirty_here(&mut self) -> Option<String> {
+        let dirty = self.outputs.take_dirty();
+        let plan = durable::plan(&dirty, self.syncer.is_some(), SYNCFS_AT);
+        let mut failed = None;
+        for ids in plan.filesystems {
+            let synced = self
+                .outputs
+                .clone_file(ids[0])
+                .map(|f| f.and_then(|f| syncfs(&f)));
+            if let Some(Err(e)) = synced {
+                let path = self.outputs.path(ids[0]);
+                failed.get_or_insert_with(|| {
+                    format!(
+                        "syncfs of the file system of {} failed: {e}",
+                        crate::log::esc(&path)
+                    )
+                });
+                ids.iter().for_each(|&id| self.outputs.mark_dirty(id));
+            }
+        }
+        for id in plan.per_file {
+            if let Err(e) = self.outputs.sync_one(id) {
+                self.outputs.mark_dirty(id);
+                let path = self.outputs.path(id);
+                failed.get_or_insert_with(|| {
+                    format!("fdatasync of {} failed: {e}", crate::log::esc(&path))
+                });
+            }
+        }
+        failed
+    }
+
+    /// Hands a `syncfs` of the file system of `ids` (outputs on one file
+    /// system) to the syncer thread; false when it could not (no thread,
+    /// no open descriptor): the caller syncs them one by one.
+    fn submit_syncfs(&mut self, token: u64, ids: &[usize]) -> bool {
+        let Some(syncer) = self.syncer.as_mut() else {
+            return false;
+        };
+        let Some(file) = ids
+            .iter()
+            .find_map(|&id| self.outputs.clone_file(id).and_then(Result::ok))
+        else {
+            return false;
+        };
+        match syncer.submit(token, file) {
+            Ok(()) => true,
+            Err(e) => {
+                crate::warn!("{e}; syncing outputs one by one");
+                self.syncer = None;
+                false
+            }
+        }
+    }
+
     fn commit_failed(&mut self, why: &str) {
         self.metrics.checkpoint_failures.inc();
         if !self.commit_failing {
@@ -149,7 +223,8 @@ impl Server {
         for conn in self.conns.values_mut() {
             conn.mark_round();
         }
-        if self.shared.ring.is_some() && self.shared.cfg.sync != SyncPolicy::None {
+        let offloaded = self.shared.ring.is_some() || self.shared.syncer.is_some();
+        if offloaded && self.shared.cfg.sync != SyncPolicy::None {
             self.begin_round(now);
             return;
         }
@@ -160,9 +235,12 @@ impl Server {
         self.finish_commit(ok, now);
     }
 
-    /// Starts a round on the ring: takes the checkpoint now, queues an
-    /// `fdatasync` of every dirty output (at most [`RING_DEPTH`] in flight),
-    /// and returns to the loop; [`on_ring`](Self::on_ring) finishes it.
+    /// Starts a round off the loop: takes the checkpoint now, plans the
+    /// syncs of the dirty outputs ([`durable::plan`]), hands each file
+    /// system with many of them to the syncer thread, queues an
+    /// `fdatasync` of every other one (on the ring, at most [`RING_DEPTH`]
+    /// in flight), and returns to the loop; [`on_ring`](Self::on_ring) and
+    /// [`on_syncfs`](Self::on_syncfs) finish it.
     fn begin_round(&mut self, now: Instant) {
         let sh = &mut self.shared;
         sh.commit_requested = false;
@@ -175,34 +253,97 @@ impl Server {
         };
         // What is written from now on belongs to the next round.
         sh.dirty = false;
-        sh.round = Some(Round {
+        let dirty = sh.outputs.take_dirty();
+        let plan = durable::plan(&dirty, sh.syncer.is_some(), SYNCFS_AT);
+        let mut round = Round {
             started: Instant::now(),
-            queue: sh.outputs.take_dirty(),
+            all: dirty.into_iter().map(|(id, _)| id).collect(),
+            queue: plan.per_file,
+            filesystems: Vec::new(),
             failed: None,
             checkpoint,
-        });
+        };
+        for (token, ids) in (0u64..).zip(plan.filesystems) {
+            if sh.submit_syncfs(token, &ids) {
+                round.filesystems.push((token, ids));
+            } else {
+                round.queue.extend(ids);
+            }
+        }
+        sh.round = Some(round);
         self.feed_ring(now);
     }
 
-    /// Submits queued syncs while fewer than [`RING_DEPTH`] are in flight;
-    /// ends the round when nothing is queued or in flight.
+    /// Submits queued syncs while fewer than [`RING_DEPTH`] are in flight
+    /// (without a ring: runs them here, blocking); ends the round when
+    /// nothing is queued or in flight.
     fn feed_ring(&mut self, now: Instant) {
         let sh = &mut self.shared;
-        let (Some(ring), Some(round)) = (sh.ring.as_mut(), sh.round.as_mut()) else {
+        let Some(round) = sh.round.as_mut() else {
             return;
         };
-        while ring.in_flight() < RING_DEPTH {
-            let Some(id) = round.queue.pop() else { break };
-            if let Err(e) = sh.outputs.submit_sync(ring, id) {
-                sh.outputs.mark_dirty(id);
-                round
-                    .failed
-                    .get_or_insert_with(|| format!("cannot submit fdatasync: {e}"));
+        match sh.ring.as_mut() {
+            Some(ring) => {
+                while ring.in_flight() < RING_DEPTH {
+                    let Some(id) = round.queue.pop() else { break };
+                    if let Err(e) = sh.outputs.submit_sync(ring, id) {
+                        sh.outputs.mark_dirty(id);
+                        round
+                            .failed
+                            .get_or_insert_with(|| format!("cannot submit fdatasync: {e}"));
+                    }
+                }
+            }
+            None => {
+                while let Some(id) = round.queue.pop() {
+                    if let Err(e) = sh.outputs.sync_one(id) {
+                        sh.outputs.mark_dirty(id);
+                        let path = sh.outputs.path(id);
+                        round.failed.get_or_insert_with(|| {
+                            format!("fdatasync of {} failed: {e}", crate::log::esc(&path))
+                        });
+                    }
+                }
             }
         }
-        if round.queue.is_empty() && ring.in_flight() == 0 {
+        let in_flight = sh.ring.as_ref().map_or(0, |r| r.in_flight());
+        if round.queue.is_empty() && in_flight == 0 && round.filesystems.is_empty() {
             self.end_round(now);
         }
+    }
+
+    /// `syncfs` jobs completed: a failed one leaves its outputs dirty and
+    /// the round failed; the round ends once nothing else is pending.
+    pub(super) fn on_syncfs(&mut self, now: Instant) {
+        let mut done = Vec::new();
+        if let Some(s) = self.shared.syncer.as_mut() {
+            s.reap(&mut done);
+        }
+        if done.is_empty() {
+            return;
+        }
+        let sh = &mut self.shared;
+        if let Some(round) = sh.round.as_mut() {
+            for (token, result) in done {
+                let Some(at) = round.filesystems.iter().position(|f| f.0 == token) else {
+                    continue;
+                };
+                let (_, ids) = round.filesystems.swap_remove(at);
+                if let Err(e) = result {
+                    let path = sh.outputs.path(ids[0]);
+                    for id in ids {
+                        sh.outputs.mark_dirty(id);
+                    }
+                    round.failed.get_or_insert_with(|| {
+                        format!(
+                            "syncfs of the file system of {} failed: {e}",
+                            crate::log::esc(&path)
+                        )
+                    });
+                }
+            }
+        }
+        self.feed_ring(now);
     }
 
     /// Output syncs completed: when the round has none left, write its

@@ -54,6 +54,10 @@ use splice::Turn;
 /// others.
 const QUANTUM: usize = 4 << 20;
 
+/// The first read of a turn that may splice (see [`Conn::sip`]): what
+/// arrived in one send of a few lines fits many times over.
+const SIP: usize = 64 * 1024;
+
 /// How long a closing connection keeps draining input so the peer reads
 /// our last line instead of a reset.
 const LINGER: Duration = Duration::from_secs(2);
@@ -173,6 +177,21 @@ pub(crate) struct Attachment {
     /// Set once the stream was asked to finish for being idle: it is
     /// closed if it has not by then.
     idle_deadline: Option<Instant>,
+}
+
+/// What one read of a connection's socket came to ([`Conn::read_once`]).
+enum Took {
+    /// This many bytes were read and written (or held: the stream closed
+    /// for them is seen in its phase).
+    Wrote(usize),
+    /// Nothing to read now.
+    Empty,
+    /// The client half-closed.
+    Eof,
+    /// The bytes are held; the stream is stalled until then.
+    Stalled(Instant),
+    /// The read failed; the connection is closing.
+    Closed,
 }
 
 /// What the server must do after a connection handled an event.
@@ -349,6 +368,9 @@ impl Conn {
             return;
         }
         if self.splice_ready(shared) {
+            if !self.sip(now, shared, step) {
+                return;
+            }
             match self.splice_turn(now, shared) {
                 Turn::Drained => {}
                 Turn::Quantum => step.again = true,
@@ -377,6 +399,67 @@ impl Conn {
             return;
         }
         step.wake_at = self.read_and_write(now, shared, &mut step.again);
+    }
+
+    /// The first read of a turn that may take the zero-copy path. A few
+    /// lines (a host with many files: each sends what its linger gathered)
+    /// cost fewer calls copied than spliced: a `read` and a `write`,
+    /// against a splice in, an `fstat`, a splice out and a read-back of the
+    /// last byte. So up to [`SIP`] bytes are read and written the
+    /// line-aligned way (alone on its output, the stream's tail is written
+    /// too, so nothing stays held), and true is returned when the rest of
+    /// the turn may be spliced (what a small send left is then found with
+    /// one splice that finds the socket empty, as a `read` would; a bulk
+    /// stream copies only its first 64 KiB a turn). Otherwise the turn
+    /// ends here, line-aligned, with `step` set.
+    fn sip(&mut self, now: Instant, shared: &mut Shared, step: &mut Step) -> bool {
+        match self.read_once(SIP, now, shared) {
+            Took::Wrote(_) => {
+                if self.splice_ready(shared) {
+                    return true;
+                }
+            }
+            Took::Empty => {
+                self.queue_ack();
+                return false;
+            }
+            Took::Eof => {
+                step.wake_at = self.at_eof(now, shared);
+                step.again |= self.holds_input() && matches!(self.phase, ConnPhase::Streaming);
+                return false;
+            }
+            Took::Stalled(at) => {
+                step.wake_at = Some(at);
+                return false;
+            }
+            Took::Closed => return false,
+        }
+        step.wake_at = self.read_and_write(now, shared, &mut step.again);
+        false
+    }
+
+    /// One read of at most `limit` bytes from the socket into the shared
+    /// buffer, written (or held) at once.
+    fn read_once(&mut self, limit: usize, now: Instant, shared: &mut Shared) -> Took {
+        let allowed = self.allowance(now, limit);
+        let n = match retry(|| self.sock.read(&mut shared.scratch[..allowed])) {
+            Ok(0) => return Took::Eof,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Took::Empty,
+            Err(e) => {
+                self.log_io("read", &e);
+                self.phase = ConnPhase::close_now(now);
+                return Took::Closed;
+            }
+        };
+        self.charge(now, n);
+        let data = std::mem::take(&mut shared.scratch);
+        let stalled = self.write_input(&data[..n], now, shared);
+        shared.scratch = data;
+        match stalled {
+            Some(at) => Took::Stalled(at),
+            None => Took::Wrote(n),
+        }
     }
 
     /// The client half-closed: writes the tail, then finishes the stream
@@ -445,28 +528,17 @@ impl Conn {
                 self.queue_ack();
                 return Some(at);
             }
-            let allowed = self.allowance(now, shared.scratch.len());
-            let n = match retry(|| self.sock.read(&mut shared.scratch[..allowed])) {
-                Ok(0) => {
+            let n = match self.read_once(shared.scratch.len(), now, shared) {
+                Took::Wrote(n) => n,
+                Took::Empty => break,
+                Took::Eof => {
                     let at = self.at_eof(now, shared);
                     *again |= self.holds_input() && matches!(self.phase, ConnPhase::Streaming);
                     return at;
                 }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    self.log_io("read", &e);
-                    self.phase = ConnPhase::close_now(now);
-                    return None;
-                }
+                Took::Stalled(at) => return Some(at),
+                Took::Closed => return None,
             };
-            self.charge(now, n);
-            let data = std::mem::take(&mut shared.scratch);
-            let stalled = self.write_input(&data[..n], now, shared);
-            shared.scratch = data;
-            if stalled.is_some() {
-                return stalled;
-            }
             moved += n;
             if moved >= QUANTUM {
                 *again = true;

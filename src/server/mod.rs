@@ -71,6 +71,7 @@ pub mod auth;
 mod book;
 mod commit;
 mod conn;
+mod durable;
 mod reload;
 pub use reload::Reloader;
 #[doc(hidden)]
@@ -202,6 +203,10 @@ pub(crate) struct Shared {
     /// `engine`: the ring that syncs outputs without stalling the loop
     /// (`None`: blocking `fdatasync`).
     ring: Option<Ring>,
+    /// The thread that makes a whole file system durable with one
+    /// `syncfs` when many of its outputs are dirty (`None`: `sync =
+    /// "none"`, or a kernel whose `syncfs` does not report errors).
+    syncer: Option<durable::Syncer>,
     /// The checkpoint round waiting for its syncs, if any.
     round: Option<Round>,
     /// What the server counts (served when `[prometheus]` is enabled).
@@ -357,6 +362,7 @@ impl Server {
         // The JetStream client threads wake the loop through its one waker.
         let jet = JetOutputs::start(&cfg, &stop.waker(), &metrics.jetstream)
             .map_err(setup("start a JetStream client thread"))?;
+        let syncer = start_syncer(&cfg, &stop);
         let mut outputs = Outputs::default();
         outputs.sync_on_close = cfg.sync != SyncPolicy::None;
         let decoders = conn::Budget::new(cfg.limits.decoder_memory, metrics.decoder_memory.clone());
@@ -379,6 +385,7 @@ impl Server {
             commit_failing: false,
             unopenable: Default::default(),
             ring,
+            syncer,
             round: None,
             metrics,
             tls,
@@ -501,6 +508,7 @@ impl Server {
                         self.begin_stop("stop requested", now);
                     }
                     self.on_jet(now);
+                    self.on_syncfs(now);
                 }
                 RING => self.on_ring(now),
                 t if MetricsServer::owns(t) => {
@@ -749,6 +757,26 @@ impl Server {
                 ConnPhase::Finishing { .. } | ConnPhase::Attaching { .. } => {}
                 ConnPhase::Handshake { .. } | ConnPhase::Closing { .. } => self.close(key),
             }
+        }
+    }
+}
+
+/// The `syncfs` thread (see [`durable`]), where it can stand in for
+/// `fdatasync`: any sync policy but `none`, on a kernel whose `syncfs`
+/// reports writeback errors.
+fn start_syncer(cfg: &ServerConfig, stop: &StopHandle) -> Option<durable::Syncer> {
+    if cfg.sync == SyncPolicy::None {
+        return None;
+    }
+    if !crate::reactor::sys::fs::syncfs_reports_errors() {
+        crate::info!("syncfs does not report errors on this kernel (before 5.8); outputs are synced one by one");
+        return None;
+    }
+    match durable::Syncer::start(stop.waker()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            crate::warn!("cannot start the syncfs thread ({e}); outputs are synced one by one");
+            None
         }
     }
 }

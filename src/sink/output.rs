@@ -52,6 +52,9 @@ struct Output {
     refs: usize,
     /// Written since the last `fdatasync`.
     dirty: bool,
+    /// The device of the file system holding `file` (`st_dev`), so a
+    /// checkpoint round can sync many outputs with one `syncfs`.
+    dev: u64,
     /// The descriptor [`Outputs::splice`] writes through.
     positional: Positional,
 }
@@ -86,7 +89,9 @@ impl Outputs {
             return Ok(id);
         }
         let file = open_append_beneath(&route.base, &route.relative)?;
+        let dev = std::os::unix::fs::MetadataExt::dev(&file.metadata()?);
         let id = self.open.insert(Output {
+            dev,
             route: route.clone(),
             full: full.clone(),
             file,
@@ -98,29 +103,23 @@ impl Outputs {
         Ok(id)
     }
 
-    /// `fdatasync`s every output written since its last sync. Returns the
-    /// outputs that failed (they stay dirty).
-    pub fn sync_dirty(&mut self) -> Vec<(PathBuf, io::Error)> {
-        let mut failed = Vec::new();
-        for (_, out) in self.open.iter_mut().filter(|(_, o)| o.dirty) {
-            match out.file.sync_data() {
-                Ok(()) => out.dirty = false,
-                Err(e) => failed.push((out.route.full_path(), e)),
-            }
-        }
-        failed
-    }
-
-    /// The outputs written since their last sync, counted clean from now
-    /// on (a sync of each is about to start; a failure marks it dirty
-    /// again with [`mark_dirty`](Self::mark_dirty)).
-    pub fn take_dirty(&mut self) -> Vec<OutputId> {
+    /// The outputs written since their last sync, with the device of
+    /// their file system, counted clean from now on (a sync of each is
+    /// about to start; a failure marks it dirty again with
+    /// [`mark_dirty`](Self::mark_dirty)).
+    pub fn take_dirty(&mut self) -> Vec<(OutputId, u64)> {
         let mut ids = Vec::new();
         for (id, out) in self.open.iter_mut().filter(|(_, o)| o.dirty) {
             out.dirty = false;
-            ids.push(id);
+            ids.push((id, out.dev));
         }
         ids
+    }
+
+    /// A second descriptor of output `id`'s file (for a `syncfs` of its
+    /// file system on another thread); `None` when it is closed.
+    pub fn clone_file(&self, id: OutputId) -> Option<io::Result<File>> {
+        self.open.get(id).map(|o| o.file.try_clone())
     }
 
     /// Starts an `fdatasync` of output `id` on `ring` (token: the id). An
@@ -306,6 +305,9 @@ impl Outputs {
             }
             match open_append_beneath(&out.route.base, &out.route.relative) {
                 Ok(f) => {
+                    if let Ok(m) = f.metadata() {
+                        out.dev = std::os::unix::fs::MetadataExt::dev(&m);
+                    }
                     out.file = f;
                     out.positional = Positional::Untried;
                 }
