@@ -267,6 +267,15 @@ impl Stream {
         self.route.as_ref().map(Route::server)
     }
 
+    /// Until when this stream's whole lines wait for their linger, with
+    /// its timer armed for that moment and its connection up: growth of
+    /// its file before then need not be read (see `client::due`).
+    pub fn lingering(&self) -> Option<Instant> {
+        let due = self.tail.linger_due()?;
+        let up = matches!(&self.link, Some(l) if l.phase == Phase::Up);
+        (up && !self.stopping && self.timer.at().is_some_and(|at| at <= due)).then_some(due)
+    }
+
     /// True while the stream has a connection (in any phase).
     pub fn connected(&self) -> bool {
         self.link.is_some()

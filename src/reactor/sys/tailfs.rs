@@ -1,6 +1,7 @@
 //! The tailer's file system on the real kernel: [`RealFs`] implements
 //! [`crate::tail::fs::Fs`] with `open(O_RDONLY | O_NONBLOCK | O_CLOEXEC)`
-//! (plus `O_NOFOLLOW` unless symlinks are followed), `fstat`/`statx`,
+//! (plus `O_NOFOLLOW` unless symlinks are followed, and `O_NOATIME` where
+//! the kernel lets us), `fstat`/`statx`,
 //! `pread` and `readdir`, and a lease probe (`super::lease`) for `writers`.
 //!
 //! Opening never blocks: `O_NONBLOCK` makes `open` of a FIFO return at
@@ -90,15 +91,23 @@ impl Fs for RealFs {
         if !follow_symlinks {
             flags |= libc::O_NOFOLLOW;
         }
-        let file = retry(|| OpenOptions::new().read(true).custom_flags(flags).open(path)).map_err(
-            |e| match e.raw_os_error() {
-                Some(libc::ELOOP) if !follow_symlinks => io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "is a symlink (set follow_symlinks = true to follow it)",
-                ),
-                _ => e,
-            },
-        )?;
+        let open = |flags| retry(|| OpenOptions::new().read(true).custom_flags(flags).open(path));
+        // O_NOATIME: a file read right after every append would have its
+        // access time updated (relatime: atime older than mtime) and its
+        // inode dirtied on nearly every read, a tenth of the client's CPU
+        // on a busy host. Only the owner (or CAP_FOWNER) may ask: others
+        // open without it.
+        let file = match open(flags | libc::O_NOATIME) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(flags),
+            r => r,
+        }
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) if !follow_symlinks => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "is a symlink (set follow_symlinks = true to follow it)",
+            ),
+            _ => e,
+        })?;
         let meta = meta_of(&file.metadata()?);
         if meta.kind != Kind::File {
             let what = match meta.kind {
