@@ -129,13 +129,16 @@ impl ClientDaemon {
         due::coalesce(&mut hits);
         for &(key, m) in &hits {
             let lingering = self.streams.get(key).and_then(|s| s.lingering());
-            if !due::look_now(m, lingering, now) {
-                continue; // its timer reads the growth at its linger
-            }
             if due::names_changed(m) {
                 self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
-            } else {
-                self.with_stream(key, now, |s, ctx| s.tick(ctx));
+            } else if due::look_now(m, lingering, now) {
+                self.with_stream(key, now, |s, ctx| {
+                    s.note_growth();
+                    s.tick(ctx)
+                });
+            } else if let Some(s) = self.streams.get_mut(key) {
+                // Noted; its timer reads the growth at its linger.
+                s.note_growth();
             }
         }
         self.inotify_hits = hits;

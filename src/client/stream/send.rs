@@ -13,7 +13,7 @@ use std::time::Instant;
 use super::{Ctx, Stream};
 use crate::client::link::{Link, Phase};
 use crate::reactor::sys::tailfs::RealFs;
-use crate::tail::follow::{Env, Filled, REOPEN_RETRY};
+use crate::tail::follow::{Env, Filled, State, REOPEN_RETRY};
 
 /// Most bytes one stream sends per turn of the loop (see `pump`).
 const PUMP_QUANTUM: u64 = 1 << 20;
@@ -103,9 +103,14 @@ impl Stream {
         drained: &mut bool,
     ) -> ControlFlow<Option<Instant>> {
         let now = ctx.now;
-        if !*drained {
+        if !*drained && !self.known_at_end() {
             self.pump_fill(ctx)?;
             *drained = !self.tail.behind();
+            let following = self.tail.state() == State::Following && !self.whole();
+            self.at_end = match self.tail.stream_id() {
+                Some(id) if *drained && following => Some((id, self.tail.read_pos())),
+                _ => None,
+            };
         }
         if self.tail.pending().is_empty() {
             self.tail.sendable(now);

@@ -8,7 +8,7 @@
 //! once, and anything that is not a regular file is refused right after
 //! with `InvalidInput` before a read could stall the loop.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -148,16 +148,27 @@ impl Fs for RealFs {
     }
 
     fn list(&mut self, dir: &Path) -> io::Result<Vec<(OsString, Meta)>> {
+        self.list_prefixed(dir, OsStr::new(""))
+    }
+
+    fn list_prefixed(&mut self, dir: &Path, prefix: &OsStr) -> io::Result<Vec<(OsString, Meta)>> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let Ok(entry) = entry else { continue };
+            let named = entry.file_name();
+            if !named
+                .as_encoded_bytes()
+                .starts_with(prefix.as_encoded_bytes())
+            {
+                continue;
+            }
             // Gone between readdir and lstat: not listed.
             let Ok(m) = std::fs::symlink_metadata(entry.path()) else {
                 continue;
             };
             let meta = meta_of(&m);
             if matches!(meta.kind, Kind::File | Kind::Symlink) {
-                out.push((entry.file_name(), meta));
+                out.push((named, meta));
             }
         }
         Ok(out)

@@ -485,6 +485,11 @@ impl<H> Tail<H> {
         self.buf.unsent()
     }
 
+    /// File offset where the next read starts.
+    pub fn read_pos(&self) -> u64 {
+        self.buf.read_pos()
+    }
+
     /// True when the last read filled the buffer: the file may hold more.
     /// False after a short read: the file ended there (what is appended
     /// later is announced by inotify).
