@@ -445,14 +445,3 @@ fn writer(spec: &OsStr) -> io::Result<()> {
     std::fs::write(&result, report)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::marker;
-
-    #[test]
-    fn marker_reads_the_timestamp() {
-        assert_eq!(marker(b"t=0000000000000000042 f1 x"), Some(42));
-        assert_eq!(marker(b"t=12"), None);
-        assert_eq!(marker(b"x=0000000000000000042"), None);
-    }
-}
