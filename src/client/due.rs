@@ -22,12 +22,15 @@
 //!    clock, and a line completing a partial one may be sent.
 //!
 //!    The latency bound is unchanged: `linger` is the longest the oldest
-//!    unsent line waits, as before. What changes is the `batch` shortcut
-//!    (send at once once `batch` bytes of whole lines are buffered): it is
-//!    now checked when the stream reads, which a lingering stream does at
-//!    its linger, not at every append. A stream that reads at least
-//!    `batch` bytes sends at once and is then not lingering, so a fast
-//!    file keeps reading on every event.
+//!    unsent line waits, as before. What would change is the `batch`
+//!    shortcut (send at once once `batch` bytes of whole lines are
+//!    buffered), which is only checked when the stream reads: a fast file
+//!    whose read caught a write half done (a few lines, under `batch`)
+//!    would then wait for its linger with much more in the file. So at
+//!    most [`MAX_DEFERRED`] growth notes wait; the next one reads at once.
+//!    A file appended to a couple of times per linger (the busy host's
+//!    thousand files) is read once per linger; a file written hundreds of
+//!    times per linger is read every few writes, as its `batch` wants.
 //!    Growth alone does not make the stream look at its path either
 //!    ([`names_changed`]): an append cannot change which file a name
 //!    refers to, so only the file is read, with no `lstat` of the path.
@@ -69,10 +72,14 @@ pub(super) fn names_changed(mask: u32) -> bool {
     mask & !mask::MODIFY != 0
 }
 
+/// Growth notes a lingering stream lets wait before it reads anyway.
+pub(super) const MAX_DEFERRED: u32 = 2;
+
 /// Whether news `mask` needs a look now. `lingering`: until when the
-/// stream's whole lines wait for their linger (`None`: they do not).
-pub(super) fn look_now(mask: u32, lingering: Option<Instant>, now: Instant) -> bool {
-    names_changed(mask) || lingering.is_none_or(|due| due <= now)
+/// stream's whole lines wait for their linger (`None`: they do not);
+/// `deferred`: growth notes it let wait since its last read.
+pub(super) fn look_now(mask: u32, lingering: Option<Instant>, deferred: u32, now: Instant) -> bool {
+    names_changed(mask) || deferred >= MAX_DEFERRED || lingering.is_none_or(|due| due <= now)
 }
 
 /// The inotify reads of one turn.
@@ -135,16 +142,26 @@ mod tests {
     fn growth_of_a_lingering_stream_waits_for_its_linger() {
         let now = Instant::now();
         let due = now + Duration::from_millis(15);
-        assert!(!look_now(mask::MODIFY, Some(due), now));
+        assert!(!look_now(mask::MODIFY, Some(due), 0, now));
         // Its linger came: look (the timer does the same).
-        assert!(look_now(mask::MODIFY, Some(due), due));
-        assert!(look_now(mask::MODIFY, Some(now), due));
+        assert!(look_now(mask::MODIFY, Some(due), 0, due));
+        assert!(look_now(mask::MODIFY, Some(now), 0, due));
+    }
+
+    #[test]
+    fn a_stream_growing_often_reads_after_a_few_notes() {
+        let now = Instant::now();
+        let due = Some(now + Duration::from_millis(15));
+        for n in 0..MAX_DEFERRED {
+            assert!(!look_now(mask::MODIFY, due, n, now), "note {n}");
+        }
+        assert!(look_now(mask::MODIFY, due, MAX_DEFERRED, now));
     }
 
     #[test]
     fn a_stream_waiting_for_nothing_looks_at_once() {
         let now = Instant::now();
-        assert!(look_now(mask::MODIFY, None, now));
+        assert!(look_now(mask::MODIFY, None, 0, now));
     }
 
     #[test]
@@ -161,8 +178,8 @@ mod tests {
             mask::Q_OVERFLOW,
             mask::IGNORED,
         ] {
-            assert!(look_now(m, due, now), "mask {m:#x}");
-            assert!(look_now(m | mask::MODIFY, due, now), "mask {m:#x}");
+            assert!(look_now(m, due, 0, now), "mask {m:#x}");
+            assert!(look_now(m | mask::MODIFY, due, 0, now), "mask {m:#x}");
         }
     }
 

@@ -128,17 +128,19 @@ impl ClientDaemon {
         self.recheck_sources(now);
         due::coalesce(&mut hits);
         for &(key, m) in &hits {
-            let lingering = self.streams.get(key).and_then(|s| s.lingering());
+            let Some(s) = self.streams.get_mut(key) else {
+                continue;
+            };
             if due::names_changed(m) {
                 self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
-            } else if due::look_now(m, lingering, now) {
+            } else if due::look_now(m, s.lingering(), s.deferred(), now) {
                 self.with_stream(key, now, |s, ctx| {
-                    s.note_growth();
+                    s.note_growth(false);
                     s.tick(ctx)
                 });
-            } else if let Some(s) = self.streams.get_mut(key) {
+            } else {
                 // Noted; its timer reads the growth at its linger.
-                s.note_growth();
+                s.note_growth(true);
             }
         }
         self.inotify_hits = hits;

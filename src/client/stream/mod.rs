@@ -160,6 +160,9 @@ pub(crate) struct Stream {
     /// linger due) sends what is buffered without a `pread`. Valid only
     /// for that generation at that read position; any news clears it.
     at_end: Option<(StreamId, u64)>,
+    /// Growth notes let wait for the linger since the last read (see
+    /// `client::due`).
+    deferred: u32,
     /// Which server the stream uses (made at its first connect).
     route: Option<Route>,
     /// The stream id the route last connected for: a new one is a new
@@ -200,6 +203,7 @@ impl Stream {
             jitter: seed | 1,
             throttled_since: None,
             at_end: None,
+            deferred: 0,
             route: None,
             route_part: None,
             told: story::Told::default(),
@@ -275,9 +279,15 @@ impl Stream {
     }
 
     /// inotify says the file grew (and nothing else): the next pump reads
-    /// it (see `at_end`).
-    pub fn note_growth(&mut self) {
+    /// it (see `at_end`). `deferred`: the read waits for the linger.
+    pub fn note_growth(&mut self, deferred: bool) {
         self.at_end = None;
+        self.deferred = if deferred { self.deferred + 1 } else { 0 };
+    }
+
+    /// Growth notes let wait since the last read.
+    pub fn deferred(&self) -> u32 {
+        self.deferred
     }
 
     /// True when the file is known to end at the read position (see

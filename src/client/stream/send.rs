@@ -104,6 +104,7 @@ impl Stream {
     ) -> ControlFlow<Option<Instant>> {
         let now = ctx.now;
         if !*drained && !self.known_at_end() {
+            self.deferred = 0;
             self.pump_fill(ctx)?;
             *drained = !self.tail.behind();
             let following = self.tail.state() == State::Following && !self.whole();
