@@ -444,4 +444,3 @@ fn writer(spec: &OsStr) -> io::Result<()> {
     let report = format!("{bytes} {lines} {} {}\n", unix_ns(first), unix_ns(last));
     std::fs::write(&result, report)
 }
-
