@@ -199,6 +199,46 @@ mod tests {
     use std::io::Write;
 
     #[test]
+    fn reading_a_followed_file_leaves_its_access_time_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        std::fs::write(&p, b"one line\n").unwrap();
+        // An access time older than the modification time: relatime would
+        // update it on the next read (unless O_NOATIME).
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let times = std::fs::FileTimes::new().set_accessed(old);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_times(times)
+            .unwrap();
+        let before = std::fs::metadata(&p).unwrap().accessed().unwrap();
+        let (f, _) = RealFs.open(&p, false).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(RealFs.read_at(&f, &mut buf, 0).unwrap(), 9);
+        drop(f);
+        assert_eq!(std::fs::metadata(&p).unwrap().accessed().unwrap(), before);
+    }
+
+    #[test]
+    fn a_prefixed_listing_names_only_the_files_that_start_with_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["app.log", "app.log.1", "other.log", "ap.log"] {
+            std::fs::write(dir.path().join(name), b"x\n").unwrap();
+        }
+        let mut names: Vec<_> = RealFs
+            .list_prefixed(dir.path(), std::ffi::OsStr::new("app.log"))
+            .unwrap()
+            .into_iter()
+            .map(|(n, m)| (n.into_string().unwrap(), m.len))
+            .collect();
+        names.sort();
+        assert_eq!(names, [("app.log".into(), 2), ("app.log.1".into(), 2)]);
+        assert_eq!(RealFs.list(dir.path()).unwrap().len(), 4);
+    }
+
+    #[test]
     fn opens_regular_files_only_and_never_blocks_on_a_fifo() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
