@@ -6,6 +6,8 @@
 //! cargo bench --bench e2e -- --size 256MiB --repeat 3
 //! cargo bench --bench e2e -- --only b,c --rate 0
 //! cargo bench --bench e2e -- --scale --size 64MiB
+//! cargo bench --bench e2e -- --only many --size 1MiB   # 1,000 files, one writer
+//! cargo bench --bench e2e -- --only many --size 1MiB --many-files 10000 --sync none
 //! cargo bench --bench e2e -- --only socat,a,b,a_tls,b_tls   # TLS against plain
 //! cargo bench --bench e2e -- --only socat,a,b --compression zstd   # or gzip:1, lz4, none
 //! ```
@@ -42,7 +44,13 @@
 //!    one client's command line, catch-up) and `idle` (`--idle-files`
 //!    one-line files followed by a glob, then `--idle-secs` of idleness),
 //!    see `scale.rs`.
-//! 5. `--only js1,js3`: the data set into JetStream (R1 on one
+//! 5. `--only many`: the busy host: `--many-files` files (1,000) that one
+//!    writer process appends to line by line at `--many-rate` MiB/s in
+//!    all (15) for `--many-secs` (20), followed by one client through a
+//!    glob; CPU per GiB and % of a core in the writing window, lag after
+//!    the writer stopped, latency of marker lines, every file verified
+//!    (see `many.rs`). It does not use the data set: give `--size 1MiB`.
+//! 6. `--only js1,js3`: the data set into JetStream (R1 on one
 //!    `nats-server`, R3 on three), through the daemons and, as the
 //!    baseline in the same run, straight from a minimal async-nats
 //!    publisher (see `jetstream.rs`); needs `nats-server` in PATH.
@@ -64,6 +72,10 @@
 //! `a`'s client exits by itself, and `[prometheus]` needs a config file,
 //! which `b`, `c` and `files` do not use.
 //!
+//! `LOGHAMSTER_E2E_BIN_DIR=DIR` runs `DIR/loghamsterc` and
+//! `DIR/loghamsterd` instead of the binaries built with the bench (a copy
+//! of an older build, for before/after figures in one sitting).
+//!
 //! Every output is compared byte for byte with its source; any difference,
 //! timeout or unclean daemon exit fails the scenario and the bench exits
 //! non-zero after printing the table. CPU seconds and peak RSS come from
@@ -84,6 +96,7 @@
 mod data;
 mod jetstream;
 mod live;
+mod many;
 mod proc;
 mod report;
 mod scale;
@@ -130,7 +143,7 @@ struct Args {
     /// none)
     #[argh(option, from_str_fn(parse_compression))]
     compression: Option<Compression>,
-    /// comma-separated scenarios out of socat,a,b,a_tls,b_tls,c,files,idle,js1,js3
+    /// comma-separated scenarios out of socat,a,b,a_tls,b_tls,c,files,idle,many,js1,js3
     /// (default socat,a,b,c; with --scale files,idle)
     #[argh(option)]
     only: Option<String>,
@@ -149,6 +162,19 @@ struct Args {
     /// idle window of the scale scenario `idle`, seconds (default 10)
     #[argh(option, default = "10")]
     idle_secs: u64,
+    /// scenario `many`: number of files one writer appends to (default 1000)
+    #[argh(option, default = "1000")]
+    many_files: usize,
+    /// scenario `many`: total write rate over all files, MiB/s (default 15)
+    #[argh(option, default = "15.0")]
+    many_rate: f64,
+    /// scenario `many`: seconds of writing (default 20)
+    #[argh(option, default = "20.0")]
+    many_secs: f64,
+    /// scenario `many`: files whose outputs are tailed for latencies
+    /// (default 20)
+    #[argh(option, default = "20")]
+    many_sample: usize,
     /// keep the work dir (data, outputs, daemon logs)
     #[argh(switch)]
     keep: bool,
@@ -204,6 +230,8 @@ pub struct Ctx {
     pub engine: Option<String>,
     /// `--compression`: given to every client, if set.
     pub compression: Option<Compression>,
+    /// `--many-*`.
+    pub many: many::Many,
     /// Certificates for the `_tls` scenarios (made at start, in the work dir).
     pub tls: TlsFiles,
 }
@@ -319,6 +347,8 @@ pub enum Scenario {
     C,
     Files,
     Idle,
+    /// Many files, one writer appending line by line (`many.rs`).
+    Many,
     /// The data set into JetStream R1, with its baseline (`jetstream.rs`).
     Js1,
     /// The same into JetStream R3 on three local nodes.
@@ -326,7 +356,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [(Scenario, &'static str); 10] = [
+    const ALL: [(Scenario, &'static str); 11] = [
         (Scenario::Socat, "socat"),
         (Scenario::A, "a"),
         (Scenario::B, "b"),
@@ -335,6 +365,7 @@ impl Scenario {
         (Scenario::C, "c"),
         (Scenario::Files, "files"),
         (Scenario::Idle, "idle"),
+        (Scenario::Many, "many"),
         (Scenario::Js1, "js1"),
         (Scenario::Js3, "js3"),
     ];
@@ -353,7 +384,7 @@ impl Scenario {
                 Some((s, _)) => out.push(*s),
                 None => {
                     return Err(format!(
-                        "--only: unknown scenario `{word}` (socat,a,b,a_tls,b_tls,c,files,idle,js1,js3)"
+                        "--only: unknown scenario `{word}` (socat,a,b,a_tls,b_tls,c,files,idle,many,js1,js3)"
                     ))
                 }
             }
@@ -366,6 +397,9 @@ impl Scenario {
 }
 
 fn main() {
+    if let Some(spec) = std::env::var_os(many::WRITER_ENV) {
+        std::process::exit(many::writer_main(&spec));
+    }
     let args: Args = argh::from_env();
     let code = match run(&args) {
         Ok(true) => 0,
@@ -456,9 +490,14 @@ fn select(args: &Args) -> Result<Vec<Scenario>, Error> {
             args.rate
         )));
     }
-    if args.repeat == 0 || args.files == 0 {
+    if args.repeat == 0 || args.files == 0 || args.many_files == 0 {
         return Err(Error::Failed(
-            "--repeat and --files must be at least 1".into(),
+            "--repeat, --files and --many-files must be at least 1".into(),
+        ));
+    }
+    if !(args.many_rate > 0.0 && args.many_rate.is_finite() && args.many_secs > 0.0) {
+        return Err(Error::Failed(
+            "--many-rate and --many-secs must be positive".into(),
         ));
     }
     Ok(match (&args.only, args.scale) {
@@ -509,6 +548,12 @@ fn prepare(args: &Args, work: &Path) -> Result<Ctx, Error> {
         sync: args.sync.clone(),
         engine: args.engine.clone(),
         compression: args.compression,
+        many: many::Many {
+            files: args.many_files,
+            rate_mib: args.many_rate,
+            secs: args.many_secs,
+            sample: args.many_sample,
+        },
         tls: TlsFiles::generate(work)?,
     })
 }
@@ -555,6 +600,7 @@ fn run_scenario(
             Scenario::BTls => scenarios::catch_up(ctx, &run_dir, true),
             Scenario::C => live::live_tail(ctx, &run_dir),
             Scenario::Files => scale::many_files(ctx, &split_files, &run_dir),
+            Scenario::Many => many::many(ctx, ctx.many, &run_dir),
             Scenario::Js1 => jetstream::run(ctx, &run_dir, 1),
             Scenario::Js3 => jetstream::run(ctx, &run_dir, 3),
             Scenario::Idle => scale::idle(ctx, &run_dir).map(|i| {
@@ -580,7 +626,7 @@ fn run_scenario(
 /// The output trees and copies are as large as the data set: gone once
 /// verified (the daemons' logs stay until the work dir goes).
 fn remove_outputs(run_dir: &Path) {
-    for sub in ["out", "idle", "live.log"] {
+    for sub in ["out", "idle", "many", "live.log"] {
         let path = run_dir.join(sub);
         let _ = match path.is_dir() {
             true => std::fs::remove_dir_all(&path),

@@ -143,6 +143,16 @@ impl Drop for Proc {
     }
 }
 
+/// The daemon binary `name`: from `$LOGHAMSTER_E2E_BIN_DIR` when set (to
+/// run the bench against another build, say a copy of the binaries from
+/// before a change), else the one cargo built with the bench (`built`).
+pub fn daemon(name: &str, built: &str) -> std::path::PathBuf {
+    match std::env::var_os("LOGHAMSTER_E2E_BIN_DIR") {
+        Some(dir) => Path::new(&dir).join(name),
+        None => built.into(),
+    }
+}
+
 /// Polls `done` every millisecond until it returns true; fails after
 /// `timeout` with "timed out waiting for {what}".
 pub fn wait_until(
@@ -207,7 +217,7 @@ impl Server {
     /// (the JetStream scenarios' output).
     pub fn start_extra(ctx: &Ctx, run_dir: &Path, tls: bool, extra: &str) -> Result<Server, Error> {
         let log = run_dir.join("server.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_loghamsterd"));
+        let mut cmd = Command::new(daemon("loghamsterd", env!("CARGO_BIN_EXE_loghamsterd")));
         cmd.arg("-l")
             .arg("127.0.0.1:0")
             .arg("-d")

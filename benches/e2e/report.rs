@@ -177,6 +177,10 @@ fn label(s: Scenario, ctx: &Ctx, args: &Args) -> String {
         ),
         Scenario::Files => format!("files: {} files, one client (catch-up)", args.files),
         Scenario::Idle => format!("idle: {} files", ctx.idle_files),
+        Scenario::Many => format!(
+            "many: {} files, one writer at {} MiB/s for {} s",
+            ctx.many.files, ctx.many.rate_mib, ctx.many.secs
+        ),
         Scenario::Js1 => "js1) catch-up stream into JetStream R1".into(),
         Scenario::Js3 => "js3) catch-up stream into JetStream R3 (3 local nodes)".into(),
     }
@@ -236,6 +240,7 @@ fn result_cells(name: &str, row: &Row, socat: Option<f64>, ctx: &Ctx) -> String 
     let runs = &row.runs;
     let mib_s = med(runs, Run::mib_s);
     let ratio = match socat {
+        Some(_) if row.scenario == Scenario::Many => "(paced)".into(),
         Some(base) if row.scenario == Scenario::C && ctx.rate_bytes() > 0 => {
             format!("{:.2} (paced)", mib_s / base)
         }

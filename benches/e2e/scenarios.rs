@@ -11,7 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::data::compare;
-use crate::proc::{free_port, is_listening, wait_until, Counted, Exit, Proc, Server, Usage};
+use crate::proc::{
+    daemon, free_port, is_listening, wait_until, Counted, Exit, Proc, Server, Usage,
+};
 use crate::{compression_arg, Ctx, Error, Run, Wire};
 
 /// How long a clean stop (SIGTERM) may take: the server waits at most 5 s
@@ -204,7 +206,7 @@ pub fn spawn_client(
 ) -> Result<Proc, Error> {
     Proc::spawn(
         "loghamsterc",
-        Command::new(env!("CARGO_BIN_EXE_loghamsterc")).args(args),
+        Command::new(daemon("loghamsterc", env!("CARGO_BIN_EXE_loghamsterc"))).args(args),
         Some(&run_dir.join("client.log")),
     )
 }

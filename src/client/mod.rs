@@ -34,6 +34,7 @@
 
 pub mod api;
 mod dirsource;
+mod due;
 pub mod failover;
 mod link;
 mod meter;
@@ -181,6 +182,9 @@ pub struct ClientDaemon {
     save_soon: bool,
     /// Streams an inotify read concerns (kept to reuse its allocation).
     inotify_hits: Vec<(Key, u32)>,
+    /// A drain stopped at its budget: the `INOTIFY` timer is armed to
+    /// read the rest.
+    inotify_again: bool,
     /// Followed files held open, and how many may be (`max_open_files`).
     open_files: usize,
     max_open_files: usize,
@@ -362,6 +366,10 @@ impl ClientDaemon {
                 PROGRESS if deadline.is_none() => self.on_progress(started, now),
                 PROGRESS => {}
                 PARK | reload::RELOAD => {}
+                INOTIFY => {
+                    self.inotify_again = false;
+                    self.on_inotify(now);
+                }
                 WATCHDOG => {
                     if let Some(next) = self.supervisor.ping(now) {
                         self.reactor.timers.schedule(next, WATCHDOG);

@@ -101,6 +101,7 @@ impl ClientDaemon {
             dirty: false,
             save_soon: false,
             inotify_hits: Vec::new(),
+            inotify_again: false,
             draining: Default::default(),
             loaded,
             sources: Vec::new(),

@@ -13,7 +13,8 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::{ClientDaemon, STATE};
+use super::due::{self, Drain};
+use super::{ClientDaemon, INOTIFY, STATE};
 use crate::reactor::sys::inotify::{mask, Event, Watch};
 use crate::reactor::Key;
 use crate::tail::follow::DirChange;
@@ -90,13 +91,17 @@ impl ClientDaemon {
         self.unwatched[i].2.extend(source);
     }
 
-    /// Drains the inotify queue: offers new files to directory sources and
-    /// hands each event to the streams it concerns.
+    /// Drains the inotify queue (at most [`due::MAX_READS`] buffers per
+    /// turn; past that it comes back through a timer due at once): offers
+    /// new files to directory sources and hands the streams their news,
+    /// once per stream, unless it is only growth that can wait for the
+    /// stream's linger (see `due.rs`).
     pub(super) fn on_inotify(&mut self, now: Instant) {
         let mut buf = std::mem::take(&mut self.inotify_buf);
         // Reused across calls: no allocation per event in steady state.
         let mut hits = std::mem::take(&mut self.inotify_hits);
         hits.clear();
+        let mut drain = Drain::default();
         loop {
             let events = match self.inotify.read(&mut buf) {
                 Ok(ev) => ev,
@@ -109,13 +114,34 @@ impl ClientDaemon {
             for ev in events {
                 self.on_dir_event(ev, &mut hits, now);
             }
+            if !drain.another() {
+                // More may be queued: come back after the rest of the turn.
+                if !self.inotify_again {
+                    self.inotify_again = true;
+                    self.reactor.timers.schedule(now, INOTIFY);
+                }
+                break;
+            }
         }
         self.inotify_buf = buf;
         // Starts what was queued; arms the timer for files still open.
         self.recheck_sources(now);
-        hits.dedup();
-        for &(key, _) in &hits {
-            self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
+        due::coalesce(&mut hits);
+        for &(key, m) in &hits {
+            let Some(s) = self.streams.get_mut(key) else {
+                continue;
+            };
+            if due::names_changed(m) {
+                self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
+            } else if due::look_now(m, s.lingering(), s.deferred(), now) {
+                self.with_stream(key, now, |s, ctx| {
+                    s.note_growth(false);
+                    s.tick(ctx)
+                });
+            } else {
+                // Noted; its timer reads the growth at its linger.
+                s.note_growth(true);
+            }
         }
         self.inotify_hits = hits;
         if !self.unwatched.is_empty() && self.state_timer.arm(now + DIR_RETRY) {

@@ -69,6 +69,11 @@ impl Armed {
         }
     }
 
+    /// The deadline armed, if any: the owner is woken by then.
+    pub fn at(&self) -> Option<Instant> {
+        self.0
+    }
+
     /// Called when a wake-up for this owner fires at `now`.
     pub fn fired(&mut self, now: Instant) {
         if matches!(self.0, Some(at) if at <= now) {

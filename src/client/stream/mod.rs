@@ -154,6 +154,15 @@ pub(crate) struct Stream {
     jitter: u64,
     /// Since when a rate limit holds this stream back.
     throttled_since: Option<Instant>,
+    /// Where a read of the followed file last came back short (its end
+    /// then), with no news from inotify since: reading there again would
+    /// only find the same end, so a wake-up for another reason (an ACK, a
+    /// linger due) sends what is buffered without a `pread`. Valid only
+    /// for that generation at that read position; any news clears it.
+    at_end: Option<(StreamId, u64)>,
+    /// Growth notes let wait for the linger since the last read (see
+    /// `client::due`).
+    deferred: u32,
     /// Which server the stream uses (made at its first connect).
     route: Option<Route>,
     /// The stream id the route last connected for: a new one is a new
@@ -193,6 +202,8 @@ impl Stream {
             last_active: Instant::now(),
             jitter: seed | 1,
             throttled_since: None,
+            at_end: None,
+            deferred: 0,
             route: None,
             route_part: None,
             told: story::Told::default(),
@@ -265,6 +276,34 @@ impl Stream {
     /// The server the stream is assigned to (once it connected).
     pub fn server(&self) -> Option<usize> {
         self.route.as_ref().map(Route::server)
+    }
+
+    /// inotify says the file grew (and nothing else): the next pump reads
+    /// it (see `at_end`). `deferred`: the read waits for the linger.
+    pub fn note_growth(&mut self, deferred: bool) {
+        self.at_end = None;
+        self.deferred = if deferred { self.deferred + 1 } else { 0 };
+    }
+
+    /// Growth notes let wait since the last read.
+    pub fn deferred(&self) -> u32 {
+        self.deferred
+    }
+
+    /// True when the file is known to end at the read position (see
+    /// `at_end`).
+    fn known_at_end(&self) -> bool {
+        self.at_end.is_some()
+            && self.at_end == self.tail.stream_id().map(|id| (id, self.tail.read_pos()))
+    }
+
+    /// Until when this stream's whole lines wait for their linger, with
+    /// its timer armed for that moment and its connection up: growth of
+    /// its file before then need not be read (see `client::due`).
+    pub fn lingering(&self) -> Option<Instant> {
+        let due = self.tail.linger_due()?;
+        let up = matches!(&self.link, Some(l) if l.phase == Phase::Up);
+        (up && !self.stopping && self.timer.at().is_some_and(|at| at <= due)).then_some(due)
     }
 
     /// True while the stream has a connection (in any phase).
@@ -343,6 +382,7 @@ impl Stream {
     /// An inotify event about this stream's name in its directory (or a
     /// start-up look, or an overflow).
     pub fn on_file_event(&mut self, ctx: &mut Ctx<'_>) {
+        self.at_end = None;
         if !self.stopping {
             let mut env = Env {
                 fs: &mut RealFs,

@@ -13,7 +13,7 @@ use std::time::Instant;
 use super::{Ctx, Stream};
 use crate::client::link::{Link, Phase};
 use crate::reactor::sys::tailfs::RealFs;
-use crate::tail::follow::{Env, Filled, REOPEN_RETRY};
+use crate::tail::follow::{Env, Filled, State, REOPEN_RETRY};
 
 /// Most bytes one stream sends per turn of the loop (see `pump`).
 const PUMP_QUANTUM: u64 = 1 << 20;
@@ -29,6 +29,11 @@ impl Stream {
     pub(super) fn pump(&mut self, ctx: &mut Ctx<'_>) -> Option<Instant> {
         let now = ctx.now;
         let start = self.tail.sent();
+        // Set once a read came back short (the file ended there): the
+        // bytes read are sent, but the file is not read again this call,
+        // since that `pread` would only find the same end. Anything
+        // appended meanwhile is announced by inotify.
+        let mut drained = false;
         loop {
             if !matches!(&self.link, Some(l) if l.phase == Phase::Up) || self.stopping {
                 return None;
@@ -43,7 +48,7 @@ impl Stream {
             let step = if self.whole() && self.tail.pending().is_empty() && zero_copy {
                 self.pump_sendfile(ctx, start)
             } else {
-                self.pump_buffered(ctx, start)
+                self.pump_buffered(ctx, start, &mut drained)
             };
             if let ControlFlow::Break(at) = step {
                 return at;
@@ -88,12 +93,26 @@ impl Stream {
         }
     }
 
-    /// One `pump` step through the buffer: read more, decide what the
-    /// batching rules let go, and send it. `start` is `sent` when `pump`
-    /// began.
-    fn pump_buffered(&mut self, ctx: &mut Ctx<'_>, start: u64) -> ControlFlow<Option<Instant>> {
+    /// One `pump` step through the buffer: read more (unless `drained`),
+    /// decide what the batching rules let go, and send it. `start` is
+    /// `sent` when `pump` began.
+    fn pump_buffered(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        start: u64,
+        drained: &mut bool,
+    ) -> ControlFlow<Option<Instant>> {
         let now = ctx.now;
-        self.pump_fill(ctx)?;
+        if !*drained && !self.known_at_end() {
+            self.deferred = 0;
+            self.pump_fill(ctx)?;
+            *drained = !self.tail.behind();
+            let following = self.tail.state() == State::Following && !self.whole();
+            self.at_end = match self.tail.stream_id() {
+                Some(id) if *drained && following => Some((id, self.tail.read_pos())),
+                _ => None,
+            };
+        }
         if self.tail.pending().is_empty() {
             self.tail.sendable(now);
             self.release_buffer(ctx);

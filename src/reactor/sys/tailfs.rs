@@ -1,13 +1,14 @@
 //! The tailer's file system on the real kernel: [`RealFs`] implements
 //! [`crate::tail::fs::Fs`] with `open(O_RDONLY | O_NONBLOCK | O_CLOEXEC)`
-//! (plus `O_NOFOLLOW` unless symlinks are followed), `fstat`/`statx`,
+//! (plus `O_NOFOLLOW` unless symlinks are followed, and `O_NOATIME` where
+//! the kernel lets us), `fstat`/`statx`,
 //! `pread` and `readdir`, and a lease probe (`super::lease`) for `writers`.
 //!
 //! Opening never blocks: `O_NONBLOCK` makes `open` of a FIFO return at
 //! once, and anything that is not a regular file is refused right after
 //! with `InvalidInput` before a read could stall the loop.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -90,15 +91,23 @@ impl Fs for RealFs {
         if !follow_symlinks {
             flags |= libc::O_NOFOLLOW;
         }
-        let file = retry(|| OpenOptions::new().read(true).custom_flags(flags).open(path)).map_err(
-            |e| match e.raw_os_error() {
-                Some(libc::ELOOP) if !follow_symlinks => io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "is a symlink (set follow_symlinks = true to follow it)",
-                ),
-                _ => e,
-            },
-        )?;
+        let open = |flags| retry(|| OpenOptions::new().read(true).custom_flags(flags).open(path));
+        // O_NOATIME: a file read right after every append would have its
+        // access time updated (relatime: atime older than mtime) and its
+        // inode dirtied on nearly every read, a tenth of the client's CPU
+        // on a busy host. Only the owner (or CAP_FOWNER) may ask: others
+        // open without it.
+        let file = match open(flags | libc::O_NOATIME) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(flags),
+            r => r,
+        }
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) if !follow_symlinks => io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "is a symlink (set follow_symlinks = true to follow it)",
+            ),
+            _ => e,
+        })?;
         let meta = meta_of(&file.metadata()?);
         if meta.kind != Kind::File {
             let what = match meta.kind {
@@ -139,16 +148,27 @@ impl Fs for RealFs {
     }
 
     fn list(&mut self, dir: &Path) -> io::Result<Vec<(OsString, Meta)>> {
+        self.list_prefixed(dir, OsStr::new(""))
+    }
+
+    fn list_prefixed(&mut self, dir: &Path, prefix: &OsStr) -> io::Result<Vec<(OsString, Meta)>> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let Ok(entry) = entry else { continue };
+            let named = entry.file_name();
+            if !named
+                .as_encoded_bytes()
+                .starts_with(prefix.as_encoded_bytes())
+            {
+                continue;
+            }
             // Gone between readdir and lstat: not listed.
             let Ok(m) = std::fs::symlink_metadata(entry.path()) else {
                 continue;
             };
             let meta = meta_of(&m);
             if matches!(meta.kind, Kind::File | Kind::Symlink) {
-                out.push((entry.file_name(), meta));
+                out.push((named, meta));
             }
         }
         Ok(out)
@@ -177,6 +197,46 @@ mod tests {
     use super::*;
     use crate::tail::identity::{Identity, FINGERPRINT_LEN};
     use std::io::Write;
+
+    #[test]
+    fn reading_a_followed_file_leaves_its_access_time_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        std::fs::write(&p, b"one line\n").unwrap();
+        // An access time older than the modification time: relatime would
+        // update it on the next read (unless O_NOATIME).
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let times = std::fs::FileTimes::new().set_accessed(old);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_times(times)
+            .unwrap();
+        let before = std::fs::metadata(&p).unwrap().accessed().unwrap();
+        let (f, _) = RealFs.open(&p, false).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(RealFs.read_at(&f, &mut buf, 0).unwrap(), 9);
+        drop(f);
+        assert_eq!(std::fs::metadata(&p).unwrap().accessed().unwrap(), before);
+    }
+
+    #[test]
+    fn a_prefixed_listing_names_only_the_files_that_start_with_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["app.log", "app.log.1", "other.log", "ap.log"] {
+            std::fs::write(dir.path().join(name), b"x\n").unwrap();
+        }
+        let mut names: Vec<_> = RealFs
+            .list_prefixed(dir.path(), std::ffi::OsStr::new("app.log"))
+            .unwrap()
+            .into_iter()
+            .map(|(n, m)| (n.into_string().unwrap(), m.len))
+            .collect();
+        names.sort();
+        assert_eq!(names, [("app.log".into(), 2), ("app.log.1".into(), 2)]);
+        assert_eq!(RealFs.list(dir.path()).unwrap().len(), 4);
+    }
 
     #[test]
     fn opens_regular_files_only_and_never_blocks_on_a_fifo() {

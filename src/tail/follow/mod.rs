@@ -485,6 +485,27 @@ impl<H> Tail<H> {
         self.buf.unsent()
     }
 
+    /// File offset where the next read starts.
+    pub fn read_pos(&self) -> u64 {
+        self.buf.read_pos()
+    }
+
+    /// True when the last read filled the buffer: the file may hold more.
+    /// False after a short read: the file ended there (what is appended
+    /// later is announced by inotify).
+    pub fn behind(&self) -> bool {
+        self.buf.behind()
+    }
+
+    /// When the oldest unsent whole line is due to go (its `linger`), if
+    /// whole lines wait: until then, growth of the file need not be read
+    /// (see `client::due`).
+    pub fn linger_due(&self) -> Option<Instant> {
+        let since = self.since?;
+        memchr::memchr(b'\n', self.buf.unsent())?;
+        Some(since + self.settings.rules.linger)
+    }
+
     /// Gives the read buffer's allocation up when everything read was
     /// sent (an idle file holds none).
     pub fn release_buffer(&mut self) -> Option<Vec<u8>> {

@@ -452,7 +452,7 @@ impl<H> Tail<H> {
         let dir = self.path.parent().map(PathBuf::from).unwrap_or_default();
         let own = self.name.as_encoded_bytes();
         for d in std::iter::once(&dir).chain(self.settings.olddirs.iter()) {
-            let Ok(entries) = env.fs.list(d) else {
+            let Ok(entries) = env.fs.list_prefixed(d, &self.name) else {
                 continue;
             };
             for (name, meta) in entries {
