@@ -371,3 +371,49 @@ fn command_line_daemons_serve_metrics_with_metrics_listen() {
     let said = String::from_utf8_lossy(&bad.stderr);
     assert!(said.contains("--metrics-listen \"nowhere\""), "{said}");
 }
+
+/// A followed file whose name holds a control character would be refused
+/// by the server in every INIT (`400 ... control character in path`):
+/// the client refuses it itself, once (one WARN with the name escaped,
+/// `loghamster_client_refused_files_total`), never connects for it and
+/// keeps shipping the other files.
+#[test]
+fn a_file_name_with_a_control_character_is_refused_once_without_connecting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = dir.join("out");
+    let server = Server::with_directory(&out);
+    let bad = dir.join("evil\u{1b}name.log");
+    append_lines(&bad, "b", 0, 3);
+    let good = dir.join("good.log");
+    append_lines(&good, "g", 0, 3);
+    let (b, g) = (bad.to_str().unwrap(), good.to_str().unwrap());
+    let body = format!(
+        "[prometheus]\nenabled = true\nlisten = \"127.0.0.1:0\"\n[[stream]]\npath = \"{}\"\n[[stream]]\npath = \"{g}\"\n",
+        b.replace('\u{1b}', "\\u001b")
+    );
+    let cfg = client_config(dir, &server, &body);
+    let mut client = client(&["--config", cfg.to_str().unwrap()]);
+    let addr = metrics_addr(&client);
+    let said = format!(
+        "{}: not shipped: the file name holds a control character",
+        b.replace('\u{1b}', "\\u{1b}")
+    );
+    client.wait_log(&said);
+    scrape_until(addr, "the refusal counted", |body| {
+        value(body, "loghamster_client_refused_files_total") == Some(1.0)
+    });
+    wait_content(&routed(&out, "h", &good), &expected("g", 0, 3));
+    // Its file grows, and the other one too: still not a connection for it.
+    append_lines(&bad, "b", 3, 6);
+    append_lines(&good, "g", 3, 6);
+    wait_content(&routed(&out, "h", &good), &expected("g", 0, 6));
+    assert!(client.stop().success(), "SIGTERM is obeyed");
+    let log = client.log();
+    assert_eq!(log.matches(&said).count(), 1, "{log}");
+    assert!(!log.contains("400"), "never asked the server: {log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "the name is escaped in the log: {log}"
+    );
+}

@@ -23,7 +23,7 @@
 //! | `loghamster_client_last_ack_age_seconds{stream}` | gauge | seconds since the server last acknowledged new bytes (since start before the first) |
 //! | `loghamster_client_inotify_overflows_total` | counter | times the kernel's inotify queue overflowed: events were lost, every followed path and directory source was looked at again (each is also a WARN line) |
 //! | `loghamster_client_rate_limit_delay_seconds_total` | counter | time sending was held back by a rate limit |
-//! | `loghamster_client_refused_files_total` | counter | files not opened because they are not regular files, or symlinks while `follow_symlinks = false` (each is also one WARN line, once per path until something else is put there) |
+//! | `loghamster_client_refused_files_total` | counter | files not opened because they are not regular files, or symlinks while `follow_symlinks = false` (each is also one WARN line, once per path until something else is put there), or because their path holds a control character the server would refuse (one WARN, no connection) |
 //! | `loghamster_client_server_streams{server}` | gauge | streams assigned to the server now (several servers: by rendezvous hashing, or moved there by a failover) |
 //! | `loghamster_client_server_connected{server}` | gauge | connections open to the server |
 //! | `loghamster_client_server_failovers_total{server}` | counter | streams that moved away from the server (unreachable for `failover_after`, or `503`; each is also one WARN line naming the stream and both servers) |

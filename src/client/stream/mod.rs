@@ -170,6 +170,10 @@ pub(crate) struct Stream {
     route_part: Option<StreamId>,
     /// What was told about this path (see `story.rs`).
     told: story::Told,
+    /// The path holds a control character: the server would refuse its
+    /// INIT (`400`), so the file is neither opened nor sent (see
+    /// [`Stream::refuse_unsendable`]); `Some(true)` once that was said.
+    unsendable: Option<bool>,
 }
 
 impl Stream {
@@ -183,6 +187,7 @@ impl Stream {
         tail: follow::Settings,
     ) -> Stream {
         let seed = key.token().0 as u64 ^ RealFs.clock();
+        let unsendable = has_control(&path).then_some(false);
         Stream {
             key,
             meter,
@@ -207,6 +212,7 @@ impl Stream {
             route: None,
             route_part: None,
             told: story::Told::default(),
+            unsendable,
         }
     }
 
@@ -261,6 +267,9 @@ impl Stream {
     /// A stream started for a `path` glob match, whose file is gone and
     /// fully handled: the daemon drops it.
     pub fn gone(&self) -> bool {
+        if self.unsendable.is_some() {
+            return self.ephemeral;
+        }
         self.ephemeral
             && !self.tail.is_parked()
             && self.tail.current().is_none()
@@ -383,6 +392,9 @@ impl Stream {
     /// start-up look, or an overflow).
     pub fn on_file_event(&mut self, ctx: &mut Ctx<'_>) {
         self.at_end = None;
+        if self.refuse_unsendable(ctx) {
+            return;
+        }
         if !self.stopping {
             let mut env = Env {
                 fs: &mut RealFs,
@@ -400,6 +412,9 @@ impl Stream {
     pub fn tick(&mut self, ctx: &mut Ctx<'_>) {
         let now = ctx.now;
         self.timer.fired(now);
+        if self.refuse_unsendable(ctx) {
+            return;
+        }
         if self.link_deadline.is_some_and(|t| t <= now) {
             let why = "connect or handshake timed out".to_string();
             self.link_failed(ctx, why, Some(super::failover::Failure::Unreachable));
@@ -483,6 +498,27 @@ impl Stream {
         if self.link.is_some() && self.link_id != self.tail.stream_id() {
             self.drop_link(ctx, None);
             self.retry_at = None;
+        }
+    }
+
+    /// True when the path cannot be sent: it holds a control character,
+    /// which the server refuses in an INIT (`400 Bad request: control
+    /// character in path`), so retrying would never end. Nothing is opened
+    /// or connected; the first call says so in one WARN (the name
+    /// escaped) and counts it in `loghamster_client_refused_files_total`.
+    fn refuse_unsendable(&mut self, ctx: &mut Ctx<'_>) -> bool {
+        match self.unsendable {
+            None => false,
+            Some(true) => true,
+            Some(false) => {
+                self.unsendable = Some(true);
+                ctx.meter.refused.inc();
+                crate::warn!(
+                    "{}: not shipped: the file name holds a control character, which the server refuses; rename the file to ship it",
+                    crate::log::esc(&self.path())
+                );
+                true
+            }
         }
     }
 
@@ -661,6 +697,12 @@ fn log_note(path: &str, note: &Note, ctx: &mut Ctx<'_>, abandoned: &mut u64, t: 
         }
         Note::StillRefused => crate::debug!("{path}: still not shipped (the same object is there)"),
     }
+}
+
+/// True when `path` (as sent in an INIT) holds a character the server
+/// refuses in a path: see [`crate::proto::is_control`].
+fn has_control(path: &Path) -> bool {
+    path.to_string_lossy().chars().any(crate::proto::is_control)
 }
 
 /// Size of a fresh read buffer: four batches, within `[batch, max_batch]`.
