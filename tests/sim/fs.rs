@@ -14,7 +14,11 @@
 //!   numbers are reused, lowest first, as soon as nothing refers to them
 //!   (ext4 does reuse them): a new file can get a deleted one's number.
 //!   `born` comes from the simulated clock ([`SimFs::advance`]): strictly
-//!   later than the clock's current reading and than every earlier birth.
+//!   later than the clock's current reading and than every earlier birth;
+//!   or, with a coarse clock ([`SimFs::set_birth_tick`]), as the kernel
+//!   stamps it: the clock rounded down to its tick (never before an
+//!   earlier birth, as Linux's multigrain floor keeps it), so files born in
+//!   the same tick share one birth time.
 //! - A reader handle ([`SimFile`], the tailer's descriptor) keeps its inode
 //!   alive after the last name is gone; so does an open [`Writer`].
 //!   Dropping a `SimFile` closes it; a `Writer` must be given back to
@@ -240,6 +244,9 @@ pub struct SimFs {
     /// The simulated clock, nanoseconds.
     now: u64,
     last_born: u64,
+    /// Births are stamped from a clock of this resolution (0: every
+    /// birth distinct, strictly after the clock's reading).
+    birth_tick: u64,
     writers: BTreeMap<u64, WriterState>,
     next_writer: u64,
     inotify: inotify::Inotify,
@@ -260,6 +267,7 @@ impl SimFs {
             next_ino: ROOT_INO + 1,
             now: 1_000_000_000,
             last_born: 0,
+            birth_tick: 0,
             writers: BTreeMap::new(),
             next_writer: 1,
             inotify: inotify::Inotify::new(),
@@ -280,6 +288,23 @@ impl SimFs {
     /// Moves the clock forward.
     pub fn advance(&mut self, nanos: u64) {
         self.now += nanos;
+    }
+
+    /// Stamps births from a coarse clock of `tick` nanoseconds (as the
+    /// kernel does): files created within one tick share their birth time.
+    pub fn set_birth_tick(&mut self, tick: u64) {
+        self.birth_tick = tick;
+    }
+
+    /// What the file system's clock says now, in the unit of births: with
+    /// a coarse clock, the start of the previous tick (a file born after
+    /// the call, even within the current tick, is born after it, as
+    /// `RealFs::clock` promises).
+    pub fn fs_clock(&self) -> u64 {
+        match self.birth_tick {
+            0 => self.now,
+            t => (self.now / t * t).saturating_sub(t),
+        }
     }
 
     // ---- lookups ------------------------------------------------------
@@ -416,7 +441,10 @@ impl SimFs {
     fn new_inode(&mut self, node: Node) -> Inode {
         // Strictly after the clock as last read (`Fs::clock` promises
         // it) and after every earlier birth.
-        let born = self.now.max(self.last_born) + 1;
+        let born = match self.birth_tick {
+            0 => self.now.max(self.last_born) + 1,
+            t => (self.now / t * t).max(self.last_born),
+        };
         self.last_born = born;
         Inode {
             node,

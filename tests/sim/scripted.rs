@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use loghamster::tail::follow::{Env, Filled, Note, State, Tail};
-use loghamster::tail::fs::{Fs, Kind};
+use loghamster::tail::fs::{Fs, Kind, Meta};
 use loghamster::tail::state::Entry;
 
 use crate::fs::{SimFile, SimFs, Writer};
@@ -670,4 +670,163 @@ fn a_server_offset_up_to_what_was_sent_is_believed() {
     assert_eq!(s.tail.stream_id(), id);
     assert!(s.take_notes().is_empty());
     s.fs.close(w);
+}
+
+/// The simulated host, with a change made to it right after the tail's
+/// `n`th call of a given kind (`list` or `open`): a rename racing the
+/// tail between two of its system calls, which the scheduler's steps
+/// (between the tail's calls) cannot produce.
+struct Racing<'a> {
+    fs: &'a mut SimFs,
+    lists: u32,
+    opens: u32,
+    /// After the `n`th `list` (`Some((n, change))`).
+    after_list: Option<(u32, Box<dyn FnOnce(&mut SimFs) + 'a>)>,
+    /// After the `n`th `open`.
+    after_open: Option<(u32, Box<dyn FnOnce(&mut SimFs) + 'a>)>,
+}
+
+impl Fs for Racing<'_> {
+    type File = SimFile;
+    fn open(&mut self, p: &Path, follow: bool) -> std::io::Result<(SimFile, Meta)> {
+        let r = self.fs.open(p, follow);
+        self.opens += 1;
+        if self
+            .after_open
+            .as_ref()
+            .is_some_and(|(n, _)| *n == self.opens)
+        {
+            (self.after_open.take().unwrap().1)(self.fs);
+        }
+        r
+    }
+    fn fstat(&mut self, f: &SimFile) -> std::io::Result<Meta> {
+        self.fs.fstat(f)
+    }
+    fn lstat(&mut self, p: &Path) -> std::io::Result<Option<Meta>> {
+        self.fs.lstat(p)
+    }
+    fn stat(&mut self, p: &Path) -> std::io::Result<Option<Meta>> {
+        self.fs.stat(p)
+    }
+    fn read_at(&mut self, f: &SimFile, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
+        self.fs.read_at(f, buf, at)
+    }
+    fn list(&mut self, d: &Path) -> std::io::Result<Vec<(std::ffi::OsString, Meta)>> {
+        let r = self.fs.list(d);
+        self.lists += 1;
+        if self
+            .after_list
+            .as_ref()
+            .is_some_and(|(n, _)| *n == self.lists)
+        {
+            (self.after_list.take().unwrap().1)(self.fs);
+        }
+        r
+    }
+    fn writers(&mut self, f: &SimFile) -> std::io::Result<Option<bool>> {
+        self.fs.writers(f)
+    }
+    fn remove(&mut self, p: &Path) -> std::io::Result<()> {
+        self.fs.remove(p)
+    }
+    fn clock(&mut self) -> u64 {
+        self.fs.clock()
+    }
+}
+
+impl Script {
+    /// A look during which `change` happens to the host right after the
+    /// tail's first `list` (`after_list`) or first `open`.
+    fn look_racing(&mut self, after_list: bool, change: impl FnOnce(&mut SimFs) + 'static) {
+        let change: Box<dyn FnOnce(&mut SimFs)> = Box::new(change);
+        let (after_list, after_open) = if after_list {
+            (Some((1, change)), None)
+        } else {
+            (None, Some((1, change)))
+        };
+        {
+            let mut racing = Racing {
+                fs: &mut self.fs,
+                lists: 0,
+                opens: 0,
+                after_list,
+                after_open,
+            };
+            let mut env = Env {
+                fs: &mut racing,
+                now: self.now,
+                loaded: &mut self.loaded,
+            };
+            self.tail.look(&mut env);
+        }
+        self.take_notes();
+    }
+}
+
+/// The path's first file, rotated away and followed by the next one
+/// while the tail was between listing the directory and opening what it
+/// listed (`after_list`), or between finding nothing and opening the path
+/// (the whole rotation after its look at an empty directory).
+fn a_first_file_renamed_away_while_the_tail_looks(after_list: bool, coarse: bool) {
+    let mut s = Script::new();
+    if coarse {
+        // Both files born in one tick of the kernel's coarse clock.
+        s.fs.set_birth_tick(10_000_000);
+    }
+    assert_eq!(s.look(), vec![Note::Absent], "followed since now");
+    s.advance(20);
+    let rotate = |fs: &mut SimFs| {
+        let w = fs.open_or_create(Path::new(LOG)).unwrap();
+        fs.write(&w, b"first\n");
+        fs.rename(Path::new(LOG), Path::new("/var/log/app.log.1"))
+            .unwrap();
+        fs.write(&w, b"first, late\n");
+        fs.close(w);
+        let w = fs.create(Path::new(LOG)).unwrap();
+        fs.write(&w, b"second\n");
+        fs.close(w);
+    };
+    if after_list {
+        // The first file is at the path when the tail lists.
+        let w = s.fs.create(Path::new(LOG)).unwrap();
+        s.fs.close(w);
+        s.look_racing(true, move |fs| {
+            fs.remove(Path::new(LOG)).unwrap();
+            rotate(fs);
+        });
+    } else {
+        s.look_racing(true, rotate);
+    }
+    let mut got = Vec::new();
+    let mut held = std::collections::HashMap::new();
+    for _ in 0..4 {
+        let id = s.tail.stream_id().map(|i| i.to_string());
+        let at = held.get(&id).copied().unwrap_or(0);
+        let sent = s.ship(at);
+        held.insert(id, at + sent.len() as u64);
+        got.extend(sent);
+        s.confirm();
+        s.advance(1000);
+        s.tick(false);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "first\nfirst, late\nsecond\n",
+        "{:?}",
+        s.notes
+    );
+    assert_eq!(s.tail.state(), State::Following);
+}
+
+#[test]
+fn a_file_renamed_away_between_the_listing_and_the_open_is_read_before_its_successor() {
+    a_first_file_renamed_away_while_the_tail_looks(true, false);
+    a_first_file_renamed_away_while_the_tail_looks(true, true);
+}
+
+#[test]
+fn a_file_created_and_renamed_away_after_an_empty_listing_is_read_before_its_successor() {
+    a_first_file_renamed_away_while_the_tail_looks(false, false);
+    a_first_file_renamed_away_while_the_tail_looks(false, true);
 }

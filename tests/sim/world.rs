@@ -207,6 +207,9 @@ pub struct Scenario {
     pub server_restarts: bool,
     /// Percent of steps that are the client's.
     pub client_share: u64,
+    /// The resolution of the clock births are stamped from, ns (0: every
+    /// birth distinct); see [`SimFs::set_birth_tick`].
+    pub birth_tick: u64,
 }
 
 impl Scenario {
@@ -236,6 +239,20 @@ impl Scenario {
             crashes: rng.chance(30),
             server_restarts: rng.chance(30),
             client_share: 20 + rng.below(60),
+            birth_tick: 0,
+        }
+    }
+
+    /// The birth clock's resolution, from its own generator (so the rest
+    /// of a seed's history, and the seeds kept as regressions, stay what
+    /// they were): half the seeds stamp births with a coarse clock of 1,
+    /// 4 or 10 ms, as the kernel does, so files born in one tick tie.
+    fn draw_birth_tick(seed: u64) -> u64 {
+        let mut rng = Rng::new(seed ^ 0x6269_7274_685f_7469);
+        if rng.chance(50) {
+            [1_000_000, 4_000_000, 10_000_000][rng.below(3) as usize]
+        } else {
+            0
         }
     }
 }
@@ -280,8 +297,10 @@ pub fn tail_settings(olddir: bool) -> follow::Settings {
 impl World {
     pub fn new(seed: u64) -> World {
         let mut rng = Rng::new(seed);
-        let scenario = Scenario::draw(&mut rng);
+        let mut scenario = Scenario::draw(&mut rng);
+        scenario.birth_tick = Scenario::draw_birth_tick(seed);
         let mut fs = SimFs::new();
+        fs.set_birth_tick(scenario.birth_tick);
         fs.mkdir_all(Path::new(DIR)).expect("mkdir");
         fs.mkdir_all(Path::new(OLDDIR)).expect("mkdir");
         fs.watch(Path::new(DIR)).expect("watch");

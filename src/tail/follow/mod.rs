@@ -30,6 +30,13 @@
 //! are ordered by the directory's rename history ([`Tail::record`]:
 //! inotify's records with their cookies, followed through later renames),
 //! which also names files that left the path before anything was opened.
+//! The directory can change while it is read (a file created and renamed
+//! away between the listing and the opens, or during the listing): the
+//! files are opened and the directory listed again, and a result is taken
+//! only when both listings agree; the file at the path opened after a
+//! listing that found nothing is checked the same way. So the path's first
+//! file, created and rotated away in the moment the tail looks, is read,
+//! and before the file that followed it.
 //! A path without a file keeps a marker in the state file (since when it is
 //! followed), so files created and rotated away while the client was
 //! stopped are found too. The state file records `cur` and every queued

@@ -27,6 +27,10 @@ struct Located<H> {
 /// How soon an open that failed for lack of descriptors is retried.
 const FD_PRESSURE_RETRY: Duration = Duration::from_millis(100);
 
+/// Most times the directory is listed again in one look while renames
+/// race the listing (see [`Tail::gather`]).
+const RELIST_MAX: u32 = 4;
+
 /// Names of compressed rotations: their bytes are not the log's.
 const COMPRESSED: &[&str] = &[".gz", ".bz2", ".xz", ".zst", ".lz4", ".Z", ".zip", ".lzma"];
 
@@ -180,13 +184,27 @@ impl<H> Tail<H> {
         if self.cur.is_none() && self.resume(env) {
             return;
         }
-        if !self.settings.whole && self.settings.follow_rotations && self.open_generations(env) {
-            return;
+        let rotations = !self.settings.whole && self.settings.follow_rotations;
+        let mut opened = None;
+        for attempt in 1..=RELIST_MAX {
+            if rotations && self.open_generations(env) {
+                return;
+            }
+            let (file, meta) = match env.fs.open(&self.path, self.settings.follow_symlinks) {
+                Ok(x) => x,
+                Err(e) => return self.open_failed(env, e),
+            };
+            // Files can be created and renamed away between the listing
+            // and this open: the file found at the path may have a
+            // predecessor the listing did not see. Then list again (it
+            // now sees both, in order).
+            if rotations && attempt < RELIST_MAX && self.raced_past(env, &meta) {
+                continue;
+            }
+            opened = Some((file, meta));
+            break;
         }
-        let (file, meta) = match env.fs.open(&self.path, self.settings.follow_symlinks) {
-            Ok(x) => x,
-            Err(e) => return self.open_failed(env, e),
-        };
+        let Some((file, meta)) = opened else { return };
         let identity = match Identity::of(env.fs, &file, &meta) {
             Ok(i) => i,
             Err(e) => return self.open_failed(env, e),
@@ -217,11 +235,8 @@ impl<H> Tail<H> {
         // the path is followed (an earlier run's start, from the state
         // file); before anything of the kind, only what the directory's
         // events saw leave the path.
-        let floor = match self.finished.back() {
-            Some(&(_, _, born)) => born,
-            None if self.followed_since > 0 => self.followed_since,
-            None if !self.departed.is_empty() => u64::MAX,
-            None => return false,
+        let Some(floor) = self.generations_floor() else {
+            return false;
         };
         let mut gens = self.gather(env, floor).into_iter();
         let Some(first) = gens.next() else {
@@ -251,6 +266,34 @@ impl<H> Tail<H> {
             self.scan(env);
         }
         true
+    }
+
+    /// Where [`Tail::open_generations`] looks from: files born since the
+    /// last generation finished in this run, or since the path is
+    /// followed (an earlier run's start, from the state file); before
+    /// anything of the kind, only what the directory's events saw leave
+    /// the path. `None`: nothing to look for.
+    fn generations_floor(&self) -> Option<u64> {
+        match self.finished.back() {
+            Some(&(_, _, born)) => Some(born),
+            None if self.followed_since > 0 => Some(self.followed_since),
+            None if !self.departed.is_empty() => Some(u64::MAX),
+            None => None,
+        }
+    }
+
+    /// After [`Tail::open_generations`] found nothing and the file at the
+    /// path was opened directly (`meta`): true when the directory now
+    /// holds a generation that listing should have seen, other than that
+    /// file (the path's first file created and renamed away meanwhile, or
+    /// this file itself born since the floor): the caller lists again.
+    fn raced_past<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>, meta: &Meta) -> bool {
+        let Some(floor) = self.generations_floor() else {
+            return false;
+        };
+        self.candidates(env, floor)
+            .iter()
+            .any(|(p, m, _)| *p != self.path || m.inode() == meta.inode())
     }
 
     /// Takes the state file's entries for this path (the generation being
@@ -492,7 +535,44 @@ impl<H> Tail<H> {
     /// shipped under its own id already, so the server's offset keeps it
     /// from being sent twice), and files born in the same tick are put in
     /// the order they left the path; the file at the path is the newest.
+    ///
+    /// The directory may change while it is read (a rename between the
+    /// listing and an open, or during the listing itself, which can then
+    /// miss the renamed name): the files are opened, the directory is
+    /// listed again, and only when both listings agree (and every file
+    /// opened is the one listed) is the result taken; otherwise it starts
+    /// over, at most [`RELIST_MAX`] times (then what the last listing
+    /// showed is taken, and the next event looks again).
     fn gather<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>, floor: u64) -> Vec<Gen<H>> {
+        let mut listed = self.candidates(env, floor);
+        let mut attempt = 1;
+        loop {
+            let (opened, exact) = self.open_listed(env, &listed);
+            if attempt == RELIST_MAX {
+                return self.take_opened(env, opened);
+            }
+            let again = self.candidates(env, floor);
+            let same = again.len() == listed.len()
+                && again
+                    .iter()
+                    .zip(&listed)
+                    .all(|((p, m, _), (q, n, _))| p == q && m.inode() == n.inode());
+            if exact && same {
+                return self.take_opened(env, opened);
+            }
+            listed = again;
+            attempt += 1;
+        }
+    }
+
+    /// Files named after the path that are generations not held or known
+    /// yet (see [`Tail::gather`]), in birth order, each with its place
+    /// among files born in the same tick.
+    fn candidates<F: Fs<File = H>>(
+        &self,
+        env: &mut Env<'_, F>,
+        floor: u64,
+    ) -> Vec<(PathBuf, Meta, u64)> {
         let mut found: Vec<(PathBuf, Meta, u64)> = self
             .listing(env)
             .into_iter()
@@ -507,16 +587,40 @@ impl<H> Tail<H> {
                 (p, m, seq)
             })
             .collect();
-        found.sort_by_key(|(_, m, seq)| (m.born, *seq));
-        let mut gens = Vec::new();
-        for (p, listed, seq) in found {
-            let Ok((file, meta)) = env.fs.open(&p, false) else {
-                continue;
-            };
-            if meta.inode() != listed.inode() || self.known(&meta) {
-                // Renamed again meanwhile: the next look finds it.
-                continue;
+        found.sort_by(|(p, m, seq), (q, n, tie)| (m.born, *seq, p).cmp(&(n.born, *tie, q)));
+        found
+    }
+
+    /// Opens the listed files; false with them when one of them is not
+    /// the file listed any more (renamed or replaced meanwhile).
+    #[allow(clippy::type_complexity)]
+    fn open_listed<F: Fs<File = H>>(
+        &mut self,
+        env: &mut Env<'_, F>,
+        listed: &[(PathBuf, Meta, u64)],
+    ) -> (Vec<(PathBuf, H, Meta, u64)>, bool) {
+        let mut out = Vec::new();
+        let mut exact = true;
+        for (p, m, seq) in listed {
+            match env.fs.open(p, false) {
+                Ok((file, meta)) if meta.inode() == m.inode() && !self.known(&meta) => {
+                    out.push((p.clone(), file, meta, *seq));
+                }
+                // Renamed or replaced meanwhile: the next listing tells.
+                _ => exact = false,
             }
+        }
+        (out, exact)
+    }
+
+    /// The opened files as generations (identity read, notes made).
+    fn take_opened<F: Fs<File = H>>(
+        &mut self,
+        env: &mut Env<'_, F>,
+        opened: Vec<(PathBuf, H, Meta, u64)>,
+    ) -> Vec<Gen<H>> {
+        let mut gens = Vec::new();
+        for (p, file, meta, seq) in opened {
             let Ok((identity, prefix)) =
                 Identity::with_prefix(env.fs, &file, &meta, super::buffer::OVERLAP)
             else {

@@ -542,6 +542,6 @@ impl Fs for SimFs {
     }
 
     fn clock(&mut self) -> u64 {
-        self.now()
+        self.fs_clock()
     }
 }
