@@ -372,7 +372,12 @@ impl<H> Tail<H> {
 
     /// Regular files next to the path (and in `olddir`) that may be
     /// copies of `cur`: named after the path, not the path itself, not
-    /// held already.
+    /// held already, not a generation finished in this run (its content
+    /// went out under its own id), and not born before `cur` (a copy is
+    /// made of a file that exists). Copies are told by birth time, from a
+    /// coarse clock: without the last two rules, the generation before
+    /// `cur`, born in the tick before `cur` was found, passed for a copy
+    /// made since, and was sent a second time.
     fn copy_candidates<F: Fs<File = H>>(
         &self,
         env: &mut Env<'_, F>,
@@ -385,7 +390,8 @@ impl<H> Tail<H> {
                 *p != self.path
                     && m.kind == Kind::File
                     && m.inode() != cur.meta.inode()
-                    && !self.holds(m.inode())
+                    && !self.known(m)
+                    && m.born >= cur.meta.born
             })
             .collect();
         c.sort_by_key(|(_, m)| m.born);
