@@ -290,6 +290,21 @@ impl Model {
     }
 
     fn check(mut self) {
+        if std::env::var_os("MODEL_DEBUG").is_some() {
+            eprintln!(
+                "STATE FILE:\n{}",
+                std::fs::read_to_string(&self.state).unwrap_or_default()
+            );
+            for f in &self.files {
+                eprintln!(
+                    "FILE {:?} ino {} lines {:?}..{:?}",
+                    f.name,
+                    f.ino,
+                    f.lines.first(),
+                    f.lines.last()
+                );
+            }
+        }
         self.start();
         let must = self.must();
         let deadline = std::time::Instant::now() + PATIENCE;
@@ -476,6 +491,70 @@ fn truncated_after_restarts_and_rotations_with_a_shorter_rewrite() {
         Truncate,
         Write(149),
         Write(160),
+    ]);
+}
+
+/// A file truncated and rotated away, its successor truncated and
+/// rewritten, `kill -9`: after the restart the successor's truncation took
+/// the finished predecessor for a copytruncate copy and sent it again.
+#[test]
+fn truncated_and_rotated_then_the_successor_truncated_and_killed() {
+    use Op::*;
+    run_with(
+        &[
+            Write(260),
+            Write(169),
+            Truncate,
+            Rotate(2),
+            Start,
+            Start,
+            Write(15),
+            Truncate,
+            Write(9),
+            Write(244),
+            Stop(true),
+        ],
+        "zstd",
+    );
+}
+
+/// The path's first file created and rotated away while the client
+/// looked: never read (missed between listing the directory and opening
+/// the path).
+#[test]
+fn created_and_rotated_away_while_the_client_looked_then_stopped() {
+    use Op::*;
+    run(&[
+        Write(261),
+        Rotate(34),
+        Start,
+        Write(296),
+        Truncate,
+        Truncate,
+        Stop(false),
+        Truncate,
+        Rotate(4),
+    ]);
+}
+
+/// As above, found only at the next rotation and read after the file that
+/// followed it.
+#[test]
+fn truncated_twice_rotated_then_started_written_rotated_and_deleted() {
+    use Op::*;
+    run(&[
+        Write(203),
+        Rotate(37),
+        Write(119),
+        Truncate,
+        Truncate,
+        Write(45),
+        Rotate(3),
+        Start,
+        Write(283),
+        Rotate(0),
+        Rotate(39),
+        Delete,
     ]);
 }
 
