@@ -99,6 +99,15 @@ pub(crate) struct Ctx<'a> {
     /// Set when the file a path names changed (opened, rotated, truncated):
     /// saved at the end of this turn of the loop, so a crash cannot forget
     /// which file a stream id belongs to.
+    ///
+    /// It is also what persists a newly minted stream id (a truncated
+    /// file's `-t<nonce>`, an offset conflict's, a new generation's) before
+    /// the first byte goes out under it, so a `kill -9` cannot make the
+    /// next run re-send those bytes under another id: an id change ends
+    /// the connection (`link_id` no longer matches), and sending under the
+    /// new id waits for a new connection's `200`, read in a later turn,
+    /// after this save. Whoever batches or defers saves must keep that
+    /// order.
     pub save_soon: &'a mut bool,
     /// Entries from the state file not yet claimed by an open file.
     pub loaded: &'a mut Vec<Entry>,
