@@ -110,6 +110,18 @@ impl Script {
     fn write(&mut self, w: &Writer, text: &str) {
         self.fs.write(w, text.as_bytes());
     }
+
+    /// A crash and a restart: a new tail on the same host, with `saved`
+    /// as its state file's entries.
+    fn restarted(self, saved: Vec<Entry>) -> Script {
+        Script {
+            fs: self.fs,
+            tail: Tail::new(PathBuf::from(LOG), tail_settings(false), 9),
+            loaded: saved,
+            now: self.now,
+            notes: Vec::new(),
+        }
+    }
 }
 
 #[test]
@@ -397,13 +409,7 @@ fn restart_resumes_the_recorded_generation_rotated_away_and_the_queue() {
     // Saved: the old file at 6, then the new one queued; a crash.
     let saved: Vec<Entry> = s.tail.entries().collect();
     assert_eq!(saved.len(), 2);
-    let mut r = Script {
-        fs: s.fs,
-        tail: Tail::new(PathBuf::from(LOG), tail_settings(false), 9),
-        loaded: saved,
-        now: s.now,
-        notes: Vec::new(),
-    };
+    let mut r = s.restarted(saved);
     r.look();
     assert!(r
         .notes
@@ -798,18 +804,7 @@ fn a_first_file_renamed_away_while_the_tail_looks(after_list: bool, coarse: bool
     } else {
         s.look_racing(true, rotate);
     }
-    let mut got = Vec::new();
-    let mut held = std::collections::HashMap::new();
-    for _ in 0..4 {
-        let id = s.tail.stream_id().map(|i| i.to_string());
-        let at = held.get(&id).copied().unwrap_or(0);
-        let sent = s.ship(at);
-        held.insert(id, at + sent.len() as u64);
-        got.extend(sent);
-        s.confirm();
-        s.advance(1000);
-        s.tick(false);
-    }
+    let got = ship_all(&mut s, &mut Default::default());
     assert_eq!(
         String::from_utf8_lossy(&got),
         "first\nfirst, late\nsecond\n",
@@ -898,13 +893,7 @@ fn a_finished_predecessor_is_not_taken_for_a_copy_of_its_truncated_successor() {
     let saved: Vec<Entry> = s.tail.entries().collect();
     s.fs.truncate(Path::new(LOG), 0).unwrap();
     s.write(&b, "b1\nb2\n");
-    let mut r = Script {
-        fs: s.fs,
-        tail: Tail::new(PathBuf::from(LOG), tail_settings(false), 9),
-        loaded: saved,
-        now: s.now,
-        notes: Vec::new(),
-    };
+    let mut r = s.restarted(saved);
     r.look();
     let got = ship_all(&mut r, &mut held);
     assert_eq!(String::from_utf8_lossy(&got), "b1\nb2\n", "{:?}", r.notes);
