@@ -678,33 +678,24 @@ fn a_server_offset_up_to_what_was_sent_is_believed() {
     s.fs.close(w);
 }
 
+/// A change to the host, made while the tail runs.
+type Change<'a> = Box<dyn FnOnce(&mut SimFs) + 'a>;
+
 /// The simulated host, with a change made to it right after the tail's
-/// `n`th call of a given kind (`list` or `open`): a rename racing the
-/// tail between two of its system calls, which the scheduler's steps
-/// (between the tail's calls) cannot produce.
+/// `after`th directory listing: a rename racing the tail between two of
+/// its system calls, which the scheduler's steps (between the tail's
+/// calls) cannot produce.
 struct Racing<'a> {
     fs: &'a mut SimFs,
     lists: u32,
-    opens: u32,
-    /// After the `n`th `list` (`Some((n, change))`).
-    after_list: Option<(u32, Box<dyn FnOnce(&mut SimFs) + 'a>)>,
-    /// After the `n`th `open`.
-    after_open: Option<(u32, Box<dyn FnOnce(&mut SimFs) + 'a>)>,
+    after: u32,
+    change: Option<Change<'a>>,
 }
 
 impl Fs for Racing<'_> {
     type File = SimFile;
     fn open(&mut self, p: &Path, follow: bool) -> std::io::Result<(SimFile, Meta)> {
-        let r = self.fs.open(p, follow);
-        self.opens += 1;
-        if self
-            .after_open
-            .as_ref()
-            .is_some_and(|(n, _)| *n == self.opens)
-        {
-            (self.after_open.take().unwrap().1)(self.fs);
-        }
-        r
+        self.fs.open(p, follow)
     }
     fn fstat(&mut self, f: &SimFile) -> std::io::Result<Meta> {
         self.fs.fstat(f)
@@ -721,12 +712,10 @@ impl Fs for Racing<'_> {
     fn list(&mut self, d: &Path) -> std::io::Result<Vec<(std::ffi::OsString, Meta)>> {
         let r = self.fs.list(d);
         self.lists += 1;
-        if self
-            .after_list
-            .as_ref()
-            .is_some_and(|(n, _)| *n == self.lists)
-        {
-            (self.after_list.take().unwrap().1)(self.fs);
+        if self.lists == self.after {
+            if let Some(change) = self.change.take() {
+                change(self.fs);
+            }
         }
         r
     }
@@ -743,21 +732,14 @@ impl Fs for Racing<'_> {
 
 impl Script {
     /// A look during which `change` happens to the host right after the
-    /// tail's first `list` (`after_list`) or first `open`.
-    fn look_racing(&mut self, after_list: bool, change: impl FnOnce(&mut SimFs) + 'static) {
-        let change: Box<dyn FnOnce(&mut SimFs)> = Box::new(change);
-        let (after_list, after_open) = if after_list {
-            (Some((1, change)), None)
-        } else {
-            (None, Some((1, change)))
-        };
+    /// tail's `after`th directory listing.
+    fn look_racing(&mut self, after: u32, change: impl FnOnce(&mut SimFs) + 'static) {
         {
             let mut racing = Racing {
                 fs: &mut self.fs,
                 lists: 0,
-                opens: 0,
-                after_list,
-                after_open,
+                after,
+                change: Some(Box::new(change)),
             };
             let mut env = Env {
                 fs: &mut racing,
@@ -772,8 +754,8 @@ impl Script {
 
 /// The path's first file, rotated away and followed by the next one
 /// while the tail was between listing the directory and opening what it
-/// listed (`after_list`), or between finding nothing and opening the path
-/// (the whole rotation after its look at an empty directory).
+/// listed (`after_list`), or between finding nothing (twice: the
+/// directory was empty) and opening the path.
 fn a_first_file_renamed_away_while_the_tail_looks(after_list: bool, coarse: bool) {
     let mut s = Script::new();
     if coarse {
@@ -797,12 +779,12 @@ fn a_first_file_renamed_away_while_the_tail_looks(after_list: bool, coarse: bool
         // The first file is at the path when the tail lists.
         let w = s.fs.create(Path::new(LOG)).unwrap();
         s.fs.close(w);
-        s.look_racing(true, move |fs| {
+        s.look_racing(1, move |fs| {
             fs.remove(Path::new(LOG)).unwrap();
             rotate(fs);
         });
     } else {
-        s.look_racing(true, rotate);
+        s.look_racing(2, rotate);
     }
     let got = ship_all(&mut s, &mut Default::default());
     assert_eq!(
