@@ -883,3 +883,41 @@ fn a_finished_predecessor_is_not_taken_for_a_copy_of_its_truncated_successor() {
     r.fs.close(a);
     r.fs.close(b);
 }
+
+/// The safety net behind the listings: the directory's events say a
+/// file left the path that the tail never held (here the file is put
+/// where the rename would have left it, and the events are told to the
+/// tail as inotify would report them, late). It is read, ahead of the
+/// followed file, which then resumes at the server's offset: nothing is
+/// skipped and nothing sent twice.
+#[test]
+fn a_departure_from_the_path_of_a_file_never_held_is_still_read() {
+    use loghamster::tail::follow::DirChange;
+    let mut s = Script::new();
+    s.look();
+    s.advance(20);
+    let b = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&b, "b0\n");
+    s.look();
+    let mut held = std::collections::HashMap::new();
+    let id = s.tail.stream_id().unwrap().to_string();
+    assert_eq!(s.ship(0), b"b0\n");
+    held.insert(id, 3);
+    let a = s.fs.create(Path::new("/var/log/elsewhere")).unwrap();
+    s.write(&a, "a0\n");
+    s.fs.close(a);
+    s.fs.rename(
+        Path::new("/var/log/elsewhere"),
+        Path::new("/var/log/app.log.1"),
+    )
+    .unwrap();
+    s.tail.record(Path::new(LOG), DirChange::MovedFrom(7));
+    s.tail
+        .record(Path::new("/var/log/app.log.1"), DirChange::MovedTo(7));
+    s.write(&b, "b1\n");
+    s.look();
+    let got = ship_all(&mut s, &mut held);
+    assert_eq!(String::from_utf8_lossy(&got), "a0\nb1\n", "{:?}", s.notes);
+    assert_eq!(s.tail.state(), State::Following);
+    s.fs.close(b);
+}

@@ -13,7 +13,7 @@
 //! | state | means | leaves it |
 //! |---|---|---|
 //! | `Missing` | nothing open (not there yet, or parked) | `look`/`tick` opens the path, or resumes the state file's generations → `Following`/`Draining` |
-//! | `Following` | `cur` is the file at the path | the path names another file or none → `Draining`; a truncation → `Draining` (a copy to read) or stays (new id) |
+//! | `Following` | `cur` is the file at the path | the path names another file or none → `Draining`; a truncation → `Draining` (a copy to read) or stays (new id); a file never held left the path (events) → `Draining` (it first, `cur` queued behind it) |
 //! | `Draining` | `cur` left the path | read to its end, no writer left (lease) or quiet, `250 DONE` → next queued (`Following` when it is at the path), `Missing`, or `Stopped` |
 //! | `Stopped` | `onrotate = "stop"` after its file ended | never |
 //!
@@ -282,6 +282,10 @@ pub struct Tail<H> {
     /// The first half of a rename of the path (`None`) or of a departed
     /// file (`Some(seq)`), waiting for its `MovedTo`.
     moving: Option<(u32, Option<u64>)>,
+    /// A file left the path since the last look: while following the
+    /// file at the path, one this tail never held is a generation it
+    /// missed (see `Tail::adopt_missed`).
+    departed_unseen: bool,
     /// A closed file confirmed whole (`Settings::whole`).
     complete: bool,
     /// The file was closed while idle (parked); its entry waits in the
@@ -326,6 +330,7 @@ impl<H> Tail<H> {
             finished: VecDeque::new(),
             followed_since: 0,
             moving: None,
+            departed_unseen: false,
             complete: false,
             parked: false,
             notes: Vec::new(),
@@ -544,6 +549,7 @@ impl<H> Tail<H> {
                 self.departed.retain(|(n, _)| n != path);
                 match pending {
                     Some((c, None)) if c == cookie => {
+                        self.departed_unseen = true;
                         self.departures += 1;
                         self.departed
                             .push_back((path.to_path_buf(), self.departures));

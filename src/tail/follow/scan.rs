@@ -67,6 +67,8 @@ impl<H> Tail<H> {
                     if self.path_moved_on(env) {
                         self.scan(env);
                     }
+                } else if std::mem::take(&mut self.departed_unseen) {
+                    self.adopt_missed(env);
                 }
             }
             State::Draining { .. } => {
@@ -76,6 +78,39 @@ impl<H> Tail<H> {
             }
             State::Following | State::Stopped => {}
         }
+    }
+
+    /// While following the file at the path: the directory's events say
+    /// a file left the path that this tail never held nor finished (the
+    /// directory changed under every listing of a look, or the events came
+    /// late). It was at the path before the file followed now, so it is a
+    /// generation to send, and before that file: it becomes the current
+    /// one (draining), and the followed file waits behind it, resumed at
+    /// the server's offset for its id (what it sent already stays sent:
+    /// those bytes go out of order, but nothing is skipped and nothing
+    /// sent twice).
+    fn adopt_missed<F: Fs<File = H>>(&mut self, env: &mut Env<'_, F>) {
+        if !self.settings.follow_rotations {
+            return;
+        }
+        // Only what the events saw leave the path (no birth time is late
+        // enough for `u64::MAX`).
+        let missed = self.gather(env, u64::MAX);
+        if missed.is_empty() {
+            return;
+        }
+        let Some(followed) = self.cur.take() else {
+            return;
+        };
+        let mut gens = missed.into_iter();
+        self.cur = gens.next();
+        self.queue = gens.chain(std::iter::once(followed)).collect();
+        self.restart_at(0);
+        self.verify = true;
+        self.save_soon = true;
+        self.state = State::Draining {
+            last_growth: env.now,
+        };
     }
 
     /// True when the path names no file this tail holds (it is missing,
