@@ -20,7 +20,7 @@
 //! Every transition has a scripted test in `tests/sim/scripted.rs`, and
 //! `tests/sim` plays random histories against all of them.
 //!
-//! How generations are found (`scan.rs`): whenever the path stops naming
+//! How generations are found (`scan.rs`, `gather.rs`): whenever the path stops naming
 //! `cur` (and on the first open after a generation was finished), the
 //! directory (and `olddir`s) is listed, and every regular file whose name
 //! is the path's name or starts with it (`app.log`, `app.log.1`,
@@ -65,6 +65,7 @@
 //! gather the reads of every file and submit them in one call.
 
 pub mod buffer;
+mod gather;
 mod read;
 mod scan;
 
@@ -172,6 +173,10 @@ pub enum DirChange {
 /// The id of a state-file entry that holds no file, only since when its
 /// path is followed (its `copies_after`): see [`Tail::entries`].
 pub const SINCE_MARKER: &str = "-";
+
+/// Most times the directory is listed again in one look while renames
+/// race the listing (see `Tail::gather`).
+const RELIST_MAX: u32 = 4;
 
 /// Most departures remembered (see [`Tail::record`]).
 const DEPARTED_MAX: usize = 64;
