@@ -386,10 +386,16 @@ impl<H> Tail<H> {
             e.identity.matches(env.fs, &file, &meta)
         }
         .unwrap_or(false);
-        let born_same = match id.born {
-            Born::At(ns) => ns == meta.born,
-            Born::Unknown(_) => name == self.path,
-        };
+        // The same inode born at the same time: the same file, its content
+        // rewritten. (Not for a copy: its id names the original's inode and
+        // birth, and a copy born in the same clock tick as its original
+        // would pass for it.)
+        let own = (id.dev, id.ino) == meta.inode() && !e.copy;
+        let born_same = own
+            && match id.born {
+                Born::At(ns) => ns == meta.born,
+                Born::Unknown(_) => name == self.path,
+            };
         if !same && !born_same {
             return None;
         }
