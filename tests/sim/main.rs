@@ -100,6 +100,7 @@ const REGRESSIONS: &[u64] = &[
     1002543, // resumed at a server offset: the few bytes read were not checked
     1003649, // the recorded file deleted while away: the ones born after it were skipped
     1009468, // a recorded copy shorter than its fingerprint was not found after a restart
+    2015580, // a copy born in its original's clock tick resumed as the original rewritten
 ];
 
 #[test]
