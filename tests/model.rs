@@ -558,6 +558,30 @@ fn truncated_twice_rotated_then_started_written_rotated_and_deleted() {
     ]);
 }
 
+/// The first file rotated away while the client was listing, then
+/// deleted once the client had it open (for one attempt of the listing,
+/// which then let it go): its lines were lost.
+#[test]
+fn rotated_while_listed_then_deleted_once_opened() {
+    use Op::*;
+    run_with(
+        &[
+            Write(15),
+            Rotate(44),
+            Truncate,
+            Delete,
+            DeleteRotated,
+            Write(35),
+            Start,
+            Write(74),
+            Write(234),
+            Write(235),
+            Truncate,
+        ],
+        "zstd",
+    );
+}
+
 proptest! {
     #![proptest_config(config())]
 

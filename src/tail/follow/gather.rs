@@ -131,33 +131,37 @@ impl<H> Tail<H> {
     /// listing and an open, or during the listing itself, which can then
     /// miss the renamed name): the files are opened, the directory is
     /// listed again, and only when both listings agree (and every file
-    /// opened is the one listed) is the result taken; otherwise it starts
-    /// over, at most [`RELIST_MAX`] times (then what the last listing
-    /// showed is taken, and the next event looks again).
+    /// opened is the one listed) is the result taken; otherwise it lists
+    /// again, at most [`RELIST_MAX`] times (then what the last listing
+    /// showed is taken, and the next event looks again). A file opened
+    /// once stays in the result, even if it was deleted meanwhile: its
+    /// descriptor still reads it.
     pub(super) fn gather<F: Fs<File = H>>(
         &mut self,
         env: &mut Env<'_, F>,
         floor: u64,
     ) -> Vec<Gen<H>> {
         let mut listed = self.candidates(env, floor);
-        let mut attempt = 1;
-        loop {
-            let (opened, exact) = self.open_listed(env, &listed);
-            if attempt == RELIST_MAX {
-                return self.take_opened(env, opened);
-            }
+        // Kept across attempts: a file opened once is never let go (it may
+        // be deleted before the next attempt, and its descriptor still
+        // reads it).
+        let mut opened = Vec::new();
+        for _ in 1..RELIST_MAX {
+            let exact = self.open_listed(env, &listed, &mut opened);
             let again = self.candidates(env, floor);
             let same = again.len() == listed.len()
                 && again
                     .iter()
                     .zip(&listed)
                     .all(|((p, m, _), (q, n, _))| p == q && m.inode() == n.inode());
-            if exact && same {
-                return self.take_opened(env, opened);
-            }
             listed = again;
-            attempt += 1;
+            if exact && same {
+                break;
+            }
         }
+        self.open_listed(env, &listed, &mut opened);
+        opened.sort_by(|(p, _, m, seq), (q, _, n, tie)| (m.born, *seq, p).cmp(&(n.born, *tie, q)));
+        self.take_opened(env, opened)
     }
 
     /// Files named after the path that are generations not held or known
@@ -186,26 +190,32 @@ impl<H> Tail<H> {
         found
     }
 
-    /// Opens the listed files; false with them when one of them is not
-    /// the file listed any more (renamed or replaced meanwhile).
+    /// Opens the listed files not opened yet into `opened` (one opened
+    /// before under another name takes the listed name and place); false
+    /// when one of them is not the file listed any more (renamed or
+    /// replaced meanwhile).
     #[allow(clippy::type_complexity)]
     fn open_listed<F: Fs<File = H>>(
         &mut self,
         env: &mut Env<'_, F>,
         listed: &[(PathBuf, Meta, u64)],
-    ) -> (Vec<(PathBuf, H, Meta, u64)>, bool) {
-        let mut out = Vec::new();
+        opened: &mut Vec<(PathBuf, H, Meta, u64)>,
+    ) -> bool {
         let mut exact = true;
         for (p, m, seq) in listed {
+            if let Some(o) = opened.iter_mut().find(|o| o.2.inode() == m.inode()) {
+                (o.0, o.3) = (p.clone(), *seq);
+                continue;
+            }
             match env.fs.open(p, false) {
                 Ok((file, meta)) if meta.inode() == m.inode() && !self.known(&meta) => {
-                    out.push((p.clone(), file, meta, *seq));
+                    opened.push((p.clone(), file, meta, *seq));
                 }
                 // Renamed or replaced meanwhile: the next listing tells.
                 _ => exact = false,
             }
         }
-        (out, exact)
+        exact
     }
 
     /// The opened files as generations (identity read, notes made).
