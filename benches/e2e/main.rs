@@ -20,7 +20,7 @@
 //!    `socat -b 262144 -u TCP-LISTEN:... OPEN:out,creat`; timed from the
 //!    sender's start until the receiver exited. `socat_sync`: the same, then an `fdatasync` of the output inside the
 //!    timed interval: the baseline of `a`, whose `250 DONE` waits for one
-//!    (the table's notes give every scenario's ratio to it).
+//!    (the table's notes give the ratio of `a` and `a_tls` to it).
 //! 3. Three scenarios with both daemons on 127.0.0.1 (default configs;
 //!    the server's `sync = "interval"` fdatasyncs its outputs every second
 //!    and before every `250 DONE`):
