@@ -2,7 +2,7 @@
 //! loopback, against socat moving the same bytes.
 //!
 //! ```sh
-//! cargo bench --bench e2e                       # 1 GiB: socat, a, b, c
+//! cargo bench --bench e2e                       # 1 GiB: socat, socat_sync, a, b, c
 //! cargo bench --bench e2e -- --size 256MiB --repeat 3
 //! cargo bench --bench e2e -- --only b,c --rate 0
 //! cargo bench --bench e2e -- --scale --size 64MiB
@@ -20,7 +20,9 @@
 //!    ` seq=N` (see `data.rs`).
 //! 2. `socat`: the baseline, `socat -b 262144 -u FILE:data TCP:...` into
 //!    `socat -b 262144 -u TCP-LISTEN:... OPEN:out,creat`; timed from the
-//!    sender's start until the receiver exited.
+//!    sender's start until the receiver exited. `socat_sync`: the same, then an `fdatasync` of the output inside the
+//!    timed interval: the baseline of `a`, whose `250 DONE` waits for one
+//!    (the table's notes give the ratio of `a` and `a_tls` to it).
 //! 3. Three scenarios with both daemons on 127.0.0.1 (default configs;
 //!    the server's `sync = "interval"` fdatasyncs its outputs every second
 //!    and before every `250 DONE`):
@@ -143,11 +145,12 @@ struct Args {
     /// none)
     #[argh(option, from_str_fn(parse_compression))]
     compression: Option<Compression>,
-    /// comma-separated scenarios out of socat,a,b,a_tls,b_tls,c,files,idle,many,js1,js3
-    /// (default socat,a,b,c; with --scale files,idle)
+    /// comma-separated scenarios out of
+    /// socat,socat_sync,a,b,a_tls,b_tls,c,files,idle,many,js1,js3
+    /// (default socat,socat_sync,a,b,c; with --scale files,idle)
     #[argh(option)]
     only: Option<String>,
-    /// run the scale scenarios (files, idle) instead of socat,a,b,c
+    /// run the scale scenarios (files, idle) instead of socat,socat_sync,a,b,c
     #[argh(switch)]
     scale: bool,
     /// run each scenario N times and report the median (default 1)
@@ -339,6 +342,9 @@ impl Run {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     Socat,
+    /// `socat` plus an `fdatasync` of its output, timed: the baseline of
+    /// the confirmed scenarios (`a`).
+    SocatSync,
     A,
     B,
     /// `a` and `b` with `[tls]` on both daemons.
@@ -358,6 +364,7 @@ pub enum Scenario {
 impl Scenario {
     const ALL: [(Scenario, &'static str); 11] = [
         (Scenario::Socat, "socat"),
+        (Scenario::SocatSync, "socat_sync"),
         (Scenario::A, "a"),
         (Scenario::B, "b"),
         (Scenario::ATls, "a_tls"),
@@ -369,6 +376,11 @@ impl Scenario {
         (Scenario::Js1, "js1"),
         (Scenario::Js3, "js3"),
     ];
+
+    /// A socat baseline (needs socat installed).
+    pub fn is_socat(self) -> bool {
+        matches!(self, Scenario::Socat | Scenario::SocatSync)
+    }
 
     pub fn name(self) -> &'static str {
         Scenario::ALL
@@ -384,7 +396,7 @@ impl Scenario {
                 Some((s, _)) => out.push(*s),
                 None => {
                     return Err(format!(
-                        "--only: unknown scenario `{word}` (socat,a,b,a_tls,b_tls,c,files,idle,many,js1,js3)"
+                        "--only: unknown scenario `{word}` (socat,socat_sync,a,b,a_tls,b_tls,c,files,idle,many,js1,js3)"
                     ))
                 }
             }
@@ -420,9 +432,9 @@ fn run(args: &Args) -> Result<bool, Error> {
         .arg("-V")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !socat && scenarios.contains(&Scenario::Socat) {
+    if !socat && scenarios.iter().any(|s| s.is_socat()) {
         println!("**socat not found: no baseline, the ratio column stays empty (apt-get install socat)**\n");
-        scenarios.retain(|s| *s != Scenario::Socat);
+        scenarios.retain(|s| !s.is_socat());
     }
     let nofile = proc::raise_nofile().map_err(Error::io("RLIMIT_NOFILE"))?;
 
@@ -502,7 +514,13 @@ fn select(args: &Args) -> Result<Vec<Scenario>, Error> {
     }
     Ok(match (&args.only, args.scale) {
         (Some(list), _) => Scenario::parse_list(list).map_err(Error::Failed)?,
-        (None, false) => vec![Scenario::Socat, Scenario::A, Scenario::B, Scenario::C],
+        (None, false) => vec![
+            Scenario::Socat,
+            Scenario::SocatSync,
+            Scenario::A,
+            Scenario::B,
+            Scenario::C,
+        ],
         (None, true) => vec![Scenario::Files, Scenario::Idle],
     })
 }
@@ -593,7 +611,8 @@ fn run_scenario(
         );
         proc::sync_fs(work).map_err(Error::io(format!("syncfs {}", work.display())))?;
         let result = match scenario {
-            Scenario::Socat => scenarios::socat(ctx, &run_dir),
+            Scenario::Socat => scenarios::socat(ctx, &run_dir, false),
+            Scenario::SocatSync => scenarios::socat(ctx, &run_dir, true),
             Scenario::A => scenarios::send_whole(ctx, &run_dir, false),
             Scenario::B => scenarios::catch_up(ctx, &run_dir, false),
             Scenario::ATls => scenarios::send_whole(ctx, &run_dir, true),

@@ -160,6 +160,7 @@ fn med(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
 fn label(s: Scenario, ctx: &Ctx, args: &Args) -> String {
     match s {
         Scenario::Socat => "socat → socat (baseline)".into(),
+        Scenario::SocatSync => "socat → socat + fdatasync (baseline of a)".into(),
         Scenario::A => "a) whole file, send after close".into(),
         Scenario::B => "b) catch-up stream".into(),
         Scenario::ATls => "a_tls) a over TLS".into(),
@@ -226,6 +227,7 @@ pub fn table(rows: &[Row], ctx: &Ctx, args: &Args) {
             each.join(", ")
         );
     }
+    synced_ratios(rows);
     for note in rows
         .iter()
         .flat_map(|r| r.runs.iter().flat_map(|run| &run.notes))
@@ -233,6 +235,38 @@ pub fn table(rows: &[Row], ctx: &Ctx, args: &Args) {
         println!("- {note}");
     }
     println!("- load average at the end: {}", load());
+}
+
+/// With `socat_sync` in the run: the median MiB/s of `a` and `a_tls`
+/// (confirmed by `250 DONE`, after an `fdatasync`) over its median, and
+/// run by run (the n-th run of each over the n-th of
+/// `socat_sync`).
+fn synced_ratios(rows: &[Row]) {
+    let Some(base) = rows
+        .iter()
+        .find(|r| r.scenario == Scenario::SocatSync && r.failure.is_none())
+    else {
+        return;
+    };
+    let base_mib = med(&base.runs, Run::mib_s);
+    for row in rows.iter().filter(|r| r.failure.is_none()) {
+        // Only the scenarios whose end is confirmed by a sync.
+        if !matches!(row.scenario, Scenario::A | Scenario::ATls) {
+            continue;
+        }
+        let each: Vec<String> = row
+            .runs
+            .iter()
+            .zip(&base.runs)
+            .map(|(r, b)| format!("{:.2}", r.mib_s() / b.mib_s()))
+            .collect();
+        println!(
+            "- {}: ratio to socat_sync {:.2} (per run: {})",
+            row.scenario.name(),
+            med(&row.runs, Run::mib_s) / base_mib,
+            each.join(", ")
+        );
+    }
 }
 
 /// One successful row of the table: medians over the runs.

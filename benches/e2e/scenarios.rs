@@ -26,7 +26,15 @@ pub fn timeout_for(bytes: u64) -> Duration {
 }
 
 /// socat file → TCP → socat → file, the same bytes over the same loopback.
-pub fn socat(ctx: &Ctx, run_dir: &Path) -> Result<Run, Error> {
+///
+/// With `sync` (scenario `socat_sync`), the timed interval also covers an
+/// `fdatasync` of the output once the receiving socat exited: the bench
+/// opens the output and syncs it, which writes back every dirty page of
+/// that file whoever wrote it, and nothing else (a `sync(1)` would also
+/// flush whatever other processes left dirty). That is the least a
+/// receiver must do before it may confirm a whole file, as loghamsterd
+/// does before `250 DONE`; socat has no option for it.
+pub fn socat(ctx: &Ctx, run_dir: &Path, sync: bool) -> Result<Run, Error> {
     let out = run_dir.join("out");
     let port = free_port()?;
     let mut recv = Proc::spawn(
@@ -61,6 +69,11 @@ pub fn socat(ctx: &Ctx, run_dir: &Path) -> Result<Run, Error> {
             Ok(recv.try_reap()?.is_some())
         },
     )?;
+    if sync {
+        std::fs::File::open(&out)
+            .and_then(|f| f.sync_data())
+            .map_err(Error::io(format!("fdatasync {}", out.display())))?;
+    }
     let secs = t0.elapsed().as_secs_f64();
     let recv_exit = recv.wait(STOP)?;
     let send_exit = send.wait(STOP)?;

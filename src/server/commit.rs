@@ -458,7 +458,7 @@ pub(super) fn recover(cfg: &ServerConfig) -> Result<(Option<Store>, Book), Serve
         crate::warn!("no `directory` and no `state_file`: stream offsets are kept in memory only");
         return Ok((None, Book::default()));
     };
-    let (store, mut cp) = Store::open(&path).map_err(ServerError::State)?;
+    let (mut store, mut cp) = Store::open(&path).map_err(ServerError::State)?;
     let stat = |p: &std::path::Path| {
         std::fs::symlink_metadata(p)
             .ok()
@@ -470,6 +470,12 @@ pub(super) fn recover(cfg: &ServerConfig) -> Result<(Option<Store>, Book), Serve
         .map_err(|source| ServerError::Recovery { source })?
     {
         crate::warn!("recovery: {line}");
+    }
+    // Off the confirm path: the first stream's `200` and `250 DONE` then
+    // wait for one journal append each (a failure here is retried by the
+    // first round, which writes the snapshot then).
+    if let Err(e) = store.prepare(&cp) {
+        crate::warn!("{e}; writing it again at the first checkpoint");
     }
     let book = Book::loaded(cp.streams.into_iter().map(|s| {
         let key = StreamKey {
