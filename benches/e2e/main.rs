@@ -362,7 +362,7 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [(Scenario, &'static str); 11] = [
+    const ALL: [(Scenario, &'static str); 12] = [
         (Scenario::Socat, "socat"),
         (Scenario::SocatSync, "socat_sync"),
         (Scenario::A, "a"),
