@@ -53,7 +53,7 @@ fn version_names_the_release_and_the_commit() {
 
 #[test]
 fn every_usage_error_exits_2() {
-    let cases: [(&str, &[&str], &str); 6] = [
+    let cases: [(&str, &[&str], &str); 8] = [
         (CLIENT_BIN, &["--bogus"], "Unrecognized argument: --bogus"),
         (SERVER_BIN, &["--bogus"], "Unrecognized argument: --bogus"),
         (CLIENT_BIN, &["--state-file"], "--state-file"),
@@ -67,6 +67,16 @@ fn every_usage_error_exits_2() {
             SERVER_BIN,
             &["--listen", "127.0.0.1:99999"],
             "port 99999 is out of range (0 to 65535)",
+        ),
+        (
+            SERVER_BIN,
+            &["--metrics-listen", "bogus"],
+            "--metrics-listen \"bogus\": expected ip:port or :port",
+        ),
+        (
+            CLIENT_BIN,
+            &["--metrics-listen", "bogus", "--server", "127.0.0.1:1", "/x"],
+            "--metrics-listen \"bogus\": expected ip:port or :port",
         ),
     ];
     for (bin, args, want) in cases {

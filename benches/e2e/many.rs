@@ -41,6 +41,7 @@ use hdrhistogram::Histogram;
 
 use crate::data::{LineGen, GIB, MIB};
 use crate::proc::{cpu_s, Proc, Server};
+use crate::scale::wait_all;
 use crate::scenarios::{client_config, output_path, spawn_client, stop, toml_str, verify};
 use crate::{Ctx, Error, Run};
 
@@ -198,42 +199,8 @@ fn wait_complete(
     timeout: Duration,
     alive: &mut [&mut Proc],
 ) -> Result<(), Error> {
-    let deadline = Instant::now() + timeout;
-    let mut done = 0;
-    let mut tick = 0u32;
-    while done < outputs.len() {
-        if tick % 100 == 0 {
-            for p in alive.iter_mut() {
-                p.check_alive()?;
-            }
-        }
-        tick += 1;
-        while let (Some(path), Some(&len)) = (outputs.get(done), lens.get(done)) {
-            let have = std::fs::metadata(path).map_or(0, |m| m.len());
-            if have > len {
-                return Err(Error::Failed(format!(
-                    "{} has {have} bytes, more than the {len} written",
-                    path.display()
-                )));
-            }
-            if have < len {
-                break;
-            }
-            done += 1;
-        }
-        if done == outputs.len() {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(Error::Failed(format!(
-                "timed out after {timeout:?}: {done} of {} files complete (next: {})",
-                outputs.len(),
-                outputs[done].display()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    Ok(())
+    let want: Vec<(PathBuf, u64)> = outputs.iter().cloned().zip(lens.iter().copied()).collect();
+    wait_all(&want, timeout, Duration::from_millis(1), alive)
 }
 
 /// Tails `outputs` until `stop` (then one last pass) and records each

@@ -35,6 +35,7 @@ pub fn many_files(ctx: &Ctx, files: &[(PathBuf, u64)], run_dir: &Path) -> Result
     wait_all(
         &outputs,
         timeout_for(total),
+        Duration::from_millis(5),
         &mut [&mut server.proc, &mut client],
     )?;
     let secs = t0.elapsed().as_secs_f64();
@@ -90,6 +91,7 @@ pub fn idle(ctx: &Ctx, run_dir: &Path) -> Result<Idle, Error> {
     wait_all(
         &outputs,
         Duration::from_secs(300),
+        Duration::from_millis(5),
         &mut [&mut server.proc, &mut client],
     )?;
     let deliver_secs = t0.elapsed().as_secs_f64();
@@ -141,24 +143,30 @@ fn one_line_files(dir: &Path, n: usize) -> Result<Vec<(PathBuf, u64)>, Error> {
 }
 
 /// Waits until every output has its length. Checks in order and stops at
-/// the first incomplete one, every 5 ms, so that waiting costs about one
-/// `stat` per tick rather than one per file.
-fn wait_all(
+/// the first incomplete one, every `poll`, so that waiting costs about one
+/// `stat` per tick rather than one per file; the daemons are checked alive
+/// every 100 ms.
+pub fn wait_all(
     outputs: &[(PathBuf, u64)],
     timeout: Duration,
+    poll: Duration,
     alive: &mut [&mut Proc],
 ) -> Result<(), Error> {
     let deadline = Instant::now() + timeout;
+    let mut checked: Option<Instant> = None;
     let mut done = 0;
     while done < outputs.len() {
-        for p in alive.iter_mut() {
-            p.check_alive()?;
+        if checked.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) {
+            for p in alive.iter_mut() {
+                p.check_alive()?;
+            }
+            checked = Some(Instant::now());
         }
         while let Some((path, len)) = outputs.get(done) {
             let have = std::fs::metadata(path).map_or(0, |m| m.len());
             if have > *len {
                 return Err(Error::Failed(format!(
-                    "{} has {have} bytes, more than the {len} sent",
+                    "{} has {have} bytes, more than the {len} written",
                     path.display()
                 )));
             }
@@ -172,13 +180,12 @@ fn wait_all(
         }
         if Instant::now() > deadline {
             return Err(Error::Failed(format!(
-                "timed out after {timeout:?}: {} of {} files complete (next: {})",
-                done,
+                "timed out after {timeout:?}: {done} of {} files complete (next: {})",
                 outputs.len(),
                 outputs[done].0.display()
             )));
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(poll);
     }
     Ok(())
 }

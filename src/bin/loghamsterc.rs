@@ -223,13 +223,7 @@ fn build_config(args: &Args) -> Result<ClientConfig, String> {
             loghamster::config::Compression::parse(c).map_err(|e| format!("--compression: {e}"))?;
     }
     if let Some(listen) = &args.metrics_listen {
-        if loghamster::config::parse_listen(listen).is_none() {
-            return Err(format!(
-                "--metrics-listen {listen:?}: expected ip:port or :port"
-            ));
-        }
-        cfg.prometheus.listen = listen.clone();
-        cfg.prometheus.enabled = true;
+        cfg.prometheus.enable_at(listen)?;
     }
     cfg.debug |= args.debug;
     cfg.follow_symlinks |= args.follow_symlinks;

@@ -169,13 +169,7 @@ fn load_config(args: &Args) -> Result<ServerConfig, String> {
     }
     cfg.debug |= args.debug;
     if let Some(listen) = &args.metrics_listen {
-        if loghamster::config::parse_listen(listen).is_none() {
-            return Err(format!(
-                "--metrics-listen {listen:?}: expected ip:port or :port"
-            ));
-        }
-        cfg.prometheus.listen = listen.clone();
-        cfg.prometheus.enabled = true;
+        cfg.prometheus.enable_at(listen)?;
     }
     Ok(cfg)
 }

@@ -567,6 +567,19 @@ impl Prometheus {
         }
     }
 
+    /// `--metrics-listen`: enables the endpoint on `listen`, or says what
+    /// a bad address should look like.
+    pub fn enable_at(&mut self, listen: &str) -> Result<(), String> {
+        if parse_listen(listen).is_none() {
+            return Err(format!(
+                "--metrics-listen {listen:?}: expected ip:port or :port"
+            ));
+        }
+        self.listen = listen.to_string();
+        self.enabled = true;
+        Ok(())
+    }
+
     /// The address to bind: `listen` parsed. `None` only for a value built
     /// by hand that a config file would have rejected.
     pub fn addr(&self) -> Option<SocketAddr> {
