@@ -483,6 +483,34 @@ fn debug_tells_when_a_file_is_parked_and_reopened() {
 /// The server's checkpoint cannot be written while it runs: one ERROR
 /// and a counted failure per round, nothing acknowledged meanwhile; one
 /// INFO when it works again, and the client's lines arrive.
+/// Undoes `chattr +i` on drop, so that the temp dir can be removed
+/// whatever the test's outcome.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    /// `chattr +i` on each path; `None` where that is not possible here
+    /// (not root, or a file system without the attribute).
+    fn set(paths: &[&Path]) -> Option<Immutable> {
+        let mut done = Immutable(Vec::new());
+        for p in paths {
+            let ok = Command::new("chattr").arg("+i").arg(p).status();
+            if !ok.is_ok_and(|s| s.success()) {
+                return None;
+            }
+            done.0.push(p.to_path_buf());
+        }
+        Some(done)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = Command::new("chattr").arg("-i").arg(p).status();
+        }
+    }
+}
+
 #[test]
 fn a_checkpoint_failing_at_run_time_is_one_error_and_a_metric() {
     let tmp = tempfile::tempdir().unwrap();
@@ -498,13 +526,21 @@ fn a_checkpoint_failing_at_run_time_is_one_error_and_a_metric() {
     .unwrap();
     let mut server = Server::start(&["--config", scfg.to_str().unwrap()]);
     let metrics = metrics_addr(&server.proc);
-    // The first round writes a snapshot through this temp file.
-    let blocker = out.join(".loghamsterd.state.tmp");
-    std::fs::create_dir(&blocker).unwrap();
     let file = tmp.path().join("app.log");
     append_lines(&file, "a", 0, 10);
     let state = tmp.path().join("state");
     let mut c = client_for(&server, &state, "h", &[&file]);
+    wait_content(&routed(&out, "h", &file), &expected("a", 0, 10));
+    // The server writes its snapshot and starts its journal at start-up;
+    // each round then appends to the journal, and after a failure writes a
+    // snapshot through a temp file beside it. An immutable journal and
+    // directory make both fail (the output's own directory stays writable).
+    let journal = out.join(".loghamsterd.state.journal");
+    let Some(blocked) = Immutable::set(&[&journal, &out]) else {
+        eprintln!("SKIPPED: chattr +i is not possible here (needs root and ext4 or alike)");
+        return;
+    };
+    append_lines(&file, "a", 10, 20);
     let failures = "loghamster_server_checkpoint_failures_total";
     scrape_until(metrics, "three failed rounds", |b| {
         value(b, failures).is_some_and(|v| v >= 3.0)
@@ -512,9 +548,9 @@ fn a_checkpoint_failing_at_run_time_is_one_error_and_a_metric() {
     let log = server.proc.log();
     assert_eq!(count(&log, "checkpoint failed"), 1, "{log}");
 
-    std::fs::remove_dir(&blocker).unwrap();
+    drop(blocked);
     server.proc.wait_log("state file written again");
-    wait_content(&routed(&out, "h", &file), &expected("a", 0, 10));
+    wait_content(&routed(&out, "h", &file), &expected("a", 0, 20));
     assert!(c.stop().success());
     assert!(server.proc.stop().success());
     assert_eq!(count(&server.proc.log(), "checkpoint failed"), 1);
