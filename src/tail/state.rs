@@ -256,22 +256,30 @@ fn entry(r: RawEntry) -> Result<Entry, String> {
 /// checksum line; with [`Durability::Synced`] also durably (fsync of the
 /// file and directory).
 pub fn save(path: &Path, entries: &[Entry], durability: Durability) -> Result<(), StateError> {
-    let file = entries.iter().map(raw_entry).collect();
-    let raw = Raw {
-        version: VERSION,
-        file,
-    };
     let err = |source| StateError::Write {
         path: path.into(),
         source,
     };
-    let mut text = toml::to_string(&raw)
+    let mut text = to_text(entries)
         .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
     let seal = sha256_hex(text.as_bytes());
     text.push_str(SEAL);
     text.push_str(&seal);
     text.push('\n');
     write_atomic(path, text.as_bytes(), durability).map_err(err)
+}
+
+/// The state file's TOML (a [`Raw`]), written one `[[file]]` table at a
+/// time: serializing the whole list at once builds a document tree of
+/// about 5 KiB per entry first (5 MiB of heap for 1,000 files, at every
+/// save), which the allocator keeps as resident memory.
+fn to_text(entries: &[Entry]) -> Result<String, toml::ser::Error> {
+    let mut text = format!("version = {VERSION}\n");
+    for e in entries {
+        text.push_str("\n[[file]]\n");
+        text.push_str(&toml::to_string(&raw_entry(e))?);
+    }
+    Ok(text)
 }
 
 /// Where the secret of the state file `state` is kept.
@@ -368,6 +376,22 @@ mod tests {
         assert_eq!(got.entries, entries);
         assert!(!got.legacy);
         assert!(!dir.path().join("sub/state.tmp").exists());
+    }
+
+    #[test]
+    fn written_a_table_at_a_time_as_the_whole_list_would_be() {
+        // The entry-by-entry writer (bounded memory) gives the same text as
+        // serializing the whole `Raw` (what earlier versions wrote).
+        let odd = Path::new(std::ffi::OsStr::from_bytes(b"/var/log/a \"b\"\n.log"));
+        let entries = vec![entry(Path::new("/x.log")), entry(odd)];
+        let raw = Raw {
+            version: VERSION,
+            file: entries.iter().map(raw_entry).collect(),
+        };
+        assert_eq!(to_text(&entries).unwrap(), toml::to_string(&raw).unwrap());
+        // No entries: no `file = []`, and still a valid empty list.
+        let empty: Raw = toml::from_str(&to_text(&[]).unwrap()).unwrap();
+        assert!(empty.file.is_empty());
     }
 
     #[test]

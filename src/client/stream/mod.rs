@@ -569,7 +569,7 @@ impl Stream {
     }
 
     /// Gives the read buffer back to the pool once everything read was
-    /// sent (only the common size is pooled; a grown one is freed).
+    /// sent (only the initial size is pooled; a grown one is freed).
     fn release_buffer(&mut self, ctx: &mut Ctx<'_>) {
         if let Some(buf) = self.tail.release_buffer() {
             if buf.len() == initial_buffer(ctx.settings) && ctx.pool.len() < POOL_MAX {
@@ -714,9 +714,15 @@ fn has_control(path: &Path) -> bool {
     path.to_string_lossy().chars().any(crate::proto::is_control)
 }
 
-/// Size of a fresh read buffer: four batches, within `[batch, max_batch]`.
+/// Size of a file's first read buffer: a quarter of a batch (1 KiB by
+/// default), at least twice [`follow::buffer::OVERLAP`]. A followed file
+/// appending a line or two per linger needs no more, and a client may hold
+/// thousands of them at once; a file with more to read grows its buffer
+/// up to `max_batch` and is given that size again next time (see
+/// [`follow::ReadBuf`]).
 pub(super) fn initial_buffer(s: &Settings) -> usize {
-    (s.rules.batch.saturating_mul(4)).clamp(s.rules.batch.max(1), s.max_batch.max(1))
+    let floor = 2 * follow::buffer::OVERLAP;
+    (s.rules.batch / 4).clamp(floor, s.max_batch.max(floor))
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

@@ -137,8 +137,8 @@ impl Stream {
     fn pump_fill(&mut self, ctx: &mut Ctx<'_>) -> ControlFlow<Option<Instant>> {
         let now = ctx.now;
         if self.tail.pending().is_empty() {
-            if let Some(buf) = ctx.pool.pop() {
-                self.tail.adopt_buffer(buf);
+            if let Some(back) = ctx.pool.pop().and_then(|b| self.tail.adopt_buffer(b)) {
+                ctx.pool.push(back);
             }
         }
         let mut env = Env {

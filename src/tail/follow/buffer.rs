@@ -14,6 +14,17 @@
 //!
 //! An idle buffer holds no allocation ([`ReadBuf::release`]); a file that
 //! is behind grows it by doubling up to a limit ([`ReadBuf::prepare`]).
+//!
+//! Sizing: a followed file that appends a line or two per `linger` needs a
+//! few hundred bytes, a file being caught up needs the full `max_batch`,
+//! and a client follows thousands of the former. So the first allocation
+//! is small (the caller's `initial`), and each buffer remembers the size
+//! its file needed (`next`): an allocation that filled up is remembered
+//! at its full size (a busy file gets it back at once, without doubling
+//! through the small sizes again); one that used at most a quarter is
+//! remembered at half its size, so a file gone quiet gives its memory
+//! back step by step, down to `initial`. Invariant: `next` is 0 (nothing
+//! allocated yet) or the size of an allocation this buffer held.
 
 /// Bytes before the read position that each first read re-reads and
 /// compares: a file truncated and rewritten past the reader's position
@@ -29,6 +40,11 @@ pub struct ReadBuf {
     tail: Option<(u64, [u8; OVERLAP], usize)>,
     /// The last read filled the buffer: the file is behind.
     behind: bool,
+    /// Some read filled the current allocation (see the module docs).
+    filled_up: bool,
+    /// Size of the next allocation (see the module docs); 0 before the
+    /// first.
+    next: usize,
 }
 
 /// What a checked read found (see [`ReadBuf::check_window`]).
@@ -99,9 +115,13 @@ impl ReadBuf {
     /// whose room is used up moves its unsent bytes (and up to
     /// [`OVERLAP`] sent ones before them, for the next check) to the
     /// front, and doubles up to `max` while the file is behind.
+    /// An empty buffer's first allocation is the size its file needed last
+    /// time, if it needed more than `initial` (see the module docs).
     pub fn prepare(&mut self, initial: usize, max: usize) {
         if self.data.is_empty() {
-            self.data = vec![0; initial.max(OVERLAP * 2)];
+            let floor = initial.max(OVERLAP * 2);
+            self.data = vec![0; self.next.min(max).max(floor)];
+            self.filled_up = false;
         } else if self.end == self.data.len() && self.head > 0 {
             let keep = self.head.min(OVERLAP);
             let from = self.head - keep;
@@ -183,6 +203,7 @@ impl ReadBuf {
             }
         }
         self.behind = self.end == self.data.len();
+        self.filled_up |= self.behind;
         debug_assert!(self.head <= self.end && self.end <= self.data.len());
         true
     }
@@ -233,18 +254,35 @@ impl ReadBuf {
             bytes[OVERLAP - k..].copy_from_slice(&self.data[self.end - k..self.end]);
             self.tail = Some((pos, bytes, k));
         }
+        let cap = self.data.len();
+        self.next = match self.end {
+            _ if self.filled_up => cap,
+            used if used <= cap / 4 => cap / 2,
+            _ => cap,
+        };
         self.start = pos;
         self.head = 0;
         self.end = 0;
         self.behind = false;
+        self.filled_up = false;
         Some(std::mem::take(&mut self.data))
     }
 
-    /// Takes a pooled allocation for an empty buffer.
-    pub fn adopt(&mut self, data: Vec<u8>) {
-        if self.data.is_empty() {
+    /// Offers a pooled allocation to an empty buffer: taken when it is at
+    /// least the size the buffer's file needed last time, else given back.
+    pub fn adopt(&mut self, data: Vec<u8>) -> Option<Vec<u8>> {
+        if self.data.is_empty() && data.len() >= self.next {
             self.data = data;
+            self.filled_up = false;
+            return None;
         }
+        Some(data)
+    }
+
+    /// Size of the next allocation an empty buffer makes (before the
+    /// caller's `initial` floor and `max`); 0 before the first.
+    pub fn next_size(&self) -> usize {
+        self.next
     }
 }
 
@@ -361,5 +399,99 @@ mod tests {
         assert_eq!(b.capacity(), 1024);
         b.reset(10);
         assert_eq!((b.sent_pos(), b.read_pos(), b.unsent().len()), (10, 10, 0));
+    }
+
+    /// Reads `file` to its end (growing while behind) and sends it all,
+    /// then releases the allocation; returns the most capacity held.
+    fn drain(b: &mut ReadBuf, file: &[u8], initial: usize, max: usize) -> usize {
+        let mut most = 0;
+        loop {
+            b.prepare(initial, max);
+            most = most.max(b.capacity());
+            assert!(read(b, file));
+            let n = b.unsent().len();
+            b.consume(n);
+            if !b.behind() {
+                break;
+            }
+        }
+        b.release();
+        assert_eq!(b.capacity(), 0, "an idle buffer holds nothing");
+        most
+    }
+
+    #[test]
+    fn a_busy_file_keeps_its_size_and_a_quiet_one_shrinks_back() {
+        let (initial, max) = (1024, 64 * 1024);
+        let mut file = vec![b'a'; 300];
+        let mut b = ReadBuf::default();
+        // A line or two per look: the initial size, again and again.
+        assert_eq!(drain(&mut b, &file, initial, max), initial);
+        file.extend(vec![b'b'; 200]);
+        assert_eq!(drain(&mut b, &file, initial, max), initial);
+        // A burst: grows by doubling up to `max` while behind...
+        file.extend(vec![b'c'; 500_000]);
+        assert_eq!(drain(&mut b, &file, initial, max), max);
+        assert_eq!(b.next_size(), max);
+        // ...and the next look starts at that size at once.
+        file.extend(vec![b'd'; 100_000]);
+        b.prepare(initial, max);
+        assert_eq!(b.capacity(), max);
+        assert_eq!(drain(&mut b, &file, initial, max), max);
+        // Quiet again: each look that uses at most a quarter halves it,
+        // down to `initial` and no further.
+        let mut sizes = Vec::new();
+        for _ in 0..8 {
+            file.extend(vec![b'e'; 100]);
+            sizes.push(drain(&mut b, &file, initial, max));
+        }
+        assert_eq!(
+            sizes,
+            [
+                max,
+                max / 2,
+                max / 4,
+                max / 8,
+                max / 16,
+                max / 32,
+                1024,
+                1024
+            ]
+        );
+        assert_eq!(b.read_pos(), file.len() as u64, "every byte read once");
+    }
+
+    #[test]
+    fn a_half_used_buffer_keeps_its_size() {
+        let mut b = ReadBuf::default();
+        let mut file = vec![b'a'; 10_000];
+        drain(&mut b, &file, 1024, 8192);
+        assert_eq!(b.next_size(), 8192);
+        // 3000 of 8192 bytes: more than a quarter, kept.
+        file.extend(vec![b'b'; 3000 - 256]);
+        drain(&mut b, &file, 1024, 8192);
+        assert_eq!(b.next_size(), 8192);
+        // A smaller `max` (a reload) caps the next allocation.
+        b.prepare(1024, 4096);
+        assert_eq!(b.capacity(), 4096);
+    }
+
+    #[test]
+    fn adopt_takes_a_pooled_allocation_only_when_big_enough_and_empty() {
+        let mut b = ReadBuf::default();
+        assert_eq!(b.adopt(vec![0; 1024]), None, "a fresh buffer takes any");
+        assert_eq!(b.capacity(), 1024);
+        let file = vec![b'a'; 100];
+        assert!(read(&mut b, &file));
+        assert_eq!(
+            b.adopt(vec![0; 1024]).map(|v| v.len()),
+            Some(1024),
+            "holds one"
+        );
+        drain(&mut b, &vec![b'a'; 20_000], 1024, 16 * 1024);
+        assert_eq!(b.next_size(), 16 * 1024);
+        assert!(b.adopt(vec![0; 1024]).is_some(), "its file needs more");
+        assert_eq!(b.adopt(vec![0; 16 * 1024]), None);
+        assert_eq!(b.capacity(), 16 * 1024);
     }
 }

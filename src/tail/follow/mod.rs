@@ -97,7 +97,8 @@ pub const REOPEN_RETRY: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub rules: batch::Rules,
-    /// Size of a fresh read buffer, and the most it grows to.
+    /// Size of a file's first read buffer (it grows up to `max_batch`
+    /// while the file is behind; see [`ReadBuf`]).
     pub initial_buffer: usize,
     pub max_batch: usize,
     /// Longest a deleted, undelivered file is held open.
@@ -529,9 +530,10 @@ impl<H> Tail<H> {
         self.buf.release()
     }
 
-    /// A pooled allocation for the read buffer.
-    pub fn adopt_buffer(&mut self, data: Vec<u8>) {
-        self.buf.adopt(data);
+    /// Offers a pooled allocation to the read buffer; returns it when not
+    /// taken (the buffer holds one, or its file needs a bigger one).
+    pub fn adopt_buffer(&mut self, data: Vec<u8>) -> Option<Vec<u8>> {
+        self.buf.adopt(data)
     }
 
     /// Records a change of a name next to the path (in its directory or
