@@ -26,7 +26,7 @@
 //! then the first entry in config order), so a file several entries match
 //! is read by exactly one of them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -80,6 +80,9 @@ pub(crate) struct DirSource {
     pub meter: usize,
     /// Files to start, with their size when queued.
     queue: VecDeque<(PathBuf, u64)>,
+    /// The paths in `queue`: an offer is checked in O(1), not against
+    /// every queued file (ten thousand at a start-up).
+    queued: HashSet<PathBuf>,
     pub in_flight: HashMap<PathBuf, Key>,
     /// Bytes of every file queued so far (for the progress line).
     pub queued_bytes: u64,
@@ -134,6 +137,7 @@ impl DirSource {
             retiring: false,
             meter,
             queue: VecDeque::new(),
+            queued: HashSet::new(),
             in_flight: HashMap::new(),
             queued_bytes: 0,
             unclosed: Vec::new(),
@@ -200,7 +204,7 @@ impl DirSource {
     /// (`once`) sends what is there now and a followed file is not sent
     /// whole: both are queued at once.
     pub fn offer(&mut self, path: PathBuf, now: Instant, completed: &[Entry]) {
-        if self.in_flight.contains_key(&path) || self.queue.iter().any(|(p, _)| *p == path) {
+        if self.in_flight.contains_key(&path) || self.queued.contains(&path) {
             return;
         }
         let i = self.unclosed.iter().position(|u| u.path == path);
@@ -247,6 +251,7 @@ impl DirSource {
 
     fn enqueue(&mut self, path: PathBuf, len: u64) {
         self.queued_bytes += len;
+        self.queued.insert(path.clone());
         self.queue.push_back((path, len));
     }
 
@@ -295,7 +300,10 @@ impl DirSource {
         (self.follow || self.in_flight.len() < MAX_IN_FLIGHT)
             .then(|| self.queue.pop_front())
             .flatten()
-            .map(|(path, _)| path)
+            .map(|(path, _)| {
+                self.queued.remove(&path);
+                path
+            })
     }
 }
 
@@ -414,6 +422,25 @@ mod tests {
             copy: false,
             copies_after: 0,
         }
+    }
+
+    #[test]
+    fn a_followed_file_offered_again_while_queued_is_queued_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+        std::fs::write(&a, b"x\n").unwrap();
+        std::fs::write(&b, b"x\n").unwrap();
+        let mut src = source(tmp.path());
+        src.follow = true;
+        let now = Instant::now();
+        src.scan(now, &mut Vec::new()).unwrap();
+        src.offer(a.clone(), now, &[]);
+        assert_eq!(src.next_to_start(), Some(a.clone()));
+        assert_eq!(src.next_to_start(), Some(b));
+        assert_eq!(src.next_to_start(), None);
+        // Started and gone from the queue: a later offer queues it again.
+        src.offer(a.clone(), now, &[]);
+        assert_eq!(src.next_to_start(), Some(a));
     }
 
     #[test]
