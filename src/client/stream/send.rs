@@ -11,6 +11,7 @@ use std::ops::ControlFlow;
 use std::time::Instant;
 
 use super::{Ctx, Stream};
+use crate::client::failover::Failure::Unreachable;
 use crate::client::link::{Link, Phase};
 use crate::reactor::sys::tailfs::RealFs;
 use crate::tail::follow::{Env, Filled, State, REOPEN_RETRY};
@@ -87,7 +88,7 @@ impl Stream {
                 ControlFlow::Continue(())
             }
             Err(e) => {
-                self.drop_link(ctx, Some(format!("sendfile failed: {e}")));
+                self.link_failed(ctx, format!("sendfile failed: {e}"), Some(Unreachable));
                 ControlFlow::Break(None)
             }
         }
@@ -178,7 +179,7 @@ impl Stream {
                 ControlFlow::Continue(())
             }
             Err(e) => {
-                self.drop_link(ctx, Some(format!("send failed: {e}")));
+                self.link_failed(ctx, format!("send failed: {e}"), Some(Unreachable));
                 ControlFlow::Break(None)
             }
         }
