@@ -32,14 +32,16 @@ fn server_at(listen: &str, dir: &Path) -> Server {
     ])
 }
 
-/// loghamsterd with `--debug` and one output `[output.s]` at `path`,
-/// which every stream with `svc:s` shares.
+/// loghamsterd with `--debug`, metrics on an ephemeral port, and one
+/// output `[output.s]` at `path`, which every stream with `svc:s` shares.
 fn shared_output_server(dir: &Path, path: &Path) -> Server {
     let cfg = dir.join("server.toml");
     std::fs::write(
         &cfg,
         format!(
-            "listen = \"127.0.0.1:0\"\ndebug = true\nstate_file = \"{}\"\n[output.s]\npath = \"{}\"\n",
+            "listen = \"127.0.0.1:0\"\ndebug = true\nstate_file = \"{}\"\n\
+             [prometheus]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\
+             [output.s]\npath = \"{}\"\n",
             dir.join("server.state").display(),
             path.display()
         ),
@@ -63,17 +65,18 @@ fn writer(path: &Path, tag: &'static str, total: usize) -> JoinHandle<()> {
     })
 }
 
-/// Like [`writer`], but goes on past `min` lines until `stop` is set;
-/// returns how many lines it wrote.
+/// Like [`writer`] from line `from`, but goes on past line `min` until
+/// `stop` is set; returns the number past the last line it wrote.
 fn writer_until(
     path: &Path,
     tag: &'static str,
+    from: usize,
     min: usize,
     stop: Arc<AtomicBool>,
 ) -> JoinHandle<usize> {
     let path = path.to_path_buf();
     std::thread::spawn(move || {
-        let mut i = 0;
+        let mut i = from;
         while i < min || !stop.load(Ordering::SeqCst) {
             append_lines(&path, tag, i, i + 100);
             i += 100;
@@ -182,13 +185,22 @@ fn a_second_stream_joining_mid_flow_takes_over_line_aligned_and_nothing_is_lost(
     let server = shared_output_server(tmp.path(), &shared);
     let addr = server.addr.to_string();
     let (a, b) = (tmp.path().join("a.log"), tmp.path().join("b.log"));
+    // A starts with a backlog, so that its catch-up comes in bulk: the
+    // server copies small sends and splices only what a turn finds beyond
+    // its first 64 KiB. A then writes on until the server has handed its
+    // output over: the handover happens while A's bytes flow.
+    const BACKLOG: usize = 20_000;
+    append_lines(&a, "A", 0, BACKLOG);
     let mut ca = client_with_svc(&addr, "s", "ha", &a);
-    // A writes until the server has handed its output over: the handover
-    // happens while A's bytes flow.
     let stop = Arc::new(AtomicBool::new(false));
-    let wa = writer_until(&a, "A", 10_000, stop.clone());
+    let wa = writer_until(&a, "A", BACKLOG, BACKLOG + 10_000, stop.clone());
     server.proc.wait_log("ha:/");
     server.proc.wait_log("zero-copy on");
+    // B joins only once A has spliced: an event, not a guess at timing.
+    let spliced = "loghamster_server_spliced_bytes_total{output=\"s\"}";
+    scrape::scrape_until(scrape::metrics_addr(&server.proc), "A to splice", |body| {
+        scrape::value(body, spliced).is_some_and(|n| n > 0.0)
+    });
     let total_b = 20_000;
     let wb = writer(&b, "B", total_b);
     let mut cb = client_with_svc(&addr, "s", "hb", &b);

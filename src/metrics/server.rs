@@ -16,6 +16,7 @@
 //! | `loghamster_server_handshake_errors_total{reason}` | counter | connections that ended before streaming |
 //! | `loghamster_server_received_bytes_total{output}` | counter | stream bytes received |
 //! | `loghamster_server_received_lines_total{output}` | counter | lines received through user space (not counted for bytes spliced zero-copy) |
+//! | `loghamster_server_spliced_bytes_total{output}` | counter | the part of the received bytes written by `splice(2)`, zero-copy |
 //! | `loghamster_server_write_errors_total{output}` | counter | failed writes to an output |
 //! | `loghamster_server_fsync_duration_seconds` | histogram | time per `fdatasync` of an output |
 //! | `loghamster_server_unacknowledged_bytes` | gauge | bytes in outputs not yet acknowledged to their (`ack:1`) clients |
@@ -314,6 +315,9 @@ pub struct ServerMetrics {
     /// without the server looking at its bytes: those lines are not
     /// counted (its bytes are).
     pub received_lines: Family<OutputLabels, Counter>,
+    /// The part of `received_bytes` that went socket → pipe → output by
+    /// `splice(2)`, by output.
+    pub spliced_bytes: Family<OutputLabels, Counter>,
     /// Failed writes to an output, by output.
     pub write_errors: Family<OutputLabels, Counter>,
     /// Seconds per `fdatasync` of an output; see [`FSYNC_BUCKETS`].
@@ -378,6 +382,7 @@ impl ServerMetrics {
             handshake_errors: Family::default(),
             received_bytes: Family::default(),
             received_lines: Family::default(),
+            spliced_bytes: Family::default(),
             write_errors: Family::default(),
             fsync_duration: Histogram::new(FSYNC_BUCKETS),
             unacknowledged_bytes: Gauge::default(),
@@ -426,6 +431,12 @@ impl ServerMetrics {
             "received_lines",
             "Lines received through user space, by output (bytes spliced zero-copy are not scanned)",
             m.received_lines.clone(),
+        );
+        r.register_with_unit(
+            "spliced",
+            "Stream bytes written to outputs zero-copy by splice, by output (a part of received_bytes)",
+            Unit::Bytes,
+            m.spliced_bytes.clone(),
         );
         r.register(
             "write_errors",
@@ -526,6 +537,7 @@ impl ServerMetrics {
             // Dropping the guard at once: holding it blocks the next insert.
             drop(m.received_bytes.get_or_create(&l));
             drop(m.received_lines.get_or_create(&l));
+            drop(m.spliced_bytes.get_or_create(&l));
             drop(m.write_errors.get_or_create(&l));
         }
         ServerMetrics { registry, ..m }
@@ -591,6 +603,7 @@ mod tests {
             "loghamster_server_received_bytes_total{output=\"nginx\"} 42\n",
             "loghamster_server_received_bytes_total{output=\"(default)\"} 7\n",
             "loghamster_server_received_lines_total{output=\"nginx\"} 0\n",
+            "loghamster_server_spliced_bytes_total{output=\"nginx\"} 0\n",
             "loghamster_server_handshake_errors_total{reason=\"too_large\"} 1\n",
             "loghamster_server_handshake_errors_total{reason=\"closed_early\"} 0\n",
             "# TYPE loghamster_server_fsync_duration_seconds histogram\n",

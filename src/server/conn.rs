@@ -135,6 +135,8 @@ pub(crate) struct Attachment {
     /// newlines in the bytes that pass through user space (the splice
     /// path does not look at them).
     lines: Counter,
+    /// `loghamster_server_spliced_bytes_total` for this stream's output.
+    spliced_bytes: Counter,
     /// `loghamster_server_unacknowledged_bytes`, shared by all streams;
     /// this stream counts `counted - acked` into it while it asks for ACKs
     /// (a detached gauge otherwise).

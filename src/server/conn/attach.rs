@@ -335,6 +335,7 @@ impl Conn {
             output,
             received: m.received_bytes.get_or_create_owned(&labels),
             lines: m.received_lines.get_or_create_owned(&labels),
+            spliced_bytes: m.spliced_bytes.get_or_create_owned(&labels),
             unacked: match req.ack {
                 true => m.unacknowledged_bytes.clone(),
                 false => Gauge::default(),

@@ -233,7 +233,9 @@ impl Conn {
                     return self.closing(now);
                 }
             };
-            s.spliced += s.writer.written() - before;
+            let spliced = s.writer.written() - before;
+            s.spliced += spliced;
+            s.spliced_bytes.inc_by(spliced);
             if let Outcome::Failed(e) = &outcome {
                 if pipe::is_unsupported(e) {
                     // Not a stall: the output refused splice (and is
