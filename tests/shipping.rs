@@ -49,7 +49,7 @@ fn a_file_created_after_start_is_picked_up() {
     let log = tmp.path().join("later.log");
     let server = Server::with_directory(&out);
     let mut client = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
-    std::thread::sleep(std::time::Duration::from_millis(200)); // let it settle on "missing"
+    client.wait_log("started:"); // settled on "does not exist"
     append_lines(&log, "later", 0, 1000);
     wait_content(&routed(&out, "h", &log), &expected("later", 0, 1000));
     assert!(client.stop().success());

@@ -252,7 +252,9 @@ fn a_spliced_open_line_is_handed_over_only_at_its_newline() {
     server.proc.wait_log("zero-copy on");
     let (mut b, _) = raw_stream(&server, b"INIT STREAM hb:/b svc:s id:b offset:0\n");
     b.send(b"B1\n");
-    std::thread::sleep(Duration::from_millis(200));
+    server
+        .proc
+        .wait_log("hb:/b waits for another stream's open line");
     assert_eq!(read(&shared), "A1\nA2 par", "B waits for A's newline");
     a.send(b"t\nA3\n");
     wait_content(&shared, "A1\nA2 part\nA3\nB1\n");

@@ -635,7 +635,15 @@ impl Conn {
             Outcome::Busy => {
                 let since = match s.stall {
                     Some(Stall::Line { since, .. }) => since,
-                    _ => now,
+                    _ => {
+                        crate::debug!(
+                            "{}: {} waits for another stream's open line in {}",
+                            self.peer,
+                            s.label,
+                            crate::log::esc(&shared.outputs.path(s.output))
+                        );
+                        now
+                    }
                 };
                 if now >= since + OPEN_LINE_TIMEOUT {
                     crate::warn!(
