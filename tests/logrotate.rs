@@ -153,7 +153,15 @@ fn rotate_50_times_paced(options: &str, pace: impl Fn()) {
     // to read: the rotations start once it follows the path.
     c.wait_log("started: ");
     let status_file = tmp.path().join("logrotate.status");
-    for _ in 0..50 {
+    for i in 0..50 {
+        // Each rotation comes once the client has switched to the file the
+        // one before it created: a generation that was rotated away (and,
+        // with `rotate 0`, deleted) before anything was written to it or
+        // the client looked holds nothing to ship and would not be a
+        // switch to count, so the count must not depend on the scheduler.
+        wait_for("the client to follow the previous rotation", || {
+            c.log().matches("switching to the new file").count() >= i
+        });
         pace();
         force_rotation(&conf, &status_file);
         app.reopen.store(true, Ordering::SeqCst);
