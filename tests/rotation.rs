@@ -4,6 +4,25 @@ mod common;
 
 use common::*;
 
+/// Truncates `path` to 0 bytes.
+fn empty(path: &std::path::Path) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
+/// Freezes the client (SIGSTOP) while `path` is truncated and rewritten
+/// with `lines` lines tagged `new`, then lets it go on.
+fn rewrite_frozen(client: &Proc, path: &std::path::Path, lines: usize) {
+    client.signal("STOP");
+    empty(path);
+    append_lines(path, "new", 0, lines);
+    client.signal("CONT");
+}
+
 #[test]
 fn rotation_by_rename_loses_nothing_and_keeps_order() {
     let tmp = tempfile::tempdir().unwrap();
@@ -44,12 +63,7 @@ fn a_truncated_file_is_started_over() {
     let mut client = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
     let dest = routed(&out, "h", &log);
     wait_content(&dest, &expected("before", 0, 1000));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    empty(&log);
     append_lines(&log, "after", 0, 10);
     let want = expected("before", 0, 1000) + &expected("after", 0, 10);
     wait_content(&dest, &want);
@@ -94,12 +108,7 @@ fn a_file_rewritten_in_place_while_the_client_was_stopped_is_sent_from_its_start
     assert!(c.stop().success());
     // Same inode, new content longer than the old: only the first bytes
     // tell that it is another file.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    empty(&log);
     append_lines(&log, "new", 0, 2000);
     let mut c = client_for(&server, &state, "h", &[&log]);
     wait_content(
@@ -121,12 +130,7 @@ fn a_file_rewritten_in_place_while_the_server_was_down_is_sent_from_its_start() 
     let dest = routed(&out, "h", &log);
     wait_content(&dest, &expected("old", 0, 1000));
     assert!(server.proc.stop().success());
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    empty(&log);
     append_lines(&log, "new", 0, 2000);
     server = Server::start(&["--listen", &listen, "--directory", out.to_str().unwrap()]);
     wait_content(
@@ -281,15 +285,7 @@ fn a_file_truncated_and_rewritten_past_the_read_position_is_started_over() {
     let mut client = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
     let dest = routed(&out, "h", &log);
     wait_content(&dest, &expected("old", 0, 100));
-    client.signal("STOP");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
-    append_lines(&log, "new", 0, 300);
-    client.signal("CONT");
+    rewrite_frozen(&client, &log, 300);
     wait_content(&dest, &(expected("old", 0, 100) + &expected("new", 0, 300)));
     client.wait_log("truncated and rewritten");
     assert!(client.stop().success());
@@ -319,12 +315,7 @@ fn copytruncate_takes_the_real_copy_among_files_with_the_same_first_bytes() {
     client.signal("STOP");
     append_lines(&log, "old", 100, 150);
     std::fs::copy(&log, tmp.path().join("app.log.1")).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    empty(&log);
     for d in 0..4 {
         let decoy = tmp.path().join(format!("decoy{d}.log"));
         std::fs::write(&decoy, &banner).unwrap();
@@ -337,4 +328,51 @@ fn copytruncate_takes_the_real_copy_among_files_with_the_same_first_bytes() {
     client.wait_log("from its copy");
     assert!(client.log().contains("app.log.1"), "{}", client.log());
     assert!(client.stop().success());
+}
+
+#[test]
+fn a_file_rewritten_past_the_position_while_no_connection_is_open_counts_nothing_lost() {
+    // The idle connection is closed; the client is frozen while the file
+    // is truncated and rewritten longer than it was. The reconnect's
+    // `200` finds the file rewritten: the file's length then is the new
+    // content's, all of which is sent, so nothing is lost (before: an
+    // ERROR "N bytes lost" counting the new content, and losses_total 1).
+    use common::scrape::*;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = dir.join("out");
+    let log = dir.join("app.log");
+    let server = Server::with_directory(&out);
+    append_lines(&log, "old", 0, 100);
+    let label = log.to_str().expect("utf-8 temp dir");
+    let body = format!(
+        "[tuning]\nidle_close = \"200ms\"\n[prometheus]\nenabled = true\nlisten = \"127.0.0.1:0\"\n[[stream]]\npath = \"{label}\"\n"
+    );
+    let cfg = client_config(dir, &server, &body);
+    let mut client = client(&["--config", cfg.to_str().unwrap()]);
+    let addr = metrics_addr(&client);
+    let dest = routed(&out, "h", &log);
+    wait_content(&dest, &expected("old", 0, 100));
+    let connected = format!(
+        "loghamster_client_server_connected{{server=\"127.0.0.1:{}\"}}",
+        server.port()
+    );
+    scrape_until(addr, "the idle connection closed", |b| {
+        value(b, &connected) == Some(0.0)
+    });
+    rewrite_frozen(&client, &log, 300);
+    wait_content(&dest, &(expected("old", 0, 100) + &expected("new", 0, 300)));
+    client.wait_log("no copy of the old content found");
+    let series = |name: &str| format!("loghamster_client_{name}{{stream=\"{label}\"}}");
+    let body = scrape_until(addr, "the truncation counted", |b| {
+        value(b, &series("truncations_total")) == Some(1.0)
+    });
+    assert_eq!(value(&body, &series("losses_total")), Some(0.0), "{body}");
+    assert_eq!(
+        value(&body, &series("lost_bytes_total")),
+        Some(0.0),
+        "{body}"
+    );
+    assert!(client.stop().success());
+    assert!(!client.log().contains("bytes lost"), "{}", client.log());
 }

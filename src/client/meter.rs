@@ -47,8 +47,10 @@ pub(crate) struct Meter {
     /// Files found shorter than, or rewritten before, the position read:
     /// sent again from 0.
     pub truncations: Counter,
-    /// Times lines may have been lost.
+    /// Truncations that destroyed bytes known to the client.
     pub lost: Counter,
+    /// The bytes they destroyed.
+    pub lost_bytes: Counter,
     /// Connections opened after a connection of the stream failed or broke.
     pub reconnects: Counter,
     /// Files refused at open (the client-wide, unlabelled counter).
@@ -76,6 +78,7 @@ impl Meter {
             rotations: metrics.rotations.get_or_create_owned(&label),
             truncations: metrics.truncations.get_or_create_owned(&label),
             lost: metrics.losses.get_or_create_owned(&label),
+            lost_bytes: metrics.lost_bytes.get_or_create_owned(&label),
             reconnects: metrics.reconnects.get_or_create_owned(&label),
             refused: metrics.refused_files.clone(),
             offset_conflicts: metrics.offset_conflicts.clone(),

@@ -18,7 +18,8 @@
 //! | `loghamster_client_behind_bytes{stream}` | gauge | file size − acknowledged offset |
 //! | `loghamster_client_rotations_total{stream}` | counter | files rotated away (renamed, deleted, copytruncate) while read |
 //! | `loghamster_client_truncations_total{stream}` | counter | files truncated or rewritten in place, sent again from 0 |
-//! | `loghamster_client_losses_total{stream}` | counter | times lines may have been lost: a file truncated before it was read to its end with no copy left (each is also an ERROR line) |
+//! | `loghamster_client_losses_total{stream}` | counter | truncations that destroyed bytes the client knew of: read but not sent yet, or seen in the file but not read, with no copy holding them (each is also an ERROR line with the offsets); never counts the new content, which is sent |
+//! | `loghamster_client_lost_bytes_total{stream}` | counter | the bytes those losses destroyed |
 //! | `loghamster_client_reconnects_total{stream}` | counter | connections opened after one failed or broke |
 //! | `loghamster_client_last_ack_age_seconds{stream}` | gauge | seconds since the server last acknowledged new bytes (since start before the first) |
 //! | `loghamster_client_inotify_overflows_total` | counter | times the kernel's inotify queue overflowed: events were lost, every followed path and directory source was looked at again (each is also a WARN line) |
@@ -111,8 +112,10 @@ pub struct ClientMetrics {
     pub rotations: Family<StreamLabels, Counter>,
     /// Truncations seen, by stream.
     pub truncations: Family<StreamLabels, Counter>,
-    /// Times lines may have been lost, by stream.
+    /// Truncations that destroyed bytes the client knew of, by stream.
     pub losses: Family<StreamLabels, Counter>,
+    /// The bytes those truncations destroyed, by stream.
+    pub lost_bytes: Family<StreamLabels, Counter>,
     /// Connections opened after a connection failed or broke, by stream.
     pub reconnects: Family<StreamLabels, Counter>,
     /// Seconds since the last acknowledgement, by stream; computed at
@@ -166,6 +169,7 @@ impl ClientMetrics {
             rotations: Family::default(),
             truncations: Family::default(),
             losses: Family::default(),
+            lost_bytes: Family::default(),
             reconnects: Family::default(),
             last_ack_age: Family::default(),
             rate_limit_delay: Counter::default(),
@@ -215,6 +219,11 @@ impl ClientMetrics {
                 "Bytes the server acknowledged",
                 &self.acknowledged_bytes,
             ),
+            (
+                "lost",
+                "Bytes a truncation destroyed before they were sent (read and not sent, or seen and not read; no copy)",
+                &self.lost_bytes,
+            ),
         ];
         for (name, help, family) in bytes {
             r.register_with_unit(name, help, Unit::Bytes, family.clone());
@@ -230,7 +239,7 @@ impl ClientMetrics {
             ("truncations", "Truncations seen", &self.truncations),
             (
                 "losses",
-                "Times lines may have been lost (truncated before read, no copy left)",
+                "Truncations that destroyed bytes read but not sent, or seen but not read (no copy)",
                 &self.losses,
             ),
             (
@@ -332,6 +341,7 @@ impl ClientMetrics {
         drop(self.rotations.get_or_create(&l));
         drop(self.truncations.get_or_create(&l));
         drop(self.losses.get_or_create(&l));
+        drop(self.lost_bytes.get_or_create(&l));
         drop(self.reconnects.get_or_create(&l));
         drop(self.last_ack_age.get_or_create(&l));
         self.last_ack.entry(l).or_insert(now);

@@ -13,6 +13,7 @@ mod check;
 mod fs;
 mod logrotate;
 mod scripted;
+mod truncation;
 mod world;
 
 use world::World;

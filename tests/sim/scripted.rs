@@ -14,20 +14,20 @@ use crate::fs::{SimFile, SimFs, Writer};
 use crate::world::{tail_settings, DIR, LOG};
 
 /// A host with `/var/log`, a tail of `/var/log/app.log`, and a clock.
-struct Script {
-    fs: SimFs,
-    tail: Tail<SimFile>,
+pub(crate) struct Script {
+    pub(crate) fs: SimFs,
+    pub(crate) tail: Tail<SimFile>,
     loaded: Vec<Entry>,
     now: Instant,
-    notes: Vec<Note>,
+    pub(crate) notes: Vec<Note>,
 }
 
 impl Script {
-    fn new() -> Script {
+    pub(crate) fn new() -> Script {
         Script::with(tail_settings(false), Vec::new())
     }
 
-    fn with(settings: loghamster::tail::follow::Settings, loaded: Vec<Entry>) -> Script {
+    pub(crate) fn with(settings: loghamster::tail::follow::Settings, loaded: Vec<Entry>) -> Script {
         let mut fs = SimFs::new();
         fs.mkdir_all(Path::new(DIR)).unwrap();
         Script {
@@ -39,7 +39,7 @@ impl Script {
         }
     }
 
-    fn env(&mut self) -> (&mut Tail<SimFile>, Env<'_, SimFs>) {
+    pub(crate) fn env(&mut self) -> (&mut Tail<SimFile>, Env<'_, SimFs>) {
         let env = Env {
             fs: &mut self.fs,
             now: self.now,
@@ -48,26 +48,26 @@ impl Script {
         (&mut self.tail, env)
     }
 
-    fn take_notes(&mut self) -> Vec<Note> {
+    pub(crate) fn take_notes(&mut self) -> Vec<Note> {
         let notes: Vec<Note> = self.tail.take_notes().collect();
         self.notes.extend(notes.iter().cloned());
         notes
     }
 
-    fn look(&mut self) -> Vec<Note> {
+    pub(crate) fn look(&mut self) -> Vec<Note> {
         let (tail, mut env) = self.env();
         tail.look(&mut env);
         self.take_notes()
     }
 
-    fn tick(&mut self, link_open: bool) -> loghamster::tail::follow::Tick {
+    pub(crate) fn tick(&mut self, link_open: bool) -> loghamster::tail::follow::Tick {
         let (tail, mut env) = self.env();
         let t = tail.tick(&mut env, link_open);
         self.take_notes();
         t
     }
 
-    fn advance(&mut self, ms: u64) {
+    pub(crate) fn advance(&mut self, ms: u64) {
         self.now += Duration::from_millis(ms);
         self.fs.advance(ms * 1_000_000);
     }
@@ -75,7 +75,7 @@ impl Script {
     /// Connects at the server's `held` offset and sends everything there
     /// is; returns the bytes sent. (When the tail finds the file rewritten
     /// on `200`, it reconnects: the same stream, or a new one from 0.)
-    fn ship(&mut self, held: u64) -> Vec<u8> {
+    pub(crate) fn ship(&mut self, held: u64) -> Vec<u8> {
         let (tail, mut env) = self.env();
         let id = tail.stream_id();
         if !tail.on_ready(&mut env, Some(held)) {
@@ -101,19 +101,26 @@ impl Script {
     }
 
     /// The server confirms everything sent and the connection ends.
-    fn confirm(&mut self) {
+    pub(crate) fn confirm(&mut self) {
         let sent = self.tail.sent();
         self.tail.on_done(sent);
         self.tail.on_link_finished();
     }
 
-    fn write(&mut self, w: &Writer, text: &str) {
+    pub(crate) fn write(&mut self, w: &Writer, text: &str) {
         self.fs.write(w, text.as_bytes());
+    }
+
+    /// logrotate's copy of the file at the path to `to`, whole.
+    pub(crate) fn copy_to(&mut self, to: &str) {
+        let mut job = self.fs.copy_start(Path::new(LOG), Path::new(to)).unwrap();
+        while !self.fs.copy_step(&mut job, 4096) {}
+        self.fs.copy_finish(job);
     }
 
     /// A crash and a restart: a new tail on the same host, with `saved`
     /// as its state file's entries.
-    fn restarted(self, saved: Vec<Entry>) -> Script {
+    pub(crate) fn restarted(self, saved: Vec<Entry>) -> Script {
         Script {
             fs: self.fs,
             tail: Tail::new(PathBuf::from(LOG), tail_settings(false), 9),
@@ -272,11 +279,7 @@ fn copytruncate_reads_the_rest_from_the_copy_then_the_file_from_zero() {
     assert_eq!(s.ship(0), b"line 1\n");
     s.write(&w, "line 2\n"); // not read yet
     s.advance(5);
-    let mut job =
-        s.fs.copy_start(Path::new(LOG), Path::new("/var/log/app.log.1"))
-            .unwrap();
-    while !s.fs.copy_step(&mut job, 4096) {}
-    s.fs.copy_finish(job);
+    s.copy_to("/var/log/app.log.1");
     s.fs.truncate(Path::new(LOG), 0).unwrap();
     s.write(&w, "line 3\n");
     let sent = s.ship(7);

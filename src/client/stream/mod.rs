@@ -627,28 +627,36 @@ fn log_note(path: &str, note: &Note, ctx: &mut Ctx<'_>, abandoned: &mut u64, t: 
                 crate::log::esc(&name)
             );
         }
-        Note::Truncated { at, no_copy } => {
-            if *no_copy {
-                crate::warn!("{path}: no copy of the old content found; the file is sent again from 0 under a new stream id");
-            }
+        Note::Truncated { at, no_copy: false } => {
             ctx.meter.truncations.inc();
-            crate::warn!(
+            crate::info!(
                 offset = *at;
                 "{path}: truncated and rewritten (or shortened) under the reader at offset {at}"
             );
         }
+        Note::Truncated { at, no_copy: true } => {
+            ctx.meter.truncations.inc();
+            crate::warn!(
+                offset = *at;
+                "{path}: truncated and rewritten (or shortened) under the reader at offset {at}, and no copy of the old content found: the file's new content is sent whole from 0 under a new stream id; old content the client never saw (written past what it last saw of the file), if there was any, is in no file it can see"
+            );
+        }
         Note::ReadingCopy { name, at } => {
             ctx.meter.rotations.inc();
-            crate::warn!(
+            crate::info!(
                 file = name, offset = *at;
                 "{path}: copytruncate: reading the rest of the old content from its copy {} from offset {at}, then the file from 0",
                 crate::log::esc(&name)
             );
         }
-        Note::Lost { bytes, why } => {
-            *abandoned += bytes;
+        Note::Lost { from, to, why } => {
+            let bytes = to - from;
             ctx.meter.lost.inc();
-            crate::error!(bytes = *bytes; "{path}: {bytes} bytes lost: {why}");
+            ctx.meter.lost_bytes.inc_by(bytes);
+            crate::error!(
+                bytes = bytes, offset = *from;
+                "{path}: {bytes} bytes lost (offsets {from} to {to} of the old content): {why}"
+            );
         }
         Note::Done { offset } => {
             crate::info!(offset = *offset; "{path}: old file done at offset {offset}; switching to the new file")

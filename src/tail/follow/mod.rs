@@ -196,13 +196,22 @@ pub enum Note {
     FoundRotated { name: PathBuf },
     /// The file was truncated or rewritten under the reader at `at`;
     /// `no_copy`: no copy of the old content was found (its new content is
-    /// sent from 0 under a new id).
+    /// sent from 0 under a new id; old content past what the tail saw, if
+    /// there was any, is in no file it can see, and nobody can tell how
+    /// much). Known losses follow as a [`Note::Lost`].
     Truncated { at: u64, no_copy: bool },
     /// The rest of the old content is read from its copytruncate copy.
     ReadingCopy { name: PathBuf, at: u64 },
-    /// Bytes the tail saw in a file (its length was larger) that no longer
-    /// exist anywhere it can see.
-    Lost { bytes: u64, why: &'static str },
+    /// Bytes `[from, to)` of a generation's old content that a truncation
+    /// destroyed and that will never be sent: read but not sent yet
+    /// (without a copy, the buffer starts over at 0), or seen in the file
+    /// (its length, verified to be the old content's) and not read. Never
+    /// bytes of the new content, which is sent whole.
+    Lost {
+        from: u64,
+        to: u64,
+        why: &'static str,
+    },
     /// The generation was finished at `offset`; the next one starts.
     Done { offset: u64 },
     /// `onrotate = "stop"`: not following the new file.
@@ -265,8 +274,11 @@ pub struct Tail<H> {
     /// first seen (batching rules).
     since: Option<Instant>,
     partial_since: Option<Instant>,
-    /// The longest the current file was seen (reads and `fstat`s): bytes
-    /// past the read position that a truncation destroyed are known lost.
+    /// The longest the current file's content was seen (reads, and
+    /// `fstat`s not followed by a truncation found in the same look):
+    /// bytes past the read position that a truncation destroyed are
+    /// known lost. A length seen when the file turned out rewritten is
+    /// the new content's, never counted here.
     seen_len: u64,
     /// When the held file was first seen with no link left.
     deleted_since: Option<Instant>,

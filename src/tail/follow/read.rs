@@ -163,9 +163,6 @@ impl<H> Tail<H> {
         let Ok(meta) = env.fs.fstat(&cur.file) else {
             return true;
         };
-        if meta.len > self.seen_len && meta.len >= at {
-            self.seen_len = meta.len;
-        }
         let rewritten = self.state == State::Following
             && !self.settings.whole
             && at > 0
@@ -174,8 +171,12 @@ impl<H> Tail<H> {
                 .matches(env.fs, &cur.file, &meta)
                 .unwrap_or(true);
         if (!copy && !self.settings.whole && at > meta.len) || rewritten {
+            // (`meta.len` is the new content's: not seen of the old.)
             self.truncated(env);
             return false;
+        }
+        if meta.len > self.seen_len && meta.len >= at {
+            self.seen_len = meta.len;
         }
         if at != self.acked {
             self.dirty = true;
@@ -230,6 +231,7 @@ impl<H> Tail<H> {
             return;
         };
         let pos = self.buf.read_pos();
+        let sent = self.buf.sent_pos();
         let before = self.buf.before(pos);
         // logrotate's copytruncate truncates the file at the path: a file
         // rotated away and then found shorter was truncated by someone
@@ -264,6 +266,10 @@ impl<H> Tail<H> {
             at: pos,
             no_copy: copy.is_none(),
         });
+        let kept = copy.as_ref().map(|(_, _, m)| m.len);
+        if let Some(lost) = destroyed(sent, pos, self.seen_len, kept) {
+            self.notes.push(lost);
+        }
         match copy {
             Some((name, file, meta)) => {
                 self.notes.push(Note::ReadingCopy { name, at: pos });
@@ -296,12 +302,6 @@ impl<H> Tail<H> {
                 };
             }
             None => {
-                if self.seen_len > pos {
-                    self.notes.push(Note::Lost {
-                        bytes: self.seen_len - pos,
-                        why: "the file was truncated before they were read, and no copy of it was found",
-                    });
-                }
                 let at_path = self.state == State::Following;
                 if let Some((identity, prefix)) = fresh {
                     cur.identity = identity;
@@ -437,6 +437,44 @@ impl<H> Tail<H> {
         }
         out
     }
+}
+
+/// What a truncation at read position `pos` destroyed for good, given the
+/// first unsent byte `sent`, the longest the old content was seen
+/// (`seen`), and the length of the copy found (`kept`), if any:
+///
+/// - with a copy, reading goes on in the copy from `pos` (what was read
+///   and not sent yet is sent too); lost is what the old content was seen
+///   to hold past both the copy's end and `pos` (written between
+///   logrotate's copy and its truncate);
+/// - without one, the buffer starts over at 0 under a new id: the bytes
+///   read and not sent yet are dropped, and what was seen past `pos`
+///   exists nowhere.
+///
+/// Old content the tail never saw cannot be counted: whether there was
+/// any is unknown (the [`Note::Truncated`] line says so). The new content
+/// is never counted: it is sent whole, from 0.
+fn destroyed(sent: u64, pos: u64, seen: u64, kept: Option<u64>) -> Option<Note> {
+    let (from, why) = match kept {
+        Some(len) => (
+            pos.max(len),
+            "the file was seen holding them, and its copytruncate copy ends before them",
+        ),
+        None if sent < pos && seen > pos => (
+            sent,
+            "read but not sent yet, or seen in the file but not read, when it was truncated, and no copy of it was found",
+        ),
+        None if sent < pos => (
+            sent,
+            "read but not sent yet when the file was truncated, and no copy of it was found",
+        ),
+        None => (
+            pos,
+            "the file was seen holding them, but was truncated before they were read, and no copy of it was found",
+        ),
+    };
+    let to = seen.max(if kept.is_some() { 0 } else { pos });
+    (to > from).then_some(Note::Lost { from, to, why })
 }
 
 /// Of the candidates, the copy of the file whose identity is `identity`,
