@@ -57,3 +57,67 @@ fn two_hundred_files_appended_line_by_line_arrive_whole_and_in_order() {
     }
     assert!(client.stop().success());
 }
+
+/// Files in the followed directory of the start-up test: enough that
+/// their start-up log lines (one per file opened) are several times what
+/// a pipe holds.
+const STARTING: usize = 800;
+
+#[test]
+fn sigterm_during_start_up_stops_it_and_a_restart_ships_every_line_once() {
+    // Start-up opens and positions every file of the followed directory
+    // before the loop runs (seconds for thousands of files). The client's
+    // log is held from the first file it opens: its stderr is not read
+    // while SIGTERM is sent, so it blocks in a log write long before its
+    // start-up could end (each file opened is a ~220-byte INFO line,
+    // 170 KiB in all; the pipe holds 64 KiB). It must then stop without
+    // opening the rest, cleanly, and a restart ships every line once.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let dir = tmp.path().join("logs");
+    std::fs::create_dir(&dir).unwrap();
+    let paths: Vec<_> = (0..STARTING)
+        .map(|i| {
+            dir.join(format!(
+                "{}-{i:04}.log",
+                "a-service-with-a-long-name".repeat(5)
+            ))
+        })
+        .collect();
+    for (i, p) in paths.iter().enumerate() {
+        append_lines(p, &format!("s{i}"), 0, 3);
+    }
+    let server = Server::with_directory(&out);
+    let cfg = client_config(
+        tmp.path(),
+        &server,
+        &format!(
+            "[tuning]\nidle_close = \"100ms\"\n[[stream]]\npath = \"{}/*.log\"\n",
+            dir.display()
+        ),
+    );
+    let mut cmd = std::process::Command::new(CLIENT_BIN);
+    cmd.args(["--config", cfg.to_str().unwrap()]);
+    let mut first = Proc::spawn_gated("loghamsterc", cmd, "following from offset");
+    first.signal("TERM");
+    let status = first.wait_exit();
+    let log = first.log();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("stop requested during start-up"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+    let opened = log.matches("following from offset").count();
+    assert!(
+        opened < STARTING,
+        "{opened} files opened: start-up ran on\n{log}"
+    );
+
+    let mut client = client(&["--config", cfg.to_str().unwrap()]);
+    let dests: Vec<_> = paths.iter().map(|p| routed(&out, "h", p)).collect();
+    for (i, d) in dests.iter().enumerate() {
+        wait_content(d, &expected(&format!("s{i}"), 0, 3));
+    }
+    assert!(client.stop().success());
+    for (i, d) in dests.iter().enumerate() {
+        assert_eq!(read(d), expected(&format!("s{i}"), 0, 3), "{}", d.display());
+    }
+}

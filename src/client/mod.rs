@@ -12,6 +12,8 @@
 //! clean stop. SIGTERM/SIGINT stop cleanly: every connection is
 //! half-closed, the server writes and acknowledges what it received, then
 //! the state is saved. A second signal stops at once (state still saved).
+//! One that arrives during start-up (which opens every file before the
+//! loop runs) stops it before the next file: see `stop_waiting`.
 //! SIGHUP reloads the configuration file: streams added, removed or
 //! changed take effect, every other stream carries on untouched, and no
 //! position is lost (`reload.rs`).
@@ -58,7 +60,7 @@ use crate::metrics::http::HttpError;
 use crate::metrics::{ClientMetrics, MetricsServer};
 use crate::rate::Bucket;
 use crate::reactor::sys::inotify::{Inotify, Watch};
-use crate::reactor::sys::signal::{SignalFd, SIGHUP};
+use crate::reactor::sys::signal::{SignalFd, SIGHUP, SIGINT, SIGTERM};
 use crate::reactor::{Armed, Key, Reactor, Slots, StopHandle, Supervisor};
 use crate::tail::state::{self, Entry, StateError};
 use dirsource::DirSource;
@@ -160,6 +162,8 @@ pub struct ClientDaemon {
     completed: Vec<Entry>,
     /// A clean stop began: start no new whole-file sends.
     stopping: bool,
+    /// Start-up runs (see [`ClientDaemon::stop_waiting`]).
+    starting: bool,
     /// Bytes of deleted files abandoned after `deleted_hold`, since start.
     abandoned_bytes: u64,
     /// Connection slots (`max_connections`) and the streams waiting for one.
@@ -234,7 +238,9 @@ impl ClientDaemon {
         let mut ready = Vec::with_capacity(1024);
         let mut now = Instant::now();
         self.start_progress(now);
+        self.starting = true;
         self.start(now);
+        self.starting = false;
         // What the first look found (or since when each path is followed)
         // is on disk before the loop first waits.
         self.after_events(now);
@@ -304,9 +310,20 @@ impl ClientDaemon {
     /// Sets up the directory watches, gives every followed path its first
     /// look and logs the start.
     fn start(&mut self, now: Instant) {
+        crate::info!(
+            "starting: {} followed paths and {} directory sources to open and list",
+            self.streams.len(),
+            self.sources.len()
+        );
         self.watch_dirs(now);
         for key in self.streams.keys() {
+            if self.stop_waiting() {
+                break;
+            }
             self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
+        }
+        if self.stopping {
+            return;
         }
         crate::info!(
             "started: {} streams and {} directory sources, {} {}, state file {}",
@@ -323,6 +340,34 @@ impl ClientDaemon {
         if let Some(http) = &self.http {
             crate::info!("serving metrics on http://{}/metrics", http.local_addr());
         }
+    }
+
+    /// True once a stop waits while the client starts: SIGTERM or SIGINT
+    /// pending (looked at, not taken: the loop reads it first thing and
+    /// stops as usual, finishing connections and saving the state), or a
+    /// [`StopHandle`] request. Start-up opens and positions every followed
+    /// file and lists every directory before the loop runs, seconds with
+    /// thousands of files; it asks before each file and directory and
+    /// starts nothing more once this holds. What was not started keeps
+    /// its saved position (the state file keeps entries nobody claimed),
+    /// and new files are found again next time.
+    fn stop_waiting(&mut self) -> bool {
+        if self.stopping || !self.starting {
+            return self.stopping;
+        }
+        let stop = [SIGTERM, SIGINT];
+        let signalled = self
+            .signals
+            .as_ref()
+            .is_some_and(|s| s.pending(&stop).unwrap_or(false));
+        if signalled || self.stop.requested() {
+            self.stopping = true;
+            crate::info!(
+                "stop requested during start-up: starting nothing more ({} files opened); the rest start from their saved positions next time",
+                self.open_files
+            );
+        }
+        self.stopping
     }
 
     /// Hands one ready event to its handler; a stop signal or request sets

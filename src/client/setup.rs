@@ -107,6 +107,7 @@ impl ClientDaemon {
             sources: Vec::new(),
             completed,
             stopping: false,
+            starting: false,
             abandoned_bytes: 0,
             links: LinkBudget {
                 open: 0,

@@ -127,7 +127,14 @@ impl ClientDaemon {
             if self.sources[i].retiring {
                 continue;
             }
-            while let Some(path) = self.sources[i].next_to_start() {
+            loop {
+                // (Before taking a path: one not started stays queued.)
+                if self.stop_waiting() {
+                    return;
+                }
+                let Some(path) = self.sources[i].next_to_start() else {
+                    break;
+                };
                 let src = &self.sources[i];
                 let key = self.streams.vacant_key();
                 if src.follow {

@@ -233,17 +233,29 @@ impl ClientDaemon {
     }
 
     /// Adds directory watches that are still missing; kicks their streams.
+    /// At start-up, a stop waiting leaves the rest unwatched and unlisted
+    /// (see `ClientDaemon::stop_waiting`).
     pub(super) fn watch_dirs(&mut self, now: Instant) {
-        for (dir, keys, sources) in std::mem::take(&mut self.unwatched) {
+        let mut dirs = std::mem::take(&mut self.unwatched).into_iter();
+        for (dir, keys, sources) in dirs.by_ref() {
+            if self.stop_waiting() {
+                self.unwatched.push((dir, keys, sources));
+                break;
+            }
             match self.inotify.add_watch(&dir, DIR_EVENTS) {
                 Ok(w) => {
                     if self.dir_errors.clear(&dir) {
                         crate::info!("directory {}: watching it now", crate::log::esc(&dir));
                     }
                     for &key in &keys {
-                        self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
+                        if !self.stop_waiting() {
+                            self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
+                        }
                     }
                     for &i in &sources {
+                        if self.stop_waiting() {
+                            break;
+                        }
                         if let Err(e) = self.sources[i].scan(now, &mut self.completed) {
                             crate::warn!("cannot list directory {}: {e}", crate::log::esc(&dir));
                         }
@@ -279,6 +291,7 @@ impl ClientDaemon {
                 }
             }
         }
+        self.unwatched.extend(dirs);
         self.recheck_sources(now);
         if !self.unwatched.is_empty() && self.state_timer.arm(now + DIR_RETRY) {
             self.reactor.timers.schedule(now + DIR_RETRY, STATE);

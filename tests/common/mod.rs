@@ -37,10 +37,23 @@ pub struct Proc {
     /// The thread copying stderr into `log`; joined once the process
     /// exited, so the log is complete.
     reader: Option<std::thread::JoinHandle<()>>,
+    /// Stderr not read yet (see [`Proc::spawn_gated`]).
+    held: Option<BufReader<std::process::ChildStderr>>,
 }
 
 impl Proc {
-    pub fn spawn(name: &'static str, mut cmd: Command) -> Proc {
+    pub fn spawn(name: &'static str, cmd: Command) -> Proc {
+        let mut p = Proc::spawn_gated(name, cmd, "");
+        p.release();
+        p
+    }
+
+    /// Like [`Proc::spawn`], but its stderr is read here up to the first
+    /// line holding `gate` (any line for `""`) and no further until
+    /// [`Proc::release`]. Meanwhile the process blocks in its next log
+    /// write once the pipe (64 KiB) is full: it cannot get further than
+    /// that many bytes of log lines past the gate, however fast it runs.
+    pub fn spawn_gated(name: &'static str, mut cmd: Command, gate: &str) -> Proc {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -48,10 +61,35 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let sink = log.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr is piped"));
+        if !gate.is_empty() {
+            let mut line = String::new();
+            while !line.contains(gate) {
+                line.clear();
+                if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+                    break; // exited: the log says why
+                }
+                log.lock().unwrap().push_str(&line);
+            }
+        }
+        Proc {
+            child: Some(child),
+            log,
+            name,
+            reader: None,
+            held: Some(stderr),
+        }
+    }
+
+    /// Goes on reading the log of a [`Proc::spawn_gated`] process (in a
+    /// thread, into `log`).
+    pub fn release(&mut self) {
+        let Some(stderr) = self.held.take() else {
+            return;
+        };
+        let (sink, name) = (self.log.clone(), self.name);
+        self.reader = Some(std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
                 if std::env::var_os("LOGHAMSTER_TEST_ECHO").is_some() {
                     eprintln!("[{name}] {line}");
                 }
@@ -59,13 +97,7 @@ impl Proc {
                 l.push_str(&line);
                 l.push('\n');
             }
-        });
-        Proc {
-            child: Some(child),
-            log,
-            name,
-            reader: Some(reader),
-        }
+        }));
     }
 
     pub fn log(&self) -> String {
@@ -113,6 +145,7 @@ impl Proc {
     }
 
     pub fn wait_exit(&mut self) -> ExitStatus {
+        self.release();
         let child = self.child.as_mut().expect("running");
         let deadline = Instant::now() + PATIENCE;
         loop {

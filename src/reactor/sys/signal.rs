@@ -42,6 +42,21 @@ impl SignalFd {
         })
     }
 
+    /// True when one of `signals` (blocked, as this descriptor's are) is
+    /// pending: delivered and not read yet. Nothing is taken: the next
+    /// [`read`](Self::read) still returns it.
+    pub fn pending(&self, signals: &[libc::c_int]) -> io::Result<bool> {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigpending fills the set it is given.
+        cvt(unsafe { libc::sigpending(set.as_mut_ptr()) })?;
+        // SAFETY: initialised by sigpending above.
+        let set = unsafe { set.assume_init() };
+        // SAFETY: `set` is an initialised sigset_t; sigismember only reads it.
+        Ok(signals
+            .iter()
+            .any(|&s| unsafe { libc::sigismember(&set, s) } == 1))
+    }
+
     /// Returns the next pending signal, or `None` when there is none.
     pub fn read(&self) -> io::Result<Option<libc::c_int>> {
         let mut info = MaybeUninit::<libc::signalfd_siginfo>::uninit();
@@ -68,5 +83,25 @@ impl SignalFd {
 impl AsRawFd for SignalFd {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_signal_is_seen_without_being_taken() {
+        // SIGUSR2, blocked for this test's thread only: raise() sends it
+        // to the calling thread.
+        let fd = SignalFd::new(&[libc::SIGUSR2]).unwrap();
+        assert!(!fd.pending(&[libc::SIGUSR2]).unwrap());
+        // SAFETY: raising a signal this thread blocks only makes it pending.
+        assert_eq!(unsafe { libc::raise(libc::SIGUSR2) }, 0);
+        assert!(fd.pending(&[libc::SIGUSR2]).unwrap());
+        assert!(!fd.pending(&[libc::SIGHUP]).unwrap());
+        assert!(fd.pending(&[libc::SIGUSR2]).unwrap(), "still there");
+        assert_eq!(fd.read().unwrap(), Some(libc::SIGUSR2));
+        assert!(!fd.pending(&[libc::SIGUSR2]).unwrap());
     }
 }
