@@ -21,6 +21,8 @@ mod connection;
 mod route;
 mod send;
 mod story;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use connection::LinkBudget;
 

@@ -1,0 +1,217 @@
+//! The stream's shell driven step by step, without the daemon's loop:
+//! the test plays the servers on blocking std sockets over loopback,
+//! waits for the stream's socket events on a `Poll` of its own and hands
+//! them over, and injects faults into the stream's own socket (a
+//! `shutdown(SHUT_WR)` makes its next `send` or `sendfile` fail with
+//! `EPIPE`, at exactly the step the test chooses, with no race against
+//! what the peer does or the read side sees).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token};
+
+use super::{Ctx, LinkBudget, Settings, Stream};
+use crate::client::failover::Servers;
+use crate::client::link::Phase;
+use crate::client::meter::{Meter, ServerMeter};
+use crate::metrics::client::StreamLabels;
+use crate::metrics::ClientMetrics;
+use crate::reactor::{Slots, Timers};
+use crate::tail::batch;
+use crate::tail::identity::IdKey;
+use crate::tail::state::Entry;
+
+/// Longest a step may take on a loaded machine (a bound, not a timing).
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// What a stream's handlers get from the daemon, owned by the test.
+struct World {
+    poll: Poll,
+    timers: Timers<Token>,
+    settings: Settings,
+    loaded: Vec<Entry>,
+    pool: Vec<Vec<u8>>,
+    flags: [bool; 3],
+    abandoned: u64,
+    links: LinkBudget,
+    meter: Meter,
+    throttled: Duration,
+    servers: Servers,
+    server_meters: Vec<ServerMeter>,
+    now: Instant,
+}
+
+impl World {
+    /// Two servers; a failure moves a stream at once (`failover_after`
+    /// of 0); bytes go out as soon as they are read (no linger).
+    fn new(names: Vec<String>) -> World {
+        let now = Instant::now();
+        let mut metrics = ClientMetrics::with_streams(std::iter::empty(), now);
+        let server_meters = names
+            .iter()
+            .map(|n| ServerMeter::new(&mut metrics, n))
+            .collect();
+        let label = StreamLabels {
+            stream: "test".into(),
+        };
+        World {
+            poll: Poll::new().expect("a poll"),
+            timers: Timers::default(),
+            settings: Settings {
+                hostname: "h".into(),
+                rules: batch::Rules {
+                    batch: 16 * 1024,
+                    linger: Duration::ZERO,
+                    partial_line_timeout: Duration::ZERO,
+                },
+                max_batch: 64 * 1024,
+                reconnect_min: Duration::from_millis(100),
+                reconnect_max: Duration::from_secs(1),
+                deleted_hold: Duration::from_secs(60),
+                idle_close: Duration::from_secs(300),
+                compression: Default::default(),
+                token: None,
+                follow_symlinks: false,
+                id_key: IdKey([7; 32]),
+                tls: None,
+            },
+            loaded: Vec::new(),
+            pool: Vec::new(),
+            flags: [false; 3],
+            abandoned: 0,
+            links: LinkBudget {
+                open: 0,
+                max: 16,
+                waiting: Default::default(),
+                plain_until: None,
+                outage_since: None,
+            },
+            meter: Meter::new(&metrics, label),
+            throttled: Duration::ZERO,
+            servers: Servers::new(names, Duration::ZERO),
+            server_meters,
+            now,
+        }
+    }
+
+    fn ctx(&mut self) -> Ctx<'_> {
+        let [dirty, save_soon, fd_pressure] = &mut self.flags;
+        Ctx {
+            registry: self.poll.registry(),
+            timers: &mut self.timers,
+            settings: &self.settings,
+            now: self.now,
+            dirty,
+            save_soon,
+            loaded: &mut self.loaded,
+            pool: &mut self.pool,
+            abandoned_bytes: &mut self.abandoned,
+            links: &mut self.links,
+            fd_pressure,
+            meter: &mut self.meter,
+            stream_limit: None,
+            client_limit: None,
+            throttled: &mut self.throttled,
+            servers: &mut self.servers,
+            server_meters: &self.server_meters,
+        }
+    }
+
+    /// Hands the stream its socket events until `done` holds for it.
+    fn drive(&mut self, s: &mut Stream, done: impl Fn(&Stream) -> bool) {
+        let mut events = Events::with_capacity(8);
+        while !done(s) {
+            self.poll.poll(&mut events, Some(PATIENCE)).expect("poll");
+            assert!(!events.is_empty(), "no event for {PATIENCE:?}");
+            s.on_socket(&mut self.ctx());
+        }
+    }
+}
+
+/// A stream of `path` (a followed file, or `whole`), connected to the
+/// first of two servers the test plays, streaming after the server's
+/// `200`. Returns the world, the stream, the server's index and its end
+/// of the connection.
+fn streaming(path: &Path, whole: bool) -> (World, Stream, usize, TcpStream) {
+    let listeners = [0, 1].map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"));
+    let names = listeners
+        .iter()
+        .map(|l| l.local_addr().expect("an address").to_string())
+        .collect();
+    let mut w = World::new(names);
+    let key = Slots::<()>::default().vacant_key();
+    let tail = w.settings.tail(true, whole);
+    let mut s = Stream::new(key, 0, path.to_path_buf(), None, Vec::new(), tail);
+    s.on_file_event(&mut w.ctx());
+    let server = s.server().expect("connecting");
+    let (mut peer, _) = listeners[server].accept().expect("accept");
+    peer.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    peer.write_all(b"### Welcome to LogHamster server v0.1.0\nSTREAMID t-1\n")
+        .expect("greet");
+    w.drive(&mut s, |s| {
+        s.link.as_ref().is_some_and(|l| l.phase == Phase::Replying)
+    });
+    let mut init = String::new();
+    BufReader::new(&mut peer)
+        .read_line(&mut init)
+        .expect("INIT");
+    assert!(init.starts_with("INIT STREAM "), "{init:?}");
+    peer.write_all(b"200 OK Ready to accept data offset:0\n")
+        .expect("200");
+    w.drive(&mut s, |s| s.tail.sent() > 0);
+    (w, s, server, peer)
+}
+
+/// The stream's socket is shut for writing: its next send fails.
+fn break_sends(s: &Stream) {
+    let link = s.link.as_ref().expect("a link");
+    link.sock.tcp().shutdown(Shutdown::Write).expect("shutdown");
+}
+
+/// After a failed send: the stream moved to the other server (the
+/// failure counted towards `failover_after`), and the bytes sent but not acknowledged (`in_doubt`) were
+/// counted as possibly on both.
+fn assert_failed_over(w: &World, s: &Stream, from: usize, in_doubt: u64) {
+    assert_eq!(s.server(), Some(1 - from), "moved to the other server");
+    assert_eq!(w.server_meters[from].failovers.get(), 1);
+    assert_eq!(w.meter.failover_duplicates.get(), in_doubt);
+}
+
+#[test]
+fn a_failed_send_is_a_link_failure_with_its_unacknowledged_bytes_in_doubt() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("app.log");
+    std::fs::write(&path, "one\ntwo\n").expect("write");
+    let (mut w, mut s, server, mut peer) = streaming(&path, false);
+    let mut got = [0; 8];
+    peer.read_exact(&mut got).expect("the file's bytes");
+    assert_eq!(&got, b"one\ntwo\n");
+    assert_eq!((s.tail.sent(), s.tail.acked()), (8, 0));
+    break_sends(&s);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open");
+    f.write_all(b"three\n").expect("append");
+    s.on_file_event(&mut w.ctx());
+    assert_failed_over(&w, &s, server, 8);
+}
+
+#[test]
+fn a_failed_sendfile_is_a_link_failure_with_its_unacknowledged_bytes_in_doubt() {
+    // A whole file of several turns' quanta (1 MiB each): after the turn
+    // that heard the `200`, some of it is left to `sendfile`.
+    const LEN: usize = 8 << 20;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("done.log");
+    std::fs::write(&path, "x".repeat(LEN - 1) + "\n").expect("write");
+    let (mut w, mut s, server, _peer) = streaming(&path, true);
+    let sent = s.tail.sent();
+    assert!(sent < LEN as u64, "{sent}");
+    break_sends(&s);
+    s.tick(&mut w.ctx());
+    assert_failed_over(&w, &s, server, sent);
+}
