@@ -274,11 +274,12 @@ pub struct Tail<H> {
     /// first seen (batching rules).
     since: Option<Instant>,
     partial_since: Option<Instant>,
-    /// The longest the current file's content was seen (reads, and
-    /// `fstat`s not followed by a truncation found in the same look):
-    /// bytes past the read position that a truncation destroyed are
-    /// known lost. A length seen when the file turned out rewritten is
-    /// the new content's, never counted here.
+    /// The longest the current file's old content was seen: the read
+    /// position (reads are checked), a `200`'s `fstat` once the file's
+    /// first bytes proved it the same file, a drained file's `fstat`.
+    /// Bytes past the read position that a truncation destroyed are known
+    /// lost. A length seen when the file turned out rewritten is the new
+    /// content's, never taken here.
     seen_len: u64,
     /// When the held file was first seen with no link left.
     deleted_since: Option<Instant>,
