@@ -68,6 +68,28 @@ impl Identity {
         self.head_matches(fs, file)
     }
 
+    /// The file's first bytes (at most `max`), read in the same call that
+    /// proves it is this identity's file (as [`Identity::matches`]);
+    /// `None` when it is not.
+    pub fn verified_prefix<F: Fs>(
+        &self,
+        fs: &mut F,
+        file: &F::File,
+        meta: &Meta,
+        max: usize,
+    ) -> io::Result<Option<Vec<u8>>> {
+        if meta.inode() != (self.dev, self.ino) {
+            return Ok(None);
+        }
+        let mut head = [0u8; FINGERPRINT_LEN];
+        let n = read_head(fs, file, &mut head)?;
+        let fp = self.fp_len as usize;
+        if n < fp || fnv1a(&head[..fp]) != self.fp {
+            return Ok(None);
+        }
+        Ok(Some(head[..n.min(max)].to_vec()))
+    }
+
     /// True when the file starts with the bytes this identity's
     /// fingerprint was taken over, whatever its device and inode (a copy).
     pub fn head_matches<F: Fs>(&self, fs: &mut F, file: &F::File) -> io::Result<bool> {

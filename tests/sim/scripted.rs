@@ -13,6 +13,8 @@ use loghamster::tail::state::Entry;
 use crate::fs::{SimFile, SimFs, Writer};
 use crate::world::{tail_settings, DIR, LOG};
 
+mod restarts;
+
 /// A host with `/var/log`, a tail of `/var/log/app.log`, and a clock.
 pub(crate) struct Script {
     pub(crate) fs: SimFs,
@@ -121,9 +123,18 @@ impl Script {
     /// A crash and a restart: a new tail on the same host, with `saved`
     /// as its state file's entries.
     pub(crate) fn restarted(self, saved: Vec<Entry>) -> Script {
+        self.restarted_as(tail_settings(false), saved)
+    }
+
+    /// [`Script::restarted`] with other settings.
+    pub(crate) fn restarted_as(
+        self,
+        settings: loghamster::tail::follow::Settings,
+        saved: Vec<Entry>,
+    ) -> Script {
         Script {
             fs: self.fs,
-            tail: Tail::new(PathBuf::from(LOG), tail_settings(false), 9),
+            tail: Tail::new(PathBuf::from(LOG), settings, 9),
             loaded: saved,
             now: self.now,
             notes: Vec::new(),

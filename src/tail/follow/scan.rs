@@ -379,13 +379,23 @@ impl<H> Tail<H> {
             return None;
         }
         // (A copy may end before the fingerprinted length: its short
-        // fingerprint, or the whole one, tells it.)
-        let same = if e.copy {
-            e.identity.copy_matches(env.fs, &file, meta.len)
+        // fingerprint, or the whole one, tells it.) The first bytes of a
+        // file that still holds what was read are kept: a copytruncate's
+        // copy made while the client was away can end before the short
+        // fingerprint, and once the file is truncated, before anything
+        // was read in this run, only these bytes recognise it.
+        let (same, prefix) = if e.copy {
+            let same = e.identity.copy_matches(env.fs, &file, meta.len);
+            (same.unwrap_or(false), Vec::new())
         } else {
-            e.identity.matches(env.fs, &file, &meta)
-        }
-        .unwrap_or(false);
+            match e
+                .identity
+                .verified_prefix(env.fs, &file, &meta, super::buffer::OVERLAP)
+            {
+                Ok(Some(prefix)) => (true, prefix),
+                _ => (false, Vec::new()),
+            }
+        };
         // The same inode born at the same time: the same file, its content
         // rewritten. (Not for a copy: its id names the original's inode and
         // birth, and a copy born in the same clock tick as its original
@@ -410,7 +420,7 @@ impl<H> Tail<H> {
                 id,
                 copy: e.copy,
                 refilled: id.rewrite.is_some(),
-                prefix: Vec::new(),
+                prefix,
                 copies_after: e.copies_after,
                 order: u64::MAX - 1,
             },

@@ -1,0 +1,60 @@
+//! Scripted histories across a restart of the client: what the state
+//! file keeps, and what a new run can still tell from it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use loghamster::tail::follow::{Note, State};
+use loghamster::tail::state::Entry;
+
+use super::{ship_all, Script};
+use crate::world::{tail_settings, LOG, OLDDIR};
+
+/// Seed 2051233: copytruncate into an `olddir`, its copy made while the
+/// file held 56 bytes (shorter than the 64-byte short fingerprint), then
+/// 42 more bytes read and sent (the copytruncate's window: the truncate
+/// destroys them), a crash with nothing acknowledged, and the truncate
+/// after the restart. The new run knew the file only by its fingerprints,
+/// neither of which a 56-byte copy can be checked against, so it took the
+/// copy for a later generation and sent its lines a second time. It now
+/// keeps the first bytes of a resumed file that still holds what was
+/// read, and recognises the short copy by them.
+#[test]
+fn a_copy_shorter_than_the_short_fingerprint_is_recognised_after_a_restart() {
+    let settings = tail_settings(true);
+    let mut s = Script::with(settings.clone(), Vec::new());
+    s.fs.mkdir_all(Path::new(OLDDIR)).unwrap();
+    s.look();
+    s.advance(20);
+    let a = s.fs.create(Path::new(LOG)).unwrap();
+    let early = "a0 early\na1 early\na2 early\na3 early\na4 early\na5 early..\n";
+    assert!(early.len() < 64);
+    s.write(&a, early);
+    s.look();
+    // logrotate's copy, made now; the lines after it are in the window.
+    s.advance(1);
+    let copy = Path::new("/var/log/old/app.log.1");
+    s.fs.write_file(copy, early.as_bytes()).unwrap();
+    s.write(&a, "a6 in the window\na7 in the window\na8 wind\n");
+    let id = s.tail.stream_id().unwrap().to_string();
+    let sent = s.ship(0);
+    assert_eq!(sent.len(), 98);
+    let saved: Vec<Entry> = s.tail.entries().collect();
+    let mut r = s.restarted_as(settings, saved);
+    r.look();
+    assert_eq!(r.tail.state(), State::Following);
+    // The truncate, then the file's new content.
+    r.fs.truncate(Path::new(LOG), 0).unwrap();
+    r.write(&a, "b0 after\n");
+    let mut held = HashMap::from([(id, 98)]);
+    let got = ship_all(&mut r, &mut held);
+    assert_eq!(String::from_utf8_lossy(&got), "b0 after\n", "{:?}", r.notes);
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| matches!(n, Note::ReadingCopy { name, .. } if name == copy)),
+        "{:?}",
+        r.notes
+    );
+    r.fs.close(a);
+}
