@@ -33,7 +33,12 @@
 //! file. `offset` is what the server acknowledged, never merely what was
 //! sent. A path may have several entries, in order: the generation being
 //! read, then the ones found after it and not read yet (offset 0), so a
-//! restart reads every one of them, in the same order.
+//! restart reads every one of them, in the same order. Two kinds of
+//! entry hold no file to read (see `follow::Tail::entries`): id `-`, since
+//! when a path without a file is followed (`copies_after`), and id `+`, a
+//! generation finished in its run (`dev`, `ino`, birth in `copies_after`)
+//! born in the same clock tick as one still held; a version that does not
+//! know an id's form ignores the entry.
 //!
 //! Writes are atomic: a temp file beside the target, `fsync`, `rename`,
 //! `fsync` of the directory.

@@ -175,6 +175,14 @@ pub enum DirChange {
 /// path is followed (its `copies_after`): see [`Tail::entries`].
 pub const SINCE_MARKER: &str = "-";
 
+/// The id of a state-file entry that holds no file, only a generation
+/// finished in its run (device and inode in `identity`, birth in
+/// `copies_after`) that was born in the same clock tick as one still
+/// held: a later run must not take it for a copy or a later generation
+/// of what it resumes (see [`Tail::entries`]). An older loghamsterc
+/// cannot parse the id and ignores the entry.
+pub const FINISHED_MARKER: &str = "+";
+
 /// Most times the directory is listed again in one look while renames
 /// race the listing (see `Tail::gather`).
 const RELIST_MAX: u32 = 4;
@@ -295,8 +303,9 @@ pub struct Tail<H> {
     /// since are its generations, even those rotated away while the
     /// client was stopped. Kept in the state file while no file is open.
     followed_since: u64,
-    /// Files whose generation was finished in this run (device, inode,
-    /// birth): never taken again as a later generation.
+    /// Files whose generation was finished (device, inode, birth): never
+    /// taken again as a later generation or a copy. Those of an earlier
+    /// run come from the state file (see [`FINISHED_MARKER`]).
     finished: VecDeque<(u64, u64, u64)>,
     /// The first half of a rename of the path (`None`) or of a departed
     /// file (`Some(seq)`), waiting for its `MovedTo`.
@@ -473,30 +482,51 @@ impl<H> Tail<H> {
     /// its acknowledged offset, then the queued ones (offset 0), in order.
     /// Without a file, one marker entry (id [`SINCE_MARKER`]) records
     /// since when the path is followed: files created at it and rotated
-    /// away while the client is stopped are found after a restart.
+    /// away while the client is stopped are found after a restart. With
+    /// one, a marker (id [`FINISHED_MARKER`]) follows for each finished
+    /// generation born no earlier than the oldest held one: birth times
+    /// are coarse, and without it a later run could take such a file for
+    /// a copy of the one it resumes (its content went out under its own
+    /// id already).
     pub fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
         let cur = self.cur.iter().map(|g| self.entry_of(g, self.acked));
-        let marker =
-            (self.cur.is_none() && !self.settings.whole && self.followed_since > 0).then(|| {
-                Entry {
-                    id: SINCE_MARKER.to_string(),
-                    path: self.path.clone(),
-                    identity: Identity {
-                        dev: 0,
-                        ino: 0,
-                        fp: 0,
-                        fp_len: 0,
-                        head: 0,
-                        head_len: 0,
-                    },
-                    offset: 0,
-                    complete: false,
-                    copy: false,
-                    copies_after: self.followed_since,
-                }
-            });
+        let oldest = self
+            .cur
+            .iter()
+            .chain(self.queue.iter())
+            .map(|g| g.meta.born)
+            .min();
+        let finished = self
+            .finished
+            .iter()
+            .filter(move |&&(_, _, born)| born > 0 && oldest.is_some_and(|o| born >= o))
+            .map(|&(dev, ino, born)| self.marker(FINISHED_MARKER, dev, ino, born));
+        let since = self.followed_since;
+        let marker = (self.cur.is_none() && !self.settings.whole && since > 0)
+            .then(|| self.marker(SINCE_MARKER, 0, 0, since));
         cur.chain(self.queue.iter().map(|g| self.entry_of(g, 0)))
+            .chain(finished)
             .chain(marker)
+    }
+
+    /// A state-file entry that holds no file (`id` says what it records).
+    fn marker(&self, id: &str, dev: u64, ino: u64, time: u64) -> Entry {
+        Entry {
+            id: id.to_string(),
+            path: self.path.clone(),
+            identity: Identity {
+                dev,
+                ino,
+                fp: 0,
+                fp_len: 0,
+                head: 0,
+                head_len: 0,
+            },
+            offset: 0,
+            complete: false,
+            copy: false,
+            copies_after: time,
+        }
     }
 
     fn entry_of(&self, g: &Gen<H>, offset: u64) -> Entry {

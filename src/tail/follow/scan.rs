@@ -283,7 +283,13 @@ impl<H> Tail<H> {
                 self.followed_since = self.followed_since.min(m.copies_after).max(1);
             }
         }
-        mine.retain(|e| e.id != super::SINCE_MARKER);
+        // Finished in an earlier run, born in a tick a recorded one shares.
+        let finished: Vec<_> = mine
+            .iter()
+            .filter(|e| e.id == super::FINISHED_MARKER)
+            .map(|m| (m.identity.dev, m.identity.ino, m.copies_after))
+            .collect();
+        mine.retain(|e| e.id != super::SINCE_MARKER && e.id != super::FINISHED_MARKER);
         let at_path = self.at_path(env).map(|m| m.inode());
         let mut listing = None;
         let mut found = Vec::new();
@@ -307,6 +313,7 @@ impl<H> Tail<H> {
             }
             return false;
         }
+        self.remember_finished(finished);
         let was_parked = std::mem::take(&mut self.parked);
         let mut first = found.remove(0);
         let (name, offset, rewritten) = (first.name, first.offset, first.rewritten);
@@ -346,6 +353,19 @@ impl<H> Tail<H> {
             self.scan(env);
         }
         true
+    }
+
+    /// Takes generations finished in an earlier run as finished in this
+    /// one (see [`super::FINISHED_MARKER`]).
+    fn remember_finished(&mut self, finished: Vec<(u64, u64, u64)>) {
+        for done in finished {
+            if !self.finished.contains(&done) {
+                self.finished.push_back(done);
+            }
+        }
+        while self.finished.len() > DEPARTED_MAX {
+            self.finished.pop_front();
+        }
     }
 
     /// Opens the file of a state-file entry: at the path, or (unless sent

@@ -58,3 +58,44 @@ fn a_copy_shorter_than_the_short_fingerprint_is_recognised_after_a_restart() {
     );
     r.fs.close(a);
 }
+
+/// A generation finished in an earlier run, born in the clock tick of
+/// its successor, is not taken for the successor's copy: the successor
+/// starts like it (the same banner), logrotate's `copytruncate` with
+/// `rotate 0` truncates without a copy, and the new run, resumed on the
+/// successor, used to read the finished file on from the successor's
+/// position under the successor's id (its `p0` line went out twice).
+#[test]
+fn a_predecessor_finished_before_a_restart_is_not_taken_for_a_copy() {
+    let mut s = Script::new();
+    s.fs.set_birth_tick(10_000_000);
+    s.look();
+    s.advance(20);
+    let p = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&p, "banner\np0\n");
+    s.look();
+    let mut held = HashMap::new();
+    let got = s.ship(0);
+    held.insert(s.tail.stream_id().unwrap().to_string(), got.len() as u64);
+    // Rotated by rename; the successor is born in the same tick.
+    s.fs.rename(Path::new(LOG), Path::new("/var/log/app.log.1"))
+        .unwrap();
+    s.fs.close(p);
+    let n = s.fs.create(Path::new(LOG)).unwrap();
+    s.write(&n, "banner\n");
+    s.look();
+    let got = ship_all(&mut s, &mut held);
+    assert_eq!(String::from_utf8_lossy(&got), "banner\n", "{:?}", s.notes);
+    assert_eq!(s.tail.state(), State::Following);
+    let saved: Vec<Entry> = s.tail.entries().collect();
+    let mut r = s.restarted(saved);
+    r.look();
+    // More lines, then a truncation without a copy, then new content.
+    r.write(&n, "n1\n");
+    r.fs.truncate(Path::new(LOG), 0).unwrap();
+    r.write(&n, "n2\n");
+    let got = ship_all(&mut r, &mut held);
+    assert_eq!(String::from_utf8_lossy(&got), "n2\n", "{:?}", r.notes);
+    assert_eq!(r.tail.state(), State::Following);
+    r.fs.close(n);
+}
