@@ -277,19 +277,7 @@ impl<H> Tail<H> {
             *env.loaded = rest;
             mine
         };
-        // Followed since an earlier run: that run's start is the floor.
-        if let Some(m) = mine.iter().find(|e| e.id == super::SINCE_MARKER) {
-            if m.copies_after > 0 {
-                self.followed_since = self.followed_since.min(m.copies_after).max(1);
-            }
-        }
-        // Finished in an earlier run, born in a tick a recorded one shares.
-        let finished: Vec<_> = mine
-            .iter()
-            .filter(|e| e.id == super::FINISHED_MARKER)
-            .map(|m| (m.identity.dev, m.identity.ino, m.copies_after))
-            .collect();
-        mine.retain(|e| e.id != super::SINCE_MARKER && e.id != super::FINISHED_MARKER);
+        let finished = self.take_markers(&mut mine);
         let at_path = self.at_path(env).map(|m| m.inode());
         let mut listing = None;
         let mut found = Vec::new();
@@ -353,6 +341,26 @@ impl<H> Tail<H> {
             self.scan(env);
         }
         true
+    }
+
+    /// Takes the entries that hold no file out of `mine`: since when the
+    /// path is followed (an earlier run's start: the floor from now on),
+    /// and the generations finished in an earlier run, born in a tick a
+    /// recorded one shares (returned: remembered once a recorded file is
+    /// found again).
+    fn take_markers(&mut self, mine: &mut Vec<Entry>) -> Vec<(u64, u64, u64)> {
+        if let Some(m) = mine.iter().find(|e| e.id == super::SINCE_MARKER) {
+            if m.copies_after > 0 {
+                self.followed_since = self.followed_since.min(m.copies_after).max(1);
+            }
+        }
+        let finished = mine
+            .iter()
+            .filter(|e| e.id == super::FINISHED_MARKER)
+            .map(|m| (m.identity.dev, m.identity.ino, m.copies_after))
+            .collect();
+        mine.retain(|e| e.id != super::SINCE_MARKER && e.id != super::FINISHED_MARKER);
+        finished
     }
 
     /// Takes generations finished in an earlier run as finished in this
