@@ -22,14 +22,27 @@ pub struct Identity {
     /// FNV-1a 64 over the first `fp_len` bytes.
     pub fp: u64,
     pub fp_len: u32,
-    /// FNV-1a 64 over the first `head_len` bytes (at most [`HEAD_LEN`]):
-    /// recognises a copy that ends before the fingerprinted length.
+    /// FNV-1a 64 over the first `head_len` bytes: the first line, at most
+    /// [`HEAD_LEN`] bytes (see [`head_len`]). Recognises a copy that ends
+    /// before the fingerprinted length. (A stored `head_len` is used as it
+    /// is: state files from before the first-line rule still match.)
     pub head: u64,
     pub head_len: u32,
 }
 
-/// Bytes covered by the short fingerprint ([`Identity::head`]).
+/// Most bytes covered by the short fingerprint ([`Identity::head`]).
 pub const HEAD_LEN: usize = 64;
+
+/// How many of a file's first bytes `head` the short fingerprint covers:
+/// its first line (newline included) when that ends within [`HEAD_LEN`]
+/// bytes, else `HEAD_LEN` (or all of `head` when shorter). A copytruncate
+/// copy holds whole lines as the writer wrote them: one made while the
+/// file held a single short line must still be recognised after a
+/// restart, when nothing but the fingerprints is known of the original.
+pub fn head_len(head: &[u8]) -> usize {
+    let h = head.len().min(HEAD_LEN);
+    memchr::memchr(b'\n', &head[..h]).map_or(h, |i| i + 1)
+}
 
 impl Identity {
     /// Reads the identity of an open file whose `fstat` gave `meta`.
@@ -47,7 +60,7 @@ impl Identity {
     ) -> io::Result<(Identity, Vec<u8>)> {
         let mut head = [0u8; FINGERPRINT_LEN];
         let n = read_head(fs, file, &mut head)?;
-        let h = n.min(HEAD_LEN);
+        let h = head_len(&head[..n]);
         let id = Identity {
             dev: meta.dev,
             ino: meta.ino,
@@ -137,7 +150,7 @@ impl Identity {
         let had = self.fp_len as usize;
         let rewritten = n < had || fnv1a(&head[..had]) != self.fp;
         if rewritten || n > had {
-            let h = n.min(HEAD_LEN);
+            let h = head_len(&head[..n]);
             self.fp = fnv1a(&head[..n]);
             self.fp_len = n as u32;
             self.head = fnv1a(&head[..h]);
@@ -380,6 +393,20 @@ mod tests {
             born,
             kind: Kind::File,
         }
+    }
+
+    #[test]
+    fn the_short_fingerprint_covers_the_first_line_up_to_64_bytes() {
+        assert_eq!(head_len(b""), 0);
+        assert_eq!(head_len(b"abc"), 3);
+        assert_eq!(head_len(b"a0\na1\n"), 3);
+        assert_eq!(head_len(b"\nrest"), 1);
+        assert_eq!(head_len(&[b'x'; 100]), HEAD_LEN);
+        let mut long = vec![b'x'; HEAD_LEN];
+        long.push(b'\n');
+        assert_eq!(head_len(&long), HEAD_LEN);
+        long[HEAD_LEN - 1] = b'\n';
+        assert_eq!(head_len(&long), HEAD_LEN);
     }
 
     #[test]

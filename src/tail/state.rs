@@ -12,7 +12,7 @@
 //! ino = 33698
 //! fp = "af63dc4c8601ec8c"             # fingerprint of the first fp_len bytes
 //! fp_len = 1024
-//! head = "12ab34cd56ef7890"           # fingerprint of the first head_len (<= 64) bytes
+//! head = "12ab34cd56ef7890"           # fingerprint of the first head_len bytes (the first line, <= 64)
 //! head_len = 64
 //! offset = 123456                     # acknowledged by the server
 //! complete = false                    # true: sent whole after close and confirmed (`250 DONE`)

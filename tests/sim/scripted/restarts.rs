@@ -99,3 +99,37 @@ fn a_predecessor_finished_before_a_restart_is_not_taken_for_a_copy() {
     assert_eq!(r.tail.state(), State::Following);
     r.fs.close(n);
 }
+
+/// Seed 3132798: as above, but the truncate came before the crash, so
+/// the new run finds the file rewritten and nothing of its first bytes
+/// but the fingerprints. The short one covered 64 bytes, more than the
+/// copy holds; it now covers the first line (at most 64 bytes), which a
+/// copy of whole lines always holds.
+#[test]
+fn a_copy_shorter_than_64_bytes_is_recognised_when_truncated_before_a_restart() {
+    let settings = tail_settings(true);
+    let mut s = Script::with(settings.clone(), Vec::new());
+    s.fs.mkdir_all(Path::new(OLDDIR)).unwrap();
+    s.look();
+    s.advance(20);
+    let a = s.fs.create(Path::new(LOG)).unwrap();
+    let early = "a0 early\na1 early\na2 early\na3 early\na4 early\na5 early..\n";
+    s.write(&a, early);
+    s.look();
+    s.advance(1);
+    let copy = Path::new("/var/log/old/app.log.1");
+    s.fs.write_file(copy, early.as_bytes()).unwrap();
+    s.write(&a, "a6 in the window\na7 in the window\na8 wind\n");
+    let id = s.tail.stream_id().unwrap().to_string();
+    let sent = s.ship(0);
+    assert_eq!(sent.len(), 98);
+    let saved: Vec<Entry> = s.tail.entries().collect();
+    s.fs.truncate(Path::new(LOG), 0).unwrap();
+    s.write(&a, "b0 after\n");
+    let mut r = s.restarted_as(settings, saved);
+    r.look();
+    let mut held = HashMap::from([(id, 98)]);
+    let got = ship_all(&mut r, &mut held);
+    assert_eq!(String::from_utf8_lossy(&got), "b0 after\n", "{:?}", r.notes);
+    r.fs.close(a);
+}
