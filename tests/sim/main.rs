@@ -104,6 +104,7 @@ const REGRESSIONS: &[u64] = &[
     2015580, // a copy born in its original's clock tick resumed as the original rewritten
     2051233, // a copy shorter than the short fingerprint, made before a restart, truncated after
     3132798, // the same, truncated before the restart (the short fingerprint is the first line now)
+    10370673, // the same class, without olddir, with a 1 ms birth clock
 ];
 
 #[test]
