@@ -87,24 +87,25 @@ fn many_random_histories_keep_every_rule() {
 /// Seeds that once failed, each a bug the simulation found (kept so they
 /// stay fixed whatever the random range plays).
 const REGRESSIONS: &[u64] = &[
-    2,       // a rewritten stream id reused after a restart (nonce seeds collided)
-    14,      // a copytruncate's copies taken for rename generations while draining
-    32,      // a copy shorter than the fingerprinted head (read past the copy)
-    187,     // queued new content truncated again, forgotten across a restart
-    513,     // no first bytes known after resuming mid-file
-    896,     // the copy of the content still in the file taken as a generation
-    931,     // an in-progress copy taken as a whole generation
-    1685,    // an older generation found after a newer one was opened
-    1806,    // a copy shorter than the fingerprint, after a restart
-    3860,    // found by the first optimised run of 20,000 seeds
-    1002265, // an empty fingerprint on disk while the server already held bytes
-    1002543, // resumed at a server offset: the few bytes read were not checked
-    1003649, // the recorded file deleted while away: the ones born after it were skipped
-    1009468, // a recorded copy shorter than its fingerprint was not found after a restart
-    2015580, // a copy born in its original's clock tick resumed as the original rewritten
-    2051233, // a copy shorter than the short fingerprint, made before a restart, truncated after
+    2,        // a rewritten stream id reused after a restart (nonce seeds collided)
+    14,       // a copytruncate's copies taken for rename generations while draining
+    32,       // a copy shorter than the fingerprinted head (read past the copy)
+    187,      // queued new content truncated again, forgotten across a restart
+    513,      // no first bytes known after resuming mid-file
+    896,      // the copy of the content still in the file taken as a generation
+    931,      // an in-progress copy taken as a whole generation
+    1685,     // an older generation found after a newer one was opened
+    1806,     // a copy shorter than the fingerprint, after a restart
+    3860,     // found by the first optimised run of 20,000 seeds
+    1002265,  // an empty fingerprint on disk while the server already held bytes
+    1002543,  // resumed at a server offset: the few bytes read were not checked
+    1003649,  // the recorded file deleted while away: the ones born after it were skipped
+    1009468,  // a recorded copy shorter than its fingerprint was not found after a restart
+    2015580,  // a copy born in its original's clock tick resumed as the original rewritten
+    2051233,  // a copy shorter than the short fingerprint, made before a restart, truncated after
     3132798, // the same, truncated before the restart (the short fingerprint is the first line now)
     10370673, // the same class, without olddir, with a 1 ms birth clock
+    10507353, // the new content's copy, still empty when a truncation was found, taken as accounted for
 ];
 
 #[test]

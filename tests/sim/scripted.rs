@@ -13,6 +13,7 @@ use loghamster::tail::state::Entry;
 use crate::fs::{SimFile, SimFs, Writer};
 use crate::world::{tail_settings, DIR, LOG};
 
+mod copies;
 mod restarts;
 
 /// A host with `/var/log`, a tail of `/var/log/app.log`, and a clock.

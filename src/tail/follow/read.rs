@@ -251,8 +251,20 @@ impl<H> Tail<H> {
             .as_ref()
             .map_or(cur.copies_after, |(_, _, m)| m.born.max(cur.copies_after));
         let newest = candidates.iter().map(|(_, m)| m.born).max().unwrap_or(0);
-        let mut later = self.open_later_copies(env, &candidates, floor, &copy, &cur.file);
-        let copies_after = newest.max(env.fs.clock());
+        let (mut later, left) = self.open_later_copies(env, &candidates, floor, &copy, &cur.file);
+        // The new content's copies: every one born so far is accounted
+        // for, except a copy left alone (still being made, or holding what
+        // the file still starts with) and those after it: if the file is
+        // truncated again before it is read, they hold its content.
+        let copies_after = match left {
+            Some(born) => later
+                .iter()
+                .map(|g| g.meta.born)
+                .chain(copy.as_ref().map(|(_, _, m)| m.born))
+                .fold(floor, u64::max)
+                .max(born.saturating_sub(1)),
+            None => newest.max(env.fs.clock()),
+        };
         self.scan_floor = self.scan_floor.max(newest);
         // The truncated file itself: its new content is a new stream.
         let fresh = match env.fs.fstat(&cur.file) {
@@ -401,8 +413,9 @@ impl<H> Tail<H> {
     /// Opens the copies born after `floor` (other than the copy found):
     /// whole generations of their own, in birth order. A copy that the
     /// truncated file `original` still starts like holds what the file
-    /// still has (copied, not truncated yet, or still being copied): it and
-    /// every later copy are left alone.
+    /// still has (copied, not truncated yet, or still being copied), and an
+    /// empty one may still be being made: it and every later copy are left
+    /// alone (the birth of the first such copy is returned).
     fn open_later_copies<F: Fs<File = H>>(
         &mut self,
         env: &mut Env<'_, F>,
@@ -410,11 +423,18 @@ impl<H> Tail<H> {
         floor: u64,
         copy: &Option<(PathBuf, H, Meta)>,
         original: &H,
-    ) -> Vec<Gen<H>> {
+    ) -> (Vec<Gen<H>>, Option<u64>) {
         let mut out = Vec::new();
+        let mut empty = None;
         let taken = copy.as_ref().map(|(_, _, m)| m.inode());
         for (p, listed) in candidates {
-            if listed.born <= floor || Some(listed.inode()) == taken || listed.len == 0 {
+            if listed.born <= floor || Some(listed.inode()) == taken {
+                continue;
+            }
+            if listed.len == 0 {
+                // Still being made, unless a later copy was (one
+                // copytruncate runs at a time).
+                empty.get_or_insert(listed.born);
                 continue;
             }
             let Ok((file, meta)) = env.fs.open(p, false) else {
@@ -424,8 +444,9 @@ impl<H> Tail<H> {
                 continue;
             }
             if same_start(env, &file, original, meta.len) {
-                break;
+                return (out, Some(listed.born));
             }
+            empty = None;
             let Ok(identity) = Identity::of(env.fs, &file, &meta) else {
                 continue;
             };
@@ -435,7 +456,7 @@ impl<H> Tail<H> {
             g.copy = true;
             out.push(g);
         }
-        out
+        (out, empty)
     }
 }
 
