@@ -106,6 +106,7 @@ const REGRESSIONS: &[u64] = &[
     3132798, // the same, truncated before the restart (the short fingerprint is the first line now)
     10370673, // the same class, without olddir, with a 1 ms birth clock
     10507353, // the new content's copy, still empty when a truncation was found, taken as accounted for
+    10993382, // the same class (the next copy created just before the truncation was found)
 ];
 
 #[test]
