@@ -375,7 +375,18 @@ mod tests {
         let odd = Path::new(std::ffi::OsStr::from_bytes(b"/var/log/caf\xe9 100%.log"));
         let mut keyed = entry(Path::new("/var/log/k.log"));
         keyed.id = "801-1234-6553f100.75bcd15~k0123456789abcdef0123456789abcdef".into();
-        let entries = vec![entry(Path::new("/var/log/a.log")), entry(odd), keyed];
+        // A finished generation's marker, and a short fingerprint over a
+        // first line shorter than 64 bytes.
+        let mut finished = entry(Path::new("/var/log/k.log"));
+        finished.id = crate::tail::follow::FINISHED_MARKER.into();
+        finished.copies_after = 1_765_056_000_123_456_789;
+        finished.identity.head_len = 9;
+        let entries = vec![
+            entry(Path::new("/var/log/a.log")),
+            entry(odd),
+            keyed,
+            finished,
+        ];
         save(&sf, &entries, Durability::Synced).unwrap();
         let got = load(&sf).unwrap();
         assert_eq!(got.entries, entries);
