@@ -4,13 +4,49 @@
 //! retiring it once the server confirmed the whole file or its followed
 //! file is gone, and the progress line of a `method = "send"` backfill.
 
+use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::stream::Stream;
 use super::{dirsource, progress};
 use super::{ClientDaemon, PROGRESS, STATE};
 use crate::reactor::Key;
+
+/// The paths and files (device, inode) the streams read: a file a `path`
+/// glob matched gets a stream only if no stream reads it yet. Built in one
+/// pass over the streams and kept up to date as streams start, so starting
+/// n files costs O(n + streams) rather than n passes over the streams.
+#[derive(Debug, Default)]
+struct Taken {
+    paths: HashSet<PathBuf>,
+    inodes: HashSet<(u64, u64)>,
+}
+
+impl Taken {
+    fn of<'a>(streams: impl Iterator<Item = &'a Stream>) -> Self {
+        let mut taken = Taken::default();
+        for s in streams {
+            taken.add(s);
+        }
+        taken
+    }
+
+    fn add(&mut self, s: &Stream) {
+        self.insert(s.path(), s.held());
+    }
+
+    fn insert(&mut self, path: &Path, held: impl Iterator<Item = (u64, u64)>) {
+        self.paths.insert(path.to_path_buf());
+        self.inodes.extend(held);
+    }
+
+    /// True when a stream follows `path` or reads the file `inode`.
+    fn takes(&self, path: &Path, inode: Option<(u64, u64)>) -> bool {
+        self.paths.contains(path) || inode.is_some_and(|i| self.inodes.contains(&i))
+    }
+}
 
 impl ClientDaemon {
     /// The progress timer: the terminal's status line, or the INFO line
@@ -123,6 +159,8 @@ impl ClientDaemon {
         if self.stopping {
             return;
         }
+        // Built at the first followed file, kept up to date after.
+        let mut taken: Option<Taken> = None;
         for i in 0..self.sources.len() {
             if self.sources[i].retiring {
                 continue;
@@ -140,10 +178,10 @@ impl ClientDaemon {
                 if src.follow {
                     // Not if a stream already reads this file (a configured
                     // path, or one draining it after a rename).
-                    let meta = std::fs::metadata(&path);
-                    let held = meta
-                        .is_ok_and(|m| self.streams.values().any(|s| s.holds(m.dev(), m.ino())));
-                    if held || self.streams.values().any(|s| s.path() == path) {
+                    let inode = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+                    let streams = &self.streams;
+                    let taken = taken.get_or_insert_with(|| Taken::of(streams.values()));
+                    if taken.takes(&path, inode) {
                         continue;
                     }
                     let mut stream = Stream::new(
@@ -165,6 +203,9 @@ impl ClientDaemon {
                     self.with_stream(key, now, |s, ctx| {
                         s.on_file_event(ctx);
                     });
+                    if let Some(s) = self.streams.get(key) {
+                        taken.add(s);
+                    }
                     continue;
                 }
                 // A file sent before that grew since: its entry goes back
@@ -208,5 +249,24 @@ impl ClientDaemon {
                 self.reactor.timers.schedule(at, STATE);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Taken;
+    use std::path::Path;
+
+    #[test]
+    fn a_file_is_taken_by_its_path_or_by_any_file_a_stream_reads() {
+        let mut t = Taken::default();
+        t.insert(Path::new("/d/a.log"), [(1, 10), (1, 11)].into_iter());
+        t.insert(Path::new("/d/b.log"), std::iter::empty());
+        assert!(t.takes(Path::new("/d/a.log"), None));
+        assert!(t.takes(Path::new("/d/b.log"), Some((1, 99))));
+        // Renamed away while its stream drains it: taken by inode.
+        assert!(t.takes(Path::new("/d/a.log.1"), Some((1, 11))));
+        assert!(!t.takes(Path::new("/d/c.log"), Some((2, 10))));
+        assert!(!t.takes(Path::new("/d/c.log"), None));
     }
 }

@@ -265,9 +265,9 @@ impl Stream {
         self.tail.entries()
     }
 
-    /// True when this stream reads the file with this device and inode.
-    pub fn holds(&self, dev: u64, ino: u64) -> bool {
-        self.tail.holds((dev, ino))
+    /// The device and inode of every file this stream reads.
+    pub fn held(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.tail.held()
     }
 
     /// Followed-file descriptors held.

@@ -468,6 +468,14 @@ impl<H> Tail<H> {
             .any(|g| g.meta.inode() == inode)
     }
 
+    /// The device and inode of every file this tail reads.
+    pub fn held(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.cur
+            .iter()
+            .chain(self.queue.iter())
+            .map(|g| g.meta.inode())
+    }
+
     /// Descriptors held.
     pub fn open_files(&self) -> usize {
         self.cur.iter().count() + self.queue.len()
