@@ -62,6 +62,7 @@ use crate::rate::Bucket;
 use crate::reactor::sys::inotify::{Inotify, Watch};
 use crate::reactor::sys::signal::{SignalFd, SIGHUP, SIGINT, SIGTERM};
 use crate::reactor::{Armed, Key, Reactor, Slots, StopHandle, Supervisor};
+use crate::tail::listing::DirNames;
 use crate::tail::state::{self, Entry, StateError};
 use dirsource::DirSource;
 use meter::{Meter, View};
@@ -194,6 +195,9 @@ pub struct ClientDaemon {
     max_open_files: usize,
     /// See [`Ctx::fd_pressure`].
     fd_pressure: bool,
+    /// See [`Ctx::listings`]: forgotten at every turn and whenever inotify
+    /// events are read; knows which directories are watched.
+    listings: DirNames,
     /// Earliest time for the next parking round while over the cap.
     park_round: Instant,
     /// Streams reading a file rotated away from their path.
@@ -278,6 +282,7 @@ impl ClientDaemon {
                     source,
                 })?;
             now = Instant::now();
+            self.listings.forget();
             for &token in &ready {
                 self.on_event(token, &mut deadline, now);
             }
@@ -531,6 +536,8 @@ impl ClientDaemon {
             abandoned_bytes: &mut self.abandoned_bytes,
             links: &mut self.links,
             fd_pressure: &mut self.fd_pressure,
+            listings: &mut self.listings,
+            inotify: &self.inotify,
             meter,
             stream_limit,
             client_limit: self.client_limit.as_mut(),

@@ -125,6 +125,7 @@ impl ClientDaemon {
             open_files: 0,
             max_open_files: max_open_files(t.max_open_files, t.max_connections, base.nofile),
             fd_pressure: false,
+            listings: Default::default(),
             park_round: Instant::now(),
             metrics,
             meters: Vec::new(),

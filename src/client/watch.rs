@@ -111,6 +111,8 @@ impl ClientDaemon {
                     break;
                 }
             };
+            // What was listed before these events may have changed.
+            self.listings.forget();
             for ev in events {
                 self.on_dir_event(ev, &mut hits, now);
             }
@@ -222,6 +224,7 @@ impl ClientDaemon {
     /// sources wait in `unwatched` for it to come back.
     fn on_dir_gone(&mut self, watch: Watch) {
         if let Some(dw) = self.dirs.remove(&watch) {
+            self.listings.unwatch(&dw.dir);
             self.dir_errors.say(dw.dir.clone(), io::ErrorKind::NotFound);
             crate::warn!(
                 "directory {} went away; watching for it to come back",
@@ -244,6 +247,7 @@ impl ClientDaemon {
             }
             match self.inotify.add_watch(&dir, DIR_EVENTS) {
                 Ok(w) => {
+                    self.listings.watch(&dir);
                     if self.dir_errors.clear(&dir) {
                         crate::info!("directory {}: watching it now", crate::log::esc(&dir));
                     }

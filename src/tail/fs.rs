@@ -92,6 +92,13 @@ pub trait Fs {
         Ok(all)
     }
 
+    /// Every name in a directory, whatever it names, without an `lstat`
+    /// of each (on the real side one `getdents` pass): what
+    /// `crate::tail::listing` keeps between listings.
+    fn names(&mut self, dir: &Path) -> io::Result<Vec<OsString>> {
+        Ok(self.list(dir)?.into_iter().map(|(name, _)| name).collect())
+    }
+
     /// Whether any process holds the file open for writing: `Some(false)`
     /// proves it is closed (Linux: a read lease could be taken),
     /// `Some(true)` that it is open for writing, `None` that this cannot be
@@ -105,4 +112,54 @@ pub trait Fs {
     /// (wall-clock nanoseconds on the real side): files born after this
     /// call have a larger `born`.
     fn clock(&mut self) -> u64;
+}
+
+/// A borrowed file system is one too (a wrapper such as
+/// `crate::tail::listing::Listed` may hold either).
+impl<F: Fs + ?Sized> Fs for &mut F {
+    type File = F::File;
+
+    fn open(&mut self, path: &Path, follow_symlinks: bool) -> io::Result<(F::File, Meta)> {
+        (**self).open(path, follow_symlinks)
+    }
+
+    fn fstat(&mut self, file: &F::File) -> io::Result<Meta> {
+        (**self).fstat(file)
+    }
+
+    fn lstat(&mut self, path: &Path) -> io::Result<Option<Meta>> {
+        (**self).lstat(path)
+    }
+
+    fn stat(&mut self, path: &Path) -> io::Result<Option<Meta>> {
+        (**self).stat(path)
+    }
+
+    fn read_at(&mut self, file: &F::File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+        (**self).read_at(file, buf, at)
+    }
+
+    fn list(&mut self, dir: &Path) -> io::Result<Vec<(OsString, Meta)>> {
+        (**self).list(dir)
+    }
+
+    fn list_prefixed(&mut self, dir: &Path, prefix: &OsStr) -> io::Result<Vec<(OsString, Meta)>> {
+        (**self).list_prefixed(dir, prefix)
+    }
+
+    fn names(&mut self, dir: &Path) -> io::Result<Vec<OsString>> {
+        (**self).names(dir)
+    }
+
+    fn writers(&mut self, file: &F::File) -> io::Result<Option<bool>> {
+        (**self).writers(file)
+    }
+
+    fn remove(&mut self, path: &Path) -> io::Result<()> {
+        (**self).remove(path)
+    }
+
+    fn clock(&mut self) -> u64 {
+        (**self).clock()
+    }
 }

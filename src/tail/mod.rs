@@ -22,4 +22,5 @@ pub mod closed;
 pub mod follow;
 pub mod fs;
 pub mod identity;
+pub mod listing;
 pub mod state;

@@ -3,11 +3,13 @@
 //! state and the notes after every step. Together they take every
 //! transition of `follow::State` (see the table in `follow/mod.rs`).
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use loghamster::tail::follow::{Env, Filled, Note, State, Tail};
 use loghamster::tail::fs::{Fs, Kind, Meta};
+use loghamster::tail::listing::{DirNames, EventQueue, Listed};
 use loghamster::tail::state::Entry;
 
 use crate::fs::{SimFile, SimFs, Writer};
@@ -699,12 +701,32 @@ type Change<'a> = Box<dyn FnOnce(&mut SimFs) + 'a>;
 /// The simulated host, with a change made to it right after the tail's
 /// `after`th directory listing: a rename racing the tail between two of
 /// its system calls, which the scheduler's steps (between the tail's
-/// calls) cannot produce.
+/// calls) cannot produce. With `names`, the listings go through the
+/// client's kept directory names ([`Listed`]), as in the daemon.
 struct Racing<'a> {
     fs: &'a mut SimFs,
+    names: Option<(&'a mut DirNames, Kept)>,
     lists: u32,
     after: u32,
     change: Option<Change<'a>>,
+}
+
+/// How the tail's listings are made in a racing look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// Every listing reads the directory.
+    Never,
+    /// Kept names are used while no inotify event waits (the daemon's
+    /// rule, `tail::listing`).
+    WhileQuiet,
+    /// Kept names are used whatever waits: the rule switched off.
+    Always,
+}
+
+impl EventQueue<&mut SimFs> for Kept {
+    fn quiet(&mut self, fs: &&mut SimFs) -> bool {
+        *self == Kept::Always || fs.queued_events() == 0
+    }
 }
 
 impl Fs for Racing<'_> {
@@ -724,8 +746,16 @@ impl Fs for Racing<'_> {
     fn read_at(&mut self, f: &SimFile, buf: &mut [u8], at: u64) -> std::io::Result<usize> {
         self.fs.read_at(f, buf, at)
     }
-    fn list(&mut self, d: &Path) -> std::io::Result<Vec<(std::ffi::OsString, Meta)>> {
-        let r = self.fs.list(d);
+    fn list(&mut self, d: &Path) -> std::io::Result<Vec<(OsString, Meta)>> {
+        self.list_prefixed(d, OsStr::new(""))
+    }
+    fn list_prefixed(&mut self, d: &Path, p: &OsStr) -> std::io::Result<Vec<(OsString, Meta)>> {
+        let r = match &mut self.names {
+            None | Some((_, Kept::Never)) => self.fs.list_prefixed(d, p),
+            Some((names, kept)) => {
+                Listed::new(&mut *self.fs, &mut **names, *kept).list_prefixed(d, p)
+            }
+        };
         self.lists += 1;
         if self.lists == self.after {
             if let Some(change) = self.change.take() {
@@ -747,11 +777,19 @@ impl Fs for Racing<'_> {
 
 impl Script {
     /// A look during which `change` happens to the host right after the
-    /// tail's `after`th directory listing.
-    fn look_racing(&mut self, after: u32, change: impl FnOnce(&mut SimFs) + 'static) {
+    /// tail's `after`th directory listing; the listings go through `names`
+    /// as `kept` says.
+    fn look_racing(
+        &mut self,
+        after: u32,
+        names: &mut DirNames,
+        kept: Kept,
+        change: impl FnOnce(&mut SimFs) + 'static,
+    ) {
         {
             let mut racing = Racing {
                 fs: &mut self.fs,
+                names: Some((names, kept)),
                 lists: 0,
                 after,
                 change: Some(Box::new(change)),
@@ -770,9 +808,18 @@ impl Script {
 /// The path's first file, rotated away and followed by the next one
 /// while the tail was between listing the directory and opening what it
 /// listed (`after_list`), or between finding nothing (twice: the
-/// directory was empty) and opening the path.
-fn a_first_file_renamed_away_while_the_tail_looks(after_list: bool, coarse: bool) {
+/// directory was empty) and opening the path. The directory is watched,
+/// and the daemon read every event before the look (so kept names would
+/// be used but for the change's own events). Returns what was shipped.
+fn a_first_file_renamed_away_while_the_tail_looks(
+    after_list: bool,
+    coarse: bool,
+    kept: Kept,
+) -> (String, Script) {
     let mut s = Script::new();
+    s.fs.watch(Path::new(DIR)).unwrap();
+    let mut names = DirNames::default();
+    names.watch(Path::new(DIR));
     if coarse {
         // Both files born in one tick of the kernel's coarse clock.
         s.fs.set_birth_tick(10_000_000);
@@ -790,37 +837,70 @@ fn a_first_file_renamed_away_while_the_tail_looks(after_list: bool, coarse: bool
         fs.write(&w, b"second\n");
         fs.close(w);
     };
-    if after_list {
+    let (after, change): (u32, Box<dyn FnOnce(&mut SimFs)>) = if after_list {
         // The first file is at the path when the tail lists.
         let w = s.fs.create(Path::new(LOG)).unwrap();
         s.fs.close(w);
-        s.look_racing(1, move |fs| {
+        let change = move |fs: &mut SimFs| {
             fs.remove(Path::new(LOG)).unwrap();
             rotate(fs);
-        });
+        };
+        (1, Box::new(change))
     } else {
-        s.look_racing(2, rotate);
-    }
+        (2, Box::new(rotate))
+    };
+    // The daemon read the events so far (and so forgot what it kept).
+    s.fs.drain_events();
+    names.forget();
+    s.look_racing(after, &mut names, kept, change);
     let got = ship_all(&mut s, &mut Default::default());
-    assert_eq!(
-        String::from_utf8_lossy(&got),
-        "first\nfirst, late\nsecond\n",
-        "{:?}",
-        s.notes
-    );
-    assert_eq!(s.tail.state(), State::Following);
+    (String::from_utf8_lossy(&got).into_owned(), s)
+}
+
+/// The race `after_list` names, with a fine and a coarse birth clock,
+/// reads every file, in order.
+fn race_is_caught(after_list: bool, kept: Kept) {
+    for coarse in [false, true] {
+        let (got, s) = a_first_file_renamed_away_while_the_tail_looks(after_list, coarse, kept);
+        assert_eq!(
+            got, "first\nfirst, late\nsecond\n",
+            "after_list {after_list}, coarse {coarse}, {kept:?}: {:?}",
+            s.notes
+        );
+        assert_eq!(s.tail.state(), State::Following);
+    }
 }
 
 #[test]
 fn a_file_renamed_away_between_the_listing_and_the_open_is_read_before_its_successor() {
-    a_first_file_renamed_away_while_the_tail_looks(true, false);
-    a_first_file_renamed_away_while_the_tail_looks(true, true);
+    race_is_caught(true, Kept::Never);
 }
 
 #[test]
 fn a_file_created_and_renamed_away_after_an_empty_listing_is_read_before_its_successor() {
-    a_first_file_renamed_away_while_the_tail_looks(false, false);
-    a_first_file_renamed_away_while_the_tail_looks(false, true);
+    race_is_caught(false, Kept::Never);
+}
+
+/// The same races with the directory's names kept between listings
+/// (`tail::listing`): the change's inotify events wait in the queue, so
+/// the listings after it read the directory again.
+#[test]
+fn with_names_kept_while_no_event_waits_the_races_are_still_caught() {
+    race_is_caught(true, Kept::WhileQuiet);
+    race_is_caught(false, Kept::WhileQuiet);
+}
+
+/// The control: names kept whatever waits in the queue (as a plain
+/// per-turn cache would) make the listings after the change the same
+/// read as the one before it, and the first file is lost. This is what
+/// the rule above prevents, and shows the test above can fail.
+#[test]
+fn names_kept_whatever_waits_would_lose_the_first_file() {
+    for (after_list, coarse) in [(true, false), (true, true), (false, false), (false, true)] {
+        let (got, _) =
+            a_first_file_renamed_away_while_the_tail_looks(after_list, coarse, Kept::Always);
+        assert_eq!(got, "second\n", "after_list {after_list}, coarse {coarse}");
+    }
 }
 
 /// Plays the server: connects at what it holds for the current stream id,

@@ -21,6 +21,7 @@ use loghamster::tail::batch::Rules;
 use loghamster::tail::follow::{self, DirChange, Env, Note, State, Tail};
 use loghamster::tail::fs::Fs;
 use loghamster::tail::identity::StreamId;
+use loghamster::tail::listing::{DirNames, EventQueue, Listed};
 use loghamster::tail::state::Entry;
 
 use crate::app::{App, Reopen};
@@ -116,6 +117,27 @@ impl Server {
     }
 }
 
+/// The client's file system: [`SimFs`] with the directory names kept
+/// while no inotify event waits, as the daemon lists (`tail::listing`).
+type ClientFs<'a> = Listed<'a, &'a mut SimFs, SimQueue>;
+
+/// The simulated inotify queue, asked as the daemon asks `FIONREAD`.
+pub struct SimQueue;
+
+impl EventQueue<&mut SimFs> for SimQueue {
+    fn quiet(&mut self, fs: &&mut SimFs) -> bool {
+        fs.queued_events() == 0
+    }
+}
+
+/// A new client's kept names: none, with both watched directories known.
+fn fresh_names() -> DirNames {
+    let mut names = DirNames::default();
+    names.watch(Path::new(DIR));
+    names.watch(Path::new(OLDDIR));
+    names
+}
+
 /// The client's connection, seen from both ends.
 struct Link {
     id: StreamId,
@@ -135,6 +157,9 @@ pub struct Client {
     /// The state file as last saved.
     saved: Vec<Entry>,
     nonce: u64,
+    /// Directory names kept between listings; forgotten when the client
+    /// reads events, lost in a crash.
+    names: DirNames,
     pub notes: Vec<Note>,
 }
 
@@ -147,6 +172,7 @@ impl Client {
             loaded: Vec::new(),
             saved: Vec::new(),
             nonce: 1,
+            names: fresh_names(),
             notes: Vec::new(),
         }
     }
@@ -160,8 +186,9 @@ impl Client {
             .wrapping_add(1442695040888963407);
         self.loaded = self.saved.clone();
         let mut tail = Tail::new(PathBuf::from(LOG), self.settings.clone(), self.nonce);
+        let mut fs: ClientFs = Listed::new(fs, &mut self.names, SimQueue);
         let mut env = Env {
-            fs,
+            fs: &mut fs,
             now,
             loaded: &mut self.loaded,
         };
@@ -173,6 +200,7 @@ impl Client {
     fn crash(&mut self) {
         self.tail = None;
         self.link = None;
+        self.names = fresh_names();
     }
 
     fn save(&mut self) {
@@ -430,14 +458,20 @@ impl World {
         Ok(())
     }
 
-    fn env_parts(&mut self) -> Option<(&mut Tail<SimFile>, Env<'_, SimFs>, &mut Server)> {
+    /// The client's tail, what its `Env` is made of (the file system, the
+    /// loaded entries) and the server.
+    #[allow(clippy::type_complexity)]
+    fn env_parts(
+        &mut self,
+    ) -> Option<(
+        &mut Tail<SimFile>,
+        ClientFs<'_>,
+        &mut Vec<Entry>,
+        &mut Server,
+    )> {
         let tail = self.client.tail.as_mut()?;
-        let env = Env {
-            fs: &mut self.fs,
-            now: self.now,
-            loaded: &mut self.client.loaded,
-        };
-        Some((tail, env, &mut self.server))
+        let fs: ClientFs = Listed::new(&mut self.fs, &mut self.client.names, SimQueue);
+        Some((tail, fs, &mut self.client.loaded, &mut self.server))
     }
 
     fn client_events(&mut self) {
@@ -446,8 +480,16 @@ impl World {
         if events.is_empty() {
             return;
         }
-        let Some((tail, mut env, _)) = self.env_parts() else {
+        // As the daemon does after every read of its inotify descriptor.
+        self.client.names.forget();
+        let now = self.now;
+        let Some((tail, mut fs, loaded, _)) = self.env_parts() else {
             return;
+        };
+        let mut env = Env {
+            fs: &mut fs,
+            now,
+            loaded,
         };
         use loghamster::reactor::sys::inotify::mask as m;
         for e in &events {
@@ -484,8 +526,14 @@ impl World {
 
     fn client_tick(&mut self) {
         let link_open = self.client.link.is_some();
-        let Some((tail, mut env, _)) = self.env_parts() else {
+        let now = self.now;
+        let Some((tail, mut fs, loaded, _)) = self.env_parts() else {
             return;
+        };
+        let mut env = Env {
+            fs: &mut fs,
+            now,
+            loaded,
         };
         let t = tail.tick(&mut env, link_open);
         self.client.after_tail();
@@ -507,8 +555,14 @@ impl World {
         if self.client.link.is_none() {
             return self.client_connect();
         }
-        let Some((tail, mut env, _)) = self.env_parts() else {
+        let now = self.now;
+        let Some((tail, mut fs, loaded, _)) = self.env_parts() else {
             return Ok(());
+        };
+        let mut env = Env {
+            fs: &mut fs,
+            now,
+            loaded,
         };
         let filled = tail
             .fill(&mut env)
@@ -538,8 +592,14 @@ impl World {
     }
 
     fn client_connect(&mut self) -> Result<(), String> {
-        let Some((tail, mut env, server)) = self.env_parts() else {
+        let now = self.now;
+        let Some((tail, mut fs, loaded, server)) = self.env_parts() else {
             return Ok(());
+        };
+        let mut env = Env {
+            fs: &mut fs,
+            now,
+            loaded,
         };
         let len = match tail.current() {
             Some(g) => env.fs.fstat(&g.file).map_or(0, |m| m.len),

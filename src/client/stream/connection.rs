@@ -18,7 +18,7 @@ use crate::client::failover::Failure;
 use crate::client::link::{Close, Heard, Link, Phase};
 use crate::codec::Codec;
 use crate::config::Compression;
-use crate::reactor::sys::tailfs::RealFs;
+use crate::reactor::sys::tailfs;
 use crate::reactor::Key;
 use crate::tail::follow::{Env, State};
 
@@ -161,7 +161,7 @@ impl Stream {
         self.reconnecting = false;
         let before = self.tail.acked();
         let mut env = Env {
-            fs: &mut RealFs,
+            fs: &mut tailfs::listed(ctx.listings, ctx.inotify),
             now: ctx.now,
             loaded: ctx.loaded,
         };

@@ -37,12 +37,14 @@ use super::link::{Link, Phase};
 use super::meter::{Meter, ServerMeter};
 use crate::config::Compression;
 use crate::rate::Bucket;
-use crate::reactor::sys::tailfs::RealFs;
+use crate::reactor::sys::inotify::Inotify;
+use crate::reactor::sys::tailfs::{self, RealFs};
 use crate::reactor::{Armed, Key, Timers};
 use crate::tail::batch;
 use crate::tail::follow::{self, Env, Note, State, Tail};
 use crate::tail::fs::Fs;
 use crate::tail::identity::{IdKey, StreamId};
+use crate::tail::listing::DirNames;
 use crate::tail::state::Entry;
 
 /// Most idle read buffers kept for reuse.
@@ -132,6 +134,10 @@ pub(crate) struct Ctx<'a> {
     pub servers: &'a mut Servers,
     /// Metric handles per server (same order as `servers`).
     pub server_meters: &'a [ServerMeter],
+    /// Directory names kept between the streams' listings while `inotify`
+    /// has no event waiting (see `crate::tail::listing`).
+    pub listings: &'a mut DirNames,
+    pub inotify: &'a Inotify,
 }
 
 #[derive(Debug)]
@@ -408,7 +414,7 @@ impl Stream {
         }
         if !self.stopping {
             let mut env = Env {
-                fs: &mut RealFs,
+                fs: &mut tailfs::listed(ctx.listings, ctx.inotify),
                 now: ctx.now,
                 loaded: ctx.loaded,
             };
@@ -433,7 +439,7 @@ impl Stream {
         let mut wake = None;
         if !self.stopping {
             let mut env = Env {
-                fs: &mut RealFs,
+                fs: &mut tailfs::listed(ctx.listings, ctx.inotify),
                 now,
                 loaded: ctx.loaded,
             };

@@ -13,7 +13,7 @@ use std::time::Instant;
 use super::{Ctx, Stream};
 use crate::client::failover::Failure::Unreachable;
 use crate::client::link::{Link, Phase};
-use crate::reactor::sys::tailfs::RealFs;
+use crate::reactor::sys::tailfs;
 use crate::tail::follow::{Env, Filled, State, REOPEN_RETRY};
 
 /// Most bytes one stream sends per turn of the loop (see `pump`).
@@ -143,7 +143,7 @@ impl Stream {
             }
         }
         let mut env = Env {
-            fs: &mut RealFs,
+            fs: &mut tailfs::listed(ctx.listings, ctx.inotify),
             now,
             loaded: ctx.loaded,
         };

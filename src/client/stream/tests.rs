@@ -19,9 +19,11 @@ use crate::client::link::Phase;
 use crate::client::meter::{Meter, ServerMeter};
 use crate::metrics::client::StreamLabels;
 use crate::metrics::ClientMetrics;
+use crate::reactor::sys::inotify::Inotify;
 use crate::reactor::{Slots, Timers};
 use crate::tail::batch;
 use crate::tail::identity::IdKey;
+use crate::tail::listing::DirNames;
 use crate::tail::state::Entry;
 
 /// Longest a step may take on a loaded machine (a bound, not a timing).
@@ -41,6 +43,8 @@ struct World {
     throttled: Duration,
     servers: Servers,
     server_meters: Vec<ServerMeter>,
+    listings: DirNames,
+    inotify: Inotify,
     now: Instant,
 }
 
@@ -93,6 +97,8 @@ impl World {
             throttled: Duration::ZERO,
             servers: Servers::new(names, Duration::ZERO),
             server_meters,
+            listings: DirNames::default(),
+            inotify: Inotify::new().expect("an inotify"),
             now,
         }
     }
@@ -117,6 +123,8 @@ impl World {
             throttled: &mut self.throttled,
             servers: &mut self.servers,
             server_meters: &self.server_meters,
+            listings: &mut self.listings,
+            inotify: &self.inotify,
         }
     }
 

@@ -65,6 +65,17 @@ impl Inotify {
         Ok(Watch(wd))
     }
 
+    /// Bytes of events waiting to be read (`FIONREAD`): 0 when the queue
+    /// is empty, i.e. nothing was queued since the last read found it
+    /// empty.
+    pub fn pending(&self) -> io::Result<usize> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through the pointer, to `n`,
+        // which outlives the call.
+        cvt(unsafe { libc::ioctl(self.fd.as_raw_fd(), libc::FIONREAD, &mut n) })?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     /// Reads as many events as fit into `buf` (at least 4 KiB is sensible),
     /// retrying on `EINTR`. Returns `WouldBlock` when the queue is empty.
     pub fn read<'a>(&self, buf: &'a mut [u8]) -> io::Result<Events<'a>> {

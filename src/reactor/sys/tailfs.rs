@@ -14,8 +14,10 @@ use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
+use super::inotify::Inotify;
 use super::retry;
 use crate::tail::fs::{Fs, Kind, Meta};
+use crate::tail::listing::{DirNames, EventQueue, Listed};
 
 /// The real file system (no state: every call is a system call).
 #[derive(Debug, Default, Clone, Copy)]
@@ -174,6 +176,13 @@ impl Fs for RealFs {
         Ok(out)
     }
 
+    fn names(&mut self, dir: &Path) -> io::Result<Vec<OsString>> {
+        Ok(std::fs::read_dir(dir)?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect())
+    }
+
     fn writers(&mut self, file: &File) -> io::Result<Option<bool>> {
         super::lease::writers(file)
     }
@@ -189,6 +198,22 @@ impl Fs for RealFs {
     /// after: shipped, never skipped).
     fn clock(&mut self) -> u64 {
         coarse_now().saturating_sub(coarse_resolution())
+    }
+}
+
+/// [`RealFs`] whose directory names are kept in `names` between
+/// listings while `inotify`'s queue is empty (see `crate::tail::listing`):
+/// the tails looking at one quiet directory share one `getdents` pass.
+pub fn listed<'a>(
+    names: &'a mut DirNames,
+    inotify: &'a Inotify,
+) -> Listed<'a, RealFs, &'a Inotify> {
+    Listed::new(RealFs, names, inotify)
+}
+
+impl<F> EventQueue<F> for &Inotify {
+    fn quiet(&mut self, _: &F) -> bool {
+        matches!(self.pending(), Ok(0))
     }
 }
 
@@ -236,6 +261,59 @@ mod tests {
         names.sort();
         assert_eq!(names, [("app.log".into(), 2), ("app.log.1".into(), 2)]);
         assert_eq!(RealFs.list(dir.path()).unwrap().len(), 4);
+    }
+
+    /// The kernel's side of `tail::listing`: a quiet watched directory is
+    /// read once, however often it is listed; a name created, renamed or
+    /// removed queues an event (before the call returns), and the next
+    /// listing reads the directory again; each name is `lstat`ed afresh.
+    #[test]
+    fn a_listed_fs_reads_a_watched_directory_again_once_an_event_waits() {
+        use super::super::inotify::mask;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("app.log"), b"x\n").unwrap();
+        std::fs::write(d.join("other.log"), b"x\n").unwrap();
+        let inotify = Inotify::new().unwrap();
+        let watched = mask::CREATE | mask::MOVED_FROM | mask::MOVED_TO | mask::DELETE;
+        inotify.add_watch(d, watched | mask::MODIFY).unwrap();
+        let mut names = DirNames::default();
+        names.watch(d);
+        let listed = |names: &mut DirNames| {
+            let mut got: Vec<_> = listed(names, &inotify)
+                .list_prefixed(d, OsStr::new("app.log"))
+                .unwrap()
+                .into_iter()
+                .map(|(n, m)| (n.into_string().unwrap(), m.len))
+                .collect();
+            got.sort();
+            got
+        };
+        assert_eq!(listed(&mut names), [("app.log".into(), 2)]);
+        assert_eq!(listed(&mut names), [("app.log".into(), 2)]);
+        assert_eq!(names.reads(), 1, "quiet: one read");
+        assert_eq!(inotify.pending().unwrap(), 0);
+        // A rotation: renamed away, created again. Events wait: read again.
+        std::fs::rename(d.join("app.log"), d.join("app.log.1")).unwrap();
+        std::fs::write(d.join("app.log"), b"xyz\n").unwrap();
+        assert!(inotify.pending().unwrap() > 0);
+        let rotated = [("app.log".into(), 4), ("app.log.1".into(), 2)];
+        assert_eq!(listed(&mut names), rotated);
+        assert_eq!(names.reads(), 2);
+        // Still waiting (the daemon has not read them): read every time.
+        assert_eq!(listed(&mut names), rotated);
+        assert_eq!(names.reads(), 3);
+        // Read (the daemon then forgets), quiet again: the next read is
+        // kept.
+        let mut buf = vec![0u8; 4096];
+        while inotify.read(&mut buf).is_ok() {}
+        names.forget();
+        assert_eq!(listed(&mut names), rotated);
+        assert_eq!(listed(&mut names), rotated);
+        assert_eq!(names.reads(), 4);
+        std::fs::remove_file(d.join("app.log.1")).unwrap();
+        assert_eq!(listed(&mut names), [("app.log".into(), 4)]);
+        assert_eq!(names.reads(), 5);
     }
 
     #[test]
