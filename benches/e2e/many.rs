@@ -78,7 +78,7 @@ pub fn many(ctx: &Ctx, m: Many, run_dir: &Path) -> Result<Run, Error> {
     wait_complete(
         &outputs,
         &warm,
-        Duration::from_secs(300),
+        warm_up_timeout(m.files),
         &mut [&mut server.proc, &mut client],
     )?;
     let warm_secs = t.elapsed().as_secs_f64();
@@ -144,6 +144,13 @@ pub fn many(ctx: &Ctx, m: Many, run_dir: &Path) -> Result<Run, Error> {
         hist.max() as f64 / 1000.0,
     ));
     Ok(run)
+}
+
+/// How long the warm-up lines may take to arrive: 5 minutes, or 100 ms
+/// per file where that is longer (a client of before the shared directory
+/// listings needed 158 s and more to follow 10,000 files).
+fn warm_up_timeout(files: usize) -> Duration {
+    Duration::from_secs(300).max(Duration::from_millis(100) * files as u32)
 }
 
 /// Seconds from `a` to `b` (0 when `b` is earlier).

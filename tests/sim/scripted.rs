@@ -752,9 +752,7 @@ impl Fs for Racing<'_> {
     fn list_prefixed(&mut self, d: &Path, p: &OsStr) -> std::io::Result<Vec<(OsString, Meta)>> {
         let r = match &mut self.names {
             None | Some((_, Kept::Never)) => self.fs.list_prefixed(d, p),
-            Some((names, kept)) => {
-                Listed::new(&mut *self.fs, &mut **names, *kept).list_prefixed(d, p)
-            }
+            Some((names, kept)) => Listed::new(&mut *self.fs, names, *kept).list_prefixed(d, p),
         };
         self.lists += 1;
         if self.lists == self.after {
@@ -837,7 +835,7 @@ fn a_first_file_renamed_away_while_the_tail_looks(
         fs.write(&w, b"second\n");
         fs.close(w);
     };
-    let (after, change): (u32, Box<dyn FnOnce(&mut SimFs)>) = if after_list {
+    let (after, change): (u32, Change<'static>) = if after_list {
         // The first file is at the path when the tail lists.
         let w = s.fs.create(Path::new(LOG)).unwrap();
         s.fs.close(w);
