@@ -178,6 +178,10 @@ struct Args {
     /// (default 20)
     #[argh(option, default = "20")]
     many_sample: usize,
+    /// scenario `many`: the client's `max_connections` (default: the
+    /// client's default, 4096)
+    #[argh(option)]
+    many_max_connections: Option<usize>,
     /// keep the work dir (data, outputs, daemon logs)
     #[argh(switch)]
     keep: bool,
@@ -571,6 +575,7 @@ fn prepare(args: &Args, work: &Path) -> Result<Ctx, Error> {
             rate_mib: args.many_rate,
             secs: args.many_secs,
             sample: args.many_sample,
+            max_connections: args.many_max_connections,
         },
         tls: TlsFiles::generate(work)?,
     })

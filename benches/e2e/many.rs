@@ -1,6 +1,7 @@
 //! `many`: the busy host of issue 13. `--many-files` files (1,000) in one
 //! directory, followed by one client through a `path = "DIR/*.log"` glob
-//! (default settings, default `linger`), one server at default settings
+//! (default settings, default `linger`; `--many-max-connections` sets its
+//! `max_connections`), one server at default settings
 //! (`--sync` and `--engine` apply). ONE writer process, a re-exec of this
 //! bench in writer mode (see [`writer_main`]), holds every file open with
 //! its own descriptor and appends line by line, round robin over the
@@ -16,8 +17,9 @@
 //!
 //! Sequence:
 //! 1. each file gets a warm-up line before the daemons start (so the
-//!    client's start-up and first scan are not timed), and the bench waits
-//!    until every warm-up line arrived;
+//!    client's start-up and first scan are not in the window), and the
+//!    bench waits until every warm-up line arrived: that time, and the CPU
+//!    of both daemons until then, are reported as the start-up;
 //! 2. the writer runs; CPU of both daemons is sampled from
 //!    `/proc/<pid>/stat` at its start and once every byte arrived (the
 //!    window);
@@ -57,6 +59,8 @@ pub struct Many {
     pub secs: f64,
     /// Files whose outputs the poller tails for latencies.
     pub sample: usize,
+    /// The client's `max_connections` (`None`: its default).
+    pub max_connections: Option<usize>,
 }
 
 /// `many`: see the module doc.
@@ -68,6 +72,15 @@ pub fn many(ctx: &Ctx, m: Many, run_dir: &Path) -> Result<Run, Error> {
     let mut server = Server::start(ctx, run_dir)?;
     let stream = format!("path = {}\n", toml_str(&dir.join("*.log")));
     let config = client_config(ctx, run_dir, &server, "m", &stream, false)?;
+    if let Some(n) = m.max_connections {
+        let tuning = format!("\n[tuning]\nmax_connections = {n}\n");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&config)
+            .map_err(Error::io(config.display()))?;
+        f.write_all(tuning.as_bytes())
+            .map_err(Error::io(config.display()))?;
+    }
     let mut client = spawn_client(run_dir, [OsStr::new("--config"), config.as_os_str()])?;
     let outputs: Vec<PathBuf> = files
         .iter()
@@ -126,7 +139,8 @@ pub fn many(ctx: &Ctx, m: Many, run_dir: &Path) -> Result<Run, Error> {
     let writer_cpu = writer_exit.map_or(f64::NAN, |e| e.usage.cpu_s);
     run.notes.push(format!(
         "many: {} files, {:.1} MiB in {} lines written at {:.1} MiB/s by one writer \
-         ({writer_cpu:.1} CPU s); warm-up lines arrived in {warm_secs:.1} s; \
+         ({writer_cpu:.1} CPU s); warm-up lines arrived in {warm_secs:.1} s (client {c0:.2}, \
+         server {s0:.2} CPU s since their start); \
          **lag after the writer stopped {lag_ms:.0} ms**; in the window ({secs:.1} s from the \
          writer's start until every byte arrived): client {client_cpu:.2} CPU s \
          ({:.0}% of a core, {:.2} s/GiB), server {server_cpu:.2} CPU s ({:.0}%, {:.2} s/GiB); \
