@@ -13,6 +13,10 @@
 //! - [`state`]: the one state file for all streams, versioned and written
 //!   atomically (temp file, fsync, rename, fsync the directory). It records
 //!   *acknowledged* offsets: what the server confirmed it wrote.
+//! - [`listing`]: a directory's names kept between the tails' listings
+//!   while no inotify event says they may have changed, so ten thousand
+//!   tails in one directory share one read without weakening the race
+//!   checks of `follow`.
 //!
 //! The client daemon ([`crate::client`]) owns the descriptors and the clock
 //! and drives these pieces from the event loop.
