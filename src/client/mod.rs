@@ -441,7 +441,7 @@ impl ClientDaemon {
                     }
                     self.recheck_sources(now);
                 }
-                token => self.on_stream_event(token, now),
+                token => self.on_stream_timer(token, now),
             }
         }
     }
@@ -580,11 +580,25 @@ impl ClientDaemon {
         self.granting = false;
     }
 
+    /// Readiness of a stream's socket: what the server said, then
+    /// whatever is due.
     fn on_stream_event(&mut self, token: Token, now: Instant) {
         let Some(key) = Key::from_token(token) else {
             return;
         };
         self.with_stream(key, now, |s, ctx| s.on_socket(ctx));
+    }
+
+    /// A stream's timer (its linger, a retry, a deadline): whatever is
+    /// due, without reading its socket. The socket is edge-triggered, so
+    /// what the server sends comes as an event of its own; reading it on
+    /// every linger found nothing (a `recv` ending in `EAGAIN` per send
+    /// with 1,000 busy files).
+    fn on_stream_timer(&mut self, token: Token, now: Instant) {
+        let Some(key) = Key::from_token(token) else {
+            return;
+        };
+        self.with_stream(key, now, Stream::tick);
     }
 
     /// Closes idle followed files, least recently active first, until 90%
