@@ -16,10 +16,16 @@
 //!    linger is just noted: the stream's timer is armed for that moment,
 //!    and the read then takes everything appended meanwhile in one `pread`
 //!    and one send. Names changing (create, rename, delete, attributes,
-//!    close, lost events) are looked at at once, whatever the linger. A
-//!    stream waiting for nothing, or only for a partial line's timeout,
-//!    looks at once: the first bytes after a quiet spell start the linger
-//!    clock, and a line completing a partial one may be sent.
+//!    close, lost events) are looked at at once, whatever the linger.
+//!    A *trickling* stream (its last pump found fewer than `batch` bytes
+//!    before the file's end, and read nothing since) does not read its
+//!    first growth either: the news starts the linger clock
+//!    (`Tail::grew`), the timer is armed for it, and that one read takes
+//!    the news and what follows. Before, the first append after each
+//!    send was read at once only to start that clock: two `pread`s per
+//!    send where one does. Any other stream waiting for nothing, or only
+//!    for a partial line's timeout, looks at once (a file that just sent
+//!    a batch is likely to have another).
 //!
 //!    The latency bound is unchanged: `linger` is the longest the oldest
 //!    unsent line waits, as before. What would change is the `batch`
@@ -76,7 +82,8 @@ pub(super) fn names_changed(mask: u32) -> bool {
 pub(super) const MAX_DEFERRED: u32 = 2;
 
 /// Whether news `mask` needs a look now. `lingering`: until when the
-/// stream's whole lines wait for their linger (`None`: they do not);
+/// stream's growth may wait unread (`Stream::growth_waits`: its whole
+/// lines' linger, or a trickle's; `None`: it may not);
 /// `deferred`: growth notes it let wait since its last read.
 pub(super) fn look_now(mask: u32, lingering: Option<Instant>, deferred: u32, now: Instant) -> bool {
     names_changed(mask) || deferred >= MAX_DEFERRED || lingering.is_none_or(|due| due <= now)

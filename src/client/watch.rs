@@ -135,14 +135,14 @@ impl ClientDaemon {
             };
             if due::names_changed(m) {
                 self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
-            } else if due::look_now(m, s.lingering(), s.deferred(), now) {
+            } else if due::look_now(m, s.growth_waits(now), s.deferred(), now) {
                 self.with_stream(key, now, |s, ctx| {
                     s.note_growth(false);
                     s.tick(ctx)
                 });
-            } else {
+            } else if let Some(at) = s.defer_growth(now) {
                 // Noted; its timer reads the growth at its linger.
-                s.note_growth(true);
+                self.reactor.timers.schedule(at, key.token());
             }
         }
         self.inotify_hits = hits;

@@ -180,6 +180,14 @@ pub(crate) struct Stream {
     /// Growth notes let wait for the linger since the last read (see
     /// `client::due`).
     deferred: u32,
+    /// The last read that found bytes found fewer than `batch` and the
+    /// file's end: a file appended a few lines at a time, whose next
+    /// growth may wait unread for its linger (see `growth_waits`).
+    trickle: bool,
+    /// Until when announced growth waits unread, its linger counted from
+    /// the first announcement since the last read (nothing was read to
+    /// start the clock; see [`Tail::grew`]). Cleared by a read.
+    growth_due: Option<Instant>,
     /// Which server the stream uses (made at its first connect).
     route: Option<Route>,
     /// The stream id the route last connected for: a new one is a new
@@ -226,6 +234,8 @@ impl Stream {
             throttled_since: None,
             at_end: None,
             deferred: 0,
+            trickle: false,
+            growth_due: None,
             route: None,
             route_part: None,
             told: story::Told::default(),
@@ -314,6 +324,41 @@ impl Stream {
     /// Growth notes let wait since the last read.
     pub fn deferred(&self) -> u32 {
         self.deferred
+    }
+
+    /// Until when growth of the file announced at `now` may wait unread,
+    /// with the stream's timer armed by then (see `client::due`): the
+    /// linger of whole lines already waiting ([`lingering`](Self::lingering)),
+    /// of growth already waiting, or, for a trickling file read to its end,
+    /// of the bytes just announced. `None`: read now.
+    pub fn growth_waits(&self, now: Instant) -> Option<Instant> {
+        if let Some(due) = self.lingering() {
+            return Some(due);
+        }
+        let up = matches!(&self.link, Some(l) if l.phase == Phase::Up);
+        if !up || self.stopping || self.whole() {
+            return None;
+        }
+        if let Some(due) = self.growth_due {
+            return self.timer.at().is_some_and(|at| at <= due).then_some(due);
+        }
+        let quiet = self.trickle && self.known_at_end() && self.tail.state() == State::Following;
+        quiet.then(|| now + self.tail.settings().rules.linger)
+    }
+
+    /// Notes growth announced at `now` that waits unread until
+    /// `growth_waits(now)` said; returns when the stream's timer must now
+    /// fire, if earlier than it was armed for (the caller schedules it).
+    pub fn defer_growth(&mut self, now: Instant) -> Option<Instant> {
+        let first = self.lingering().is_none() && self.growth_due.is_none();
+        self.note_growth(true);
+        if !first {
+            return None;
+        }
+        let due = now + self.tail.settings().rules.linger;
+        self.growth_due = Some(due);
+        self.tail.grew(now);
+        self.timer.arm(due).then_some(due)
     }
 
     /// True when the file is known to end at the read position (see

@@ -30,6 +30,7 @@ impl Stream {
     pub(super) fn pump(&mut self, ctx: &mut Ctx<'_>) -> Option<Instant> {
         let now = ctx.now;
         let start = self.tail.sent();
+        let read_start = self.tail.read_pos();
         // Set once a read came back short (the file ended there): the
         // bytes read are sent, but the file is not read again this call,
         // since that `pread` would only find the same end. Anything
@@ -49,7 +50,7 @@ impl Stream {
             let step = if self.whole() && self.tail.pending().is_empty() && zero_copy {
                 self.pump_sendfile(ctx, start)
             } else {
-                self.pump_buffered(ctx, start, &mut drained)
+                self.pump_buffered(ctx, (start, read_start), &mut drained)
             };
             if let ControlFlow::Break(at) = step {
                 return at;
@@ -100,14 +101,24 @@ impl Stream {
     fn pump_buffered(
         &mut self,
         ctx: &mut Ctx<'_>,
-        start: u64,
+        (start, read_start): (u64, u64),
         drained: &mut bool,
     ) -> ControlFlow<Option<Instant>> {
         let now = ctx.now;
         if !*drained && !self.known_at_end() {
             self.deferred = 0;
+            self.growth_due = None;
+            let before = self.tail.read_pos();
             self.pump_fill(ctx)?;
             *drained = !self.tail.behind();
+            // A trickle: this pump found fewer than `batch` bytes in all
+            // before the file's end (its last read alone may be the short
+            // rest of a burst).
+            let read = self.tail.read_pos();
+            if read > before {
+                let batch = self.tail.settings().rules.batch as u64;
+                self.trickle = *drained && read.saturating_sub(read_start) < batch;
+            }
             let following = self.tail.state() == State::Following && !self.whole();
             self.at_end = match self.tail.stream_id() {
                 Some(id) if *drained && following => Some((id, self.tail.read_pos())),

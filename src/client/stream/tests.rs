@@ -144,12 +144,19 @@ impl World {
 /// `200`. Returns the world, the stream, the server's index and its end
 /// of the connection.
 fn streaming(path: &Path, whole: bool) -> (World, Stream, usize, TcpStream) {
+    streaming_with(path, whole, Duration::ZERO)
+}
+
+/// [`streaming`] with the batching rules' `linger`: the test's clock is
+/// moved on by it once the connection is up, so the file's first bytes go.
+fn streaming_with(path: &Path, whole: bool, linger: Duration) -> (World, Stream, usize, TcpStream) {
     let listeners = [0, 1].map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"));
     let names = listeners
         .iter()
         .map(|l| l.local_addr().expect("an address").to_string())
         .collect();
     let mut w = World::new(names);
+    w.settings.rules.linger = linger;
     let key = Slots::<()>::default().vacant_key();
     let tail = w.settings.tail(true, whole);
     let mut s = Stream::new(key, 0, path.to_path_buf(), None, Vec::new(), tail);
@@ -169,7 +176,14 @@ fn streaming(path: &Path, whole: bool) -> (World, Stream, usize, TcpStream) {
     assert!(init.starts_with("INIT STREAM "), "{init:?}");
     peer.write_all(b"200 OK Ready to accept data offset:0\n")
         .expect("200");
-    w.drive(&mut s, |s| s.tail.sent() > 0);
+    w.drive(&mut s, |s| {
+        s.link.as_ref().is_some_and(|l| l.phase == Phase::Up)
+    });
+    if s.tail.sent() == 0 {
+        w.now += linger;
+        s.tick(&mut w.ctx());
+    }
+    assert!(s.tail.sent() > 0, "the file's first bytes went");
     (w, s, server, peer)
 }
 
@@ -222,4 +236,82 @@ fn a_failed_sendfile_is_a_link_failure_with_its_unacknowledged_bytes_in_doubt() 
     break_sends(&s);
     s.tick(&mut w.ctx());
     assert_failed_over(&w, &s, server, sent);
+}
+
+/// Appends `text` to the file at `path`.
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open");
+    f.write_all(text.as_bytes()).expect("append");
+}
+
+#[test]
+fn a_trickling_files_growth_waits_unread_for_its_linger_counted_from_the_news() {
+    const LINGER: Duration = Duration::from_millis(20);
+    const MS: Duration = Duration::from_millis(1);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("app.log");
+    std::fs::write(&path, "one\ntwo\n").expect("write");
+    let (mut w, mut s, _, mut peer) = streaming_with(&path, false, LINGER);
+    let mut got = [0; 8];
+    peer.read_exact(&mut got).expect("the file's bytes");
+    // The read found a few bytes and the file's end: a trickle.
+    append(&path, "three\n");
+    let t1 = w.now + 5 * MS;
+    w.now = t1;
+    assert_eq!(s.growth_waits(t1), Some(t1 + LINGER));
+    let at = s.defer_growth(t1).expect("the timer armed for the linger");
+    w.timers.schedule(at, s.key.token());
+    assert_eq!(at, t1 + LINGER);
+    // More news before then waits for the same moment, unread.
+    append(&path, "four\n");
+    let t2 = t1 + 3 * MS;
+    assert_eq!(s.growth_waits(t2), Some(t1 + LINGER));
+    assert_eq!(s.defer_growth(t2), None, "armed already");
+    assert_eq!(s.tail.read_pos(), 8, "nothing read while the growth waits");
+    // The timer: one read, sent at once (its linger ran from the news).
+    w.now = at;
+    s.tick(&mut w.ctx());
+    assert_eq!(s.tail.sent(), 19);
+    let mut got = [0; 11];
+    peer.read_exact(&mut got).expect("the growth");
+    assert_eq!(&got, b"three\nfour\n");
+    // Its third note in one linger reads at once (a file speeding up
+    // still sends as soon as it has `batch` bytes).
+    let t3 = w.now + MS;
+    for n in 0..3 {
+        append(&path, "more\n");
+        let waits = s.growth_waits(t3);
+        if crate::client::due::look_now(
+            crate::reactor::sys::inotify::mask::MODIFY,
+            waits,
+            s.deferred(),
+            t3,
+        ) {
+            assert_eq!(n, 2, "the third note looks");
+            s.note_growth(false);
+        } else {
+            assert!(n < 2, "note {n} waits");
+            let _ = s.defer_growth(t3);
+        }
+    }
+}
+
+#[test]
+fn a_file_whose_read_found_a_batch_reads_its_growth_at_once() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("app.log");
+    // More than `batch` (16 KiB) of lines: not a trickle.
+    std::fs::write(&path, ("x".repeat(99) + "\n").repeat(200)).expect("write");
+    let linger = Duration::from_millis(20);
+    let (mut w, mut s, _, _peer) = streaming_with(&path, false, linger);
+    assert_eq!(s.tail.read_pos(), 20_000, "read to its end");
+    // What was under `batch` after the first send goes at its linger.
+    w.now += linger;
+    s.tick(&mut w.ctx());
+    assert_eq!(s.tail.sent(), 20_000);
+    append(&path, "one\n");
+    assert_eq!(s.growth_waits(w.now), None);
 }

@@ -282,6 +282,9 @@ pub struct Tail<H> {
     /// first seen (batching rules).
     since: Option<Instant>,
     partial_since: Option<Instant>,
+    /// When growth of the file was announced and not read yet (see
+    /// [`Tail::grew`]): the bytes read later are taken as seen then.
+    grown_at: Option<Instant>,
     /// The longest the current file's old content was seen: the read
     /// position (reads are checked), a `200`'s `fstat` once the file's
     /// first bytes proved it the same file, a drained file's `fstat`.
@@ -350,6 +353,7 @@ impl<H> Tail<H> {
             contact: None,
             since: None,
             partial_since: None,
+            grown_at: None,
             deleted_since: None,
             seen_len: 0,
             scan_floor: 0,
@@ -566,6 +570,14 @@ impl<H> Tail<H> {
         self.buf.behind()
     }
 
+    /// The file grew at `at` and the caller reads it later (at most
+    /// `linger` later: the caller's timer): the bytes that read finds are
+    /// taken as seen at `at`, so their linger runs from the announcement,
+    /// not from the read. The earliest unread announcement counts.
+    pub fn grew(&mut self, at: Instant) {
+        self.grown_at.get_or_insert(at);
+    }
+
     /// When the oldest unsent whole line is due to go (its `linger`), if
     /// whole lines wait: until then, growth of the file need not be read
     /// (see `client::due`).
@@ -686,6 +698,7 @@ impl<H> Tail<H> {
         self.buf.reset(offset);
         self.since = None;
         self.partial_since = None;
+        self.grown_at = None;
         self.done_at = None;
     }
 }
@@ -788,7 +801,9 @@ impl<H> Tail<H> {
             };
         }
         let whole = memchr::memrchr(b'\n', unsent).map_or(0, |i| i + 1);
-        let since = *self.since.get_or_insert(now);
+        // Bytes read after their growth was announced count from then.
+        let seen = self.grown_at.take().map_or(now, |at| at.min(now));
+        let since = *self.since.get_or_insert(seen);
         if whole < unsent.len() {
             self.partial_since.get_or_insert(now);
         } else {
