@@ -242,17 +242,17 @@ fn a_writer_left_on_a_rotated_file_does_not_hold_back_a_generation_behind_an_emp
     s.fs.close(w3);
 }
 
-#[test]
-fn generations_rotated_away_before_the_tail_looked_are_found_in_birth_order() {
-    let mut s = Script::new();
+/// `g0` at the path, shipped; then `rotations` numbered rotations
+/// (logrotate's `app.log.N`, the higher older) that the tail does not see,
+/// each leaving `gN` at the path; `tick_ms` passes before each.
+fn rotated_unseen(s: &mut Script, rotations: usize, tick_ms: u64) {
     let w = s.fs.create(Path::new(LOG)).unwrap();
     s.write(&w, "g0\n");
     s.look();
     s.ship(0);
     s.fs.close(w);
-    // Three rotations, none seen by the tail.
-    for g in 1..=3 {
-        s.advance(5);
+    for g in 1..=rotations {
+        s.advance(tick_ms);
         for n in (1..g).rev() {
             let from = format!("/var/log/app.log.{n}");
             let to = format!("/var/log/app.log.{}", n + 1);
@@ -264,6 +264,27 @@ fn generations_rotated_away_before_the_tail_looked_are_found_in_birth_order() {
         s.write(&w, &format!("g{g}\n"));
         s.fs.close(w);
     }
+}
+
+/// Ships every generation after `g0` (3 bytes the server holds), each
+/// confirmed before the next: what arrived, in order.
+fn ship_generations(s: &mut Script, gens: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut held = 3;
+    for _ in 0..=gens {
+        got.extend(s.ship(held));
+        held = 0;
+        s.confirm();
+        s.advance(1000);
+        s.tick(false);
+    }
+    got
+}
+
+#[test]
+fn generations_rotated_away_before_the_tail_looked_are_found_in_birth_order() {
+    let mut s = Script::new();
+    rotated_unseen(&mut s, 3, 5);
     s.look();
     let found: Vec<_> = s
         .notes
@@ -271,16 +292,23 @@ fn generations_rotated_away_before_the_tail_looked_are_found_in_birth_order() {
         .filter(|n| matches!(n, Note::FoundRotated { .. }))
         .collect();
     assert_eq!(found.len(), 2, "{:?}", s.notes);
-    let mut got = Vec::new();
-    let mut held = 3;
-    for _ in 0..4 {
-        got.extend(s.ship(held));
-        held = 0;
-        s.confirm();
-        s.advance(1000);
-        s.tick(false);
-    }
+    let got = ship_generations(&mut s, 3);
     assert_eq!(got, b"g1\ng2\ng3\n", "{:?}", s.notes);
+    assert_eq!(s.tail.state(), State::Following);
+}
+
+#[test]
+fn generations_born_in_one_clock_tick_and_rotated_away_unseen_go_by_their_numbers() {
+    // logrotate's numbering while the tail was not looking (a client
+    // restart), every file born in the same tick of the coarse birth
+    // clock: the higher number is the older file (by name, app.log.1
+    // would come before app.log.2, its predecessor).
+    let mut s = Script::new();
+    s.fs.set_birth_tick(4_000_000);
+    rotated_unseen(&mut s, 4, 0);
+    s.look();
+    let got = ship_generations(&mut s, 4);
+    assert_eq!(got, b"g1\ng2\ng3\ng4\n", "{:?}", s.notes);
     assert_eq!(s.tail.state(), State::Following);
 }
 

@@ -160,7 +160,9 @@ impl<H> Tail<H> {
             }
         }
         self.open_listed(env, &listed, &mut opened);
-        opened.sort_by(|(p, _, m, seq), (q, _, n, tie)| (m.born, *seq, p).cmp(&(n.born, *tie, q)));
+        opened.sort_by(|(p, _, m, seq), (q, _, n, tie)| {
+            self.generation_order((p, m.born, *seq), (q, n.born, *tie))
+        });
         self.take_opened(env, opened)
     }
 
@@ -186,8 +188,41 @@ impl<H> Tail<H> {
                 (p, m, seq)
             })
             .collect();
-        found.sort_by(|(p, m, seq), (q, n, tie)| (m.born, *seq, p).cmp(&(n.born, *tie, q)));
+        found.sort_by(|(p, m, seq), (q, n, tie)| {
+            self.generation_order((p, m.born, *seq), (q, n.born, *tie))
+        });
         found
+    }
+
+    /// The order of two found generations, each its name, birth time and
+    /// place among files born in the same tick (see `order_of`): by birth,
+    /// then by place; two files born in the same tick whose departures
+    /// were not seen (renamed while the client was away) go by their
+    /// rotation numbers, the higher older (`app.log.3` before `app.log.2`,
+    /// logrotate's numbering), and otherwise by name (`-20261206` before
+    /// `-20261207`).
+    fn generation_order(
+        &self,
+        (p, born, seq): (&std::path::Path, u64, u64),
+        (q, born_q, seq_q): (&std::path::Path, u64, u64),
+    ) -> std::cmp::Ordering {
+        (born, seq).cmp(&(born_q, seq_q)).then_with(|| {
+            match (self.rotation_number(p), self.rotation_number(q)) {
+                (Some(a), Some(b)) => b.cmp(&a),
+                _ => p.cmp(q),
+            }
+        })
+    }
+
+    /// `N` when `p` is the followed path's name with `.N` appended.
+    fn rotation_number(&self, p: &std::path::Path) -> Option<u64> {
+        let name = self.path.file_name()?.as_encoded_bytes();
+        let rest = p.file_name()?.as_encoded_bytes().strip_prefix(name)?;
+        let digits = rest.strip_prefix(b".")?;
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse().ok()
     }
 
     /// Opens the listed files not opened yet into `opened` (one opened

@@ -29,7 +29,9 @@
 //! orders them; files born in the same tick of the kernel's coarse clock
 //! are ordered by the directory's rename history ([`Tail::record`]:
 //! inotify's records with their cookies, followed through later renames),
-//! which also names files that left the path before anything was opened.
+//! which also names files that left the path before anything was opened;
+//! files whose departure it did not see go by their rotation numbers (the
+//! higher older), else by name (`Tail::generation_order`).
 //! The directory can change while it is read (a file created and renamed
 //! away between the listing and the opens, or during the listing): the
 //! files are opened and the directory listed again, and a result is taken
