@@ -48,6 +48,9 @@ pub use timer::{Armed, Timers};
 pub struct Reactor {
     poll: Poll,
     events: Events,
+    /// The tokens of the last poll whose events said the peer closed its
+    /// side (`EPOLLRDHUP`/`EPOLLHUP`; see [`Reactor::read_closed`]).
+    closed: Vec<Token>,
     pub timers: Timers<Token>,
 }
 
@@ -56,6 +59,7 @@ impl Reactor {
         Ok(Reactor {
             poll: Poll::new()?,
             events: Events::with_capacity(capacity),
+            closed: Vec::new(),
             timers: Timers::default(),
         })
     }
@@ -88,6 +92,7 @@ impl Reactor {
         timeout: Option<std::time::Duration>,
     ) -> io::Result<()> {
         out.clear();
+        self.closed.clear();
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => {}
             // Not `sys::retry`: a signal ends the wait early, like an
@@ -96,7 +101,22 @@ impl Reactor {
             Err(e) => return Err(e),
         }
         out.extend(self.events.iter().map(|e| e.token()));
+        self.closed.extend(
+            self.events
+                .iter()
+                .filter(|e| e.is_read_closed())
+                .map(|e| e.token()),
+        );
         Ok(())
+    }
+
+    /// Whether the last poll's event for `token` said the peer closed its
+    /// side. Sockets are edge-triggered: after a read that came back
+    /// short, a reader may wait for the next event instead of reading
+    /// again to find the socket empty, unless the event that woke it also
+    /// carried the end of input (which no later event would announce).
+    pub fn read_closed(&self, token: Token) -> bool {
+        self.closed.contains(&token)
     }
 }
 

@@ -57,6 +57,9 @@ const QUANTUM: usize = 4 << 20;
 /// The first read of a turn that may splice (see [`Conn::sip`]): what
 /// arrived in one send of a few lines fits many times over.
 const SIP: usize = 64 * 1024;
+/// A first read shorter than this that emptied the socket ends the turn
+/// (see [`Conn::sip`]): a few lines, not a bulk sender in mid-flow.
+const TRICKLE: usize = SIP / 4;
 
 /// How long a closing connection keeps draining input so the peer reads
 /// our last line instead of a reset.
@@ -183,9 +186,10 @@ pub(crate) struct Attachment {
 
 /// What one read of a connection's socket came to ([`Conn::read_once`]).
 enum Took {
-    /// This many bytes were read and written (or held: the stream closed
-    /// for them is seen in its phase).
-    Wrote(usize),
+    /// `n` bytes were read and written (or held: the stream closed for
+    /// them is seen in its phase); `short`: fewer than asked for, so the
+    /// socket was empty then.
+    Wrote { n: usize, short: bool },
     /// Nothing to read now.
     Empty,
     /// The client half-closed.
@@ -233,6 +237,10 @@ pub(crate) struct Conn {
     /// On a `[tls]` listener: until when the first byte is awaited to tell
     /// a TLS client from a plain one (see `hello`); `None` once decided.
     hello: Option<Instant>,
+    /// An event said the client closed its side (see
+    /// [`peer_closed`](Self::peer_closed)): reads go on to the end of
+    /// input even after a short one.
+    peer_closed: bool,
 }
 
 impl Conn {
@@ -249,7 +257,14 @@ impl Conn {
             round: None,
             cert_names: Vec::new(),
             hello: None,
+            peer_closed: false,
         }
+    }
+
+    /// The event being handed over said the client closed its side
+    /// ([`Reactor::read_closed`](crate::reactor::Reactor::read_closed)).
+    pub fn peer_closed(&mut self) {
+        self.peer_closed = true;
     }
 
     pub fn send_greeting(&mut self) {
@@ -410,13 +425,26 @@ impl Conn {
     /// last byte. So up to [`SIP`] bytes are read and written the
     /// line-aligned way (alone on its output, the stream's tail is written
     /// too, so nothing stays held), and true is returned when the rest of
-    /// the turn may be spliced (what a small send left is then found with
-    /// one splice that finds the socket empty, as a `read` would; a bulk
-    /// stream copies only its first 64 KiB a turn). Otherwise the turn
-    /// ends here, line-aligned, with `step` set.
+    /// the turn may be spliced (a bulk stream copies only its first 64 KiB
+    /// a turn). A read of fewer than [`TRICKLE`] bytes that came back short
+    /// ends the turn: the socket was empty then, and what arrives later
+    /// brings an event of its own
+    /// (unless the event that woke this turn said the client closed its
+    /// side, which no later event would repeat: then the turn goes on to
+    /// find the end). Otherwise the turn ends here, line-aligned, with
+    /// `step` set.
     fn sip(&mut self, now: Instant, shared: &mut Shared, step: &mut Step) -> bool {
         match self.read_once(SIP, now, shared) {
-            Took::Wrote(_) => {
+            Took::Wrote { n, short } => {
+                if short && n < TRICKLE && !self.peer_closed {
+                    // The socket was empty after these few bytes: what
+                    // comes next comes with an event of its own
+                    // (edge-triggered), so the splice that would find it
+                    // empty is skipped. (A bulk sender's larger short read
+                    // still goes on to splice what arrived meanwhile.)
+                    self.queue_ack();
+                    return false;
+                }
                 if self.splice_ready(shared) {
                     return true;
                 }
@@ -460,7 +488,10 @@ impl Conn {
         shared.scratch = data;
         match stalled {
             Some(at) => Took::Stalled(at),
-            None => Took::Wrote(n),
+            None => Took::Wrote {
+                n,
+                short: n < allowed,
+            },
         }
     }
 
@@ -531,7 +562,7 @@ impl Conn {
                 return Some(at);
             }
             let n = match self.read_once(shared.scratch.len(), now, shared) {
-                Took::Wrote(n) => n,
+                Took::Wrote { n, .. } => n,
                 Took::Empty => break,
                 Took::Eof => {
                     let at = self.at_eof(now, shared);

@@ -182,6 +182,8 @@ struct Client {
     inbuf: Vec<u8>,
     greeted: bool,
     last_ack: u64,
+    /// The offset of its `250 DONE`, once received.
+    done: Option<u64>,
     /// The codec its INIT asked for, and the encoder of its stream.
     encoder: Option<Encoder>,
 }
@@ -234,6 +236,7 @@ impl World {
                         inbuf: Vec::new(),
                         greeted: false,
                         last_ack: 0,
+                        done: None,
                         encoder: None,
                     });
                 }
@@ -388,6 +391,7 @@ impl Client {
                         "250 DONE {at} after ACK {}",
                         self.last_ack
                     );
+                    self.done = Some(at);
                 }
                 ServerLine::FinishRequest(_) | ServerLine::Reply(_) => {}
             }
@@ -467,6 +471,47 @@ mod tests {
         run(tmp.path(), &script);
         let out = tmp.path().join("out/web1/a.log");
         assert_eq!(std::fs::read(out).unwrap(), b"x\ny\n");
+    }
+
+    #[test]
+    fn the_last_bytes_and_the_half_close_in_one_poll_end_the_stream() {
+        // A short read ends a zero-copy turn (what arrives later brings an
+        // event of its own), unless the event said the client closed its
+        // side: then no later event would come, and only a timer of the
+        // connection's (its attach deadline, 10 s on) would find the end.
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = World::new(tmp.path());
+        for op in [
+            Op::Connect,
+            Op::Init {
+                conn: 0,
+                shape: 0x80,
+                extra: 0,
+            },
+            Op::Send {
+                conn: 0,
+                data: b"one\n".to_vec(),
+            },
+            Op::Tick { ms: 1000 },
+        ] {
+            w.play(op);
+            w.turns();
+            w.check();
+        }
+        // Both before the next poll: one event for the bytes and the end.
+        w.play(Op::Send {
+            conn: 0,
+            data: b"two\n".to_vec(),
+        });
+        w.play(Op::HalfClose { conn: 0 });
+        for _ in 0..3 {
+            w.turns();
+            w.check();
+            w.play(Op::Tick { ms: 1000 });
+        }
+        assert_eq!(w.clients[0].done, Some(8));
+        let out = tmp.path().join("out/web1/a.log");
+        assert_eq!(std::fs::read(out).unwrap(), b"one\ntwo\n");
     }
 
     #[test]

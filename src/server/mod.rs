@@ -657,6 +657,9 @@ impl Server {
         };
         // Every line this connection's handlers log names its peer.
         let _log = crate::log_scope!(peer = conn.peer);
+        if self.reactor.read_closed(token) {
+            conn.peer_closed();
+        }
         let step = conn.on_event(key, now, &mut self.shared);
         self.apply(key, step);
     }
