@@ -103,6 +103,7 @@ impl ClientDaemon {
         hits.clear();
         let mut drain = Drain::default();
         loop {
+            let cap = buf.len();
             let events = match self.inotify.read(&mut buf) {
                 Ok(ev) => ev,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -113,8 +114,15 @@ impl ClientDaemon {
             };
             // What was listed before these events may have changed.
             self.listings.forget();
+            // The queue was empty after these: the next event brings a
+            // readiness event of its own (edge-triggered), so no read
+            // that would only find it empty.
+            let emptied = events.emptied(cap);
             for ev in events {
                 self.on_dir_event(ev, &mut hits, now);
+            }
+            if emptied {
+                break;
             }
             if !drain.another() {
                 // More may be queued: come back after the rest of the turn.

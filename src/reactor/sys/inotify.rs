@@ -106,6 +106,20 @@ pub struct Events<'a> {
 
 const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
 
+/// The largest event: its header and a name of `NAME_MAX` bytes with its
+/// terminating NUL.
+const LARGEST: usize = HEADER + 255 + 1;
+
+impl Events<'_> {
+    /// Whether the read that returned these events left room in `cap`
+    /// bytes for one more event of any size: then the queue was empty
+    /// when it was read (the kernel copies events while the next one
+    /// fits), so a further read would only find it empty.
+    pub fn emptied(&self, cap: usize) -> bool {
+        self.buf.len() + LARGEST <= cap
+    }
+}
+
 impl<'a> Iterator for Events<'a> {
     type Item = Event<'a>;
 
@@ -133,5 +147,39 @@ impl<'a> Iterator for Events<'a> {
             cookie,
             name: name.map(OsStr::from_bytes),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_with_room_for_another_event_emptied_the_queue() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let ino = Inotify::new().expect("inotify");
+        ino.add_watch(dir.path(), mask::CREATE).expect("watch");
+        for name in ["a", "b"] {
+            std::fs::write(dir.path().join(name), "").expect("create");
+        }
+        // Two events, each a header and a padded name: a buffer with room
+        // for one largest event more says the queue is empty after them.
+        let mut big = [0u8; 4096];
+        let events = ino.read(&mut big).expect("two events");
+        assert!(events.emptied(4096));
+        assert_eq!(events.count(), 2);
+        assert_eq!(
+            ino.read(&mut big).map(|_| ()).map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock)
+        );
+        // A buffer that one event of a long name fills leaves no room:
+        // the queue may hold more, and the caller reads again.
+        std::fs::write(dir.path().join("c".repeat(250)), "").expect("create");
+        std::fs::write(dir.path().join("d"), "").expect("create");
+        let mut small = [0u8; LARGEST];
+        let events = ino.read(&mut small).expect("one event");
+        assert!(!events.emptied(LARGEST));
+        assert_eq!(events.count(), 1);
+        assert_eq!(ino.read(&mut big).expect("the other").count(), 1);
     }
 }
