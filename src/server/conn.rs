@@ -426,13 +426,12 @@ impl Conn {
     /// line-aligned way (alone on its output, the stream's tail is written
     /// too, so nothing stays held), and true is returned when the rest of
     /// the turn may be spliced (a bulk stream copies only its first 64 KiB
-    /// a turn). A read of fewer than [`TRICKLE`] bytes that came back short
-    /// ends the turn: the socket was empty then, and what arrives later
-    /// brings an event of its own
-    /// (unless the event that woke this turn said the client closed its
-    /// side, which no later event would repeat: then the turn goes on to
-    /// find the end). Otherwise the turn ends here, line-aligned, with
-    /// `step` set.
+    /// a turn). A short read of fewer than [`TRICKLE`] bytes ends the turn
+    /// with an ACK queued: the socket was empty then, and what arrives
+    /// later brings an event of its own; unless an event said the client
+    /// closed its side (no later event would repeat that), and the turn
+    /// goes on to find the end. When the rest may not be spliced, the
+    /// turn ends here, line-aligned, with `step` set.
     fn sip(&mut self, now: Instant, shared: &mut Shared, step: &mut Step) -> bool {
         match self.read_once(SIP, now, shared) {
             Took::Wrote { n, short } => {
