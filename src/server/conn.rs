@@ -32,6 +32,7 @@ use mio::net::TcpStream;
 
 use crate::tls::Transport;
 
+use super::book::Place;
 use super::{Shared, StreamKey};
 use crate::config::SyncPolicy;
 use crate::metrics::server::{HandshakeFailure, LimitHit};
@@ -152,6 +153,8 @@ pub(crate) struct Attachment {
     /// Set when the stream's output is a JetStream stream (see `jet`).
     jet: Option<Box<jet::JetLink>>,
     key: Option<StreamKey>,
+    /// Where `key`'s entry is in the resume book, for this connection.
+    place: Option<Place>,
     /// The client asked for `ACK` lines.
     ack: bool,
     /// Highest offset announced with an `ACK` line.
@@ -821,8 +824,8 @@ fn note_offset(shared: &mut Shared, s: &mut Attachment) {
         s.unacked.inc_by(new as i64);
         s.counted = written;
     }
-    if let Some(k) = &s.key {
-        shared.resume.set_offset(k, s.writer.written());
+    if let Some(p) = s.place {
+        shared.resume.set_offset_at(p, written);
     }
 }
 

@@ -344,6 +344,9 @@ impl Conn {
             counted: start,
             writer: LineWriter::new(start, shared.cfg.max_line),
             jet,
+            place: stream_key
+                .as_ref()
+                .and_then(|k| shared.resume.place(k, key)),
             key: stream_key,
             ack: req.ack,
             acked: start,
