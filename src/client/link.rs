@@ -88,6 +88,10 @@ impl Link {
     ) -> io::Result<Link> {
         let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
         let tcp = TcpStream::connect(addr)?;
+        // The stream batches its writes itself (linger): what it writes
+        // goes out now, not when the server's ACK for the previous
+        // segment comes back (which a server may delay).
+        tcp.set_nodelay(true)?;
         let sock = match tls {
             None => Transport::plain(tcp),
             Some(t) => {
@@ -373,5 +377,25 @@ fn write_counted(sock: &mut Transport, data: &[u8], count: &mut u64) -> io::Resu
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_sends_without_waiting_for_acks() {
+        // Nagle off: the stream's linger batches, and a server that delays
+        // its ACKs must not hold our next write back.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let link = Link::connect(
+            l.local_addr().unwrap(),
+            "127.0.0.1",
+            Compression::default(),
+            None,
+        )
+        .unwrap();
+        assert!(link.sock.tcp().nodelay().unwrap());
     }
 }

@@ -38,7 +38,7 @@ use crate::config::SyncPolicy;
 use crate::metrics::server::{HandshakeFailure, LimitHit};
 use crate::proto;
 use crate::rate::Bucket;
-use crate::reactor::sys::retry;
+use crate::reactor::sys::{net, retry};
 use crate::reactor::Key;
 use crate::sink::output::{LineWriter, Outcome, OutputId, Owner};
 use ack::RoundMark;
@@ -444,6 +444,12 @@ impl Conn {
                     // (edge-triggered), so the splice that would find it
                     // empty is skipped. (A bulk sender's larger short read
                     // still goes on to splice what arrived meanwhile.)
+                    // Such a peer's next segment may share one TCP ACK
+                    // with this one (see `net::set_quickack`); a failure
+                    // costs only that ACK.
+                    if let Some(tcp) = self.sock.as_plain() {
+                        let _ = net::set_quickack(tcp, false);
+                    }
                     self.queue_ack();
                     return false;
                 }

@@ -432,6 +432,7 @@ fn list_files(dir: &Path, out: &mut Vec<(PathBuf, u64)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reactor::sys::net;
 
     #[test]
     fn scripts_decode_from_bytes() {
@@ -512,6 +513,48 @@ mod tests {
         assert_eq!(w.clients[0].done, Some(8));
         let out = tmp.path().join("out/web1/a.log");
         assert_eq!(std::fs::read(out).unwrap(), b"one\ntwo\n");
+    }
+
+    #[test]
+    fn a_few_lines_read_leave_the_socket_delaying_its_ack() {
+        // A trickle read (a few lines that emptied the socket) switches the
+        // socket to delayed ACKs, so the client's next segment can share
+        // one ACK with these.
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w = World::new(tmp.path());
+        for op in [
+            Op::Connect,
+            Op::Init {
+                conn: 0,
+                shape: 0x80,
+                extra: 0,
+            },
+        ] {
+            w.play(op);
+            w.turns();
+            w.check();
+        }
+        let socks = |w: &World| -> Vec<bool> {
+            w.server
+                .conns
+                .values()
+                .filter_map(|c| c.sock.as_plain())
+                .map(|s| net::quickack(s).unwrap())
+                .collect()
+        };
+        for c in w.server.conns.values() {
+            net::set_quickack(c.sock.as_plain().unwrap(), true).unwrap();
+        }
+        assert_eq!(socks(&w), [true]);
+        w.play(Op::Send {
+            conn: 0,
+            data: b"one\n".to_vec(),
+        });
+        w.turns();
+        w.check();
+        assert_eq!(socks(&w), [false]);
+        let out = tmp.path().join("out/web1/a.log");
+        assert_eq!(std::fs::read(out).unwrap(), b"one\n");
     }
 
     #[test]
