@@ -190,6 +190,9 @@ pub struct ClientDaemon {
     /// A drain stopped at its budget: the `INOTIFY` timer is armed to
     /// read the rest.
     inotify_again: bool,
+    /// The inotify descriptor is out of the poll until the `INOTIFY`
+    /// timer (see `due::rest`).
+    inotify_resting: bool,
     /// Followed files held open, and how many may be (`max_open_files`).
     open_files: usize,
     max_open_files: usize,
@@ -416,10 +419,7 @@ impl ClientDaemon {
                 PROGRESS if deadline.is_none() => self.on_progress(started, now),
                 PROGRESS => {}
                 PARK | reload::RELOAD => {}
-                INOTIFY => {
-                    self.inotify_again = false;
-                    self.on_inotify(now);
-                }
+                INOTIFY => self.on_inotify_timer(now),
                 WATCHDOG => {
                     if let Some(next) = self.supervisor.ping(now) {
                         self.reactor.timers.schedule(next, WATCHDOG);

@@ -102,6 +102,7 @@ impl ClientDaemon {
             save_soon: false,
             inotify_hits: Vec::new(),
             inotify_again: false,
+            inotify_resting: false,
             draining: Default::default(),
             loaded,
             sources: Vec::new(),

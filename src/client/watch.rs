@@ -10,8 +10,12 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::Interest;
 
 use super::due::{self, Drain};
 use super::{ClientDaemon, INOTIFY, STATE};
@@ -137,13 +141,16 @@ impl ClientDaemon {
         // Starts what was queued; arms the timer for files still open.
         self.recheck_sources(now);
         due::coalesce(&mut hits);
+        let mut looked = 0;
         for &(key, m) in &hits {
             let Some(s) = self.streams.get_mut(key) else {
                 continue;
             };
             if due::names_changed(m) {
+                looked += 1;
                 self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
             } else if due::look_now(m, s.growth_waits(now), s.deferred(), now) {
+                looked += 1;
                 self.with_stream(key, now, |s, ctx| {
                     s.note_growth(false);
                     s.tick(ctx)
@@ -153,10 +160,49 @@ impl ClientDaemon {
                 self.reactor.timers.schedule(at, key.token());
             }
         }
+        let rest = due::rest(hits.len(), looked, self.settings.rules.linger, now);
         self.inotify_hits = hits;
+        if let Some(until) = rest.filter(|_| !self.inotify_again) {
+            self.rest_inotify(until);
+        }
         if !self.unwatched.is_empty() && self.state_timer.arm(now + DIR_RETRY) {
             self.reactor.timers.schedule(now + DIR_RETRY, STATE);
         }
+    }
+
+    /// Takes the inotify descriptor out of the poll until `until` (see
+    /// `due::rest`); the `INOTIFY` timer puts it back and drains it.
+    fn rest_inotify(&mut self, until: Instant) {
+        let fd = self.inotify.as_raw_fd();
+        match self.reactor.registry().deregister(&mut SourceFd(&fd)) {
+            Ok(()) => {
+                self.inotify_resting = true;
+                self.reactor.timers.schedule(until, INOTIFY);
+            }
+            Err(e) => crate::debug!("inotify stays in the poll: {e}"),
+        }
+    }
+
+    /// The `INOTIFY` timer: back in the poll after a rest, then a drain.
+    pub(super) fn on_inotify_timer(&mut self, now: Instant) {
+        self.inotify_again = false;
+        if self.inotify_resting {
+            let fd = self.inotify.as_raw_fd();
+            match self
+                .reactor
+                .registry()
+                .register(&mut SourceFd(&fd), INOTIFY, Interest::READABLE)
+            {
+                Ok(()) => self.inotify_resting = false,
+                Err(e) => {
+                    // Not watched by the poll: drained on this timer until
+                    // registering works.
+                    crate::error!("cannot put inotify back in the event loop: {e}");
+                    self.reactor.timers.schedule(now + due::REST_MAX, INOTIFY);
+                }
+            }
+        }
+        self.on_inotify(now);
     }
 
     /// One inotify event: offers a new file to its directory's sources and
