@@ -434,6 +434,26 @@ mod tests {
     use super::*;
     use crate::reactor::sys::net;
 
+    /// A resumable plain INIT on the first connection (`web1:/a.log`).
+    fn init_plain() -> Op {
+        Op::Init {
+            conn: 0,
+            shape: 0x80,
+            extra: 0,
+        }
+    }
+
+    impl World {
+        /// Plays each op, then runs the loop and checks, op by op.
+        fn steps(&mut self, ops: impl IntoIterator<Item = Op>) {
+            for op in ops {
+                self.play(op);
+                self.turns();
+                self.check();
+            }
+        }
+    }
+
     #[test]
     fn scripts_decode_from_bytes() {
         let ops = decode(&[0, 0, 1, 5, 0x92, 0x80, 2, 1, 2, b'h', b'\n', 7, 0, 0xe8, 3]);
@@ -482,23 +502,15 @@ mod tests {
         // connection's (its attach deadline, 10 s on) would find the end.
         let tmp = tempfile::tempdir().unwrap();
         let mut w = World::new(tmp.path());
-        for op in [
+        w.steps([
             Op::Connect,
-            Op::Init {
-                conn: 0,
-                shape: 0x80,
-                extra: 0,
-            },
+            init_plain(),
             Op::Send {
                 conn: 0,
                 data: b"one\n".to_vec(),
             },
             Op::Tick { ms: 1000 },
-        ] {
-            w.play(op);
-            w.turns();
-            w.check();
-        }
+        ]);
         // Both before the next poll: one event for the bytes and the end.
         w.play(Op::Send {
             conn: 0,
@@ -522,18 +534,7 @@ mod tests {
         // one ACK with these.
         let tmp = tempfile::tempdir().unwrap();
         let mut w = World::new(tmp.path());
-        for op in [
-            Op::Connect,
-            Op::Init {
-                conn: 0,
-                shape: 0x80,
-                extra: 0,
-            },
-        ] {
-            w.play(op);
-            w.turns();
-            w.check();
-        }
+        w.steps([Op::Connect, init_plain()]);
         let socks = |w: &World| -> Vec<bool> {
             w.server
                 .conns
@@ -546,12 +547,10 @@ mod tests {
             net::set_quickack(c.sock.as_plain().unwrap(), true).unwrap();
         }
         assert_eq!(socks(&w), [true]);
-        w.play(Op::Send {
+        w.steps([Op::Send {
             conn: 0,
             data: b"one\n".to_vec(),
-        });
-        w.turns();
-        w.check();
+        }]);
         assert_eq!(socks(&w), [false]);
         let out = tmp.path().join("out/web1/a.log");
         assert_eq!(std::fs::read(out).unwrap(), b"one\n");
