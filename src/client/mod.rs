@@ -193,6 +193,8 @@ pub struct ClientDaemon {
     /// The inotify descriptor is out of the poll until the `INOTIFY`
     /// timer (see `due::rest`).
     inotify_resting: bool,
+    /// Putting the descriptor back failed (said once; read on the timer).
+    inotify_unpolled: bool,
     /// Followed files held open, and how many may be (`max_open_files`).
     open_files: usize,
     max_open_files: usize,

@@ -103,6 +103,7 @@ impl ClientDaemon {
             inotify_hits: Vec::new(),
             inotify_again: false,
             inotify_resting: false,
+            inotify_unpolled: false,
             draining: Default::default(),
             loaded,
             sources: Vec::new(),

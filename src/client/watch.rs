@@ -162,7 +162,7 @@ impl ClientDaemon {
         }
         let rest = due::rest(hits.len(), looked, self.settings.rules.linger, now);
         self.inotify_hits = hits;
-        if let Some(until) = rest.filter(|_| !self.inotify_again) {
+        if let Some(until) = rest.filter(|_| !self.inotify_again && !self.inotify_resting) {
             self.rest_inotify(until);
         }
         if !self.unwatched.is_empty() && self.state_timer.arm(now + DIR_RETRY) {
@@ -193,11 +193,21 @@ impl ClientDaemon {
                 .registry()
                 .register(&mut SourceFd(&fd), INOTIFY, Interest::READABLE)
             {
-                Ok(()) => self.inotify_resting = false,
+                Ok(()) => {
+                    self.inotify_resting = false;
+                    if std::mem::take(&mut self.inotify_unpolled) {
+                        crate::info!("inotify is back in the event loop");
+                    }
+                }
                 Err(e) => {
                     // Not watched by the poll: drained on this timer until
-                    // registering works.
-                    crate::error!("cannot put inotify back in the event loop: {e}");
+                    // registering works (said once).
+                    if !std::mem::replace(&mut self.inotify_unpolled, true) {
+                        crate::error!(
+                            "cannot put inotify back in the event loop: {e}; reading it every {:?} until that works",
+                            due::REST_MAX
+                        );
+                    }
                     self.reactor.timers.schedule(now + due::REST_MAX, INOTIFY);
                 }
             }
