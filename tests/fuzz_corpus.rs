@@ -27,6 +27,11 @@ fn fuzz_corpus_holds_invariants() {
 }
 
 #[test]
+fn mux_corpus_holds_invariants() {
+    replay("mux", 10, loghamster::proto::mux::check_invariants);
+}
+
+#[test]
 fn decode_corpus_holds_invariants() {
     replay("decode", 10, loghamster::codec::check_invariants);
 }

@@ -123,10 +123,12 @@
 //!   that gives the same parts ([`check_invariants`] checks all of this; the
 //!   fuzz target and `tests/fuzz_corpus.rs` run it).
 
+pub mod channel;
 pub mod client;
 pub mod handshake;
 mod invariants;
 mod messages;
+pub mod mux;
 pub mod token;
 
 pub use handshake::*;
