@@ -167,11 +167,15 @@ impl Link {
 
     /// Tells the machine whether the non-blocking connect completed.
     fn check_connected(&mut self) {
-        match self.sock.tcp().take_error() {
+        // A link's socket is always TCP (channels are the server's only).
+        let Some(tcp) = self.sock.tcp() else {
+            return;
+        };
+        match tcp.take_error() {
             Ok(Some(e)) | Err(e) => return self.conn.connect_failed(&e),
             Ok(None) => {}
         }
-        match self.sock.tcp().peer_addr() {
+        match tcp.peer_addr() {
             Ok(_) => {
                 self.conn.connected();
                 // With TLS the ClientHello goes out now.
@@ -396,6 +400,6 @@ mod tests {
             None,
         )
         .unwrap();
-        assert!(link.sock.tcp().nodelay().unwrap());
+        assert!(link.sock.tcp().unwrap().nodelay().unwrap());
     }
 }

@@ -40,6 +40,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use super::TlsFailure;
+use crate::proto::channel::ChannelEnd;
 
 /// Most ciphertext read from the socket per syscall (and held per
 /// connection between reads).
@@ -230,17 +231,31 @@ impl Tls {
     }
 }
 
-/// A connection's socket, with TLS over it or not.
+/// A connection's byte stream: a socket with TLS over it or not, or a
+/// channel of a multiplexed connection ([`ChannelEnd`]).
 #[derive(Debug)]
 pub struct Transport {
-    sock: TcpStream,
-    /// `None`: plain TCP (the zero-copy paths apply).
-    tls: Option<Box<Tls>>,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Tcp {
+        sock: TcpStream,
+        /// `None`: plain TCP (the zero-copy paths apply).
+        tls: Option<Box<Tls>>,
+    },
+    /// A channel: no socket of its own, so it registers with no poll, takes
+    /// no zero-copy path, and its events come from the connection that
+    /// carries it.
+    Channel(Box<ChannelEnd>),
 }
 
 impl Transport {
     pub fn plain(sock: TcpStream) -> Transport {
-        Transport { sock, tls: None }
+        Transport {
+            inner: Inner::Tcp { sock, tls: None },
+        }
     }
 
     /// A TLS session over `sock` (the handshake runs as the connection
@@ -251,10 +266,19 @@ impl Transport {
         t
     }
 
+    /// A channel of a multiplexed connection.
+    pub fn channel(end: ChannelEnd) -> Transport {
+        Transport {
+            inner: Inner::Channel(Box::new(end)),
+        }
+    }
+
     /// Starts TLS on the socket held (the server does this once the first
-    /// byte shows a ClientHello).
+    /// byte shows a ClientHello); nothing on a channel.
     pub fn start_tls(&mut self, conn: impl Into<rustls::Connection>) {
-        self.tls = Some(Box::new(Tls::new(conn.into())));
+        if let Inner::Tcp { tls, .. } = &mut self.inner {
+            *tls = Some(Box::new(Tls::new(conn.into())));
+        }
     }
 
     /// The socket, when the connection is plain: the zero-copy paths
@@ -266,40 +290,64 @@ impl Transport {
     /// the kernel, and `tls` becomes `None` (see the module doc of
     /// [`crate::tls`]).
     pub fn as_plain(&self) -> Option<&TcpStream> {
-        match self.tls {
-            None => Some(&self.sock),
-            Some(_) => None,
+        match &self.inner {
+            Inner::Tcp { sock, tls: None } => Some(sock),
+            _ => None,
         }
     }
 
-    /// The TCP socket underneath (for addresses, `peek` and errors).
-    pub fn tcp(&self) -> &TcpStream {
-        &self.sock
+    /// The TCP socket underneath (for addresses, `peek` and errors); none
+    /// for a channel.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match &self.inner {
+            Inner::Tcp { sock, .. } => Some(sock),
+            Inner::Channel(_) => None,
+        }
+    }
+
+    /// The channel, for a stream on a multiplexed connection.
+    pub fn as_channel(&mut self) -> Option<&mut ChannelEnd> {
+        match &mut self.inner {
+            Inner::Channel(c) => Some(c),
+            Inner::Tcp { .. } => None,
+        }
     }
 
     pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
+        matches!(self.inner, Inner::Tcp { tls: Some(_), .. })
     }
 
     /// True when nothing waits in user space for the socket (always, when
     /// plain). A connection is closed only once this holds, or at its
-    /// deadline.
+    /// deadline. Always on a channel too: what it holds is framed by its
+    /// connection right after each turn, and when it closes.
     pub fn is_flushed(&self) -> bool {
-        self.tls.as_ref().is_none_or(|t| t.is_flushed())
+        match &self.inner {
+            Inner::Tcp { tls, .. } => tls.as_ref().is_none_or(|t| t.is_flushed()),
+            Inner::Channel(_) => true,
+        }
     }
 
     /// Half-closes the write side (with TLS after `close_notify`; see
-    /// [`Tls::shutdown_write`]).
+    /// [`Tls::shutdown_write`]; on a channel, a FIN follows what was
+    /// written).
     pub fn shutdown_write(&mut self) -> io::Result<()> {
-        match &mut self.tls {
-            None => self.sock.shutdown(Shutdown::Write),
-            Some(t) => t.shutdown_write(&mut self.sock),
+        match &mut self.inner {
+            Inner::Tcp { sock, tls: None } => sock.shutdown(Shutdown::Write),
+            Inner::Tcp { sock, tls: Some(t) } => t.shutdown_write(sock),
+            Inner::Channel(c) => {
+                c.shutdown_write();
+                Ok(())
+            }
         }
     }
 
     /// The TLS session, once there is one.
     pub fn session(&self) -> Option<&rustls::Connection> {
-        self.tls.as_ref().map(|t| &t.conn)
+        match &self.inner {
+            Inner::Tcp { tls: Some(t), .. } => Some(&t.conn),
+            _ => None,
+        }
     }
 
     /// The names of the verified client certificate on a server-side TLS
@@ -315,41 +363,54 @@ impl Transport {
 
 impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &mut self.tls {
-            None => self.sock.read(buf),
-            Some(t) => t.read(&mut self.sock, buf),
+        match &mut self.inner {
+            Inner::Tcp { sock, tls: None } => sock.read(buf),
+            Inner::Tcp { sock, tls: Some(t) } => t.read(sock, buf),
+            Inner::Channel(c) => c.read(buf),
         }
     }
 }
 
 impl Write for Transport {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        match &mut self.tls {
-            None => self.sock.write(data),
-            Some(t) => t.write(&mut self.sock, data),
+        match &mut self.inner {
+            Inner::Tcp { sock, tls: None } => sock.write(data),
+            Inner::Tcp { sock, tls: Some(t) } => t.write(sock, data),
+            Inner::Channel(c) => c.write(data),
         }
     }
 
-    /// Writes the records TLS still holds (nothing to do when plain).
+    /// Writes the records TLS still holds (nothing to do when plain; a
+    /// channel's bytes are framed by its connection).
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.tls {
-            None => Ok(()),
-            Some(t) => t.flush(&mut self.sock),
+        match &mut self.inner {
+            Inner::Tcp { sock, tls: Some(t) } => t.flush(sock),
+            _ => Ok(()),
         }
     }
 }
 
+/// A channel is in no poll: registering it does nothing.
 impl Source for Transport {
     fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        self.sock.register(r, t, i)
+        match &mut self.inner {
+            Inner::Tcp { sock, .. } => sock.register(r, t, i),
+            Inner::Channel(_) => Ok(()),
+        }
     }
 
     fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        self.sock.reregister(r, t, i)
+        match &mut self.inner {
+            Inner::Tcp { sock, .. } => sock.reregister(r, t, i),
+            Inner::Channel(_) => Ok(()),
+        }
     }
 
     fn deregister(&mut self, r: &Registry) -> io::Result<()> {
-        self.sock.deregister(r)
+        match &mut self.inner {
+            Inner::Tcp { sock, .. } => sock.deregister(r),
+            Inner::Channel(_) => Ok(()),
+        }
     }
 }
 

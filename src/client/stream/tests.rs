@@ -190,7 +190,11 @@ fn streaming_with(path: &Path, whole: bool, linger: Duration) -> (World, Stream,
 /// The stream's socket is shut for writing: its next send fails.
 fn break_sends(s: &Stream) {
     let link = s.link.as_ref().expect("a link");
-    link.sock.tcp().shutdown(Shutdown::Write).expect("shutdown");
+    link.sock
+        .tcp()
+        .expect("tcp")
+        .shutdown(Shutdown::Write)
+        .expect("shutdown");
 }
 
 /// After a failed send: the stream moved to the other server (the

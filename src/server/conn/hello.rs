@@ -63,8 +63,13 @@ impl Conn {
         let Some(until) = self.hello else {
             return true;
         };
+        let Some(tcp) = self.sock.tcp() else {
+            // A channel: its connection already decided.
+            self.hello = None;
+            return true;
+        };
         let mut first = [0u8; 1];
-        let found = match crate::reactor::sys::retry(|| self.sock.tcp().peek(&mut first)) {
+        let found = match crate::reactor::sys::retry(|| tcp.peek(&mut first)) {
             Ok(0) => {
                 crate::debug!("{}: closed before sending anything", self.peer);
                 self.phase = ConnPhase::close_now(now);
