@@ -119,11 +119,14 @@ pub enum HandshakeFailure {
     /// The TLS handshake failed (no or an untrusted client certificate,
     /// not TLS after all, ...).
     Tls,
+    /// A multiplexed connection sent a frame that breaks the rules (see
+    /// `proto::mux`): it is closed with all its channels.
+    Framing,
 }
 
 impl HandshakeFailure {
     /// Every value, for pre-creating the series.
-    pub const ALL: [HandshakeFailure; 12] = [
+    pub const ALL: [HandshakeFailure; 13] = [
         HandshakeFailure::Timeout,
         HandshakeFailure::TooLarge,
         HandshakeFailure::Malformed,
@@ -136,6 +139,7 @@ impl HandshakeFailure {
         HandshakeFailure::Unauthorized,
         HandshakeFailure::TlsRequired,
         HandshakeFailure::Tls,
+        HandshakeFailure::Framing,
     ];
 
     /// The label value.
@@ -153,6 +157,7 @@ impl HandshakeFailure {
             HandshakeFailure::Unauthorized => "unauthorized",
             HandshakeFailure::TlsRequired => "tls_required",
             HandshakeFailure::Tls => "tls",
+            HandshakeFailure::Framing => "framing",
         }
     }
 

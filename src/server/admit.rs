@@ -180,6 +180,17 @@ impl super::Server {
                 continue;
             };
             let _log = crate::log_scope!(peer = conn.peer);
+            if let Some(mux) = &mut conn.mux {
+                if mux.idle(now, timeout) {
+                    crate::debug!(
+                        "{}: multiplexed connection without channels for {:.1}s (idle_timeout); closing",
+                        conn.peer,
+                        timeout.as_secs_f64()
+                    );
+                    self.close(key);
+                }
+                continue;
+            }
             if conn.idle(now, timeout, &mut self.shared) {
                 self.on_conn_event(key.token(), now);
             }

@@ -413,15 +413,7 @@ impl Server {
             };
             let _log = crate::log_scope!(peer = conn.peer);
             let step = conn.after_commit(now, &mut self.shared);
-            if let Some(at) = step.wake_at {
-                self.reactor.timers.schedule(at, key.token());
-            }
-            if step.again {
-                self.again.push(key.token());
-            }
-            if step.close {
-                self.close(key);
-            }
+            self.apply(key, step);
         }
     }
 }

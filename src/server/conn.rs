@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
+use crate::proto::channel::ChannelEnd;
 use crate::tls::Transport;
 
 use super::book::Place;
@@ -91,6 +92,10 @@ pub(crate) enum ConnPhase {
         deadline: Instant,
         eof: bool,
     },
+    /// `INIT MUX` was answered: the connection carries channels, each a
+    /// connection of its own (see [`super::mux`]); the server serves it
+    /// there, never through [`Conn::on_event`].
+    Mux,
 }
 
 impl ConnPhase {
@@ -244,6 +249,10 @@ pub(crate) struct Conn {
     /// [`peer_closed`](Self::peer_closed)): reads go on to the end of
     /// input even after a short one.
     peer_closed: bool,
+    /// Set in phase `Mux`: the channels this connection carries.
+    pub mux: Option<Box<super::mux::Mux>>,
+    /// Set for a channel: the connection that carries it.
+    pub carrier: Option<Key>,
 }
 
 impl Conn {
@@ -261,6 +270,35 @@ impl Conn {
             cert_names: Vec::new(),
             hello: None,
             peer_closed: false,
+            mux: None,
+            carrier: None,
+        }
+    }
+
+    /// A stream on channel `end` of the multiplexed connection `carrier`
+    /// (whose peer and certificate names it shares).
+    pub fn channel(
+        end: ChannelEnd,
+        carrier: (Key, &Conn),
+        stream_id: String,
+        deadline: Instant,
+    ) -> Self {
+        let (key, conn) = carrier;
+        Conn {
+            sock: Transport::channel(end),
+            peer: conn.peer,
+            stream_id,
+            phase: ConnPhase::Handshake { deadline },
+            stream: None,
+            inbuf: Vec::new(),
+            outbuf: Vec::new(),
+            shut_write: false,
+            round: None,
+            cert_names: conn.cert_names.clone(),
+            hello: None,
+            peer_closed: false,
+            mux: None,
+            carrier: Some(key),
         }
     }
 
@@ -320,6 +358,8 @@ impl Conn {
                     step.wake_at = Some(deadline);
                 }
             }
+            // Served by `Server::serve_mux`, never here.
+            ConnPhase::Mux => {}
             ConnPhase::Closing { deadline, eof } => {
                 if !*eof {
                     *eof = crate::reactor::discard_input(&mut self.sock);

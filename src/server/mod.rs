@@ -72,6 +72,7 @@ mod book;
 mod commit;
 mod conn;
 mod durable;
+mod mux;
 mod reload;
 pub use reload::Reloader;
 #[doc(hidden)]
@@ -121,6 +122,9 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// client with thousands of files reconnects them all at once.
 const LISTEN_BACKLOG: i32 = 4096;
 const READ_CHUNK: usize = 256 * 1024;
+/// Most channels one multiplexed connection may hold open (the
+/// connection limits apply to them as well).
+const MUX_MAX_CHANNELS: usize = 1 << 16;
 
 /// Why the server could not start or had to stop.
 #[derive(Debug)]
@@ -232,6 +236,10 @@ pub struct Server {
     /// Connections to serve again right after the next poll (they stopped
     /// at their quantum; see `conn::Step::again`).
     again: Vec<Token>,
+    /// Multiplexed connections with frames to write this turn (see `mux`).
+    mux_dirty: Vec<Key>,
+    /// One channel's frames on their way to its carrier (reused).
+    frames: Vec<u8>,
     /// The `/metrics` endpoint (`[prometheus]`).
     http: Option<MetricsServer>,
     /// Connection limits (see `admit`).
@@ -406,6 +414,8 @@ impl Server {
             gate,
             http,
             again: Vec::new(),
+            mux_dirty: Vec::new(),
+            frames: Vec::new(),
             accept_error: Default::default(),
             supervisor: match signals_wanted {
                 true => Supervisor::from_env(),
@@ -556,6 +566,7 @@ impl Server {
         if self.shared.dirty && self.sync_timer.arm(next) {
             self.reactor.timers.schedule(next, SYNC);
         }
+        self.flush_muxes(now);
         // Due now: the next poll does not sleep, serves whatever else is
         // ready first, then these connections through the timer loop.
         for token in self.again.drain(..) {
@@ -657,11 +668,19 @@ impl Server {
         };
         // Every line this connection's handlers log names its peer.
         let _log = crate::log_scope!(peer = conn.peer);
+        if conn.mux.is_some() {
+            return self.serve_mux(key, now);
+        }
         if self.reactor.read_closed(token) {
             conn.peer_closed();
         }
         let step = conn.on_event(key, now, &mut self.shared);
+        let carrier = conn.mux.is_some();
         self.apply(key, step);
+        if carrier {
+            // It just answered INIT MUX: frames may have come behind it.
+            self.serve_mux(key, now);
+        }
     }
 
     /// Events from the JetStream outputs, each to its connection.
@@ -687,8 +706,10 @@ impl Server {
         }
     }
 
-    /// Does what a connection's handler asked for.
+    /// Does what a connection's handler asked for (and for a channel,
+    /// hands what it wrote to its carrier: see `mux`).
     fn apply(&mut self, key: Key, step: conn::Step) {
+        self.pump(key);
         let token = key.token();
         if let Some(at) = step.wake_at {
             self.reactor.timers.schedule(at, token);
@@ -713,6 +734,10 @@ impl Server {
         let _ = self.reactor.registry().deregister(&mut conn.sock);
         crate::debug!(peer = conn.peer; "{}: closed ({})", conn.peer, conn.summary());
         conn.release(key, &mut self.shared);
+        if let Some(carrier) = conn.carrier {
+            self.channel_closed(carrier, key, &mut conn);
+        }
+        self.carrier_closed(&mut conn);
     }
 
     fn on_signals(&mut self, now: Instant) {
@@ -758,6 +783,8 @@ impl Server {
                     self.on_conn_event(key.token(), now);
                 }
                 ConnPhase::Finishing { .. } | ConnPhase::Attaching { .. } => {}
+                // Closed with its last channel (see `mux`).
+                ConnPhase::Mux => self.mux_dirty.push(key),
                 ConnPhase::Handshake { .. } | ConnPhase::Closing { .. } => self.close(key),
             }
         }

@@ -120,6 +120,17 @@ impl Conn {
     ) {
         let eof = self.read_handshake();
         let inbuf = std::mem::take(&mut self.inbuf);
+        if let Some(used) = proto::mux::parse_request(&inbuf) {
+            match self.carrier {
+                None => self.become_mux(&inbuf[used..]),
+                Some(_) => {
+                    crate::warn!("{}: bad handshake: INIT MUX inside a channel", self.peer);
+                    shared.metrics.handshake_failed(HandshakeFailure::Malformed);
+                    self.fail(400, "Bad request: INIT MUX inside a channel", now);
+                }
+            }
+            return;
+        }
         match proto::parse_init(&inbuf) {
             Ok(Status::Complete(init, used)) => {
                 let rest = &inbuf[used..];
@@ -378,7 +389,10 @@ impl Conn {
         let tokens = &shared.cfg.auth.tokens;
         // INIT comes inside TLS, so the handshake (and the client
         // certificate's verification) is done by now.
-        self.cert_names = self.sock.peer_names();
+        // (A channel has its carrier's, from when it was opened.)
+        if self.carrier.is_none() {
+            self.cert_names = self.sock.peer_names();
+        }
         match auth::identify(self.peer.ip(), &self.cert_names, token, tokens) {
             Ok(id) => Some(id),
             Err(e) => {

@@ -1,0 +1,358 @@
+//! Multiplexed connections (`INIT MUX`) against the real server: many
+//! streams on one socket, each exactly a plain connection's conversation;
+//! credit bounds what a channel may send; a connection that breaks the
+//! framing is closed, alone.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use common::*;
+use loghamster::proto::mux::{self, Frame, Status, WINDOW};
+
+/// One channel as the test client sees it.
+#[derive(Default)]
+struct Chan {
+    /// What the server sent on it, not yet taken as lines.
+    inbox: Vec<u8>,
+    fin: bool,
+    closed: bool,
+    /// DATA bytes this client may still send.
+    credit: u32,
+}
+
+/// A blocking client of a multiplexed connection.
+struct MuxClient {
+    sock: TcpStream,
+    rx: Vec<u8>,
+    chans: HashMap<u32, Chan>,
+    next: u32,
+    /// The server closed the socket.
+    eof: bool,
+}
+
+impl MuxClient {
+    /// Connects, reads the greeting and turns the connection into a
+    /// multiplexed one.
+    fn connect(addr: SocketAddr) -> MuxClient {
+        let sock = TcpStream::connect(addr).expect("connect");
+        sock.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut c = MuxClient {
+            sock,
+            rx: Vec::new(),
+            chans: HashMap::new(),
+            next: 1,
+            eof: false,
+        };
+        let welcome = c.raw_line();
+        assert!(welcome.starts_with("### Welcome"), "{welcome:?}");
+        assert!(c.raw_line().starts_with("STREAMID "));
+        c.sock.write_all(mux::REQUEST).unwrap();
+        assert_eq!(c.raw_line(), "200 OK mux\n");
+        c
+    }
+
+    /// One line before the frames start, byte by byte (so nothing behind
+    /// it is taken).
+    fn raw_line(&mut self) -> String {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while line.last() != Some(&b'\n') {
+            assert_eq!(self.sock.read(&mut b).expect("read a line"), 1, "closed");
+            line.push(b[0]);
+        }
+        String::from_utf8(line).unwrap()
+    }
+
+    fn open(&mut self) -> u32 {
+        let id = self.next;
+        self.next += 1;
+        let mut out = Vec::new();
+        mux::write_open(&mut out, id);
+        self.sock.write_all(&out).unwrap();
+        self.chans.insert(
+            id,
+            Chan {
+                credit: WINDOW,
+                ..Chan::default()
+            },
+        );
+        id
+    }
+
+    /// Reads once and applies the frames that arrived.
+    fn read_frames(&mut self) {
+        let mut buf = vec![0u8; 256 * 1024];
+        let n = self.sock.read(&mut buf).expect("read frames");
+        if n == 0 {
+            self.eof = true;
+            return;
+        }
+        self.rx.extend_from_slice(&buf[..n]);
+        let mut at = 0;
+        while let Status::Complete(frame, used) = mux::parse(&self.rx[at..]).expect("a frame") {
+            at += used;
+            let chan = self
+                .chans
+                .get_mut(&frame.channel())
+                .expect("an open channel");
+            match frame {
+                Frame::Data(_, d) => chan.inbox.extend_from_slice(d),
+                Frame::Fin(_) => chan.fin = true,
+                Frame::Close(_) => chan.closed = true,
+                Frame::Credit(_, n) => chan.credit += n,
+                Frame::Open(_) => panic!("OPEN from the server"),
+            }
+        }
+        self.rx.drain(..at);
+    }
+
+    /// The next line the server sent on channel `id`.
+    fn line(&mut self, id: u32) -> String {
+        loop {
+            let chan = &mut self.chans.get_mut(&id).unwrap();
+            if let Some(end) = chan.inbox.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = chan.inbox.drain(..=end).collect();
+                return String::from_utf8(line).unwrap();
+            }
+            assert!(!chan.fin && !self.eof, "channel {id} ended without a line");
+            self.read_frames();
+        }
+    }
+
+    /// Sends `data` on channel `id` within its credit, waiting for more.
+    fn send(&mut self, id: u32, mut data: &[u8]) {
+        while !data.is_empty() {
+            let credit = self.chans[&id].credit as usize;
+            if credit == 0 {
+                self.read_frames();
+                continue;
+            }
+            let n = credit.min(data.len());
+            let mut out = Vec::new();
+            mux::write_data(&mut out, id, &data[..n]);
+            self.sock.write_all(&out).unwrap();
+            self.chans.get_mut(&id).unwrap().credit -= n as u32;
+            data = &data[n..];
+        }
+    }
+
+    fn frames(&mut self, out: &[u8]) {
+        self.sock.write_all(out).unwrap();
+    }
+
+    /// Reads until channel `id` is closed by the server.
+    fn wait_closed(&mut self, id: u32) {
+        while !self.chans[&id].closed {
+            assert!(!self.eof, "connection closed before channel {id}");
+            self.read_frames();
+        }
+    }
+}
+
+/// Opens a stream for `path` on a new channel; returns the channel.
+fn stream(c: &mut MuxClient, host: &str, path: &str) -> u32 {
+    let id = c.open();
+    assert!(c.line(id).starts_with("### Welcome"));
+    assert!(c.line(id).starts_with("STREAMID "));
+    c.send(id, format!("INIT STREAM {host}:{path} ack:1\n").as_bytes());
+    let ok = c.line(id);
+    assert!(ok.starts_with("200 "), "{ok:?}");
+    id
+}
+
+/// Half-closes channel `id` and returns the offset of its `250 DONE`.
+fn finish(c: &mut MuxClient, id: u32) -> u64 {
+    let mut out = Vec::new();
+    mux::write_fin(&mut out, id);
+    c.frames(&out);
+    loop {
+        let line = c.line(id);
+        if let Some(n) = line.strip_prefix("250 DONE ") {
+            c.wait_closed(id);
+            return n.trim().parse().unwrap();
+        }
+        assert!(line.starts_with("ACK "), "{line:?}");
+    }
+}
+
+#[test]
+fn many_streams_share_one_connection_and_every_line_arrives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let server = Server::with_directory(&out);
+    let mut c = MuxClient::connect(server.addr);
+    let files = 40;
+    let ids: Vec<u32> = (0..files)
+        .map(|i| stream(&mut c, "mx", &format!("/var/log/f{i}.log")))
+        .collect();
+    // Rounds of a few lines per file, every file's frames in one write,
+    // as a client with many files sends what their lingers gathered.
+    let rounds = 25;
+    for r in 0..rounds {
+        let mut batch = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            let lines: String = (0..3).map(|k| line(&format!("f{i}"), r * 3 + k)).collect();
+            mux::write_data(&mut batch, id, lines.as_bytes());
+            c.chans.get_mut(&id).unwrap().credit -= lines.len() as u32;
+        }
+        c.frames(&batch);
+    }
+    for (i, &id) in ids.iter().enumerate() {
+        let want = expected(&format!("f{i}"), 0, rounds * 3);
+        assert_eq!(finish(&mut c, id), want.len() as u64, "file {i}");
+        let dest = routed(
+            &out,
+            "mx",
+            std::path::Path::new(&format!("/var/log/f{i}.log")),
+        );
+        assert_eq!(read(&dest), want, "file {i}");
+    }
+    // A resumed stream on a new channel continues where the last ended.
+    let again = stream(&mut c, "mx", "/var/log/f0.log");
+    c.send(again, line("f0", rounds * 3).as_bytes());
+    let want = expected("f0", 0, rounds * 3 + 1);
+    assert_eq!(finish(&mut c, again), line("f0", rounds * 3).len() as u64);
+    assert_eq!(
+        read(&routed(&out, "mx", std::path::Path::new("/var/log/f0.log"))),
+        want
+    );
+}
+
+#[test]
+fn a_channel_gets_credit_back_and_moves_many_windows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let server = Server::with_directory(&out);
+    let mut c = MuxClient::connect(server.addr);
+    let id = stream(&mut c, "mx", "/var/log/big.log");
+    let want = expected("big", 0, 60_000);
+    assert!(want.len() > 20 * WINDOW as usize);
+    // `send` waits for CREDIT whenever the window is used up: without
+    // credit coming back this would time out.
+    c.send(id, want.as_bytes());
+    assert_eq!(finish(&mut c, id), want.len() as u64);
+    assert_eq!(
+        read(&routed(
+            &out,
+            "mx",
+            std::path::Path::new("/var/log/big.log")
+        )),
+        want
+    );
+}
+
+/// The frames that break a rule on channel `id` of a client.
+type Breaker = Box<dyn Fn(&mut MuxClient, u32) -> Vec<u8>>;
+
+#[test]
+fn a_connection_that_breaks_the_framing_is_closed_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let server = Server::with_directory(&out);
+    let log = tmp.path().join("plain.log");
+    let mut plain = client_for(&server, &tmp.path().join("state"), "plain", &[&log]);
+    append_lines(&log, "plain", 0, 100);
+    // Each way a client can break the rules closes its connection.
+    let breaks: Vec<(&str, Breaker)> = vec![
+        (
+            "more data than the credit",
+            Box::new(|_, id| {
+                let mut out = Vec::new();
+                mux::write_data(&mut out, id, &vec![b'x'; WINDOW as usize]);
+                mux::write_data(&mut out, id, b"x");
+                out
+            }),
+        ),
+        (
+            "a frame for a channel never opened",
+            Box::new(|_, id| {
+                let mut out = Vec::new();
+                mux::write_data(&mut out, id + 5, b"x\n");
+                out
+            }),
+        ),
+        (
+            "a channel opened twice",
+            Box::new(|_, id| {
+                let mut out = Vec::new();
+                mux::write_open(&mut out, id);
+                out
+            }),
+        ),
+        (
+            "an unknown frame kind",
+            Box::new(|_, _| vec![9, 0, 0, 0, 0, 0, 0, 1]),
+        ),
+        (
+            "data after the end",
+            Box::new(|_, id| {
+                let mut out = Vec::new();
+                mux::write_fin(&mut out, id);
+                mux::write_data(&mut out, id, b"x\n");
+                out
+            }),
+        ),
+    ];
+    for (i, (what, bad)) in breaks.iter().enumerate() {
+        let mut c = MuxClient::connect(server.addr);
+        let id = stream(&mut c, "bad", &format!("/b{i}.log"));
+        let bytes = bad(&mut c, id);
+        c.frames(&bytes);
+        while !c.eof {
+            c.read_frames();
+        }
+        assert!(
+            server.proc.log().contains("broke the protocol"),
+            "{what}: {}",
+            server.proc.log()
+        );
+    }
+    // INIT MUX inside a channel is refused like any bad INIT.
+    let mut c = MuxClient::connect(server.addr);
+    let id = c.open();
+    c.line(id);
+    c.line(id);
+    c.send(id, mux::REQUEST);
+    assert!(c
+        .line(id)
+        .starts_with("400 Bad request: INIT MUX inside a channel"));
+    c.wait_closed(id);
+    // The plain stream kept flowing throughout.
+    append_lines(&log, "plain", 100, 200);
+    wait_content(&routed(&out, "plain", &log), &expected("plain", 0, 200));
+    assert!(plain.stop().success());
+}
+
+#[test]
+fn the_end_of_the_connection_ends_its_channels_and_keeps_their_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let server = server_with(tmp.path(), &out, "idle_timeout = \"1s\"\n");
+    let mut c = MuxClient::connect(server.addr);
+    let a = stream(&mut c, "gone", "/a.log");
+    let b = stream(&mut c, "gone", "/b.log");
+    c.send(a, expected("a", 0, 50).as_bytes());
+    c.send(b, format!("{}half a li", expected("b", 0, 50)).as_bytes());
+    drop(c);
+    // Everything that arrived is kept: a stream alone on its output has
+    // even its cut line written (as on a plain connection that breaks).
+    wait_content(
+        &routed(&out, "gone", std::path::Path::new("/a.log")),
+        &expected("a", 0, 50),
+    );
+    wait_content(
+        &routed(&out, "gone", std::path::Path::new("/b.log")),
+        &format!("{}half a li", expected("b", 0, 50)),
+    );
+    // A connection that carries no channel is closed after idle_timeout
+    // (nothing else closes it: its one channel ended cleanly).
+    let mut idle = MuxClient::connect(server.addr);
+    let id = stream(&mut idle, "idle", "/i.log");
+    assert_eq!(finish(&mut idle, id), 0);
+    while !idle.eof {
+        idle.read_frames();
+    }
+}
