@@ -373,8 +373,8 @@ impl ClientDaemon {
 
     /// The watched directory itself went (see the module doc): whatever
     /// is at its path now is watched and listed, or waited for; the old
-    /// watch goes, and every stream of the directory (in `hits`) looks at
-    /// its path.
+    /// watch goes, and every stream of the directory looks at its path
+    /// (at once, or through `hits` while nothing is there).
     fn on_dir_went(&mut self, old: Watch, went: Went, hits: &mut Vec<(Key, u32)>, now: Instant) {
         let Some(dir) = self.dirs.get(&old).map(|dw| dw.dir.clone()) else {
             return;
@@ -397,7 +397,6 @@ impl ClientDaemon {
         }
         self.listings.unwatch(&dir);
         let keys: Vec<Key> = dw.streams.into_values().flatten().collect();
-        hits.extend(keys.iter().map(|&k| (k, mask::MOVE_SELF)));
         match decision {
             Rewatch::Replaced { new, .. } => {
                 crate::info!(
@@ -424,6 +423,8 @@ impl ClientDaemon {
                         went.says()
                     );
                 }
+                // (A new watch has them look in `watching`.)
+                hits.extend(keys.iter().map(|&k| (k, mask::MOVE_SELF)));
                 self.unwatched.push((dir, keys, dw.sources));
                 if self.state_timer.arm(retry_at) {
                     self.reactor.timers.schedule(retry_at, STATE);
