@@ -1,4 +1,5 @@
-//! End to end: a followed directory (a `path` glob) that is deleted and
+//! End to end: a followed directory (a `path` glob, a followed path's
+//! directory, a `directory` source of files sent whole) that is deleted and
 //! created again, renamed away and replaced, or missing for a while is
 //! watched again at its configured path; files open in the old directory
 //! are read to their end. Every line is checked at the server.
@@ -34,8 +35,12 @@ impl Scene {
 
     /// A client following `path` (a glob or one file).
     fn client(&self, path: &Path) -> Proc {
-        let body = format!("[[stream]]\npath = \"{}\"\n", path.display());
-        let cfg = client_config(self.tmp.path(), &self.server, &body);
+        self.client_with(&format!("[[stream]]\npath = \"{}\"\n", path.display()))
+    }
+
+    /// A client configured with the `[[stream]]` sections `body`.
+    fn client_with(&self, body: &str) -> Proc {
+        let cfg = client_config(self.tmp.path(), &self.server, body);
         client(&["--config", cfg.to_str().unwrap()])
     }
 
@@ -157,5 +162,25 @@ fn a_followed_path_whose_directory_is_renamed_away_goes_on_with_the_new_file() {
     std::fs::create_dir(&s.logs).unwrap();
     append_lines(&app, "new", 0, 30);
     s.arrived(&app, &(expected("old", 0, 80) + &expected("new", 0, 30)));
+    assert!(c.stop().success());
+}
+
+#[test]
+fn a_directory_source_renamed_away_sends_the_closed_files_of_its_replacement() {
+    let s = Scene::new();
+    let first = s.logs.join("first.log");
+    std::fs::write(&first, expected("first", 0, 10)).unwrap();
+    let body = format!(
+        "[[stream]]\ndirectory = \"{}\"\nfilepattern = '*.log'\n",
+        s.logs.display()
+    );
+    let mut c = s.client_with(&body);
+    s.arrived(&first, &expected("first", 0, 10));
+    s.rename_away();
+    std::fs::create_dir(&s.logs).unwrap();
+    // Closed before or after the new directory is watched: sent either way.
+    let second = s.logs.join("second.log");
+    std::fs::write(&second, expected("second", 0, 10)).unwrap();
+    s.arrived(&second, &expected("second", 0, 10));
     assert!(c.stop().success());
 }
