@@ -4,8 +4,21 @@
 //! the streams that follow it in one lookup, and offers it to the
 //! directory's sources. Streams draining a rotated-away file see every
 //! event (their file now has a name nobody watches for). A directory
-//! that is missing, or goes away, waits in `unwatched` and is retried
-//! every [`DIR_RETRY`] from the daemon's `STATE` timer.
+//! that is missing waits in `unwatched` and is retried every
+//! [`DIR_RETRY`] from the daemon's `STATE` timer.
+//!
+//! A watch follows the directory's inode, not its path. When the watched
+//! directory itself goes (deleted: the kernel ends the watch with
+//! `IN_IGNORED`; renamed: `IN_MOVE_SELF`, and the watch would go on
+//! reporting the renamed directory's files under the configured path),
+//! [`rewatch`] decides from what a watch on the configured path gives
+//! now: the same watch (renamed and back: nothing changes), another one
+//! (a new directory is there: it is listed, so files created before the
+//! watch took hold are found), or an error (it waits in `unwatched` like
+//! a directory missing at start-up: one WARN now, one INFO when it
+//! appears). The old watch is removed, and every stream of the directory
+//! looks at its path: files open in the old directory are read to their
+//! end by descriptor, as after any rotation.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -24,6 +37,8 @@ use crate::reactor::Key;
 use crate::tail::follow::DirChange;
 
 /// Events a directory watch asks for.
+/// (`IN_IGNORED` comes unasked when the kernel ends a watch, after the
+/// directory's `IN_DELETE_SELF`.)
 const DIR_EVENTS: u32 = mask::CREATE
     | mask::MOVED_TO
     | mask::MOVED_FROM
@@ -31,6 +46,7 @@ const DIR_EVENTS: u32 = mask::CREATE
     | mask::MODIFY
     | mask::CLOSE_WRITE
     | mask::ATTRIB
+    | mask::MOVE_SELF
     | mask::ONLYDIR;
 /// How often a directory that does not exist yet is looked for again.
 pub(super) const DIR_RETRY: Duration = Duration::from_secs(5);
@@ -43,6 +59,77 @@ pub(super) struct DirWatch {
     pub(super) streams: HashMap<OsString, Vec<Key>>,
     /// Directory sources (indices into `sources`) for this directory.
     pub(super) sources: Vec<usize>,
+}
+
+/// How a watched directory itself went, from an event's mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Went {
+    /// The kernel ended the watch (`IN_IGNORED`): the directory was
+    /// deleted, or its file system unmounted.
+    Deleted,
+    /// The directory was renamed (`IN_MOVE_SELF`); the watch follows it
+    /// to a name nobody configured.
+    Renamed,
+}
+
+impl Went {
+    pub(super) fn of(m: u32) -> Option<Went> {
+        if m & mask::IGNORED != 0 {
+            Some(Went::Deleted)
+        } else if m & mask::MOVE_SELF != 0 {
+            Some(Went::Renamed)
+        } else {
+            None
+        }
+    }
+
+    fn says(self) -> &'static str {
+        match self {
+            Went::Deleted => "was deleted",
+            Went::Renamed => "was renamed away (files open in it are read to their end)",
+        }
+    }
+}
+
+/// What becomes of a directory's watch after it [`Went`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rewatch {
+    /// The configured path still names the watched directory (renamed
+    /// and back before the event was read): nothing changes.
+    Keep,
+    /// Another directory is at the path and `new` watches it: the old
+    /// watch goes, the new directory is listed.
+    Replaced { went: Went, new: Watch },
+    /// Nothing watchable is at the path (`error`): the old watch goes, and
+    /// the directory is looked for again at `retry_at`.
+    Wait {
+        went: Went,
+        error: io::ErrorKind,
+        retry_at: Instant,
+    },
+}
+
+/// Decides what becomes of watch `old` after its directory [`Went`],
+/// from `at_path`: what adding a watch on the configured path gave at
+/// `now` (the kernel hands back `old` for the same directory, another
+/// watch for another one).
+pub(super) fn rewatch(
+    old: Watch,
+    went: Went,
+    at_path: Result<Watch, io::ErrorKind>,
+    now: Instant,
+) -> Rewatch {
+    match at_path {
+        // A deleted directory's watch is over: a watch numbered the same
+        // is a new one.
+        Ok(w) if w == old && went == Went::Renamed => Rewatch::Keep,
+        Ok(new) => Rewatch::Replaced { went, new },
+        Err(error) => Rewatch::Wait {
+            went,
+            error,
+            retry_at: now + DIR_RETRY,
+        },
+    }
 }
 
 /// The tail's view of an inotify record about a name, if it is one it
@@ -259,8 +346,8 @@ impl ClientDaemon {
         // A file being drained after a rotation has events under
         // its new name: let draining streams look at every event.
         hits.extend(self.draining.iter().map(|&k| (k, ev.mask)));
-        if ev.mask & mask::IGNORED != 0 {
-            self.on_dir_gone(ev.watch);
+        if let Some(went) = Went::of(ev.mask) {
+            self.on_dir_went(ev.watch, went, hits, now);
         }
     }
 
@@ -284,18 +371,66 @@ impl ClientDaemon {
         );
     }
 
-    /// The watch on a directory ended (it went away): its streams and
-    /// sources wait in `unwatched` for it to come back.
-    fn on_dir_gone(&mut self, watch: Watch) {
-        if let Some(dw) = self.dirs.remove(&watch) {
-            self.listings.unwatch(&dw.dir);
-            self.dir_errors.say(dw.dir.clone(), io::ErrorKind::NotFound);
-            crate::warn!(
-                "directory {} went away; watching for it to come back",
-                crate::log::esc(&dw.dir)
-            );
-            let keys = dw.streams.into_values().flatten().collect();
-            self.unwatched.push((dw.dir, keys, dw.sources));
+    /// The watched directory itself went (see the module doc): whatever
+    /// is at its path now is watched and listed, or waited for; the old
+    /// watch goes, and every stream of the directory looks at its path
+    /// (at once, or through `hits` while nothing is there).
+    fn on_dir_went(&mut self, old: Watch, went: Went, hits: &mut Vec<(Key, u32)>, now: Instant) {
+        let Some(dir) = self.dirs.get(&old).map(|dw| dw.dir.clone()) else {
+            return;
+        };
+        let probe = self.inotify.add_watch(&dir, DIR_EVENTS);
+        let at_path = probe.as_ref().map(|w| *w).map_err(io::Error::kind);
+        let decision = rewatch(old, went, at_path, now);
+        if decision == Rewatch::Keep {
+            return;
+        }
+        let Some(dw) = self.dirs.remove(&old) else {
+            return;
+        };
+        if went == Went::Renamed {
+            // Left in place, it would report the renamed directory's
+            // files under the configured path.
+            if let Err(e) = self.inotify.rm_watch(old) {
+                crate::debug!("removing the watch on {}: {e}", crate::log::esc(&dir));
+            }
+        }
+        self.listings.unwatch(&dir);
+        let keys: Vec<Key> = dw.streams.into_values().flatten().collect();
+        match decision {
+            Rewatch::Replaced { new, .. } => {
+                crate::info!(
+                    "directory {} {}; watching the new one at its path",
+                    crate::log::esc(&dir),
+                    went.says()
+                );
+                self.watching(new, dir, keys, dw.sources, now);
+            }
+            Rewatch::Wait {
+                error, retry_at, ..
+            } => {
+                if self.dir_errors.say(dir.clone(), error) {
+                    let then = match probe {
+                        Err(e) if error != io::ErrorKind::NotFound => format!(
+                            "cannot watch what is there now ({e}); trying again every {}s",
+                            DIR_RETRY.as_secs()
+                        ),
+                        _ => "watching for it to come back".to_string(),
+                    };
+                    crate::warn!(
+                        "directory {} went away: it {}; {then}",
+                        crate::log::esc(&dir),
+                        went.says()
+                    );
+                }
+                // (A new watch has them look in `watching`.)
+                hits.extend(keys.iter().map(|&k| (k, mask::MOVE_SELF)));
+                self.unwatched.push((dir, keys, dw.sources));
+                if self.state_timer.arm(retry_at) {
+                    self.reactor.timers.schedule(retry_at, STATE);
+                }
+            }
+            Rewatch::Keep => {}
         }
     }
 
@@ -310,39 +445,7 @@ impl ClientDaemon {
                 break;
             }
             match self.inotify.add_watch(&dir, DIR_EVENTS) {
-                Ok(w) => {
-                    self.listings.watch(&dir);
-                    if self.dir_errors.clear(&dir) {
-                        crate::info!("directory {}: watching it now", crate::log::esc(&dir));
-                    }
-                    for &key in &keys {
-                        if !self.stop_waiting() {
-                            self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
-                        }
-                    }
-                    for &i in &sources {
-                        if self.stop_waiting() {
-                            break;
-                        }
-                        if let Err(e) = self.sources[i].scan(now, &mut self.completed) {
-                            crate::warn!("cannot list directory {}: {e}", crate::log::esc(&dir));
-                        }
-                    }
-                    let dw = self.dirs.entry(w).or_insert_with(|| DirWatch {
-                        dir,
-                        streams: HashMap::new(),
-                        sources: Vec::new(),
-                    });
-                    for key in keys {
-                        if let Some(s) = self.streams.get(key) {
-                            dw.streams
-                                .entry(s.name().to_os_string())
-                                .or_default()
-                                .push(key);
-                        }
-                    }
-                    dw.sources.extend(sources);
-                }
+                Ok(w) => self.watching(w, dir, keys, sources, now),
                 Err(e) => {
                     // A missing directory of followed paths: each path
                     // says so once (see `stream/story.rs`). Anything else
@@ -363,6 +466,120 @@ impl ClientDaemon {
         self.recheck_sources(now);
         if !self.unwatched.is_empty() && self.state_timer.arm(now + DIR_RETRY) {
             self.reactor.timers.schedule(now + DIR_RETRY, STATE);
+        }
+    }
+
+    /// Directory `dir` is watched by `w` now: says so if it was said to be
+    /// missing, has the streams `keys` look at their paths, lists it for
+    /// its `sources`, and routes the watch's events to both.
+    fn watching(
+        &mut self,
+        w: Watch,
+        dir: PathBuf,
+        keys: Vec<Key>,
+        sources: Vec<usize>,
+        now: Instant,
+    ) {
+        self.listings.watch(&dir);
+        if self.dir_errors.clear(&dir) {
+            crate::info!("directory {}: watching it now", crate::log::esc(&dir));
+        }
+        for &key in &keys {
+            if !self.stop_waiting() {
+                self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
+            }
+        }
+        for &i in &sources {
+            if self.stop_waiting() {
+                break;
+            }
+            if let Err(e) = self.sources[i].scan(now, &mut self.completed) {
+                crate::warn!("cannot list directory {}: {e}", crate::log::esc(&dir));
+            }
+        }
+        let dw = self.dirs.entry(w).or_insert_with(|| DirWatch {
+            dir,
+            streams: HashMap::new(),
+            sources: Vec::new(),
+        });
+        for key in keys {
+            if let Some(s) = self.streams.get(key) {
+                dw.streams
+                    .entry(s.name().to_os_string())
+                    .or_default()
+                    .push(key);
+            }
+        }
+        dw.sources.extend(sources);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: Watch = Watch(3);
+
+    #[test]
+    fn only_the_end_or_the_rename_of_the_watched_directory_is_news_about_it() {
+        assert_eq!(Went::of(mask::IGNORED), Some(Went::Deleted));
+        assert_eq!(Went::of(mask::MOVE_SELF), Some(Went::Renamed));
+        // Named events are about files in it; DELETE_SELF is followed by
+        // the IGNORED that ends the watch.
+        for m in [
+            mask::CREATE,
+            mask::DELETE,
+            mask::MOVED_FROM,
+            mask::MODIFY,
+            mask::DELETE_SELF,
+        ] {
+            assert_eq!(Went::of(m), None, "{m:#x}");
+        }
+    }
+
+    #[test]
+    fn a_directory_renamed_away_and_back_keeps_its_watch() {
+        let now = Instant::now();
+        assert_eq!(rewatch(OLD, Went::Renamed, Ok(OLD), now), Rewatch::Keep);
+    }
+
+    #[test]
+    fn a_directory_replaced_at_its_path_is_watched_anew() {
+        let now = Instant::now();
+        for went in [Went::Deleted, Went::Renamed] {
+            assert_eq!(
+                rewatch(OLD, went, Ok(Watch(4)), now),
+                Rewatch::Replaced {
+                    went,
+                    new: Watch(4)
+                }
+            );
+        }
+        // A deleted directory's watch is over: the same number again is a
+        // new watch on whatever is there now.
+        assert_eq!(
+            rewatch(OLD, Went::Deleted, Ok(OLD), now),
+            Rewatch::Replaced {
+                went: Went::Deleted,
+                new: OLD
+            }
+        );
+    }
+
+    #[test]
+    fn a_directory_gone_from_its_path_is_looked_for_again_after_the_retry() {
+        let now = Instant::now();
+        for went in [Went::Deleted, Went::Renamed] {
+            for error in [io::ErrorKind::NotFound, io::ErrorKind::PermissionDenied] {
+                assert_eq!(
+                    rewatch(OLD, went, Err(error), now),
+                    Rewatch::Wait {
+                        went,
+                        error,
+                        retry_at: now + DIR_RETRY
+                    }
+                );
+            }
         }
     }
 }

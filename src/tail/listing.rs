@@ -53,10 +53,13 @@
 //! The daemon also forgets everything at every turn of its loop, which
 //! bounds what is kept to the directories listed in one turn.
 //!
-//! A watch follows the directory's inode: a directory renamed away and
-//! replaced by another under the same path is not watched at all (its
+//! A watch follows the directory's inode. A directory renamed away queues
+//! `IN_MOVE_SELF` on its watch (so a listing made after the rename reads
+//! again), and the daemon then unwatches it and watches whatever is at
+//! the path (`client/watch.rs`). Only a rename of a directory above it
+//! makes no event: the path then names a directory nobody watches (its
 //! changes make no events, for the daemon's other uses of them either),
-//! and its names kept within a turn may then be as stale as that turn.
+//! and its names kept within a turn may be as stale as that turn.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};

@@ -65,6 +65,14 @@ impl Inotify {
         Ok(Watch(wd))
     }
 
+    /// Removes watch `w` (the kernel queues `IN_IGNORED` for it). A watch
+    /// the kernel already ended (its inode deleted) is `EINVAL`.
+    pub fn rm_watch(&self, w: Watch) -> io::Result<()> {
+        // SAFETY: plain integers; the result is checked.
+        cvt(unsafe { libc::inotify_rm_watch(self.fd.as_raw_fd(), w.0) })?;
+        Ok(())
+    }
+
     /// Bytes of events waiting to be read (`FIONREAD`): 0 when the queue
     /// is empty, i.e. nothing was queued since the last read found it
     /// empty.
@@ -181,5 +189,48 @@ mod tests {
         assert!(!events.emptied(LARGEST));
         assert_eq!(events.count(), 1);
         assert_eq!(ino.read(&mut big).expect("the other").count(), 1);
+    }
+
+    #[test]
+    fn a_watch_follows_its_directory_renamed_away_and_the_path_needs_a_new_one() {
+        let tmp = tempfile::tempdir().expect("a temp dir");
+        let (dir, moved) = (tmp.path().join("d"), tmp.path().join("d.old"));
+        std::fs::create_dir(&dir).expect("mkdir");
+        let ino = Inotify::new().expect("inotify");
+        let m = mask::CREATE | mask::MOVE_SELF;
+        let old = ino.add_watch(&dir, m).expect("watch");
+        // The same directory at the path: the same watch.
+        assert_eq!(ino.add_watch(&dir, m).expect("again"), old);
+        std::fs::rename(&dir, &moved).expect("rename");
+        std::fs::create_dir(&dir).expect("mkdir again");
+        std::fs::write(dir.join("new"), "").expect("create in the new one");
+        std::fs::write(moved.join("old"), "").expect("create in the old one");
+        let mut buf = [0u8; 4096];
+        let seen = |ino: &Inotify, buf: &mut [u8]| -> Vec<(Watch, u32, Option<String>)> {
+            let events = ino.read(buf).expect("events");
+            events
+                .map(|e| {
+                    let name = e.name.map(|n| n.to_string_lossy().into_owned());
+                    (e.watch, e.mask & (m | mask::IGNORED), name)
+                })
+                .collect()
+        };
+        // The watch went with the directory: what is made at the path is
+        // not seen, what is made in the renamed one is, by name only.
+        assert_eq!(
+            seen(&ino, &mut buf),
+            vec![
+                (old, mask::MOVE_SELF, None),
+                (old, mask::CREATE, Some("old".into()))
+            ]
+        );
+        let new = ino.add_watch(&dir, m).expect("the new one");
+        assert_ne!(new, old);
+        ino.rm_watch(old).expect("remove the old one");
+        assert_eq!(seen(&ino, &mut buf), vec![(old, mask::IGNORED, None)]);
+        assert_eq!(
+            ino.rm_watch(old).map_err(|e| e.raw_os_error()),
+            Err(Some(libc::EINVAL))
+        );
     }
 }
