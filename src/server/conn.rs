@@ -257,8 +257,27 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub fn new(sock: TcpStream, peer: SocketAddr, stream_id: String, deadline: Instant) -> Self {
+        Conn::over(Transport::plain(sock), peer, stream_id, deadline)
+    }
+
+    /// A stream on channel `end` of the multiplexed connection `carrier`
+    /// (whose peer and certificate names it shares).
+    pub fn channel(
+        end: ChannelEnd,
+        carrier: (Key, &Conn),
+        stream_id: String,
+        deadline: Instant,
+    ) -> Self {
+        let (key, conn) = carrier;
+        let mut c = Conn::over(Transport::channel(end), conn.peer, stream_id, deadline);
+        c.cert_names = conn.cert_names.clone();
+        c.carrier = Some(key);
+        c
+    }
+
+    fn over(sock: Transport, peer: SocketAddr, stream_id: String, deadline: Instant) -> Self {
         Conn {
-            sock: Transport::plain(sock),
+            sock,
             peer,
             stream_id,
             phase: ConnPhase::Handshake { deadline },
@@ -272,33 +291,6 @@ impl Conn {
             peer_closed: false,
             mux: None,
             carrier: None,
-        }
-    }
-
-    /// A stream on channel `end` of the multiplexed connection `carrier`
-    /// (whose peer and certificate names it shares).
-    pub fn channel(
-        end: ChannelEnd,
-        carrier: (Key, &Conn),
-        stream_id: String,
-        deadline: Instant,
-    ) -> Self {
-        let (key, conn) = carrier;
-        Conn {
-            sock: Transport::channel(end),
-            peer: conn.peer,
-            stream_id,
-            phase: ConnPhase::Handshake { deadline },
-            stream: None,
-            inbuf: Vec::new(),
-            outbuf: Vec::new(),
-            shut_write: false,
-            round: None,
-            cert_names: conn.cert_names.clone(),
-            hello: None,
-            peer_closed: false,
-            mux: None,
-            carrier: Some(key),
         }
     }
 
