@@ -356,3 +356,38 @@ fn the_end_of_the_connection_ends_its_channels_and_keeps_their_lines() {
         idle.read_frames();
     }
 }
+
+#[test]
+fn a_client_with_many_files_sends_them_all_on_one_multiplexed_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let server = server_with(tmp.path(), &out, "[prometheus]\nlisten = \"127.0.0.1:0\"\n");
+    let files: Vec<std::path::PathBuf> = (0..30)
+        .map(|i| tmp.path().join(format!("f{i}.log")))
+        .collect();
+    for (i, f) in files.iter().enumerate() {
+        append_lines(f, &format!("f{i}"), 0, 10);
+    }
+    let streams: String = files
+        .iter()
+        .map(|f| format!("[[stream]]\npath = \"{}\"\n", f.display()))
+        .collect();
+    let cfg = client_config(tmp.path(), &server, &format!("multiplex = true\n{streams}"));
+    let client = client(&["--config", cfg.to_str().unwrap()]);
+    client.wait_log("multiplexed connection ready");
+    for round in 1..5 {
+        for (i, f) in files.iter().enumerate() {
+            append_lines(f, &format!("f{i}"), round * 10, round * 10 + 10);
+        }
+    }
+    for (i, f) in files.iter().enumerate() {
+        wait_content(&routed(&out, "h", f), &expected(&format!("f{i}"), 0, 50));
+    }
+    let log = client.log();
+    assert!(!log.contains("WARN"), "{log}");
+    // One connection for all: it and its 30 channels are what the server
+    // accepted (30 connections of their own would be 30).
+    let body = common::scrape::get(common::scrape::metrics_addr(&server.proc), "/metrics").1;
+    let accepted = common::scrape::value(&body, "loghamster_server_connections_accepted_total");
+    assert_eq!(accepted, Some(31.0), "{body}");
+}

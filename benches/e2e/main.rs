@@ -57,6 +57,10 @@
 //!    baseline in the same run, straight from a minimal async-nats
 //!    publisher (see `jetstream.rs`); needs `nats-server` in PATH.
 //!
+//! `--multiplex` puts `[server] multiplex = true` in every client config
+//! file (`a`, `idle`, `many`): followed files share one connection per
+//! server (`INIT MUX`); whole files keep their own.
+//!
 //! `--compression CODEC` (`none`, `gzip`, `lz4`, `zstd`, or with a level as
 //! `zstd:9`) is given to every `loghamsterc`: as `--compression` on the
 //! command line, as `[server] compression` / `compression_level` in the
@@ -145,6 +149,10 @@ struct Args {
     /// none)
     #[argh(option, from_str_fn(parse_compression))]
     compression: Option<Compression>,
+    /// every loghamsterc config gets `[server] multiplex = true`: followed
+    /// files share one connection (default: the client's default, off)
+    #[argh(switch)]
+    multiplex: bool,
     /// comma-separated scenarios out of
     /// socat,socat_sync,a,b,a_tls,b_tls,c,files,idle,many,js1,js3
     /// (default socat,socat_sync,a,b,c; with --scale files,idle)
@@ -237,6 +245,8 @@ pub struct Ctx {
     pub engine: Option<String>,
     /// `--compression`: given to every client, if set.
     pub compression: Option<Compression>,
+    /// `--multiplex`: `[server] multiplex = true` in every client config.
+    pub multiplex: bool,
     /// `--many-*`.
     pub many: many::Many,
     /// Certificates for the `_tls` scenarios (made at start, in the work dir).
@@ -570,6 +580,7 @@ fn prepare(args: &Args, work: &Path) -> Result<Ctx, Error> {
         sync: args.sync.clone(),
         engine: args.engine.clone(),
         compression: args.compression,
+        multiplex: args.multiplex,
         many: many::Many {
             files: args.many_files,
             rate_mib: args.many_rate,

@@ -56,6 +56,9 @@ pub fn machine_info(work: &Path, nofile: (u64, u64), socat: bool, args: &Args) {
             compression_arg(c)
         ),
     }
+    if args.multiplex {
+        println!("- client configs: `[server] multiplex = true` (`--multiplex`)");
+    }
     match args.sync.as_deref() {
         None => println!(
             "- daemons: release build, default settings (server `sync = \"interval\"`: outputs \

@@ -199,6 +199,9 @@ pub fn client_config(
             compression += &format!("compression_level = {level}\n");
         }
     }
+    if ctx.multiplex {
+        compression += "multiplex = true\n";
+    }
     let mut config = format!(
         "state_file = {}\nhostname = \"{host}\"\n\n[server]\nhostname = \"{ip}\"\nport = {port}\n\
          {compression}\n[[stream]]\n{stream}",

@@ -26,8 +26,10 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
+use super::carrier::Ticket;
 use crate::codec::{Codec, Encoder};
 use crate::config::Compression;
+use crate::proto::channel::ChannelEnd;
 use crate::proto::client::{ClientConn, Event, Negotiated};
 pub use crate::proto::client::{Close, Phase};
 use crate::tls::{ClientSetup, Transport};
@@ -73,6 +75,9 @@ pub struct Link {
     wire: Vec<u8>,
     /// Stream bytes written to the socket since [`take_wire_bytes`](Self::take_wire_bytes).
     wire_count: u64,
+    /// Set when the transport is a channel of a multiplexed connection
+    /// (see `client/carrier.rs`); dropping it closes the channel.
+    ticket: Option<Ticket>,
 }
 
 impl Link {
@@ -101,8 +106,22 @@ impl Link {
                 Transport::tls(tcp, session)
             }
         };
+        Ok(Link::over(sock, compression, None))
+    }
+
+    /// A link on a channel of a multiplexed connection (see
+    /// `client/carrier.rs`): connected from the start, the greeting is
+    /// the first thing it reads.
+    pub fn channel(end: ChannelEnd, ticket: Ticket, compression: Compression) -> Link {
+        let mut link = Link::over(Transport::channel(end), compression, Some(ticket));
+        link.conn.connected();
+        link.sync_phase();
+        link
+    }
+
+    fn over(sock: Transport, compression: Compression, ticket: Option<Ticket>) -> Link {
         let conn = ClientConn::new(compression.codec);
-        Ok(Link {
+        Link {
             sock,
             phase: conn.phase(),
             conn,
@@ -110,7 +129,13 @@ impl Link {
             encoder: None,
             wire: Vec::new(),
             wire_count: 0,
-        })
+            ticket,
+        }
+    }
+
+    /// The carrier and channel id, for a link on a channel.
+    pub fn channel_of(&self) -> Option<(crate::reactor::Key, u32)> {
+        self.ticket.as_ref().map(|t| (t.carrier(), t.id()))
     }
 
     /// The codec the INIT asks for.
@@ -167,7 +192,7 @@ impl Link {
 
     /// Tells the machine whether the non-blocking connect completed.
     fn check_connected(&mut self) {
-        // A link's socket is always TCP (channels are the server's only).
+        // A channel is connected from the start (see `Link::channel`).
         let Some(tcp) = self.sock.tcp() else {
             return;
         };

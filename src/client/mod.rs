@@ -35,6 +35,7 @@
 //! the library face.
 
 pub mod api;
+mod carrier;
 mod dirsource;
 mod due;
 pub mod failover;
@@ -64,6 +65,7 @@ use crate::reactor::sys::signal::{SignalFd, SIGHUP, SIGINT, SIGTERM};
 use crate::reactor::{Armed, Key, Reactor, Slots, StopHandle, Supervisor};
 use crate::tail::listing::DirNames;
 use crate::tail::state::{self, Entry, StateError};
+use carrier::{Carriers, Kick};
 use dirsource::DirSource;
 use meter::{Meter, View};
 use stream::{Ctx, LinkBudget, Settings, Stream};
@@ -169,6 +171,8 @@ pub struct ClientDaemon {
     abandoned_bytes: u64,
     /// Connection slots (`max_connections`) and the streams waiting for one.
     links: LinkBudget,
+    /// The multiplexed connections (`[server] multiplex`).
+    carriers: Carriers,
     granting: bool,
     /// Every stream is `method = "send"`: exit once everything was sent.
     send_only: bool,
@@ -292,6 +296,7 @@ impl ClientDaemon {
                 self.on_event(token, &mut deadline, now);
             }
             self.on_timers(deadline, started, now);
+            self.flush_carriers(now);
             self.after_events(now);
         }
         self.finish_run();
@@ -390,6 +395,7 @@ impl ClientDaemon {
             }
             INOTIFY => self.on_inotify(now),
             t if MetricsServer::owns(t) => self.on_metrics_event(t, now),
+            t if Carriers::owns(t) => self.on_carrier(t, now),
             token => self.on_stream_event(token, now),
         }
     }
@@ -433,6 +439,7 @@ impl ClientDaemon {
                         http.tick(registry, timers, now);
                     }
                 }
+                t if Carriers::owns(t) => self.on_carrier(t, now),
                 STATE => {
                     self.state_timer.fired(now);
                     if self.saving.due(now) {
@@ -540,6 +547,7 @@ impl ClientDaemon {
             fd_pressure: &mut self.fd_pressure,
             listings: &mut self.listings,
             inotify: &self.inotify,
+            carriers: &mut self.carriers,
             meter,
             stream_limit,
             client_limit: self.client_limit.as_mut(),
@@ -549,6 +557,9 @@ impl ClientDaemon {
         };
         let held = stream.open_files();
         f(stream, &mut ctx);
+        if let Some((carrier, id)) = stream.channel_of() {
+            self.carriers.served(carrier, id, key);
+        }
         self.open_files = self.open_files + stream.open_files() - held;
         if !self.throttled.is_zero() {
             self.metrics
@@ -565,6 +576,58 @@ impl ClientDaemon {
             self.drop_gone(key);
         }
         self.grant_slots(now);
+    }
+
+    /// An event or timer of a multiplexed connection: what arrived goes
+    /// to the streams' channels, and those streams are served.
+    fn on_carrier(&mut self, token: Token, now: Instant) {
+        let (mut out, mut kicks) = (Vec::new(), Vec::new());
+        let registry = self.reactor.registry();
+        self.carriers
+            .on_event(token, now, registry, &mut out, &mut kicks);
+        self.deliver(out, kicks, now);
+    }
+
+    /// Hands what carriers received to the streams' channels, then serves
+    /// the streams they concern.
+    fn deliver(&mut self, out: Vec<carrier::Delivery>, mut kicks: Vec<Kick>, now: Instant) {
+        for d in out {
+            let stream = d.stream;
+            if let Some(end) = self
+                .streams
+                .get_mut(stream)
+                .and_then(|s| s.channel_end(d.id))
+            {
+                d.apply(end);
+                kicks.push(Kick::Serve(stream));
+            }
+        }
+        kicks.sort_unstable();
+        kicks.dedup();
+        for k in kicks {
+            match k {
+                Kick::Connect(s) => self.with_stream(s, now, |s, ctx| s.on_slot_free(ctx)),
+                Kick::Serve(s) => self.with_stream(s, now, |s, ctx| s.on_socket(ctx)),
+            }
+        }
+    }
+
+    /// Once per loop turn: what streams on channels wrote goes out, framed,
+    /// one send per multiplexed connection; streams that waited for room
+    /// are served (and what they write goes out in the same turn).
+    fn flush_carriers(&mut self, now: Instant) {
+        while self.carriers.has_work() {
+            for (carrier, id, stream) in self.carriers.take_served() {
+                let end = self.streams.get_mut(stream).and_then(|s| s.channel_end(id));
+                if let Some(end) = end.filter(|e| e.has_output()) {
+                    self.carriers.frame(carrier, id, end);
+                }
+            }
+            let (mut out, mut kicks) = (Vec::new(), Vec::new());
+            let registry = self.reactor.registry();
+            self.carriers.write(now, registry, &mut out, &mut kicks);
+            self.deliver(out, kicks, now);
+        }
     }
 
     /// Hands free connection slots to streams waiting for one, oldest first.

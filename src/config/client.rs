@@ -120,6 +120,9 @@ pub struct ServerAddr {
     /// checked: one `<name>:<secret>` line, mode 600) at load; `None`
     /// without one.
     pub token: Option<ClientToken>,
+    /// `multiplex`: followed files share one connection per server
+    /// (`INIT MUX`, see docs/PROTOCOL.md); default false.
+    pub multiplex: bool,
 }
 
 /// Wire compression: `compression` and `compression_level` in `[server]`.
@@ -330,6 +333,7 @@ struct RawServerAddr {
     compression: Option<Spanned<String>>,
     compression_level: Option<Spanned<i32>>,
     token_file: Option<Spanned<PathBuf>>,
+    multiplex: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -560,6 +564,7 @@ impl RawServerAddr {
         addr.failover_after = failover_after;
         addr.compression = compression;
         addr.token = token;
+        addr.multiplex = self.multiplex.unwrap_or(false);
         Ok(addr)
     }
 }
@@ -578,6 +583,7 @@ impl ServerAddr {
             failover_after: DEFAULT_FAILOVER_AFTER,
             compression: Compression::default(),
             token: None,
+            multiplex: false,
         }
     }
 

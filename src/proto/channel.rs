@@ -23,6 +23,11 @@ use super::mux::WINDOW;
 /// frame them (the server writes lines of a few bytes: status, `ACK`).
 pub const OUT_LIMIT: usize = 16 * 1024;
 
+/// Input buffer kept by a channel whose input was all read (a few
+/// lines' worth: freed and allocated again at every send it would cost
+/// a `malloc` and a `free` per frame).
+const KEEP: usize = 4096;
+
 /// Credit is handed back once this many bytes were read, so a sender of
 /// a few lines gets no frame back per send, and a bulk sender never waits
 /// for a whole window. (No deadlock: a sender out of credit has a whole
@@ -116,14 +121,35 @@ impl ChannelEnd {
     /// once it half-closed and all is out). True when the outbox was full
     /// (the stream may have waited for room: it should be served again).
     pub fn take_out(&mut self, out: &mut Vec<u8>) -> bool {
+        self.take_out_within(out, usize::MAX).0
+    }
+
+    /// [`take_out`](Self::take_out) of at most `max` bytes (a sender's
+    /// credit); also says how many went.
+    pub fn take_out_within(&mut self, out: &mut Vec<u8>, max: usize) -> (bool, usize) {
         let was_full = self.outbox.len() >= OUT_LIMIT;
-        super::mux::write_data(out, self.id, &self.outbox);
-        self.outbox.clear();
-        if self.shut && !self.fin_sent {
+        let n = self.outbox.len().min(max);
+        super::mux::write_data(out, self.id, &self.outbox[..n]);
+        self.outbox.drain(..n);
+        if self.outbox.is_empty() && self.outbox.capacity() > KEEP {
+            // After a burst, an idle channel holds little.
+            self.outbox = Vec::new();
+        }
+        if self.outbox.is_empty() && self.shut && !self.fin_sent {
             super::mux::write_fin(out, self.id);
             self.fin_sent = true;
         }
-        was_full
+        (was_full, n)
+    }
+
+    /// Bytes written and not yet framed.
+    pub fn unsent(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Something waits to be framed: bytes, or the FIN.
+    pub fn has_output(&self) -> bool {
+        !self.outbox.is_empty() || (self.shut && !self.fin_sent)
     }
 
     /// Nothing written waits to be framed.
@@ -145,9 +171,12 @@ impl Read for ChannelEnd {
             self.at += n;
             self.taken += n as u32;
             if self.at == self.inbox.len() {
-                // An idle channel holds no buffer.
-                self.inbox = Vec::new();
+                self.inbox.clear();
                 self.at = 0;
+                if self.inbox.capacity() > KEEP {
+                    // After a burst, an idle channel holds little.
+                    self.inbox = Vec::new();
+                }
             }
             return Ok(n);
         }

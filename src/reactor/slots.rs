@@ -26,6 +26,10 @@ pub const RESERVED: usize = 16;
 /// Where the low words of a second table's keys may start (see the module
 /// doc): a daemon's own tables never reach it.
 pub const SECOND_BASE: usize = 1 << 31;
+/// Where a third table's low words start: the metrics endpoint's table
+/// (at [`SECOND_BASE`]) stays far below it; the client's multiplexed
+/// connections use it.
+pub const THIRD_BASE: usize = SECOND_BASE + (1 << 30);
 
 /// The low 32 bits of a token: a key's slot index plus its table's base.
 pub fn low_word(token: mio::Token) -> usize {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use mio::Interest;
 
 use super::{Ctx, Settings, Stream};
+use crate::client::carrier::Opened;
 use crate::client::failover::Failure;
 use crate::client::link::{Close, Heard, Link, Phase};
 use crate::codec::Codec;
@@ -307,17 +308,36 @@ impl Stream {
         };
         let server = self.choose_server(ctx);
         let name = ctx.servers.name(server);
+        // A followed file takes a channel of the server's multiplexed
+        // connection when configured; a whole file goes by `sendfile` on
+        // a connection of its own.
+        let multiplex = ctx.settings.multiplex && !self.whole();
         let result = resolve(name).and_then(|addr| {
+            if multiplex {
+                let tls = ctx.settings.tls.as_ref();
+                match ctx
+                    .carriers
+                    .open(addr, name, tls, ctx.registry, ctx.timers, self.key, now)
+                {
+                    Opened::Channel(end, ticket) => {
+                        return Ok(Some(Link::channel(end, ticket, compression)))
+                    }
+                    Opened::Wait => return Ok(None),
+                    Opened::Plain => {}
+                }
+            }
             let mut link = Link::connect(addr, name, compression, ctx.settings.tls.as_ref())?;
             ctx.registry.register(
                 &mut link.sock,
                 self.key.token(),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            Ok(link)
+            Ok(Some(link))
         });
         match result {
-            Ok(link) => {
+            // The carrier is connecting: it asks again once it is ready.
+            Ok(None) => self.waiting_link = true,
+            Ok(Some(link)) => {
                 if self.reconnecting {
                     ctx.meter.reconnects.inc();
                 }

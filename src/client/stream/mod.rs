@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
 
+use super::carrier::Carriers;
 use super::failover::{Route, Servers};
 use super::link::{Link, Phase};
 use super::meter::{Meter, ServerMeter};
@@ -64,6 +65,9 @@ pub(crate) struct Settings {
     pub idle_close: Duration,
     /// `[server] compression`: what connections ask for.
     pub compression: Compression,
+    /// `[server] multiplex`: followed files take channels of one
+    /// connection per server (see `client/carrier.rs`).
+    pub multiplex: bool,
     /// `[server] token_file`: the token every INIT carries.
     pub token: Option<crate::config::client::ClientToken>,
     /// `follow_symlinks`: open the file a symlink leads to.
@@ -138,6 +142,8 @@ pub(crate) struct Ctx<'a> {
     /// has no event waiting (see `crate::tail::listing`).
     pub listings: &'a mut DirNames,
     pub inotify: &'a Inotify,
+    /// The multiplexed connections (`[server] multiplex`).
+    pub carriers: &'a mut Carriers,
 }
 
 #[derive(Debug)]
@@ -250,6 +256,20 @@ impl Stream {
     /// Last component of the path, to match inotify events of its directory.
     pub fn name(&self) -> &std::ffi::OsStr {
         self.tail.name()
+    }
+
+    /// The carrier and channel of its link, when that is a channel.
+    pub fn channel_of(&self) -> Option<(Key, u32)> {
+        self.link.as_ref().and_then(Link::channel_of)
+    }
+
+    /// Its link's channel end, when the link is channel `id`.
+    pub fn channel_end(&mut self, id: u32) -> Option<&mut crate::proto::channel::ChannelEnd> {
+        let link = self.link.as_mut()?;
+        match link.channel_of() {
+            Some((_, i)) if i == id => link.sock.as_channel(),
+            _ => None,
+        }
     }
 
     fn whole(&self) -> bool {

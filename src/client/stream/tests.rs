@@ -45,6 +45,7 @@ struct World {
     server_meters: Vec<ServerMeter>,
     listings: DirNames,
     inotify: Inotify,
+    carriers: crate::client::carrier::Carriers,
     now: Instant,
 }
 
@@ -77,6 +78,7 @@ impl World {
                 deleted_hold: Duration::from_secs(60),
                 idle_close: Duration::from_secs(300),
                 compression: Default::default(),
+                multiplex: false,
                 token: None,
                 follow_symlinks: false,
                 id_key: IdKey([7; 32]),
@@ -99,6 +101,7 @@ impl World {
             server_meters,
             listings: DirNames::default(),
             inotify: Inotify::new().expect("an inotify"),
+            carriers: Default::default(),
             now,
         }
     }
@@ -125,6 +128,7 @@ impl World {
             server_meters: &self.server_meters,
             listings: &mut self.listings,
             inotify: &self.inotify,
+            carriers: &mut self.carriers,
         }
     }
 
