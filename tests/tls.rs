@@ -86,9 +86,21 @@ fn server_tls(cert: &Path, key: &Path) -> String {
 /// A client config for `file` as host `host` (state in `dir`), with the
 /// `[tls]` lines `tls` (none at all when `None`).
 fn tls_client(dir: &Path, server: &Server, host: &str, file: &Path, tls: Option<&str>) -> Proc {
+    tls_client_with(dir, server, host, file, tls, "")
+}
+
+/// [`tls_client`] with more `[server]` keys.
+fn tls_client_with(
+    dir: &Path,
+    server: &Server,
+    host: &str,
+    file: &Path,
+    tls: Option<&str>,
+    more: &str,
+) -> Proc {
     let cfg = dir.join(format!("{host}.toml"));
     let mut text = format!(
-        "state_file = \"{}\"\nhostname = \"{host}\"\n[server]\nhostname = \"127.0.0.1\"\nport = {}\n[[stream]]\npath = \"{}\"\n",
+        "state_file = \"{}\"\nhostname = \"{host}\"\n[server]\nhostname = \"127.0.0.1\"\nport = {}\n{more}[[stream]]\npath = \"{}\"\n",
         dir.join(format!("{host}.state")).display(),
         server.port(),
         file.display()
@@ -453,6 +465,17 @@ fn sighup_rotates_the_certificate_and_a_bad_one_keeps_the_old() {
 
 #[test]
 fn a_client_certificate_is_the_identity_allow_rules_match() {
+    client_certificate_identity("");
+}
+
+/// Through a multiplexed connection, each channel has the connection's
+/// certificate as its identity.
+#[test]
+fn a_client_certificate_is_the_identity_of_every_multiplexed_stream() {
+    client_certificate_identity("multiplex = true\n");
+}
+
+fn client_certificate_identity(more: &str) {
     let (dir, out, logs) = setup();
     let ca = Ca::new(dir.path(), "ca");
     let clients = Ca::new(dir.path(), "clients");
@@ -475,12 +498,13 @@ fn a_client_certificate_is_the_identity_allow_rules_match() {
     let (c1, k1) = clients.issue("web1", &["web1.example"], 7, true);
     let file = logs.join("a.log");
     append_lines(&file, "a", 0, 500);
-    let _a = tls_client(
+    let _a = tls_client_with(
         dir.path(),
         &server,
         "web1",
         &file,
         Some(&with_cert(&c1, &k1)),
+        more,
     );
     wait_content(&routed(&out, "web1", &file), &expected("a", 0, 500));
     // A certificate the CA signed but no rule names is refused at INIT,
@@ -488,12 +512,13 @@ fn a_client_certificate_is_the_identity_allow_rules_match() {
     let (c2, k2) = clients.issue("db1", &["db1.example"], 8, true);
     let file = logs.join("b.log");
     append_lines(&file, "b", 0, 10);
-    let b = tls_client(
+    let b = tls_client_with(
         dir.path(),
         &server,
         "db1",
         &file,
         Some(&with_cert(&c2, &k2)),
+        more,
     );
     b.wait_log("server refused the stream: 403");
     server.proc.wait_log("db1.example");

@@ -32,11 +32,10 @@
 //! Whole files (`method = "send"`, directory sources) keep connections of
 //! their own: they go by `sendfile`, which a channel cannot.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -74,7 +73,7 @@ const TX_LIMIT: usize = 512 * 1024;
 pub struct Ticket {
     carrier: Key,
     id: u32,
-    closed: Rc<RefCell<Vec<(Key, u32)>>>,
+    closed: Arc<Mutex<Vec<(Key, u32)>>>,
 }
 
 impl Ticket {
@@ -89,7 +88,10 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.closed.borrow_mut().push((self.carrier, self.id));
+        // (A poisoned list still takes the id: nothing panics while
+        // holding it.)
+        let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        closed.push((self.carrier, self.id));
     }
 }
 
@@ -213,7 +215,7 @@ pub(crate) struct Carriers {
     /// Servers streams connect to on their own until then.
     plain_until: HashMap<SocketAddr, Instant>,
     /// Channels whose links were dropped (see [`Ticket`]).
-    closed: Rc<RefCell<Vec<(Key, u32)>>>,
+    closed: Arc<Mutex<Vec<(Key, u32)>>>,
     /// Streams on a channel that were served: what they wrote goes out at
     /// the flush.
     served: Vec<(Key, u32, Key)>,
@@ -229,7 +231,7 @@ impl Default for Carriers {
             slots: Slots::with_base(THIRD_BASE),
             by_addr: HashMap::new(),
             plain_until: HashMap::new(),
-            closed: Rc::default(),
+            closed: Arc::default(),
             served: Vec::new(),
             dirty: Vec::new(),
             said: Default::default(),
@@ -357,7 +359,9 @@ impl Carriers {
             ),
         };
         self.plain_until.insert(addr, now + wait);
-        if self.said.say(addr, refused) {
+        // A refusal is news; an unreachable server is the streams' to say
+        // (once for the outage, see `LinkBudget::outage_since`).
+        if refused && self.said.say(addr, refused) {
             crate::warn!("{addr}: no multiplexed connection ({why}); {then}");
         } else {
             crate::debug!("{addr}: no multiplexed connection ({why}); {then}");
@@ -418,7 +422,7 @@ impl Carriers {
         let _ = registry.deregister(&mut c.sock);
         self.by_addr.remove(&c.addr);
         if c.phase == Phase::Ready {
-            crate::warn!(
+            crate::info!(
                 "{}: multiplexed connection ended ({}); its {} streams reconnect",
                 c.addr,
                 f.why,
@@ -436,7 +440,7 @@ impl Carriers {
                 what: Arrived::Reset,
             });
         }
-        self.closed.borrow_mut().retain(|&(k, _)| k != key);
+        self.closed_list().retain(|&(k, _)| k != key);
     }
 
     /// Stream `stream`, on channel `id` of `carrier`, was served: what it
@@ -484,7 +488,7 @@ impl Carriers {
         out: &mut Vec<Delivery>,
         kicks: &mut Vec<Kick>,
     ) {
-        let closed = std::mem::take(&mut *self.closed.borrow_mut());
+        let closed = std::mem::take(&mut *self.closed_list());
         for (key, id) in closed {
             if let Some(c) = self.slots.get_mut(key) {
                 if c.chans.remove(&id).is_some() {
@@ -513,7 +517,13 @@ impl Carriers {
 
     /// True when frames wait to be written this turn.
     pub fn has_work(&self) -> bool {
-        !self.served.is_empty() || !self.dirty.is_empty() || !self.closed.borrow().is_empty()
+        !self.served.is_empty() || !self.dirty.is_empty() || !self.closed_list().is_empty()
+    }
+
+    /// The channels of dropped links. (A `Mutex` only so the daemon
+    /// stays `Send`; one thread ever takes it.)
+    fn closed_list(&self) -> std::sync::MutexGuard<'_, Vec<(Key, u32)>> {
+        self.closed.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -587,6 +597,15 @@ impl Carrier {
     fn take_lines(&mut self) -> Result<(), Failure> {
         if self.phase == Phase::Greeting {
             match wire::parse_greeting(&self.rx) {
+                // A server at a limit says so instead of greeting.
+                Err(_) if matches!(wire::parse_reply(&self.rx), Ok(Status::Complete(..))) => {
+                    let line = String::from_utf8_lossy(&self.rx);
+                    let line = line.lines().next().unwrap_or_default();
+                    return Err(broke(format!(
+                        "the server refused the connection: {}",
+                        crate::log::esc(line)
+                    )));
+                }
                 Ok(Status::Complete(_, used)) => {
                     self.rx.drain(..used);
                     let mut line = mux::REQUEST.to_vec();
@@ -848,6 +867,25 @@ mod tests {
         assert!(matches!(again, Opened::Plain), "{again:?}");
         // ... for ten minutes, then a carrier is tried again.
         let later = s.now + PLAIN_AFTER_REFUSAL;
+        let retry = s
+            .carriers
+            .open(s.addr, "x", None, registry, &mut s.timers, STREAM(0), later);
+        assert!(matches!(retry, Opened::Wait), "{retry:?}");
+    }
+
+    #[test]
+    fn a_server_at_its_limit_sends_the_streams_on_their_own_for_a_while() {
+        let mut s = Scene::new();
+        s.server.write_all(b"503 Too many connections\n").unwrap();
+        let (_, kicks) = s.until(|_, k| !k.is_empty());
+        assert_eq!(kicks, [Kick::Connect(STREAM(0))]);
+        let registry = s.poll.registry();
+        let soon = s.now + PLAIN_AFTER_FAILURE - Duration::from_millis(1);
+        let again = s
+            .carriers
+            .open(s.addr, "x", None, registry, &mut s.timers, STREAM(0), soon);
+        assert!(matches!(again, Opened::Plain), "{again:?}");
+        let later = s.now + PLAIN_AFTER_FAILURE;
         let retry = s
             .carriers
             .open(s.addr, "x", None, registry, &mut s.timers, STREAM(0), later);

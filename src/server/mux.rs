@@ -445,6 +445,9 @@ impl Conn {
     /// carries channels from now on (`rest` came behind the line).
     pub(super) fn become_mux(&mut self, rest: &[u8]) {
         crate::debug!("{}: multiplexed connection", self.peer);
+        // INIT MUX came inside TLS: the client certificate is verified,
+        // and its channels are identified by it.
+        self.cert_names = self.sock.peer_names();
         self.mux = Some(Box::new(Mux::new(rest)));
         self.phase = ConnPhase::Mux;
     }
