@@ -593,3 +593,38 @@ proptest! {
         run_with(&ops, codec);
     }
 }
+
+/// Found by the property test: a stop, rotations, truncations and a
+/// deletion, with lz4 on the wire.
+#[test]
+fn stopped_then_rotated_truncated_and_deleted_with_lz4() {
+    use Op::*;
+    run_with(
+        &[
+            Truncate,
+            Write(181),
+            Write(258),
+            Rotate(23),
+            Delete,
+            Stop(true),
+            Rotate(11),
+            Truncate,
+            Delete,
+            Rotate(12),
+            Write(67),
+            Write(33),
+            Write(38),
+            Write(127),
+            Write(62),
+            Rotate(37),
+            Write(181),
+            Truncate,
+            Truncate,
+            Write(254),
+            Rotate(46),
+            Write(160),
+            Write(152),
+        ],
+        "lz4",
+    );
+}
