@@ -38,7 +38,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::proto::channel::ChannelEnd;
@@ -93,6 +92,15 @@ impl Drop for Ticket {
         let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
         closed.push((self.carrier, self.id));
     }
+}
+
+/// Where a carrier connects: the address, the server's name (for TLS)
+/// and the client's TLS setup.
+#[derive(Debug, Clone, Copy)]
+pub struct Dial<'a> {
+    pub addr: SocketAddr,
+    pub server: &'a str,
+    pub tls: Option<&'a ClientSetup>,
 }
 
 /// What a stream that asked for a channel does now.
@@ -245,25 +253,23 @@ impl Carriers {
         (THIRD_BASE..THIRD_BASE + MAX_CARRIERS).contains(&low_word(token))
     }
 
-    /// A channel to `addr` (named `server`) for `stream`, or what to do
+    /// A channel to the server `to` names for `stream`, or what to do
     /// instead (see [`Opened`]).
-    #[allow(clippy::too_many_arguments)]
     pub fn open(
         &mut self,
-        addr: SocketAddr,
-        server: &str,
-        tls: Option<&ClientSetup>,
+        to: Dial<'_>,
         registry: &Registry,
         timers: &mut Timers<Token>,
         stream: Key,
         now: Instant,
     ) -> Opened {
+        let addr = to.addr;
         if self.plain_until.get(&addr).is_some_and(|&t| now < t) {
             return Opened::Plain;
         }
         let key = match self.by_addr.get(&addr) {
             Some(&k) => k,
-            None => match self.connect(addr, server, tls, registry, timers, now) {
+            None => match self.connect(to, registry, timers, now) {
                 Some(k) => k,
                 None => return Opened::Plain,
             },
@@ -303,15 +309,14 @@ impl Carriers {
     /// when the connect fails at once.
     fn connect(
         &mut self,
-        addr: SocketAddr,
-        server: &str,
-        tls: Option<&ClientSetup>,
+        to: Dial<'_>,
         registry: &Registry,
         timers: &mut Timers<Token>,
         now: Instant,
     ) -> Option<Key> {
+        let addr = to.addr;
         let key = self.slots.vacant_key();
-        let made = transport(addr, server, tls).and_then(|mut sock| {
+        let made = super::link::connect(addr, to.server, to.tls).and_then(|mut sock| {
             let interest = Interest::READABLE | Interest::WRITABLE;
             registry.register(&mut sock, key.token(), interest)?;
             Ok(sock)
@@ -527,22 +532,6 @@ impl Carriers {
     }
 }
 
-/// A socket to `addr` (with TLS to `server` when `tls`), connecting.
-fn transport(addr: SocketAddr, server: &str, tls: Option<&ClientSetup>) -> io::Result<Transport> {
-    let tcp = TcpStream::connect(addr)?;
-    tcp.set_nodelay(true)?;
-    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
-    Ok(match tls {
-        None => Transport::plain(tcp),
-        Some(t) => {
-            let name = t.name_for(server).map_err(|e| invalid(e.to_string()))?;
-            let session = rustls::ClientConnection::new(t.config.clone(), name)
-                .map_err(|e| invalid(e.to_string()))?;
-            Transport::tls(tcp, session)
-        }
-    })
-}
-
 impl Carrier {
     /// Moves the carrier on: the connect, the greeting and `INIT MUX`,
     /// then frames, into `out`.
@@ -732,6 +721,14 @@ mod tests {
         now: Instant,
     }
 
+    fn dial(addr: SocketAddr) -> Dial<'static> {
+        Dial {
+            addr,
+            server: "127.0.0.1",
+            tls: None,
+        }
+    }
+
     /// The key of the `i`th stream of a stream table.
     #[allow(non_snake_case)]
     fn STREAM(i: usize) -> Key {
@@ -748,15 +745,7 @@ mod tests {
             let mut timers = Timers::default();
             let mut carriers = Carriers::default();
             let now = Instant::now();
-            let opened = carriers.open(
-                addr,
-                "127.0.0.1",
-                None,
-                poll.registry(),
-                &mut timers,
-                STREAM(0),
-                now,
-            );
+            let opened = carriers.open(dial(addr), poll.registry(), &mut timers, STREAM(0), now);
             assert!(matches!(opened, Opened::Wait), "{opened:?}");
             let (server, _) = listener.accept().unwrap();
             server
@@ -832,12 +821,26 @@ mod tests {
             assert_eq!(kicks, [Kick::Connect(STREAM(0))]);
         }
 
+        /// The carrier failed: its waiting stream is told to connect,
+        /// and streams connect on their own for `wait`, then try a
+        /// carrier again.
+        fn plain_for(&mut self, wait: Duration) {
+            let (_, kicks) = self.until(|_, k| !k.is_empty());
+            assert_eq!(kicks, [Kick::Connect(STREAM(0))]);
+            let registry = self.poll.registry();
+            for (at, plain) in [(wait - Duration::from_millis(1), true), (wait, false)] {
+                let now = self.now + at;
+                let got =
+                    self.carriers
+                        .open(dial(self.addr), registry, &mut self.timers, STREAM(0), now);
+                assert_eq!(matches!(got, Opened::Plain), plain, "{got:?} after {at:?}");
+            }
+        }
+
         fn open(&mut self, stream: Key) -> (ChannelEnd, Ticket) {
             let registry = self.poll.registry();
             match self.carriers.open(
-                self.addr,
-                "127.0.0.1",
-                None,
+                dial(self.addr),
                 registry,
                 &mut self.timers,
                 stream,
@@ -858,38 +861,15 @@ mod tests {
         s.server
             .write_all(b"400 Bad request: expected INIT STREAM\n")
             .unwrap();
-        let (_, kicks) = s.until(|_, k| !k.is_empty());
-        assert_eq!(kicks, [Kick::Connect(STREAM(0))]);
-        let registry = s.poll.registry();
-        let again = s
-            .carriers
-            .open(s.addr, "x", None, registry, &mut s.timers, STREAM(0), s.now);
-        assert!(matches!(again, Opened::Plain), "{again:?}");
         // ... for ten minutes, then a carrier is tried again.
-        let later = s.now + PLAIN_AFTER_REFUSAL;
-        let retry = s
-            .carriers
-            .open(s.addr, "x", None, registry, &mut s.timers, STREAM(0), later);
-        assert!(matches!(retry, Opened::Wait), "{retry:?}");
+        s.plain_for(PLAIN_AFTER_REFUSAL);
     }
 
     #[test]
     fn a_server_at_its_limit_sends_the_streams_on_their_own_for_a_while() {
         let mut s = Scene::new();
         s.server.write_all(b"503 Too many connections\n").unwrap();
-        let (_, kicks) = s.until(|_, k| !k.is_empty());
-        assert_eq!(kicks, [Kick::Connect(STREAM(0))]);
-        let registry = s.poll.registry();
-        let soon = s.now + PLAIN_AFTER_FAILURE - Duration::from_millis(1);
-        let again = s
-            .carriers
-            .open(s.addr, "x", None, registry, &mut s.timers, STREAM(0), soon);
-        assert!(matches!(again, Opened::Plain), "{again:?}");
-        let later = s.now + PLAIN_AFTER_FAILURE;
-        let retry = s
-            .carriers
-            .open(s.addr, "x", None, registry, &mut s.timers, STREAM(0), later);
-        assert!(matches!(retry, Opened::Wait), "{retry:?}");
+        s.plain_for(PLAIN_AFTER_FAILURE);
     }
 
     #[test]

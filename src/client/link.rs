@@ -34,6 +34,31 @@ use crate::proto::client::{ClientConn, Event, Negotiated};
 pub use crate::proto::client::{Close, Phase};
 use crate::tls::{ClientSetup, Transport};
 
+/// A socket connecting to `addr` (with TLS to `server` when `tls`: the
+/// ClientHello goes out once the connect completes), for a link or a
+/// multiplexed connection.
+pub(crate) fn connect(
+    addr: SocketAddr,
+    server: &str,
+    tls: Option<&ClientSetup>,
+) -> io::Result<Transport> {
+    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let tcp = TcpStream::connect(addr)?;
+    // The client batches its writes itself (linger): what it writes goes
+    // out now, not when the server's ACK for the previous segment comes
+    // back (which a server may delay).
+    tcp.set_nodelay(true)?;
+    Ok(match tls {
+        None => Transport::plain(tcp),
+        Some(t) => {
+            let name = t.name_for(server).map_err(|e| invalid(e.to_string()))?;
+            let session = rustls::ClientConnection::new(t.config.clone(), name)
+                .map_err(|e| invalid(e.to_string()))?;
+            Transport::tls(tcp, session)
+        }
+    })
+}
+
 /// Something the server said that the stream must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Heard {
@@ -91,21 +116,7 @@ impl Link {
         compression: Compression,
         tls: Option<&ClientSetup>,
     ) -> io::Result<Link> {
-        let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
-        let tcp = TcpStream::connect(addr)?;
-        // The stream batches its writes itself (linger): what it writes
-        // goes out now, not when the server's ACK for the previous
-        // segment comes back (which a server may delay).
-        tcp.set_nodelay(true)?;
-        let sock = match tls {
-            None => Transport::plain(tcp),
-            Some(t) => {
-                let name = t.name_for(server).map_err(|e| invalid(e.to_string()))?;
-                let session = rustls::ClientConnection::new(t.config.clone(), name)
-                    .map_err(|e| invalid(e.to_string()))?;
-                Transport::tls(tcp, session)
-            }
-        };
+        let sock = connect(addr, server, tls)?;
         Ok(Link::over(sock, compression, None))
     }
 

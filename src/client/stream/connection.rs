@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use mio::Interest;
 
 use super::{Ctx, Settings, Stream};
-use crate::client::carrier::Opened;
+use crate::client::carrier::{Dial, Opened};
 use crate::client::failover::Failure;
 use crate::client::link::{Close, Heard, Link, Phase};
 use crate::codec::Codec;
@@ -314,10 +314,14 @@ impl Stream {
         let multiplex = ctx.settings.multiplex && !self.whole();
         let result = resolve(name).and_then(|addr| {
             if multiplex {
-                let tls = ctx.settings.tls.as_ref();
+                let to = Dial {
+                    addr,
+                    server: name,
+                    tls: ctx.settings.tls.as_ref(),
+                };
                 match ctx
                     .carriers
-                    .open(addr, name, tls, ctx.registry, ctx.timers, self.key, now)
+                    .open(to, ctx.registry, ctx.timers, self.key, now)
                 {
                     Opened::Channel(end, ticket) => {
                         return Ok(Some(Link::channel(end, ticket, compression)))
