@@ -628,3 +628,22 @@ fn stopped_then_rotated_truncated_and_deleted_with_lz4() {
         "lz4",
     );
 }
+
+/// Found by the property test (in CI): a stop, then a rotation and
+/// writes while stopped, with gzip on the wire.
+#[test]
+fn stopped_then_rotated_and_written_with_gzip() {
+    use Op::*;
+    run_with(
+        &[
+            Write(260),
+            Stop(true),
+            Rotate(33),
+            Write(264),
+            Write(134),
+            Write(188),
+            Write(182),
+        ],
+        "gzip",
+    );
+}
