@@ -474,11 +474,11 @@ impl Carriers {
             self.dirty.push(carrier);
             return;
         }
-        let (was_full, n) = end.take_out_within(&mut c.tx, chan.credit as usize);
+        let (room, n) = end.take_out_within(&mut c.tx, chan.credit as usize);
         chan.credit -= n as u32;
-        // Bytes left wait for CREDIT (which frames them); a stream that
-        // had filled its outbox may write more once `tx` is out.
-        if was_full && end.unsent() == 0 {
+        // Bytes left wait for CREDIT (which frames them); a stream whose
+        // write found no room may write more once `tx` is out.
+        if room {
             c.room.push(chan.stream);
         }
         self.dirty.push(carrier);

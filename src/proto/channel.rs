@@ -54,6 +54,9 @@ pub struct ChannelEnd {
     fin_sent: bool,
     /// Bytes read since credit was last handed back.
     taken: u32,
+    /// A write found the outbox full (took less than it was given): the
+    /// writer waits to be told there is room again.
+    wants_room: bool,
 }
 
 impl ChannelEnd {
@@ -68,6 +71,7 @@ impl ChannelEnd {
             shut: false,
             fin_sent: false,
             taken: 0,
+            wants_room: false,
         }
     }
 
@@ -118,8 +122,9 @@ impl ChannelEnd {
     }
 
     /// Moves what the stream wrote into DATA frames on `out` (and the FIN
-    /// once it half-closed and all is out). True when the outbox was full
-    /// (the stream may have waited for room: it should be served again).
+    /// once it half-closed and all is out). True when a write of the
+    /// stream found no room and there is room now: it waits to be served
+    /// again (as a socket's writer waits for a writable event).
     pub fn take_out(&mut self, out: &mut Vec<u8>) -> bool {
         self.take_out_within(out, usize::MAX).0
     }
@@ -127,7 +132,6 @@ impl ChannelEnd {
     /// [`take_out`](Self::take_out) of at most `max` bytes (a sender's
     /// credit); also says how many went.
     pub fn take_out_within(&mut self, out: &mut Vec<u8>, max: usize) -> (bool, usize) {
-        let was_full = self.outbox.len() >= OUT_LIMIT;
         let n = self.outbox.len().min(max);
         super::mux::write_data(out, self.id, &self.outbox[..n]);
         self.outbox.drain(..n);
@@ -139,7 +143,11 @@ impl ChannelEnd {
             super::mux::write_fin(out, self.id);
             self.fin_sent = true;
         }
-        (was_full, n)
+        let room = self.wants_room && self.outbox.len() < OUT_LIMIT;
+        if room {
+            self.wants_room = false;
+        }
+        (room, n)
     }
 
     /// Bytes written and not yet framed.
@@ -196,6 +204,9 @@ impl Write for ChannelEnd {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
         let n = data.len().min(OUT_LIMIT - self.outbox.len());
+        if n < data.len() {
+            self.wants_room = true;
+        }
         if n == 0 && !data.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
@@ -305,6 +316,24 @@ mod tests {
                 "chunk {chunk}: {back} of {sent}"
             );
         }
+    }
+
+    #[test]
+    fn a_writer_that_found_no_room_is_told_when_there_is_some() {
+        let mut ch = ChannelEnd::new(4);
+        let mut out = Vec::new();
+        assert_eq!(ch.write(b"abc").unwrap(), 3);
+        assert_eq!(
+            ch.take_out_within(&mut out, 1),
+            (false, 1),
+            "it never waited"
+        );
+        assert_eq!(ch.write(&vec![0; OUT_LIMIT]).unwrap(), OUT_LIMIT - 2);
+        // No credit: nothing goes, no room.
+        assert_eq!(ch.take_out_within(&mut out, 0), (false, 0));
+        // Some credit: part goes, and that is room.
+        assert_eq!(ch.take_out_within(&mut out, 100), (true, 100));
+        assert_eq!(ch.take_out_within(&mut out, 100), (false, 100), "told once");
     }
 
     #[test]
