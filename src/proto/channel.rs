@@ -84,7 +84,7 @@ impl ChannelEnd {
     /// connection's [`Channels`](super::mux::Channels) already refuses
     /// that, so this is a second fence).
     pub fn deliver(&mut self, data: &[u8]) -> bool {
-        if self.inbox.len() - self.at + data.len() > WINDOW as usize {
+        if self.unread() + data.len() > WINDOW as usize {
             return false;
         }
         if self.at == self.inbox.len() {
@@ -158,11 +158,6 @@ impl ChannelEnd {
     /// Something waits to be framed: bytes, or the FIN.
     pub fn has_output(&self) -> bool {
         !self.outbox.is_empty() || (self.shut && !self.fin_sent)
-    }
-
-    /// Nothing written waits to be framed.
-    pub fn is_flushed(&self) -> bool {
-        self.outbox.is_empty()
     }
 
     /// The stream's half-close.
@@ -350,7 +345,7 @@ mod tests {
         let mut out = Vec::new();
         assert!(ch.take_out(&mut out), "it was full");
         assert!(!ch.take_out(&mut out));
-        assert!(ch.is_flushed());
+        assert!(!ch.has_output());
         let (mut at, mut data, mut fins) = (0, 0, 0);
         while at < out.len() {
             let Ok(Status::Complete(f, n)) = parse(&out[at..]) else {
