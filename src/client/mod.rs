@@ -251,12 +251,7 @@ impl ClientDaemon {
         let mut ready = Vec::with_capacity(1024);
         let mut now = Instant::now();
         self.start_progress(now);
-        self.starting = true;
         self.start(now);
-        self.starting = false;
-        // What the first look found (or since when each path is followed)
-        // is on disk before the loop first waits.
-        self.after_events(now);
         self.supervisor
             .ready(&format!("following {} streams", self.streams.len()));
         if let Some(at) = self.supervisor.first_ping(now) {
@@ -323,20 +318,16 @@ impl ClientDaemon {
     }
 
     /// Sets up the directory watches, gives every followed path its first
-    /// look and logs the start.
+    /// look, saves what the looks found (or since when each path is
+    /// followed) and only then logs the start: a client killed at any time
+    /// after it said `started:` finds on restart every generation of a
+    /// path born since, even one created and rotated away before this run
+    /// saw it.
     fn start(&mut self, now: Instant) {
-        crate::info!(
-            "starting: {} followed paths and {} directory sources to open and list",
-            self.streams.len(),
-            self.sources.len()
-        );
-        self.watch_dirs(now);
-        for key in self.streams.keys() {
-            if self.stop_waiting() {
-                break;
-            }
-            self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
-        }
+        self.starting = true;
+        self.first_looks(now);
+        self.starting = false;
+        self.after_events(now);
         if self.stopping {
             return;
         }
@@ -354,6 +345,21 @@ impl ClientDaemon {
         );
         if let Some(http) = &self.http {
             crate::info!("serving metrics on http://{}/metrics", http.local_addr());
+        }
+    }
+
+    fn first_looks(&mut self, now: Instant) {
+        crate::info!(
+            "starting: {} followed paths and {} directory sources to open and list",
+            self.streams.len(),
+            self.sources.len()
+        );
+        self.watch_dirs(now);
+        for key in self.streams.keys() {
+            if self.stop_waiting() {
+                break;
+            }
+            self.with_stream(key, now, |s, ctx| s.on_file_event(ctx));
         }
     }
 
@@ -746,5 +752,38 @@ impl ClientDaemon {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod start_tests {
+    use super::*;
+    use crate::config::ClientConfig;
+
+    /// `started:` is logged at the end of [`ClientDaemon::start`]: by then
+    /// the state file must say since when each path is followed, or a
+    /// `kill -9` right after the log line loses every generation created
+    /// and rotated away before the next run (found by `tests/model.rs`
+    /// under load: the save came one loop turn after the log line).
+    #[test]
+    fn since_when_a_path_is_followed_is_on_disk_when_the_start_is_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let log = dir.path().join("app.log");
+        let text = format!(
+            "state_file = {state:?}\n[server]\nhostname = \"127.0.0.1\"\nport = 9\n\
+             [[stream]]\npath = {log:?}\n"
+        );
+        let cfg = ClientConfig::from_toml_str(&text, "test.toml").unwrap();
+        let mut daemon = ClientDaemon::new(cfg, false).unwrap();
+        assert!(!state.exists());
+        daemon.start(Instant::now());
+        let saved = crate::tail::state::load(&state).unwrap();
+        let marker = saved
+            .entries
+            .iter()
+            .find(|e| e.path == log && e.id == crate::tail::follow::SINCE_MARKER)
+            .expect("the path's since-marker is saved");
+        assert!(marker.copies_after > 0, "{marker:?}");
     }
 }
