@@ -122,3 +122,63 @@ fn sigterm_during_start_up_stops_it_and_a_restart_ships_every_line_once() {
         assert_eq!(read(d), expected(&format!("s{i}"), 0, 3), "{}", d.display());
     }
 }
+
+/// More files with data than the server lets this host connect at once
+/// (`max_connections_per_address = 3`, the client's `max_connections` at
+/// its default of 4096): the files the server turns away wait for a slot
+/// (so connections idle for 1 s make room) and every line arrives, with
+/// one warning for the client rather than one per file. Before, each file
+/// turned away retried on its own back-off, nothing told idle connections
+/// to close before `idle_close` (5 minutes), and with a multiplexed
+/// connection, which takes one of the host's slots itself, 10,000 files
+/// stalled at the client's 4,096th channel.
+fn files_beyond_the_servers_limit_wait_their_turn(multiplex: bool) {
+    const N: usize = 9;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let server = server_with(
+        tmp.path(),
+        &out,
+        "max_connections_per_address = 3\nsync = \"none\"\n",
+    );
+    let paths: Vec<_> = (0..N)
+        .map(|i| tmp.path().join(format!("f{i}.log")))
+        .collect();
+    for (i, p) in paths.iter().enumerate() {
+        append_lines(p, &format!("f{i}"), 0, 20);
+    }
+    let streams: String = paths
+        .iter()
+        .map(|p| format!("[[stream]]\npath = \"{}\"\n", p.display()))
+        .collect();
+    let cfg = client_config(
+        tmp.path(),
+        &server,
+        &format!("multiplex = {multiplex}\n{streams}"),
+    );
+    let c = client(&["--config", cfg.to_str().unwrap()]);
+    for (i, p) in paths.iter().enumerate() {
+        wait_content(&routed(&out, "h", p), &expected(&format!("f{i}"), 0, 20));
+    }
+    let log = c.log();
+    // Said once a minute at most (twice only on a machine so loaded that
+    // this took over a minute), not once per file turned away.
+    let said = log
+        .matches("connections open from here: at most that many")
+        .count();
+    assert!((1..=2).contains(&said), "{log}");
+    assert!(
+        !log.contains(".log: server refused the connection"),
+        "{log}"
+    );
+}
+
+#[test]
+fn files_beyond_the_servers_connection_limit_wait_their_turn() {
+    files_beyond_the_servers_limit_wait_their_turn(false);
+}
+
+#[test]
+fn files_beyond_the_servers_connection_limit_wait_their_turn_multiplexed() {
+    files_beyond_the_servers_limit_wait_their_turn(true);
+}

@@ -642,7 +642,7 @@ impl ClientDaemon {
             return; // called again from inside the loop below
         }
         self.granting = true;
-        while self.links.open < self.links.max {
+        while self.links.room(now) {
             let Some(key) = self.links.waiting.pop_front() else {
                 break;
             };

@@ -117,6 +117,8 @@ impl ClientDaemon {
                 waiting: Default::default(),
                 plain_until: None,
                 outage_since: None,
+                cap: None,
+                full_said: None,
             },
             carriers: Default::default(),
             granting: false,

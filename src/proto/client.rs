@@ -196,6 +196,20 @@ fn what(e: ParseError) -> &'static str {
     reason.split_once(": ").map_or(reason, |(_, what)| what)
 }
 
+/// The text of the server's refusals at its connection limits, sent
+/// instead of the greeting: `503 Too many connections` in all, or `503 Too
+/// many connections from your address`.
+pub const CONNECTION_LIMIT: &str = "Too many connections";
+
+impl Close {
+    /// The server turned the connection away at one of its connection
+    /// limits (not a fault of the stream or of the server: a slot frees
+    /// when another connection ends).
+    pub fn at_connection_limit(&self) -> bool {
+        matches!(self, Close::Turned { code: 503, text } if text.starts_with(CONNECTION_LIMIT))
+    }
+}
+
 impl fmt::Display for Close {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

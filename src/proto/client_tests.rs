@@ -600,8 +600,17 @@ fn a_status_line_instead_of_the_greeting_says_why() {
             code,
             text: text.into(),
         };
+        // Only the connection limits wait for a slot (the client's
+        // `turned_away`); a shutdown is not one.
+        assert_eq!(want.at_connection_limit(), code == 503, "{want}");
         assert_eq!(feed(&mut c, &line), [Event::Closed(want)]);
     }
+    // The same text refusing a stream (after INIT) is not the limit.
+    let refused = Close::Refused {
+        code: 503,
+        text: "Too many connections".into(),
+    };
+    assert!(!refused.at_connection_limit());
     // Not a status line: still a bad greeting.
     let mut c = ClientConn::new(None);
     c.connected();

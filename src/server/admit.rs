@@ -254,6 +254,23 @@ pub(super) fn describe(hit: LimitHit, peer: SocketAddr, gate: &Gate) -> String {
 mod tests {
     use super::*;
 
+    /// The client tells these lines from other refusals by their text
+    /// (and then waits for a slot instead of retrying on its own).
+    #[test]
+    fn every_refusal_line_is_one_the_client_knows_as_the_connection_limit() {
+        use crate::proto::client::{Close, CONNECTION_LIMIT};
+        for hit in [LimitHit::Connections, LimitHit::ConnectionsPerAddress] {
+            let line = refusal(hit);
+            let text = line.strip_prefix("503 ").expect("a 503").trim_end();
+            assert!(text.starts_with(CONNECTION_LIMIT), "{line:?}");
+            let close = Close::Turned {
+                code: 503,
+                text: text.into(),
+            };
+            assert!(close.at_connection_limit(), "{line:?}");
+        }
+    }
+
     fn limits(total: usize, per: usize) -> Limits {
         Limits {
             max_connections: total,

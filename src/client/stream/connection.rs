@@ -40,7 +40,20 @@ pub(crate) struct LinkBudget {
     /// completed its handshake since): the outage is logged once, when it
     /// begins and when it ends, not once per file and retry.
     pub outage_since: Option<Instant>,
+    /// The server turned a connection away at its connection limit while
+    /// this many others were open: no more than that until then (see
+    /// [`LinkBudget::server_full`]).
+    pub cap: Option<(usize, Instant)>,
+    /// When that was last logged.
+    pub full_said: Option<Instant>,
 }
+
+/// How long a connection limit the server showed holds here: then one more
+/// connection is tried (a slot may have freed, or the limit been raised).
+pub(crate) const SERVER_FULL_HOLD: Duration = Duration::from_secs(10);
+/// The server's connection limit is logged at most this often (it turns a
+/// connection away once per [`SERVER_FULL_HOLD`] while it stays full).
+pub(crate) const SERVER_FULL_SAY: Duration = Duration::from_secs(60);
 
 /// How long a client sends uncompressed after the server refused or
 /// ignored its codec, before it asks again (the server may have been
@@ -48,6 +61,39 @@ pub(crate) struct LinkBudget {
 const CODEC_RETRY: Duration = Duration::from_secs(600);
 
 impl LinkBudget {
+    /// True when one more connection may be opened at `now`: fewer than
+    /// `max_connections`, and fewer than the server took when it last
+    /// turned one away.
+    pub fn room(&self, now: Instant) -> bool {
+        let max = match self.cap {
+            Some((n, until)) if now < until => n.min(self.max),
+            _ => self.max,
+        };
+        self.open < max
+    }
+
+    /// The server turned a connection away at its connection limit while
+    /// `open` others were open (the refused one is closed already): at
+    /// most that many, at least one, for [`SERVER_FULL_HOLD`]. Without
+    /// it each file waiting for a slot would take its turn at being
+    /// refused, then retry on its own back-off, and nothing would tell the
+    /// idle connections to make room. True when the caller should log it
+    /// (at most once per [`SERVER_FULL_SAY`]).
+    pub fn server_full(&mut self, now: Instant) -> bool {
+        let n = match self.cap {
+            Some((n, until)) if now < until => n.min(self.open),
+            _ => self.open,
+        };
+        self.cap = Some((n.max(1), now + SERVER_FULL_HOLD));
+        let say = self
+            .full_said
+            .is_none_or(|t| now.saturating_duration_since(t) >= SERVER_FULL_SAY);
+        if say {
+            self.full_said = Some(now);
+        }
+        say
+    }
+
     /// What a new connection should ask for: the configured compression,
     /// unless the server turned it down recently.
     fn compression(&self, configured: Compression, now: Instant) -> Compression {
@@ -234,6 +280,8 @@ impl Stream {
         }
         if self.stopping || finished {
             self.drop_link(ctx, None);
+        } else if why.at_connection_limit() && ctx.servers.len() == 1 {
+            self.turned_away(ctx, &why);
         } else {
             let failure = super::route::failure_of(&why);
             self.link_failed(ctx, why.to_string(), failure);
@@ -243,6 +291,30 @@ impl Stream {
             // when there is something to send.
             self.retry_at = None;
             self.backoff = Duration::ZERO;
+        }
+    }
+
+    /// The (only) server turned this connection away at its connection
+    /// limit: the file waits for a slot like one over `max_connections`,
+    /// while the connections open stay, idle ones closing after 1 s (with
+    /// several servers the stream moves instead, see `route`). Said once
+    /// per [`SERVER_FULL_HOLD`] for the whole client, not per file.
+    fn turned_away(&mut self, ctx: &mut Ctx<'_>, why: &Close) {
+        self.drop_link(ctx, None);
+        let open = ctx.links.open;
+        if ctx.links.server_full(ctx.now) {
+            crate::warn!(
+                server = self.server_name(ctx);
+                "{why} with {open} connections open from here: at most that many, trying one more every {}s; the other files wait for one to close (idle ones close after 1s), nothing is lost (said at most every {}s)",
+                SERVER_FULL_HOLD.as_secs(),
+                SERVER_FULL_SAY.as_secs()
+            );
+        } else {
+            crate::debug!("{}: {why}", crate::log::esc(self.path()));
+        }
+        if !self.waiting_link {
+            self.waiting_link = true;
+            ctx.links.waiting.push_back(self.key);
         }
     }
 
@@ -293,7 +365,7 @@ impl Stream {
     }
 
     pub(super) fn connect(&mut self, ctx: &mut Ctx<'_>) {
-        if ctx.links.open >= ctx.links.max {
+        if !ctx.links.room(ctx.now) {
             if !self.waiting_link {
                 self.waiting_link = true;
                 ctx.links.waiting.push_back(self.key);

@@ -94,6 +94,8 @@ impl World {
                 waiting: Default::default(),
                 plain_until: None,
                 outage_since: None,
+                cap: None,
+                full_said: None,
             },
             meter: Meter::new(&metrics, label),
             throttled: Duration::ZERO,
@@ -322,4 +324,68 @@ fn a_file_whose_read_found_a_batch_reads_its_growth_at_once() {
     assert_eq!(s.tail.sent(), 20_000);
     append(&path, "one\n");
     assert_eq!(s.growth_waits(w.now), None);
+}
+
+/// The only server turns a connection away at its connection limit (the
+/// line it sends instead of its greeting): the file waits for a slot, as
+/// one over `max_connections` does (so idle connections close after 1 s),
+/// instead of retrying on its own back-off; until `SERVER_FULL_HOLD`
+/// passed no more connections are opened than the server took.
+#[test]
+fn a_file_turned_away_at_the_servers_connection_limit_waits_for_a_slot() {
+    use super::connection::{SERVER_FULL_HOLD, SERVER_FULL_SAY};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut w = World::new(vec![listener.local_addr().expect("addr").to_string()]);
+    // Three other files' connections are open.
+    w.links.open = 3;
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("a.log");
+    std::fs::write(&path, "one\n").expect("write");
+    let key = Slots::<()>::default().vacant_key();
+    let tail = w.settings.tail(true, false);
+    let mut s = Stream::new(key, 0, path, None, Vec::new(), tail);
+    s.on_file_event(&mut w.ctx());
+    let (mut peer, _) = listener.accept().expect("accept");
+    peer.write_all(b"503 Too many connections from your address\n")
+        .expect("refuse");
+    drop(peer);
+    w.drive(&mut s, |s| s.link.is_none());
+    assert_eq!(w.links.waiting, [key]);
+    assert_eq!(w.links.open, 3);
+    assert_eq!(w.links.cap.map(|(n, _)| n), Some(3));
+    assert!(!w.links.room(w.now));
+    // Its back-off retry comes and finds no room: it still waits.
+    w.now += Duration::from_secs(1);
+    s.tick(&mut w.ctx());
+    assert!(
+        s.link.is_none(),
+        "no connection opened while the server is full"
+    );
+    assert_eq!(w.links.waiting, [key]);
+    // A refusal while capped only lowers the cap (one more file's
+    // connection closed meanwhile).
+    w.links.open = 2;
+    assert!(!w.links.server_full(w.now), "said once");
+    assert_eq!(w.links.cap.map(|(n, _)| n), Some(2));
+    // The hold passed: one more may be tried.
+    w.now += SERVER_FULL_HOLD;
+    assert!(w.links.room(w.now));
+    w.links.open = 3;
+    assert!(
+        !w.links.server_full(w.now),
+        "refused again: not said again yet"
+    );
+    assert_eq!(w.links.cap.map(|(n, _)| n), Some(3), "a new cap");
+    w.now += SERVER_FULL_SAY;
+    assert!(w.links.server_full(w.now), "said again after a while");
+}
+
+/// A refusal with nothing else open still leaves one connection.
+#[test]
+fn a_server_full_with_nothing_open_still_allows_one_connection() {
+    let mut w = World::new(vec!["127.0.0.1:9".into()]);
+    assert!(w.links.server_full(w.now));
+    assert!(w.links.room(w.now));
+    w.links.open = 1;
+    assert!(!w.links.room(w.now));
 }
