@@ -297,15 +297,17 @@ impl Stream {
     /// The (only) server turned this connection away at its connection
     /// limit: the file waits for a slot like one over `max_connections`,
     /// while the connections open stay, idle ones closing after 1 s (with
-    /// several servers the stream moves instead, see `route`). Said once
-    /// per [`SERVER_FULL_HOLD`] for the whole client, not per file.
+    /// several servers the stream moves instead, see `route`). Said at
+    /// most once per [`SERVER_FULL_SAY`] for the whole client, not per
+    /// file.
     fn turned_away(&mut self, ctx: &mut Ctx<'_>, why: &Close) {
         self.drop_link(ctx, None);
         let open = ctx.links.open;
         if ctx.links.server_full(ctx.now) {
+            let cap = ctx.links.cap.map_or(1, |(n, _)| n);
             crate::warn!(
                 server = self.server_name(ctx);
-                "{why} with {open} connections open from here: at most that many, trying one more every {}s; the other files wait for one to close (idle ones close after 1s), nothing is lost (said at most every {}s)",
+                "{why} with {open} connections open from here: at most {cap} now, trying one more every {}s; the other files wait for one to close (idle ones close after 1s), nothing is lost (said at most every {}s)",
                 SERVER_FULL_HOLD.as_secs(),
                 SERVER_FULL_SAY.as_secs()
             );
