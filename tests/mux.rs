@@ -391,3 +391,47 @@ fn a_client_with_many_files_sends_them_all_on_one_multiplexed_connection() {
     let accepted = common::scrape::value(&body, "loghamster_server_connections_accepted_total");
     assert_eq!(accepted, Some(31.0), "{body}");
 }
+
+/// With `multiplex = true`, a file far behind its end (a catch-up) gets a
+/// connection of its own, where the server splices it into its output; a
+/// file caught up takes a channel, and once a burst leaves it far behind
+/// it ends the channel (`250 DONE`) and goes on with a connection of its
+/// own, spliced too. Every line arrives once and in order.
+#[test]
+fn a_file_far_behind_gets_a_connection_of_its_own_and_is_spliced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let server = Server::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--directory",
+        out.to_str().unwrap(),
+        "--debug",
+    ]);
+    let big = tmp.path().join("big.log");
+    let small = tmp.path().join("small.log");
+    append_lines(&big, "big", 0, 40_000);
+    append_lines(&small, "small", 0, 10);
+    let streams: String = [&big, &small]
+        .iter()
+        .map(|p| format!("[[stream]]\npath = \"{}\"\n", p.display()))
+        .collect();
+    let cfg = client_config(tmp.path(), &server, &format!("multiplex = true\n{streams}"));
+    let client = client(&["--config", cfg.to_str().unwrap(), "--debug"]);
+    wait_content(&routed(&out, "h", &big), &expected("big", 0, 40_000));
+    wait_content(&routed(&out, "h", &small), &expected("small", 0, 10));
+    let spliced = |log: &str, name: &str| {
+        log.lines()
+            .any(|l| l.contains(name) && l.contains("zero-copy on"))
+    };
+    let log = server.proc.log();
+    assert!(spliced(&log, "big.log"), "{log}");
+    assert!(!spliced(&log, "small.log"), "{log}");
+    // A burst of about 3 MiB at once on the caught-up file's channel.
+    append_lines(&small, "small", 10, 40_010);
+    client.wait_log("bytes behind on a multiplexed connection");
+    wait_content(&routed(&out, "h", &small), &expected("small", 0, 40_010));
+    wait_for("the server to splice small.log", || {
+        spliced(&server.proc.log(), "small.log")
+    });
+}

@@ -384,8 +384,11 @@ impl Stream {
         let name = ctx.servers.name(server);
         // A followed file takes a channel of the server's multiplexed
         // connection when configured; a whole file goes by `sendfile` on
-        // a connection of its own.
-        let multiplex = ctx.settings.multiplex && !self.whole();
+        // a connection of its own, and so does a followed file far behind
+        // (`send::OWN_CONNECTION_BACKLOG`: the server splices it).
+        let multiplex = ctx.settings.multiplex
+            && !self.whole()
+            && !super::send::wants_own_connection(self.backlog());
         let result = resolve(name).and_then(|addr| {
             if multiplex {
                 let to = Dial {

@@ -19,7 +19,59 @@ use crate::tail::follow::{Env, Filled, State, REOPEN_RETRY};
 /// Most bytes one stream sends per turn of the loop (see `pump`).
 const PUMP_QUANTUM: u64 = 1 << 20;
 
+/// With `multiplex`, a followed file at least this far behind (file length
+/// minus bytes sent) takes a connection of its own instead of a channel:
+/// there the server splices it into its output and no frame is copied or
+/// waits for credit. One that falls this far behind on a channel ends the
+/// channel (`250 DONE`, a clean end) and reconnects on its own; back on a
+/// channel once that connection ends (idle, rotation) caught up.
+pub(super) const OWN_CONNECTION_BACKLOG: u64 = 1 << 20;
+
+/// True when a stream `backlog` bytes behind its file should have a
+/// connection of its own rather than a channel (see
+/// [`OWN_CONNECTION_BACKLOG`]).
+pub(super) fn wants_own_connection(backlog: u64) -> bool {
+    backlog >= OWN_CONNECTION_BACKLOG
+}
+
 impl Stream {
+    /// Bytes of the current file not sent yet (one `fstat`).
+    pub(super) fn backlog(&self) -> u64 {
+        self.file_len()
+            .map_or(0, |len| len.saturating_sub(self.tail.sent()))
+    }
+
+    /// After a `pump` on a channel that left the file's reader behind (its
+    /// last read filled the buffer): when the file is
+    /// [`OWN_CONNECTION_BACKLOG`] ahead, ends the channel so the stream
+    /// reconnects on a connection of its own. Only while following the
+    /// path (a draining generation ends on its own terms).
+    fn leave_channel_if_behind(&mut self) {
+        let on_channel = self
+            .link
+            .as_ref()
+            .is_some_and(|l| l.phase == Phase::Up && l.channel_of().is_some());
+        if !on_channel
+            || self.stopping
+            || self.whole()
+            || self.tail.state() != State::Following
+            || !self.tail.behind()
+        {
+            return;
+        }
+        let backlog = self.backlog();
+        if !wants_own_connection(backlog) {
+            return;
+        }
+        crate::debug!(
+            "{}: {backlog} bytes behind on a multiplexed connection: ending the channel to go on with a connection of its own",
+            crate::log::esc(&self.path())
+        );
+        if let Some(link) = &mut self.link {
+            link.finish();
+        }
+    }
+
     /// Moves file bytes into the socket under the batching rules. Returns
     /// when it wants to be called again (linger or partial-line timeout).
     ///
@@ -28,6 +80,12 @@ impl Stream {
     /// has served other ready events), so a file far behind cannot starve
     /// the others.
     pub(super) fn pump(&mut self, ctx: &mut Ctx<'_>) -> Option<Instant> {
+        let at = self.pump_turn(ctx);
+        self.leave_channel_if_behind();
+        at
+    }
+
+    fn pump_turn(&mut self, ctx: &mut Ctx<'_>) -> Option<Instant> {
         let now = ctx.now;
         let start = self.tail.sent();
         let read_start = self.tail.read_pos();
