@@ -213,10 +213,7 @@ fn a_server_outage_is_one_warning_not_one_per_file_and_retry() {
         .local_addr()
         .unwrap()
         .port();
-    let streams: String = refs
-        .iter()
-        .map(|f| format!("[[stream]]\npath = \"{}\"\n", f.display()))
-        .collect();
+    let streams = stream_tables(&refs);
     let cfg = tmp.path().join("client.toml");
     std::fs::write(
         &cfg,

@@ -147,10 +147,7 @@ fn files_beyond_the_servers_limit_wait_their_turn(multiplex: bool) {
     for (i, p) in paths.iter().enumerate() {
         append_lines(p, &format!("f{i}"), 0, 20);
     }
-    let streams: String = paths
-        .iter()
-        .map(|p| format!("[[stream]]\npath = \"{}\"\n", p.display()))
-        .collect();
+    let streams = stream_tables(&paths);
     let cfg = client_config(
         tmp.path(),
         &server,

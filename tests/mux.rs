@@ -368,10 +368,7 @@ fn a_client_with_many_files_sends_them_all_on_one_multiplexed_connection() {
     for (i, f) in files.iter().enumerate() {
         append_lines(f, &format!("f{i}"), 0, 10);
     }
-    let streams: String = files
-        .iter()
-        .map(|f| format!("[[stream]]\npath = \"{}\"\n", f.display()))
-        .collect();
+    let streams = stream_tables(&files);
     let cfg = client_config(tmp.path(), &server, &format!("multiplex = true\n{streams}"));
     let client = client(&["--config", cfg.to_str().unwrap()]);
     client.wait_log("multiplexed connection ready");
@@ -412,10 +409,7 @@ fn a_file_far_behind_gets_a_connection_of_its_own_and_is_spliced() {
     let small = tmp.path().join("small.log");
     append_lines(&big, "big", 0, 40_000);
     append_lines(&small, "small", 0, 10);
-    let streams: String = [&big, &small]
-        .iter()
-        .map(|p| format!("[[stream]]\npath = \"{}\"\n", p.display()))
-        .collect();
+    let streams = stream_tables([&big, &small]);
     let cfg = client_config(tmp.path(), &server, &format!("multiplex = true\n{streams}"));
     let client = client(&["--config", cfg.to_str().unwrap(), "--debug"]);
     wait_content(&routed(&out, "h", &big), &expected("big", 0, 40_000));

@@ -348,6 +348,8 @@ impl ClientDaemon {
         }
     }
 
+    /// Watches the directories and gives every followed path its first
+    /// look (a stop asked for meanwhile cuts it short).
     fn first_looks(&mut self, now: Instant) {
         crate::info!(
             "starting: {} followed paths and {} directory sources to open and list",

@@ -287,6 +287,14 @@ pub fn client_config(dir: &Path, server: &Server, body: &str) -> PathBuf {
     cfg
 }
 
+/// One `[[stream]]` table per path, for a client config's body.
+pub fn stream_tables<P: AsRef<Path>>(paths: impl IntoIterator<Item = P>) -> String {
+    paths
+        .into_iter()
+        .map(|p| format!("[[stream]]\npath = \"{}\"\n", p.as_ref().display()))
+        .collect()
+}
+
 /// Where the default route puts `file` from `host` under `dir`.
 pub fn routed(dir: &Path, host: &str, file: &Path) -> PathBuf {
     dir.join(host)
