@@ -9,7 +9,7 @@
 //! [`fnv1a`], which stays the same across Rust versions.
 
 use std::ffi::OsString;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+mod toml_text;
+pub use toml_text::TomlText;
 
 /// Why a state file could not be read or written.
 #[derive(Debug)]
@@ -181,7 +184,7 @@ pub fn escape_path(p: &Path) -> String {
         if (0x20..0x7f).contains(&b) && b != b'%' {
             s.push(b as char);
         } else {
-            s.push_str(&format!("%{b:02X}"));
+            let _ = write!(s, "%{b:02X}");
         }
     }
     s

@@ -51,12 +51,16 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+#[cfg(test)]
+use serde::Serialize;
 
 use super::identity::{IdKey, Identity};
 pub use crate::persist::Durability;
 pub use crate::persist::StateError;
-use crate::persist::{escape_path, toml_reason, unescape_path, write_atomic, write_atomic_mode};
+use crate::persist::{
+    escape_path, toml_reason, unescape_path, write_atomic, write_atomic_mode, TomlText,
+};
 
 /// The version written; [`LEGACY_VERSION`] files still load.
 pub const VERSION: u32 = 2;
@@ -95,7 +99,8 @@ pub struct Entry {
     pub copies_after: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize, Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct Raw {
     version: u32,
@@ -103,7 +108,8 @@ struct Raw {
     file: Vec<RawEntry>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize, Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 struct RawEntry {
     id: String,
@@ -125,14 +131,17 @@ struct RawEntry {
     copies_after: u64,
 }
 
+#[cfg(test)]
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+#[cfg(test)]
 fn is_zero32(n: &u32) -> bool {
     *n == 0
 }
 
+#[cfg(test)]
 fn is_false(b: &bool) -> bool {
     !b
 }
@@ -265,26 +274,49 @@ pub fn save(path: &Path, entries: &[Entry], durability: Durability) -> Result<()
         path: path.into(),
         source,
     };
-    let mut text = to_text(entries)
-        .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    let text = encode(entries).map_err(err)?;
+    write_atomic(path, text.as_bytes(), durability).map_err(err)
+}
+
+/// The state file's text for `entries`, sealed with its checksum line:
+/// what [`save`] writes.
+pub fn encode(entries: &[Entry]) -> std::io::Result<String> {
+    let mut text = to_text(entries)?;
     let seal = sha256_hex(text.as_bytes());
     text.push_str(SEAL);
     text.push_str(&seal);
     text.push('\n');
-    write_atomic(path, text.as_bytes(), durability).map_err(err)
+    Ok(text)
 }
 
-/// The state file's TOML (a [`Raw`]), written one `[[file]]` table at a
-/// time: serializing the whole list at once builds a document tree of
-/// about 5 KiB per entry first (5 MiB of heap for 1,000 files, at every
-/// save), which the allocator keeps as resident memory.
-fn to_text(entries: &[Entry]) -> Result<String, toml::ser::Error> {
-    let mut text = format!("version = {VERSION}\n");
+/// The state file's TOML (a [`Raw`]), written with [`TomlText`]: every
+/// entry has changed at every save of a busy host, and `toml`'s
+/// serializer took 6.9 ms for 1,000 of them on the client's only thread.
+fn to_text(entries: &[Entry]) -> std::io::Result<String> {
+    let mut t = TomlText::with_capacity(64 + 360 * entries.len());
+    t.int("version", u64::from(VERSION));
     for e in entries {
-        text.push_str("\n[[file]]\n");
-        text.push_str(&toml::to_string(&raw_entry(e))?);
+        t.table("file");
+        t.str("id", &e.id);
+        t.str("path", &escape_path(&e.path));
+        t.int("dev", e.identity.dev);
+        t.int("ino", e.identity.ino);
+        t.hex("fp", e.identity.fp);
+        t.int("fp_len", u64::from(e.identity.fp_len));
+        if e.identity.head_len > 0 {
+            t.hex("head", e.identity.head);
+            t.int("head_len", u64::from(e.identity.head_len));
+        }
+        t.int("offset", e.offset);
+        t.bool("complete", e.complete);
+        if e.copy {
+            t.bool("copy", true);
+        }
+        if e.copies_after != 0 {
+            t.int("copies_after", e.copies_after);
+        }
     }
-    Ok(text)
+    t.finish()
 }
 
 /// Where the secret of the state file `state` is kept.
@@ -325,23 +357,6 @@ pub fn save_key(state: &Path, key: &IdKey) -> Result<(), StateError> {
         .map_err(|source| StateError::Write { path, source })
 }
 
-fn raw_entry(e: &Entry) -> RawEntry {
-    RawEntry {
-        id: e.id.clone(),
-        path: escape_path(&e.path),
-        dev: e.identity.dev,
-        ino: e.identity.ino,
-        fp: format!("{:016x}", e.identity.fp),
-        fp_len: e.identity.fp_len,
-        head: (e.identity.head_len > 0).then(|| format!("{:016x}", e.identity.head)),
-        head_len: e.identity.head_len,
-        offset: e.offset,
-        complete: e.complete,
-        copy: e.copy,
-        copies_after: e.copies_after,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,6 +382,23 @@ mod tests {
     }
 
     const KEY: IdKey = IdKey([0x5a; 32]);
+
+    fn raw_entry(e: &Entry) -> RawEntry {
+        RawEntry {
+            id: e.id.clone(),
+            path: escape_path(&e.path),
+            dev: e.identity.dev,
+            ino: e.identity.ino,
+            fp: format!("{:016x}", e.identity.fp),
+            fp_len: e.identity.fp_len,
+            head: (e.identity.head_len > 0).then(|| format!("{:016x}", e.identity.head)),
+            head_len: e.identity.head_len,
+            offset: e.offset,
+            complete: e.complete,
+            copy: e.copy,
+            copies_after: e.copies_after,
+        }
+    }
 
     #[test]
     fn round_trips_including_odd_paths() {
@@ -395,16 +427,30 @@ mod tests {
     }
 
     #[test]
-    fn written_a_table_at_a_time_as_the_whole_list_would_be() {
-        // The entry-by-entry writer (bounded memory) gives the same text as
-        // serializing the whole `Raw` (what earlier versions wrote).
-        let odd = Path::new(std::ffi::OsStr::from_bytes(b"/var/log/a \"b\"\n.log"));
-        let entries = vec![entry(Path::new("/x.log")), entry(odd)];
-        let raw = Raw {
+    fn the_text_is_what_toml_wrote_and_reads() {
+        let raw = |entries: &[Entry]| Raw {
             version: VERSION,
             file: entries.iter().map(raw_entry).collect(),
         };
-        assert_eq!(to_text(&entries).unwrap(), toml::to_string(&raw).unwrap());
+        // Plain values: byte for byte what `toml`'s serializer wrote
+        // (earlier versions), optional keys present and absent.
+        let mut copy = entry(Path::new("/var/log/b.log"));
+        copy.copy = true;
+        copy.complete = true;
+        copy.copies_after = 1_765_056_000_123_456_789;
+        copy.identity.head_len = 0;
+        let plain = vec![entry(Path::new("/x.log")), copy];
+        assert_eq!(
+            to_text(&plain).unwrap(),
+            toml::to_string(&raw(&plain)).unwrap()
+        );
+        // Quotes, backslashes, control characters: `toml` reads back the
+        // same fields.
+        let odd = Path::new(std::ffi::OsStr::from_bytes(b"/var/log/a \"b\"\\\n.log"));
+        let mut odd = entry(odd);
+        odd.id = "x\"\\\u{1}\u{7f}\t~é".into();
+        let back: Raw = toml::from_str(&to_text(std::slice::from_ref(&odd)).unwrap()).unwrap();
+        assert_eq!(back, raw(&[odd]));
         // No entries: no `file = []`, and still a valid empty list.
         let empty: Raw = toml::from_str(&to_text(&[]).unwrap()).unwrap();
         assert!(empty.file.is_empty());
