@@ -389,6 +389,46 @@ fn a_client_with_many_files_sends_them_all_on_one_multiplexed_connection() {
     assert_eq!(accepted, Some(31.0), "{body}");
 }
 
+/// Multiplexing is the default, from a config file and from the command
+/// line alike; `multiplex = false` and `--no-multiplex` turn it off. (A
+/// client's multiplexed connection is ready before its first byte, so a
+/// client stopped once a file's lines arrived has said whether it was.)
+#[test]
+fn followed_files_multiplex_by_default_and_either_switch_turns_it_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let server = server_with(tmp.path(), &out, "");
+    let cases: [(&str, &[&str], bool); 4] = [
+        ("file-default", &[], true),
+        ("file-off", &["multiplex = false\n"], false),
+        ("cli-default", &[], true),
+        ("cli-off", &["--no-multiplex"], false),
+    ];
+    for (name, extra, multiplexed) in cases {
+        let file = tmp.path().join(format!("{name}.log"));
+        append_lines(&file, name, 0, 20);
+        let state = tmp.path().join(format!("{name}.state"));
+        let mut client = if name.starts_with("file") {
+            let dir = tmp.path().join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let body = format!("{}{}", extra.concat(), stream_tables([&file]));
+            let cfg = client_config(&dir, &server, &body);
+            common::client(&["--config", cfg.to_str().unwrap()])
+        } else {
+            client_for_with(&server, &state, "h", &[&file], extra)
+        };
+        wait_content(&routed(&out, "h", &file), &expected(name, 0, 20));
+        // Stopped, the client's whole log is in.
+        assert!(client.stop().success(), "{}", client.log());
+        let log = client.log();
+        assert_eq!(
+            log.contains("multiplexed connection ready"),
+            multiplexed,
+            "{name}: multiplexed should be {multiplexed}:\n{log}"
+        );
+    }
+}
+
 /// With `multiplex = true`, a file far behind its end (a catch-up) gets a
 /// connection of its own, where the server splices it into its output; a
 /// file caught up takes a channel, and once a burst leaves it far behind
