@@ -389,6 +389,39 @@ fn a_client_with_many_files_sends_them_all_on_one_multiplexed_connection() {
     assert_eq!(accepted, Some(31.0), "{body}");
 }
 
+/// Files that each have a backlog (below the 1 MiB that would take a
+/// connection of their own) all start at once: their channels' bytes fill
+/// the multiplexed connection's send buffer within a turn, so the later
+/// streams wait for it to empty before they read (`Carriers::congested`),
+/// and every line still arrives, in order.
+#[test]
+fn many_backlogs_at_once_wait_for_the_multiplexed_connection_and_all_arrive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let server = server_with(tmp.path(), &out, "");
+    let files: Vec<std::path::PathBuf> = (0..64)
+        .map(|i| tmp.path().join(format!("b{i}.log")))
+        .collect();
+    // About 90 KiB each: 5.6 MiB in all, eleven times the send buffer.
+    for (i, f) in files.iter().enumerate() {
+        append_lines(f, &format!("b{i}"), 0, 1000);
+    }
+    let cfg = client_config(tmp.path(), &server, &stream_tables(&files));
+    let mut client = common::client(&["--config", cfg.to_str().unwrap()]);
+    for round in 1..3 {
+        for (i, f) in files.iter().enumerate() {
+            append_lines(f, &format!("b{i}"), round * 1000, round * 1000 + 1000);
+        }
+    }
+    for (i, f) in files.iter().enumerate() {
+        wait_content(&routed(&out, "h", f), &expected(&format!("b{i}"), 0, 3000));
+    }
+    assert!(client.stop().success(), "{}", client.log());
+    let log = client.log();
+    assert!(log.contains("multiplexed connection ready"), "{log}");
+    assert!(!log.contains("WARN"), "{log}");
+}
+
 /// Multiplexing is the default, from a config file and from the command
 /// line alike; `multiplex = false` and `--no-multiplex` turn it off. (A
 /// client's multiplexed connection is ready before its first byte, so a

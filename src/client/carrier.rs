@@ -19,10 +19,14 @@
 //! - **Input**: frames go to their channel's end; the streams that got
 //!   something are served ([`Kick::Serve`]). `CREDIT` lets a channel send
 //!   more.
-//! - **Output**, once per loop turn ([`Carriers::flush`]): what each
-//!   served stream wrote goes out framed, within its channel's credit, in
-//!   one send for all of them. A stream whose bytes waited (credit, or a
-//!   full socket) is served again when room comes.
+//! - **Output**: what a stream on a channel wrote is framed when its
+//!   turn ends ([`Carriers::frame`]), within its channel's credit, and
+//!   goes out once per loop turn in one send for all of them
+//!   ([`Carriers::write`]). A stream whose bytes waited (credit, or a
+//!   full socket) is served again when room comes; while a carrier has
+//!   [`TX_LIMIT`] unsent its streams read nothing more
+//!   ([`Carriers::congested`]), so a turn that serves thousands of
+//!   channels holds a bounded amount of their files in memory.
 //! - **The end**: a link that is dropped leaves its channel id in a shared
 //!   list (the [`Ticket`]), and the channel is closed (`CLOSE`) at the
 //!   next flush. A carrier whose socket ends or breaks, or whose server
@@ -191,9 +195,9 @@ struct Carrier {
     last_id: u32,
     /// Streams waiting for the carrier to be ready.
     waiting: Vec<Key>,
-    /// Streams that filled their channel's outbox: served again once
-    /// `tx` is out (so `tx` never holds more than every channel's
-    /// outbox once).
+    /// Streams that filled their channel's outbox, or read nothing while
+    /// `tx` was full ([`Carriers::congested`]): served again once `tx` is
+    /// out (so `tx` never holds more than every channel's outbox once).
     room: Vec<Key>,
     /// Channels (id, stream) that got CREDIT: their outboxes are framed
     /// again at the flush.
@@ -448,10 +452,26 @@ impl Carriers {
         self.closed_list().retain(|&(k, _)| k != key);
     }
 
-    /// Stream `stream`, on channel `id` of `carrier`, was served: what it
-    /// wrote goes out at the next [`frame`](Self::frame).
-    pub fn served(&mut self, carrier: Key, id: u32, stream: Key) {
-        self.served.push((carrier, id, stream));
+    /// True when `carrier` has [`TX_LIMIT`] or more unsent: a stream on
+    /// one of its channels reads no more of its file until it is served
+    /// again ([`Carriers::wait_room`]). Otherwise a turn that serves
+    /// thousands of channels at once (files that waited for a slot, each
+    /// with a backlog) reads every backlog into memory before the first
+    /// byte goes out.
+    pub fn congested(&self, carrier: Key) -> bool {
+        self.slots
+            .get(carrier)
+            .is_some_and(|c| c.tx.len() - c.tx_at >= TX_LIMIT)
+    }
+
+    /// `stream` did not read because `carrier` was [`congested`]: it is
+    /// served again once the carrier's bytes are out.
+    ///
+    /// [`congested`]: Carriers::congested
+    pub fn wait_room(&mut self, carrier: Key, stream: Key) {
+        if let Some(c) = self.slots.get_mut(carrier) {
+            c.room.push(stream);
+        }
     }
 
     /// The streams served since the last call, with their channels.
@@ -870,6 +890,52 @@ mod tests {
         let mut s = Scene::new();
         s.server.write_all(b"503 Too many connections\n").unwrap();
         s.plain_for(PLAIN_AFTER_FAILURE);
+    }
+
+    #[test]
+    fn a_full_send_buffer_is_congested_until_it_is_out_and_then_wakes_who_waited() {
+        let mut s = Scene::new();
+        s.ready();
+        let mut ends: Vec<(ChannelEnd, Ticket)> = (0..10).map(|i| s.open(STREAM(i))).collect();
+        let carrier = ends[0].1.carrier();
+        assert!(!s.carriers.congested(carrier));
+        // Each channel frames its whole credit in one turn, before the
+        // turn's send: the carrier is congested once TX_LIMIT is unsent.
+        let chunk = vec![b'y'; 16 * 1024];
+        for (end, ticket) in &mut ends {
+            while !s.carriers.congested(carrier) && end.write(&chunk).is_ok() {
+                s.carriers.frame(carrier, ticket.id(), end);
+            }
+        }
+        assert!(s.carriers.congested(carrier));
+        // Streams that did not read wait; they are served once it is out.
+        s.carriers.wait_room(carrier, STREAM(20));
+        s.carriers.wait_room(carrier, STREAM(21));
+        assert!(s.carriers.has_work());
+        let registry = s.poll.registry();
+        let (mut out, mut kicks) = (Vec::new(), Vec::new());
+        s.carriers.write(s.now, registry, &mut out, &mut kicks);
+        // The server reads; once the carrier's bytes are all out (this
+        // write, or the turns of its writable events), who waited is served.
+        let served = |k: &[Kick]| {
+            k.contains(&Kick::Serve(STREAM(20))) && k.contains(&Kick::Serve(STREAM(21)))
+        };
+        let mut sink = vec![0u8; 1 << 16];
+        s.server.set_nonblocking(true).unwrap();
+        for _ in 0..300 {
+            if served(&kicks) {
+                break;
+            }
+            while let Ok(n) = s.server.read(&mut sink) {
+                if n == 0 {
+                    break;
+                }
+            }
+            kicks.extend(s.turn().1);
+        }
+        s.server.set_nonblocking(false).unwrap();
+        assert!(served(&kicks), "{kicks:?}");
+        assert!(!s.carriers.congested(carrier));
     }
 
     #[test]

@@ -566,7 +566,12 @@ impl ClientDaemon {
         let held = stream.open_files();
         f(stream, &mut ctx);
         if let Some((carrier, id)) = stream.channel_of() {
-            self.carriers.served(carrier, id, key);
+            // Framed now rather than at the flush, so the streams served
+            // after it in this turn see how full the carrier is (see
+            // `Carriers::congested`).
+            if let Some(end) = stream.channel_end(id).filter(|e| e.has_output()) {
+                self.carriers.frame(carrier, id, end);
+            }
         }
         self.open_files = self.open_files + stream.open_files() - held;
         if !self.throttled.is_zero() {

@@ -163,6 +163,10 @@ impl Stream {
         drained: &mut bool,
     ) -> ControlFlow<Option<Instant>> {
         let now = ctx.now;
+        if !*drained && !self.known_at_end() && self.carrier_congested(ctx) {
+            // The file is read again once the carrier's bytes are out.
+            *drained = true;
+        }
         if !*drained && !self.known_at_end() {
             self.deferred = 0;
             self.growth_due = None;
@@ -200,6 +204,23 @@ impl Stream {
             Err(at) => return ControlFlow::Break(Some(at)),
         };
         self.send_buffered(ctx, send)
+    }
+
+    /// True when the stream is on a channel whose carrier has a full send
+    /// buffer ([`Carriers::congested`]); it is then served again once
+    /// that is out. Reading now would only hold the file's bytes in
+    /// memory, in this stream's buffer, until then.
+    ///
+    /// [`Carriers::congested`]: crate::client::carrier::Carriers::congested
+    fn carrier_congested(&self, ctx: &mut Ctx<'_>) -> bool {
+        let Some((carrier, _)) = self.channel_of() else {
+            return false;
+        };
+        if !ctx.carriers.congested(carrier) {
+            return false;
+        }
+        ctx.carriers.wait_room(carrier, self.key);
+        true
     }
 
     /// Reads more of the file into the buffer for `pump`; breaks with
