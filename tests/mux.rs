@@ -357,17 +357,29 @@ fn the_end_of_the_connection_ends_its_channels_and_keeps_their_lines() {
     }
 }
 
+/// `n` files `dir/<tag><i>.log`, each with lines `0..lines` of tag
+/// `<tag><i>`.
+fn files_with_lines(
+    dir: &std::path::Path,
+    tag: &str,
+    n: usize,
+    lines: usize,
+) -> Vec<std::path::PathBuf> {
+    (0..n)
+        .map(|i| {
+            let f = dir.join(format!("{tag}{i}.log"));
+            append_lines(&f, &format!("{tag}{i}"), 0, lines);
+            f
+        })
+        .collect()
+}
+
 #[test]
 fn a_client_with_many_files_sends_them_all_on_one_multiplexed_connection() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let server = server_with(tmp.path(), &out, "[prometheus]\nlisten = \"127.0.0.1:0\"\n");
-    let files: Vec<std::path::PathBuf> = (0..30)
-        .map(|i| tmp.path().join(format!("f{i}.log")))
-        .collect();
-    for (i, f) in files.iter().enumerate() {
-        append_lines(f, &format!("f{i}"), 0, 10);
-    }
+    let files = files_with_lines(tmp.path(), "f", 30, 10);
     let streams = stream_tables(&files);
     let cfg = client_config(tmp.path(), &server, &format!("multiplex = true\n{streams}"));
     let client = client(&["--config", cfg.to_str().unwrap()]);
@@ -399,13 +411,8 @@ fn many_backlogs_at_once_wait_for_the_multiplexed_connection_and_all_arrive() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let server = server_with(tmp.path(), &out, "");
-    let files: Vec<std::path::PathBuf> = (0..64)
-        .map(|i| tmp.path().join(format!("b{i}.log")))
-        .collect();
     // About 90 KiB each: 5.6 MiB in all, eleven times the send buffer.
-    for (i, f) in files.iter().enumerate() {
-        append_lines(f, &format!("b{i}"), 0, 1000);
-    }
+    let files = files_with_lines(tmp.path(), "b", 64, 1000);
     let cfg = client_config(tmp.path(), &server, &stream_tables(&files));
     let mut client = common::client(&["--config", cfg.to_str().unwrap()]);
     for round in 1..3 {
