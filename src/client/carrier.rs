@@ -36,7 +36,7 @@
 //! Whole files (`method = "send"`, directory sources) keep connections of
 //! their own: they go by `sendfile`, which a channel cannot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -198,7 +198,9 @@ struct Carrier {
     /// Streams that filled their channel's outbox, or read nothing while
     /// `tx` was full ([`Carriers::congested`]): served again once `tx` is
     /// out (so `tx` never holds more than every channel's outbox once).
-    room: Vec<Key>,
+    /// A set: a stream served again and again while the carrier stays
+    /// full (a server that stopped reading) is in it once.
+    room: HashSet<Key>,
     /// Channels (id, stream) that got CREDIT: their outboxes are framed
     /// again at the flush.
     credited: Vec<(u32, Key)>,
@@ -344,7 +346,7 @@ impl Carriers {
             chans: HashMap::new(),
             last_id: 0,
             waiting: Vec::new(),
-            room: Vec::new(),
+            room: HashSet::new(),
             credited: Vec::new(),
         });
         debug_assert_eq!(inserted, key);
@@ -470,7 +472,7 @@ impl Carriers {
     /// [`congested`]: Carriers::congested
     pub fn wait_room(&mut self, carrier: Key, stream: Key) {
         if let Some(c) = self.slots.get_mut(carrier) {
-            c.room.push(stream);
+            c.room.insert(stream);
         }
     }
 
@@ -490,7 +492,7 @@ impl Carriers {
             return;
         };
         if c.tx.len() - c.tx_at >= TX_LIMIT {
-            c.room.push(chan.stream);
+            c.room.insert(chan.stream);
             self.dirty.push(carrier);
             return;
         }
@@ -499,7 +501,7 @@ impl Carriers {
         // Bytes left wait for CREDIT (which frames them); a stream whose
         // write found no room may write more once `tx` is out.
         if room {
-            c.room.push(chan.stream);
+            c.room.insert(chan.stream);
         }
         self.dirty.push(carrier);
     }
@@ -530,7 +532,7 @@ impl Carriers {
                 continue;
             };
             match c.write_out() {
-                Ok(true) => kicks.extend(c.room.drain(..).map(Kick::Serve)),
+                Ok(true) => kicks.extend(c.room.drain().map(Kick::Serve)),
                 Ok(false) => {}
                 Err(e) => {
                     let f = broke(format!("write failed: {e}"));
@@ -909,8 +911,13 @@ mod tests {
         }
         assert!(s.carriers.congested(carrier));
         // Streams that did not read wait; they are served once it is out.
-        s.carriers.wait_room(carrier, STREAM(20));
+        for _ in 0..1000 {
+            s.carriers.wait_room(carrier, STREAM(20));
+        }
         s.carriers.wait_room(carrier, STREAM(21));
+        // Each once, however often it was turned away.
+        let waiting = &s.carriers.slots.get(carrier).unwrap().room;
+        assert!(waiting.len() <= 2 + ends.len(), "{waiting:?}");
         assert!(s.carriers.has_work());
         let registry = s.poll.registry();
         let (mut out, mut kicks) = (Vec::new(), Vec::new());
