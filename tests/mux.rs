@@ -430,6 +430,104 @@ fn many_backlogs_at_once_wait_for_the_multiplexed_connection_and_all_arrive() {
     assert!(!log.contains("WARN"), "{log}");
 }
 
+/// A scripted server that gives a channel its first window of credit and
+/// no more: every DATA frame the client sent ends at a line end. (Frames
+/// not yet written die with a killed client, unlike what it `send`s on a
+/// socket of its own, so a frame that ended mid-line would leave a line
+/// cut in two in the output, which a later stream's bytes would end.)
+#[test]
+fn a_channel_frames_whole_lines_while_more_waits_for_credit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("app.log");
+    // 100-byte lines: neither the 16 KiB a channel's outbox holds nor the
+    // 64 KiB window is a whole number of them.
+    let text: String = (0..1500)
+        .map(|i| format!("L{i:08} {}\n", "x".repeat(89)))
+        .collect();
+    std::fs::write(&file, &text).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = tmp.path().join("client.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_file = {:?}\nhostname = \"h\"\n[server]\nhostname = \"127.0.0.1\"\nport = {}\n\
+             multiplex = true\n{}",
+            tmp.path().join("state"),
+            listener.local_addr().unwrap().port(),
+            stream_tables([&file])
+        ),
+    )
+    .unwrap();
+    let mut client = common::client(&["--config", cfg.to_str().unwrap()]);
+    let (mut sock, _) = listener.accept().unwrap();
+    sock.set_read_timeout(Some(PATIENCE)).unwrap();
+    sock.write_all(b"### Welcome to LogHamster server v0.1.0\nSTREAMID t-1\n")
+        .unwrap();
+    let mut rx = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while rx.len() < mux::REQUEST.len() {
+        let n = sock.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before INIT MUX");
+        rx.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(rx.drain(..mux::REQUEST.len()).as_slice(), mux::REQUEST);
+    sock.write_all(b"200 OK mux\n").unwrap();
+    // The channel's greeting, then `200` to its INIT; then only DATA
+    // until the window is nearly used (the client may stop short of it
+    // by less than a line).
+    let (mut stream, mut frames, mut answered) = (0usize, Vec::new(), false);
+    while stream + 100 < WINDOW as usize - 200 || !answered {
+        let mut at = 0;
+        while let Status::Complete(frame, used) = mux::parse(&rx[at..]).expect("a frame") {
+            at += used;
+            let mut reply = Vec::new();
+            match frame {
+                Frame::Open(id) => mux::write_data(
+                    &mut reply,
+                    id,
+                    b"### Welcome to LogHamster server v0.1.0\nSTREAMID t-2\n",
+                ),
+                Frame::Data(id, d) if !answered => {
+                    assert!(
+                        d.starts_with(b"INIT STREAM"),
+                        "{:?}",
+                        String::from_utf8_lossy(d)
+                    );
+                    assert!(d.ends_with(b"\n"));
+                    mux::write_data(&mut reply, id, b"200 OK Ready to accept data offset:0\n");
+                    answered = true;
+                }
+                Frame::Data(_, d) => {
+                    stream += d.len();
+                    frames.push(d.to_vec());
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            sock.write_all(&reply).unwrap();
+        }
+        rx.drain(..at);
+        if stream + 100 >= WINDOW as usize - 200 && answered {
+            break;
+        }
+        let n = sock.read(&mut buf).unwrap();
+        assert!(n > 0, "the client closed after {stream} bytes");
+        rx.extend_from_slice(&buf[..n]);
+    }
+    client.kill9();
+    let cut: Vec<(usize, usize)> = frames
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.last() != Some(&b'\n'))
+        .map(|(i, f)| (i, f.len()))
+        .collect();
+    assert!(
+        cut.is_empty(),
+        "frames (index, length) that end mid-line: {cut:?} of {}",
+        frames.len()
+    );
+    assert_eq!(frames.concat(), text.as_bytes()[..stream].to_vec());
+}
+
 /// With `multiplex = true`, a file far behind its end (a catch-up) gets a
 /// connection of its own, where the server splices it into its output; a
 /// file caught up takes a channel, and once a burst leaves it far behind

@@ -131,8 +131,27 @@ impl ChannelEnd {
 
     /// [`take_out`](Self::take_out) of at most `max` bytes (a sender's
     /// credit); also says how many went.
+    ///
+    /// While more of the stream's bytes wait (beyond `max`, or a writer
+    /// that was given less room than it had), the frame ends at the last
+    /// line end it holds, if it holds one. The frames not yet written die
+    /// with the process that holds them, unlike what a process `send`s on
+    /// a socket of its own (the kernel delivers that after a `kill -9`):
+    /// so a client killed between two frames leaves whole lines in the
+    /// output, not one cut in two that a later stream's bytes would end.
     pub fn take_out_within(&mut self, out: &mut Vec<u8>, max: usize) -> (bool, usize) {
-        let n = self.outbox.len().min(max);
+        let mut n = self.outbox.len().min(max);
+        if n < self.outbox.len() || self.wants_room {
+            n = match memchr::memrchr(b'\n', &self.outbox[..n]) {
+                Some(end) => end + 1,
+                // Not even one line within the credit: wait for more if
+                // the line ends in the outbox (at most OUT_LIMIT, so the
+                // peer holds at least a credit step of the window and
+                // sends credit back). A longer line has to be cut.
+                None if memchr::memchr(b'\n', &self.outbox[n..]).is_some() => 0,
+                None => n,
+            };
+        }
         super::mux::write_data(out, self.id, &self.outbox[..n]);
         self.outbox.drain(..n);
         if self.outbox.is_empty() && self.outbox.capacity() > KEEP {
@@ -229,6 +248,64 @@ mod tests {
                 Err(e) => return (got, e.kind()),
             }
         }
+    }
+
+    /// The DATA payloads `take_out_within` puts in frames.
+    fn payloads(out: &[u8]) -> Vec<Vec<u8>> {
+        let mut at = 0;
+        let mut got = Vec::new();
+        while at < out.len() {
+            let Ok(Status::Complete(Frame::Data(_, d), n)) = parse(&out[at..]) else {
+                panic!("not a DATA frame at {at}");
+            };
+            got.push(d.to_vec());
+            at += n;
+        }
+        got
+    }
+
+    #[test]
+    fn frames_end_at_a_line_end_while_more_waits() {
+        // Credit for 9 of 11 bytes: the frame ends after "bbb\n".
+        let mut ch = ChannelEnd::new(1);
+        assert_eq!(ch.write(b"aaa\nbbb\nccc").unwrap(), 11);
+        let mut out = Vec::new();
+        assert_eq!(ch.take_out_within(&mut out, 9), (false, 8));
+        assert_eq!(payloads(&out), [b"aaa\nbbb\n".to_vec()]);
+        assert_eq!(ch.unsent(), 3);
+        // Nothing else waits: the unterminated rest goes (a partial line
+        // the stream chose to send, or the end of a file).
+        out.clear();
+        assert_eq!(ch.take_out_within(&mut out, 100), (false, 3));
+        assert_eq!(payloads(&out), [b"ccc".to_vec()]);
+        // A writer given less room than it had: whole lines go, the rest
+        // waits for the rest of its line; the writer is told of room.
+        let mut ch = ChannelEnd::new(2);
+        let line = [b"x".repeat(99), b"\n".to_vec()].concat();
+        let big = line.repeat(OUT_LIMIT / 100 + 1);
+        let took = ch.write(&big).unwrap();
+        assert!(took < big.len());
+        out.clear();
+        let (room, n) = ch.take_out_within(&mut out, usize::MAX);
+        assert!(room);
+        assert_eq!(n % 100, 0, "{n} bytes: whole lines only");
+        assert_eq!(ch.unsent(), took - n);
+        // Credit for less than the next line: nothing goes until more
+        // credit comes.
+        let mut ch = ChannelEnd::new(3);
+        assert_eq!(ch.write(b"aaa\nbbbbbb\n").unwrap(), 11);
+        out.clear();
+        assert_eq!(ch.take_out_within(&mut out, 6), (false, 4));
+        assert_eq!(ch.take_out_within(&mut out, 2), (false, 0));
+        assert_eq!(ch.take_out_within(&mut out, 7), (false, 7));
+        assert_eq!(payloads(&out), [b"aaa\n".to_vec(), b"bbbbbb\n".to_vec()]);
+        // A line that does not end in the outbox (longer than it) has to
+        // be cut: it is.
+        let mut ch = ChannelEnd::new(4);
+        assert_eq!(ch.write(b"no line end in sight").unwrap(), 20);
+        out.clear();
+        assert_eq!(ch.take_out_within(&mut out, 5), (false, 5));
+        assert_eq!(payloads(&out), [b"no li".to_vec()]);
     }
 
     #[test]
