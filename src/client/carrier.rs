@@ -230,8 +230,9 @@ pub(crate) struct Carriers {
     plain_until: HashMap<SocketAddr, Instant>,
     /// Channels whose links were dropped (see [`Ticket`]).
     closed: Arc<Mutex<Vec<(Key, u32)>>>,
-    /// Streams on a channel that were served: what they wrote goes out at
-    /// the flush.
+    /// Channels (carrier, id, stream) that got CREDIT: what waits in
+    /// their outboxes is framed at the flush. (What a stream writes is
+    /// framed when its turn ends, by the daemon.)
     served: Vec<(Key, u32, Key)>,
     /// Carriers with bytes to write.
     dirty: Vec<Key>,
@@ -476,7 +477,8 @@ impl Carriers {
         }
     }
 
-    /// The streams served since the last call, with their channels.
+    /// The channels that got CREDIT since the last call, with their
+    /// streams.
     pub fn take_served(&mut self) -> Vec<(Key, u32, Key)> {
         std::mem::take(&mut self.served)
     }

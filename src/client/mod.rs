@@ -625,9 +625,11 @@ impl ClientDaemon {
         }
     }
 
-    /// Once per loop turn: what streams on channels wrote goes out, framed,
-    /// one send per multiplexed connection; streams that waited for room
-    /// are served (and what they write goes out in the same turn).
+    /// Once per loop turn: what channels that got CREDIT still held is
+    /// framed (what streams wrote was framed when their turns ended), and
+    /// every carrier's frames go out, one send per multiplexed connection;
+    /// streams that waited for room are served (and what they write goes
+    /// out in the same turn).
     fn flush_carriers(&mut self, now: Instant) {
         while self.carriers.has_work() {
             for (carrier, id, stream) in self.carriers.take_served() {
