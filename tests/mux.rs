@@ -413,8 +413,7 @@ fn many_backlogs_at_once_wait_for_the_multiplexed_connection_and_all_arrive() {
     let server = server_with(tmp.path(), &out, "");
     // About 90 KiB each: 5.6 MiB in all, eleven times the send buffer.
     let files = files_with_lines(tmp.path(), "b", 64, 1000);
-    let streams = stream_tables(&files);
-    let cfg = client_config(tmp.path(), &server, &format!("multiplex = true\n{streams}"));
+    let cfg = client_config(tmp.path(), &server, &stream_tables(&files));
     let mut client = common::client(&["--config", cfg.to_str().unwrap()]);
     for round in 1..3 {
         for (i, f) in files.iter().enumerate() {
@@ -526,6 +525,46 @@ fn a_channel_frames_whole_lines_while_more_waits_for_credit() {
         frames.len()
     );
     assert_eq!(frames.concat(), text.as_bytes()[..stream].to_vec());
+}
+
+/// Multiplexing is the default, from a config file and from the command
+/// line alike; `multiplex = false` and `--no-multiplex` turn it off. (A
+/// client's multiplexed connection is ready before its first byte, so a
+/// client stopped once a file's lines arrived has said whether it was.)
+#[test]
+fn followed_files_multiplex_by_default_and_either_switch_turns_it_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let server = server_with(tmp.path(), &out, "");
+    let cases: [(&str, &[&str], bool); 4] = [
+        ("file-default", &[], true),
+        ("file-off", &["multiplex = false\n"], false),
+        ("cli-default", &[], true),
+        ("cli-off", &["--no-multiplex"], false),
+    ];
+    for (name, extra, multiplexed) in cases {
+        let file = tmp.path().join(format!("{name}.log"));
+        append_lines(&file, name, 0, 20);
+        let state = tmp.path().join(format!("{name}.state"));
+        let mut client = if name.starts_with("file") {
+            let dir = tmp.path().join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let body = format!("{}{}", extra.concat(), stream_tables([&file]));
+            let cfg = client_config(&dir, &server, &body);
+            common::client(&["--config", cfg.to_str().unwrap()])
+        } else {
+            client_for_with(&server, &state, "h", &[&file], extra)
+        };
+        wait_content(&routed(&out, "h", &file), &expected(name, 0, 20));
+        // Stopped, the client's whole log is in.
+        assert!(client.stop().success(), "{}", client.log());
+        let log = client.log();
+        assert_eq!(
+            log.contains("multiplexed connection ready"),
+            multiplexed,
+            "{name}: multiplexed should be {multiplexed}:\n{log}"
+        );
+    }
 }
 
 /// With `multiplex = true`, a file far behind its end (a catch-up) gets a

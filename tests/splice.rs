@@ -17,6 +17,12 @@ use std::time::Duration;
 
 use common::*;
 
+/// Clients here stream on connections of their own: these tests are about
+/// the server's zero-copy path for a plain connection, which a multiplexed
+/// client (the default) takes only for a file 1 MiB or more behind
+/// (`tests/mux.rs`), a matter of timing for a live stream.
+const PLAIN: &[&str] = &["--no-multiplex"];
+
 /// loghamsterd with `--debug` writing `dir/<host>/<path>`.
 fn debug_server(dir: &Path) -> Server {
     server_at("127.0.0.1:0", dir)
@@ -119,7 +125,7 @@ fn a_lone_stream_is_spliced_and_arrives_byte_exact() {
     let log = tmp.path().join("app.log");
     append_lines(&log, "solo", 0, 60_000);
     let server = debug_server(&out);
-    let mut client = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
+    let mut client = client_for_with(&server, &tmp.path().join("state"), "h", &[&log], PLAIN);
     let dest = routed(&out, "h", &log);
     server.proc.wait_log("zero-copy on");
     append_lines(&log, "solo", 60_000, 80_000);
@@ -191,7 +197,7 @@ fn a_second_stream_joining_mid_flow_takes_over_line_aligned_and_nothing_is_lost(
     // output over: the handover happens while A's bytes flow.
     const BACKLOG: usize = 20_000;
     append_lines(&a, "A", 0, BACKLOG);
-    let mut ca = client_with_svc(&addr, "s", "ha", &a);
+    let mut ca = client_with_svc_with(&addr, "s", "ha", &a, PLAIN);
     let stop = Arc::new(AtomicBool::new(false));
     let wa = writer_until(&a, "A", BACKLOG, BACKLOG + 10_000, stop.clone());
     server.proc.wait_log("ha:/");
@@ -203,7 +209,7 @@ fn a_second_stream_joining_mid_flow_takes_over_line_aligned_and_nothing_is_lost(
     });
     let total_b = 20_000;
     let wb = writer(&b, "B", total_b);
-    let mut cb = client_with_svc(&addr, "s", "hb", &b);
+    let mut cb = client_with_svc_with(&addr, "s", "hb", &b, PLAIN);
     server.proc.wait_log("zero-copy off (output shared");
     stop.store(true, Ordering::SeqCst);
     let total_a = wa.join().unwrap();
@@ -315,7 +321,7 @@ fn server_killed_mid_splice_resumes_exactly() {
     let listen = server.addr.to_string();
     let total = 60_000;
     let w = writer(&log, "k", total);
-    let mut c = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
+    let mut c = client_for_with(&server, &tmp.path().join("state"), "h", &[&log], PLAIN);
     for pause in [150, 60, 240, 110, 30] {
         // Killed while the stream is on the zero-copy path.
         server.proc.wait_log("zero-copy on");
@@ -407,7 +413,7 @@ fn a_full_disk_under_splice_holds_the_stream_and_everything_flows_when_space_ret
     let total = 12_000; // ~1 MiB: much more than fits
     append_lines(&log, "full", 0, total);
     let server = debug_server(&out);
-    let mut c = client_for(&server, &tmp.path().join("state"), "h", &[&log]);
+    let mut c = client_for_with(&server, &tmp.path().join("state"), "h", &[&log], PLAIN);
     server.proc.wait_log("zero-copy on");
     server.proc.wait_log("holding the stream");
     let dest = routed(&out, "h", &log);

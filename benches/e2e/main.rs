@@ -57,9 +57,11 @@
 //!    baseline in the same run, straight from a minimal async-nats
 //!    publisher (see `jetstream.rs`); needs `nats-server` in PATH.
 //!
-//! `--multiplex` puts `[server] multiplex = true` in every client config
-//! file (`a`, `idle`, `many`): followed files share one connection per
-//! server (`INIT MUX`); whole files keep their own.
+//! `--plain` puts `[server] multiplex = false` in every client config
+//! file (`a`, `idle`, `many`): one connection per followed file, instead
+//! of the client's default, one connection per server that followed files
+//! share (`INIT MUX`; whole files keep their own). `--multiplex` sets
+//! `multiplex = true` (the default, written out).
 //!
 //! `--compression CODEC` (`none`, `gzip`, `lz4`, `zstd`, or with a level as
 //! `zstd:9`) is given to every `loghamsterc`: as `--compression` on the
@@ -150,9 +152,13 @@ struct Args {
     #[argh(option, from_str_fn(parse_compression))]
     compression: Option<Compression>,
     /// every loghamsterc config gets `[server] multiplex = true`: followed
-    /// files share one connection (default: the client's default, off)
+    /// files share one connection (the client's default, written out)
     #[argh(switch)]
     multiplex: bool,
+    /// every loghamsterc config gets `[server] multiplex = false`: one
+    /// connection per followed file
+    #[argh(switch)]
+    plain: bool,
     /// comma-separated scenarios out of
     /// socat,socat_sync,a,b,a_tls,b_tls,c,files,idle,many,js1,js3
     /// (default socat,socat_sync,a,b,c; with --scale files,idle)
@@ -245,8 +251,9 @@ pub struct Ctx {
     pub engine: Option<String>,
     /// `--compression`: given to every client, if set.
     pub compression: Option<Compression>,
-    /// `--multiplex`: `[server] multiplex = true` in every client config.
-    pub multiplex: bool,
+    /// `--multiplex` / `--plain`: `[server] multiplex = true` / `false`
+    /// in every client config (`None`: the client's default).
+    pub multiplex: Option<bool>,
     /// `--many-*`.
     pub many: many::Many,
     /// Certificates for the `_tls` scenarios (made at start, in the work dir).
@@ -580,7 +587,16 @@ fn prepare(args: &Args, work: &Path) -> Result<Ctx, Error> {
         sync: args.sync.clone(),
         engine: args.engine.clone(),
         compression: args.compression,
-        multiplex: args.multiplex,
+        multiplex: match (args.multiplex, args.plain) {
+            (true, true) => {
+                return Err(Error::Failed(
+                    "--multiplex and --plain exclude each other".into(),
+                ))
+            }
+            (true, false) => Some(true),
+            (false, true) => Some(false),
+            (false, false) => None,
+        },
         many: many::Many {
             files: args.many_files,
             rate_mib: args.many_rate,

@@ -59,6 +59,9 @@ pub fn machine_info(work: &Path, nofile: (u64, u64), socat: bool, args: &Args) {
     if args.multiplex {
         println!("- client configs: `[server] multiplex = true` (`--multiplex`)");
     }
+    if args.plain {
+        println!("- client configs: `[server] multiplex = false` (`--plain`)");
+    }
     match args.sync.as_deref() {
         None => println!(
             "- daemons: release build, default settings (server `sync = \"interval\"`: outputs \

@@ -199,8 +199,8 @@ pub fn client_config(
             compression += &format!("compression_level = {level}\n");
         }
     }
-    if ctx.multiplex {
-        compression += "multiplex = true\n";
+    if let Some(on) = ctx.multiplex {
+        compression += &format!("multiplex = {on}\n");
     }
     let mut config = format!(
         "state_file = {}\nhostname = \"{host}\"\n\n[server]\nhostname = \"{ip}\"\nport = {port}\n\

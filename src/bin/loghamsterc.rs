@@ -45,6 +45,10 @@ struct Args {
     /// level as zstd:9 (overrides [server] compression)
     #[argh(option)]
     compression: Option<String>,
+    /// one connection per followed file (overrides [server] multiplex;
+    /// default: followed files share one connection per server)
+    #[argh(switch)]
+    no_multiplex: bool,
     /// file holding the token <name>:<secret> sent to the server, mode 600
     /// (overrides [server] token_file)
     #[argh(option)]
@@ -224,6 +228,9 @@ fn build_config(args: &Args) -> Result<ClientConfig, String> {
     }
     if let Some(listen) = &args.metrics_listen {
         cfg.prometheus.enable_at(listen)?;
+    }
+    if args.no_multiplex {
+        cfg.server.multiplex = false;
     }
     cfg.debug |= args.debug;
     cfg.follow_symlinks |= args.follow_symlinks;

@@ -96,6 +96,14 @@ pub struct ClientConfig {
 /// Default `[server] failover_after`.
 pub const DEFAULT_FAILOVER_AFTER: Duration = Duration::from_secs(10);
 
+/// `[server] multiplex` when not set: followed files share one connection
+/// per server. A host with many files sending a few lines each pays the
+/// TCP path once per turn instead of once per file and send (half the
+/// client's CPU at 1,000 files, docs/PERFORMANCE.md); a file with a
+/// backlog and a whole file still get a connection of their own, so one
+/// stream keeps the zero-copy paths.
+pub const DEFAULT_MULTIPLEX: bool = true;
+
 /// The `[server]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerAddr {
@@ -121,7 +129,7 @@ pub struct ServerAddr {
     /// without one.
     pub token: Option<ClientToken>,
     /// `multiplex`: followed files share one connection per server
-    /// (`INIT MUX`, see docs/PROTOCOL.md); default false.
+    /// (`INIT MUX`, see docs/PROTOCOL.md); default [`DEFAULT_MULTIPLEX`].
     pub multiplex: bool,
 }
 
@@ -564,7 +572,7 @@ impl RawServerAddr {
         addr.failover_after = failover_after;
         addr.compression = compression;
         addr.token = token;
-        addr.multiplex = self.multiplex.unwrap_or(false);
+        addr.multiplex = self.multiplex.unwrap_or(DEFAULT_MULTIPLEX);
         Ok(addr)
     }
 }
@@ -583,7 +591,7 @@ impl ServerAddr {
             failover_after: DEFAULT_FAILOVER_AFTER,
             compression: Compression::default(),
             token: None,
-            multiplex: false,
+            multiplex: DEFAULT_MULTIPLEX,
         }
     }
 

@@ -243,15 +243,27 @@ pub fn client(args: &[&str]) -> Proc {
 
 /// Starts loghamsterc streaming `files` to `server` under host name `host`.
 pub fn client_for(server: &Server, state: &Path, host: &str, files: &[&Path]) -> Proc {
+    client_for_with(server, state, host, files, &[])
+}
+
+/// [`client_for`] with `extra` options first (e.g. `--no-multiplex`).
+pub fn client_for_with(
+    server: &Server,
+    state: &Path,
+    host: &str,
+    files: &[&Path],
+    extra: &[&str],
+) -> Proc {
     let addr = server.addr.to_string();
-    let mut args = vec![
+    let mut args = extra.to_vec();
+    args.extend([
         "--server",
         &addr,
         "--state-file",
         state.to_str().unwrap(),
         "--hostname",
         host,
-    ];
+    ]);
     args.extend(files.iter().map(|f| f.to_str().unwrap()));
     client(&args)
 }
@@ -259,8 +271,20 @@ pub fn client_for(server: &Server, state: &Path, host: &str, files: &[&Path]) ->
 /// Starts loghamsterc streaming `file` as `svc` under host name `host`,
 /// with its state file beside `file`.
 pub fn client_with_svc(server: &str, svc: &str, host: &str, file: &Path) -> Proc {
+    client_with_svc_with(server, svc, host, file, &[])
+}
+
+/// [`client_with_svc`] with `extra` options first.
+pub fn client_with_svc_with(
+    server: &str,
+    svc: &str,
+    host: &str,
+    file: &Path,
+    extra: &[&str],
+) -> Proc {
     let state = file.with_extension(format!("{host}.state"));
-    client(&[
+    let mut args = extra.to_vec();
+    args.extend([
         "--server",
         server,
         "--svc",
@@ -270,7 +294,8 @@ pub fn client_with_svc(server: &str, svc: &str, host: &str, file: &Path) -> Proc
         "--state-file",
         state.to_str().unwrap(),
         file.to_str().unwrap(),
-    ])
+    ]);
+    client(&args)
 }
 
 /// Writes `dir/client.toml` for a client of `server` with host name `h`
