@@ -51,7 +51,10 @@
 //!    all (15) for `--many-secs` (20), followed by one client through a
 //!    glob; CPU per GiB and % of a core in the writing window, lag after
 //!    the writer stopped, latency of marker lines, every file verified
-//!    (see `many.rs`). It does not use the data set: give `--size 1MiB`.
+//!    (see `many.rs`), and the kernel's floor for the same files and rate:
+//!    one `pread` and one output `write` per file per `linger` + 10 ms,
+//!    nothing else (see `floor.rs`). It does not use the data set: give
+//!    `--size 1MiB`.
 //! 6. `--only js1,js3`: the data set into JetStream (R1 on one
 //!    `nats-server`, R3 on three), through the daemons and, as the
 //!    baseline in the same run, straight from a minimal async-nats
@@ -102,6 +105,7 @@
 //! cost varies from run to run: use `--repeat`.
 
 mod data;
+mod floor;
 mod jetstream;
 mod live;
 mod many;

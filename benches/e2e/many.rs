@@ -29,6 +29,10 @@
 //!    `wait4`), the server's byte counter is checked, and every output is
 //!    compared byte for byte with its source (exact content and order per
 //!    file).
+//! 5. the kernel's floor at the same rate and file count is measured in
+//!    the same work dir and printed beside the daemons' figures (see
+//!    `floor.rs`), with the read- and write-family system calls each
+//!    daemon made per second in the window (`/proc/PID/io`).
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -42,10 +46,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 
 use crate::data::{LineGen, GIB, MIB};
-use crate::proc::{cpu_s, Proc, Server};
+use crate::proc::{cpu_s, rw_calls, Proc, Server};
 use crate::scale::wait_all;
 use crate::scenarios::{client_config, output_path, spawn_client, stop, toml_str, verify};
-use crate::{Ctx, Error, Run};
+use crate::{floor, Ctx, Error, Run};
+use loghamster::config::client::Tuning;
 
 /// The environment variable that turns the bench binary into the writer.
 pub const WRITER_ENV: &str = "LOGHAMSTER_E2E_MANY_WRITER";
@@ -98,6 +103,7 @@ pub fn many(ctx: &Ctx, m: Many, run_dir: &Path) -> Result<Run, Error> {
 
     let result = run_dir.join(RESULT);
     let (c0, s0) = (cpu_s(client.pid()), cpu_s(server.proc.pid()));
+    let calls0 = (rw_calls(client.pid()), rw_calls(server.proc.pid()));
     let t0 = SystemTime::now();
     let mut writer = spawn_writer(m, run_dir)?;
     let stop_poll = AtomicBool::new(false);
@@ -117,18 +123,22 @@ pub fn many(ctx: &Ctx, m: Many, run_dir: &Path) -> Result<Run, Error> {
             )?;
             let done = SystemTime::now();
             let window = (cpu_s(client.pid()) - c0, cpu_s(server.proc.pid()) - s0);
-            Ok::<_, Error>((w, done, window, writer.try_reap()?))
+            let calls = (rw_calls(client.pid()), rw_calls(server.proc.pid()));
+            Ok::<_, Error>((w, done, window, calls, writer.try_reap()?))
         })();
         stop_poll.store(true, Ordering::Relaxed);
         (waited, poller.join().expect("poller thread panicked"))
     });
-    let (w, done, (client_cpu, server_cpu), writer_exit) = waited?;
+    let (w, done, (client_cpu, server_cpu), calls, writer_exit) = waited?;
     let hist = polled?;
     let (client_usage, server_usage, wire) =
         stop(ctx, &mut client, &mut server, warm_bytes + w.bytes)?;
     for ((src, _), out) in files.iter().zip(&outputs) {
         verify(src, out)?;
     }
+    let period_ms = Tuning::default().linger.as_secs_f64() * 1e3 + 10.0;
+    let floor = floor::measure(&run_dir.join("floor"), m.files, m.rate_mib * MIB, period_ms)
+        .map_err(Error::io("the kernel floor"))?;
     let secs = since(t0, done);
     let lag_ms = since(w.last_write, done) * 1e3;
     let mut run = Run::new(w.bytes, secs, client_usage, server_usage);
@@ -157,6 +167,17 @@ pub fn many(ctx: &Ctx, m: Many, run_dir: &Path) -> Result<Run, Error> {
         sample.len(),
         hist.max() as f64 / 1000.0,
     ));
+    let per_s = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
+    run.notes.push(format!(
+        "read/write-family system calls in the window (`/proc/PID/io`; sockets' `recv` and \
+         `send` are not counted): client {:.0} reads/s and {:.0} writes/s, server {:.0} and \
+         {:.0}",
+        per_s(calls.0 .0, calls0.0 .0),
+        per_s(calls.0 .1, calls0.0 .1),
+        per_s(calls.1 .0, calls0.1 .0),
+        per_s(calls.1 .1, calls0.1 .1),
+    ));
+    run.notes.push(floor.note(m.files, period_ms));
     Ok(run)
 }
 

@@ -371,6 +371,19 @@ pub fn cpu_s(pid: i32) -> f64 {
     (ticks(14) + ticks(15)) as f64 / sys::clock_ticks() as f64
 }
 
+/// A process's read- and write-family system calls so far (`syscr` and
+/// `syscw` of `/proc/PID/io`: `read`, `pread`, `readv`, `write`, ...; not
+/// the `recv` and `send` that sockets get). `(0, 0)` once it is gone.
+pub fn rw_calls(pid: i32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("syscr:"), field("syscw:"))
+}
+
 /// Open descriptors of a process.
 pub fn fd_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
