@@ -136,6 +136,49 @@ fn client_metrics_match_what_was_shipped_across_a_rotation() {
     assert!(client.stop().success());
 }
 
+/// A stream that sends line after line keeps a few wake-ups in the
+/// client's timer queue, however many sends it makes. (Each send used to
+/// leave an entry behind for its idle close, 5 minutes away: at 1,000
+/// busy files some 37,000 a second, so millions within the 5 minutes.)
+#[test]
+fn the_loop_timers_stay_few_however_many_sends_a_stream_makes() {
+    const SENDS: usize = 200;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let out = dir.join("out");
+    let server = Server::with_directory(&out);
+    let log = dir.join("app.log");
+    append_lines(&log, "t", 0, 1);
+    let label = log.to_str().expect("utf-8 temp dir");
+    let body = format!(
+        "[prometheus]\nlisten = \"127.0.0.1:0\"\n[[stream]]\npath = \"{label}\"\n\
+         [tuning]\nlinger = \"1ms\"\n"
+    );
+    let cfg = client_config(dir, &server, &body);
+    let mut client = client(&["--config", cfg.to_str().unwrap()]);
+    let addr = metrics_addr(&client);
+    let shipped = routed(&out, "h", &log);
+    // One line at a time, each arrived before the next: a send each.
+    for i in 1..=SENDS {
+        append_lines(&log, "t", i, i + 1);
+        wait_content(&shipped, &expected("t", 0, i + 1));
+    }
+    let acked = series("acknowledged_bytes_total", label);
+    let body = scrape_until(addr, "every byte acknowledged", |b| {
+        value(b, &acked) == Some(size(&log))
+    });
+    let timers = value(&body, "loghamster_client_loop_timers").expect("the gauge");
+    assert!(
+        (1.0..=16.0).contains(&timers),
+        "{timers} wake-ups pending after {SENDS} sends\n{body}"
+    );
+    promtool_accepts(
+        &body,
+        "the_loop_timers_stay_few_however_many_sends_a_stream_makes",
+    );
+    assert!(client.stop().success(), "{}", client.log());
+}
+
 #[test]
 fn a_glob_stream_is_one_series_whatever_files_match() {
     let tmp = tempfile::tempdir().unwrap();

@@ -154,6 +154,8 @@ pub(crate) struct View<'a> {
     pub servers: &'a [ServerMeter],
     /// Descriptors of followed files held now.
     pub open_files: usize,
+    /// Entries in the loop's timer queue now.
+    pub timers: usize,
 }
 
 impl Scrape for View<'_> {
@@ -192,6 +194,7 @@ impl Scrape for View<'_> {
             m.connected.set(gauge(c));
         }
         self.metrics.files_open.set(gauge(self.open_files));
+        self.metrics.loop_timers.set(gauge(self.timers));
         self.metrics.files_watched.set(gauge(watched));
         self.metrics.scrape(now, out);
     }
@@ -229,6 +232,7 @@ mod tests {
             sources: &[],
             servers: &[],
             open_files: 3,
+            timers: 5,
         };
         let mut text = String::new();
         view.scrape(t0 + std::time::Duration::from_secs(4), &mut text);
@@ -242,6 +246,7 @@ mod tests {
             "loghamster_client_last_ack_age_seconds{stream=\"/a\"} 3.0\n",
             "loghamster_client_last_ack_age_seconds{stream=\"/b/*.log\"} 4.0\n",
             "loghamster_client_files_open 3\n",
+            "loghamster_client_loop_timers 5\n",
             "loghamster_client_files_watched 0\n",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");

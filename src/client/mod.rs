@@ -519,6 +519,7 @@ impl ClientDaemon {
         let Some(http) = &mut self.http else {
             return;
         };
+        let pending = self.reactor.timers.len();
         let (registry, timers) = self.reactor.parts();
         let mut view = View {
             metrics: &mut self.metrics,
@@ -527,6 +528,7 @@ impl ClientDaemon {
             sources: &self.sources,
             servers: &self.server_meters,
             open_files: self.open_files,
+            timers: pending,
         };
         http.on_event(registry, timers, token, now, &mut view);
     }

@@ -95,6 +95,9 @@ pub struct ClientMetrics {
     /// File descriptors open on followed files (a draining rotated file
     /// counts until it is closed).
     pub files_open: Gauge,
+    /// Wake-ups pending in the event loop's timer queue: a few per stream
+    /// at most, whatever the traffic (growth with it would be a leak).
+    pub loop_timers: Gauge,
     /// Bytes read from files, by stream.
     pub read_bytes: Family<StreamLabels, Counter>,
     /// Bytes written to the server, by stream, counted before compression.
@@ -161,6 +164,7 @@ impl ClientMetrics {
             last_ack: HashMap::new(),
             files_watched: Gauge::default(),
             files_open: Gauge::default(),
+            loop_timers: Gauge::default(),
             read_bytes: Family::default(),
             sent_bytes: Family::default(),
             wire_bytes: Family::default(),
@@ -201,6 +205,11 @@ impl ClientMetrics {
             "files_open",
             "File descriptors open on followed files",
             self.files_open.clone(),
+        );
+        r.register(
+            "loop_timers",
+            "Wake-ups pending in the event loop's timer queue (a few per stream at most)",
+            self.loop_timers.clone(),
         );
         let bytes = [
             ("read", "Bytes read from files", &self.read_bytes),
