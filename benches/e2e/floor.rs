@@ -6,7 +6,9 @@
 //! Any shipper that keeps p99 write→output latency within `linger` +
 //! 10 ms has to look at each busy file at least once per that period, and
 //! write what it found to the file's output as often: at 1,000 files and
-//! the default 20 ms, 33 sends per file per second, 33,000 in all. The
+//! the default 20 ms, 33 sends per file per second, 33,000 in all. A file
+//! that gets fewer lines than that a second needs a send per line
+//! instead (10,000 files at the same rate: 7 lines each a second). The
 //! floor is one `pread` and one `O_APPEND` `write` of the resulting send
 //! size per send, timed on the process's CPU clock in tight loops over
 //! warm files (no inotify, no socket, no bookkeeping):
@@ -31,6 +33,8 @@ const CALLS: usize = 200_000;
 /// CPU µs per call.
 #[derive(Debug, Clone, Copy)]
 pub struct Floor {
+    /// Files the calls were timed over.
+    pub files: usize,
     /// Bytes per send.
     pub send: usize,
     /// Sends per second in all.
@@ -49,6 +53,7 @@ impl Floor {
 
     /// The line `many` prints.
     pub fn note(&self, files: usize, period_ms: f64) -> String {
+        let per_file = self.sends_s / files.max(1) as f64;
         let ring = self
             .ring
             .map_or("io_uring could not be set up".into(), |(r, w)| {
@@ -60,12 +65,14 @@ impl Floor {
                 )
             });
         format!(
-            "kernel floor at this rate (each of {files} files read and its output appended once \
-             per {period_ms:.0} ms: {:.0} sends/s of {} bytes; system calls alone, tight loops): \
-             `pread` {:.2} µs and ext4 `write` {:.2} µs a call, **{:.2} s/GiB for the reads and \
+            "kernel floor at this rate (each of {files} files read and its output appended \
+             {per_file:.1} times a second, once per {period_ms:.0} ms or once per line where \
+             lines come slower: {:.0} sends/s of {} bytes; system calls alone, tight loops \
+             over {} files): `pread` {:.2} µs and ext4 `write` {:.2} µs a call, **{:.2} s/GiB for the reads and \
              {:.2} s/GiB for the writes**; {ring}",
             self.sends_s,
             self.send,
+            self.files,
             self.pread_us,
             self.write_us,
             self.per_gib(self.pread_us),
@@ -74,18 +81,33 @@ impl Floor {
     }
 }
 
-/// Measures the floor for `files` files at `rate` bytes/s in all, each
-/// read once per `period_ms`, in a fresh directory `dir` (removed after).
-pub fn measure(dir: &Path, files: usize, rate: f64, period_ms: f64) -> io::Result<Floor> {
+/// Measures the floor for `files` files at `rate` bytes/s and `lines`
+/// lines/s in all, each read once per `period_ms` or once per line where
+/// its lines come slower, in a fresh directory `dir` (removed after).
+///
+/// Each file takes three descriptors; where the open-files limit has no
+/// room for them all, the calls are timed over fewer files (the cost of
+/// a call, not their number, is what is measured: `Floor::files` says
+/// how many).
+pub fn measure(
+    dir: &Path,
+    files: usize,
+    rate: f64,
+    lines: f64,
+    period_ms: f64,
+) -> io::Result<Floor> {
     let files = files.max(1);
-    let sends_s = files as f64 * 1000.0 / period_ms;
+    let per_file = (1000.0 / period_ms).min(lines / files as f64);
+    let sends_s = (files as f64 * per_file).max(1.0);
     let send = ((rate / sends_s) as usize).max(1);
+    let timed = files.min(fd_room() / 3).max(1);
     std::fs::create_dir(dir)?;
-    let result = Files::open(dir, files).and_then(|mut f| {
-        let rounds = (CALLS / files).max(20);
+    let result = Files::open(dir, timed).and_then(|mut f| {
+        let rounds = (CALLS / timed).max(20);
         let (pread_us, write_us) = f.syscalls(send, rounds)?;
         let ring = f.ring(send, rounds).ok();
         Ok(Floor {
+            files: timed,
             send,
             sends_s,
             pread_us,
@@ -166,42 +188,27 @@ impl Files {
             self.append(&line)?;
             for chunk in (0..self.read.len()).collect::<Vec<_>>().chunks(RING_BATCH) {
                 let t = cpu::process_s();
-                for (slot, &i) in chunk.iter().enumerate() {
+                let entries = chunk.iter().enumerate().map(|(slot, &i)| {
                     let buf = bufs[slot * len..].as_mut_ptr();
-                    let e = opcode::Read::new(types::Fd(self.read[i].as_raw_fd()), buf, len as u32)
+                    opcode::Read::new(types::Fd(self.read[i].as_raw_fd()), buf, len as u32)
                         .offset(self.offset[i])
                         .build()
-                        .user_data(i as u64);
-                    // SAFETY: the buffer and the descriptor outlive the
-                    // entry: it completes before `submit_and_wait` returns
-                    // for the whole chunk.
-                    unsafe { ring.submission().push(&e) }.map_err(io::Error::other)?;
-                }
-                ring.submit_and_wait(chunk.len())?;
-                for c in ring.completion() {
-                    let n = usize::try_from(c.result())
-                        .map_err(|_| io::Error::from_raw_os_error(-c.result()))?;
-                    expect(n, send, "io_uring read")?;
-                    self.offset[c.user_data() as usize] += n as u64;
+                        .user_data(i as u64)
+                });
+                // SAFETY: the buffers and descriptors outlive the entries,
+                // which all complete within the call.
+                for (i, n) in unsafe { run(&mut ring, entries, send, "io_uring read") }? {
+                    self.offset[i as usize] += n as u64;
                 }
                 let t1 = cpu::process_s();
-                for &i in chunk {
-                    let e = opcode::Write::new(
-                        types::Fd(self.out[i].as_raw_fd()),
-                        line.as_ptr(),
-                        send as u32,
-                    )
-                    .offset(u64::MAX)
-                    .build();
-                    // SAFETY: as above; `line` outlives the chunk.
-                    unsafe { ring.submission().push(&e) }.map_err(io::Error::other)?;
-                }
-                ring.submit_and_wait(chunk.len())?;
-                for c in ring.completion() {
-                    let n = usize::try_from(c.result())
-                        .map_err(|_| io::Error::from_raw_os_error(-c.result()))?;
-                    expect(n, send, "io_uring write")?;
-                }
+                let entries = chunk.iter().map(|&i| {
+                    let fd = types::Fd(self.out[i].as_raw_fd());
+                    opcode::Write::new(fd, line.as_ptr(), send as u32)
+                        .offset(u64::MAX)
+                        .build()
+                });
+                // SAFETY: as above; `line` outlives the call.
+                unsafe { run(&mut ring, entries, send, "io_uring write") }?;
                 reads += t1 - t;
                 writes += cpu::process_s() - t1;
             }
@@ -209,6 +216,53 @@ impl Files {
         let calls = (rounds * self.read.len()) as f64;
         Ok((reads / calls * 1e6, writes / calls * 1e6))
     }
+}
+
+/// Submits `entries` (at most the ring's size), waits for them all, and
+/// returns each one's user data and byte count, every count `send`.
+///
+/// # Safety
+///
+/// The buffers and descriptors the entries name must stay valid until it
+/// returns.
+unsafe fn run(
+    ring: &mut io_uring::IoUring,
+    entries: impl Iterator<Item = io_uring::squeue::Entry>,
+    send: usize,
+    what: &str,
+) -> io::Result<Vec<(u64, usize)>> {
+    let mut pushed = 0;
+    for e in entries {
+        // SAFETY: the caller keeps what the entry names valid until the
+        // completions below are reaped.
+        unsafe { ring.submission().push(&e) }.map_err(io::Error::other)?;
+        pushed += 1;
+    }
+    ring.submit_and_wait(pushed)?;
+    let mut done = Vec::with_capacity(pushed);
+    for c in ring.completion() {
+        let n =
+            usize::try_from(c.result()).map_err(|_| io::Error::from_raw_os_error(-c.result()))?;
+        expect(n, send, what)?;
+        done.push((c.user_data(), n));
+    }
+    Ok(done)
+}
+
+/// Descriptors this process may still open, less a reserve.
+fn fd_room() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is valid for writes for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    let open = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    usize::try_from(lim.rlim_cur)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(open + 64)
 }
 
 /// `send` bytes ending in a newline.
