@@ -23,7 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use super::dirsource::DirSource;
 use super::stream::Stream;
 use crate::metrics::client::StreamLabels;
-use crate::metrics::{ClientMetrics, Scrape};
+use crate::metrics::{ClientMetrics, Scrape, Tally};
 use crate::reactor::Slots;
 
 /// The metric handles of one configured stream (series with its `stream`
@@ -33,12 +33,14 @@ pub(crate) struct Meter {
     label: StreamLabels,
     /// Bytes read from files (whole files sent with `sendfile` count here
     /// when they are sent), re-reads after a broken connection included.
-    pub read: Counter,
+    /// (These three are counted on every send: [`Tally`]s, flushed when a
+    /// scrape arrives.)
+    pub read: Tally,
     /// Bytes handed to the server's socket, re-sends included, counted
     /// before compression.
-    pub sent: Counter,
+    pub sent: Tally,
     /// The same bytes as they went on the wire (after compression).
-    pub wire: Counter,
+    pub wire: Tally,
     /// Forward moves of the acknowledged offset, in bytes; through
     /// [`Meter::acknowledged`] only.
     acked: Counter,
@@ -71,9 +73,9 @@ impl Meter {
     /// them if they do not exist yet).
     pub fn new(metrics: &ClientMetrics, label: StreamLabels) -> Meter {
         Meter {
-            read: metrics.read_bytes.get_or_create_owned(&label),
-            sent: metrics.sent_bytes.get_or_create_owned(&label),
-            wire: metrics.wire_bytes.get_or_create_owned(&label),
+            read: Tally::new(metrics.read_bytes.get_or_create_owned(&label)),
+            sent: Tally::new(metrics.sent_bytes.get_or_create_owned(&label)),
+            wire: Tally::new(metrics.wire_bytes.get_or_create_owned(&label)),
             acked: metrics.acknowledged_bytes.get_or_create_owned(&label),
             rotations: metrics.rotations.get_or_create_owned(&label),
             truncations: metrics.truncations.get_or_create_owned(&label),
@@ -104,8 +106,9 @@ impl Meter {
 pub(crate) struct ServerMeter {
     /// Streams that moved away from it.
     pub failovers: Counter,
-    /// Stream bytes written to its connections, after compression.
-    pub wire: Counter,
+    /// Stream bytes written to its connections, after compression
+    /// (flushed at scrape).
+    pub wire: Tally,
     /// Set at scrape time by [`View`].
     streams: Gauge,
     connected: Gauge,
@@ -120,7 +123,7 @@ impl ServerMeter {
         };
         ServerMeter {
             failovers: metrics.server_failovers.get_or_create_owned(&l),
-            wire: metrics.server_wire_bytes.get_or_create_owned(&l),
+            wire: Tally::new(metrics.server_wire_bytes.get_or_create_owned(&l)),
             streams: metrics.server_streams.get_or_create_owned(&l),
             connected: metrics.server_connected.get_or_create_owned(&l),
         }
@@ -176,6 +179,9 @@ impl Scrape for View<'_> {
             }
         }
         for (m, bytes) in self.meters.iter().zip(behind) {
+            for t in [&m.read, &m.sent, &m.wire] {
+                t.flush();
+            }
             m.behind.set(i64::try_from(bytes).unwrap_or(i64::MAX));
             if let Some(at) = m.last_ack {
                 self.metrics.acknowledged_at(&m.label, at);
@@ -190,6 +196,7 @@ impl Scrape for View<'_> {
             }
         }
         for (m, (n, c)) in self.servers.iter().zip(per_server) {
+            m.wire.flush();
             m.streams.set(gauge(n));
             m.connected.set(gauge(c));
         }
@@ -219,8 +226,8 @@ mod tests {
         let b = meter_for(&mut meters, &metrics, label("/b/*.log"));
         assert_eq!(meter_for(&mut meters, &metrics, label("/a")), a);
         assert_eq!(meters.len(), 2);
-        meters[a].read.inc_by(10);
-        meters[a].sent.inc_by(10);
+        meters[a].read.add(10);
+        meters[a].sent.add(10);
         meters[a].acknowledged(0, t0 + std::time::Duration::from_secs(9));
         meters[a].acknowledged(6, t0 + std::time::Duration::from_secs(1));
         meters[b].rotations.inc();

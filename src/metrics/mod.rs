@@ -57,6 +57,8 @@
 //! counted per read, look the handle up once when the stream starts
 //! (`family.get_or_create_owned(&labels)` returns a `Counter`, an `Arc`)
 //! and keep it in the stream's state; then each update is one atomic add.
+//! Where even that add is too dear (several per send, on every send), a
+//! [`Tally`] counts in a plain cell and the counter catches up at scrape.
 
 //! ## Format
 //! Bodies are the Prometheus text format 0.0.4 ([`CONTENT_TYPE`] =
@@ -74,8 +76,10 @@ pub mod http;
 pub mod jetstream;
 pub mod server;
 
+use std::cell::Cell;
 use std::time::Instant;
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
 pub use client::ClientMetrics;
@@ -114,6 +118,51 @@ pub fn encode_into(registry: &Registry, out: &mut String) {
     }
 }
 
+/// A counter that the loop thread bumps without an atomic operation: it
+/// adds to a plain cell, and [`Tally::flush`] (at each scrape) hands the
+/// sum to the Prometheus counter.
+///
+/// For the counts made on every send. A `lock add` on x86 is a full
+/// barrier: it waits for the loads before it, so in a loop that touches a
+/// thousand streams' state it pays for their cache misses. At 1,000 busy
+/// files two thirds of `Stream::tick`'s own samples sat on the byte
+/// counters' adds.
+#[derive(Debug)]
+pub struct Tally {
+    counter: Counter,
+    pending: Cell<u64>,
+}
+
+impl Tally {
+    pub fn new(counter: Counter) -> Tally {
+        Tally {
+            counter,
+            pending: Cell::new(0),
+        }
+    }
+
+    /// Counts `n` (seen by the counter at the next [`Tally::flush`]).
+    pub fn add(&self, n: u64) {
+        self.pending.set(self.pending.get().saturating_add(n));
+    }
+
+    /// Adds what was counted since the last flush to the counter.
+    pub fn flush(&self) {
+        let n = self.pending.take();
+        if n > 0 {
+            self.counter.inc_by(n);
+        }
+    }
+}
+
+/// The series outlives its handle (a reload that drops a stream's meter):
+/// what was counted still reaches it.
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
 /// Parses `[prometheus] listen` (`ip:port`, or `:port` for every IPv4
 /// interface): the config's own parser, so what the config accepts is what
 /// the endpoint binds.
@@ -122,7 +171,26 @@ pub use crate::config::parse_listen;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prometheus_client::metrics::counter::Counter;
+
+    #[test]
+    fn a_tally_reaches_its_counter_at_each_flush_and_only_then() {
+        let c = Counter::<u64>::default();
+        let t = Tally::new(c.clone());
+        t.add(5);
+        t.add(0);
+        t.add(7);
+        assert_eq!(c.get(), 0, "not before the flush");
+        t.flush();
+        assert_eq!(c.get(), 12);
+        t.flush();
+        assert_eq!(c.get(), 12, "a second flush adds nothing");
+        t.add(1);
+        t.flush();
+        assert_eq!(c.get(), 13);
+        t.add(2);
+        drop(t);
+        assert_eq!(c.get(), 15, "dropped, it flushes");
+    }
 
     #[test]
     fn listen_accepts_both_config_forms() {

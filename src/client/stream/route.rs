@@ -114,13 +114,13 @@ impl Stream {
             return;
         };
         let n = link.take_wire_bytes();
-        ctx.meter.wire.inc_by(n);
+        ctx.meter.wire.add(n);
         if let Some(sm) = self
             .route
             .as_ref()
             .and_then(|r| ctx.server_meters.get(r.server()))
         {
-            sm.wire.inc_by(n);
+            sm.wire.add(n);
         }
     }
 }

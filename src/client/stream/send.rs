@@ -140,8 +140,8 @@ impl Stream {
             Ok(n) => {
                 charge(ctx, n);
                 // The kernel read the file for us: read and sent.
-                ctx.meter.read.inc_by(n as u64);
-                ctx.meter.sent.inc_by(n as u64);
+                ctx.meter.read.add(n as u64);
+                ctx.meter.sent.add(n as u64);
                 self.tail.on_sent_from_file(n as u64);
                 self.last_active = now;
                 ControlFlow::Continue(())
@@ -241,7 +241,7 @@ impl Stream {
         self.after_tail(ctx);
         match filled {
             Ok(Filled::Read(n)) => {
-                ctx.meter.read.inc_by(n as u64);
+                ctx.meter.read.add(n as u64);
             }
             Ok(Filled::Eof) => {}
             Ok(Filled::Truncated) => return ControlFlow::Break(Some(now)),
@@ -263,7 +263,7 @@ impl Stream {
             Ok(0) => ControlFlow::Break(None), // socket full: wait for writable
             Ok(n) => {
                 charge(ctx, n);
-                ctx.meter.sent.inc_by(n as u64);
+                ctx.meter.sent.add(n as u64);
                 self.tail.on_sent(n);
                 self.last_active = ctx.now;
                 ControlFlow::Continue(())
