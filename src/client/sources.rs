@@ -193,7 +193,7 @@ impl ClientDaemon {
                         self.settings.tail(true, false),
                     );
                     stream.set_ephemeral();
-                    let name = stream.name().to_os_string();
+                    let name = super::watch::Name::new(stream.name());
                     self.streams.insert(stream);
                     let dir = &self.sources[i].dir;
                     if let Some(dw) = self.dirs.values_mut().find(|d| d.dir == *dir) {

@@ -21,9 +21,10 @@
 //! end by descriptor, as after any rotation.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::OsStr;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -56,9 +57,66 @@ pub(super) struct DirWatch {
     pub(super) dir: PathBuf,
     /// Followed paths in this directory, by file name: an event costs one
     /// lookup, whatever the number of files in the directory.
-    pub(super) streams: HashMap<OsString, Vec<Key>>,
+    pub(super) streams: HashMap<Name, Vec<Key>>,
     /// Directory sources (indices into `sources`) for this directory.
     pub(super) sources: Vec<usize>,
+}
+
+/// Longest file name kept inside a [`Name`] (most log file names are
+/// shorter): with its length and tag, 32 bytes in the bucket.
+const INLINE: usize = 30;
+
+/// A followed file's name as the key of [`DirWatch::streams`]: short ones
+/// in the table's own bucket. Every inotify event looks its name up, and at
+/// 1,000 busy files a name on the heap was a cache miss of its own on each
+/// of them (the comparison, `memcmp`, was 3 % of the client's samples).
+#[derive(Debug, Clone)]
+pub(super) enum Name {
+    Inline(u8, [u8; INLINE]),
+    Heap(Box<OsStr>),
+}
+
+impl Name {
+    pub(super) fn new(name: &OsStr) -> Name {
+        let bytes = name.as_bytes();
+        match u8::try_from(bytes.len()) {
+            Ok(len) if bytes.len() <= INLINE => {
+                let mut inline = [0; INLINE];
+                inline[..bytes.len()].copy_from_slice(bytes);
+                Name::Inline(len, inline)
+            }
+            _ => Name::Heap(name.into()),
+        }
+    }
+
+    fn as_os_str(&self) -> &OsStr {
+        match self {
+            Name::Inline(len, bytes) => OsStr::from_bytes(&bytes[..usize::from(*len)]),
+            Name::Heap(name) => name,
+        }
+    }
+}
+
+/// Looked up by `&OsStr`: equality and hash are the name's, whichever way
+/// it is kept.
+impl std::borrow::Borrow<OsStr> for Name {
+    fn borrow(&self) -> &OsStr {
+        self.as_os_str()
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.as_os_str() == other.as_os_str()
+    }
+}
+
+impl Eq for Name {}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_os_str().hash(state);
+    }
 }
 
 /// How a watched directory itself went, from an event's mask.
@@ -153,10 +211,9 @@ fn dir_change(m: u32, cookie: u32) -> Option<DirChange> {
 /// `app.log-20261206`): a lookup per separator, whatever the number of
 /// followed files in the directory.
 fn related<'a>(
-    streams: &'a HashMap<OsString, Vec<Key>>,
-    name: &'a std::ffi::OsStr,
+    streams: &'a HashMap<Name, Vec<Key>>,
+    name: &'a OsStr,
 ) -> impl Iterator<Item = Key> + 'a {
-    use std::os::unix::ffi::OsStrExt;
     let bytes = name.as_bytes();
     let cuts = bytes
         .iter()
@@ -164,7 +221,7 @@ fn related<'a>(
         .filter(|(_, b)| matches!(b, b'.' | b'-' | b'_'))
         .map(|(i, _)| i)
         .chain(std::iter::once(bytes.len()));
-    cuts.filter_map(move |i| streams.get(std::ffi::OsStr::from_bytes(&bytes[..i])))
+    cuts.filter_map(move |i| streams.get(OsStr::from_bytes(&bytes[..i])))
         .flatten()
         .copied()
 }
@@ -504,10 +561,7 @@ impl ClientDaemon {
         });
         for key in keys {
             if let Some(s) = self.streams.get(key) {
-                dw.streams
-                    .entry(s.name().to_os_string())
-                    .or_default()
-                    .push(key);
+                dw.streams.entry(Name::new(s.name())).or_default().push(key);
             }
         }
         dw.sources.extend(sources);
@@ -519,6 +573,40 @@ mod tests {
     use super::*;
 
     const OLD: Watch = Watch(3);
+
+    fn key(n: usize) -> Key {
+        Key::from_token(mio::Token(crate::reactor::slots::RESERVED + n)).expect("a key")
+    }
+
+    #[test]
+    fn names_short_and_long_are_found_by_their_name_and_nothing_else() {
+        assert_eq!(std::mem::size_of::<Name>(), 32);
+        let fits = "a".repeat(INLINE);
+        let over = "b".repeat(INLINE + 1);
+        let names = ["", "app.log", fits.as_str(), over.as_str(), "caf\u{e9}.log"];
+        let mut map: HashMap<Name, Vec<Key>> = HashMap::new();
+        for (i, n) in names.iter().enumerate() {
+            map.entry(Name::new(OsStr::new(n)))
+                .or_default()
+                .push(key(i));
+        }
+        assert!(matches!(Name::new(OsStr::new(&fits)), Name::Inline(..)));
+        assert!(matches!(Name::new(OsStr::new(&over)), Name::Heap(_)));
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(map.get(OsStr::new(n)), Some(&vec![key(i)]), "{n:?}");
+        }
+        // Not a prefix, not a longer name, not bytes past the length.
+        for miss in ["app.lo", "app.log.1", &fits[1..], &over[1..], "app.log\0"] {
+            assert_eq!(map.get(OsStr::new(miss)), None, "{miss:?}");
+        }
+        // Bytes that are not UTF-8 are names like any other.
+        let raw = OsStr::from_bytes(b"x\xff.log");
+        map.insert(Name::new(raw), vec![key(9)]);
+        assert_eq!(map.get(raw), Some(&vec![key(9)]));
+        // A rotated name finds the stream of the name it derives from.
+        let found: Vec<Key> = related(&map, OsStr::new("app.log.1")).collect();
+        assert_eq!(found, vec![key(1)]);
+    }
 
     #[test]
     fn only_the_end_or_the_rename_of_the_watched_directory_is_news_about_it() {
