@@ -79,14 +79,13 @@ pub(super) enum Name {
 impl Name {
     pub(super) fn new(name: &OsStr) -> Name {
         let bytes = name.as_bytes();
-        match u8::try_from(bytes.len()) {
-            Ok(len) if bytes.len() <= INLINE => {
-                let mut inline = [0; INLINE];
-                inline[..bytes.len()].copy_from_slice(bytes);
-                Name::Inline(len, inline)
-            }
-            _ => Name::Heap(name.into()),
+        if bytes.len() > INLINE {
+            return Name::Heap(name.into());
         }
+        let mut inline = [0; INLINE];
+        inline[..bytes.len()].copy_from_slice(bytes);
+        // At most INLINE (30): fits a u8.
+        Name::Inline(bytes.len() as u8, inline)
     }
 
     fn as_os_str(&self) -> &OsStr {
